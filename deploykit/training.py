@@ -1,0 +1,146 @@
+"""The HF Trainer setup shared by every stage that trains (finetune, distill, prune recovery).
+
+One place decides the TrainingArguments (per-epoch evaluation, best checkpoint, early stopping,
+bf16 where the CPU/GPU does it natively, DDP on CPU with gloo), so `accelerate launch` and
+`torchrun` work unchanged for all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from deploykit.config import TrainConfig
+from deploykit.console import log, quiet
+from deploykit.hardware import bf16_supported
+
+_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def layer_index(param_name: str) -> int | None:
+    """`bert.encoder.layer.3.attention...` -> 3 (BERT, RoBERTa, DistilBERT, Llama naming)."""
+    m = _LAYER.search(param_name)
+    return int(m.group(1)) if m else None
+
+
+def num_layers(config) -> int:
+    for key in ("num_hidden_layers", "n_layers", "num_layers"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    raise ValueError(f"cannot tell the layer count of a {type(config).__name__}")
+
+
+def world_info() -> tuple[int, int]:
+    """(rank, world size) as torchrun / accelerate set them."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def llrd_groups(model, lr: float, decay: float, weight_decay: float) -> list[dict]:
+    """Layer-wise LR decay: layer i gets lr * decay**(L - i), embeddings decay**(L + 1), the head lr."""
+    n = num_layers(model.config)
+    groups: dict[tuple[float, float], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        i = layer_index(name)
+        if i is not None:
+            scale = decay ** (n - i)
+        elif "embed" in name:
+            scale = decay ** (n + 1)
+        else:
+            scale = 1.0
+        wd = 0.0 if p.ndim == 1 else weight_decay  # no decay on biases and LayerNorm weights
+        groups.setdefault((lr * scale, wd), []).append(p)
+    return [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
+
+
+def compute_metrics(pred) -> dict[str, float]:
+    from deploykit.evaluate import metrics
+
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    out = metrics(np.asarray(logits), pred.label_ids)
+    out.pop("n")
+    return out
+
+
+def use_bf16(setting: str) -> bool:
+    return setting == "on" or (setting == "auto" and bf16_supported())
+
+
+def training_args(cfg: TrainConfig, work: Path, has_eval: bool = True, **overrides):
+    import torch
+    from transformers import TrainingArguments
+
+    kwargs = dict(
+        output_dir=str(work),
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type=cfg.scheduler, warmup_steps=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
+        optim="adamw_torch", bf16=use_bf16(cfg.bf16), seed=cfg.seed, data_seed=cfg.seed,
+        eval_strategy="epoch" if has_eval else "no", save_strategy="epoch",
+        load_best_model_at_end=has_eval, metric_for_best_model="accuracy", greater_is_better=True,
+        save_total_limit=2, save_only_model=False, logging_steps=cfg.logging_steps,
+        report_to=["tensorboard"] if cfg.tensorboard else [],
+        disable_tqdm=quiet(), dataloader_num_workers=0,
+        # without use_cpu every torchrun rank silently trains its own copy on a CPU machine
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if world_info()[1] > 1 and not torch.cuda.is_available() else None,
+    )
+    kwargs.update(overrides)
+    if cfg.tensorboard:
+        # transformers 5 reads the TensorBoard folder from the environment only; the stage copies it out
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard")
+    return TrainingArguments(**kwargs)
+
+
+def _trainer_class(base, layer_decay: float):
+    if layer_decay >= 1.0:
+        return base
+
+    class LLRDTrainer(base):
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                import torch
+
+                target = model if model is not None else self.model
+                groups = llrd_groups(target, self.args.learning_rate, layer_decay, self.args.weight_decay)
+                self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate)
+            return self.optimizer
+
+    return LLRDTrainer
+
+
+class _EpochLog:
+    """Prints one line per evaluation (epoch, accuracy, macro-F1) through deploykit's console."""
+
+    def __init__(self, stage: str):
+        from transformers import TrainerCallback
+
+        class CB(TrainerCallback):
+            def on_evaluate(self, args, state, control, metrics=None, **kw):
+                if state.is_world_process_zero and metrics and "eval_accuracy" in metrics:
+                    log(f"{stage}: epoch {state.epoch:.2f} accuracy {metrics['eval_accuracy']:.2f} "
+                        f"macro-F1 {metrics.get('eval_macro_f1', float('nan')):.2f} "
+                        f"loss {metrics.get('eval_loss', float('nan')):.4f}")
+
+        self.callback = CB()
+
+
+def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval_ds, *, layer_decay: float = 1.0,
+                  stage: str = "finetune", trainer_cls=None, collator=None, **trainer_kwargs):
+    """A Trainer with deploykit's defaults; `trainer_cls` lets distillation swap the loss."""
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+
+    args = training_args(cfg, Path(work), has_eval=eval_ds is not None)
+    callbacks = [_EpochLog(stage).callback]
+    if cfg.early_stopping_patience and eval_ds is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    cls = _trainer_class(trainer_cls or Trainer, layer_decay)
+    return cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+               data_collator=collator or DataCollatorWithPadding(tokenizer),
+               compute_metrics=compute_metrics, callbacks=callbacks, **trainer_kwargs)
