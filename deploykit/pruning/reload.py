@@ -1,0 +1,81 @@
+"""Prove a saved model folder is what plain transformers rebuilds: same weights, same logits.
+
+    model.save_pretrained(folder)
+    check_reload(model, folder, [batch])     # raises ReloadError on any missing, unexpected,
+                                             # mismatched or re-initialised weight, or drifting logits
+
+transformers 5 only prints a load report when a checkpoint's shapes disagree with its config
+(and re-initialises what it cannot load), so a pruned model the config cannot express would
+otherwise "load" silently with random weights.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class ReloadError(RuntimeError):
+    """The saved folder does not reload as the in-memory model (a pruning bug, not a user error)."""
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+
+
+def check_reload(model, folder, inputs: list[dict[str, torch.Tensor]], atol: float = 1e-5) -> float:
+    """Reload `folder` with plain `AutoModelForSequenceClassification.from_pretrained` and compare.
+
+    Args:
+        model: the in-memory model that was saved to `folder`.
+        folder: the `save_pretrained` output.
+        inputs: batches of model inputs (labels are ignored) to compare logits on.
+        atol: largest absolute logit difference accepted.
+
+    Returns:
+        The largest absolute logit difference seen.
+
+    Raises:
+        ReloadError: the folder does not load, loads with a non-empty loading report, holds other
+            weights than the model, or gives other logits.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        reloaded, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
+    except Exception as err:  # noqa: BLE001 - any failure to load is the finding we report
+        raise ReloadError(f"{folder}: plain from_pretrained cannot load the pruned model "
+                          f"({type(err).__name__}: {_first_line(err)})") from err
+    problems = {k: list(v)[:5] for k, v in info.items() if v}
+    if problems:
+        raise ReloadError(f"{folder}: from_pretrained reports {problems}; the config does not express "
+                          "the pruned shapes")
+    _same_weights(model, reloaded, folder)
+    return _same_logits(model, reloaded, inputs, atol, folder)
+
+
+def _same_weights(model, reloaded, folder) -> None:
+    ours, theirs = model.state_dict(), reloaded.state_dict()
+    if set(ours) != set(theirs):
+        diff = sorted(set(ours) ^ set(theirs))[:5]
+        raise ReloadError(f"{folder}: reloaded model has other weights than the pruned one ({diff})")
+    for name, tensor in ours.items():
+        if tensor.shape != theirs[name].shape or not torch.equal(tensor.cpu(), theirs[name].cpu()):
+            raise ReloadError(f"{folder}: weight {name} differs after reload "
+                              f"({tuple(tensor.shape)} vs {tuple(theirs[name].shape)})")
+
+
+def _same_logits(model, reloaded, inputs, atol: float, folder) -> float:
+    was_training = model.training
+    model.eval()
+    reloaded.eval()
+    worst = 0.0
+    with torch.inference_mode():
+        for batch in inputs:
+            feed = {k: v for k, v in batch.items() if k != "labels"}
+            diff = (model(**feed).logits - reloaded(**feed).logits).abs().max().item()
+            worst = max(worst, diff)
+    model.train(was_training)
+    if worst > atol:
+        raise ReloadError(f"{folder}: reloaded logits differ by {worst:.2e} (> {atol:g})")
+    return worst

@@ -1,0 +1,226 @@
+"""Structured pruning units (ffn, width with heads, heads, depth), each kept uniform across layers.
+
+    target = plan(cfg, shape_of(model), arch_of(model))     # validates the request, counts what goes
+    kept = Kept.start(shape_of(model))
+    for step in range(1, cfg.steps + 1):
+        prune_step(model, cfg, target, step, batches, kept)
+
+Torch-Pruning's DependencyGraph finds every weight a unit touches (a head's Q/K/V rows and O
+columns; the residual stream's embeddings, LayerNorms, projections and pooler). We do not use
+MetaPruner's ratios: its rounding and global ranking give per-layer sizes no config can express,
+so we rank each group with a Torch-Pruning importance ourselves and prune exactly `n` per layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from deploykit.config import PruneConfig
+from deploykit.errors import UserError
+from deploykit.layers import check_indices, keep_layers, layer_list
+from deploykit.pruning.arch import Arch, Shape, arch_of, shape_of, sub, sync_config
+from deploykit.pruning.importance import accumulate_gradients, group_importance, layer_scores
+
+
+@dataclass
+class Target:
+    """How many of each unit the whole schedule removes (heads and FFN neurons: per layer)."""
+
+    layers: int = 0
+    drop_layers: list[int] | None = None
+    heads: int = 0          # heads removed per layer
+    residual: bool = False  # heads go with residual channels (width) rather than alone (heads)
+    ffn: int = 0
+
+    def at(self, step: int, steps: int, attr: str) -> int:
+        """Cumulative count removed by the end of `step` (linear schedule)."""
+        return round(getattr(self, attr) * step / steps)
+
+
+@dataclass
+class Kept:
+    """Original indices of what remains, for the manifest (heads and FFN neurons per kept layer)."""
+
+    original: Shape
+    layers: list[int]
+    heads: list[list[int]]
+    channels: list[int]
+    ffn: list[list[int]]
+
+    @classmethod
+    def start(cls, shape: Shape) -> Kept:
+        return cls(shape, list(range(shape.layers)), [list(range(shape.heads)) for _ in range(shape.layers)],
+                   list(range(shape.hidden)), [list(range(shape.ffn)) for _ in range(shape.layers)])
+
+    def summary(self) -> dict:
+        return {"layers": self.layers, "heads": self.heads, "channels": self.channels,
+                "ffn_per_layer": [len(f) for f in self.ffn]}
+
+
+def _removed(ratio: float, total: int) -> int:
+    return round(ratio * total)
+
+
+def plan(cfg: PruneConfig, shape: Shape, arch: Arch) -> Target:
+    """Validate the request against the model and count what goes; one UserError line per problem."""
+    target = Target()
+    if cfg.heads:
+        if not arch.explicit_head_dim:
+            raise UserError(f"prune.heads={cfg.heads}: this config computes head size as hidden / heads, so "
+                            "fewer heads alone cannot be reloaded; use prune.width (heads with residual channels)")
+        target.heads = _heads_removed("heads", cfg.heads, shape.heads, shape.heads)
+    if cfg.width:
+        if arch.explicit_head_dim:
+            raise UserError(f"prune.width={cfg.width}: not supported for this architecture; use prune.heads "
+                            "and prune.ffn")
+        channels = _removed(cfg.width, shape.hidden)
+        if channels % shape.head_size:
+            raise UserError(f"prune.width={cfg.width} removes {channels} of {shape.hidden} channels, not whole "
+                            f"heads of {shape.head_size}; use a multiple of 1/{shape.heads} "
+                            f"(e.g. {1 / shape.heads:.4f} per head)")
+        target.heads = _heads_removed("width", cfg.width, channels // shape.head_size, shape.heads)
+        target.residual = True
+    if cfg.ffn:
+        target.ffn = _removed(cfg.ffn, shape.ffn)
+        if target.ffn >= shape.ffn:
+            raise UserError(f"prune.ffn={cfg.ffn} leaves no FFN neuron of {shape.ffn}; use a smaller ratio")
+    if cfg.depth and cfg.drop_layers:
+        raise UserError("prune: give prune.depth (by importance) or prune.drop_layers (explicit), not both")
+    if cfg.drop_layers:
+        target.drop_layers = check_indices(list(cfg.drop_layers), shape.layers, "prune.drop_layers")
+        target.layers = len(target.drop_layers)
+    elif cfg.depth:
+        target.layers = _removed(cfg.depth, shape.layers)
+    if target.layers >= shape.layers:
+        raise UserError(f"prune: removing {target.layers} of {shape.layers} layers leaves none; "
+                        "use a smaller prune.depth or fewer prune.drop_layers")
+    if not (target.layers or target.heads or target.ffn or cfg.vocab):
+        raise UserError("prune: nothing to prune; set prune.ffn, prune.width, prune.depth, prune.drop_layers, "
+                        "prune.heads or prune.vocab")
+    return target
+
+
+def _heads_removed(field: str, ratio: float, removed: int, heads: int) -> int:
+    if removed >= heads:
+        raise UserError(f"prune.{field}={ratio} leaves no attention head of {heads}; use a smaller ratio")
+    if removed == 0:
+        raise UserError(f"prune.{field}={ratio} removes less than one head of {heads}; "
+                        f"use at least {1 / heads:.4f}")
+    return removed
+
+
+def prune_step(model, cfg: PruneConfig, target: Target, step: int, batches: list[dict], kept: Kept) -> None:
+    """Bring the model to the schedule's sizes for `step` (1-based) of `cfg.steps`, in place.
+
+    Counts are cumulative from the original model, so rounding never drifts across steps.
+    """
+    import torch_pruning as tp
+
+    arch, original = arch_of(model), kept.original
+    if target.layers:
+        # an explicit list goes at once: its indices name layers of the original model
+        goal = target.layers if target.drop_layers is not None else target.at(step, cfg.steps, "layers")
+        n_drop = goal - (original.layers - len(kept.layers))
+        if n_drop > 0:
+            _gradients(model, cfg, batches)
+            drop_depth(model, cfg.importance, n_drop, target.drop_layers, kept)
+    if not (target.ffn or target.heads):
+        return
+    example = {k: v for k, v in batches[0].items() if k != "labels"}
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    importance = group_importance(cfg.importance)
+    if target.ffn:
+        _gradients(model, cfg, batches)
+        prune_ffn(model, graph, arch, original.ffn - target.at(step, cfg.steps, "ffn"), importance, kept)
+    if target.heads:
+        heads_keep = original.heads - target.at(step, cfg.steps, "heads")
+        _gradients(model, cfg, batches)
+        prune_heads(model, graph, arch, heads_keep, original.head_size, importance, kept)
+        if target.residual:
+            _gradients(model, cfg, batches)
+            prune_residual(model, graph, arch, heads_keep * original.head_size, importance, kept)
+    sync_config(model)
+    model.zero_grad(set_to_none=True)
+
+
+def _gradients(model, cfg: PruneConfig, batches: list[dict]) -> None:
+    # fresh gradients for every unit: the previous unit changed the function being differentiated
+    if cfg.importance == "taylor":
+        accumulate_gradients(model, batches)
+
+
+def drop_depth(model, kind: str, n_drop: int, explicit: list[int] | None, kept: Kept) -> None:
+    """Remove `n_drop` layers: the explicit original indices, else the least important (deploykit.layers)."""
+    if explicit is not None:
+        drop = [kept.layers.index(i) for i in explicit if i in kept.layers]
+    else:
+        drop = torch.argsort(torch.tensor(layer_scores(model, kind)))[:n_drop].tolist()
+    keep = [i for i in range(len(kept.layers)) if i not in set(drop)]
+    keep_layers(model, keep)
+    kept.layers = [kept.layers[i] for i in keep]
+    kept.heads = [kept.heads[i] for i in keep]
+    kept.ffn = [kept.ffn[i] for i in keep]
+
+
+def _lowest(scores: torch.Tensor, n: int) -> list[int]:
+    return sorted(torch.argsort(scores.float().cpu(), stable=True)[:n].tolist())
+
+
+def _drop(indices: list, removed: list[int]) -> list:
+    gone = set(removed)
+    return [c for j, c in enumerate(indices) if j not in gone]
+
+
+def prune_ffn(model, graph, arch: Arch, n_keep: int, importance, kept: Kept) -> None:
+    """Keep the `n_keep` most important FFN neurons in every layer (their up and down projections)."""
+    import torch_pruning as tp
+
+    for i, layer in enumerate(layer_list(model)):
+        root = sub(layer, arch.ffn_in[0])
+        n = root.out_features
+        if n <= n_keep:
+            continue
+        group = graph.get_pruning_group(root, tp.prune_linear_out_channels, idxs=list(range(n)))
+        drop = _lowest(importance(group), n - n_keep)
+        graph.get_pruning_group(root, tp.prune_linear_out_channels, idxs=drop).prune()
+        kept.ffn[i] = _drop(kept.ffn[i], drop)
+
+
+def prune_heads(model, graph, arch: Arch, n_keep: int, head_size: int, importance, kept: Kept) -> None:
+    """Keep the `n_keep` most important heads of every layer (chosen per layer; Q/K/V rows, O columns)."""
+    import torch_pruning as tp
+
+    for i, layer in enumerate(layer_list(model)):
+        query = sub(layer, arch.query)
+        heads = query.out_features // head_size
+        if heads <= n_keep:
+            continue
+        group = graph.get_pruning_group(query, tp.prune_linear_out_channels, idxs=list(range(query.out_features)))
+        per_head = importance(group).view(heads, head_size).sum(1)
+        drop_heads = _lowest(per_head, heads - n_keep)
+        idxs = [h * head_size + j for h in drop_heads for j in range(head_size)]
+        graph.get_pruning_group(query, tp.prune_linear_out_channels, idxs=idxs).prune()
+        kept.heads[i] = _drop(kept.heads[i], drop_heads)
+
+
+def prune_residual(model, graph, arch: Arch, n_keep: int, importance, kept: Kept) -> None:
+    """Keep `n_keep` residual channels, chosen once for the whole stream (embeddings, every LayerNorm,
+    every projection in and out of it); the pooler-like dense head shrinks to the same width."""
+    import torch_pruning as tp
+
+    embeddings = model.get_input_embeddings()
+    n = embeddings.embedding_dim
+    if n <= n_keep:
+        return
+    group = graph.get_pruning_group(embeddings, tp.prune_embedding_out_channels, idxs=list(range(n)))
+    drop = _lowest(importance(group), n - n_keep)
+    graph.get_pruning_group(embeddings, tp.prune_embedding_out_channels, idxs=drop).prune()
+    kept.channels = _drop(kept.channels, drop)
+    if arch.dense_head is not None:
+        # the config sizes the pooler (hidden -> hidden) with the same hidden_size
+        dense = model.get_submodule(arch.dense_head)
+        group = graph.get_pruning_group(dense, tp.prune_linear_out_channels, idxs=list(range(dense.out_features)))
+        drop = _lowest(importance(group), dense.out_features - n_keep)
+        graph.get_pruning_group(dense, tp.prune_linear_out_channels, idxs=drop).prune()

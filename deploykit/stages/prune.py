@@ -1,0 +1,152 @@
+"""`deploykit prune`: structured pruning into a smaller model that plain transformers reloads.
+
+    deploykit prune --from runs/sst2/finetune --data sst2 --data-dir ../shared/data \
+        --set prune.ffn=0.5 --set prune.width=0.3333 --set prune.vocab=true \
+        --set prune.recovery.epochs=1 --out runs/sst2/prune
+
+Units: `ffn` (FFN neurons, same count per layer), `width` (residual channels with whole heads,
+hidden = heads x head size), `depth` / `drop_layers` (whole layers), `heads` (configs with an
+explicit head_dim only), `vocab` (tokens the training texts use; the tokenizer is rewritten).
+The schedule prunes in `steps` steps, each optionally followed by a short recovery fine-tune that
+distils from the unpruned model. The output is reloaded with plain `from_pretrained` and must give
+the in-memory model's logits, else the stage fails and writes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.config import DistillConfig, Recipe
+from deploykit.console import log
+from deploykit.data import Split, batches
+from deploykit.errors import UserError
+
+VOCAB_CHECK_TEXTS = 256  # training texts on which the vocabulary-pruned model must match the unpruned one
+
+
+def _tensor_batches(split: Split, tokenizer, n_batches: int, batch_size: int, max_length: int,
+                    seed: int) -> list[dict[str, torch.Tensor]]:
+    """`n_batches` seeded random batches of `split` as tensors with labels (importance, reload check)."""
+    idx = list(range(len(split)))
+    random.Random(seed).shuffle(idx)
+    part = split.take(sorted(idx[: n_batches * batch_size]))
+    out = []
+    for enc, labels in batches(part, tokenizer, batch_size, max_length):
+        out.append({**{k: torch.from_numpy(np.asarray(v)) for k, v in enc.items()},
+                    "labels": torch.tensor(labels)})
+    return out
+
+
+def _evaluate(model, split: Split | None, tokenizer, max_length: int) -> dict | None:
+    from deploykit.evaluate import metrics, predict, torch_predictor
+
+    if split is None:
+        return None
+    return metrics(predict(torch_predictor(model), split, tokenizer, max_length), split.labels)
+
+
+def _recover(model, teacher, recipe: Recipe, datasets: tuple, tokenizer, work: Path):
+    """Short fine-tune of the pruned model; distils from the unpruned `teacher` when one is given."""
+    from deploykit.training import build_trainer
+
+    cfg = recipe.prune
+    kd = {}
+    if teacher is not None:
+        from deploykit.kd import DistillTrainer
+
+        # the distillation section's loss weights when the recipe has one, else its defaults
+        d = recipe.distill or DistillConfig()
+        kd = dict(trainer_cls=DistillTrainer, teacher=teacher, temperature=d.temperature,
+                  alpha_kd=d.alpha_kd, alpha_ce=d.alpha_ce, cache_teacher_logits=True)
+    trainer = build_trainer(model, cfg.recovery, work, tokenizer, datasets[0], datasets[1], stage="prune", **kd)
+    trainer.train()
+    shutil.rmtree(work, ignore_errors=True)
+    return trainer.model
+
+
+def _prune_vocab(model, tokenizer, task, max_length: int, scratch: Path):
+    """Vocabulary pruning, checked: the pruned model with its new tokenizer must give the same logits."""
+    from deploykit.evaluate import predict, torch_predictor
+    from deploykit.pruning.vocab import prune_vocab
+
+    sample = task.train.head(VOCAB_CHECK_TEXTS)
+    reference = predict(torch_predictor(model), sample, tokenizer, max_length)
+    tokenizer, kept = prune_vocab(model, tokenizer, task.train.texts, task.train.pairs, scratch)
+    diff = float(np.abs(predict(torch_predictor(model), sample, tokenizer, max_length) - reference).max())
+    if diff > 1e-4:
+        raise RuntimeError(f"vocabulary pruning changed logits on training texts by {diff:.2e}")
+    return tokenizer, kept, diff
+
+
+def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
+    """Prune `parent` (or `recipe.model.source`) as `recipe.prune` says; write a plain HF folder to `out_dir`."""
+    from transformers import set_seed
+
+    from deploykit.data import load_task, to_dataset
+    from deploykit.models import load_classifier, load_tokenizer
+    from deploykit.pruning.arch import arch_of, measure, shape_of
+    from deploykit.pruning.reload import check_reload
+    from deploykit.pruning.units import Kept, plan, prune_step
+
+    cfg = recipe.prune
+    if recipe.data is None:
+        raise UserError("prune needs a data section (or --data NAME_OR_PATH) for importance and evaluation")
+    source = str(parent.path) if parent is not None else recipe.model.source
+    seed = cfg.recovery.seed if cfg.recovery else 42
+    set_seed(seed)
+    task = load_task(recipe.data)
+    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
+    model = load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
+                            revision=recipe.model.revision)
+    shape = shape_of(model)
+    target = plan(cfg, shape, arch_of(model))  # every bad request fails here, before any work
+    max_len = recipe.data.max_length
+    importance = _tensor_batches(task.train, tokenizer, cfg.importance_batches, 16, max_len, seed)
+
+    start = time.time()
+    before = {**measure(model, cfg.macs_seq_len), "shape": shape.as_dict(),
+              "validation": _evaluate(model, task.validation, tokenizer, max_len)}
+    teacher = copy.deepcopy(model).eval() if cfg.recovery and cfg.distill_from_parent else None
+    datasets = (to_dataset(task.train, tokenizer, max_len), to_dataset(task.validation, tokenizer, max_len)) \
+        if cfg.recovery else None
+    out_dir = Path(out_dir).resolve()
+    work = out_dir.with_name(f".{out_dir.name}.work")
+    kept = Kept.start(shape)
+    for step in range(1, cfg.steps + 1):
+        prune_step(model, cfg, target, step, importance, kept)
+        log(f"prune: step {step}/{cfg.steps}: {shape_of(model).as_dict()}")
+        if cfg.recovery:
+            model = _recover(model, teacher, recipe, datasets, tokenizer, work / f"step{step}")
+    kept_tokens, vocab_diff = None, None
+    if cfg.vocab:
+        tokenizer, kept_tokens, vocab_diff = _prune_vocab(model, tokenizer, task, max_len, work / "tokenizer")
+    model.eval()
+    after = {**measure(model, cfg.macs_seq_len), "shape": shape_of(model).as_dict(),
+             "validation": _evaluate(model, task.validation, tokenizer, max_len)}
+    metrics = {"before": before, "after": after,
+               "test": _evaluate(model, task.test, tokenizer, max_len),
+               "parameters_ratio": round(after["parameters"] / before["parameters"], 4),
+               "macs_ratio": round(after["macs"] / before["macs"], 4),
+               "vocab_max_logit_diff": vocab_diff, "seconds": round(time.time() - start, 1)}
+    check = _tensor_batches(task.validation, tokenizer, 2, 16, max_len, seed)
+    with staging(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        metrics["reload_max_logit_diff"] = check_reload(model, tmp, check)
+        manifest = write_manifest(tmp, stage="prune", format="pytorch", parent=parent,
+                                  config=recipe.model_dump(include={"model", "data", "prune"}), metrics=metrics,
+                                  source=source, labels=task.labels,
+                                  kept={**kept.summary(), "tokens": kept_tokens})
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"prune: parameters {before['parameters'] / 1e6:.2f}M -> {after['parameters'] / 1e6:.2f}M, "
+        f"MACs x{metrics['macs_ratio']:.2f}, validation accuracy {before['validation']['accuracy']} -> "
+        f"{after['validation']['accuracy']}")
+    return Artifact(out_dir, manifest)

@@ -1,0 +1,104 @@
+"""`deploykit prune` on tiny BERT / RoBERTa / DistilBERT: new sizes, plain reload, vocab, bad input."""
+
+import json
+import re
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from typer.testing import CliRunner
+
+from conftest import make_tiny_model
+from deploykit.cli import app
+from deploykit.config import build_recipe
+from deploykit.errors import UserError
+from deploykit.pipeline import run_stage
+
+FIELDS = {"bert": ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers"),
+          "roberta": ("hidden_size", "num_attention_heads", "intermediate_size", "num_hidden_layers"),
+          "distilbert": ("dim", "n_heads", "hidden_dim", "n_layers")}
+RECOVERY = {"max_steps": 2, "batch_size": 8, "eval_batch_size": 16, "learning_rate": 1e-3, "warmup_ratio": 0.0,
+            "early_stopping_patience": None, "logging_steps": 1000, "bf16": "off"}
+
+
+def recipe(model, task, **prune):
+    return build_recipe({"model": {"source": str(model)},
+                         "data": {"path": str(task), "max_length": 32, "label_names": ["negative", "positive"]},
+                         "prune": {"importance_batches": 2, "macs_seq_len": 32, **prune}})
+
+
+@pytest.fixture
+def three_layers(tmp_path, arch):
+    layers = {"n_layers": 3} if arch == "distilbert" else {"num_hidden_layers": 3}
+    return make_tiny_model(tmp_path / f"tiny3-{arch}", arch, **layers)
+
+
+def test_width_ffn_depth_vocab_give_a_smaller_plain_model(three_layers, tiny_task, tmp_path, arch):
+    out = tmp_path / "pruned"
+    art = run_stage("prune", recipe(three_layers, tiny_task, width=0.5, ffn=0.5, drop_layers=[1], vocab=True),
+                    three_layers, out)
+    config = json.loads((out / "config.json").read_text())
+    assert [config[f] for f in FIELDS[arch]] == [32, 2, 64, 2]
+    assert config["vocab_size"] < 1000 < 30522  # a 64-sentence task uses a few dozen tokens
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert len(tokenizer) == config["vocab_size"]
+    with torch.inference_mode():
+        logits = model(**tokenizer(["the movie was great"], return_tensors="pt")).logits
+    assert logits.shape == (1, 2) and torch.isfinite(logits).all()
+    metrics = art.manifest["metrics"]
+    assert metrics["before"]["shape"]["hidden"] == 64 and metrics["after"]["shape"]["hidden"] == 32
+    assert metrics["after"]["macs"] < metrics["before"]["macs"] / 4 and metrics["macs_ratio"] < 0.25
+    assert metrics["reload_max_logit_diff"] <= 1e-5 and metrics["vocab_max_logit_diff"] <= 1e-4
+    kept = art.manifest["kept"]
+    assert kept["layers"] == [0, 2] and [len(h) for h in kept["heads"]] == [2, 2]
+    assert len(kept["channels"]) == 32 and len(kept["tokens"]) == config["vocab_size"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_iterative_schedule_with_distilled_recovery(tiny_bert, tiny_task, tmp_path):
+    out = tmp_path / "pruned"
+    art = run_stage("prune", recipe(tiny_bert, tiny_task, ffn=0.5, width=0.5, steps=2, recovery=RECOVERY,
+                                    distill_from_parent=True), tiny_bert, out)
+    shape = art.manifest["metrics"]["after"]["shape"]
+    assert (shape["hidden"], shape["heads"], shape["ffn"], shape["layers"]) == (32, 2, 64, 2)
+    assert art.manifest["metrics"]["test"]["n"] == 32
+    assert not (tmp_path / ".pruned.work").exists()
+
+
+@pytest.mark.parametrize("prune, message", [
+    ({"width": 1.0}, "prune.width=1.0 must be in [0, 1)"),
+    ({"ffn": -0.1}, "prune.ffn=-0.1 must be in [0, 1)"),
+    ({"width": 0.3}, "not whole heads of 16"),
+    ({"width": 0.999}, "leaves no attention head"),
+    ({"heads": 0.5}, "use prune.width"),
+    ({"depth": 0.5, "drop_layers": [0]}, "not both"),
+    ({"drop_layers": [0, 1]}, "leaves none"),
+    ({}, "nothing to prune"),
+])
+def test_bad_requests_are_one_line_and_write_nothing(tiny_bert, tiny_task, tmp_path, prune, message):
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(UserError, match=re.escape(message)) as err:
+        run_stage("prune", recipe(tiny_bert, tiny_task, **prune), tiny_bert, tmp_path / "pruned")
+    assert "\n" not in str(err.value)
+    assert sorted(tmp_path.iterdir()) == before  # no output, no staging or work folder
+
+
+def test_unknown_architecture_is_refused(tiny_task, tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    folder = tmp_path / "gpt2"
+    GPT2ForSequenceClassification(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=30522,
+                                             pad_token_id=0)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(make_tiny_model(tmp_path / "bert", "bert")).save_pretrained(folder)
+    with pytest.raises(UserError, match="architecture 'gpt2' is not supported"):
+        run_stage("prune", recipe(folder, tiny_task, ffn=0.5), folder, tmp_path / "pruned")
+    assert not (tmp_path / "pruned").exists()
+
+
+def test_cli_refuses_heads_on_bert_with_exit_code_2(tiny_bert, tiny_task, tmp_path):
+    out = tmp_path / "pruned"
+    result = CliRunner().invoke(app, ["prune", "--from", str(tiny_bert), "--data", str(tiny_task),
+                                      "--set", "prune.heads=0.5", "--out", str(out), "--quiet"])
+    assert result.exit_code == 2
+    assert "use prune.width" in result.output and not out.exists()
