@@ -1,0 +1,227 @@
+"""`deploykit quantize --int8`: ONNX Runtime INT8 (dynamic, or static QDQ) behind an accuracy gate.
+
+    deploykit quantize --from runs/sst2/finetune --int8 --data sst2 --out runs/sst2/quantize
+    deploykit quantize --from runs/sst2/export --int8 --mode static --set quantize.calibration=percentile
+
+A PyTorch input is exported first (fused, parity-checked, see `stages/export.py`). The float graph
+goes through `quant_pre_process`, then INT8 with the preset of this CPU (`quantize.preset: auto`).
+The gate evaluates the INT8 model against its float parent on the validation split; when it loses
+more than `quantize.max_drop` points, nodes are ranked by sensitivity and the most sensitive stay in
+float (1, 2, 4, ... up to `quantize.max_float_nodes`) until the gate holds, or the stage fails with
+every try's figures. `standard_baseline` builds the by-hand recipe (Optimum's avx512_vnni dynamic
+preset on a plain export) that `deploykit bench` compares against.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.config import Recipe
+from deploykit.console import log
+from deploykit.errors import UserError
+from deploykit.evaluate import GateError
+
+SENSITIVITY_ROWS = 128
+CALIBRATION_BATCH = 16
+# what `ORTQuantizer` + `AutoQuantizationConfig.avx512_vnni(is_static=False)` passes to ONNX Runtime
+OPTIMUM_AVX512_VNNI_DYNAMIC = {"op_types_to_quantize": ["MatMul", "Add"], "per_channel": True,
+                               "reduce_range": False, "activations": "uint8 asymmetric",
+                               "weights": "int8 symmetric"}
+
+
+def _graph_inputs(onnx_path: Path) -> list[str]:
+    from deploykit.onnx_ops import load_onnx
+
+    graph = load_onnx(onnx_path, load_weights=False).graph
+    inits = {i.name for i in graph.initializer}
+    return [i.name for i in graph.input if i.name not in inits]
+
+
+def _feeds(split, tokenizer, names: list[str], batch_size: int, max_length: int,
+           fixed_length: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Graph-ready batches; a graph input the tokenizer does not give (token_type_ids) is zeros."""
+    from deploykit.data import batches
+
+    out = []
+    for enc, _ in batches(split, tokenizer, batch_size, max_length, fixed_length):
+        ids = np.asarray(enc["input_ids"], dtype=np.int64)
+        out.append({n: np.asarray(enc[n], dtype=np.int64) if n in enc else np.zeros_like(ids) for n in names})
+    return out
+
+
+def _calibration_feeds(recipe: Recipe, task, tokenizer, names: list[str]) -> list[dict[str, np.ndarray]]:
+    """`calibration_samples` seeded training rows, padded to one fixed length (ORT's histogram
+    calibrators stack every batch, so shapes must agree)."""
+    cfg = recipe.quantize
+    if len(task.train) < cfg.calibration_samples:
+        raise UserError(f"quantize.calibration_samples={cfg.calibration_samples} but the training split has only "
+                        f"{len(task.train)} rows; lower quantize.calibration_samples")
+    idx = list(range(len(task.train)))
+    random.Random(recipe.data.seed).shuffle(idx)
+    rows = task.train.take(sorted(idx[:cfg.calibration_samples]))
+    return _feeds(rows, tokenizer, names, CALIBRATION_BATCH, cfg.calibration_seq_len, cfg.calibration_seq_len)
+
+
+def _accuracy(onnx_path: Path, split, tokenizer, max_length: int) -> dict[str, float]:
+    from deploykit.evaluate import metrics, ort_predictor, ort_session, predict
+
+    return metrics(predict(ort_predictor(ort_session(onnx_path)), split, tokenizer, max_length), split.labels)
+
+
+def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts) -> tuple[Path, Path, dict | None]:
+    """(float .onnx, folder holding its config + tokenizer, export report or None)."""
+    from deploykit.onnx_ops import load_onnx, quantized_op_counts
+
+    if parent.format == "pytorch":
+        from deploykit.stages.export import export_onnx
+
+        folder = work / "float"
+        folder.mkdir()
+        atol = recipe.export.atol if recipe.export else 1e-4
+        report = export_onnx(parent.path, None, folder, optimize=recipe.quantize.optimize, atol=atol,
+                             texts=texts.texts, pairs=texts.pairs, max_length=recipe.data.max_length)
+        return folder / "model.onnx", folder, report
+    if parent.format != "onnx":
+        raise UserError(f"{parent.path}: a {parent.format} artifact cannot be quantized; give a PyTorch or ONNX one")
+    model = load_onnx(parent.onnx_path, min_opset=13)
+    if quantized_op_counts(model)["quantized_matmuls"]:
+        raise UserError(f"{parent.onnx_path}: already quantized; give its float parent")
+    if not any(parent.path.glob("tokenizer*")):
+        raise UserError(f"{parent.path}: no tokenizer files beside {parent.onnx_path.name}; the gate needs them "
+                        "(export with `deploykit export`)")
+    return parent.onnx_path, parent.path, None
+
+
+def _copy_side_files(src_folder: Path, dest: Path, onnx_name: str) -> None:
+    """config.json and tokenizer files, not the graph or a manifest: Optimum's ORTModel layout."""
+    for item in src_folder.iterdir():
+        if item.is_file() and item.suffix != ".onnx" and item.name not in ("manifest.json", onnx_name + ".data"):
+            shutil.copy2(item, dest / item.name)
+
+
+def _gate(recipe: Recipe, pre: Path, settings, work: Path, val, tokenizer, names, calib, cache) -> tuple:
+    """Quantize, evaluate, and keep the most sensitive nodes in float until the drop is within max_drop.
+
+    Returns:
+        (path of the accepted INT8 model, float metrics, its metrics, float nodes, tries, ranking).
+    """
+    from deploykit.quantization import quantize, sensitivity
+
+    cfg, max_length = recipe.quantize, recipe.data.max_length
+    reference = _accuracy(pre, val, tokenizer, max_length)
+    tries, ranking = [], []
+    k, attempt = 0, 0
+    while True:
+        float_nodes = [name for name, _ in ranking[:k]]
+        out = work / f"int8-{attempt}.onnx"
+        quantize(pre, out, settings, exclude=float_nodes, calibration=calib, calibration_cache=cache)
+        result = _accuracy(out, val, tokenizer, max_length)
+        drop = round(reference["accuracy"] - result["accuracy"], 3)
+        tries.append({"float_nodes": float_nodes, "accuracy": result["accuracy"], "drop": drop})
+        log(f"quantize: try {attempt}: {len(float_nodes)} nodes float, accuracy {result['accuracy']:.2f} "
+            f"(float {reference['accuracy']:.2f}, drop {drop:.2f})")
+        if drop <= cfg.max_drop + 1e-9:
+            return out, reference, result, float_nodes, tries, ranking
+        if attempt == 0 and cfg.max_float_nodes:
+            feeds = _feeds(val.head(SENSITIVITY_ROWS), tokenizer, names, 32, max_length)
+            ranking = sensitivity(pre, settings, feeds, calibration=calib, calibration_cache=cache)
+        limit = min(cfg.max_float_nodes, len(ranking))
+        if k >= limit:
+            figures = ", ".join(f"{len(t['float_nodes'])} float: {t['accuracy']:.2f}" for t in tries)
+            raise GateError(f"gate failed after quantize: INT8 validation accuracy ({figures}) vs float "
+                            f"{reference['accuracy']:.2f} loses more than max_drop {cfg.max_drop} with up to {limit} "
+                            "nodes float; raise quantize.max_float_nodes or quantize.max_drop, or try --mode static")
+        k = min(max(1, 2 * k), limit)
+        attempt += 1
+
+
+def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
+    """INT8-quantize `parent` (PyTorch: exported first; ONNX: used as is) into `out_dir`."""
+    from transformers import AutoTokenizer
+
+    from deploykit.data import load_task
+    from deploykit.onnx_ops import file_size, load_onnx, quantized_op_counts
+    from deploykit.quantization import Int8Settings, preprocess
+
+    cfg = recipe.quantize
+    if parent is None:
+        raise UserError("quantize needs an input artifact: --from FOLDER (a fine-tuned model or its ONNX export)")
+    if recipe.data is None:
+        raise UserError("quantize needs a data section (or --data NAME_OR_PATH): the gate evaluates on its validation split")
+    task = load_task(recipe.data)
+    settings = Int8Settings.for_preset(cfg.preset, cfg.mode, per_channel=cfg.per_channel, op_types=cfg.op_types,
+                                       calibration=cfg.calibration)
+    with tempfile.TemporaryDirectory(prefix="deploykit-quantize-") as tmpdir, staging(out_dir) as tmp:
+        work = Path(tmpdir)
+        parity = task.validation.head(recipe.export.parity_samples if recipe.export else 64)
+        float_onnx, side, export_report = _float_source(recipe, parent, work, parity)
+        tokenizer = AutoTokenizer.from_pretrained(side)
+        names = _graph_inputs(float_onnx)
+        calib = _calibration_feeds(recipe, task, tokenizer, names) if cfg.mode == "static" else None
+        pre = work / "pre.onnx"
+        preprocess(float_onnx, pre)
+        best, ref, result, float_nodes, tries, ranking = _gate(
+            recipe, pre, settings, work, task.validation, tokenizer, names, calib, work / "calibration.json")
+        shutil.copy2(best, tmp / "model.onnx")
+        _copy_side_files(side, tmp, float_onnx.name)
+        metrics = {"validation": {"float": ref, "int8": result, "drop": tries[-1]["drop"]},
+                   "size_bytes": {"float": file_size(float_onnx), "int8": file_size(tmp / "model.onnx")},
+                   "quantized_ops": quantized_op_counts(load_onnx(tmp / "model.onnx", load_weights=False))}
+        if task.test is not None:
+            max_length = recipe.data.max_length
+            metrics["test"] = {"float": _accuracy(pre, task.test, tokenizer, max_length),
+                               "int8": _accuracy(tmp / "model.onnx", task.test, tokenizer, max_length)}
+        manifest = write_manifest(tmp, stage="quantize", format="onnx", parent=parent,
+                                  config=recipe.model_dump(include={"data", "quantize"}), metrics=metrics,
+                                  onnx_file="model.onnx", int8=settings.describe(), float_nodes=float_nodes,
+                                  tries=tries, sensitivity=ranking[:max(cfg.max_float_nodes, 1) * 2],
+                                  export=export_report)
+    sizes = metrics["size_bytes"]
+    log(f"quantize: {metrics['quantized_ops']['quantized_matmuls']} INT8 matmuls, {len(float_nodes)} nodes float, "
+        f"{sizes['float'] / 1e6:.1f} -> {sizes['int8'] / 1e6:.1f} MB, validation {result['accuracy']:.2f} "
+        f"(float {ref['accuracy']:.2f})")
+    return Artifact(Path(out_dir).resolve(), manifest)
+
+
+def standard_baseline(model_dir: Path, out_dir: Path) -> Artifact:
+    """The recipe users follow by hand: a plain (unfused) ONNX export, then ONNX Runtime dynamic INT8
+    with Optimum's avx512_vnni preset (what `ORTQuantizer` + `AutoQuantizationConfig.avx512_vnni(
+    is_static=False)` does: MatMul/Add, per-channel symmetric int8 weights, uint8 activations, full
+    range, no pre-processing), whatever CPU this runs on.
+
+    Args:
+        model_dir: a fine-tuned PyTorch classifier folder.
+        out_dir: where the baseline ONNX artifact goes (model.onnx, config.json, tokenizer, manifest).
+
+    Returns:
+        The baseline artifact (stage `baseline`, format `onnx`).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from deploykit.artifact import load_artifact
+    from deploykit.onnx_ops import file_size, load_onnx, quantized_op_counts
+    from deploykit.stages.export import export_onnx
+
+    parent = load_artifact(model_dir)
+    if parent.format != "pytorch":
+        raise UserError(f"{model_dir}: the standard baseline starts from a PyTorch model folder, not {parent.format}")
+    with tempfile.TemporaryDirectory(prefix="deploykit-baseline-") as work, staging(out_dir) as tmp:
+        report = export_onnx(parent.path, None, Path(work), optimize=False)
+        s = OPTIMUM_AVX512_VNNI_DYNAMIC
+        quantize_dynamic(str(Path(work) / "model.onnx"), str(tmp / "model.onnx"),
+                         op_types_to_quantize=s["op_types_to_quantize"], per_channel=s["per_channel"],
+                         reduce_range=s["reduce_range"], weight_type=QuantType.QInt8,
+                         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+        _copy_side_files(Path(work), tmp, "model.onnx")
+        metrics = {"size_bytes": {"float": file_size(Path(work) / "model.onnx"), "int8": file_size(tmp / "model.onnx")},
+                   "quantized_ops": quantized_op_counts(load_onnx(tmp / "model.onnx", load_weights=False))}
+        manifest = write_manifest(tmp, stage="baseline", format="onnx", parent=parent,
+                                  config={"recipe": "plain ONNX export + ORT dynamic INT8, Optimum avx512_vnni preset",
+                                          **s}, metrics=metrics, onnx_file="model.onnx", export=report)
+    return Artifact(Path(out_dir).resolve(), manifest)

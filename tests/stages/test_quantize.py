@@ -1,0 +1,166 @@
+"""`deploykit quantize --int8` and the standard baseline on tiny BERT: quantized op counts, static
+calibration, the accuracy gate keeping nodes in float, and bad inputs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from deploykit.config import build_recipe
+from deploykit.errors import UserError
+from deploykit.evaluate import GateError
+from deploykit.onnx_ops import op_counts
+from deploykit.pipeline import run_stage
+from deploykit.stages.quantize import standard_baseline
+
+# tiny BERT (2 layers): per layer Attention + attention-output, FFN-in and FFN-out MatMuls; then pooler
+# and classifier MatMuls. Dynamic INT8 makes the Attention nodes QAttention.
+DYNAMIC_MATMULS = {"QAttention": 2, "MatMulInteger": 2 * 3 + 2}
+STATIC_MATMULS = 2 * 3 + 2  # QDQ leaves the fused Attention float (no QDQ kernel for it)
+
+
+def recipe(task, **quantize):
+    return build_recipe({"data": {"path": str(task), "max_length": 32}, "quantize": quantize})
+
+
+def ort_logits(path: Path, texts: list[str]) -> np.ndarray:
+    import onnxruntime as ort
+
+    tok = AutoTokenizer.from_pretrained(path.parent)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    enc = tok(texts, padding=True, return_tensors="np")
+    return sess.run(None, {i.name: enc[i.name].astype(np.int64) for i in sess.get_inputs()})[0]
+
+
+def test_dynamic_int8_holds_quantized_matmuls(tiny_bert, tiny_task, tmp_path):
+    art = run_stage("quantize", recipe(tiny_task), tiny_bert, tmp_path / "q")
+    graph = onnx.load(str(tmp_path / "q" / "model.onnx"))
+    counts = op_counts(graph)
+    assert {k: counts[k] for k in DYNAMIC_MATMULS} == DYNAMIC_MATMULS
+    assert art.metrics["quantized_ops"]["quantized_matmuls"] == sum(DYNAMIC_MATMULS.values())
+    # Optimum's ORTModel layout, plus what was decided and measured
+    assert {"model.onnx", "config.json", "tokenizer.json", "manifest.json"} <= {p.name for p in art.path.iterdir()}
+    m = json.loads((art.path / "manifest.json").read_text())
+    assert m["format"] == "onnx" and m["stage"] == "quantize" and m["onnx_file"] == "model.onnx"
+    assert m["int8"]["mode"] == "dynamic" and m["int8"]["preset"] in ("avx512_vnni", "avx2", "arm64")
+    assert m["int8"]["reduce_range"] == (m["int8"]["preset"] == "avx2")
+    assert m["export"]["fused_ops"]["Attention"] == 2  # exported (fused) on the way
+    assert m["metrics"]["size_bytes"]["int8"] < m["metrics"]["size_bytes"]["float"]
+    assert m["metrics"]["validation"]["drop"] <= 0.5 and len(m["tries"]) == 1 and m["float_nodes"] == []
+    assert set(m["metrics"]["test"]) == {"float", "int8"}
+    assert ort_logits(art.onnx_path, ["a fine film", "bad"]).shape == (2, 2)
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_static_qdq_calibrates_on_fixed_length_batches(tiny_bert, tiny_task, tmp_path, method):
+    art = run_stage("quantize", recipe(tiny_task, mode="static", calibration=method, calibration_samples=32,
+                                       calibration_seq_len=16), tiny_bert, tmp_path / "q")
+    counts = op_counts(onnx.load(str(art.onnx_path)))
+    assert counts["QuantizeLinear"] > 0 and counts["DequantizeLinear"] > 0 and counts["MatMulInteger"] == 0
+    assert art.metrics["quantized_ops"]["quantized_matmuls"] == STATIC_MATMULS
+    assert art.manifest["int8"]["calibration"] == method
+
+
+def test_static_from_an_onnx_artifact(tiny_bert, tiny_task, tmp_path):
+    exported = run_stage("export", build_recipe({"export": {}}), tiny_bert, tmp_path / "onnx")
+    art = run_stage("quantize", recipe(tiny_task, mode="static", calibration_samples=16), exported.path,
+                    tmp_path / "q")
+    assert art.manifest["export"] is None and art.manifest["parent"]["format"] == "onnx"
+    assert art.metrics["quantized_ops"]["quantized_matmuls"] == STATIC_MATMULS
+
+
+def near_tie_model_and_task(folder: Path, task: Path) -> tuple[Path, Path]:
+    """A tiny BERT whose decision boundary runs through the middle of its inputs, and a dev split
+    labelled with its own predictions: float accuracy is 100% and INT8 rounding flips some rows."""
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    rows = [ln.split("\t")[0] for ln in (task / "train.tsv").read_text().splitlines()[1:]]
+    enc = tok(rows, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits
+        # random encoders give near-identical outputs for all rows: centring the margin on its median
+        # leaves every row close to the boundary
+        model.classifier.bias[1] -= (logits[:, 1] - logits[:, 0]).median()
+        pred = model(**enc).logits.argmax(-1).tolist()
+    model.save_pretrained(folder)
+    (task / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(rows, pred)))
+    return folder, task
+
+
+def test_gate_keeps_the_most_sensitive_nodes_float(tiny_bert, tiny_task, tmp_path):
+    model, task = near_tie_model_and_task(tiny_bert, tiny_task)
+    art = run_stage("quantize", recipe(task, max_drop=0.0, preset="avx2"), model, tmp_path / "q")
+    m = art.manifest
+    assert len(m["tries"]) > 1 and m["tries"][0]["drop"] > 0  # the first try failed the gate ...
+    assert m["tries"][-1]["drop"] <= 0 and m["metrics"]["validation"]["drop"] <= 0  # ... the last holds
+    assert m["float_nodes"] == m["tries"][-1]["float_nodes"] and m["float_nodes"]
+    assert all("accuracy" in t for t in m["tries"])
+    ranked = [name for name, _ in m["sensitivity"]]
+    assert m["float_nodes"] == ranked[:len(m["float_nodes"])]  # the most sensitive first
+    quantized = art.metrics["quantized_ops"]["quantized_matmuls"]
+    assert quantized == sum(DYNAMIC_MATMULS.values()) - len(m["float_nodes"])
+
+
+def test_gate_fails_with_the_figures(tiny_bert, tiny_task, tmp_path):
+    model, task = near_tie_model_and_task(tiny_bert, tiny_task)
+    with pytest.raises(GateError, match=r"0 float: .*max_float_nodes") as err:
+        run_stage("quantize", recipe(task, max_drop=0.0, preset="avx2", max_float_nodes=0), model, tmp_path / "q")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "q").exists() and not list(tmp_path.glob(".q*"))
+
+
+def test_standard_baseline_is_optimum_avx512_vnni_dynamic(tiny_bert, tmp_path):
+    art = standard_baseline(tiny_bert, tmp_path / "baseline")
+    graph = onnx.load(str(art.onnx_path))
+    counts = op_counts(graph)
+    # plain export: no fused ops; every weight MatMul (Q, K, V, out, FFN x2 per layer, pooler, classifier)
+    assert counts["Attention"] == 0 and counts["SkipLayerNormalization"] == 0
+    assert counts["MatMulInteger"] == 2 * 6 + 2 and art.metrics["quantized_ops"]["quantized_matmuls"] == 14
+    assert art.manifest["stage"] == "baseline" and art.manifest["config"]["reduce_range"] is False
+    assert art.manifest["config"]["op_types_to_quantize"] == ["MatMul", "Add"]
+    assert (art.path / "config.json").is_file() and (art.path / "tokenizer.json").is_file()
+    assert ort_logits(art.onnx_path, ["a fine film"]).shape == (1, 2)
+
+
+# ---------------------------------------------------------------- bad inputs: one line, nothing written
+
+def test_not_onnx_is_one_line(tiny_bert, tiny_task, tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "model.onnx").write_text("this is not a protobuf")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (fake / name).write_bytes((tiny_bert / name).read_bytes())
+    with pytest.raises(UserError, match="not an ONNX model") as err:
+        run_stage("quantize", recipe(tiny_task), fake, tmp_path / "q")
+    assert "\n" not in str(err.value) and not (tmp_path / "q").exists()
+
+
+def test_old_opset_is_refused(tiny_bert, tiny_task, tmp_path):
+    exported = run_stage("export", build_recipe({"export": {"optimize": False}}), tiny_bert, tmp_path / "onnx")
+    graph = onnx.load(str(exported.onnx_path))
+    graph.opset_import[0].version = 11
+    onnx.save(graph, str(exported.onnx_path))
+    with pytest.raises(UserError, match="opset 11 is too old"):
+        run_stage("quantize", recipe(tiny_task), exported.path, tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+
+
+def test_calibration_set_smaller_than_asked(tiny_bert, tiny_task, tmp_path):
+    with pytest.raises(UserError, match="calibration_samples=5000 but the training split has only"):
+        run_stage("quantize", recipe(tiny_task, mode="static", calibration_samples=5000), tiny_bert, tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+
+
+def test_quantize_needs_data(tiny_bert, tmp_path):
+    with pytest.raises(UserError, match="needs a data section"):
+        run_stage("quantize", build_recipe({"quantize": {}}), tiny_bert, tmp_path / "q")
+
+
+def test_already_quantized_input_is_refused(tiny_bert, tiny_task, tmp_path):
+    base = standard_baseline(tiny_bert, tmp_path / "baseline")
+    with pytest.raises(UserError, match="already quantized"):
+        run_stage("quantize", recipe(tiny_task), base.path, tmp_path / "q")
