@@ -38,12 +38,21 @@ def _freeze(model, freeze_embeddings: bool, freeze_layers: int) -> int:
     return frozen
 
 
+# attention query/value projections by naming family (BERT/RoBERTa, DistilBERT, Llama-type)
+LORA_TARGETS = (["query", "value"], ["q_lin", "v_lin"], ["q_proj", "v_proj"])
+
+
+def _lora_targets(model) -> list[str] | None:
+    leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    return next((t for t in LORA_TARGETS if set(t) <= leaf_names), None)
+
+
 def _apply_lora(model, cfg):
     from peft import LoraConfig, TaskType, get_peft_model
 
     # SEQ_CLS makes peft train and save the fresh classifier head too (modules_to_save)
     lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                      target_modules=cfg.target_modules)
+                      target_modules=cfg.target_modules or _lora_targets(model))
     try:
         return get_peft_model(model, lora)
     except ValueError as err:
@@ -110,6 +119,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
         "epochs_run": epochs_run, "optimizer_steps": trainer.state.global_step,
         "best_checkpoint": trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name,
         "parameters": n_params, "frozen_parameters": frozen, "ddp": ddp,
+        "resumed_from": checkpoint and Path(checkpoint).name,
     }
     if not trainer.is_world_process_zero():
         return Artifact(out_dir, {"stage": "finetune", "format": "pytorch", "metrics": metrics})

@@ -1,0 +1,139 @@
+"""`deploykit finetune` on tiny BERT / RoBERTa / DistilBERT: strategies, outputs, resume, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from deploykit.config import build_recipe
+from deploykit.errors import UserError
+from deploykit.pipeline import run_stage
+from deploykit.training import llrd_groups
+
+FAST = {"epochs": 2, "learning_rate": 3e-3, "batch_size": 16, "eval_batch_size": 32, "warmup_ratio": 0.0,
+        "early_stopping_patience": None, "logging_steps": 1000}
+
+
+def recipe(model, task, **finetune):
+    return build_recipe({"model": {"source": str(model)}, "data": {"path": str(task), "max_length": 32,
+                                                                    "label_names": ["negative", "positive"]},
+                         "finetune": {**FAST, **finetune}})
+
+
+def test_full_finetune_writes_a_plain_hf_folder(tiny_model, tiny_task, tmp_path):
+    out = tmp_path / "ft"
+    run_stage("finetune", recipe(tiny_model, tiny_task), None, out)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "manifest.json"} <= {p.name for p in out.iterdir()}
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["stage"] == "finetune" and m["format"] == "pytorch"
+    assert m["config"]["finetune"]["epochs"] == 2 and "transformers" in m["versions"]
+    assert {"accuracy", "macro_f1"} <= set(m["metrics"]["validation"]) and m["metrics"]["test"]["accuracy"] >= 0
+    assert m["metrics"]["best_checkpoint"].startswith("checkpoint-")
+    # nothing but the output folder is left behind
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_full_finetune_learns_the_tiny_task(tiny_bert, tiny_task, tmp_path):
+    art = run_stage("finetune", recipe(tiny_bert, tiny_task, epochs=4, batch_size=8), None, tmp_path / "ft")
+    assert art.metrics["validation"]["accuracy"] > 60
+
+
+def test_partial_freezes_embeddings_and_first_layers(tiny_bert, tiny_task, tmp_path):
+    before = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    run_stage("finetune", recipe(tiny_bert, tiny_task, strategy="partial", freeze_embeddings=True,
+                                 freeze_layers=1), None, tmp_path / "ft")
+    after = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ft")
+    b, a = before.state_dict(), after.state_dict()
+    assert torch.equal(b["bert.embeddings.word_embeddings.weight"], a["bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(b["bert.encoder.layer.0.output.dense.weight"], a["bert.encoder.layer.0.output.dense.weight"])
+    assert not torch.equal(b["bert.encoder.layer.1.output.dense.weight"], a["bert.encoder.layer.1.output.dense.weight"])
+
+
+def test_layerwise_lr_decay_groups(tiny_bert):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)  # 2 layers
+    groups = llrd_groups(model, lr=1.0, decay=0.5, weight_decay=0.01)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["classifier.weight"])] == 1.0
+    assert lr_of[id(named["bert.encoder.layer.1.attention.self.query.weight"])] == 0.5
+    assert lr_of[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == 0.25
+    assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == 0.125
+    wd_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert wd_of[id(named["bert.encoder.layer.0.output.LayerNorm.weight"])] == 0.0
+
+
+def test_layerwise_lr_decay_trains(tiny_bert, tiny_task, tmp_path):
+    art = run_stage("finetune", recipe(tiny_bert, tiny_task, layer_lr_decay=0.8), None, tmp_path / "ft")
+    assert art.metrics["optimizer_steps"] == 8  # 64 rows / 16 per step * 2 epochs
+
+
+def test_lora_is_merged_into_a_plain_model(tiny_model, tiny_task, tmp_path):
+    art = run_stage("finetune", recipe(tiny_model, tiny_task, strategy="lora", learning_rate=1e-2), None,
+                    tmp_path / "ft")
+    model, info = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ft", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert not any("lora" in k for k in model.state_dict())
+    init = AutoModelForSequenceClassification.from_pretrained(tiny_model)
+    head = [k for k in model.state_dict() if k.startswith("classifier") and k.endswith("weight")][-1]
+    assert not torch.equal(model.state_dict()[head], init.state_dict()[head])  # the head was trained and saved
+    assert art.metrics["validation"]["accuracy"] >= 0
+
+
+def test_interrupted_run_leaves_no_output_and_resumes(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    import deploykit.stages.finetune as ft
+
+    out = tmp_path / "ft"
+
+    def crash(_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ft, "staging", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("finetune", recipe(tiny_bert, tiny_task), None, out)
+    assert not out.exists()
+    assert list((tmp_path / ".ft.work").glob("checkpoint-*"))
+    monkeypatch.undo()
+    art = run_stage("finetune", recipe(tiny_bert, tiny_task), None, out, resume=True)
+    assert art.manifest["metrics"]["resumed_from"] == "checkpoint-8"
+    assert (out / "model.safetensors").is_file() and not (tmp_path / ".ft.work").exists()
+
+
+def test_bad_inputs(tiny_bert, tiny_task, tmp_path):
+    with pytest.raises(UserError, match="needs a data section"):
+        run_stage("finetune", build_recipe({"model": {"source": str(tiny_bert)}, "finetune": {}}), None, tmp_path / "x")
+    with pytest.raises(UserError, match="freeze_layers=5 but the model has 2 layers"):
+        run_stage("finetune", recipe(tiny_bert, tiny_task, strategy="partial", freeze_layers=5), None, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_ddp_two_processes_share_the_work(tiny_bert, tiny_task, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "deploykit.cli", "finetune", "--model", str(tiny_bert), "--data", str(tiny_task),
+           "--out", str(out), "--quiet", "--set", "finetune.epochs=2", "--set", "finetune.batch_size=16",
+           "--set", "finetune.learning_rate=3e-3", "--set", "finetune.early_stopping_patience=null"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert m["ddp"]["world_size"] == 2
+    assert len(set(m["ddp"]["weight_checksums"])) == 1  # every rank holds the same weights
+    # 64 rows, 16 per rank and step, 2 ranks: 2 steps per epoch instead of 4 -> the data was sharded
+    assert m["optimizer_steps"] == 4
+    AutoModelForSequenceClassification.from_pretrained(out)
+
+
+@pytest.mark.slow
+def test_packaged_minilm_learns_sst2(shared_data, tmp_path):
+    r = build_recipe({"data": {"name": "sst2", "data_dir": str(shared_data), "max_train_samples": 2000,
+                               "max_eval_samples": 500, "max_length": 64},
+                      "finetune": {"epochs": 3, "learning_rate": 1e-4, "batch_size": 32}})
+    art = run_stage("finetune", r, None, tmp_path / "ft")
+    assert art.metrics["test"]["accuracy"] >= 80.0, art.metrics["test"]

@@ -1,0 +1,81 @@
+"""Recipe schema: unknown keys, wrong types and bad values are one line naming the file and field."""
+
+import pytest
+
+from deploykit.config import Recipe, build_recipe, load_recipe, parse_override
+from deploykit.errors import UserError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_overrides_set_nested_values_with_yaml_types(tmp_path):
+    p = write(tmp_path, "data: {name: sst2}\nfinetune: {epochs: 3}\n")
+    r = load_recipe(p, ["finetune.epochs=2", "finetune.learning_rate=1e-4", "data.label_names=[neg, pos]"])
+    assert r.finetune.epochs == 2
+    assert r.finetune.learning_rate == pytest.approx(1e-4)
+    assert r.data.label_names == ["neg", "pos"]
+
+
+def test_override_creates_a_missing_section(tmp_path):
+    r = load_recipe(write(tmp_path, "data: {name: sst2}\n"), ["quantize.mode=static"])
+    assert r.quantize.mode == "static"
+    assert r.stages() == ["quantize"]
+
+
+def test_bare_section_means_defaults():
+    r = build_recipe({"data": {"name": "x"}, "bench": None, "finetune": None})
+    assert r.stages() == ["finetune", "bench"]
+
+
+def test_unknown_key_names_file_and_field(tmp_path):
+    p = write(tmp_path, "data: {name: sst2}\nfinetune: {epoch: 2}\n")
+    with pytest.raises(UserError, match=r"r\.yaml: unknown key 'finetune\.epoch'"):
+        load_recipe(p)
+
+
+def test_unknown_section_is_refused(tmp_path):
+    with pytest.raises(UserError, match="unknown key 'compress'"):
+        load_recipe(write(tmp_path, "compress: {}\n"))
+
+
+def test_wrong_type_names_field(tmp_path):
+    with pytest.raises(UserError, match=r"finetune\.batch_size: .*integer.*'many'"):
+        load_recipe(write(tmp_path, "data: {name: a}\nfinetune: {batch_size: many}\n"))
+
+
+def test_bad_value_names_field(tmp_path):
+    with pytest.raises(UserError, match=r"finetune\.strategy"):
+        load_recipe(write(tmp_path, "data: {name: a}\nfinetune: {strategy: everything}\n"))
+    with pytest.raises(UserError, match=r"prune\.ffn=1\.5 must be in \[0, 1\)"):
+        load_recipe(write(tmp_path, "prune: {ffn: 1.5}\n"))
+
+
+def test_data_needs_exactly_one_source():
+    with pytest.raises(UserError, match="exactly one of data.name"):
+        build_recipe({"data": {"name": "a", "path": "b"}})
+
+
+def test_partial_strategy_needs_something_frozen():
+    with pytest.raises(UserError, match="partial"):
+        build_recipe({"finetune": {"strategy": "partial"}})
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(UserError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_recipe(write(tmp_path, "finetune: [\n"))
+
+
+def test_bad_override_syntax():
+    with pytest.raises(UserError, match="key=value"):
+        parse_override("finetune.epochs")
+
+
+def test_stage_order_is_fixed_whatever_the_yaml_order():
+    r = Recipe.model_validate({"bench": {}, "quantize": {}, "finetune": {}})
+    assert r.stages() == ["finetune", "quantize", "bench"]

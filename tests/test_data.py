@@ -1,0 +1,89 @@
+"""Data loading: files, folders, named datasets from a local mirror, labels, splits and every bad input."""
+
+import pytest
+
+from deploykit.config import DataConfig
+from deploykit.data import load_task, stratified_split
+from deploykit.errors import UserError
+
+
+def test_folder_with_train_dev_test(tiny_task):
+    task = load_task(DataConfig(path=str(tiny_task)))
+    assert (len(task.train), len(task.validation), len(task.test)) == (64, 32, 32)
+    assert task.labels == ["0", "1"]
+    assert set(task.train.labels) == {0, 1}
+
+
+def test_label_names_for_integer_labels(tiny_task):
+    task = load_task(DataConfig(path=str(tiny_task), label_names=["negative", "positive"]))
+    assert task.labels == ["negative", "positive"]
+
+
+def test_string_labels_map_to_sorted_ids(tmp_path):
+    f = tmp_path / "news.tsv"
+    f.write_text("".join(f"text {i}\t{lab}\n" for i, lab in enumerate(["World", "Sports", "Business"] * 20)))
+    task = load_task(DataConfig(path=str(f), column_names=["text", "label"], text_column="text",
+                                validation_split=0.2, test_split=0.1))
+    assert task.labels == ["Business", "Sports", "World"]
+    assert len(task.train) + len(task.validation) + len(task.test) == 60
+    # stratified: every label is held out in the same proportion
+    assert sorted(task.validation.labels).count(0) == sorted(task.validation.labels).count(2)
+
+
+def test_sentence_pairs_and_jsonl(tmp_path):
+    d = tmp_path / "pairs"
+    d.mkdir()
+    rows = [{"a": f"premise {i}", "b": f"hypothesis {i}", "y": ["yes", "no"][i % 2]} for i in range(20)]
+    import json
+    (d / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    task = load_task(DataConfig(path=str(d), text_column="a", text_pair_column="b", label_column="y"))
+    assert task.train.pairs is not None and task.train.pairs[0].startswith("hypothesis")
+    assert task.test is None
+
+
+def test_csv_file(tmp_path):
+    f = tmp_path / "train.csv"
+    f.write_text('text,label\n"hello, world",pos\nbye,neg\nagain,pos\nstop,neg\n')
+    task = load_task(DataConfig(path=str(tmp_path), text_column="text"))
+    assert "hello, world" in task.train.texts + task.validation.texts
+
+
+def test_split_is_seeded_and_stratified(tiny_task):
+    task = load_task(DataConfig(path=str(tiny_task)))
+    a, b = stratified_split(task.train, 0.25, seed=3)
+    a2, b2 = stratified_split(task.train, 0.25, seed=3)
+    assert b.texts == b2.texts and len(b) == 16 and b.labels.count(0) == b.labels.count(1)
+    assert not set(a.texts) & set(b.texts) or len(set(a.texts)) < len(a)  # no row is in both
+
+
+def test_named_dataset_from_local_mirror(shared_data):
+    task = load_task(DataConfig(name="sst2", data_dir=str(shared_data), max_train_samples=100))
+    assert len(task.train) == 100 and len(task.test) == 872
+
+
+def test_named_dataset_from_environment(tiny_task, monkeypatch):
+    monkeypatch.setenv("DEPLOYKIT_DATA_DIR", str(tiny_task.parent))
+    assert len(load_task(DataConfig(name="task")).train) == 64
+
+
+def test_named_dataset_missing_everywhere_says_both(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"not found locally .* nor on the hub"):
+        load_task(DataConfig(name="no-such-dataset-xyz", data_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: None, "data path not found"),
+    (lambda d: (d.mkdir(), (d / "notes.txt").write_text("x")), "no train file"),
+    (lambda d: (d.mkdir(), (d / "train.tsv").write_text("")), "file is empty"),
+    (lambda d: (d.mkdir(), (d / "train.tsv").write_text("text\tlabel\nhi\t1\n")), "no column 'sentence'"),
+    (lambda d: (d.mkdir(), (d / "train.tsv").write_bytes(b"sentence\tlabel\ncaf\xe9\t1\n")), "line 2 is not UTF-8"),
+    (lambda d: (d.mkdir(), (d / "train.tsv").write_text("sentence\tlabel\na\t0\nb\t1\n"),
+                (d / "dev.tsv").write_text("sentence\tlabel\nc\t7\n")), "label '7', never seen in the training"),
+])
+def test_bad_inputs_are_one_clear_line(tmp_path, setup, message):
+    d = tmp_path / "data"
+    setup(d)
+    with pytest.raises(UserError, match=message) as err:
+        load_task(DataConfig(path=str(d)))
+    assert "\n" not in str(err.value)
