@@ -1,0 +1,381 @@
+"""Measure artifacts side by side in one process: batch-1 latency, throughput, memory, size, accuracy.
+
+    from deploykit.benchmark import Settings, Subject, measure
+    rows = measure([Subject("finetune", load_artifact("runs/sst2/finetune"))], task.test,
+                   Settings.from_config(BenchConfig(quick=True)), max_length=64)
+
+`deploykit bench ARTIFACT...` (deploykit/stages/bench.py) calls this and writes the reports.
+What keeps the figures comparable:
+- every artifact sees the same texts: real sentences of the evaluation split at their natural token
+  lengths (batch 1 is never padded; a larger batch is padded to its longest sentence);
+- each runtime is warmed up after loading, and again (BLOCK_WARMUP calls) at the start of each block;
+- runtimes are interleaved in blocks of BLOCK calls, round after round: a slow minute on a shared
+  machine hits all of them alike, and no timed call directly follows another runtime's call;
+- ONNX Runtime sessions run with spinning off (idle ORT threads otherwise keep spinning after a call
+  and slow down whatever runs next; see STACK.md, "Measuring several runtimes in one process").
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from deploykit.artifact import Artifact
+from deploykit.console import progress
+from deploykit.data import Split, encode
+from deploykit.errors import UserError
+from deploykit.evaluate import metrics, predict
+from deploykit.memory import peak_memory, rss_mb
+from deploykit.runtimes import LABELS, Loaded, Unavailable, load_runtime, plan, unavailable
+
+BLOCK = 25              # timed batch-1 calls of one runtime before the next runtime takes over
+BLOCK_WARMUP = 2        # untimed calls that open every block (absorb the switch between runtimes)
+THROUGHPUT_ROUNDS = 2   # each batch size is measured in this many interleaved blocks per runtime
+THROUGHPUT_BATCHES = 16  # distinct batches per batch size, cycled
+EDGE_MAX_BATCH = 8      # the edge target measures small batches only
+QUICK_EVAL = 64         # --quick evaluates accuracy on this many examples
+
+
+@dataclass
+class Settings:
+    """What to measure and how long; `from_config` turns a BenchConfig (and --quick) into this."""
+
+    targets: list[str]
+    runtimes: list[str] | None
+    batch_sizes: list[int]
+    latency_samples: int
+    warmup: int
+    min_time_s: float
+    eval_samples: int | None
+    throughput_rounds: int = THROUGHPUT_ROUNDS
+    memory: str = "subprocess"  # or "in-process"
+
+    @classmethod
+    def from_config(cls, cfg) -> Settings:
+        common = {"targets": list(dict.fromkeys(cfg.targets)), "runtimes": cfg.runtimes,
+                  "batch_sizes": sorted(set(cfg.batch_sizes))}
+        if cfg.quick:
+            # a smoke test: few calls, a short eval, and no subprocess per runtime for memory
+            return cls(**common, latency_samples=min(cfg.latency_samples, 10), warmup=min(cfg.warmup, 1),
+                       min_time_s=min(cfg.min_time_s, 0.05), eval_samples=min(cfg.eval_samples or QUICK_EVAL,
+                                                                              QUICK_EVAL),
+                       throughput_rounds=1, memory="in-process")
+        return cls(**common, latency_samples=cfg.latency_samples, warmup=cfg.warmup,
+                   min_time_s=cfg.min_time_s, eval_samples=cfg.eval_samples)
+
+
+@dataclass
+class Subject:
+    """One artifact to measure, under a display name; `baseline` marks the standard-recipe row."""
+
+    name: str
+    artifact: Artifact
+    baseline: bool = False
+
+
+@dataclass
+class Row:
+    subject: Subject
+    runtime: str
+    target: str
+    threads: int
+    batch_sizes: list[int]
+    skip: str | None = None  # why this row is not measured here
+    note: str | None = None  # what a reader should know about a measured row
+    loaded: Loaded | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    work: dict[int, list[float]] = field(default_factory=dict)  # batch size -> [sentences, seconds]
+    memory: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def target_threads(target: str) -> int:
+    """Intra-op threads per target: edge is one core; cpu (and the host side of gpu) all cores."""
+    return 1 if target == "edge" else cores()
+
+
+def target_batches(target: str, batch_sizes: list[int]) -> list[int]:
+    if target != "edge":
+        return batch_sizes
+    return [b for b in batch_sizes if b <= EDGE_MAX_BATCH] or batch_sizes[:1]
+
+
+def plan_rows(subjects: list[Subject], settings: Settings) -> list[Row]:
+    """One row per artifact x runtime x target; runtimes this machine lacks get a note, not an error."""
+    rows = []
+    for subject in subjects:
+        for target in settings.targets:
+            runtimes, note = plan(subject.artifact.format, target, settings.runtimes)
+            for runtime in runtimes:
+                rows.append(Row(subject, runtime, target, target_threads(target),
+                                target_batches(target, settings.batch_sizes),
+                                skip=note or unavailable(runtime, target), note=_caveat(runtime)))
+    return rows
+
+
+def _caveat(runtime: str) -> str | None:
+    from deploykit.hardware import bf16_supported
+
+    if runtime == "torch-bf16" and not bf16_supported():
+        return "bf16 is emulated here (no AVX512_BF16, AMX or CUDA bf16): expect it slower than FP32"
+    return None
+
+
+# ---------------------------------------------------------------- inputs
+
+def sample_order(n_texts: int, count: int, seed: int = 0) -> list[int]:
+    """`count` indices into the split: a seeded shuffle, cycled when the split is shorter."""
+    order = list(range(n_texts))
+    random.Random(seed).shuffle(order)
+    return [order[i % n_texts] for i in range(count)]
+
+
+class Inputs:
+    """Tokenized inputs per artifact (a pruned vocabulary means its own tokenizer), same texts for all."""
+
+    def __init__(self, split: Split, settings: Settings, max_length: int):
+        self.split, self.max_length = split, max_length
+        self.latency_idx = sample_order(len(split), settings.latency_samples)
+        self.batch_idx = {b: [sample_order(len(split), b * THROUGHPUT_BATCHES, seed=b)[i * b:(i + 1) * b]
+                              for i in range(THROUGHPUT_BATCHES)] for b in settings.batch_sizes}
+        self._cache: dict[Path, tuple[Any, list[dict], dict[int, list[dict]]]] = {}
+
+    def tokenizer(self, artifact: Artifact):
+        return self._encoded(artifact)[0]
+
+    def singles(self, artifact: Artifact) -> list[dict]:
+        return self._encoded(artifact)[1]
+
+    def batches(self, artifact: Artifact, batch: int) -> list[dict]:
+        return self._encoded(artifact)[2][batch]
+
+    def _encoded(self, artifact: Artifact):
+        if artifact.path not in self._cache:
+            from transformers import AutoTokenizer
+
+            try:
+                tok = AutoTokenizer.from_pretrained(artifact.path)
+            except (OSError, ValueError):
+                raise UserError(f"{artifact.path}: no tokenizer files next to the model; "
+                                "save the tokenizer into the artifact folder") from None
+
+            def enc(idx: list[int]) -> dict:
+                return dict(encode(self.split.take(idx), tok, self.max_length, padding=True, return_tensors="np"))
+
+            singles = [enc([i]) for i in self.latency_idx]
+            batches = {b: [enc(idx) for idx in groups] for b, groups in self.batch_idx.items()}
+            self._cache[artifact.path] = (tok, singles, batches)
+        return self._cache[artifact.path]
+
+
+# ---------------------------------------------------------------- measuring steps
+
+def _load(row: Row, inputs: Inputs, settings: Settings, pool: dict) -> None:
+    """Load (or reuse) the row's runtime, warm it up, and note the process RSS it added."""
+    art = row.subject.artifact
+    # a torch model serves every CPU target (threads are set per block); an ORT session fixes its threads
+    key = (art.path, row.runtime, "cuda" if row.target == "gpu" else "cpu",
+           None if row.runtime.startswith("torch") else row.threads)
+    if key not in pool:
+        before = rss_mb()
+        try:
+            loaded = load_runtime(art, row.runtime, row.threads, device=key[2])
+        except Unavailable as err:
+            row.skip = str(err)
+            return
+        loaded.prepare()
+        for feed in inputs.singles(art)[: max(settings.warmup, 1)]:
+            loaded.predict(feed)
+        for b in settings.batch_sizes:
+            loaded.predict(inputs.batches(art, b)[0])
+        pool[key] = (loaded, round(rss_mb() - before, 1))
+    row.loaded, growth = pool[key]
+    row.memory = {"model_rss_mb": growth, "peak_rss_mb": None,
+                  "memory_method": "in-process: RSS growth while loading and running the largest batch"}
+
+
+def _latency_block(row: Row, feeds: list[dict]) -> None:
+    run = row.loaded.predict
+    row.loaded.prepare()
+    for feed in feeds[:BLOCK_WARMUP]:
+        run(feed)
+    for feed in feeds:
+        start = time.perf_counter()
+        run(feed)
+        row.latencies_ms.append((time.perf_counter() - start) * 1000)
+
+
+def _throughput_block(row: Row, batches: list[dict], batch: int, seconds: float) -> None:
+    run = row.loaded.predict
+    row.loaded.prepare()
+    run(batches[0])
+    done, i = 0, 0
+    start = time.perf_counter()
+    while True:
+        feed = batches[i % len(batches)]
+        run(feed)
+        done += len(feed["input_ids"])
+        i += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+    total = row.work.setdefault(batch, [0.0, 0.0])
+    total[0] += done
+    total[1] += elapsed
+
+
+def _quality(row: Row, inputs: Inputs, split: Split, cache: dict) -> None:
+    art = row.subject.artifact
+    key = (art.path, row.runtime, row.loaded.device)
+    if key not in cache:
+        row.loaded.prepare()
+        logits = predict(row.loaded.predict, split, inputs.tokenizer(art), inputs.max_length, batch_size=64)
+        cache[key] = metrics(logits, split.labels)
+    m = cache[key]
+    row.quality = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "eval_n": m["n"]}
+
+
+def measure(subjects: list[Subject], split: Split, settings: Settings, max_length: int) -> dict[str, Any]:
+    """Measure every artifact x runtime x target on `split`.
+
+    Returns:
+        {"rows": one report row (dict) per artifact x runtime x target, "method": how they were measured}.
+    """
+    rows = plan_rows(subjects, settings)
+    inputs = Inputs(split, settings, max_length)
+    eval_split = split.head(settings.eval_samples)
+    pool: dict = {}
+    quality: dict = {}
+
+    def live() -> list[Row]:
+        return [r for r in rows if r.loaded is not None]
+
+    steps: list[Callable[[], None]] = [lambda r=r: _load(r, inputs, settings, pool) for r in rows if not r.skip]
+    block = min(BLOCK, settings.latency_samples)
+    for start in range(0, settings.latency_samples, block):
+        steps.append(lambda s=start: [_latency_block(r, inputs.singles(r.subject.artifact)[s:s + block])
+                                      for r in live()])
+    seconds = settings.min_time_s / settings.throughput_rounds
+    for b in settings.batch_sizes:
+        for _ in range(settings.throughput_rounds):
+            steps.append(lambda b=b: [_throughput_block(r, inputs.batches(r.subject.artifact, b), b, seconds)
+                                      for r in live() if b in r.batch_sizes])
+    steps.append(lambda: [_quality(r, inputs, eval_split, quality) for r in live()])
+    if settings.memory == "subprocess":
+        steps += [lambda r=r: _memory_step(r, inputs, max_length) for r in rows if not r.skip]
+    for step in progress(steps, total=len(steps), description="bench: measuring"):
+        step()
+    return {"rows": [row_dict(r, settings) for r in rows], "method": _method(settings, inputs, eval_split, rows)}
+
+
+def _method(settings: Settings, inputs: Inputs, eval_split: Split, rows: list[Row]) -> dict[str, Any]:
+    measured = [r for r in rows if r.loaded is not None]
+    lengths = [f["input_ids"].shape[1] for f in inputs.singles(measured[0].subject.artifact)] if measured else []
+    return {
+        "targets": settings.targets, "cores": cores(), "batch_sizes": settings.batch_sizes,
+        "latency_samples": settings.latency_samples, "warmup": settings.warmup, "min_time_s": settings.min_time_s,
+        "texts": len(set(inputs.latency_idx)), "eval_n": len(eval_split),
+        "tokens": (f"median {int(np.median(lengths))}, {min(lengths)} to {max(lengths)}" if lengths else "n/a"),
+        "block": min(BLOCK, settings.latency_samples), "block_warmup": BLOCK_WARMUP,
+        "throughput_rounds": settings.throughput_rounds, "ort_spinning": False,
+        "memory": ("peak RSS of a fresh subprocess per row that loads the model and runs its largest batch "
+                   "twice (peak RSS MB: the whole process; model_rss_mb in report.json: above the process "
+                   "after imports and tokenization)" if settings.memory == "subprocess" else
+                   "--quick: RSS growth of the benchmark process while loading each model and running its "
+                   "largest batch (no subprocess; shown in the peak RSS column, a lower bound)"),
+    }
+
+
+# ---------------------------------------------------------------- memory
+
+def _memory_step(row: Row, inputs: Inputs, max_length: int) -> None:
+    if row.loaded is None:
+        return
+    largest = inputs.split.take(inputs.batch_idx[max(row.batch_sizes)][0])
+    row.memory = peak_memory(row.subject.artifact, row.runtime, row.threads, row.loaded.device, largest, max_length)
+
+
+# ---------------------------------------------------------------- size, parameters, rows
+
+def model_files(artifact: Artifact) -> list[Path]:
+    """The files that hold the model itself (weights, graph, engine); tokenizer and configs excluded."""
+    if artifact.format == "onnx":
+        import onnx
+
+        graph = onnx.load(str(artifact.onnx_path), load_external_data=False)
+        external = {e.value for t in graph.graph.initializer for e in t.external_data if e.key == "location"}
+        return [artifact.onnx_path] + [artifact.onnx_path.parent / name for name in sorted(external)]
+    if artifact.format == "tensorrt":
+        from deploykit.runtimes import engine_path
+
+        return [engine_path(artifact)]
+    return sorted(artifact.path.glob("*.safetensors")) or sorted(artifact.path.glob("pytorch_model*.bin"))
+
+
+def size_mb(artifact: Artifact) -> float:
+    return round(sum(p.stat().st_size for p in model_files(artifact) if p.is_file()) / 2**20, 2)
+
+
+def parameter_count(artifact: Artifact) -> int | None:
+    """Weights in the artifact: tensors in safetensors files; elements of all ONNX initializers
+    (so an INT8 graph counts its scales and zero points); TensorRT: its manifest's figure, if any."""
+    if artifact.format == "onnx":
+        import onnx
+
+        graph = onnx.load(str(artifact.onnx_path), load_external_data=False)
+        return int(sum(math.prod(t.dims) for t in graph.graph.initializer))
+    if artifact.format == "tensorrt":
+        return artifact.metrics.get("parameters")
+    files = model_files(artifact)
+    if files and files[0].suffix == ".safetensors":
+        from safetensors import safe_open
+
+        total = 0
+        for f in files:
+            with safe_open(str(f), "np") as fh:
+                total += sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())
+        return total
+    return None
+
+
+def _percentiles(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3),
+            "mean": round(float(np.mean(values)), 3), "n": len(values)}
+
+
+def row_dict(row: Row, settings: Settings) -> dict[str, Any]:
+    """The report row: keys are the same for measured and skipped rows (None where not measured)."""
+    from deploykit.hardware import bf16_supported
+
+    art = row.subject.artifact
+    ok = row.loaded is not None
+    return {
+        "name": row.subject.name, "artifact": str(art.path), "stage": art.stage, "format": art.format,
+        "baseline": row.subject.baseline, "runtime": row.runtime, "runtime_label": LABELS[row.runtime],
+        "target": row.target, "device": row.loaded.device if ok else None, "threads": row.threads,
+        "status": "ok" if ok else "skipped", "note": row.skip or row.note,
+        "bf16_native": bf16_supported() if row.runtime == "torch-bf16" else None,
+        "latency_ms": _percentiles(row.latencies_ms),
+        "throughput": {str(b): round(s / t, 1) for b, (s, t) in sorted(row.work.items())} if ok else None,
+        "peak_rss_mb": row.memory.get("peak_rss_mb"), "model_rss_mb": row.memory.get("model_rss_mb"),
+        "memory_method": row.memory.get("memory_method"),
+        "size_mb": size_mb(art),
+        "parameters": parameter_count(art),
+        "accuracy": row.quality.get("accuracy"), "macro_f1": row.quality.get("macro_f1"),
+        "eval_n": row.quality.get("eval_n"),
+    }
+

@@ -1,0 +1,98 @@
+"""Peak resident memory of one artifact in one runtime, measured in a fresh Python process.
+
+    from deploykit.memory import peak_memory
+    peak_memory(load_artifact("runs/sst2/quantize"), "ort", threads=2, device="cpu", batch=split.head(32),
+                max_length=64)   # {'peak_rss_mb': 316.3, 'model_rss_mb': 24.5, 'memory_method': ...}
+
+Why a subprocess: in the benchmark process every runtime is loaded at once and the allocator keeps
+freed memory, so neither RSS deltas nor the process peak can be pinned on one model. The child is
+`python -m deploykit.memory SPEC.json`; it prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from deploykit.artifact import Artifact
+from deploykit.data import Split, encode
+from deploykit.runtimes import load_runtime
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_memory(artifact: Artifact, runtime: str, threads: int, device: str, batch: Split,
+                max_length: int) -> dict[str, Any]:
+    """Peak RSS of a fresh Python process that loads `artifact` into `runtime` and runs `batch` twice.
+
+    Returns:
+        peak_rss_mb (the whole process: interpreter, runtime libraries, model, activations) and
+        model_rss_mb (the part above the process after its imports and tokenization).
+    """
+    spec = {"path": str(artifact.path), "manifest": artifact.manifest, "runtime": runtime, "threads": threads,
+            "device": device, "texts": batch.texts, "pairs": batch.pairs, "max_length": max_length}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(spec, fh, default=str)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "deploykit.memory", fh.name], capture_output=True,
+                              text=True, timeout=900)
+    finally:
+        os.unlink(fh.name)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"memory measurement of {artifact.path} ({runtime}) failed: {last}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"peak_rss_mb": out["peak_rss_mb"], "model_rss_mb": round(out["peak_rss_mb"] - out["base_rss_mb"], 1),
+            "memory_method": f"subprocess: peak RSS of a fresh process running batch {len(batch)}"}
+
+
+def _memory_child(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    # import the runtime's libraries and tokenize first: what they take is baseline, not model
+    if spec["runtime"].startswith("torch"):
+        import torch
+        from transformers import AutoConfig
+        from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(AutoConfig.from_pretrained(spec["path"]))]  # its module
+        torch.set_num_threads(spec["threads"])
+        torch.ones(64, 64) @ torch.ones(64, 64)  # starts the thread pool
+    else:
+        import onnxruntime  # noqa: F401
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(spec["path"])
+    feed = dict(encode(Split(spec["texts"], spec["pairs"], [0] * len(spec["texts"])), tokenizer,
+                       spec["max_length"], padding=True, return_tensors="np"))
+    base = rss_mb()
+    loaded = load_runtime(Artifact(Path(spec["path"]), spec["manifest"]), spec["runtime"], spec["threads"],
+                          device=spec["device"])
+    loaded.prepare()
+    loaded.predict(feed)
+    loaded.predict(feed)
+    print(json.dumps({"peak_rss_mb": round(_peak_rss_mb(), 1), "base_rss_mb": round(base, 1)}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. Linux: VmHWM, because ru_maxrss carries over the RSS of the forking
+    parent across exec (a child of a 500 MB benchmark would report at least 500 MB)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:")) / 2**10
+    except (OSError, StopIteration):
+        # ru_maxrss: kilobytes on Linux, bytes on macOS
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+if __name__ == "__main__":
+    _memory_child(sys.argv[1])

@@ -1,0 +1,232 @@
+"""Benchmark results -> report.json, report.md and a self-contained report.html with plots.
+
+    from deploykit.report import write_reports
+    write_reports(report, Path("runs/bench"))   # report = {"machine": ..., "method": ..., "rows": [...]}
+
+`deploykit bench` (deploykit/stages/bench.py) builds `report`. The plots are matplotlib figures
+(Agg backend, no display needed): accuracy vs batch-1 latency with its Pareto front, size on disk,
+throughput by batch size. They are written as PNG files beside report.md and embedded as base64 in
+report.html, so the HTML file can be mailed or attached on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+PLOTS = {"pareto": "Accuracy vs batch-1 latency (p50); the line is the Pareto front per target",
+         "size": "Size on disk of each artifact's model files",
+         "throughput": "Throughput by batch size"}
+
+
+def row_label(row: dict[str, Any]) -> str:
+    return f"{row['name']} · {row['runtime']} · {row['target']}"
+
+
+def measured(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["status"] == "ok"]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both latency (lower) and accuracy (higher), by latency."""
+    front: list[tuple[float, float]] = []
+    for lat, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or acc > front[-1][1]:
+            front.append((lat, acc))
+    return front
+
+
+# ---------------------------------------------------------------- plots
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, plt.subplots(figsize=(8, 4.8), dpi=110)
+
+
+def plot_pareto(rows: list[dict], path: Path) -> None:
+    plt, (fig, ax) = _figure()
+    for i, target in enumerate(dict.fromkeys(r["target"] for r in rows)):
+        pts = [(r["latency_ms"]["p50"], r["accuracy"], r) for r in rows if r["target"] == target
+               and r["latency_ms"] and r["accuracy"] is not None]
+        if not pts:
+            continue
+        color = f"C{i}"
+        for lat, acc, r in pts:
+            ax.scatter(lat, acc, color=color, marker="*" if r["baseline"] else "o", s=120 if r["baseline"] else 40)
+            ax.annotate(f"{r['name']} ({r['runtime']})", (lat, acc), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
+        front = pareto_front([(lat, acc) for lat, acc, _ in pts])
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color=color, alpha=0.6,
+                label=f"target {target}")
+    lats = [r["latency_ms"]["p50"] for r in rows if r["latency_ms"]]
+    if lats and max(lats) > 10 * min(lats):
+        ax.set_xscale("log")
+    ax.set_xlabel("batch-1 latency p50 (ms, lower is better)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy vs latency (★ = standard-recipe baseline)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    _save(plt, fig, path)
+
+
+def plot_size(rows: list[dict], path: Path) -> None:
+    plt, (fig, ax) = _figure()
+    sizes = {r["name"]: (r["size_mb"], r["parameters"], r["baseline"]) for r in rows if r["size_mb"] is not None}
+    names = list(sizes)
+    bars = ax.barh(names, [sizes[n][0] for n in names],
+                   color=["C3" if sizes[n][2] else "C0" for n in names])
+    for bar, n in zip(bars, names):
+        params = sizes[n][1]
+        text = f"{sizes[n][0]:.1f} MB" + (f" · {params / 1e6:.2f} M params" if params else "")
+        ax.annotate(text, (bar.get_width(), bar.get_y() + bar.get_height() / 2), fontsize=8,
+                    xytext=(3, -3), textcoords="offset points")
+    ax.invert_yaxis()
+    ax.set_xlabel("size on disk (MB)")
+    ax.set_title("Model size (red = standard-recipe baseline)")
+    ax.margins(x=0.3)
+    _save(plt, fig, path)
+
+
+def plot_throughput(rows: list[dict], path: Path) -> None:
+    plt, (fig, ax) = _figure()
+    for r in rows:
+        if r["throughput"]:
+            sizes = [int(b) for b in r["throughput"]]
+            ax.plot(sizes, list(r["throughput"].values()), marker="*" if r["baseline"] else "o",
+                    label=row_label(r))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("sentences / s (higher is better)")
+    ax.set_title("Throughput by batch size")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+    _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- tables
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and cells shared by the Markdown and HTML tables."""
+    batches = report["method"]["batch_sizes"]
+    head = (["artifact", "runtime", "target", "threads", "accuracy %", "macro-F1 %", "p50 ms", "p90 ms", "p99 ms"]
+            + [f"sent/s @{b}" for b in batches] + ["peak RSS MB", "size MB", "params M", "note"])
+    body = []
+    for r in report["rows"]:
+        lat = r["latency_ms"] or {}
+        tput = r["throughput"] or {}
+        body.append([r["name"] + (" (baseline)" if r["baseline"] else ""), r["runtime_label"], r["target"],
+                     _fmt(r["threads"]), _fmt(r["accuracy"]), _fmt(r["macro_f1"]), _fmt(lat.get("p50")),
+                     _fmt(lat.get("p90")), _fmt(lat.get("p99"))]
+                    + [_fmt(tput.get(str(b)), 1) for b in batches]
+                    + [_fmt(r["peak_rss_mb"] if r["peak_rss_mb"] is not None else r["model_rss_mb"], 1),
+                       _fmt(r["size_mb"]), _fmt(r["parameters"] / 1e6 if r["parameters"] else None), r["note"] or ""])
+    return head, body
+
+
+def method_lines(report: dict) -> list[str]:
+    m, mc = report["method"], report["machine"]
+    lines = [
+        f"Machine: {mc.get('cpu')}, {mc.get('cores')} cores, ISA {', '.join(mc.get('isa') or []) or '?'}; "
+        f"bf16 native: {mc.get('bf16_native')}; GPU: {mc.get('cuda') or 'none'}.",
+        f"Latency: batch 1, model call only (tokenization excluded), {m['latency_samples']} calls per row on "
+        f"{m['texts']} real {m['split']} texts at their natural lengths ({m['tokens']} tokens).",
+        f"Interleaving: all rows in one process, warmed up, then measured in blocks of {m['block']} calls "
+        f"(each opened by {m['block_warmup']} untimed calls), rotating through the rows; throughput in "
+        f"{m['throughput_rounds']} rotating blocks per batch size, {m['min_time_s']} s per batch size in all.",
+        f"ONNX Runtime spinning: {'on' if m['ort_spinning'] else 'off'} (session.intra_op.allow_spinning=0).",
+        f"Memory: {m['memory']}.",
+        f"Accuracy and macro-F1: {m['eval_n']} examples of the {m['split']} split.",
+        "Targets: cpu = all cores, edge = 1 thread and batches up to 8, gpu = CUDA device.",
+    ]
+    if m.get("baseline"):
+        lines.append(f"Baseline: {m['baseline']}.")
+    if m["quick"]:
+        lines.append("QUICK RUN (--quick): few iterations; a smoke test, not a measurement.")
+    return lines
+
+
+def markdown(report: dict) -> str:
+    head, body = table(report)
+    out = [f"# deploykit bench: {report['title']}", "", f"_{report['created']}_", ""]
+    out += [f"- {line}" for line in method_lines(report)] + [""]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "|".join(" --- " for _ in head) + "|")
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    out.append("")
+    out += [f"![{caption}]({name}.png)" for name, caption in PLOTS.items()]
+    return "\n".join(out) + "\n"
+
+
+def html_page(report: dict, images: dict[str, bytes]) -> str:
+    head, body = table(report)
+    esc = html.escape
+    rows = "\n".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body)
+    figures = "\n".join(
+        f'<figure><img src="data:image/png;base64,{base64.b64encode(images[name]).decode()}" '
+        f'alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
+        for name, caption in PLOTS.items())
+    method = "\n".join(f"<li>{esc(line)}</li>" for line in method_lines(report))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>deploykit bench: {esc(report['title'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: right; }}
+td:first-child, td:nth-child(2), td:nth-child(3), td:last-child {{ text-align: left; }}
+th {{ background: #f3f3f3; }}
+figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
+</style></head>
+<body>
+<h1>deploykit bench: {esc(report['title'])}</h1>
+<p><em>{esc(report['created'])}</em></p>
+<ul>
+{method}
+</ul>
+<table>
+<thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+{figures}
+</body></html>
+"""
+
+
+def write_reports(report: dict, out_dir: Path) -> dict[str, Path]:
+    """Write report.json, report.md, report.html and the plot PNGs into `out_dir`; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
+    paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    ok = measured(report["rows"])
+    for name, plot in (("pareto", plot_pareto), ("size", plot_size), ("throughput", plot_throughput)):
+        paths[name] = out_dir / f"{name}.png"
+        plot(report["rows"] if name == "size" else ok, paths[name])
+    paths["md"].write_text(markdown(report), encoding="utf-8")
+    images = {name: paths[name].read_bytes() for name in PLOTS}
+    paths["html"].write_text(html_page(report, images), encoding="utf-8")
+    return paths

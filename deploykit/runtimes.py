@@ -1,0 +1,208 @@
+"""The runtimes `deploykit bench` measures, which artifact each reads, and why one cannot run here.
+
+    from deploykit.runtimes import load_runtime
+    loaded = load_runtime(load_artifact("runs/sst2/quantize"), "ort", threads=2)
+    loaded.prepare(); loaded.predict(dict(tokenizer(["a fine film"], return_tensors="np")))  # logits (1, 2)
+
+| runtime    | reads    | runs on         |
+| ---------- | -------- | --------------- |
+| torch      | pytorch  | cpu, edge, gpu  |
+| torch-bf16 | pytorch  | cpu, edge, gpu  |
+| ort        | onnx     | cpu, edge       |
+| ort-cuda   | onnx     | gpu             |
+| tensorrt   | tensorrt | gpu             |
+
+A runtime that this machine cannot run (no CUDA GPU, no `tensorrt` package) is not an error: the
+benchmark keeps a skipped row whose note says what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from deploykit.errors import UserError
+from deploykit.evaluate import Predictor, ort_predictor, ort_session, torch_predictor
+
+READS = {"torch": "pytorch", "torch-bf16": "pytorch", "ort": "onnx", "ort-cuda": "onnx", "tensorrt": "tensorrt"}
+TARGETS = {"torch": ("cpu", "edge", "gpu"), "torch-bf16": ("cpu", "edge", "gpu"), "ort": ("cpu", "edge"),
+           "ort-cuda": ("gpu",), "tensorrt": ("gpu",)}
+# what `bench.runtimes: null` measures for each artifact format
+AUTO = {"pytorch": ["torch", "torch-bf16"], "onnx": ["ort", "ort-cuda"], "tensorrt": ["tensorrt"]}
+LABELS = {"torch": "PyTorch FP32", "torch-bf16": "PyTorch bf16", "ort": "ONNX Runtime CPU",
+          "ort-cuda": "ONNX Runtime CUDA", "tensorrt": "TensorRT"}
+
+
+class Unavailable(Exception):
+    """This machine cannot run the runtime after all (found out while loading); the row is skipped."""
+
+
+@dataclass
+class Loaded:
+    """A runtime holding one model: `prepare()` before each block of calls, then `predict(batch)`."""
+
+    predict: Predictor
+    prepare: Callable[[], None]
+    device: str
+    load_seconds: float = 0.0
+
+
+def plan(fmt: str, target: str, requested: list[str] | None) -> tuple[list[str], str | None]:
+    """Runtimes to measure for an artifact of format `fmt` on `target`.
+
+    Args:
+        fmt: the artifact format (pytorch, onnx, tensorrt).
+        target: cpu, edge or gpu.
+        requested: `bench.runtimes`, or None for every runtime that reads `fmt`.
+
+    Returns:
+        (runtimes, None) when some apply; otherwise ([one runtime], why) for a single skipped row.
+    """
+    readers = [r for r in (requested or AUTO.get(fmt, [])) if READS[r] == fmt]
+    here = [r for r in readers if target in TARGETS[r]]
+    if here:
+        return here, None
+    if readers:
+        where = " or ".join(TARGETS[readers[0]])
+        return readers[:1], f"{readers[0]} runs on target {where}, not {target}"
+    shown = requested[0] if requested else "-"
+    return [shown], f"none of the runtimes {requested} reads a {fmt} artifact"
+
+
+def unavailable(runtime: str, target: str) -> str | None:
+    """Why `runtime` cannot run on this machine for `target`, or None when it can."""
+    import torch
+
+    if target == "gpu" or runtime in ("ort-cuda", "tensorrt"):
+        if not torch.cuda.is_available():
+            return "no CUDA GPU on this machine (torch.cuda.is_available() is False)"
+    if runtime == "ort-cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return (f"onnxruntime here has no CUDAExecutionProvider ({', '.join(ort.get_available_providers())}); "
+                    "install onnxruntime-gpu instead of onnxruntime")
+    if runtime == "tensorrt":
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            return "the tensorrt package is not installed (pip install 'deploykit[tensorrt]' on a GPU machine)"
+    return None
+
+
+def engine_path(artifact) -> Path:
+    """The serialized TensorRT engine of a tensorrt artifact."""
+    return artifact.path / artifact.manifest.get("engine_file", "model.engine")
+
+
+def load_runtime(artifact, runtime: str, threads: int | None, device: str = "cpu") -> Loaded:
+    """Load `artifact` into `runtime` with `threads` intra-op threads (None: the runtime's default).
+
+    ORT sessions are created with spinning off, so that idle ORT threads do not steal the cores of the
+    next artifact measured in the same process.
+    """
+    if READS[runtime] != artifact.format:
+        raise UserError(f"{artifact.path}: runtime {runtime} reads {READS[runtime]} artifacts, not {artifact.format}")
+    start = time.perf_counter()
+    if runtime in ("torch", "torch-bf16"):
+        loaded = _load_torch(artifact, bf16=runtime == "torch-bf16", threads=threads, device=device)
+    elif runtime == "ort":
+        session = ort_session(artifact.onnx_path, threads, spinning=False)
+        loaded = Loaded(ort_predictor(session), _nothing, "cpu")
+    elif runtime == "ort-cuda":
+        loaded = _load_ort_cuda(artifact.onnx_path)
+    else:
+        loaded = Loaded(_tensorrt_predictor(engine_path(artifact)), _nothing, "cuda")
+    loaded.load_seconds = time.perf_counter() - start
+    return loaded
+
+
+def _nothing() -> None:
+    return None
+
+
+def _load_torch(artifact, bf16: bool, threads: int | None, device: str) -> Loaded:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(artifact.path)
+    # bf16 as deployed: the weights themselves in bf16 (autocast would re-cast fp32 weights every call)
+    model = model.to(device=device, dtype=torch.bfloat16 if bf16 else torch.float32).eval()
+    predict = torch_predictor(model) if device == "cpu" else _torch_device_predictor(model, device)
+
+    def prepare() -> None:
+        # torch's intra-op pool is process-wide; each block sets the thread count of its own target
+        if threads:
+            torch.set_num_threads(threads)
+
+    return Loaded(predict, prepare, device)
+
+
+def _torch_device_predictor(model, device: str) -> Predictor:
+    import inspect
+
+    import torch
+
+    accepted = set(inspect.signature(model.forward).parameters)
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        inputs = {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in batch.items() if k in accepted}
+        with torch.inference_mode():
+            # .cpu() waits for the GPU, so a timed call includes the whole forward pass
+            return model(**inputs).logits.float().cpu().numpy()
+
+    return run
+
+
+def _load_ort_cuda(onnx_path: Path) -> Loaded:
+    session = ort_session(onnx_path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    if session.get_providers()[0] != "CUDAExecutionProvider":
+        # ORT silently falls back to the CPU when the CUDA libraries do not load; that is not a GPU figure
+        raise Unavailable(f"ONNX Runtime fell back to {session.get_providers()[0]}; "
+                          "check the CUDA/cuDNN libraries onnxruntime-gpu needs")
+    return Loaded(ort_predictor(session), _nothing, "cuda")
+
+
+def _tensorrt_predictor(path: Path) -> Predictor:
+    """Run a serialized TensorRT 10 engine with dynamic shapes; buffers are torch CUDA tensors."""
+    import tensorrt as trt
+    import torch
+
+    if not path.is_file():
+        raise UserError(f"{path}: TensorRT engine not found (run `deploykit export --format tensorrt`)")
+    logger = trt.Logger(trt.Logger.WARNING)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        raise UserError(f"{path}: TensorRT cannot deserialize this engine (built with another TensorRT "
+                        "version or GPU?); rebuild it with `deploykit export --format tensorrt`")
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    outputs = [n for n in names if n not in inputs]
+    dtypes = {trt.DataType.INT32: torch.int32, trt.DataType.INT64: torch.int64, trt.DataType.FLOAT: torch.float32,
+              trt.DataType.HALF: torch.float16, trt.DataType.BF16: torch.bfloat16}
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        feeds = {}
+        for name in inputs:
+            array = batch.get(name, np.zeros_like(batch["input_ids"]))
+            feeds[name] = torch.from_numpy(np.ascontiguousarray(array)).to(
+                "cuda", dtype=dtypes[engine.get_tensor_dtype(name)])
+            context.set_input_shape(name, tuple(feeds[name].shape))
+            context.set_tensor_address(name, feeds[name].data_ptr())
+        results = {}
+        for name in outputs:
+            results[name] = torch.empty(tuple(context.get_tensor_shape(name)),
+                                        dtype=dtypes[engine.get_tensor_dtype(name)], device="cuda")
+            context.set_tensor_address(name, results[name].data_ptr())
+        stream = torch.cuda.current_stream()
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError(f"{path}: TensorRT execution failed")
+        stream.synchronize()
+        return results[outputs[0]].float().cpu().numpy()
+
+    return run

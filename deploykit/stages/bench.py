@@ -1,0 +1,142 @@
+"""`deploykit bench`: measure artifacts side by side; write report.json, report.md and report.html.
+
+    deploykit bench runs/sst2/finetune runs/sst2/quantize --data sst2 --quick --out runs/sst2/bench
+    deploykit bench runs/sst2/*/ --recipe recipes/sst2-minilm.yaml --target cpu --target edge
+
+Every artifact of one call is measured in the same process on the same texts (deploykit/benchmark.py
+says how). Unless `bench.baseline` is off, a baseline row is added: the standard recipe (plain ONNX
+export + ONNX Runtime dynamic INT8, avx512_vnni preset) built from `--baseline MODEL`, or else from the
+fine-tuned teacher of the first PyTorch artifact, so every report shows what a user would get without
+deploykit.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from deploykit.artifact import Artifact, load_artifact, write_manifest
+from deploykit.config import BenchConfig, Recipe
+from deploykit.console import log
+from deploykit.errors import UserError
+
+
+def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
+    """The pipeline stage: benchmark `parent` alone; the report folder is the returned artifact."""
+    if parent is None:
+        raise UserError("bench needs an input artifact: --from FOLDER (a previous stage's output)")
+    report_dir = run_many(recipe, [parent.path], out_dir, baseline_source=None)
+    manifest = write_manifest(report_dir, stage="bench", format="report", parent=parent,
+                              config=recipe.model_dump(include={"data", "bench"}),
+                              metrics={"report": "report.json"})
+    return Artifact(report_dir, manifest)
+
+
+def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline_source: Path | None = None) -> Path:
+    """Measure every artifact in `artifact_paths` (plus the baseline) and write the reports.
+
+    Args:
+        recipe: needs `data` (the texts and the accuracy labels); `bench` defaults to BenchConfig().
+        artifact_paths: stage output folders, HF model folders or .onnx files.
+        out_dir: the report folder (report.json, report.md, report.html, PNG plots, baseline/).
+        baseline_source: a PyTorch model folder to build the standard-recipe baseline from.
+
+    Returns:
+        The report folder.
+    """
+    from deploykit.benchmark import Settings, measure
+    from deploykit.data import load_task
+    from deploykit.report import write_reports
+
+    cfg = recipe.bench or BenchConfig()
+    if recipe.data is None:
+        raise UserError("bench needs data for its texts and accuracy: --data NAME_OR_PATH or a data section")
+    if not artifact_paths:
+        raise UserError("bench: give at least one artifact folder to measure")
+    artifacts = [_checked(load_artifact(p)) for p in artifact_paths]
+    split = load_task(recipe.data).split(cfg.eval_split)
+    subjects = _subjects(artifacts)
+    out_dir = Path(out_dir).expanduser().resolve()
+    baseline = _baseline(cfg, artifacts, baseline_source, out_dir / "baseline")
+    if baseline is not None:
+        subjects.append(baseline)
+    settings = Settings.from_config(cfg)
+    log(f"bench: {len(subjects)} artifacts x {', '.join(settings.targets)} on {len(split)} {cfg.eval_split} texts"
+        + (" (--quick: a smoke test, not a measurement)" if cfg.quick else ""))
+    result = measure(subjects, split, settings, recipe.data.max_length)
+    report = _report(recipe, cfg, result, baseline)
+    paths = write_reports(report, out_dir)
+    for row in result["rows"]:
+        if row["status"] == "skipped":
+            log(f"bench: skipped {row['name']} / {row['runtime']} / {row['target']}: {row['note']}")
+    log(f"[green]bench[/green]: {len(result['rows'])} rows -> {paths['html']}")
+    return out_dir
+
+
+def _checked(artifact: Artifact) -> Artifact:
+    if artifact.format == "onnx" and not artifact.onnx_path.is_file():
+        raise UserError(f"{artifact.path}: manifest says onnx but {artifact.onnx_path.name} is missing")
+    if artifact.format not in ("pytorch", "onnx", "tensorrt"):
+        raise UserError(f"{artifact.path}: a {artifact.format} folder is not a model to benchmark")
+    return artifact
+
+
+def _subjects(artifacts: list[Artifact]):
+    """Display names: the stage that wrote the artifact, else its folder name; made unique."""
+    from deploykit.benchmark import Subject
+
+    subjects, seen = [], set()
+    for art in artifacts:
+        name = art.stage or art.path.name
+        if name in seen:
+            name = art.path.name if art.path.name not in seen else f"{name}-{len(seen) + 1}"
+        seen.add(name)
+        subjects.append(Subject(name, art))
+    return subjects
+
+
+def fine_tuned_teacher(artifacts: list[Artifact]) -> Artifact | None:
+    """The first PyTorch artifact's fine-tuned ancestor: follow manifest parents up to the finetune
+    stage. A PyTorch folder without a manifest is taken as the user's own fine-tuned model."""
+    art = next((a for a in artifacts if a.format == "pytorch"), None)
+    while art is not None and art.stage not in (None, "finetune"):
+        parent = (art.manifest.get("parent") or {}).get("path")
+        art = load_artifact(parent) if parent and Path(parent).exists() else None
+        if art is not None and art.format != "pytorch":
+            return None
+    return art
+
+
+def _baseline(cfg: BenchConfig, artifacts: list[Artifact], source: Path | None, out_dir: Path):
+    from deploykit.benchmark import Subject
+
+    if source is None and not cfg.baseline:
+        return None
+    teacher = load_artifact(source) if source is not None else fine_tuned_teacher(artifacts)
+    if teacher is None:
+        log("bench: no baseline row: no fine-tuned PyTorch model among the artifacts or their parents "
+            "(pass --baseline MODEL_FOLDER, or set bench.baseline=false)")
+        return None
+    if teacher.format != "pytorch":
+        raise UserError(f"--baseline {source}: the baseline is built from a PyTorch model folder, "
+                        f"not a {teacher.format} artifact")
+    from deploykit.stages.quantize import standard_baseline
+
+    log(f"bench: building the standard-recipe baseline from {teacher.path}")
+    return Subject("baseline", standard_baseline(teacher.path, out_dir), baseline=True)
+
+
+def _report(recipe: Recipe, cfg: BenchConfig, result: dict, baseline) -> dict:
+    from deploykit.artifact import library_versions
+    from deploykit.hardware import describe
+
+    method = {**result["method"], "split": cfg.eval_split, "quick": cfg.quick,
+              "baseline": None if baseline is None else
+              f"standard recipe (plain ONNX + ONNX Runtime dynamic INT8, avx512_vnni preset) of {baseline.artifact.path}"}
+    return {
+        "title": recipe.name or (recipe.data.name or Path(recipe.data.path or "").name),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {**describe(), "versions": library_versions()},
+        "method": method,
+        "rows": result["rows"],
+    }

@@ -1,0 +1,133 @@
+"""`deploykit bench` end to end on a tiny BERT (PyTorch + ONNX): reports, baseline, errors, CLI."""
+
+import json
+import shutil
+from html.parser import HTMLParser
+
+import pytest
+import torch
+from conftest import make_tiny_model, write_task
+from tiny_onnx import export_tiny_onnx
+from typer.testing import CliRunner
+
+from deploykit.artifact import load_artifact, write_manifest
+from deploykit.cli import app
+from deploykit.config import build_recipe
+from deploykit.data import load_task
+from deploykit.errors import UserError
+from deploykit.evaluate import evaluate_artifact
+from deploykit.pipeline import run_stage
+from deploykit.stages.bench import fine_tuned_teacher, run_many
+
+ROW_KEYS = {"name", "artifact", "stage", "format", "baseline", "runtime", "runtime_label", "target", "device",
+            "threads", "status", "note", "bf16_native", "latency_ms", "throughput", "peak_rss_mb", "model_rss_mb",
+            "memory_method", "size_mb", "parameters", "accuracy", "macro_f1", "eval_n"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench-stage")
+    model = make_tiny_model(root / "bert", "bert", seed=5)
+    return model, export_tiny_onnx(model, root / "onnx"), write_task(root / "task")
+
+
+def recipe(task, **bench):
+    return build_recipe({"name": "tiny", "data": {"path": str(task), "max_length": 32},
+                         "bench": {"quick": True, "baseline": False, **bench}})
+
+
+@pytest.fixture(scope="module")
+def report_dir(tiny, tmp_path_factory):
+    model, onnx, task = tiny
+    out = tmp_path_factory.mktemp("reports") / "bench"
+    assert run_many(recipe(task, targets=["cpu", "gpu"]), [model, onnx], out) == out
+    return out
+
+
+def test_reports_hold_one_row_per_artifact_runtime_target(report_dir, tiny):
+    report = json.loads((report_dir / "report.json").read_text())
+    assert {"title", "created", "machine", "method", "rows"} <= set(report)
+    assert {"cpu", "cores", "bf16_native", "quant_preset", "versions"} <= set(report["machine"])
+    assert all(set(r) == ROW_KEYS for r in report["rows"])
+    got = sorted((r["format"], r["runtime"], r["target"]) for r in report["rows"])
+    assert got == sorted([("pytorch", rt, t) for rt in ("torch", "torch-bf16") for t in ("cpu", "gpu")]
+                         + [("onnx", "ort", "cpu"), ("onnx", "ort-cuda", "gpu")])
+    assert report["method"]["quick"] is True and report["method"]["ort_spinning"] is False
+    md = (report_dir / "report.md").read_text()
+    assert md.count("\n| bert |") + md.count("\n| onnx |") == len(report["rows"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the skip note on a machine without a GPU")
+def test_gpu_runtime_is_a_skipped_row_with_its_note(report_dir):
+    rows = json.loads((report_dir / "report.json").read_text())["rows"]
+    gpu = [r for r in rows if r["target"] == "gpu"]
+    assert len(gpu) == 3 and all(r["status"] == "skipped" and "no CUDA GPU" in r["note"] for r in gpu)
+    assert all(r["status"] == "ok" for r in rows if r["target"] == "cpu")
+
+
+def test_report_accuracy_matches_evaluate_artifact(report_dir, tiny):
+    model, onnx, task = tiny
+    rows = json.loads((report_dir / "report.json").read_text())["rows"]
+    split = load_task(recipe(task).data).test.head(64)
+    for folder, runtime in ((model, "torch"), (onnx, "ort")):
+        expected = evaluate_artifact(load_artifact(folder), split, max_length=32)
+        row = next(r for r in rows if r["runtime"] == runtime and r["target"] == "cpu")
+        assert (row["accuracy"], row["macro_f1"], row["eval_n"]) == (
+            expected["accuracy"], expected["macro_f1"], expected["n"])
+
+
+def test_html_parses_and_references_its_plots(report_dir):
+    srcs = []
+
+    class Page(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                srcs.append(dict(attrs)["src"])
+
+    Page().feed((report_dir / "report.html").read_text())
+    assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert all((report_dir / f"{n}.png").is_file() for n in ("pareto", "size", "throughput"))
+
+
+def test_bad_inputs_are_one_line_user_errors(tiny, tmp_path):
+    model, _, task = tiny
+    with pytest.raises(UserError, match="artifact not found"):
+        run_many(recipe(task), [tmp_path / "nope"], tmp_path / "out")
+    with pytest.raises(UserError, match="bench.targets"):
+        recipe(task, targets=["tpu"])
+    with pytest.raises(UserError, match="needs data"):
+        run_many(build_recipe({"bench": {"quick": True}}), [model], tmp_path / "out")
+    with pytest.raises(UserError, match="PyTorch model folder"):
+        run_many(recipe(task), [model], tmp_path / "out", baseline_source=tiny[1])
+
+
+def test_fine_tuned_teacher_follows_manifest_parents(tiny, tmp_path):
+    model, onnx, _ = tiny
+    teacher, student = tmp_path / "finetune", tmp_path / "distill"
+    shutil.copytree(model, teacher)
+    shutil.copytree(model, student)
+    write_manifest(teacher, stage="finetune", format="pytorch", parent=None, config={})
+    write_manifest(student, stage="distill", format="pytorch", parent=load_artifact(teacher), config={})
+    found = fine_tuned_teacher([load_artifact(onnx), load_artifact(student)])
+    assert found is not None and found.path == teacher
+    assert fine_tuned_teacher([load_artifact(onnx)]) is None
+
+
+def test_pipeline_stage_returns_the_report_folder(tiny, tmp_path):
+    model, _, task = tiny
+    art = run_stage("bench", recipe(task, runtimes=["torch"]), model, tmp_path / "bench")
+    assert art.format == "report" and art.stage == "bench" and (art.path / "report.html").is_file()
+    rows = json.loads((art.path / "report.json").read_text())["rows"]
+    assert [(r["runtime"], r["target"], r["status"]) for r in rows] == [("torch", "cpu", "ok")]
+
+
+def test_cli_bench_quick(tiny, tmp_path):
+    model, onnx, task = tiny
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(app, ["bench", str(onnx), "--data", str(task), "--quick", "--out", str(out),
+                              "--set", "bench.baseline=false", "--set", "data.max_length=32", "-q"])
+    assert res.exit_code == 0, res.output
+    assert str(out) in res.output and (out / "report.md").is_file()
+    res = runner.invoke(app, ["bench", str(onnx), "--data", str(task), "--target", "tpu", "-q"])
+    assert res.exit_code == 2 and "bench.targets" in res.output

@@ -1,0 +1,133 @@
+"""deploykit/benchmark.py, runtimes.py and memory.py on a tiny BERT (PyTorch and ONNX) with --quick settings."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_model, write_task
+from tiny_onnx import export_tiny_onnx
+
+from deploykit.artifact import load_artifact
+from deploykit.benchmark import Settings, Subject, measure, parameter_count, plan_rows, size_mb
+from deploykit.config import BenchConfig, DataConfig
+from deploykit.data import load_task
+from deploykit.evaluate import evaluate_artifact
+from deploykit.memory import peak_memory
+from deploykit.models import count_parameters
+from deploykit.runtimes import plan
+
+GPU = torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny PyTorch artifact, its ONNX export and the test split of a tiny task, built once."""
+    root = tmp_path_factory.mktemp("bench")
+    model = make_tiny_model(root / "bert", "bert", seed=3)
+    onnx = export_tiny_onnx(model, root / "onnx")
+    split = load_task(DataConfig(path=str(write_task(root / "task")))).test
+    return load_artifact(model), load_artifact(onnx), split
+
+
+@pytest.fixture(scope="module")
+def measured(tiny):
+    torch_art, onnx_art, split = tiny
+    settings = Settings.from_config(BenchConfig(quick=True, targets=["cpu", "edge", "gpu"]))
+    return measure([Subject("torch", torch_art), Subject("onnx", onnx_art)], split, settings, max_length=32)
+
+
+def test_plan_picks_runtimes_by_format_and_target():
+    assert plan("pytorch", "cpu", None) == (["torch", "torch-bf16"], None)
+    assert plan("onnx", "edge", None) == (["ort"], None)
+    assert plan("onnx", "gpu", None) == (["ort-cuda"], None)
+    runtimes, note = plan("tensorrt", "cpu", None)
+    assert runtimes == ["tensorrt"] and "runs on target gpu" in note
+    runtimes, note = plan("onnx", "cpu", ["torch"])
+    assert runtimes == ["torch"] and "reads a onnx artifact" in note
+    assert plan("onnx", "cpu", ["torch", "ort", "ort-cuda"]) == (["ort"], None)
+
+
+def test_one_row_per_artifact_runtime_target(measured):
+    keys = {(r["name"], r["runtime"], r["target"]) for r in measured["rows"]}
+    assert len(keys) == len(measured["rows"]) == 9
+    assert keys == {("torch", rt, t) for rt in ("torch", "torch-bf16") for t in ("cpu", "edge", "gpu")} | {
+        ("onnx", "ort", "cpu"), ("onnx", "ort", "edge"), ("onnx", "ort-cuda", "gpu")}
+    assert len({frozenset(r) for r in measured["rows"]}) == 1  # measured and skipped rows share one schema
+
+
+@pytest.mark.skipif(GPU, reason="checks the skip note on a machine without a GPU")
+def test_gpu_rows_are_skipped_with_a_note_not_an_error(measured):
+    gpu = [r for r in measured["rows"] if r["target"] == "gpu"]
+    assert gpu and all(r["status"] == "skipped" and "no CUDA GPU" in r["note"] for r in gpu)
+    assert all(r["latency_ms"] is None and r["accuracy"] is None for r in gpu)
+
+
+def test_cpu_rows_hold_every_measure(measured):
+    cpu = [r for r in measured["rows"] if r["target"] in ("cpu", "edge")]
+    assert all(r["status"] == "ok" for r in cpu)
+    for r in cpu:
+        lat = r["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and lat["n"] == 10
+        assert set(r["throughput"]) == ({"1", "8", "32"} if r["target"] == "cpu" else {"1", "8"})
+        assert all(v > 0 for v in r["throughput"].values())
+        assert r["threads"] == (1 if r["target"] == "edge" else measured["method"]["cores"])
+        assert r["model_rss_mb"] is not None and r["memory_method"].startswith("in-process")
+        assert 0 <= r["accuracy"] <= 100 and r["eval_n"] == 32
+    assert measured["method"]["ort_spinning"] is False
+
+
+def test_accuracy_matches_an_independent_evaluation(tiny, measured):
+    torch_art, onnx_art, split = tiny
+    for art, runtime in ((torch_art, "torch"), (onnx_art, "ort")):
+        expected = evaluate_artifact(art, split.head(32), max_length=32)
+        row = next(r for r in measured["rows"] if r["runtime"] == runtime and r["target"] == "cpu")
+        assert (row["accuracy"], row["macro_f1"]) == (expected["accuracy"], expected["macro_f1"])
+
+
+def test_size_and_parameters(tiny):
+    torch_art, onnx_art, _ = tiny
+    from transformers import AutoModelForSequenceClassification
+
+    params = count_parameters(AutoModelForSequenceClassification.from_pretrained(torch_art.path))
+    assert parameter_count(torch_art) == params
+    # ONNX counts initializers: the same weights, give or take constants the exporter folds in
+    assert abs(parameter_count(onnx_art) - params) / params < 0.01
+    assert size_mb(torch_art) == round((torch_art.path / "model.safetensors").stat().st_size / 2**20, 2)
+    assert size_mb(onnx_art) == round(onnx_art.onnx_path.stat().st_size / 2**20, 2)
+
+
+def test_tensorrt_artifact_is_skipped_without_tensorrt(tiny, tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here: the engine path runs for real")
+    except ImportError:
+        pass
+    folder = tmp_path / "trt"
+    folder.mkdir()
+    (folder / "model.engine").write_bytes(b"\0" * 1024)
+    (folder / "manifest.json").write_text(json.dumps({"stage": "export", "format": "tensorrt"}))
+    settings = Settings.from_config(BenchConfig(quick=True, targets=["cpu", "gpu"]))
+    rows = plan_rows([Subject("trt", load_artifact(folder))], settings)
+    assert [(r.runtime, r.target) for r in rows] == [("tensorrt", "cpu"), ("tensorrt", "gpu")]
+    assert "runs on target gpu" in rows[0].skip
+    assert "CUDA" in rows[1].skip or "tensorrt package" in rows[1].skip
+
+
+def test_peak_memory_in_a_fresh_process(tiny):
+    _, onnx_art, split = tiny
+    mem = peak_memory(onnx_art, "ort", threads=1, device="cpu", batch=split.head(8), max_length=32)
+    assert mem["peak_rss_mb"] > mem["model_rss_mb"] > 0
+    # a fresh process: far below the test process, which holds torch, transformers and several models
+    assert mem["model_rss_mb"] < 200 and mem["memory_method"].startswith("subprocess")
+
+
+def test_latency_texts_are_the_same_for_every_artifact(tiny):
+    from deploykit.benchmark import Inputs
+
+    torch_art, onnx_art, split = tiny
+    inputs = Inputs(split, Settings.from_config(BenchConfig(quick=True)), max_length=32)
+    a, b = inputs.singles(torch_art), inputs.singles(onnx_art)
+    assert len(a) == 10 and all(np.array_equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, b))
+    # batch 1 is never padded: every single holds its sentence at its natural length
+    assert all(x["attention_mask"].all() for x in a)

@@ -1,0 +1,102 @@
+"""deploykit/report.py: report.json / report.md / report.html and the plots, from hand-made rows."""
+
+import base64
+import json
+from html.parser import HTMLParser
+
+from deploykit.report import markdown, pareto_front, write_reports
+
+
+def row(name, runtime, target="cpu", *, acc=90.0, p50=5.0, size=20.0, baseline=False, skipped=False):
+    ok = not skipped
+    return {
+        "name": name, "artifact": f"/runs/{name}", "stage": name, "format": "onnx" if "ort" in runtime else "pytorch",
+        "baseline": baseline, "runtime": runtime, "runtime_label": runtime.upper(), "target": target,
+        "device": "cpu" if ok else None, "threads": 2, "status": "ok" if ok else "skipped",
+        "note": "no CUDA GPU on this machine" if skipped else None, "bf16_native": None,
+        "latency_ms": {"p50": p50, "p90": p50 * 1.2, "p99": p50 * 1.5, "mean": p50 * 1.1, "n": 200} if ok else None,
+        "throughput": {"1": 1000 / p50, "8": 8000 / p50, "32": 20000 / p50} if ok else None,
+        "peak_rss_mb": 400.0 if ok else None, "model_rss_mb": 90.0 if ok else None,
+        "memory_method": "subprocess" if ok else None, "size_mb": size, "parameters": 22_700_000,
+        "accuracy": acc if ok else None, "macro_f1": acc - 0.1 if ok else None, "eval_n": 872 if ok else None,
+    }
+
+
+def report(rows):
+    return {
+        "title": "sst2-minilm", "created": "2026-11-24T05:00:00+0000",
+        "machine": {"cpu": "AMD EPYC", "cores": 2, "isa": ["avx2"], "bf16_native": False, "cuda": None},
+        "method": {"targets": ["cpu", "gpu"], "cores": 2, "batch_sizes": [1, 8, 32], "latency_samples": 200,
+                   "warmup": 10, "min_time_s": 2.0, "texts": 200, "eval_n": 872, "tokens": "median 23, 5 to 61",
+                   "block": 25, "block_warmup": 2, "throughput_rounds": 2, "ort_spinning": False,
+                   "memory": "subprocess peak RSS", "split": "test", "quick": False,
+                   "baseline": "standard recipe of /runs/finetune"},
+        "rows": rows,
+    }
+
+
+ROWS = [row("finetune", "torch", acc=91.0, p50=10.0, size=86.0),
+        row("finetune", "torch-bf16", acc=90.8, p50=6.0, size=86.0),
+        row("quantize", "ort", acc=90.5, p50=2.0, size=22.0),
+        row("baseline", "ort", acc=89.0, p50=2.1, size=23.0, baseline=True),
+        row("quantize", "ort-cuda", "gpu", skipped=True, size=22.0)]
+
+
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.rows = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append((attrs["src"], attrs.get("alt")))
+        self.rows += tag == "tr"
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    pts = [(10.0, 91.0), (6.0, 90.8), (2.0, 90.5), (2.1, 89.0), (3.0, 90.0)]
+    assert pareto_front(pts) == [(2.0, 90.5), (6.0, 90.8), (10.0, 91.0)]
+
+
+def test_all_report_files_are_written(tmp_path):
+    paths = write_reports(report(ROWS), tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"report.json", "report.md", "report.html", "pareto.png",
+                                                   "size.png", "throughput.png"}
+    assert json.loads(paths["json"].read_text())["rows"] == ROWS
+    for name in ("pareto", "size", "throughput"):
+        assert paths[name].read_bytes().startswith(b"\x89PNG")
+
+
+def test_markdown_has_one_table_line_per_row_and_the_method(tmp_path):
+    md = markdown(report(ROWS))
+    table = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| ---")]
+    assert len(table) == 1 + len(ROWS)  # header + rows
+    assert "| baseline (baseline) | ORT |" in md and "no CUDA GPU on this machine |" in md
+    assert "ONNX Runtime spinning: off" in md and "sent/s @32" in md
+    assert "![Accuracy vs batch-1 latency" in md and "(pareto.png)" in md
+
+
+def test_html_parses_and_embeds_its_plots(tmp_path):
+    paths = write_reports(report(ROWS), tmp_path)
+    page = Page()
+    page.feed(paths["html"].read_text())
+    page.close()
+    assert page.rows == 1 + len(ROWS)
+    assert len(page.images) == 3 and all(alt for _, alt in page.images)
+    for src, _ in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
+    # self-contained: nothing is fetched from elsewhere
+    assert "http" not in paths["html"].read_text().split("<body>", 1)[1]
+
+
+def test_quick_runs_are_labelled(tmp_path):
+    rep = report(ROWS)
+    rep["method"]["quick"] = True
+    assert "QUICK RUN" in markdown(rep)
+
+
+def test_report_with_only_skipped_rows_still_renders(tmp_path):
+    paths = write_reports(report([row("quantize", "ort-cuda", "gpu", skipped=True)]), tmp_path)
+    assert paths["html"].is_file() and paths["pareto"].read_bytes().startswith(b"\x89PNG")
