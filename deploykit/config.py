@@ -155,7 +155,8 @@ class QuantizeConfig(Section):
     """`deploykit quantize --int8`: ONNX Runtime INT8, dynamic or static QDQ, with an accuracy gate."""
 
     mode: Literal["dynamic", "static"] = "dynamic"
-    preset: Literal["auto", "avx512_vnni", "avx2", "arm64"] = "auto"
+    preset: Literal["auto", "avx512_vnni", "avx2", "arm64", "tensorrt"] = Field(
+        "auto", description="auto: this CPU's; tensorrt: symmetric int8 Q/DQ (mode static) for TensorRT engines")
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_samples: int = Field(256, ge=1)
     calibration_seq_len: int = Field(64, ge=8)

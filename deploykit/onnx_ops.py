@@ -60,6 +60,13 @@ def load_onnx(path: str | Path, min_opset: int = 13, load_weights: bool = True):
     return model
 
 
+def graph_inputs(onnx_path: str | Path) -> list[str]:
+    """Names of a model's runtime inputs (graph inputs that are not weights)."""
+    graph = load_onnx(onnx_path, load_weights=False).graph
+    inits = {i.name for i in graph.initializer}
+    return [i.name for i in graph.input if i.name not in inits]
+
+
 def op_counts(model) -> Counter:
     """Node count per operator type (top-level graph)."""
     return Counter(node.op_type for node in model.graph.node)

@@ -38,24 +38,34 @@ class Int8Settings:
     per_channel: bool = True
     op_types: list[str] = field(default_factory=lambda: list(DEFAULT_OP_TYPES["dynamic"]))
     calibration: str = "minmax"
-    weight_symmetric: bool = True
+    signed_activations: bool = False
     activation_symmetric: bool = False
+    qdq_pair_per_weight: bool = False
 
     @classmethod
     def for_preset(cls, preset: str, mode: str = "dynamic", *, per_channel: bool = True,
                    op_types: list[str] | None = None, calibration: str = "minmax") -> Int8Settings:
         """Settings for a named preset; `auto` picks the preset of the CPU this runs on."""
+        from deploykit.errors import UserError
         from deploykit.hardware import quant_preset
 
         name = quant_preset() if preset == "auto" else preset
-        return cls(mode=mode, preset=name, reduce_range=(name == "avx2"), per_channel=per_channel,
-                   op_types=list(op_types or DEFAULT_OP_TYPES[mode]), calibration=calibration)
+        common = dict(mode=mode, preset=name, per_channel=per_channel,
+                      op_types=list(op_types or DEFAULT_OP_TYPES[mode]), calibration=calibration)
+        if name == "tensorrt":
+            if mode != "static":
+                raise UserError("quantize.preset=tensorrt needs quantize.mode=static (TensorRT reads Q/DQ scales)")
+            # TensorRT takes symmetric int8 on both sides, a Q/DQ pair on every weight, one consumer per pair
+            return cls(**common, signed_activations=True, activation_symmetric=True, qdq_pair_per_weight=True)
+        return cls(**common, reduce_range=(name == "avx2"))
 
     def describe(self) -> dict:
+        activations = f"{'int8' if self.signed_activations else 'uint8'} " \
+                      f"{'symmetric' if self.activation_symmetric else 'asymmetric'}"
         return {"mode": self.mode, "preset": self.preset, "reduce_range": self.reduce_range,
                 "per_channel": self.per_channel, "op_types": self.op_types,
                 "calibration": self.calibration if self.mode == "static" else None,
-                "activations": "uint8 asymmetric", "weights": "int8 symmetric"}
+                "activations": activations, "weights": "int8 symmetric"}
 
 
 def preprocess(src: Path, dst: Path) -> None:
@@ -99,8 +109,9 @@ def quantizable_nodes(onnx_path: Path, settings: Int8Settings) -> list[str]:
         if node.op_type == "Gemm" and settings.mode == "dynamic" and "MatMul" in settings.op_types:
             # dynamic quantization first rewrites every Gemm into a MatMul named like this
             names.append(f"{node.name}_MatMul")
-        elif node.op_type in settings.op_types and (node.op_type != "MatMul" or any(i in inits for i in node.input)):
-            # a MatMul between two activations (attention scores) has no weight: never quantized here
+        elif node.op_type in settings.op_types and not (
+                settings.mode == "dynamic" and node.op_type == "MatMul" and not any(i in inits for i in node.input)):
+            # dynamic mode leaves MatMuls between two activations (attention scores) float; QDQ does not
             names.append(node.name)
     return names
 
@@ -121,10 +132,9 @@ def quantize(src: Path, dst: Path, settings: Int8Settings, *, exclude: list[str]
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    # MatMulConstBOnly: only MatMuls against a weight (dynamic mode's default; static would also
-    # quantize activation x activation products, which costs fidelity and matches no candidate list)
-    extra = {"WeightSymmetric": settings.weight_symmetric, "ActivationSymmetric": settings.activation_symmetric,
-             "MatMulConstBOnly": True}
+    extra = {"WeightSymmetric": True, "ActivationSymmetric": settings.activation_symmetric,
+             "AddQDQPairToWeight": settings.qdq_pair_per_weight,
+             "DedicatedQDQPair": settings.qdq_pair_per_weight}
     common = dict(op_types_to_quantize=settings.op_types, per_channel=settings.per_channel,
                   reduce_range=settings.reduce_range, weight_type=QuantType.QInt8,
                   nodes_to_exclude=list(exclude or []), nodes_to_quantize=list(only or []) or None)
@@ -132,7 +142,8 @@ def quantize(src: Path, dst: Path, settings: Int8Settings, *, exclude: list[str]
         quantize_dynamic(str(src), str(dst), extra_options=extra, **common)
         return
     reader = FeedReader(calibration) if calibration else None
-    quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+    quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8 if settings.signed_activations else QuantType.QUInt8,
                     calibrate_method=getattr(CalibrationMethod, CALIBRATION[settings.calibration]),
                     calibration_cache_path=calibration_cache, extra_options=extra, **common)
 

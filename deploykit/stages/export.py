@@ -13,7 +13,6 @@ deploykit's manifest.json.
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 
@@ -199,15 +198,6 @@ def _parity_texts(recipe: Recipe, n: int) -> tuple[list[str] | None, list[str] |
 
     split = load_task(recipe.data).validation.head(n)
     return split.texts, split.pairs, recipe.data.max_length
-
-
-def _copy_onnx_folder(parent: Artifact, dest: Path) -> None:
-    """Copy an ONNX artifact's graph, external weights, config and tokenizer (not its manifest)."""
-    for item in parent.path.iterdir():
-        if item.is_file() and item.name != "manifest.json":
-            shutil.copy2(item, dest / item.name)
-    if parent.onnx_path.name != "model.onnx":
-        (dest / parent.onnx_path.name).rename(dest / "model.onnx")
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:

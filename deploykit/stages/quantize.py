@@ -35,14 +35,6 @@ OPTIMUM_AVX512_VNNI_DYNAMIC = {"op_types_to_quantize": ["MatMul", "Add"], "per_c
                                "weights": "int8 symmetric"}
 
 
-def _graph_inputs(onnx_path: Path) -> list[str]:
-    from deploykit.onnx_ops import load_onnx
-
-    graph = load_onnx(onnx_path, load_weights=False).graph
-    inits = {i.name for i in graph.initializer}
-    return [i.name for i in graph.input if i.name not in inits]
-
-
 def _feeds(split, tokenizer, names: list[str], batch_size: int, max_length: int,
            fixed_length: int | None = None) -> list[dict[str, np.ndarray]]:
     """Graph-ready batches; a graph input the tokenizer does not give (token_type_ids) is zeros."""
@@ -84,7 +76,9 @@ def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts) -> tuple[
         folder = work / "float"
         folder.mkdir()
         atol = recipe.export.atol if recipe.export else 1e-4
-        report = export_onnx(parent.path, None, folder, optimize=recipe.quantize.optimize, atol=atol,
+        # TensorRT parses standard ONNX only: no ONNX Runtime fusions for its Q/DQ models
+        optimize = recipe.quantize.optimize and recipe.quantize.preset != "tensorrt"
+        report = export_onnx(parent.path, None, folder, optimize=optimize, atol=atol,
                              texts=texts.texts, pairs=texts.pairs, max_length=recipe.data.max_length)
         return folder / "model.onnx", folder, report
     if parent.format != "onnx":
@@ -146,7 +140,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     from transformers import AutoTokenizer
 
     from deploykit.data import load_task
-    from deploykit.onnx_ops import file_size, load_onnx, quantized_op_counts
+    from deploykit.onnx_ops import file_size, graph_inputs, load_onnx, quantized_op_counts
     from deploykit.quantization import Int8Settings, preprocess
 
     cfg = recipe.quantize
@@ -162,7 +156,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         parity = task.validation.head(recipe.export.parity_samples if recipe.export else 64)
         float_onnx, side, export_report = _float_source(recipe, parent, work, parity)
         tokenizer = AutoTokenizer.from_pretrained(side)
-        names = _graph_inputs(float_onnx)
+        names = graph_inputs(float_onnx)
         calib = _calibration_feeds(recipe, task, tokenizer, names) if cfg.mode == "static" else None
         pre = work / "pre.onnx"
         preprocess(float_onnx, pre)

@@ -164,3 +164,16 @@ def test_already_quantized_input_is_refused(tiny_bert, tiny_task, tmp_path):
     base = standard_baseline(tiny_bert, tmp_path / "baseline")
     with pytest.raises(UserError, match="already quantized"):
         run_stage("quantize", recipe(tiny_task), base.path, tmp_path / "q")
+
+
+def test_tensorrt_preset_writes_symmetric_int8_qdq(tiny_bert, tiny_task, tmp_path):
+    art = run_stage("quantize", recipe(tiny_task, mode="static", preset="tensorrt", calibration_samples=16),
+                    tiny_bert, tmp_path / "q")
+    graph = onnx.load(str(art.onnx_path)).graph
+    assert all(n.domain in ("", "ai.onnx") for n in graph.node)  # plain ONNX: TensorRT parses no contrib ops
+    inits = {i.name: i for i in graph.initializer}
+    zero_points = [inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits]
+    assert zero_points and all(z.data_type == onnx.TensorProto.INT8 for z in zero_points)
+    assert art.manifest["int8"]["activations"] == "int8 symmetric"
+    with pytest.raises(UserError, match="needs quantize.mode=static"):
+        run_stage("quantize", recipe(tiny_task, preset="tensorrt"), tiny_bert, tmp_path / "q2")

@@ -1,0 +1,166 @@
+"""TensorRT engines for `deploykit export --format tensorrt`, and a small runner for `deploykit bench`.
+
+    deploykit export --from runs/sst2/finetune --format tensorrt --out runs/sst2/trt
+    deploykit export --from runs/sst2/quantize-trt --format tensorrt --set export.tensorrt.int8=true
+
+Built with the TensorRT 10 Python API: the ONNX parser fills a network, one optimization profile
+covers the batch and sequence ranges of `export.tensorrt`, FP16 is on by default, and INT8 comes
+from the Q/DQ nodes of a statically quantized model (`deploykit quantize --mode static --set
+quantize.preset=tensorrt`: symmetric int8, the only kind TensorRT reads). The ONNX that TensorRT
+parses is the plain export: ONNX Runtime's fused operators (Attention, SkipLayerNormalization) are
+contrib ops TensorRT does not know, and it fuses the same patterns itself. `tensorrt` is imported
+only here and only when needed; without it, or without a CUDA device, the command says so in one line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.config import Recipe, TensorRTConfig
+from deploykit.console import log
+from deploykit.errors import UserError
+
+ENGINE_FILE = "model.engine"
+
+
+def require_tensorrt() -> None:
+    """UserError in one line unless both the `tensorrt` package and a CUDA device are present."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("export --format tensorrt needs an NVIDIA GPU with CUDA; this machine has no CUDA device "
+                        "(use --format onnx for CPU)")
+    if importlib.util.find_spec("tensorrt") is None:
+        raise UserError("export --format tensorrt needs the tensorrt package (pip install 'deploykit[tensorrt]', "
+                        "TensorRT 10)")
+
+
+def _check_onnx_for_tensorrt(onnx_path: Path, int8: bool) -> None:
+    """TensorRT parses standard ONNX only; INT8 needs symmetric int8 Q/DQ nodes."""
+    from deploykit.onnx_ops import load_onnx
+
+    graph = load_onnx(onnx_path, load_weights=False).graph
+    contrib = sorted({n.op_type for n in graph.node if n.domain not in ("", "ai.onnx")})
+    if contrib:
+        raise UserError(f"{onnx_path}: holds ONNX Runtime-only operators ({', '.join(contrib[:4])}) TensorRT cannot "
+                        "parse; build from the PyTorch model or an export with export.optimize=false")
+    qlinear = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    if int8 and not qlinear:
+        raise UserError(f"{onnx_path}: export.tensorrt.int8 needs a Q/DQ model; run `deploykit quantize --mode static "
+                        "--set quantize.preset=tensorrt` first")
+    inits = {i.name: i for i in graph.initializer}
+    unsigned = [n.name for n in qlinear if len(n.input) > 2 and n.input[2] in inits
+                and inits[n.input[2]].data_type != 3]  # 3: INT8
+    if int8 and unsigned:
+        raise UserError(f"{onnx_path}: Q/DQ nodes use uint8 zero points; TensorRT takes symmetric int8 only "
+                        "(quantize with --set quantize.preset=tensorrt)")
+
+
+def build_engine(onnx_path: Path, engine_path: Path, cfg: TensorRTConfig, input_names: list[str]) -> dict:
+    """Parse `onnx_path`, build a serialized engine for the shape ranges of `cfg`, write it.
+
+    Returns:
+        What the manifest records: precision flags, the profile and the engine size.
+    """
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10 networks are explicit-batch by default
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise UserError(f"{onnx_path}: TensorRT's ONNX parser failed ({errors[:300]})")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gb * (1 << 30)))
+    if cfg.fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if cfg.int8:
+        # explicit quantization: scales come from the Q/DQ nodes, no calibrator
+        config.set_flag(trt.BuilderFlag.INT8)
+    profile = builder.create_optimization_profile()
+    shapes = {"min": (cfg.min_batch, cfg.min_seq), "opt": (cfg.opt_batch, cfg.opt_seq),
+              "max": (cfg.max_batch, cfg.max_seq)}
+    for name in input_names:
+        profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see the TensorRT log above)")
+    engine_path.write_bytes(bytes(serialized))
+    return {"fp16": cfg.fp16, "int8": cfg.int8, "profile": {k: list(v) for k, v in shapes.items()},
+            "engine_bytes": engine_path.stat().st_size, "tensorrt": trt.__version__}
+
+
+class EngineRunner:
+    """Runs a serialized engine on CUDA tensors: `EngineRunner(path)(feed) -> logits` (numpy in, out)."""
+
+    def __init__(self, engine_path: str | Path):
+        import tensorrt as trt
+        import torch
+
+        self._trt, self._torch = trt, torch
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
+        if self.engine is None:
+            raise UserError(f"{engine_path}: TensorRT cannot load this engine (built for another GPU or version?)")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        self.stream = torch.cuda.Stream()
+
+    def _dtype(self, name: str):
+        return getattr(self._torch, np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name))).name)
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
+        keep = []  # device buffers must outlive the asynchronous launch
+        for name in self.inputs:
+            tensor = torch.as_tensor(np.ascontiguousarray(feed[name])).to("cuda", self._dtype(name))
+            self.context.set_input_shape(name, tuple(tensor.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+            keep.append(tensor)
+        results = {}
+        for name in self.outputs:
+            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtype(name), device="cuda")
+            self.context.set_tensor_address(name, out.data_ptr())
+            results[name] = out
+        self.context.execute_async_v3(self.stream.cuda_stream)
+        self.stream.synchronize()
+        return results[self.outputs[0]].float().cpu().numpy()
+
+
+def run_tensorrt(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
+    """`deploykit export --format tensorrt`: engine + the ONNX it came from + config and tokenizer."""
+    from deploykit.onnx_ops import graph_inputs
+    from deploykit.stages.export import export_onnx
+
+    cfg = recipe.export
+    require_tensorrt()
+    if parent.format not in ("pytorch", "onnx"):
+        raise UserError(f"{parent.path}: build a TensorRT engine from a PyTorch or ONNX artifact, not {parent.format}")
+    if cfg.tensorrt.int8 and parent.format != "onnx":
+        raise UserError("export.tensorrt.int8 needs a Q/DQ ONNX artifact: --from the output of "
+                        "`deploykit quantize --mode static --set quantize.preset=tensorrt`")
+    with staging(out_dir) as tmp:
+        report = None
+        if parent.format == "pytorch":
+            report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=False, atol=cfg.atol)
+        else:
+            for item in parent.path.iterdir():
+                if item.is_file() and item.name != "manifest.json":
+                    shutil.copy2(item, tmp / item.name)
+        onnx_path = tmp / (parent.onnx_path.name if parent.format == "onnx" else "model.onnx")
+        _check_onnx_for_tensorrt(onnx_path, cfg.tensorrt.int8)
+        built = build_engine(onnx_path, tmp / ENGINE_FILE, cfg.tensorrt, graph_inputs(onnx_path))
+        manifest = write_manifest(tmp, stage="export", format="tensorrt", parent=parent,
+                                  config=recipe.model_dump(include={"export"}), metrics={"engine": built},
+                                  engine_file=ENGINE_FILE, onnx_file=onnx_path.name, export=report)
+    log(f"export: TensorRT engine {out_dir}/{ENGINE_FILE} ({built['engine_bytes'] / 1e6:.1f} MB)")
+    return Artifact(Path(out_dir).resolve(), manifest)

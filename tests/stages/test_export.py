@@ -1,0 +1,134 @@
+"""`deploykit export` on tiny BERT / RoBERTa / DistilBERT: parity, dynamic axes, fused operators,
+Optimum's folder layout, loud failures, and TensorRT (built only where CUDA and tensorrt exist)."""
+
+import importlib.util
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from typer.testing import CliRunner
+
+from deploykit.cli import app
+from deploykit.config import build_recipe
+from deploykit.errors import UserError
+from deploykit.onnx_ops import op_counts, opset_of
+from deploykit.pipeline import run_stage
+from deploykit.stages.export import ParityError, export_onnx
+
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
+TEXTS = ["a fine film", "bad", "the plot was quite boring and the acting was really dreadful , sadly",
+         "wonderful story"]
+
+
+def export_recipe(**export):
+    return build_recipe({"export": export})
+
+
+def onnx_vs_torch(folder, source, texts) -> float:
+    """Max |Δlogits| between the exported graph and PyTorch on a batch shape the export never saw."""
+    import onnxruntime as ort
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    enc = tok(texts, padding=True, return_tensors="np")
+    got = sess.run(None, {n: enc[n].astype(np.int64) for n in names})[0]
+    model = AutoModelForSequenceClassification.from_pretrained(source)
+    with torch.no_grad():
+        want = model(**{n: torch.from_numpy(enc[n]) for n in names}).logits.numpy()
+    return float(np.abs(got - want).max())
+
+
+def test_onnx_matches_pytorch_on_every_architecture(tmp_path, arch, tiny_model):
+    art = run_stage("export", export_recipe(), tiny_model, tmp_path / "onnx")
+    # Optimum's ORTModel layout plus deploykit's manifest
+    assert {"model.onnx", "config.json", "tokenizer.json", "manifest.json"} <= {p.name for p in art.path.iterdir()}
+    m = json.loads((art.path / "manifest.json").read_text())
+    assert m["format"] == "onnx" and m["opset"] == 17 and m["onnx_file"] == "model.onnx"
+    assert max(m["parity"].values()) <= 1e-4 and m["metrics"]["parity_max_abs_diff"] <= 1e-4
+    assert set(m["parity"]) == {"export", "optimize"}  # checked after each transform
+    graph = onnx.load(str(art.onnx_path))
+    assert opset_of(graph) == 17
+    # dynamic batch and sequence axes: a new batch size and length still agree with PyTorch
+    dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch_size", "sequence_length"]
+    assert onnx_vs_torch(art.path, tiny_model, TEXTS[:3]) <= 1e-4
+
+
+def test_bert_graph_carries_fused_operators(tiny_bert, tmp_path):
+    art = run_stage("export", export_recipe(), tiny_bert, tmp_path / "onnx")
+    counts = op_counts(onnx.load(str(art.onnx_path)))
+    layers = 2
+    assert counts["Attention"] == layers
+    assert counts["SkipLayerNormalization"] == 2 * layers
+    assert counts["BiasGelu"] + counts["FastGelu"] == layers
+    assert counts["EmbedLayerNormalization"] == 1
+    assert art.manifest["fused_ops"]["Attention"] == layers
+
+
+def test_unfused_export_keeps_plain_operators(tiny_bert, tmp_path):
+    art = run_stage("export", export_recipe(optimize=False), tiny_bert, tmp_path / "onnx")
+    counts = op_counts(onnx.load(str(art.onnx_path)))
+    assert counts["Attention"] == 0 and counts["MatMul"] >= 2 * 6
+    assert art.manifest["optimized"] is False and set(art.manifest["parity"]) == {"export"}
+
+
+def test_parity_runs_on_task_texts(tiny_bert, tiny_task, tmp_path):
+    cfg = build_recipe({"data": {"path": str(tiny_task), "max_length": 32}, "export": {"parity_samples": 20}})
+    art = run_stage("export", cfg, tiny_bert, tmp_path / "onnx")
+    assert art.manifest["parity_rows"] == 20
+
+
+def test_drift_beyond_atol_fails_loudly_and_writes_nothing(tiny_bert, tmp_path):
+    with pytest.raises(ParityError, match=r"after export differ from PyTorch by .* > export.atol") as err:
+        run_stage("export", export_recipe(atol=1e-12), tiny_bert, tmp_path / "onnx")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "onnx").exists() and not list(tmp_path.glob(".onnx*"))
+
+
+def test_export_onnx_is_reusable_on_a_loaded_model(tiny_bert, tmp_path):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)  # sdpa by default; export switches
+    report = export_onnx(model, AutoTokenizer.from_pretrained(tiny_bert), tmp_path, texts=TEXTS)
+    assert report["fused_ops"]["Attention"] == 2 and report["parity_rows"] == len(TEXTS)
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "tokenizer.json").is_file()
+
+
+def test_bad_inputs(tiny_bert, tmp_path):
+    with pytest.raises(UserError, match="opset"):
+        export_recipe(opset=13)
+    with pytest.raises(UserError, match="too old"):
+        export_onnx(tiny_bert, None, tmp_path, opset=13)
+    art = run_stage("export", export_recipe(), tiny_bert, tmp_path / "onnx")
+    with pytest.raises(UserError, match="already a onnx artifact"):
+        run_stage("export", export_recipe(), art.path, tmp_path / "again")
+    with pytest.raises(UserError, match="needs an input artifact"):
+        run_stage("export", export_recipe(), None, tmp_path / "none")
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="this machine can build engines")
+def test_tensorrt_without_cuda_says_so_in_one_line(tiny_bert, tmp_path):
+    result = CliRunner().invoke(app, ["export", "--from", str(tiny_bert), "--format", "tensorrt",
+                                      "--out", str(tmp_path / "trt")])
+    assert result.exit_code == 2
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: export --format tensorrt needs")
+    assert not (tmp_path / "trt").exists()
+
+
+@pytest.mark.skipif(not HAS_TENSORRT, reason="needs the tensorrt package and a CUDA device")
+def test_tensorrt_engine_matches_onnx(tiny_bert, tmp_path):
+    from deploykit.tensorrt import EngineRunner
+
+    cfg = export_recipe(format="tensorrt", tensorrt={"max_batch": 4, "opt_batch": 2, "max_seq": 32, "opt_seq": 16})
+    art = run_stage("export", cfg, tiny_bert, tmp_path / "trt")
+    assert art.format == "tensorrt" and (art.path / "model.engine").stat().st_size > 0
+    tok = AutoTokenizer.from_pretrained(art.path)
+    enc = {k: v.astype(np.int64) for k, v in tok(TEXTS[:2], padding=True, return_tensors="np").items()}
+    got = EngineRunner(art.path / "model.engine")(enc)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    with torch.no_grad():
+        want = model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
+    assert np.abs(got - want).max() < 1e-2  # FP16
