@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,9 +275,25 @@ def measure(subjects: list[Subject], split: Split, settings: Settings, max_lengt
     steps.append(lambda: [_quality(r, inputs, eval_split, quality) for r in live()])
     if settings.memory == "subprocess":
         steps += [lambda r=r: _memory_step(r, inputs, max_length) for r in rows if not r.skip]
-    for step in progress(steps, total=len(steps), description="bench: measuring"):
-        step()
+    threads_before = _torch_threads()
+    try:
+        for step in progress(steps, total=len(steps), description="bench: measuring"):
+            step()
+    finally:
+        # every torch block sets the process-wide thread count of its target; give the caller its own back
+        if threads_before:
+            import torch
+
+            torch.set_num_threads(threads_before)
     return {"rows": [row_dict(r, settings) for r in rows], "method": _method(settings, inputs, eval_split, rows)}
+
+
+def _torch_threads() -> int | None:
+    if "torch" not in sys.modules:
+        return None
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _method(settings: Settings, inputs: Inputs, eval_split: Split, rows: list[Row]) -> dict[str, Any]:

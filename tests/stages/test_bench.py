@@ -131,3 +131,25 @@ def test_cli_bench_quick(tiny, tmp_path):
     assert str(out) in res.output and (out / "report.md").is_file()
     res = runner.invoke(app, ["bench", str(onnx), "--data", str(task), "--target", "tpu", "-q"])
     assert res.exit_code == 2 and "bench.targets" in res.output
+
+
+def test_baseline_row_is_the_standard_recipe(tiny, tmp_path):
+    model, _, task = tiny
+    out = run_many(recipe(task, targets=["edge"]), [model], tmp_path / "bench", baseline_source=model)
+    report = json.loads((out / "report.json").read_text())
+    base = [r for r in report["rows"] if r["baseline"]]
+    assert [(b["name"], b["format"], b["runtime"], b["status"]) for b in base] == [("baseline", "onnx", "ort", "ok")]
+    assert load_artifact(out / "baseline").stage == "baseline"
+    assert "standard recipe" in report["method"]["baseline"] and "(baseline)" in (out / "report.md").read_text()
+    import onnx
+
+    graph = onnx.load(str(out / "baseline" / "model.onnx"), load_external_data=False).graph
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) >= 8  # dynamic INT8 of every linear layer
+
+
+def test_baseline_from_the_teacher_when_on(tiny, tmp_path):
+    model, onnx, task = tiny
+    out = run_many(recipe(task, targets=["edge"], baseline=True, runtimes=["ort"]), [onnx, model], tmp_path / "b")
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert [(r["name"], r["baseline"]) for r in rows] == [("onnx", False), ("bert", False), ("baseline", True)]
+    assert rows[1]["status"] == "skipped" and "reads a pytorch artifact" in rows[1]["note"]
