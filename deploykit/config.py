@@ -126,6 +126,9 @@ class DistillConfig(TrainConfig):
     teacher: str | None = Field(None, description="teacher folder or hub id; default: the previous stage's artifact")
     student: str | None = Field(None, description="a separate student model (hub id or folder); default: built from the teacher")
     student_layers: list[int] | None = Field(None, description="teacher layers the student keeps; default: every other layer")
+    layer_map: list[int] | None = Field(
+        None, description="teacher layer each student layer learns from (hidden/attention terms); "
+                          "default: the kept layers, or evenly spaced for a separate student")
     temperature: float = Field(2.0, gt=0)
     alpha_kd: float = Field(0.5, ge=0, description="weight of the KL term on softened logits (scaled by T^2)")
     alpha_ce: float = Field(0.5, ge=0, description="weight of cross-entropy on the gold labels")

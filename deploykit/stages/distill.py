@@ -1,0 +1,199 @@
+"""`deploykit distill`: distil a fine-tuned teacher into a student with fewer layers.
+
+    deploykit distill --from runs/sst2/finetune --data sst2 --out runs/sst2/distill \
+        --set distill.epochs=3 --set "distill.student_layers=[1,3,5]"
+    deploykit distill --data sst2 --set distill.teacher=runs/teacher-sst2 --set distill.student=./small-bert
+
+The student is either built from the teacher's own layers (default: every other layer, 6 -> 3;
+embeddings and classifier copied, as DistilBERT was initialised) or any HF model that shares the
+teacher's tokenizer (`distill.student`). The loss (deploykit/kd.py) mixes KL on softened logits,
+cross-entropy on the gold labels and, optionally, hidden-state MSE and attention KL over a layer
+mapping. The output folder loads with plain `from_pretrained`; its manifest records the teacher,
+the layers kept and both models' metrics on validation and test.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.config import DistillConfig, Recipe
+from deploykit.console import console, log
+from deploykit.errors import UserError
+from deploykit.training import build_trainer, num_layers, world_info
+
+_DEFAULT_LABEL = re.compile(r"LABEL_\d+")  # what HF writes when a model was saved without label names
+
+
+def _teacher_source(cfg: DistillConfig, parent: Artifact | None) -> str:
+    if cfg.teacher is not None:
+        return cfg.teacher
+    if parent is None:
+        raise UserError("distill needs a teacher: --from FOLDER (a fine-tuned model) or distill.teacher")
+    if parent.format != "pytorch":
+        raise UserError(f"{parent.path}: the teacher must be a PyTorch model folder, not {parent.format}; "
+                        "distil before export/quantize")
+    return str(parent.path)
+
+
+def _label_names(config) -> list[str]:
+    return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def _check_labels(config, labels: list[str], what: str) -> None:
+    """Refuse a model whose label set differs from the data's (HF default LABEL_i names match any names)."""
+    names = _label_names(config)
+    if len(names) != len(labels) or (names != labels and not all(_DEFAULT_LABEL.fullmatch(n) for n in names)):
+        raise UserError(f"{what}: labels {names} differ from the data's {labels}; distil on the task the "
+                        "teacher was fine-tuned on (data.label_names sets the data's names)")
+
+
+def _check_tokenizer(student_src: str, teacher_tok, trust_remote_code: bool) -> None:
+    from deploykit.models import load_tokenizer
+
+    try:
+        student_tok = load_tokenizer(student_src, trust_remote_code)
+    except UserError:
+        raise UserError(f"distill.student {student_src!r}: no tokenizer could be loaded; the student folder "
+                        "must hold the tokenizer it shares with the teacher") from None
+    s_vocab, t_vocab = student_tok.get_vocab(), teacher_tok.get_vocab()
+    if s_vocab != t_vocab:
+        example = next((t for t in t_vocab if s_vocab.get(t) != t_vocab[t]), None) or next(iter(s_vocab))
+        raise UserError(f"distill.student {student_src!r}: its tokenizer differs from the teacher's "
+                        f"({len(s_vocab)} vs {len(t_vocab)} tokens, first difference at {example!r}); "
+                        "the student must use the teacher's vocabulary")
+
+
+def build_student(cfg: DistillConfig, teacher, teacher_tok, labels: list[str], trust_remote_code: bool = False):
+    """The student model, the teacher layers it kept (None for a separate student) and its layer map.
+
+    Args:
+        cfg: the recipe's distill section.
+        teacher: the loaded teacher classifier.
+        teacher_tok: the teacher's tokenizer (a separate student must share its vocabulary).
+        labels: the task's label names (the student's head gets them).
+        trust_remote_code: passed to `from_pretrained` for a separate student.
+
+    Returns:
+        (student, kept teacher layers or None, layer map or None for the uniform default).
+    """
+    from transformers import AutoConfig
+
+    from deploykit.layers import check_indices, every_other, keep_layers
+    from deploykit.models import load_classifier, resolve_source
+
+    n_teacher = num_layers(teacher.config)
+    if cfg.student is None:
+        keep = check_indices(cfg.student_layers if cfg.student_layers is not None else every_other(n_teacher),
+                             n_teacher, "distill.student_layers")
+        return keep_layers(copy.deepcopy(teacher), keep), keep, cfg.layer_map or keep
+    if cfg.student_layers is not None:
+        raise UserError("distill.student_layers picks teacher layers for a student built from the teacher; "
+                        "with distill.student set, use distill.layer_map to pair layers")
+    _check_tokenizer(cfg.student, teacher_tok, trust_remote_code)
+    s_config = AutoConfig.from_pretrained(resolve_source(cfg.student), trust_remote_code=trust_remote_code)
+    if any(a.endswith("ForSequenceClassification") for a in s_config.architectures or []):
+        _check_labels(s_config, labels, f"distill.student {cfg.student!r}")
+    student = load_classifier(cfg.student, labels=labels, trust_remote_code=trust_remote_code)
+    return student, None, cfg.layer_map
+
+
+def _warn_if_larger(student, teacher) -> tuple[int, int]:
+    from deploykit.models import count_parameters
+
+    n_s, n_t = count_parameters(student), count_parameters(teacher)
+    if n_s > n_t:
+        # printed even under --quiet: the run is allowed, but it is almost certainly not what was meant
+        console.print(f"warning: distill: the student ({n_s / 1e6:.2f}M parameters) is larger than the "
+                      f"teacher ({n_t / 1e6:.2f}M); distillation is meant to shrink a model")
+    return n_s, n_t
+
+
+def _split_metrics(logits, labels) -> dict[str, float]:
+    from deploykit.evaluate import metrics
+
+    return metrics(np.asarray(logits), labels)
+
+
+def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
+    """Distil the teacher (`distill.teacher`, else `parent`) into a smaller student; write it to `out_dir`."""
+    from transformers import DataCollatorWithPadding, set_seed
+
+    from deploykit.data import load_task, to_dataset
+    from deploykit.kd import TEACHER_LOGITS, DistillTrainer, add_teacher_logits
+    from deploykit.models import load_classifier, load_tokenizer
+    from deploykit.stages.finetune import _check_replicas
+
+    cfg = recipe.distill
+    if recipe.data is None:
+        raise UserError("distill needs a data section (or --data NAME_OR_PATH)")
+    trust = recipe.model.trust_remote_code
+    teacher_src = _teacher_source(cfg, parent)
+    set_seed(cfg.seed)
+    task = load_task(recipe.data)
+    tokenizer = load_tokenizer(teacher_src, trust)
+    teacher = load_classifier(teacher_src, trust_remote_code=trust)
+    _check_labels(teacher.config, task.labels, f"teacher {teacher_src}")
+    student, kept, layer_map = build_student(cfg, teacher, tokenizer, task.labels, trust)
+    n_student, n_teacher = _warn_if_larger(student, teacher)
+
+    max_len = recipe.data.max_length
+    collator = DataCollatorWithPadding(tokenizer)
+    # teacher logits on validation/test are computed once here: they give the teacher's own metrics,
+    # and the student's evaluation loss reuses them instead of running the teacher every epoch
+    evals = {name: add_teacher_logits(to_dataset(split, tokenizer, max_len), teacher, collator, cfg.eval_batch_size)
+             for name, split in (("validation", task.validation), ("test", task.test)) if split is not None}
+    teacher_metrics = {name: _split_metrics(ds[TEACHER_LOGITS], ds["labels"]) for name, ds in evals.items()}
+
+    out_dir = Path(out_dir).resolve()
+    work = out_dir.with_name(f".{out_dir.name}.work")
+    shutil.rmtree(work, ignore_errors=True)
+    trainer = build_trainer(student, cfg, work, tokenizer, to_dataset(task.train, tokenizer, max_len),
+                            evals["validation"], stage="distill", trainer_cls=DistillTrainer, teacher=teacher,
+                            temperature=cfg.temperature, alpha_kd=cfg.alpha_kd, alpha_ce=cfg.alpha_ce,
+                            alpha_hidden=cfg.alpha_hidden, alpha_attention=cfg.alpha_attention,
+                            layer_map=layer_map, cache_teacher_logits=cfg.cache_teacher_logits)
+    log(f"distill: teacher {n_teacher / 1e6:.1f}M params / {num_layers(teacher.config)} layers -> student "
+        f"{n_student / 1e6:.1f}M / {num_layers(student.config)} layers"
+        + (f" (teacher layers {kept})" if kept else f" ({cfg.student})")
+        + f", {len(task.train)} train / {len(task.validation)} validation rows, bf16 {trainer.args.bf16}")
+    start = time.time()
+    result = trainer.train()
+    seconds = time.time() - start
+
+    val = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+    test = None
+    if "test" in evals:
+        test = {k.removeprefix("test_"): v for k, v in
+                trainer.evaluate(evals["test"], metric_key_prefix="test").items()}
+    ddp = _check_replicas(trainer.model)
+    epochs_run = float(result.metrics.get("epoch", cfg.epochs))
+    metrics = {
+        "validation": val, "test": test, "teacher": teacher_metrics, "train_loss": result.training_loss,
+        "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(epochs_run, 1e-9), 1),
+        "epochs_run": epochs_run, "optimizer_steps": trainer.state.global_step,
+        "best_checkpoint": trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name,
+        "parameters": n_student, "teacher_parameters": n_teacher, "ddp": ddp,
+    }
+    if not trainer.is_world_process_zero():
+        return Artifact(out_dir, {"stage": "distill", "format": "pytorch", "metrics": metrics})
+    with staging(out_dir) as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        manifest = write_manifest(
+            tmp, stage="distill", format="pytorch", parent=parent,
+            config=recipe.model_dump(include={"model", "data", "distill"}), metrics=metrics, labels=task.labels,
+            teacher={"source": teacher_src, "layers": num_layers(teacher.config), "parameters": n_teacher},
+            student={"source": cfg.student or "teacher layers", "layers_kept": kept,
+                     "layer_map": trainer.layer_map, "layers": num_layers(student.config)})
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"distill: validation accuracy {val.get('accuracy')} (teacher {teacher_metrics['validation']['accuracy']})"
+        + (f", test accuracy {test.get('accuracy')} (teacher {teacher_metrics['test']['accuracy']})" if test else "")
+        + f" in {seconds:.0f}s")
+    return Artifact(out_dir, manifest)
