@@ -95,8 +95,10 @@ def unavailable(runtime: str, target: str) -> str | None:
 
 
 def engine_path(artifact) -> Path:
-    """The serialized TensorRT engine of a tensorrt artifact."""
-    return artifact.path / artifact.manifest.get("engine_file", "model.engine")
+    """The serialized TensorRT engine of a tensorrt artifact (written by `deploykit export --format tensorrt`)."""
+    from deploykit.tensorrt import ENGINE_FILE
+
+    return artifact.path / artifact.manifest.get("engine_file", ENGINE_FILE)
 
 
 def load_runtime(artifact, runtime: str, threads: int | None, device: str = "cpu") -> Loaded:
@@ -116,7 +118,12 @@ def load_runtime(artifact, runtime: str, threads: int | None, device: str = "cpu
     elif runtime == "ort-cuda":
         loaded = _load_ort_cuda(artifact.onnx_path)
     else:
-        loaded = Loaded(_tensorrt_predictor(engine_path(artifact)), _nothing, "cuda")
+        from deploykit.tensorrt import EngineRunner
+
+        if not engine_path(artifact).is_file():
+            raise UserError(f"{engine_path(artifact)}: TensorRT engine not found "
+                            "(build one with `deploykit export --format tensorrt`)")
+        loaded = Loaded(EngineRunner(engine_path(artifact)), _nothing, "cuda")
     loaded.load_seconds = time.perf_counter() - start
     return loaded
 
@@ -165,44 +172,3 @@ def _load_ort_cuda(onnx_path: Path) -> Loaded:
         raise Unavailable(f"ONNX Runtime fell back to {session.get_providers()[0]}; "
                           "check the CUDA/cuDNN libraries onnxruntime-gpu needs")
     return Loaded(ort_predictor(session), _nothing, "cuda")
-
-
-def _tensorrt_predictor(path: Path) -> Predictor:
-    """Run a serialized TensorRT 10 engine with dynamic shapes; buffers are torch CUDA tensors."""
-    import tensorrt as trt
-    import torch
-
-    if not path.is_file():
-        raise UserError(f"{path}: TensorRT engine not found (run `deploykit export --format tensorrt`)")
-    logger = trt.Logger(trt.Logger.WARNING)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
-    if engine is None:
-        raise UserError(f"{path}: TensorRT cannot deserialize this engine (built with another TensorRT "
-                        "version or GPU?); rebuild it with `deploykit export --format tensorrt`")
-    context = engine.create_execution_context()
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-    outputs = [n for n in names if n not in inputs]
-    dtypes = {trt.DataType.INT32: torch.int32, trt.DataType.INT64: torch.int64, trt.DataType.FLOAT: torch.float32,
-              trt.DataType.HALF: torch.float16, trt.DataType.BF16: torch.bfloat16}
-
-    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
-        feeds = {}
-        for name in inputs:
-            array = batch.get(name, np.zeros_like(batch["input_ids"]))
-            feeds[name] = torch.from_numpy(np.ascontiguousarray(array)).to(
-                "cuda", dtype=dtypes[engine.get_tensor_dtype(name)])
-            context.set_input_shape(name, tuple(feeds[name].shape))
-            context.set_tensor_address(name, feeds[name].data_ptr())
-        results = {}
-        for name in outputs:
-            results[name] = torch.empty(tuple(context.get_tensor_shape(name)),
-                                        dtype=dtypes[engine.get_tensor_dtype(name)], device="cuda")
-            context.set_tensor_address(name, results[name].data_ptr())
-        stream = torch.cuda.current_stream()
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError(f"{path}: TensorRT execution failed")
-        stream.synchronize()
-        return results[outputs[0]].float().cpu().numpy()
-
-    return run

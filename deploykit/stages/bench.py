@@ -53,7 +53,9 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
         raise UserError("bench needs data for its texts and accuracy: --data NAME_OR_PATH or a data section")
     if not artifact_paths:
         raise UserError("bench: give at least one artifact folder to measure")
-    artifacts = [_checked(load_artifact(p)) for p in artifact_paths]
+    artifacts = [_checked(a) for a in map(load_artifact, artifact_paths) if not _is_report(a)]
+    if not artifacts:
+        raise UserError("bench: none of the folders given holds a model (only bench reports)")
     split = load_task(recipe.data).split(cfg.eval_split)
     subjects = _subjects(artifacts)
     out_dir = Path(out_dir).expanduser().resolve()
@@ -71,6 +73,13 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
             log(f"bench: skipped {row['name']} / {row['runtime']} / {row['target']}: {row['note']}")
     log(f"[green]bench[/green]: {len(result['rows'])} rows -> {paths['html']}")
     return out_dir
+
+
+def _is_report(artifact: Artifact) -> bool:
+    # `deploykit bench runs/x/*/` also matches an earlier report folder; that is not a model
+    if artifact.format == "report":
+        log(f"bench: skipping {artifact.path} (a bench report, not a model)")
+    return artifact.format == "report"
 
 
 def _checked(artifact: Artifact) -> Artifact:

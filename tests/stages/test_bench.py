@@ -119,6 +119,11 @@ def test_pipeline_stage_returns_the_report_folder(tiny, tmp_path):
     assert art.format == "report" and art.stage == "bench" and (art.path / "report.html").is_file()
     rows = json.loads((art.path / "report.json").read_text())["rows"]
     assert [(r["runtime"], r["target"], r["status"]) for r in rows] == [("torch", "cpu", "ok")]
+    # a glob over a run folder also matches its earlier report: skipped, not an error
+    again = run_many(recipe(task, runtimes=["torch"], targets=["edge"]), [model, art.path], tmp_path / "again")
+    assert len(json.loads((again / "report.json").read_text())["rows"]) == 1
+    with pytest.raises(UserError, match="only bench reports"):
+        run_many(recipe(task), [art.path], tmp_path / "none")
 
 
 def test_cli_bench_quick(tiny, tmp_path):
