@@ -1,4 +1,4 @@
-"""TensorRT engines for `deploykit export --format tensorrt`, and a small runner for `deploykit bench`.
+"""TensorRT engines for `deploykit export --format tensorrt` (`deploykit.runtimes` runs them).
 
     deploykit export --from runs/sst2/finetune --format tensorrt --out runs/sst2/trt
     deploykit export --from runs/sst2/quantize-trt --format tensorrt --set export.tensorrt.int8=true
@@ -17,8 +17,6 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from pathlib import Path
-
-import numpy as np
 
 from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe, TensorRTConfig
@@ -95,45 +93,6 @@ def build_engine(onnx_path: Path, engine_path: Path, cfg: TensorRTConfig, input_
     engine_path.write_bytes(bytes(serialized))
     return {"fp16": cfg.fp16, "int8": cfg.int8, "profile": {k: list(v) for k, v in shapes.items()},
             "engine_bytes": engine_path.stat().st_size, "tensorrt": trt.__version__}
-
-
-class EngineRunner:
-    """Runs a serialized engine on CUDA tensors: `EngineRunner(path)(feed) -> logits` (numpy in, out)."""
-
-    def __init__(self, engine_path: str | Path):
-        import tensorrt as trt
-        import torch
-
-        self._trt, self._torch = trt, torch
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
-        if self.engine is None:
-            raise UserError(f"{engine_path}: TensorRT cannot load this engine (built for another GPU or version?)")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if n not in self.inputs]
-        self.stream = torch.cuda.Stream()
-
-    def _dtype(self, name: str):
-        return getattr(self._torch, np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name))).name)
-
-    def __call__(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        torch = self._torch
-        keep = []  # device buffers must outlive the asynchronous launch
-        for name in self.inputs:
-            tensor = torch.as_tensor(np.ascontiguousarray(feed[name])).to("cuda", self._dtype(name))
-            self.context.set_input_shape(name, tuple(tensor.shape))
-            self.context.set_tensor_address(name, tensor.data_ptr())
-            keep.append(tensor)
-        results = {}
-        for name in self.outputs:
-            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtype(name), device="cuda")
-            self.context.set_tensor_address(name, out.data_ptr())
-            results[name] = out
-        self.context.execute_async_v3(self.stream.cuda_stream)
-        self.stream.synchronize()
-        return results[self.outputs[0]].float().cpu().numpy()
 
 
 def run_tensorrt(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:

@@ -120,14 +120,14 @@ def test_tensorrt_without_cuda_says_so_in_one_line(tiny_bert, tmp_path):
 
 @pytest.mark.skipif(not HAS_TENSORRT, reason="needs the tensorrt package and a CUDA device")
 def test_tensorrt_engine_matches_onnx(tiny_bert, tmp_path):
-    from deploykit.tensorrt import EngineRunner
+    from deploykit.runtimes import load_runtime
 
     cfg = export_recipe(format="tensorrt", tensorrt={"max_batch": 4, "opt_batch": 2, "max_seq": 32, "opt_seq": 16})
     art = run_stage("export", cfg, tiny_bert, tmp_path / "trt")
     assert art.format == "tensorrt" and (art.path / "model.engine").stat().st_size > 0
     tok = AutoTokenizer.from_pretrained(art.path)
     enc = {k: v.astype(np.int64) for k, v in tok(TEXTS[:2], padding=True, return_tensors="np").items()}
-    got = EngineRunner(art.path / "model.engine")(enc)
+    got = load_runtime(art, "tensorrt", None).predict(enc)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
     with torch.no_grad():
         want = model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
