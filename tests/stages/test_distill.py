@@ -5,7 +5,9 @@ import json
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertTokenizerFast
+from typer.testing import CliRunner
 
+from deploykit.cli import app
 from deploykit.config import DistillConfig, build_recipe
 from deploykit.errors import UserError
 from deploykit.layers import layer_list
@@ -101,6 +103,17 @@ def test_separate_distilbert_student_with_hidden_state_loss(teacher4, tiny_task,
 def test_layer_index_out_of_range(teacher4, tiny_task, tmp_path):
     with pytest.raises(UserError, match=r"distill.student_layers: layer index 7 out of range \(the model has layers 0..3\)"):
         run_stage("distill", recipe(tiny_task, student_layers=[0, 7]), teacher4, tmp_path / "out")
+
+
+def test_cli_says_it_in_one_line_with_exit_code_2(teacher4, tiny_task, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["distill", "--from", str(teacher4), "--data", str(tiny_task),
+                                      "--set", "data.label_names=[negative,positive]",
+                                      "--set", "distill.student_layers=[0,9]", "--out", str(out), "--quiet"])
+    assert result.exit_code == 2 and not out.exists()
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert errors == ["error: distill.student_layers: layer index 9 out of range (the model has layers 0..3)"]
+    assert "Traceback" not in result.output
 
 
 def test_teacher_with_another_label_set(tmp_path, tiny_task):
