@@ -1,7 +1,7 @@
 """Where each supported architecture keeps the parts that structured pruning removes.
 
     arch = arch_of(model)            # Arch for BERT, RoBERTa, DistilBERT or Llama-type models
-    shape_of(model)                  # Shape(layers=6, hidden=384, heads=12, head_size=32, ffn=1536, vocab=30522)
+    shape_of(model)                  # Shape(layers=6, hidden=384, heads=12, head_size=32, ffn=1536, vocab=30522, kv_heads=12)
 
 One dict literal maps a config's `model_type` to its field and module names; nothing else
 in deploykit.pruning depends on an architecture's naming.
@@ -69,6 +69,7 @@ class Shape:
     head_size: int
     ffn: int
     vocab: int
+    kv_heads: int  # key/value heads; fewer than `heads` under grouped-query attention
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -81,7 +82,7 @@ def shape_of(model_or_config) -> Shape:
     head_size = getattr(config, "head_dim", None) if arch.explicit_head_dim else None
     return Shape(layers=getattr(config, count_field(config)), hidden=hidden, heads=heads,
                  head_size=head_size or hidden // heads, ffn=getattr(config, arch.ffn),
-                 vocab=config.vocab_size)
+                 vocab=config.vocab_size, kv_heads=getattr(config, "num_key_value_heads", None) or heads)
 
 
 def sub(layer: torch.nn.Module, path: str) -> torch.nn.Module:

@@ -13,6 +13,7 @@ so we rank each group with a Torch-Pruning importance ourselves and prune exactl
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -70,7 +71,10 @@ def plan(cfg: PruneConfig, shape: Shape, arch: Arch) -> Target:
         if not arch.explicit_head_dim:
             raise UserError(f"prune.heads={cfg.heads}: this config computes head size as hidden / heads, so "
                             "fewer heads alone cannot be reloaded; use prune.width (heads with residual channels)")
-        target.heads = _heads_removed("heads", cfg.heads, shape.heads, shape.heads)
+        if shape.kv_heads != shape.heads:
+            raise UserError(f"prune.heads={cfg.heads}: grouped-query attention ({shape.heads} query / "
+                            f"{shape.kv_heads} key-value heads) is not supported yet; use prune.ffn or prune.depth")
+        target.heads = _heads_removed("heads", cfg.heads, _removed(cfg.heads, shape.heads), shape.heads)
     if cfg.width:
         if arch.explicit_head_dim:
             raise UserError(f"prune.width={cfg.width}: not supported for this architecture; use prune.heads "
@@ -129,7 +133,12 @@ def prune_step(model, cfg: PruneConfig, target: Target, step: int, batches: list
     if not (target.ffn or target.heads):
         return
     example = {k: v for k, v in batches[0].items() if k != "labels"}
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    # trace to the logits: Llama-type models also return a cache that the tracer cannot follow
+    with warnings.catch_warnings():
+        # RMSNorm weights are bare parameters; Torch-Pruning's default for them (last dim) is right
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        graph = tp.DependencyGraph().build_dependency(
+            model, example_inputs=example, forward_fn=lambda m, inputs: m(**inputs, use_cache=False).logits)
     importance = group_importance(cfg.importance)
     if target.ffn:
         _gradients(model, cfg, batches)

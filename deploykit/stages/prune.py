@@ -72,14 +72,22 @@ def _recover(model, teacher, recipe: Recipe, datasets: tuple, tokenizer, work: P
     return trainer.model
 
 
-def _prune_vocab(model, tokenizer, task, max_length: int, scratch: Path):
-    """Vocabulary pruning, checked: the pruned model with its new tokenizer must give the same logits."""
+def _prune_vocab(model, tokenizer, recipe: Recipe, scratch: Path):
+    """Vocabulary pruning, checked: the pruned model with its new tokenizer must give the same logits.
+
+    The vocabulary comes from the whole training file even when `data.max_train_samples` limits
+    the recovery fine-tune: that limit saves training time, and fewer tokens would turn more
+    test words into [UNK].
+    """
+    from deploykit.data import load_task
     from deploykit.evaluate import predict, torch_predictor
     from deploykit.pruning.vocab import prune_vocab
 
-    sample = task.train.head(VOCAB_CHECK_TEXTS)
+    train = load_task(recipe.data.model_copy(update={"max_train_samples": None})).train
+    max_length = recipe.data.max_length
+    sample = train.head(VOCAB_CHECK_TEXTS)
     reference = predict(torch_predictor(model), sample, tokenizer, max_length)
-    tokenizer, kept = prune_vocab(model, tokenizer, task.train.texts, task.train.pairs, scratch)
+    tokenizer, kept = prune_vocab(model, tokenizer, train.texts, train.pairs, scratch)
     diff = float(np.abs(predict(torch_predictor(model), sample, tokenizer, max_length) - reference).max())
     if diff > 1e-4:
         raise RuntimeError(f"vocabulary pruning changed logits on training texts by {diff:.2e}")
@@ -127,7 +135,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
             model = _recover(model, teacher, recipe, datasets, tokenizer, work / f"step{step}")
     kept_tokens, vocab_diff = None, None
     if cfg.vocab:
-        tokenizer, kept_tokens, vocab_diff = _prune_vocab(model, tokenizer, task, max_len, work / "tokenizer")
+        tokenizer, kept_tokens, vocab_diff = _prune_vocab(model, tokenizer, recipe, work / "tokenizer")
     model.eval()
     after = {**measure(model, cfg.macs_seq_len), "shape": shape_of(model).as_dict(),
              "validation": _evaluate(model, task.validation, tokenizer, max_len)}
