@@ -193,6 +193,9 @@ def load_task(cfg: DataConfig) -> TaskData:
         files = {s: _find_file(folder, s, getattr(cfg, f"{s}_file")) for s in SPLIT_STEMS}
         if files["train"] is None:
             raise UserError(f"{folder}: no train file (train.tsv/.csv/.jsonl); set data.train_file")
+        for split in ("validation", "test"):  # one file named as train (e.g. agnews/dev.tsv) is split, not reused
+            if files[split] is not None and files[split].resolve() == files["train"].resolve():
+                files[split] = None
     raw = {s: _read_rows(p, cfg.column_names) for s, p in files.items() if p is not None}
     train_path = str(files["train"])
     labels, ids = _label_vocab(_column(raw["train"], cfg.label_column, train_path), cfg, train_path)

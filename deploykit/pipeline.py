@@ -9,11 +9,15 @@ Stages run in the fixed order of `STAGES`, each reading the previous stage's art
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
-from deploykit.artifact import Artifact, load_artifact
+from deploykit.artifact import Artifact, config_hash, load_artifact
 from deploykit.config import Recipe
+from deploykit.console import log
 from deploykit.errors import UserError
+from deploykit.evaluate import check_gate
+from deploykit.models import resolve_source
 
 # stage name -> module holding its `run(recipe, parent, out_dir) -> Artifact`; imported lazily
 # because torch / onnxruntime imports cost seconds that `deploykit validate` should not pay
@@ -41,3 +45,104 @@ def run_stage(stage: str, recipe: Recipe, source: str | Path | None, out_dir: Pa
     if parent is None and stage in NEEDS_INPUT and not (stage == "distill" and recipe.distill.teacher):
         raise UserError(f"{stage} needs an input artifact: --from FOLDER (a previous stage's output)")
     return fn(recipe, parent, Path(out_dir), **options)
+
+
+# what to turn when a stage fails the accuracy gate, named in the error
+GATE_KNOBS = {
+    "distill": "keep more layers (distill.student_layers), train longer (distill.epochs) or raise gate.max_drop",
+    "prune": "lower the prune ratios, add prune.recovery or more prune.steps, or raise gate.max_drop",
+    "quantize": "use quantize.mode: dynamic, lower quantize.max_drop to keep more nodes in float, or raise gate.max_drop",
+    "export": "the export drifted: check export.atol and the parity report in its manifest",
+}
+STATE_FILE = "pipeline.json"
+
+
+def _state(out_dir: Path) -> dict:
+    f = out_dir / STATE_FILE
+    return json.loads(f.read_text()) if f.is_file() else {"stages": {}}
+
+
+def _save_state(out_dir: Path, state: dict) -> None:
+    tmp = out_dir / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=2, default=str))
+    tmp.replace(out_dir / STATE_FILE)
+
+
+def _stage_hash(recipe: Recipe, stage: str, parent_hash: str | None) -> str:
+    """Hash of what a stage's output depends on: its section, model and data, and its input's hash."""
+    section = getattr(recipe, stage).model_dump(mode="json")
+    shared = recipe.model_dump(mode="json", include={"model", "data"})
+    return config_hash(stage, section, shared, parent_hash)
+
+
+def _gate_value(recipe: Recipe, artifact: Artifact, task) -> float:
+    from deploykit.evaluate import evaluate_artifact
+
+    split = task.split(recipe.gate.split)
+    return evaluate_artifact(artifact, split, recipe.data.max_length)[recipe.gate.metric]
+
+
+def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
+    """Run the recipe's stages in order into `out_dir/<stage>/`; returns the pipeline state.
+
+    A stage whose config and input are unchanged since the last run is skipped; after each stage the
+    accuracy gate compares it with the fine-tuned teacher and stops the run when it fails.
+    """
+    from deploykit.data import load_task
+
+    stages = recipe.stages()
+    if not stages:
+        raise UserError("recipe has no stages (add finetune, distill, prune, quantize, export or bench)")
+    if recipe.data is None:
+        raise UserError("recipe has no data section; every stage needs the task data")
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = _state(out_dir)
+    task = load_task(recipe.data)
+    parent: Artifact | None = None if "finetune" in stages else load_artifact(resolve_source(recipe.model.source))
+    parent_hash = None if parent is None else config_hash("source", recipe.model.source)
+    teacher = parent
+    reference = state.get("reference") if parent is not None else None
+    artifacts: list[Artifact] = [] if parent is None else [parent]
+    changed = False
+    for stage in stages:
+        if stage == "bench":
+            continue
+        h = _stage_hash(recipe, stage, parent_hash)
+        folder = out_dir / stage
+        prev = state["stages"].get(stage, {})
+        if not changed and prev.get("hash") == h and (folder / "manifest.json").is_file():
+            art = load_artifact(folder)
+            log(f"[dim]{stage}: unchanged, skipped ({folder})[/dim]")
+        else:
+            changed = True  # every later stage re-runs: its input is new
+            log(f"[bold]{stage}[/bold] -> {folder}")
+            art = run_stage(stage, recipe, parent.path if parent else None, folder)
+            state["stages"][stage] = {"hash": h, "path": str(folder), "gate": None}
+            if stage == "finetune":
+                reference = state["reference"] = None  # a new teacher: measure it again
+            _save_state(out_dir, state)
+        if stage == "finetune":
+            teacher = art
+        if teacher is not None and reference is None:
+            reference = state["reference"] = _gate_value(recipe, teacher, task)
+        gate = state["stages"][stage].get("gate")
+        if stage != "finetune" and gate is None:
+            value = _gate_value(recipe, art, task)
+            gate = state["stages"][stage]["gate"] = {"metric": recipe.gate.metric, "split": recipe.gate.split,
+                                                    "value": value, "reference": reference}
+            _save_state(out_dir, state)
+        if gate is not None:
+            log(f"{stage}: {gate['metric']} {gate['value']:.2f} (teacher {gate['reference']:.2f})")
+            check_gate(stage, gate["reference"], gate["value"], recipe.gate.max_drop, GATE_KNOBS.get(stage, ""),
+                       recipe.gate.metric)
+        artifacts.append(art)
+        parent, parent_hash = art, h
+    if "bench" in stages:
+        from deploykit.stages.bench import run_many
+
+        baseline = teacher.path if teacher is not None and recipe.bench.baseline else None
+        report = run_many(recipe, [a.path for a in artifacts], out_dir / "bench", baseline_source=baseline)
+        state["report"] = str(report)
+        _save_state(out_dir, state)
+    return state

@@ -69,12 +69,13 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
     from transformers import set_seed
 
     from deploykit.data import load_task, to_dataset
-    from deploykit.models import count_parameters, load_classifier, load_tokenizer
+    from deploykit.models import count_parameters, load_classifier, load_tokenizer, resolve_source
 
     cfg = recipe.finetune
     if recipe.data is None:
         raise UserError("finetune needs a data section (or --data NAME_OR_PATH)")
     source = str(parent.path) if parent is not None else recipe.model.source
+    resolve_source(source)  # a wrong model source fails before minutes of data loading
     set_seed(cfg.seed)
     task = load_task(recipe.data)
     tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)

@@ -1,0 +1,31 @@
+"""The CLI edge: user mistakes are one line on stderr with exit code 2, never a traceback."""
+
+import pytest
+from typer.testing import CliRunner
+
+from deploykit.cli import app
+
+
+@pytest.mark.parametrize("args, message", [
+    (["finetune", "--data", "./no/such/folder"], "data path not found"),
+    (["finetune", "--model", "package:not_installed_pkg/model", "--data", "x", "--data-dir", "."], "is not installed"),
+    (["finetune", "--set", "finetune.epochs=-1", "--data", "x"], "finetune.epochs"),
+    (["finetune", "--set", "finetune.nonsense=1", "--data", "x"], "unknown key 'finetune.nonsense'"),
+    (["run", "no-such-recipe.yaml"], "recipe file not found"),
+    (["quantize", "--from", "./missing-artifact"], "artifact not found"),
+])
+def test_bad_input_is_one_line_exit_2(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not any(p.name.startswith("runs") for p in tmp_path.iterdir())
+
+
+def test_finetune_from_the_command_line(tiny_bert, tiny_task, tmp_path):
+    out = tmp_path / "ft"
+    result = CliRunner().invoke(app, ["finetune", "--model", str(tiny_bert), "--data", str(tiny_task),
+                                      "--out", str(out), "--quiet", "--set", "finetune.epochs=1"])
+    assert result.exit_code == 0, result.output
+    assert (out / "manifest.json").is_file()
