@@ -1,0 +1,76 @@
+"""`deploykit run`: the tiny-ci recipe end to end, resume, re-run from an edited section, gates."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import deploykit.pipeline as pipeline
+from deploykit.config import load_recipe
+from deploykit.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "recipes" / "tiny-ci.yaml"
+CHAIN = ["finetune", "distill", "prune", "quantize"]
+
+
+@pytest.fixture
+def run_tiny(shared_data, monkeypatch):
+    monkeypatch.chdir(REPO)  # the recipe names its model as ./recipes/assets/tiny-bert
+    monkeypatch.setenv("DEPLOYKIT_DATA_DIR", str(shared_data))
+
+    def run(out, *overrides):
+        return pipeline.run_recipe(load_recipe(TINY, list(overrides)), out)
+
+    return run
+
+
+def mtimes(out: Path) -> dict[str, float]:
+    return {s: (out / s / "manifest.json").stat().st_mtime for s in CHAIN}
+
+
+def test_tiny_chain_end_to_end_then_resume_then_edit(run_tiny, tmp_path):
+    out = tmp_path / "run"
+    state = run_tiny(out)
+    for stage in CHAIN:
+        manifest = json.loads((out / stage / "manifest.json").read_text())
+        assert manifest["stage"] == stage
+        assert state["stages"][stage]["hash"]
+    assert json.loads((out / "quantize" / "manifest.json").read_text())["format"] == "onnx"
+    for stage in CHAIN[1:]:
+        gate = state["stages"][stage]["gate"]
+        assert gate["reference"] == state["reference"] and 0 <= gate["value"] <= 100
+    report = out / "bench" / "report.json"
+    assert report.is_file() and (out / "bench" / "report.html").is_file()
+    rows = json.loads(report.read_text())["rows"]
+    assert {Path(r["artifact"]).name for r in rows} >= set(CHAIN)
+
+    first = mtimes(out)
+    run_tiny(out)  # nothing changed: every stage is skipped
+    assert mtimes(out) == first
+
+    run_tiny(out, "quantize.calibration_samples=16")  # only quantize (and bench) re-run
+    second = mtimes(out)
+    assert {s: second[s] == first[s] for s in CHAIN} == {
+        "finetune": True, "distill": True, "prune": True, "quantize": False}
+
+
+def test_failing_gate_stops_the_run_naming_stage_and_knob(run_tiny, tmp_path, monkeypatch):
+    real = pipeline._gate_value
+
+    def distill_loses_five_points(recipe, artifact, task):
+        value = real(recipe, artifact, task)
+        return value - 5.0 if artifact.stage == "distill" else value
+
+    monkeypatch.setattr(pipeline, "_gate_value", distill_loses_five_points)
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=r"gate failed after distill: .*-5\.00 pt > max_drop 1\.0.*student_layers"):
+        run_tiny(out, "gate.max_drop=1.0", "quantize=null", "bench=null", "prune=null")
+    assert (out / "distill" / "manifest.json").is_file() and not (out / "prune").exists()
+
+
+def test_recipe_without_stages_is_refused(tmp_path):
+    from deploykit.config import build_recipe
+
+    with pytest.raises(UserError, match="no stages"):
+        pipeline.run_recipe(build_recipe({"data": {"name": "sst2"}}), tmp_path)
