@@ -15,7 +15,6 @@ only here and only when needed; without it, or without a CUDA device, the comman
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 
 from deploykit.artifact import Artifact, staging, write_manifest
@@ -98,7 +97,7 @@ def build_engine(onnx_path: Path, engine_path: Path, cfg: TensorRTConfig, input_
 def run_tensorrt(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
     """`deploykit export --format tensorrt`: engine + the ONNX it came from + config and tokenizer."""
     from deploykit.onnx_ops import graph_inputs
-    from deploykit.stages.export import export_onnx
+    from deploykit.stages.export import copy_onnx_folder, export_onnx
 
     cfg = recipe.export
     require_tensorrt()
@@ -112,9 +111,7 @@ def run_tensorrt(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
         if parent.format == "pytorch":
             report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=False, atol=cfg.atol)
         else:
-            for item in parent.path.iterdir():
-                if item.is_file() and item.name != "manifest.json":
-                    shutil.copy2(item, tmp / item.name)
+            copy_onnx_folder(parent, tmp)
         onnx_path = tmp / (parent.onnx_path.name if parent.format == "onnx" else "model.onnx")
         _check_onnx_for_tensorrt(onnx_path, cfg.tensorrt.int8)
         built = build_engine(onnx_path, tmp / ENGINE_FILE, cfg.tensorrt, graph_inputs(onnx_path))

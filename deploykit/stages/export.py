@@ -13,6 +13,7 @@ deploykit's manifest.json.
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -173,9 +174,10 @@ def export_onnx(model_or_dir, tokenizer, out_dir: str | Path, *, opset: int = MI
 
     onnx_path = out_dir / "model.onnx"
     _torchscript_export(model, names, batches[0], onnx_path, opset)
-    report = {"onnx_file": onnx_path.name, "opset": opset, "inputs": names, "parity_rows": sum(
-        len(b["input_ids"]) for b in batches), "parity": {"export": check_parity(onnx_path, reference, batches, atol, "export")},
-        "fused_ops": {}, "optimized": False}
+    report = {"onnx_file": onnx_path.name, "opset": opset, "inputs": names,
+              "parity_rows": sum(len(b["input_ids"]) for b in batches),
+              "parity": {"export": check_parity(onnx_path, reference, batches, atol, "export")},
+              "fused_ops": {}, "optimized": False}
     model_type = model.config.model_type
     if optimize and model_type in FUSABLE:
         fused_path = out_dir / "model.fused.onnx"
@@ -200,8 +202,37 @@ def _parity_texts(recipe: Recipe, n: int) -> tuple[list[str] | None, list[str] |
     return split.texts, split.pairs, recipe.data.max_length
 
 
+def copy_onnx_folder(parent: Artifact, dest: Path) -> None:
+    """Copy an ONNX artifact's files (graph, external weights, config, tokenizer), not its manifest."""
+    for item in parent.path.iterdir():
+        if item.is_file() and item.name != "manifest.json":
+            shutil.copy2(item, dest / item.name)
+
+
+def _pass_through(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
+    """An ONNX parent (the quantize stage's INT8 model, in `deploykit run`) is checked and copied."""
+    from deploykit.evaluate import ort_session
+    from deploykit.onnx_ops import file_size, load_onnx
+
+    load_onnx(parent.onnx_path, min_opset=13, load_weights=False)
+    ort_session(parent.onnx_path)  # a graph ONNX Runtime cannot load fails here, in one line
+    with staging(out_dir) as tmp:
+        copy_onnx_folder(parent, tmp)
+        manifest = write_manifest(tmp, stage="export", format="onnx", parent=parent,
+                                  config=recipe.model_dump(include={"export"}),
+                                  metrics={"size_bytes": file_size(tmp / parent.onnx_path.name)},
+                                  onnx_file=parent.onnx_path.name, passed_through=True)
+    log(f"export: {parent.path} is already ONNX; checked and copied to {out_dir}")
+    return Artifact(Path(out_dir).resolve(), manifest)
+
+
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
-    """Export `parent` (a PyTorch artifact; for TensorRT also an ONNX one) into `out_dir`."""
+    """Export `parent` into `out_dir`: PyTorch to ONNX, PyTorch or ONNX to a TensorRT engine.
+
+    An ONNX parent with `format: onnx` (the quantize stage runs first in a recipe) is passed through.
+    """
+    from deploykit.onnx_ops import file_size
+
     cfg = recipe.export
     if parent is None:
         raise UserError("export needs an input artifact: --from FOLDER (a fine-tuned model)")
@@ -209,15 +240,14 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         from deploykit.tensorrt import run_tensorrt
 
         return run_tensorrt(recipe, parent, out_dir)
+    if parent.format == "onnx":
+        return _pass_through(recipe, parent, out_dir)
     if parent.format != "pytorch":
-        raise UserError(f"{parent.path}: already a {parent.format} artifact; export --format onnx takes a "
-                        "PyTorch model folder (use --format tensorrt to build an engine from ONNX)")
+        raise UserError(f"{parent.path}: a {parent.format} artifact cannot be exported to ONNX; give the PyTorch model")
     texts, pairs, max_length = _parity_texts(recipe, cfg.parity_samples)
     with staging(out_dir) as tmp:
         report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=cfg.optimize, atol=cfg.atol,
                              texts=texts, pairs=pairs, max_length=max_length)
-        from deploykit.onnx_ops import file_size
-
         metrics = {"parity_max_abs_diff": max(report["parity"].values()), "size_bytes": file_size(tmp / "model.onnx")}
         manifest = write_manifest(tmp, stage="export", format="onnx", parent=parent,
                                   config=recipe.model_dump(include={"export"}), metrics=metrics, **report)

@@ -174,7 +174,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         manifest = write_manifest(tmp, stage="quantize", format="onnx", parent=parent,
                                   config=recipe.model_dump(include={"data", "quantize"}), metrics=metrics,
                                   onnx_file="model.onnx", int8=settings.describe(), float_nodes=float_nodes,
-                                  tries=tries, sensitivity=ranking[:max(cfg.max_float_nodes, 1) * 2],
+                                  tries=tries, sensitivity=ranking,
                                   export=export_report)
     sizes = metrics["size_bytes"]
     log(f"quantize: {metrics['quantized_ops']['quantized_matmuls']} INT8 matmuls, {len(float_nodes)} nodes float, "

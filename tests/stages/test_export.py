@@ -101,11 +101,23 @@ def test_bad_inputs(tiny_bert, tmp_path):
         export_recipe(opset=13)
     with pytest.raises(UserError, match="too old"):
         export_onnx(tiny_bert, None, tmp_path, opset=13)
-    art = run_stage("export", export_recipe(), tiny_bert, tmp_path / "onnx")
-    with pytest.raises(UserError, match="already a onnx artifact"):
-        run_stage("export", export_recipe(), art.path, tmp_path / "again")
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "model.onnx").write_bytes(b"\x00garbage")
+    with pytest.raises(UserError, match="not an ONNX model"):
+        run_stage("export", export_recipe(), fake, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
     with pytest.raises(UserError, match="needs an input artifact"):
         run_stage("export", export_recipe(), None, tmp_path / "none")
+
+
+def test_an_onnx_parent_passes_through(tiny_bert, tiny_task, tmp_path):
+    # in `deploykit run`, quantize (an INT8 ONNX) comes before export
+    cfg = build_recipe({"data": {"path": str(tiny_task), "max_length": 32}, "quantize": {}, "export": {}})
+    int8 = run_stage("quantize", cfg, tiny_bert, tmp_path / "quantize")
+    art = run_stage("export", cfg, int8.path, tmp_path / "export")
+    assert art.format == "onnx" and art.manifest["passed_through"] is True
+    assert (art.path / "model.onnx").read_bytes() == int8.onnx_path.read_bytes()
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="this machine can build engines")
