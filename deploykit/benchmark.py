@@ -259,23 +259,26 @@ def measure(subjects: list[Subject], split: Split, settings: Settings, max_lengt
     pool: dict = {}
     quality: dict = {}
 
-    def live() -> list[Row]:
-        return [r for r in rows if r.loaded is not None]
+    def live(turn: int = 0) -> list[Row]:
+        # every other round runs the rows in reverse, so no row always follows the same neighbour
+        ready = [r for r in rows if r.loaded is not None]
+        return ready[::-1] if turn % 2 else ready
 
     steps: list[Callable[[], None]] = [lambda r=r: _load(r, inputs, settings, pool) for r in rows if not r.skip]
     block = min(BLOCK, settings.latency_samples)
     for start in range(0, settings.latency_samples, block):
         steps.append(lambda s=start: [_latency_block(r, inputs.singles(r.subject.artifact)[s:s + block])
-                                      for r in live()])
+                                      for r in live(s // block)])
     seconds = settings.min_time_s / settings.throughput_rounds
     for b in settings.batch_sizes:
-        for _ in range(settings.throughput_rounds):
-            steps.append(lambda b=b: [_throughput_block(r, inputs.batches(r.subject.artifact, b), b, seconds)
-                                      for r in live() if b in r.batch_sizes])
+        for turn in range(settings.throughput_rounds):
+            steps.append(lambda b=b, t=turn: [_throughput_block(r, inputs.batches(r.subject.artifact, b), b, seconds)
+                                              for r in live(t) if b in r.batch_sizes])
     steps.append(lambda: [_quality(r, inputs, eval_split, quality) for r in live()])
     if settings.memory == "subprocess":
         steps += [lambda r=r: _memory_step(r, inputs, max_length) for r in rows if not r.skip]
     threads_before = _torch_threads()
+    load_before = _load_average()
     try:
         for step in progress(steps, total=len(steps), description="bench: measuring"):
             step()
@@ -285,7 +288,13 @@ def measure(subjects: list[Subject], split: Split, settings: Settings, max_lengt
             import torch
 
             torch.set_num_threads(threads_before)
-    return {"rows": [row_dict(r, settings) for r in rows], "method": _method(settings, inputs, eval_split, rows)}
+    method = {**_method(settings, inputs, eval_split, rows), "load_average": [load_before, _load_average()]}
+    return {"rows": [row_dict(r, settings) for r in rows], "method": method}
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: above the core count, other processes competed for the cores."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 def _torch_threads() -> int | None:

@@ -161,6 +161,12 @@ def method_lines(report: dict) -> list[str]:
         f"Accuracy and macro-F1: {m['eval_n']} examples of the {m['split']} split.",
         "Targets: cpu = all cores, edge = 1 thread and batches up to 8, gpu = CUDA device.",
     ]
+    start, end = m.get("load_average") or (None, None)
+    if start is not None:
+        busy = max(start, end) > mc.get("cores", 1)
+        lines.append(f"System load (1-min average) {start} before and {end} after measuring, on {mc.get('cores')} "
+                     "cores" + (": other processes competed for the CPU, so latencies are inflated, "
+                                "multi-threaded ones most" if busy else "."))
     if m.get("baseline"):
         lines.append(f"Baseline: {m['baseline']}.")
     if m["quick"]:

@@ -29,7 +29,7 @@ def report(rows):
         "method": {"targets": ["cpu", "gpu"], "cores": 2, "batch_sizes": [1, 8, 32], "latency_samples": 200,
                    "warmup": 10, "min_time_s": 2.0, "texts": 200, "eval_n": 872, "tokens": "median 23, 5 to 61",
                    "block": 25, "block_warmup": 2, "throughput_rounds": 2, "ort_spinning": False,
-                   "memory": "subprocess peak RSS", "split": "test", "quick": False,
+                   "memory": "subprocess peak RSS", "split": "test", "quick": False, "load_average": [7.5, 8.1],
                    "baseline": "standard recipe of /runs/finetune"},
         "rows": rows,
     }
@@ -74,6 +74,7 @@ def test_markdown_has_one_table_line_per_row_and_the_method(tmp_path):
     assert len(table) == 1 + len(ROWS)  # header + rows
     assert "| baseline (baseline) | ORT |" in md and "no CUDA GPU on this machine |" in md
     assert "ONNX Runtime spinning: off" in md and "sent/s @32" in md
+    assert "7.5 before and 8.1 after measuring, on 2 cores: other processes competed" in md
     assert "![Accuracy vs batch-1 latency" in md and "(pareto.png)" in md
 
 

@@ -59,14 +59,14 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
     split = load_task(recipe.data).split(cfg.eval_split)
     subjects = _subjects(artifacts)
     out_dir = Path(out_dir).expanduser().resolve()
-    baseline = _baseline(cfg, artifacts, baseline_source, out_dir / "baseline")
+    baseline, teacher = _baseline(cfg, artifacts, baseline_source, out_dir / "baseline")
     if baseline is not None:
         subjects.append(baseline)
     settings = Settings.from_config(cfg)
     log(f"bench: {len(subjects)} artifacts x {', '.join(settings.targets)} on {len(split)} {cfg.eval_split} texts"
         + (" (--quick: a smoke test, not a measurement)" if cfg.quick else ""))
     result = measure(subjects, split, settings, recipe.data.max_length)
-    report = _report(recipe, cfg, result, baseline)
+    report = _report(recipe, cfg, result, teacher)
     paths = write_reports(report, out_dir)
     for row in result["rows"]:
         if row["status"] == "skipped":
@@ -117,31 +117,32 @@ def fine_tuned_teacher(artifacts: list[Artifact]) -> Artifact | None:
 
 
 def _baseline(cfg: BenchConfig, artifacts: list[Artifact], source: Path | None, out_dir: Path):
+    """(the baseline Subject, the model it was built from), or (None, None) when there is none."""
     from deploykit.benchmark import Subject
 
     if source is None and not cfg.baseline:
-        return None
+        return None, None
     teacher = load_artifact(source) if source is not None else fine_tuned_teacher(artifacts)
     if teacher is None:
         log("bench: no baseline row: no fine-tuned PyTorch model among the artifacts or their parents "
             "(pass --baseline MODEL_FOLDER, or set bench.baseline=false)")
-        return None
+        return None, None
     if teacher.format != "pytorch":
         raise UserError(f"--baseline {source}: the baseline is built from a PyTorch model folder, "
                         f"not a {teacher.format} artifact")
     from deploykit.stages.quantize import standard_baseline
 
     log(f"bench: building the standard-recipe baseline from {teacher.path}")
-    return Subject("baseline", standard_baseline(teacher.path, out_dir), baseline=True)
+    return Subject("baseline", standard_baseline(teacher.path, out_dir), baseline=True), teacher.path
 
 
-def _report(recipe: Recipe, cfg: BenchConfig, result: dict, baseline) -> dict:
+def _report(recipe: Recipe, cfg: BenchConfig, result: dict, teacher: Path | None) -> dict:
     from deploykit.artifact import library_versions
     from deploykit.hardware import describe
 
+    recipe_text = "standard recipe (plain ONNX + ONNX Runtime dynamic INT8, avx512_vnni preset)"
     method = {**result["method"], "split": cfg.eval_split, "quick": cfg.quick,
-              "baseline": None if baseline is None else
-              f"standard recipe (plain ONNX + ONNX Runtime dynamic INT8, avx512_vnni preset) of {baseline.artifact.path}"}
+              "baseline": None if teacher is None else f"{recipe_text}, built from {teacher}"}
     return {
         "title": recipe.name or (recipe.data.name or Path(recipe.data.path or "").name),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
