@@ -182,19 +182,26 @@ def _drop(indices: list, removed: list[int]) -> list:
     return [c for j, c in enumerate(indices) if j not in gone]
 
 
+def _prune_least(graph, module, pruning_fn, n_channels: int, n_keep: int, importance, block: int = 1) -> list[int]:
+    """Score every channel of `module`'s dependency group, sum the scores over blocks of `block`
+    channels (a head), prune the lowest blocks so that `n_keep` remain; returns the dropped blocks."""
+    group = graph.get_pruning_group(module, pruning_fn, idxs=list(range(n_channels)))
+    scores = importance(group).view(-1, block).sum(1)
+    drop = _lowest(scores, scores.numel() - n_keep)
+    idxs = [b * block + j for b in drop for j in range(block)]
+    graph.get_pruning_group(module, pruning_fn, idxs=idxs).prune()
+    return drop
+
+
 def prune_ffn(model, graph, arch: Arch, n_keep: int, importance, kept: Kept) -> None:
     """Keep the `n_keep` most important FFN neurons in every layer (their up and down projections)."""
     import torch_pruning as tp
 
     for i, layer in enumerate(layer_list(model)):
         root = sub(layer, arch.ffn_in[0])
-        n = root.out_features
-        if n <= n_keep:
-            continue
-        group = graph.get_pruning_group(root, tp.prune_linear_out_channels, idxs=list(range(n)))
-        drop = _lowest(importance(group), n - n_keep)
-        graph.get_pruning_group(root, tp.prune_linear_out_channels, idxs=drop).prune()
-        kept.ffn[i] = _drop(kept.ffn[i], drop)
+        if root.out_features > n_keep:
+            drop = _prune_least(graph, root, tp.prune_linear_out_channels, root.out_features, n_keep, importance)
+            kept.ffn[i] = _drop(kept.ffn[i], drop)
 
 
 def prune_heads(model, graph, arch: Arch, n_keep: int, head_size: int, importance, kept: Kept) -> None:
@@ -203,15 +210,10 @@ def prune_heads(model, graph, arch: Arch, n_keep: int, head_size: int, importanc
 
     for i, layer in enumerate(layer_list(model)):
         query = sub(layer, arch.query)
-        heads = query.out_features // head_size
-        if heads <= n_keep:
-            continue
-        group = graph.get_pruning_group(query, tp.prune_linear_out_channels, idxs=list(range(query.out_features)))
-        per_head = importance(group).view(heads, head_size).sum(1)
-        drop_heads = _lowest(per_head, heads - n_keep)
-        idxs = [h * head_size + j for h in drop_heads for j in range(head_size)]
-        graph.get_pruning_group(query, tp.prune_linear_out_channels, idxs=idxs).prune()
-        kept.heads[i] = _drop(kept.heads[i], drop_heads)
+        if query.out_features // head_size > n_keep:
+            drop = _prune_least(graph, query, tp.prune_linear_out_channels, query.out_features, n_keep,
+                                importance, block=head_size)
+            kept.heads[i] = _drop(kept.heads[i], drop)
 
 
 def prune_residual(model, graph, arch: Arch, n_keep: int, importance, kept: Kept) -> None:
@@ -220,16 +222,12 @@ def prune_residual(model, graph, arch: Arch, n_keep: int, importance, kept: Kept
     import torch_pruning as tp
 
     embeddings = model.get_input_embeddings()
-    n = embeddings.embedding_dim
-    if n <= n_keep:
+    if embeddings.embedding_dim <= n_keep:
         return
-    group = graph.get_pruning_group(embeddings, tp.prune_embedding_out_channels, idxs=list(range(n)))
-    drop = _lowest(importance(group), n - n_keep)
-    graph.get_pruning_group(embeddings, tp.prune_embedding_out_channels, idxs=drop).prune()
+    drop = _prune_least(graph, embeddings, tp.prune_embedding_out_channels, embeddings.embedding_dim, n_keep,
+                        importance)
     kept.channels = _drop(kept.channels, drop)
     if arch.dense_head is not None:
         # the config sizes the pooler (hidden -> hidden) with the same hidden_size
         dense = model.get_submodule(arch.dense_head)
-        group = graph.get_pruning_group(dense, tp.prune_linear_out_channels, idxs=list(range(dense.out_features)))
-        drop = _lowest(importance(group), dense.out_features - n_keep)
-        graph.get_pruning_group(dense, tp.prune_linear_out_channels, idxs=drop).prune()
+        _prune_least(graph, dense, tp.prune_linear_out_channels, dense.out_features, n_keep, importance)
