@@ -120,9 +120,7 @@ def prune_step(model, cfg: PruneConfig, target: Target, step: int, batches: list
 
     Counts are cumulative from the original model, so rounding never drifts across steps.
     """
-    import torch_pruning as tp
-
-    arch, original = arch_of(model), kept.original
+    original = kept.original
     if target.layers:
         # an explicit list goes at once: its indices name layers of the original model
         goal = target.layers if target.drop_layers is not None else target.at(step, cfg.steps, "layers")
@@ -130,13 +128,21 @@ def prune_step(model, cfg: PruneConfig, target: Target, step: int, batches: list
         if n_drop > 0:
             _gradients(model, cfg, batches)
             drop_depth(model, cfg.importance, n_drop, target.drop_layers, kept)
-    if not (target.ffn or target.heads):
-        return
+    if target.ffn or target.heads:
+        _prune_widths(model, cfg, target, step, batches, kept)
+    model.zero_grad(set_to_none=True)
+
+
+def _prune_widths(model, cfg: PruneConfig, target: Target, step: int, batches: list[dict], kept: Kept) -> None:
+    """FFN neurons, then heads (and with `width` the residual channels), on one dependency graph."""
+    import torch_pruning as tp
+
+    arch, original = arch_of(model), kept.original
     example = {k: v for k, v in batches[0].items() if k != "labels"}
-    # trace to the logits: Llama-type models also return a cache that the tracer cannot follow
     with warnings.catch_warnings():
         # RMSNorm weights are bare parameters; Torch-Pruning's default for them (last dim) is right
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        # trace to the logits: Llama-type models also return a cache that the tracer cannot follow
         graph = tp.DependencyGraph().build_dependency(
             model, example_inputs=example, forward_fn=lambda m, inputs: m(**inputs, use_cache=False).logits)
     importance = group_importance(cfg.importance)
@@ -151,7 +157,6 @@ def prune_step(model, cfg: PruneConfig, target: Target, step: int, batches: list
             _gradients(model, cfg, batches)
             prune_residual(model, graph, arch, heads_keep * original.head_size, importance, kept)
     sync_config(model)
-    model.zero_grad(set_to_none=True)
 
 
 def _gradients(model, cfg: PruneConfig, batches: list[dict]) -> None:
