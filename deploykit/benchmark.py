@@ -17,7 +17,6 @@ What keeps the figures comparable:
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import sys
@@ -33,7 +32,7 @@ from deploykit.console import progress
 from deploykit.data import Split, encode
 from deploykit.errors import UserError
 from deploykit.evaluate import metrics, predict
-from deploykit.memory import peak_memory, rss_mb
+from deploykit.footprint import parameter_count, peak_memory, rss_mb, size_mb
 from deploykit.runtimes import LABELS, Loaded, Unavailable, load_runtime, plan, unavailable
 
 BLOCK = 25              # timed batch-1 calls of one runtime before the next runtime takes over
@@ -332,48 +331,7 @@ def _memory_step(row: Row, inputs: Inputs, max_length: int) -> None:
     row.memory = peak_memory(row.subject.artifact, row.runtime, row.threads, row.loaded.device, largest, max_length)
 
 
-# ---------------------------------------------------------------- size, parameters, rows
-
-def model_files(artifact: Artifact) -> list[Path]:
-    """The files that hold the model itself (weights, graph, engine); tokenizer and configs excluded."""
-    if artifact.format == "onnx":
-        import onnx
-
-        graph = onnx.load(str(artifact.onnx_path), load_external_data=False)
-        external = {e.value for t in graph.graph.initializer for e in t.external_data if e.key == "location"}
-        return [artifact.onnx_path] + [artifact.onnx_path.parent / name for name in sorted(external)]
-    if artifact.format == "tensorrt":
-        from deploykit.runtimes import engine_path
-
-        return [engine_path(artifact)]
-    return sorted(artifact.path.glob("*.safetensors")) or sorted(artifact.path.glob("pytorch_model*.bin"))
-
-
-def size_mb(artifact: Artifact) -> float:
-    return round(sum(p.stat().st_size for p in model_files(artifact) if p.is_file()) / 2**20, 2)
-
-
-def parameter_count(artifact: Artifact) -> int | None:
-    """Weights in the artifact: tensors in safetensors files; elements of all ONNX initializers
-    (so an INT8 graph counts its scales and zero points); TensorRT: its manifest's figure, if any."""
-    if artifact.format == "onnx":
-        import onnx
-
-        graph = onnx.load(str(artifact.onnx_path), load_external_data=False)
-        return int(sum(math.prod(t.dims) for t in graph.graph.initializer))
-    if artifact.format == "tensorrt":
-        return artifact.metrics.get("parameters")
-    files = model_files(artifact)
-    if files and files[0].suffix == ".safetensors":
-        from safetensors import safe_open
-
-        total = 0
-        for f in files:
-            with safe_open(str(f), "np") as fh:
-                total += sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())
-        return total
-    return None
-
+# ---------------------------------------------------------------- rows
 
 def _percentiles(values: list[float]) -> dict[str, float] | None:
     if not values:

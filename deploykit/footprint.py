@@ -1,17 +1,19 @@
-"""Peak resident memory of one artifact in one runtime, measured in a fresh Python process.
+"""A model's footprint: size on disk, parameter count, and peak resident memory in a fresh process.
 
-    from deploykit.memory import peak_memory
+    from deploykit.footprint import parameter_count, peak_memory, size_mb
+    size_mb(art), parameter_count(art)   # (22.4, 22762754) for an INT8 ONNX MiniLM
     peak_memory(load_artifact("runs/sst2/quantize"), "ort", threads=2, device="cpu", batch=split.head(32),
                 max_length=64)   # {'peak_rss_mb': 316.3, 'model_rss_mb': 24.5, 'memory_method': ...}
 
-Why a subprocess: in the benchmark process every runtime is loaded at once and the allocator keeps
+Why memory is measured in a subprocess: in the benchmark process every runtime is loaded at once and the allocator keeps
 freed memory, so neither RSS deltas nor the process peak can be pinned on one model. The child is
-`python -m deploykit.memory SPEC.json`; it prints one JSON line.
+`python -m deploykit.footprint SPEC.json`; it prints one JSON line.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import subprocess
@@ -44,7 +46,7 @@ def peak_memory(artifact: Artifact, runtime: str, threads: int, device: str, bat
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(spec, fh, default=str)
     try:
-        proc = subprocess.run([sys.executable, "-m", "deploykit.memory", fh.name], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "deploykit.footprint", fh.name], capture_output=True,
                               text=True, timeout=900)
     finally:
         os.unlink(fh.name)
@@ -92,6 +94,47 @@ def _peak_rss_mb() -> float:
     except (OSError, StopIteration):
         # ru_maxrss: kilobytes on Linux, bytes on macOS
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def model_files(artifact: Artifact) -> list[Path]:
+    """The files that hold the model itself (weights, graph, engine); tokenizer and configs excluded."""
+    if artifact.format == "onnx":
+        import onnx
+
+        graph = onnx.load(str(artifact.onnx_path), load_external_data=False)
+        external = {e.value for t in graph.graph.initializer for e in t.external_data if e.key == "location"}
+        return [artifact.onnx_path] + [artifact.onnx_path.parent / name for name in sorted(external)]
+    if artifact.format == "tensorrt":
+        from deploykit.runtimes import engine_path
+
+        return [engine_path(artifact)]
+    return sorted(artifact.path.glob("*.safetensors")) or sorted(artifact.path.glob("pytorch_model*.bin"))
+
+
+def size_mb(artifact: Artifact) -> float:
+    return round(sum(p.stat().st_size for p in model_files(artifact) if p.is_file()) / 2**20, 2)
+
+
+def parameter_count(artifact: Artifact) -> int | None:
+    """Weights in the artifact: tensors in safetensors files; elements of all ONNX initializers
+    (so an INT8 graph counts its scales and zero points); TensorRT: its manifest's figure, if any."""
+    if artifact.format == "onnx":
+        import onnx
+
+        graph = onnx.load(str(artifact.onnx_path), load_external_data=False)
+        return int(sum(math.prod(t.dims) for t in graph.graph.initializer))
+    if artifact.format == "tensorrt":
+        return artifact.metrics.get("parameters")
+    files = model_files(artifact)
+    if files and files[0].suffix == ".safetensors":
+        from safetensors import safe_open
+
+        total = 0
+        for f in files:
+            with safe_open(str(f), "np") as fh:
+                total += sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())
+        return total
+    return None
 
 
 if __name__ == "__main__":

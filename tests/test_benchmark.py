@@ -1,4 +1,4 @@
-"""deploykit/benchmark.py, runtimes.py and memory.py on a tiny BERT (PyTorch and ONNX) with --quick settings."""
+"""deploykit/benchmark.py, runtimes.py and footprint.py on a tiny BERT (PyTorch and ONNX) with --quick settings."""
 
 import json
 
@@ -9,11 +9,11 @@ from conftest import make_tiny_model, write_task
 from tiny_onnx import export_tiny_onnx
 
 from deploykit.artifact import load_artifact
-from deploykit.benchmark import Settings, Subject, measure, parameter_count, plan_rows, size_mb
+from deploykit.benchmark import Settings, Subject, measure, plan_rows
 from deploykit.config import BenchConfig, DataConfig
 from deploykit.data import load_task
 from deploykit.evaluate import evaluate_artifact
-from deploykit.memory import peak_memory
+from deploykit.footprint import parameter_count, peak_memory, size_mb
 from deploykit.models import count_parameters
 from deploykit.runtimes import plan
 
