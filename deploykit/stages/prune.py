@@ -30,6 +30,7 @@ from deploykit.data import Split, batches
 from deploykit.errors import UserError
 
 VOCAB_CHECK_TEXTS = 256  # training texts on which the vocabulary-pruned model must match the unpruned one
+BATCH = 16  # rows per importance / reload-check batch: enough signal, little memory
 
 
 def _tensor_batches(split: Split, tokenizer, n_batches: int, batch_size: int, max_length: int,
@@ -108,7 +109,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     if recipe.data is None:
         raise UserError("prune needs a data section (or --data NAME_OR_PATH) for importance and evaluation")
     source = str(parent.path) if parent is not None else recipe.model.source
-    seed = cfg.recovery.seed if cfg.recovery else 42
+    seed = recipe.data.seed
     set_seed(seed)
     task = load_task(recipe.data)
     tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
@@ -117,7 +118,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     shape = shape_of(model)
     target = plan(cfg, shape, arch_of(model))  # every bad request fails here, before any work
     max_len = recipe.data.max_length
-    importance = _tensor_batches(task.train, tokenizer, cfg.importance_batches, 16, max_len, seed)
+    importance = _tensor_batches(task.train, tokenizer, cfg.importance_batches, BATCH, max_len, seed)
 
     start = time.time()
     before = {**measure(model, cfg.macs_seq_len), "shape": shape.as_dict(),
@@ -144,7 +145,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
                "parameters_ratio": round(after["parameters"] / before["parameters"], 4),
                "macs_ratio": round(after["macs"] / before["macs"], 4),
                "vocab_max_logit_diff": vocab_diff, "seconds": round(time.time() - start, 1)}
-    check = _tensor_batches(task.validation, tokenizer, 2, 16, max_len, seed)
+    check = _tensor_batches(task.validation, tokenizer, 2, BATCH, max_len, seed)
     with staging(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
