@@ -1,6 +1,9 @@
 """`deploykit distill` on tiny BERT / RoBERTa / DistilBERT: student building, outputs, bad inputs."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -96,6 +99,21 @@ def test_separate_distilbert_student_with_hidden_state_loss(teacher4, tiny_task,
     m = json.loads((out / "manifest.json").read_text())
     assert m["parent"] is None and m["teacher"]["source"] == str(teacher4)
     assert m["student"] == {"source": str(student), "layers_kept": None, "layer_map": [1, 3], "layers": 2}
+
+
+def test_ddp_two_processes_share_the_work_with_cached_teacher_logits(teacher4, tiny_task, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "deploykit.cli", "distill", "--from", str(teacher4), "--data", str(tiny_task), "--out", str(out),
+           "--quiet", "--set", "data.label_names=[negative,positive]", "--set", "distill.epochs=2",
+           "--set", "distill.batch_size=16", "--set", "distill.early_stopping_patience=null"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert m["ddp"]["world_size"] == 2 and len(set(m["ddp"]["weight_checksums"])) == 1
+    # 64 rows, 16 per rank and step, 2 ranks: 2 steps per epoch instead of 4 -> the data was sharded
+    assert m["optimizer_steps"] == 4
+    AutoModelForSequenceClassification.from_pretrained(out)
 
 
 # ---------------------------------------------------------------- bad input: one line each
