@@ -175,7 +175,10 @@ def run(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], out: OutOpt
 
     cfg = load_recipe(recipe, set_)
     out_dir = out or Path("runs") / (cfg.name or recipe.stem)
-    run_recipe(cfg, out_dir)
+    state = run_recipe(cfg, out_dir)
+    if state.get("headline"):
+        typer.echo(state["headline"])
+    typer.echo(f"{out_dir}: {', '.join(state['stages'])}" + (f"; report in {state['report']}" if state.get("report") else ""))
 
 
 @app.command()

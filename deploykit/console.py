@@ -17,6 +17,10 @@ def set_quiet(on: bool) -> None:
         # transformers/datasets progress bars and warnings go quiet too
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
 
 
 def quiet() -> bool:

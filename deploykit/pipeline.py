@@ -144,5 +144,9 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         baseline = teacher.path if teacher is not None and recipe.bench.baseline else None
         report = run_many(recipe, [a.path for a in artifacts], out_dir / "bench", baseline_source=baseline)
         state["report"] = str(report)
+        if teacher is not None and len(artifacts) > 1:
+            from deploykit.headline import write
+
+            state["headline"] = write(out_dir / "bench" / "report.json", str(teacher.path), str(artifacts[-1].path))
         _save_state(out_dir, state)
     return state

@@ -141,6 +141,11 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
     if cfg.early_stopping_patience and eval_ds is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     cls = _trainer_class(trainer_cls or Trainer, layer_decay)
-    return cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+    trainer = cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                data_collator=collator or DataCollatorWithPadding(tokenizer),
                compute_metrics=compute_metrics, callbacks=callbacks, **trainer_kwargs)
+    if quiet():
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # with tqdm off, it prints every log dict instead
+    return trainer

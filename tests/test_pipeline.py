@@ -44,6 +44,7 @@ def test_tiny_chain_end_to_end_then_resume_then_edit(run_tiny, tmp_path):
     assert report.is_file() and (out / "bench" / "report.html").is_file()
     rows = json.loads(report.read_text())["rows"]
     assert {Path(r["artifact"]).name for r in rows} >= set(CHAIN)
+    assert "deploykit final" in state["headline"] and (out / "bench" / "headline.md").is_file()
 
     first = mtimes(out)
     run_tiny(out)  # nothing changed: every stage is skipped

@@ -1,0 +1,37 @@
+"""The headline table picks the right rows and computes same-run ratios against the targets."""
+
+import pytest
+
+from deploykit.errors import UserError
+from deploykit.headline import headline, to_markdown
+
+
+def row(artifact, runtime, p50, tput, size, acc, baseline=False, target="cpu"):
+    return {"artifact": artifact, "runtime": runtime, "runtime_label": runtime, "target": target, "status": "ok",
+            "baseline": baseline, "latency_ms": {"p50": p50}, "throughput": {"1": 1000 / p50, "32": tput},
+            "size_mb": size, "accuracy": acc}
+
+
+REPORT = {"rows": [
+    row("/r/finetune", "torch", 10.0, 150.0, 90.0, 88.0),
+    row("/r/finetune", "torch-bf16", 6.0, 270.0, 90.0, 88.0),
+    row("/r/bench/baseline", "ort", 2.0, 400.0, 23.0, 87.0, baseline=True),
+    row("/r/quantize", "ort", 0.5, 2000.0, 5.0, 87.5),
+    row("/r/quantize", "ort", 0.4, 100.0, 5.0, 87.5, target="edge"),
+]}
+
+
+def test_ratios_and_targets():
+    h = headline(REPORT, "/r/finetune", "/r/quantize")
+    assert h["teacher"]["runtime"] == "torch"  # FP32, not the faster bf16 row
+    assert h["latency_speedup"] == 20.0 and h["throughput_gain"] == 13.33
+    assert h["vs_baseline_speedup"] == 4.0 and h["size_ratio"] == 0.06
+    assert h["accuracy_drop"] == 0.5
+    assert all(h["met"].values())
+    md = to_markdown(h)
+    assert "| deploykit final | ort | 87.50 | 0.50 |" in md
+
+
+def test_missing_rows_is_a_clear_error():
+    with pytest.raises(UserError, match="no cpu rows"):
+        headline(REPORT, "/r/other", "/r/quantize")
