@@ -33,7 +33,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default="runs/teacher-sst2")
     ap.add_argument("--out", default="runs/bench-quantize")
-    ap.add_argument("--set", action="append", default=[], dest="sets", help="recipe override, e.g. quantize.mode=static")
+    ap.add_argument("--set", action="append", default=[], dest="sets",
+                    help="recipe override, e.g. quantize.mode=static")
     ap.add_argument("--latency-samples", type=int, default=400)
     args = ap.parse_args()
     if not os.environ.get("DEPLOYKIT_DATA_DIR"):

@@ -17,7 +17,9 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -99,40 +101,56 @@ def _copy_side_files(src_folder: Path, dest: Path, onnx_name: str) -> None:
             shutil.copy2(item, dest / item.name)
 
 
-def _gate(recipe: Recipe, pre: Path, settings, work: Path, val, tokenizer, names, calib, cache) -> tuple:
-    """Quantize, evaluate, and keep the most sensitive nodes in float until the drop is within max_drop.
+@dataclass
+class GateResult:
+    model: Path                       # the accepted INT8 graph
+    reference: dict                   # float metrics on the validation split
+    metrics: dict                     # INT8 metrics on the validation split
+    tries: list[dict] = field(default_factory=list)        # float nodes and accuracy of every try
+    ranking: list[tuple[str, float]] = field(default_factory=list)  # node sensitivity, worst first
 
-    Returns:
-        (path of the accepted INT8 model, float metrics, its metrics, float nodes, tries, ranking).
+    @property
+    def float_nodes(self) -> list[str]:
+        return self.tries[-1]["float_nodes"]
+
+
+def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict],
+         quantize: Callable[[list[str], int], Path], rank: Callable[[], list[tuple[str, float]]],
+         float_model: Path) -> GateResult:
+    """Quantize, evaluate, and keep the most sensitive nodes in float (1, 2, 4, ... of them) until the
+    INT8 model loses at most `max_drop` points against `float_model`; GateError with every try's
+    accuracy otherwise.
+
+    Args:
+        max_drop / max_float_nodes: the recipe's limits.
+        evaluate: path -> metrics on the validation split.
+        quantize: (nodes kept float, try number) -> path of the INT8 model.
+        rank: the sensitivity ranking, computed only if the first try fails.
+        float_model: the float graph the drop is measured against.
     """
-    from deploykit.quantization import quantize, sensitivity
-
-    cfg, max_length = recipe.quantize, recipe.data.max_length
-    reference = _accuracy(pre, val, tokenizer, max_length)
-    tries, ranking = [], []
-    k, attempt = 0, 0
+    result = GateResult(float_model, evaluate(float_model), {})
+    k = 0
     while True:
-        float_nodes = [name for name, _ in ranking[:k]]
-        out = work / f"int8-{attempt}.onnx"
-        quantize(pre, out, settings, exclude=float_nodes, calibration=calib, calibration_cache=cache)
-        result = _accuracy(out, val, tokenizer, max_length)
-        drop = round(reference["accuracy"] - result["accuracy"], 3)
-        tries.append({"float_nodes": float_nodes, "accuracy": result["accuracy"], "drop": drop})
-        log(f"quantize: try {attempt}: {len(float_nodes)} nodes float, accuracy {result['accuracy']:.2f} "
-            f"(float {reference['accuracy']:.2f}, drop {drop:.2f})")
-        if drop <= cfg.max_drop + 1e-9:
-            return out, reference, result, float_nodes, tries, ranking
-        if attempt == 0 and cfg.max_float_nodes:
-            feeds = _feeds(val.head(SENSITIVITY_ROWS), tokenizer, names, 32, max_length)
-            ranking = sensitivity(pre, settings, feeds, calibration=calib, calibration_cache=cache)
-        limit = min(cfg.max_float_nodes, len(ranking))
+        float_nodes = [name for name, _ in result.ranking[:k]]
+        candidate = quantize(float_nodes, len(result.tries))
+        scores = evaluate(candidate)
+        drop = round(result.reference["accuracy"] - scores["accuracy"], 3)
+        result.tries.append({"float_nodes": float_nodes, "accuracy": scores["accuracy"], "drop": drop})
+        log(f"quantize: try {len(result.tries) - 1}: {len(float_nodes)} nodes float, accuracy "
+            f"{scores['accuracy']:.2f} (float {result.reference['accuracy']:.2f}, drop {drop:.2f})")
+        if drop <= max_drop + 1e-9:
+            result.model, result.metrics = candidate, scores
+            return result
+        if len(result.tries) == 1 and max_float_nodes:
+            result.ranking = rank()
+        limit = min(max_float_nodes, len(result.ranking))
         if k >= limit:
-            figures = ", ".join(f"{len(t['float_nodes'])} float: {t['accuracy']:.2f}" for t in tries)
+            figures = ", ".join(f"{len(t['float_nodes'])} float: {t['accuracy']:.2f}" for t in result.tries)
             raise GateError(f"gate failed after quantize: INT8 validation accuracy ({figures}) vs float "
-                            f"{reference['accuracy']:.2f} loses more than max_drop {cfg.max_drop} with up to {limit} "
-                            "nodes float; raise quantize.max_float_nodes or quantize.max_drop, or try --mode static")
+                            f"{result.reference['accuracy']:.2f} loses more than max_drop {max_drop} with up to "
+                            f"{limit} nodes float; raise quantize.max_float_nodes or quantize.max_drop, "
+                            "or try --mode static")
         k = min(max(1, 2 * k), limit)
-        attempt += 1
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
@@ -141,14 +159,15 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
 
     from deploykit.data import load_task
     from deploykit.onnx_ops import file_size, graph_inputs, load_onnx, quantized_op_counts
-    from deploykit.quantization import Int8Settings, preprocess
+    from deploykit.quantization import Int8Settings, preprocess, quantize, sensitivity
 
     cfg = recipe.quantize
     if parent is None:
         raise UserError("quantize needs an input artifact: --from FOLDER (a fine-tuned model or its ONNX export)")
     if recipe.data is None:
-        raise UserError("quantize needs a data section (or --data NAME_OR_PATH): the gate evaluates on its validation split")
-    task = load_task(recipe.data)
+        raise UserError("quantize needs a data section (or --data NAME_OR_PATH): the gate evaluates on its "
+                        "validation split")
+    task, max_length = load_task(recipe.data), recipe.data.max_length
     settings = Int8Settings.for_preset(cfg.preset, cfg.mode, per_channel=cfg.per_channel, op_types=cfg.op_types,
                                        calibration=cfg.calibration)
     with tempfile.TemporaryDirectory(prefix="deploykit-quantize-") as tmpdir, staging(out_dir) as tmp:
@@ -160,26 +179,38 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         calib = _calibration_feeds(recipe, task, tokenizer, names) if cfg.mode == "static" else None
         pre = work / "pre.onnx"
         preprocess(float_onnx, pre)
-        best, ref, result, float_nodes, tries, ranking = _gate(
-            recipe, pre, settings, work, task.validation, tokenizer, names, calib, work / "calibration.json")
-        shutil.copy2(best, tmp / "model.onnx")
+        cache = work / "calibration.json"  # static ranges: calibrated once, reused by every try
+
+        def int8(float_nodes: list[str], attempt: int) -> Path:
+            quantize(pre, work / f"int8-{attempt}.onnx", settings, exclude=float_nodes, calibration=calib,
+                     calibration_cache=cache)
+            return work / f"int8-{attempt}.onnx"
+
+        def rank() -> list[tuple[str, float]]:
+            feeds = _feeds(task.validation.head(SENSITIVITY_ROWS), tokenizer, names, 32, max_length)
+            return sensitivity(pre, settings, feeds, calibration=calib, calibration_cache=cache)
+
+        def validation(path: Path) -> dict:
+            return _accuracy(path, task.validation, tokenizer, max_length)
+
+        result = gate(cfg.max_drop, cfg.max_float_nodes, validation, int8, rank, pre)
+        shutil.copy2(result.model, tmp / "model.onnx")
         _copy_side_files(side, tmp, float_onnx.name)
-        metrics = {"validation": {"float": ref, "int8": result, "drop": tries[-1]["drop"]},
+        metrics = {"validation": {"float": result.reference, "int8": result.metrics, "drop": result.tries[-1]["drop"]},
                    "size_bytes": {"float": file_size(float_onnx), "int8": file_size(tmp / "model.onnx")},
                    "quantized_ops": quantized_op_counts(load_onnx(tmp / "model.onnx", load_weights=False))}
         if task.test is not None:
-            max_length = recipe.data.max_length
             metrics["test"] = {"float": _accuracy(pre, task.test, tokenizer, max_length),
                                "int8": _accuracy(tmp / "model.onnx", task.test, tokenizer, max_length)}
         manifest = write_manifest(tmp, stage="quantize", format="onnx", parent=parent,
                                   config=recipe.model_dump(include={"data", "quantize"}), metrics=metrics,
-                                  onnx_file="model.onnx", int8=settings.describe(), float_nodes=float_nodes,
-                                  tries=tries, sensitivity=ranking,
+                                  onnx_file="model.onnx", int8=settings.describe(), float_nodes=result.float_nodes,
+                                  tries=result.tries, sensitivity=result.ranking,
                                   export=export_report)
     sizes = metrics["size_bytes"]
-    log(f"quantize: {metrics['quantized_ops']['quantized_matmuls']} INT8 matmuls, {len(float_nodes)} nodes float, "
-        f"{sizes['float'] / 1e6:.1f} -> {sizes['int8'] / 1e6:.1f} MB, validation {result['accuracy']:.2f} "
-        f"(float {ref['accuracy']:.2f})")
+    log(f"quantize: {metrics['quantized_ops']['quantized_matmuls']} INT8 matmuls, {len(result.float_nodes)} nodes "
+        f"float, {sizes['float'] / 1e6:.1f} -> {sizes['int8'] / 1e6:.1f} MB, validation "
+        f"{result.metrics['accuracy']:.2f} (float {result.reference['accuracy']:.2f})")
     return Artifact(Path(out_dir).resolve(), manifest)
 
 
