@@ -11,12 +11,14 @@ What keeps the figures comparable:
 - each runtime is warmed up after loading, and again (BLOCK_WARMUP calls) at the start of each block;
 - runtimes are interleaved in blocks of BLOCK calls, round after round: a slow minute on a shared
   machine hits all of them alike, and no timed call directly follows another runtime's call;
+- targets are measured one after the other, since torch's thread count is process-wide;
 - ONNX Runtime sessions run with spinning off (idle ORT threads otherwise keep spinning after a call
   and slow down whatever runs next; see STACK.md, "Measuring several runtimes in one process").
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sys
@@ -194,7 +196,7 @@ def _load(row: Row, inputs: Inputs, settings: Settings, pool: dict) -> None:
         except Unavailable as err:
             row.skip = str(err)
             return
-        loaded.prepare()
+        loaded.prepare(row.threads)
         for feed in inputs.singles(art)[: max(settings.warmup, 1)]:
             loaded.predict(feed)
         for b in settings.batch_sizes:
@@ -207,7 +209,7 @@ def _load(row: Row, inputs: Inputs, settings: Settings, pool: dict) -> None:
 
 def _latency_block(row: Row, feeds: list[dict]) -> None:
     run = row.loaded.predict
-    row.loaded.prepare()
+    row.loaded.prepare(row.threads)
     for feed in feeds[:BLOCK_WARMUP]:
         run(feed)
     for feed in feeds:
@@ -218,7 +220,7 @@ def _latency_block(row: Row, feeds: list[dict]) -> None:
 
 def _throughput_block(row: Row, batches: list[dict], batch: int, seconds: float) -> None:
     run = row.loaded.predict
-    row.loaded.prepare()
+    row.loaded.prepare(row.threads)
     run(batches[0])
     done, i = 0, 0
     start = time.perf_counter()
@@ -239,7 +241,7 @@ def _quality(row: Row, inputs: Inputs, split: Split, cache: dict) -> None:
     art = row.subject.artifact
     key = (art.path, row.runtime, row.loaded.device)
     if key not in cache:
-        row.loaded.prepare()
+        row.loaded.prepare(row.threads)
         logits = predict(row.loaded.predict, split, inputs.tokenizer(art), inputs.max_length, batch_size=64)
         cache[key] = metrics(logits, split.labels)
     m = cache[key]
@@ -258,22 +260,16 @@ def measure(subjects: list[Subject], split: Split, settings: Settings, max_lengt
     pool: dict = {}
     quality: dict = {}
 
-    def live(turn: int = 0) -> list[Row]:
-        # every other round runs the rows in reverse, so no row always follows the same neighbour
-        ready = [r for r in rows if r.loaded is not None]
+    def live(target: str, turn: int) -> list[Row]:
+        # one target after the other: torch's thread count is process-wide, so it changes once per
+        # target, not every block; odd rounds run in reverse so no row always follows the same one
+        ready = [r for r in rows if r.loaded is not None and r.target == target]
         return ready[::-1] if turn % 2 else ready
 
     steps: list[Callable[[], None]] = [lambda r=r: _load(r, inputs, settings, pool) for r in rows if not r.skip]
-    block = min(BLOCK, settings.latency_samples)
-    for start in range(0, settings.latency_samples, block):
-        steps.append(lambda s=start: [_latency_block(r, inputs.singles(r.subject.artifact)[s:s + block])
-                                      for r in live(s // block)])
-    seconds = settings.min_time_s / settings.throughput_rounds
-    for b in settings.batch_sizes:
-        for turn in range(settings.throughput_rounds):
-            steps.append(lambda b=b, t=turn: [_throughput_block(r, inputs.batches(r.subject.artifact, b), b, seconds)
-                                              for r in live(t) if b in r.batch_sizes])
-    steps.append(lambda: [_quality(r, inputs, eval_split, quality) for r in live()])
+    for target in settings.targets:
+        steps += _timing_steps(functools.partial(live, target), inputs, settings)
+    steps.append(lambda: [_quality(r, inputs, eval_split, quality) for r in rows if r.loaded is not None])
     if settings.memory == "subprocess":
         steps += [lambda r=r: _memory_step(r, inputs, max_length) for r in rows if not r.skip]
     threads_before = _torch_threads()
@@ -294,6 +290,21 @@ def measure(subjects: list[Subject], split: Split, settings: Settings, max_lengt
 def _load_average() -> float | None:
     """The 1-minute load average: above the core count, other processes competed for the cores."""
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def _timing_steps(live: Callable[[int], list[Row]], inputs: Inputs, settings: Settings) -> list[Callable]:
+    """Latency blocks, then throughput blocks per batch size, each step running every row of `live`."""
+    steps: list[Callable[[], None]] = []
+    block = min(BLOCK, settings.latency_samples)
+    for start in range(0, settings.latency_samples, block):
+        steps.append(lambda s=start: [_latency_block(r, inputs.singles(r.subject.artifact)[s:s + block])
+                                      for r in live(s // block)])
+    seconds = settings.min_time_s / settings.throughput_rounds
+    for b in settings.batch_sizes:
+        for turn in range(settings.throughput_rounds):
+            steps.append(lambda b=b, t=turn: [_throughput_block(r, inputs.batches(r.subject.artifact, b), b, seconds)
+                                              for r in live(t) if b in r.batch_sizes])
+    return steps
 
 
 def _torch_threads() -> int | None:

@@ -79,7 +79,7 @@ def _memory_child(spec_path: str) -> None:
     base = rss_mb()
     loaded = load_runtime(Artifact(Path(spec["path"]), spec["manifest"]), spec["runtime"], spec["threads"],
                           device=spec["device"])
-    loaded.prepare()
+    loaded.prepare(spec["threads"])
     loaded.predict(feed)
     loaded.predict(feed)
     print(json.dumps({"peak_rss_mb": round(_peak_rss_mb(), 1), "base_rss_mb": round(base, 1)}))

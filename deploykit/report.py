@@ -50,30 +50,45 @@ def _figure():
     return plt, plt.subplots(figsize=(8, 4.8), dpi=110)
 
 
+# one look per row across all plots: colour = artifact, marker = runtime, line/fill = target
+MARKERS = {"torch": "o", "torch-bf16": "s", "ort": "^", "ort-cuda": "v", "tensorrt": "D"}
+LINES = {"cpu": "-", "edge": "--", "gpu": ":"}
+
+
+def _colors(rows: list[dict]) -> dict[str, str]:
+    return {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(r["name"] for r in rows))}
+
+
 def plot_pareto(rows: list[dict], path: Path) -> None:
+    from matplotlib.lines import Line2D
+
     plt, (fig, ax) = _figure()
-    for i, target in enumerate(dict.fromkeys(r["target"] for r in rows)):
-        pts = [(r["latency_ms"]["p50"], r["accuracy"], r) for r in rows if r["target"] == target
-               and r["latency_ms"] and r["accuracy"] is not None]
-        if not pts:
-            continue
-        color = f"C{i}"
-        for lat, acc, r in pts:
-            ax.scatter(lat, acc, color=color, marker="*" if r["baseline"] else "o", s=120 if r["baseline"] else 40)
-            ax.annotate(f"{r['name']} ({r['runtime']})", (lat, acc), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
-        front = pareto_front([(lat, acc) for lat, acc, _ in pts])
-        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color=color, alpha=0.6,
-                label=f"target {target}")
-    lats = [r["latency_ms"]["p50"] for r in rows if r["latency_ms"]]
+    colors = _colors(rows)
+    pts = [r for r in rows if r["latency_ms"] and r["accuracy"] is not None]
+    for r in pts:
+        marker = "*" if r["baseline"] else MARKERS[r["runtime"]]
+        ax.scatter(r["latency_ms"]["p50"], r["accuracy"], marker=marker, s=160 if r["baseline"] else 50,
+                   edgecolors=colors[r["name"]], linewidths=1.5,
+                   facecolors="none" if r["target"] == "edge" else colors[r["name"]])
+    for target in dict.fromkeys(r["target"] for r in pts):
+        front = pareto_front([(r["latency_ms"]["p50"], r["accuracy"]) for r in pts if r["target"] == target])
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="grey", alpha=0.7,
+                linestyle=LINES[target])
+    handles = [Line2D([], [], color=c, marker="o", linestyle="", label=n) for n, c in colors.items()]
+    handles += [Line2D([], [], color="k", marker=MARKERS[rt], linestyle="", markerfacecolor="none", label=rt)
+                for rt in dict.fromkeys(r["runtime"] for r in pts)]
+    handles += [Line2D([], [], color="grey", linestyle=LINES[t],
+                       label=f"front, {t}" + (" (hollow)" if t == "edge" else "")) for t in dict.fromkeys(
+                           r["target"] for r in pts)]
+    lats = [r["latency_ms"]["p50"] for r in pts]
     if lats and max(lats) > 10 * min(lats):
         ax.set_xscale("log")
     ax.set_xlabel("batch-1 latency p50 (ms, lower is better)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy vs latency (★ = standard-recipe baseline)")
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="best")
     _save(plt, fig, path)
 
 
@@ -97,12 +112,20 @@ def plot_size(rows: list[dict], path: Path) -> None:
 
 def plot_throughput(rows: list[dict], path: Path) -> None:
     plt, (fig, ax) = _figure()
+    colors = _colors(rows)
+    values, sizes = [], set()
+    ax.set_xscale("log", base=2)
     for r in rows:
         if r["throughput"]:
-            sizes = [int(b) for b in r["throughput"]]
-            ax.plot(sizes, list(r["throughput"].values()), marker="*" if r["baseline"] else "o",
+            sizes |= {int(b) for b in r["throughput"]}
+            values += list(r["throughput"].values())
+            ax.plot([int(b) for b in r["throughput"]], list(r["throughput"].values()), color=colors[r["name"]],
+                    marker="*" if r["baseline"] else MARKERS[r["runtime"]], linestyle=LINES[r["target"]],
                     label=row_label(r))
-    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(sizes), [str(b) for b in sorted(sizes)])
+    ax.minorticks_off()
+    if values and max(values) > 20 * min(values):
+        ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel("sentences / s (higher is better)")
     ax.set_title("Throughput by batch size")
@@ -153,7 +176,8 @@ def method_lines(report: dict) -> list[str]:
         f"bf16 native: {mc.get('bf16_native')}; GPU: {mc.get('cuda') or 'none'}.",
         f"Latency: batch 1, model call only (tokenization excluded), {m['latency_samples']} calls per row on "
         f"{m['texts']} real {m['split']} texts at their natural lengths ({m['tokens']} tokens).",
-        f"Interleaving: all rows in one process, warmed up, then measured in blocks of {m['block']} calls "
+        f"Interleaving: all rows in one process, warmed up, then measured target by target in blocks of "
+        f"{m['block']} calls "
         f"(each opened by {m['block_warmup']} untimed calls), rotating through the rows; throughput in "
         f"{m['throughput_rounds']} rotating blocks per batch size, {m['min_time_s']} s per batch size in all.",
         f"ONNX Runtime spinning: {'on' if m['ort_spinning'] else 'off'} (session.intra_op.allow_spinning=0).",

@@ -2,7 +2,7 @@
 
     from deploykit.runtimes import load_runtime
     loaded = load_runtime(load_artifact("runs/sst2/quantize"), "ort", threads=2)
-    loaded.prepare(); loaded.predict(dict(tokenizer(["a fine film"], return_tensors="np")))  # logits (1, 2)
+    loaded.prepare(2); loaded.predict(dict(tokenizer(["a fine film"], return_tensors="np")))  # logits (1, 2)
 
 | runtime    | reads    | runs on         |
 | ---------- | -------- | --------------- |
@@ -43,10 +43,14 @@ class Unavailable(Exception):
 
 @dataclass
 class Loaded:
-    """A runtime holding one model: `prepare()` before each block of calls, then `predict(batch)`."""
+    """A runtime holding one model: `prepare(threads)` before each block of calls, then `predict(batch)`.
+
+    One loaded torch model serves several targets, so the thread count is the caller's, per block; an
+    ORT session has its threads fixed when it is created, and its `prepare` does nothing.
+    """
 
     predict: Predictor
-    prepare: Callable[[], None]
+    prepare: Callable[[int | None], None]
     device: str
     load_seconds: float = 0.0
 
@@ -128,7 +132,7 @@ def load_runtime(artifact, runtime: str, threads: int | None, device: str = "cpu
     return loaded
 
 
-def _nothing() -> None:
+def _nothing(threads: int | None) -> None:
     return None
 
 
@@ -141,10 +145,10 @@ def _load_torch(artifact, bf16: bool, threads: int | None, device: str) -> Loade
     model = model.to(device=device, dtype=torch.bfloat16 if bf16 else torch.float32).eval()
     predict = torch_predictor(model) if device == "cpu" else _torch_device_predictor(model, device)
 
-    def prepare() -> None:
-        # torch's intra-op pool is process-wide; each block sets the thread count of its own target
-        if threads:
-            torch.set_num_threads(threads)
+    def prepare(block_threads: int | None) -> None:
+        # torch's intra-op pool is process-wide: set it for the target whose block runs next
+        if block_threads or threads:
+            torch.set_num_threads(block_threads or threads)
 
     return Loaded(predict, prepare, device)
 

@@ -1,6 +1,7 @@
 """deploykit/benchmark.py, runtimes.py and footprint.py on a tiny BERT (PyTorch and ONNX) with --quick settings."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -131,3 +132,26 @@ def test_latency_texts_are_the_same_for_every_artifact(tiny):
     assert len(a) == 10 and all(np.array_equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, b))
     # batch 1 is never padded: every single holds its sentence at its natural length
     assert all(x["attention_mask"].all() for x in a)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to tell cpu from edge")
+def test_each_target_runs_with_its_own_thread_count(tiny, monkeypatch):
+    import deploykit.benchmark as bench
+
+    torch_art, _, split = tiny
+    seen, real = set(), bench.load_runtime
+
+    def spy(*args, **kwargs):
+        loaded = real(*args, **kwargs)
+        inner = loaded.predict
+        loaded.predict = lambda batch: (seen.add(torch.get_num_threads()), inner(batch))[1]
+        return loaded
+
+    monkeypatch.setattr(bench, "load_runtime", spy)
+    before = torch.get_num_threads()
+    # edge first: the model loaded for the edge row is reused by the cpu row and must not keep 1 thread
+    settings = Settings.from_config(BenchConfig(quick=True, targets=["edge", "cpu"], runtimes=["torch"]))
+    rows = measure([Subject("torch", torch_art)], split, settings, max_length=32)["rows"]
+    assert [r["threads"] for r in rows] == [1, len(os.sched_getaffinity(0))]
+    assert seen == {1, len(os.sched_getaffinity(0))}
+    assert torch.get_num_threads() == before  # the caller's setting comes back
