@@ -56,7 +56,11 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
     artifacts = [_checked(a) for a in map(load_artifact, artifact_paths) if not _is_report(a)]
     if not artifacts:
         raise UserError("bench: none of the folders given holds a model (only bench reports)")
-    split = load_task(recipe.data).split(cfg.eval_split)
+    task = load_task(recipe.data)
+    if cfg.eval_split == "test" and task.test is None:
+        raise UserError(f"data {task.source}: no test split to benchmark on; set bench.eval_split=validation "
+                        "(or add a test file, or data.test_split)")
+    split = task.split(cfg.eval_split)
     subjects = _subjects(artifacts)
     out_dir = Path(out_dir).expanduser().resolve()
     baseline, teacher = _baseline(cfg, artifacts, baseline_source, out_dir / "baseline")

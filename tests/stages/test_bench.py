@@ -98,6 +98,9 @@ def test_bad_inputs_are_one_line_user_errors(tiny, tmp_path):
         recipe(task, targets=["tpu"])
     with pytest.raises(UserError, match="needs data"):
         run_many(build_recipe({"bench": {"quick": True}}), [model], tmp_path / "out")
+    no_test = write_task(tmp_path / "no-test", n_test=0)
+    with pytest.raises(UserError, match="bench.eval_split=validation"):
+        run_many(recipe(no_test), [model], tmp_path / "out")
     with pytest.raises(UserError, match="PyTorch model folder"):
         run_many(recipe(task), [model], tmp_path / "out", baseline_source=tiny[1])
 
