@@ -177,3 +177,20 @@ def test_tensorrt_preset_writes_symmetric_int8_qdq(tiny_bert, tiny_task, tmp_pat
     assert art.manifest["int8"]["activations"] == "int8 symmetric"
     with pytest.raises(UserError, match="needs quantize.mode=static"):
         run_stage("quantize", recipe(tiny_task, preset="tensorrt"), tiny_bert, tmp_path / "q2")
+
+
+def test_cli_quantize_and_its_one_line_errors(tiny_bert, tiny_task, tmp_path):
+    from typer.testing import CliRunner
+
+    from deploykit.cli import app
+
+    common = ["quantize", "--from", str(tiny_bert), "--int8", "--data", str(tiny_task), "-q"]
+    ok = CliRunner().invoke(app, common + ["--mode", "static", "--set", "quantize.calibration_samples=16",
+                                           "--out", str(tmp_path / "q")])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((tmp_path / "q" / "manifest.json").read_text())["int8"]["mode"] == "static"
+    bad = CliRunner().invoke(app, common + ["--mode", "static", "--set", "quantize.calibration_samples=999",
+                                            "--out", str(tmp_path / "bad")])
+    lines = [ln for ln in bad.output.splitlines() if ln.strip()]
+    assert bad.exit_code == 2 and len(lines) == 1 and "calibration_samples=999" in lines[0]
+    assert not (tmp_path / "bad").exists()
