@@ -50,6 +50,7 @@ def test_onnx_matches_pytorch_on_every_architecture(tmp_path, arch, tiny_model):
     assert m["format"] == "onnx" and m["opset"] == 17 and m["onnx_file"] == "model.onnx"
     assert max(m["parity"].values()) <= 1e-4 and m["metrics"]["parity_max_abs_diff"] <= 1e-4
     assert set(m["parity"]) == {"export", "optimize"}  # checked after each transform
+    assert m["fused_ops"]["Attention"] == 2 and m["fused_ops"]["SkipLayerNormalization"] == 4  # all three fuse
     graph = onnx.load(str(art.onnx_path))
     assert opset_of(graph) == 17
     # dynamic batch and sequence axes: a new batch size and length still agree with PyTorch
