@@ -325,11 +325,11 @@ def _method(settings: Settings, inputs: Inputs, eval_split: Split, rows: list[Ro
         "tokens": (f"median {int(np.median(lengths))}, {min(lengths)} to {max(lengths)}" if lengths else "n/a"),
         "block": min(BLOCK, settings.latency_samples), "block_warmup": BLOCK_WARMUP,
         "throughput_rounds": settings.throughput_rounds, "ort_spinning": False,
-        "memory": ("peak RSS of a fresh subprocess per row that loads the model and runs its largest batch "
-                   "twice (peak RSS MB: the whole process; model_rss_mb in report.json: above the process "
-                   "after imports and tokenization)" if settings.memory == "subprocess" else
-                   "--quick: RSS growth of the benchmark process while loading each model and running its "
-                   "largest batch (no subprocess; shown in the peak RSS column, a lower bound)"),
+        "memory": ("a fresh subprocess per row loads the model and runs its largest batch twice; peak RSS "
+                   "is that whole process (Python, runtime libraries, model, activations), model RSS the part "
+                   "above the process after imports and tokenization" if settings.memory == "subprocess" else
+                   "--quick: no subprocess, so no peak RSS; model RSS is the growth of the benchmark process "
+                   "while loading each model and running its largest batch (a lower bound)"),
     }
 
 

@@ -155,7 +155,7 @@ def table(report: dict) -> tuple[list[str], list[list[str]]]:
     """Header and cells shared by the Markdown and HTML tables."""
     batches = report["method"]["batch_sizes"]
     head = (["artifact", "runtime", "target", "threads", "accuracy %", "macro-F1 %", "p50 ms", "p90 ms", "p99 ms"]
-            + [f"sent/s @{b}" for b in batches] + ["peak RSS MB", "size MB", "params M", "note"])
+            + [f"sent/s @{b}" for b in batches] + ["peak RSS MB", "model RSS MB", "size MB", "params M", "note"])
     body = []
     for r in report["rows"]:
         lat = r["latency_ms"] or {}
@@ -164,8 +164,7 @@ def table(report: dict) -> tuple[list[str], list[list[str]]]:
                      _fmt(r["threads"]), _fmt(r["accuracy"]), _fmt(r["macro_f1"]), _fmt(lat.get("p50")),
                      _fmt(lat.get("p90")), _fmt(lat.get("p99"))]
                     + [_fmt(tput.get(str(b)), 1) for b in batches]
-                    + [_fmt(r["peak_rss_mb"] if r["peak_rss_mb"] is not None else r["model_rss_mb"], 1),
-                       _fmt(r["size_mb"]), _fmt(r["parameters"] / 1e6 if r["parameters"] else None), r["note"] or ""])
+                    + [_fmt(r["peak_rss_mb"], 1), _fmt(r["model_rss_mb"], 1), _fmt(r["size_mb"]), _fmt(r["parameters"] / 1e6 if r["parameters"] else None), r["note"] or ""])
     return head, body
 
 
