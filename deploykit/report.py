@@ -83,13 +83,8 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
     lats = [r["latency_ms"]["p50"] for r in pts]
     if lats and max(lats) > 10 * min(lats):
         ax.set_xscale("log")
-    ax.set_xlabel("batch-1 latency p50 (ms, lower is better)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Accuracy vs latency (★ = standard-recipe baseline)")
-    ax.grid(alpha=0.3)
-    if handles:
-        ax.legend(handles=handles, fontsize=7, loc="best")
-    _save(plt, fig, path)
+    _finish(plt, fig, ax, path, "batch-1 latency p50 (ms, lower is better)", "accuracy (%)",
+            "Accuracy vs latency (★ = standard-recipe baseline)", handles)
 
 
 def plot_size(rows: list[dict], path: Path) -> None:
@@ -126,12 +121,17 @@ def plot_throughput(rows: list[dict], path: Path) -> None:
     ax.minorticks_off()
     if values and max(values) > 20 * min(values):
         ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("sentences / s (higher is better)")
-    ax.set_title("Throughput by batch size")
+    _finish(plt, fig, ax, path, "batch size", "sentences / s (higher is better)", "Throughput by batch size",
+            ax.get_legend_handles_labels()[0])
+
+
+def _finish(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str, handles: list) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="best")
     _save(plt, fig, path)
 
 
