@@ -126,6 +126,7 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
             teacher = art
         if teacher is not None and reference is None:
             reference = state["reference"] = _gate_value(recipe, teacher, task)
+            _save_state(out_dir, state)
         gate = state["stages"][stage].get("gate")
         if stage != "finetune" and gate is None:
             value = _gate_value(recipe, art, task)
