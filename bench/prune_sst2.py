@@ -1,7 +1,7 @@
 """Prune the fine-tuned SST-2 MiniLM (ffn + width + vocab, KD recovery); compare it with its parent.
 
     DEPLOYKIT_DATA_DIR=../shared/data python bench/prune_sst2.py [--teacher runs/teacher-sst2] \
-        [--train-rows 4000] [--set prune.width=0.25] [--out runs/bench-prune]
+        [--train-rows 3000] [--set prune.width=0.25] [--out runs/bench-prune]
 
 Recovery fine-tunes on a seeded subset of sst2/train.tsv (`--train-rows`; the full file costs about
 30 min per epoch on the 2-core CPU) while distilling from the unpruned model. Prints one Markdown
@@ -83,8 +83,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default="runs/teacher-sst2")
     ap.add_argument("--out", default="runs/bench-prune")
-    ap.add_argument("--train-rows", type=int, default=4000)
-    ap.add_argument("--eval-rows", type=int, default=500, help="validation rows (sst2/dev.tsv) for checkpoints")
+    ap.add_argument("--train-rows", type=int, default=3000)
+    ap.add_argument("--eval-rows", type=int, default=300, help="validation rows (sst2/dev.tsv) for checkpoints")
     ap.add_argument("--set", action="append", default=[], dest="sets", help="e.g. prune.width=0.3333")
     args = ap.parse_args()
     if not os.environ.get("DEPLOYKIT_DATA_DIR"):
@@ -95,7 +95,7 @@ def main() -> None:
         "data": {"name": "sst2", "max_length": 64, "label_names": ["negative", "positive"],
                  "max_train_samples": args.train_rows,
                  "max_eval_samples": args.eval_rows},
-        "prune": {"ffn": 0.5, "width": 0.25, "vocab": True, "importance": "taylor", "importance_batches": 8,
+        "prune": {"ffn": 0.5, "width": 0.25, "vocab": True, "importance": "taylor", "importance_batches": 4,
                   "steps": 1, "recovery": RECOVERY, "distill_from_parent": True, "macs_seq_len": 128},
     }, args.sets, origin="bench/prune_sst2.py")
     start = time.time()
