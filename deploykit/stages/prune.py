@@ -14,6 +14,7 @@ the in-memory model's logits, else the stage fails and writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import shutil
@@ -95,6 +96,16 @@ def _prune_vocab(model, tokenizer, recipe: Recipe, scratch: Path):
     return tokenizer, kept, diff
 
 
+@contextlib.contextmanager
+def _scratch(folder: Path):
+    """A work folder (recovery checkpoints, the rewritten tokenizer) removed however the stage ends."""
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """Prune `parent` (or `recipe.model.source`) as `recipe.prune` says; write a plain HF folder to `out_dir`."""
     from transformers import set_seed
@@ -128,33 +139,33 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         if cfg.recovery else None
     out_dir = Path(out_dir).resolve()
     work = out_dir.with_name(f".{out_dir.name}.work")
-    kept = Kept.start(shape)
-    for step in range(1, cfg.steps + 1):
-        prune_step(model, cfg, target, step, importance, kept)
-        log(f"prune: step {step}/{cfg.steps}: {shape_of(model).as_dict()}")
-        if cfg.recovery:
-            model = _recover(model, teacher, recipe, datasets, tokenizer, work / f"step{step}")
-    kept_tokens, vocab_diff = None, None
-    if cfg.vocab:
-        tokenizer, kept_tokens, vocab_diff = _prune_vocab(model, tokenizer, recipe, work / "tokenizer")
-    model.eval()
-    after = {**measure(model, cfg.macs_seq_len), "shape": shape_of(model).as_dict(),
-             "validation": _evaluate(model, task.validation, tokenizer, max_len)}
-    metrics = {"before": before, "after": after,
-               "test": _evaluate(model, task.test, tokenizer, max_len),
-               "parameters_ratio": round(after["parameters"] / before["parameters"], 4),
-               "macs_ratio": round(after["macs"] / before["macs"], 4),
-               "vocab_max_logit_diff": vocab_diff, "seconds": round(time.time() - start, 1)}
-    check = _tensor_batches(task.validation, tokenizer, 2, BATCH, max_len, seed)
-    with staging(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        metrics["reload_max_logit_diff"] = check_reload(model, tmp, check)
-        manifest = write_manifest(tmp, stage="prune", format="pytorch", parent=parent,
-                                  config=recipe.model_dump(include={"model", "data", "prune"}), metrics=metrics,
-                                  source=source, labels=task.labels,
-                                  kept={**kept.summary(), "tokens": kept_tokens})
-    shutil.rmtree(work, ignore_errors=True)
+    with _scratch(work):
+        kept = Kept.start(shape)
+        for step in range(1, cfg.steps + 1):
+            prune_step(model, cfg, target, step, importance, kept)
+            log(f"prune: step {step}/{cfg.steps}: {shape_of(model).as_dict()}")
+            if cfg.recovery:
+                model = _recover(model, teacher, recipe, datasets, tokenizer, work / f"step{step}")
+        kept_tokens, vocab_diff = None, None
+        if cfg.vocab:
+            tokenizer, kept_tokens, vocab_diff = _prune_vocab(model, tokenizer, recipe, work / "tokenizer")
+        model.eval()
+        after = {**measure(model, cfg.macs_seq_len), "shape": shape_of(model).as_dict(),
+                 "validation": _evaluate(model, task.validation, tokenizer, max_len)}
+        metrics = {"before": before, "after": after,
+                   "test": _evaluate(model, task.test, tokenizer, max_len),
+                   "parameters_ratio": round(after["parameters"] / before["parameters"], 4),
+                   "macs_ratio": round(after["macs"] / before["macs"], 4),
+                   "vocab_max_logit_diff": vocab_diff, "seconds": round(time.time() - start, 1)}
+        check = _tensor_batches(task.validation, tokenizer, 2, BATCH, max_len, seed)
+        with staging(out_dir) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            metrics["reload_max_logit_diff"] = check_reload(model, tmp, check)
+            manifest = write_manifest(tmp, stage="prune", format="pytorch", parent=parent,
+                                      config=recipe.model_dump(include={"model", "data", "prune"}), metrics=metrics,
+                                      source=source, labels=task.labels,
+                                      kept={**kept.summary(), "tokens": kept_tokens})
     log(f"prune: parameters {before['parameters'] / 1e6:.2f}M -> {after['parameters'] / 1e6:.2f}M, "
         f"MACs x{metrics['macs_ratio']:.2f}, validation accuracy {before['validation']['accuracy']} -> "
         f"{after['validation']['accuracy']}")

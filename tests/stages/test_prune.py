@@ -102,3 +102,15 @@ def test_cli_refuses_heads_on_bert_with_exit_code_2(tiny_bert, tiny_task, tmp_pa
                                       "--set", "prune.heads=0.5", "--out", str(out), "--quiet"])
     assert result.exit_code == 2
     assert "use prune.width" in result.output and not out.exists()
+
+
+def test_output_the_config_cannot_express_fails_and_leaves_nothing(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    import deploykit.pruning.units as units
+    from deploykit.pruning.reload import ReloadError
+
+    # a pruner that forgets to write the new sizes into config.json: the saved shapes disagree with it
+    monkeypatch.setattr(units, "sync_config", lambda model: None)
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(ReloadError, match="plain from_pretrained|config does not express"):
+        run_stage("prune", recipe(tiny_bert, tiny_task, ffn=0.5, vocab=True), tiny_bert, tmp_path / "pruned")
+    assert sorted(tmp_path.iterdir()) == before
