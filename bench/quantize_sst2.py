@@ -3,12 +3,13 @@
     DEPLOYKIT_DATA_DIR=../shared/data python bench/quantize_sst2.py [--teacher runs/teacher-sst2] \
         [--out runs/bench-quantize] [--set quantize.mode=static]
 
-Rows: the PyTorch FP32 teacher (accuracy only); the standard recipe (plain ONNX export + ONNX Runtime dynamic INT8
-with Optimum's avx512_vnni preset, `stages/quantize.py::standard_baseline`); deploykit's INT8
-(`deploykit quantize --int8`: fused export, this CPU's preset, accuracy gate on sst2/dev.tsv).
+Rows: the PyTorch FP32 teacher (accuracy only); the standard recipe (plain ONNX export + ONNX Runtime
+dynamic INT8 with Optimum's avx512_vnni preset, `stages/quantize.py::standard_baseline`); deploykit's
+INT8 (`deploykit quantize --int8`: fused export, this CPU's preset, accuracy gate on sst2/dev.tsv), once
+per accuracy budget given with --max-drop (default: the recipe default 0.5, and 0.1).
 Accuracy is on sst2/test.tsv. Latency and throughput come from `deploykit.benchmark.measure`, which
-interleaves the two INT8 models in blocks of calls on real test sentences (2 threads, ORT spinning off),
-and from a paired comparison: adjacent blocks of the two models, their latency ratio per round.
+interleaves the models in blocks of calls on real test sentences (2 threads, ORT spinning off), and
+from a paired comparison: adjacent blocks of each model, their latency ratio to the standard recipe.
 """
 
 from __future__ import annotations
@@ -39,90 +40,96 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-quantize")
     ap.add_argument("--set", action="append", default=[], dest="sets",
                     help="recipe override, e.g. quantize.mode=static")
+    ap.add_argument("--max-drop", type=float, nargs="+", default=[0.5, 0.1],
+                    help="one deploykit INT8 row per accuracy budget of the gate (points on sst2/dev)")
     ap.add_argument("--latency-samples", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=40, help="paired latency: alternating blocks per artifact")
     args = ap.parse_args()
     if not os.environ.get("DEPLOYKIT_DATA_DIR"):
         raise SystemExit("set DEPLOYKIT_DATA_DIR to the folder holding sst2/ (e.g. ../shared/data)")
     out = Path(args.out)
-    recipe = build_recipe({"data": DATA, "quantize": {}}, args.sets)
     teacher = load_artifact(args.teacher)
 
-    baseline = standard_baseline(teacher.path, out / "standard")
-    ours = run_stage("quantize", recipe, teacher.path, out / "deploykit")
+    subjects = [Subject("standard recipe INT8", standard_baseline(teacher.path, out / "standard"), baseline=True)]
+    for drop in args.max_drop:
+        recipe = build_recipe({"data": DATA, "quantize": {"max_drop": drop}}, args.sets)
+        art = run_stage("quantize", recipe, teacher.path, out / f"deploykit-max-drop-{drop}")
+        subjects.append(Subject(f"deploykit INT8 (max_drop {drop})", art))
     test = load_task(recipe.data).test
     # the teacher gives the reference accuracy only: torch's OpenMP threads would share the two cores
     # with the ONNX Runtime rows being timed
     fp32 = evaluate_artifact(teacher, test, DATA["max_length"])
-    subjects = [Subject("standard recipe INT8", baseline, baseline=True), Subject("deploykit INT8", ours)]
     settings = Settings(targets=["cpu"], runtimes=["ort"], batch_sizes=[1, 32], latency_samples=args.latency_samples,
                         warmup=10, min_time_s=4.0, eval_samples=None, memory="in-process")
     result = measure(subjects, test, settings, max_length=DATA["max_length"])
-    result["paired"] = paired_latency(baseline, ours, test, rounds=args.rounds)
-    result.update(machine=describe(), teacher_fp32=fp32, deploykit_int8=ours.manifest["int8"],
-                  gate=ours.manifest["tries"], float_nodes=ours.manifest["float_nodes"],
-                  validation=ours.metrics["validation"])
+    result["paired"] = paired_latency([s.artifact for s in subjects], test, rounds=args.rounds)
+    result.update(machine=describe(), teacher_fp32=fp32, deploykit={
+        s.name: {k: s.artifact.manifest[k] for k in ("int8", "tries", "float_nodes")}
+        | {"validation": s.artifact.metrics["validation"]} for s in subjects[1:]})
     (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
-    print_table(result, ours, baseline)
+    print_table(result, {s.name: s.artifact for s in subjects})
 
 
-def paired_latency(a, b, split, rounds: int, block: int = 25) -> dict:
-    """Batch-1 latency of two ONNX artifacts in alternating adjacent blocks (order flipped every round).
+def paired_latency(artifacts: list, split, rounds: int, block: int = 25) -> dict:
+    """Batch-1 latency of ONNX artifacts in adjacent blocks, the order rotated every round.
 
     On a machine shared with other jobs the load changes from second to second; the ratio of two
-    adjacent blocks cancels most of it, where pooled percentiles do not.
+    adjacent blocks cancels most of it, where pooled percentiles do not. Ratios are against the first.
     """
     from transformers import AutoTokenizer
 
     from deploykit.evaluate import ort_predictor, ort_session
 
-    tok = AutoTokenizer.from_pretrained(a.path)
+    tok = AutoTokenizer.from_pretrained(artifacts[0].path)
     feeds = [{k: v.astype(np.int64) for k, v in tok([t], return_tensors="np").items()} for t in split.texts]
-    runs = {art.path: ort_predictor(ort_session(art.onnx_path, threads=2, spinning=False)) for art in (a, b)}
-    times: dict = {a.path: [], b.path: []}
-    ratios = []
+    keys = [str(a.path) for a in artifacts]
+    runs = {k: ort_predictor(ort_session(a.onnx_path, threads=2, spinning=False)) for k, a in zip(keys, artifacts)}
+    times: dict = {k: [] for k in keys}
+    ratios: dict = {k: [] for k in keys[1:]}
     for r in range(rounds):
         chunk = [feeds[(r * block + i) % len(feeds)] for i in range(block)]
         medians = {}
-        for path in ((a.path, b.path) if r % 2 == 0 else (b.path, a.path)):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
             for feed in chunk[:3]:  # untimed: the switch from the other session
-                runs[path](feed)
+                runs[k](feed)
             block_times = []
             for feed in chunk:
                 start = time.perf_counter()
-                runs[path](feed)
+                runs[k](feed)
                 block_times.append((time.perf_counter() - start) * 1e3)
-            times[path] += block_times
-            medians[path] = float(np.median(block_times))
-        ratios.append(medians[b.path] / medians[a.path])
-    return {"p50_ms": {str(p): round(float(np.median(t)), 3) for p, t in times.items()},
-            "min_ms": {str(p): round(float(np.min(t)), 3) for p, t in times.items()},
-            "median_ratio_b_over_a": round(float(np.median(ratios)), 3),
-            "rounds_b_faster": sum(x < 1 for x in ratios), "rounds": rounds, "block": block}
+            times[k] += block_times
+            medians[k] = float(np.median(block_times))
+        for k in ratios:
+            ratios[k].append(medians[k] / medians[keys[0]])
+    return {"p50_ms": {k: round(float(np.median(t)), 3) for k, t in times.items()},
+            "min_ms": {k: round(float(np.min(t)), 3) for k, t in times.items()},
+            "median_ratio_vs_first": {k: round(float(np.median(v)), 3) for k, v in ratios.items()},
+            "rounds_faster_than_first": {k: sum(x < 1 for x in v) for k, v in ratios.items()},
+            "rounds": rounds, "block": block}
 
 
-def print_table(result: dict, ours, baseline) -> None:
+def print_table(result: dict, artifacts: dict) -> None:
     fp32 = result["teacher_fp32"]["accuracy"]
-    quantized = {"standard recipe INT8": baseline, "deploykit INT8": ours}
     paired = result["paired"]
-    print("| recipe | sst2/test accuracy | Δ vs FP32 (pt) | batch-1 p50 ms (paired) | batch-1 min ms | "
-          "batch-1 p50 ms (bench) | batch-32 sent/s | size MB | INT8 matmuls |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| PyTorch FP32 (teacher) | {fp32:.2f} | - | - | - | - | - | - | - |")
+    print("| recipe | sst2/test accuracy | Δ vs FP32 (pt) | batch-1 p50 ms (paired) | ratio vs standard | "
+          "batch-1 min ms | batch-1 p50 ms (bench) | batch-32 sent/s | size MB | INT8 matmuls | nodes kept float |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| PyTorch FP32 (teacher) | {fp32:.2f} | - | - | - | - | - | - | - | - | - |")
     for r in result["rows"]:
-        art = quantized[r["name"]]
-        lat = r["latency_ms"] or {}
-        print(f"| {r['name']} | {r['accuracy']:.2f} | {r['accuracy'] - fp32:+.2f} | "
-              f"{paired['p50_ms'][str(art.path)]} | {paired['min_ms'][str(art.path)]} | {lat.get('p50')} | "
+        art = artifacts[r["name"]]
+        key, lat = str(art.path), r["latency_ms"] or {}
+        print(f"| {r['name']} | {r['accuracy']:.2f} | {r['accuracy'] - fp32:+.2f} | {paired['p50_ms'][key]} | "
+              f"{paired['median_ratio_vs_first'].get(key, 1.0)} | {paired['min_ms'][key]} | {lat.get('p50')} | "
               f"{(r['throughput'] or {}).get('32')} | {r['size_mb']:.1f} | "
-              f"{art.metrics['quantized_ops']['quantized_matmuls']} |")
-    print(f"\npaired blocks: deploykit / standard batch-1 latency, median over {paired['rounds']} rounds = "
-          f"{paired['median_ratio_b_over_a']}; deploykit faster in {paired['rounds_b_faster']}/{paired['rounds']} rounds")
-    i = result["deploykit_int8"]
-    print(f"\ndeploykit INT8: {i['mode']}, preset {i['preset']} (reduce_range {i['reduce_range']}), "
-          f"op types {i['op_types']}; gate tries {[(len(t['float_nodes']), t['accuracy']) for t in result['gate']]} "
-          f"on sst2/dev (float {result['validation']['float']['accuracy']:.2f}); machine {result['machine']['cpu']}, "
-          f"{result['machine']['cores']} cores")
+              f"{art.metrics['quantized_ops']['quantized_matmuls']} | {len(art.manifest.get('float_nodes', []))} |")
+    for name, d in result["deploykit"].items():
+        i, v = d["int8"], d["validation"]
+        print(f"\n{name}: {i['mode']}, preset {i['preset']} (reduce_range {i['reduce_range']}), op types "
+              f"{i['op_types']}; gate on sst2/dev (float {v['float']['accuracy']:.2f}): tries "
+              f"{[(len(t['float_nodes']), t['accuracy']) for t in d['tries']]}; float nodes {d['float_nodes']}")
+    print(f"\npaired: {paired['rounds']} rounds of {paired['block']} calls; rounds faster than the standard recipe: "
+          f"{paired['rounds_faster_than_first']}; machine {result['machine']['cpu']}, {result['machine']['cores']} "
+          f"cores, load average {result['method'].get('load_average')}")
 
 
 if __name__ == "__main__":
