@@ -72,15 +72,16 @@ def preprocess(src: Path, dst: Path) -> None:
     """`quant_pre_process` (shape inference + basic graph optimization), required before quantizing.
 
     Without it, dynamic INT8 of a fused graph fails on missing types and static INT8 finds no valid
-    scale for the pooler. Symbolic shape inference is tried first; graphs it cannot follow (the plain
-    TorchScript export) are retried without it.
+    scale for the pooler. Fused graphs (ONNX Runtime contrib ops) need its symbolic shape inference;
+    the plain TorchScript export is one that inference cannot complete, and a failed attempt leaves a
+    `sym_shape_infer_temp.onnx` in the working directory, so plain graphs skip it.
     """
     from onnxruntime.quantization import quant_pre_process
 
-    try:
-        quant_pre_process(str(src), str(dst))
-    except Exception:  # noqa: BLE001 - symbolic shape inference raises assorted errors on graphs it cannot follow
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    from deploykit.onnx_ops import load_onnx
+
+    fused = any(n.domain == "com.microsoft" for n in load_onnx(src, load_weights=False).graph.node)
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=not fused)
 
 
 class FeedReader:
