@@ -94,6 +94,12 @@ def rewrite_tokenizer_json(spec: dict, keep: list[int]) -> dict:
     return out
 
 
+def _alphabet(vocab: dict[str, int], prefix: str) -> set[int]:
+    """Single-character pieces (`a`, `##a`): a word unseen in training still splits into pieces instead
+    of collapsing to [UNK]. Seen words tokenize as before: greedy longest-match still finds their pieces."""
+    return {i for tok, i in vocab.items() if len(tok) == 1 or (tok.startswith(prefix) and len(tok) == len(prefix) + 1)}
+
+
 def _keep_ids(tokenizer, texts, pairs) -> tuple[dict, list[int]]:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
@@ -103,6 +109,8 @@ def _keep_ids(tokenizer, texts, pairs) -> tuple[dict, list[int]]:
     if kind not in ("WordPiece", "BPE"):
         raise UserError(f"prune.vocab: {kind} tokenizers are not supported (WordPiece and BPE are)")
     keep = used_ids(tokenizer, texts, pairs) | {t["id"] for t in spec.get("added_tokens", [])}
+    if kind == "WordPiece":
+        keep |= _alphabet(spec["model"]["vocab"], spec["model"].get("continuing_subword_prefix", "##"))
     if kind == "BPE":
         keep = _bpe_closure(spec["model"]["vocab"], _merge_pairs(spec["model"]["merges"]), keep)
     return spec, sorted(keep)
