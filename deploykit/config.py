@@ -286,13 +286,15 @@ def format_validation_error(err: ValidationError, origin: str) -> str:
 
 def build_recipe(tree: dict | None, overrides: list[str] | None = None, origin: str = "recipe") -> Recipe:
     tree = dict(tree or {})
-    for item in overrides or []:
-        key, value = parse_override(item)
-        _set_dotted(tree, key, value, f"--set {item}")
     # a bare `bench:` (None in YAML) means "this stage, with its defaults"
     for stage in STAGES:
         if stage in tree and tree[stage] is None:
             tree[stage] = {}
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value, f"--set {item}")
+    # ...while `--set bench=null` removes the stage
+    tree = {k: v for k, v in tree.items() if not (k in STAGES and v is None)}
     try:
         return Recipe.model_validate(tree)
     except ValidationError as err:

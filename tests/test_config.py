@@ -26,9 +26,11 @@ def test_override_creates_a_missing_section(tmp_path):
     assert r.stages() == ["quantize"]
 
 
-def test_bare_section_means_defaults():
+def test_bare_section_means_defaults_and_null_override_removes_it():
     r = build_recipe({"data": {"name": "x"}, "bench": None, "finetune": None})
     assert r.stages() == ["finetune", "bench"]
+    r = build_recipe({"data": {"name": "x"}, "bench": None, "finetune": None}, ["bench=null"])
+    assert r.stages() == ["finetune"]
 
 
 def test_unknown_key_names_file_and_field(tmp_path):
