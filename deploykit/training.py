@@ -7,6 +7,7 @@ bf16 where the CPU/GPU does it natively, DDP on CPU with gloo), so `accelerate l
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -149,3 +150,21 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
 
         trainer.remove_callback(PrinterCallback)  # with tqdm off, it prints every log dict instead
     return trainer
+
+
+def check_replicas(model) -> dict | None:
+    """Under DDP, prove every rank holds the same weights; a silent per-rank copy is a bug, not a run."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in model.parameters())],
+                            dtype=torch.float64)
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    values = [float(t) for t in gathered]
+    if not all(math.isclose(v, values[0], rel_tol=1e-9, abs_tol=1e-6) for v in values):
+        raise RuntimeError(f"DDP ranks hold different weights after training ({values}); "
+                           "data parallelism did not synchronise")
+    return {"world_size": dist.get_world_size(), "weight_checksums": values}

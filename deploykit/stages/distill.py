@@ -26,7 +26,7 @@ from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import DistillConfig, Recipe
 from deploykit.console import console, log
 from deploykit.errors import UserError
-from deploykit.training import build_trainer, num_layers, world_info
+from deploykit.training import build_trainer, check_replicas, num_layers, world_info
 
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")  # what HF writes when a model was saved without label names
 
@@ -128,7 +128,6 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     from deploykit.data import load_task, to_dataset
     from deploykit.kd import TEACHER_LOGITS, DistillTrainer, add_teacher_logits
     from deploykit.models import load_classifier, load_tokenizer
-    from deploykit.stages.finetune import _check_replicas
 
     cfg = recipe.distill
     if recipe.data is None:
@@ -172,7 +171,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     if "test" in evals:
         test = {k.removeprefix("test_"): v for k, v in
                 trainer.evaluate(evals["test"], metric_key_prefix="test").items()}
-    ddp = _check_replicas(trainer.model)
+    ddp = check_replicas(trainer.model)
     epochs_run = float(result.metrics.get("epoch", cfg.epochs))
     metrics = {
         "validation": val, "test": test, "teacher": teacher_metrics, "train_loss": result.training_loss,

@@ -12,7 +12,6 @@ stops early, resumes with --resume. The output folder loads with plain
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
-from deploykit.training import build_trainer, layer_index, num_layers, world_info
+from deploykit.training import build_trainer, check_replicas, layer_index, num_layers, world_info
 
 
 def _freeze(model, freeze_embeddings: bool, freeze_layers: int) -> int:
@@ -111,7 +110,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
     model = trainer.model
     if cfg.strategy == "lora":
         model = model.merge_and_unload()
-    ddp = _check_replicas(model)
+    ddp = check_replicas(model)
 
     epochs_run = float(result.metrics.get("epoch", cfg.epochs))
     metrics = {
@@ -136,21 +135,3 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
     log(f"finetune: validation accuracy {val.get('accuracy')}"
         + (f", test accuracy {test.get('accuracy')}" if test else "") + f" in {seconds:.0f}s")
     return Artifact(out_dir, manifest)
-
-
-def _check_replicas(model) -> dict | None:
-    """Under DDP, prove every rank holds the same weights; a silent per-rank copy is a bug, not a run."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in model.parameters())],
-                            dtype=torch.float64)
-    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, checksum)
-    values = [float(t) for t in gathered]
-    if not all(math.isclose(v, values[0], rel_tol=1e-9, abs_tol=1e-6) for v in values):
-        raise RuntimeError(f"DDP ranks hold different weights after training ({values}); "
-                           "data parallelism did not synchronise")
-    return {"world_size": dist.get_world_size(), "weight_checksums": values}
