@@ -99,11 +99,9 @@ def _peak_rss_mb() -> float:
 def model_files(artifact: Artifact) -> list[Path]:
     """The files that hold the model itself (weights, graph, engine); tokenizer and configs excluded."""
     if artifact.format == "onnx":
-        import onnx
+        from deploykit import onnx_ops
 
-        graph = onnx.load(str(artifact.onnx_path), load_external_data=False)
-        external = {e.value for t in graph.graph.initializer for e in t.external_data if e.key == "location"}
-        return [artifact.onnx_path] + [artifact.onnx_path.parent / name for name in sorted(external)]
+        return onnx_ops.model_files(artifact.onnx_path)
     if artifact.format == "tensorrt":
         from deploykit.runtimes import engine_path
 

@@ -95,10 +95,16 @@ def quantized_op_counts(model) -> dict[str, int]:
     return out
 
 
+def model_files(onnx_path: str | Path) -> list[Path]:
+    """The graph file and every external-data file its initializers point to (whatever their names)."""
+    import onnx
+
+    onnx_path = Path(onnx_path)
+    graph = onnx.load(str(onnx_path), load_external_data=False)
+    external = {e.value for t in graph.graph.initializer for e in t.external_data if e.key == "location"}
+    return [onnx_path] + [onnx_path.parent / name for name in sorted(external)]
+
+
 def file_size(onnx_path: str | Path) -> int:
     """Bytes on disk of a model, including external-data files stored beside it."""
-    onnx_path = Path(onnx_path)
-    size = onnx_path.stat().st_size
-    for extra in onnx_path.parent.glob(onnx_path.name + ".data"):
-        size += extra.stat().st_size
-    return size
+    return sum(p.stat().st_size for p in model_files(onnx_path) if p.is_file())
