@@ -44,7 +44,20 @@ def run_stage(stage: str, recipe: Recipe, source: str | Path | None, out_dir: Pa
     parent = load_artifact(source) if source is not None else None
     if parent is None and stage in NEEDS_INPUT and not (stage == "distill" and recipe.distill.teacher):
         raise UserError(f"{stage} needs an input artifact: --from FOLDER (a previous stage's output)")
-    return fn(recipe, parent, Path(out_dir), **options)
+    artifact = fn(recipe, parent, Path(out_dir), **options)
+    _close_distributed()
+    return artifact
+
+
+def _close_distributed() -> None:
+    """Under torchrun, wait for rank 0 to finish writing, then tear the process group down: a rank that
+    exits with gloo still up aborts ("terminate called without an active exception")."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 # what to turn when a stage fails the accuracy gate, named in the error
