@@ -122,3 +122,11 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "sst2" / "test.tsv").is_file():
         pytest.skip(f"real data not found at {SHARED_DATA} (set DEPLOYKIT_DATA_DIR)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A saved tiny GQA Llama folder (tests/tiny_llama.py); treat it as read-only (copy it to change it)."""
+    from tiny_llama import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
