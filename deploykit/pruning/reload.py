@@ -23,8 +23,18 @@ def _first_line(err: Exception) -> str:
     return (text.splitlines()[0] if text else type(err).__name__)[:300]
 
 
+def _auto_class(model):
+    """The Auto class a user would reload `model` with: causal LM for a decoder LM, else classifier."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(getattr(model.config, "model_type", None))
+    return AutoModelForCausalLM if causal == type(model).__name__ else AutoModelForSequenceClassification
+
+
 def check_reload(model, folder, inputs: list[dict[str, torch.Tensor]], atol: float = 1e-5) -> float:
-    """Reload `folder` with plain `AutoModelForSequenceClassification.from_pretrained` and compare.
+    """Reload `folder` with plain `from_pretrained` and compare: `AutoModelForCausalLM` for a causal LM
+    (e.g. LlamaForCausalLM), `AutoModelForSequenceClassification` otherwise.
 
     Args:
         model: the in-memory model that was saved to `folder`.
@@ -39,10 +49,8 @@ def check_reload(model, folder, inputs: list[dict[str, torch.Tensor]], atol: flo
         ReloadError: the folder does not load, loads with a non-empty loading report, holds other
             weights than the model, or gives other logits.
     """
-    from transformers import AutoModelForSequenceClassification
-
     try:
-        reloaded, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
+        reloaded, info = _auto_class(model).from_pretrained(folder, output_loading_info=True)
     except Exception as err:  # noqa: BLE001 - any failure to load is the finding we report
         raise ReloadError(f"{folder}: plain from_pretrained cannot load the pruned model "
                           f"({type(err).__name__}: {_first_line(err)})") from err
