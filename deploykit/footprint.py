@@ -43,19 +43,26 @@ def peak_memory(artifact: Artifact, runtime: str, threads: int, device: str, bat
     """
     spec = {"path": str(artifact.path), "manifest": artifact.manifest, "runtime": runtime, "threads": threads,
             "device": device, "texts": batch.texts, "pairs": batch.pairs, "max_length": max_length}
+    out = run_child("deploykit.footprint", spec, f"{artifact.path} ({runtime})")
+    return {"peak_rss_mb": out["peak_rss_mb"], "model_rss_mb": round(out["peak_rss_mb"] - out["base_rss_mb"], 1),
+            "memory_method": f"subprocess: peak RSS of a fresh process running batch {len(batch)}"}
+
+
+def run_child(module: str, spec: dict[str, Any], what: str) -> dict[str, Any]:
+    """Run `python -m <module> SPEC.json` in a fresh process and return the JSON of its last stdout line.
+
+    Memory children of other model kinds (deploykit.llm.bench) reuse this and `peak_rss_mb`.
+    """
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(spec, fh, default=str)
     try:
-        proc = subprocess.run([sys.executable, "-m", "deploykit.footprint", fh.name], capture_output=True,
-                              text=True, timeout=900)
+        proc = subprocess.run([sys.executable, "-m", module, fh.name], capture_output=True, text=True, timeout=900)
     finally:
         os.unlink(fh.name)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"memory measurement of {artifact.path} ({runtime}) failed: {last}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"peak_rss_mb": out["peak_rss_mb"], "model_rss_mb": round(out["peak_rss_mb"] - out["base_rss_mb"], 1),
-            "memory_method": f"subprocess: peak RSS of a fresh process running batch {len(batch)}"}
+        raise RuntimeError(f"memory measurement of {what} failed: {last}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _memory_child(spec_path: str) -> None:
@@ -82,10 +89,10 @@ def _memory_child(spec_path: str) -> None:
     loaded.prepare(spec["threads"])
     loaded.predict(feed)
     loaded.predict(feed)
-    print(json.dumps({"peak_rss_mb": round(_peak_rss_mb(), 1), "base_rss_mb": round(base, 1)}))
+    print(json.dumps({"peak_rss_mb": round(peak_rss_mb(), 1), "base_rss_mb": round(base, 1)}))
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's peak RSS. Linux: VmHWM, because ru_maxrss carries over the RSS of the forking
     parent across exec (a child of a 500 MB benchmark would report at least 500 MB)."""
     try:

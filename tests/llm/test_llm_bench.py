@@ -1,0 +1,61 @@
+"""deploykit/llm/bench.py on the tiny Llama: the rows' keys and values (behaviour, not timings)."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploykit.errors import UserError
+from deploykit.llm.bench import GenSubject, generation_report, measure_generation, reference_row
+from deploykit.llm.generate import TorchGenerator
+
+PROMPTS = ["the movie was really good and", "a film", "Review: it was dull"]
+
+
+@pytest.fixture(scope="module")
+def rows(tiny_llama):
+    loaded = TorchGenerator(tiny_llama)
+    subjects = [GenSubject("tiny", tiny_llama, baseline=True),
+                GenSubject("tiny-bf16", tiny_llama, runtime="torch-bf16"),
+                GenSubject("in-memory", tiny_llama, runtime="torch", factory=lambda: loaded)]
+    return measure_generation(subjects, PROMPTS, batch_sizes=(1, 4), new_tokens=6, repeats=4, threads=1,
+                              memory=False)
+
+
+def test_one_row_per_subject_and_batch_with_positive_figures(rows):
+    assert [(r["name"], r["batch_size"]) for r in rows] == [
+        ("tiny", 1), ("tiny", 4), ("tiny-bf16", 1), ("tiny-bf16", 4), ("in-memory", 1), ("in-memory", 4)]
+    for r in rows:
+        assert r["status"] == "ok" and r["runs"] == 4 and r["threads"] == 1
+        assert r["decoded_tokens"] == r["new_tokens"] == 6  # stop ids off: a random model's EOS ends nothing
+        assert 0 < r["ttft_ms"]["p50"] <= r["ttft_ms"]["p90"]
+        assert r["decode_tok_s"] > 0 and r["size_mb"] > 0 and r["parameters"] > 0
+        assert r["exact_match"] is None and r["perplexity"] is None  # the caller fills quality
+    assert rows[0]["baseline"] and rows[2]["runtime_label"] == "PyTorch bf16"
+
+
+def test_memory_is_measured_in_a_fresh_process(tiny_llama):
+    (row,) = measure_generation([GenSubject("tiny", tiny_llama)], PROMPTS, batch_sizes=(2,), new_tokens=3,
+                                repeats=1, rounds=1, threads=1)
+    assert row["peak_rss_mb"] > row["model_rss_mb"] > 0
+    assert "fresh process" in row["memory_method"]
+
+
+def test_reference_row_has_size_and_a_caveat_but_no_speed(tmp_path):
+    gguf = tmp_path / "model.Q4_1.gguf"
+    gguf.write_bytes(b"\0" * 2**20)
+    row = reference_row("original", str(gguf), exact_match=61.0, perplexity=3.2)
+    assert row["size_mb"] == 1.0 and row["exact_match"] == 61.0 and row["reference"]
+    assert row["ttft_ms"] is None and row["decode_tok_s"] is None and "llama.cpp" in row["note"]
+
+
+def test_report_dict_carries_the_method(rows):
+    rep = generation_report(rows, title="tiny")
+    assert rep["kind"] == "generation" and rep["method"]["batch_sizes"] == [1, 4]
+    assert rep["method"]["new_tokens"] == 6 and rep["machine"]["cores"]
+
+
+def test_bad_settings_are_user_errors(tiny_llama):
+    with pytest.raises(UserError, match="at least 2"):
+        measure_generation([GenSubject("tiny", tiny_llama)], PROMPTS, new_tokens=1)
+    with pytest.raises(UserError, match="runtime='tensorrt'"):
+        measure_generation([GenSubject("tiny", tiny_llama, runtime="tensorrt")], PROMPTS)
