@@ -144,6 +144,10 @@ class DistillTrainer(Trainer):
 
     # compute_loss returns a per-batch mean; the Trainer divides by the accumulation steps itself
     loss_is_scaled_for_ga = False
+    # dataset columns of the teacher cache: kept through the Trainer's column dropping, popped before forward
+    cache_columns: tuple[str, ...] = (TEACHER_LOGITS,)
+    # extra keyword arguments of every student and teacher forward pass
+    forward_flags: dict = {}
 
     def __init__(self, *args, teacher: torch.nn.Module, temperature: float = 2.0, alpha_kd: float = 0.5,
                  alpha_ce: float = 0.5, alpha_hidden: float = 0.0, alpha_attention: float = 0.0,
@@ -185,19 +189,22 @@ class DistillTrainer(Trainer):
         return list(layer_map)
 
     def _cache_teacher_logits(self) -> None:
-        bs = self.args.per_device_eval_batch_size
-        self.train_dataset = add_teacher_logits(self.train_dataset, self.teacher, self.data_collator, bs)
+        self.train_dataset = self.add_teacher_cache(self.train_dataset)
         if isinstance(self.eval_dataset, dict):
-            self.eval_dataset = {k: add_teacher_logits(v, self.teacher, self.data_collator, bs)
-                                 for k, v in self.eval_dataset.items()}
+            self.eval_dataset = {k: self.add_teacher_cache(v) for k, v in self.eval_dataset.items()}
         elif self.eval_dataset is not None:
-            self.eval_dataset = add_teacher_logits(self.eval_dataset, self.teacher, self.data_collator, bs)
+            self.eval_dataset = self.add_teacher_cache(self.eval_dataset)
+
+    def add_teacher_cache(self, dataset):
+        """`dataset` with the teacher cache columns (`cache_columns`) added."""
+        return add_teacher_logits(dataset, self.teacher, self.data_collator, self.args.per_device_eval_batch_size)
 
     def _set_signature_columns_if_needed(self) -> None:
         # keep the cached logits: the Trainer otherwise drops every column the student's forward() lacks
         super()._set_signature_columns_if_needed()
-        if TEACHER_LOGITS not in self._signature_columns:
-            self._signature_columns.append(TEACHER_LOGITS)
+        for column in self.cache_columns:
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
@@ -219,16 +226,15 @@ class DistillTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
-        cached = inputs.pop(TEACHER_LOGITS, None)
-        want = {"output_hidden_states": bool(self.alpha_hidden), "output_attentions": bool(self.alpha_attention)}
+        cached = {c: inputs.pop(c) for c in self.cache_columns if c in inputs}
+        want = {"output_hidden_states": bool(self.alpha_hidden), "output_attentions": bool(self.alpha_attention),
+                **self.forward_flags}
         outputs = model(**inputs, **want)
         teacher_out = None
-        if self.live_teacher or (self.alpha_kd and cached is None):
+        if self.live_teacher or (self.alpha_kd and not cached):
             with torch.no_grad():
                 teacher_out = self.teacher(**{k: v for k, v in inputs.items() if k in self._teacher_args}, **want)
-        teacher_logits = teacher_out.logits if teacher_out is not None else cached
-        loss = kd_loss(outputs.logits, teacher_logits, labels, temperature=self.temperature,
-                       alpha_kd=self.alpha_kd, alpha_ce=self.alpha_ce)
+        loss = self.logits_loss(outputs.logits, labels, teacher_out, cached)
         mask = inputs.get("attention_mask")
         if mask is None:
             mask = torch.ones_like(inputs["input_ids"])
@@ -240,3 +246,9 @@ class DistillTrainer(Trainer):
                                                               self.layer_map, mask)
         # only the logits go back to evaluation: hidden states of the whole eval set would not fit
         return (loss, {"logits": outputs.logits}) if return_outputs else loss
+
+    def logits_loss(self, student_logits, labels, teacher_out, cached: dict) -> torch.Tensor:
+        """The soft (KL) and hard (CE) terms, from the live teacher's output or the cached columns."""
+        teacher_logits = teacher_out.logits if teacher_out is not None else cached.get(TEACHER_LOGITS)
+        return kd_loss(student_logits, teacher_logits, labels, temperature=self.temperature,
+                       alpha_kd=self.alpha_kd, alpha_ce=self.alpha_ce)
