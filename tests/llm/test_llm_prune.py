@@ -133,3 +133,21 @@ def test_taylor_removes_a_large_useless_kv_group_that_l2_keeps(tiny_llama):
         _big_but_useless_group(model, 1)
         picks[kind] = prune_causal(model, kv_groups=0.5, importance=kind, batches=batches)["kv_groups"]
     assert picks == {"l2": [[1], [1]], "taylor": [[0], [0]]}
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "mistral"])
+def test_other_llama_type_decoders_prune_and_reload(arch, tmp_path):
+    # Qwen2 has q/k/v biases (sliced with their rows) and per-layer layer_types
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(arch, vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                  num_attention_heads=6, num_key_value_heads=3, head_dim=8, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    ids = {"input_ids": torch.randint(0, 64, (2, 9))}
+    batches = [{**ids, "labels": ids["input_ids"]}]
+    kept = prune_causal(model, ffn=0.25, kv_groups=1 / 3, depth=1 / 3, importance="taylor", batches=batches)
+    assert all(len(g) == 2 for g in kept["kv_groups"]) and len(kept["layers"]) == 2
+    model.save_pretrained(tmp_path)
+    assert check_reload(model, tmp_path, batches) == 0.0
+    assert (model.config.num_attention_heads, model.config.num_key_value_heads, model.config.intermediate_size) == (4, 2, 48)
