@@ -1,0 +1,99 @@
+"""Causal-LM export on the tiny Llama: Optimum's names and dynamic axes, ORT tokens == PyTorch tokens,
+a prefill with past length 0, and a loud ParityError when the graph is wrong."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from deploykit.llm.generate import OrtGenerator, TorchGenerator, encode, load_generator
+from deploykit.llm.onnx_export import ParityError, check_parity, export_causal_lm, load_causal_lm
+
+PROMPTS = ["the movie was really good and", "a film", "<|im_start|>user\nReview: boring plot<|im_end|>\n"]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_llama, tmp_path_factory):
+    out = tmp_path_factory.mktemp("llm-export") / "export"
+    report = export_causal_lm(tiny_llama, None, out, parity_prompts=PROMPTS, parity_new_tokens=8)
+    return out, report
+
+
+def test_folder_layout_and_report(exported):
+    out, report = exported
+    for name in ("model.onnx", "config.json", "generation_config.json", "tokenizer.json"):
+        assert (out / name).is_file()
+    assert not (out / "manifest.json").exists()  # the stage writes it
+    assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # no staging leftovers
+    assert report["layers"] == 2 and report["kv_heads"] == 2 and report["head_dim"] == 8
+    assert report["parity"]["greedy_tokens_equal"] and report["parity"]["prefill_max_abs_diff"] < 1e-4
+
+
+def test_optimum_names_and_dynamic_axes(exported):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(exported[0] / "model.onnx"), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i.shape for i in sess.get_inputs()}
+    outputs = {o.name: o.shape for o in sess.get_outputs()}
+    kv = [f"{i}.{p}" for i in range(2) for p in ("key", "value")]
+    assert list(inputs) == ["input_ids", "attention_mask", "position_ids"] + [f"past_key_values.{n}" for n in kv]
+    assert list(outputs) == ["logits"] + [f"present.{n}" for n in kv]
+    assert inputs["input_ids"] == ["batch_size", "sequence_length"]
+    assert inputs["attention_mask"] == ["batch_size", "total_sequence_length"]
+    assert inputs["past_key_values.0.key"] == ["batch_size", 2, "past_sequence_length", 8]
+    assert outputs["present.1.value"] == ["batch_size", 2, "total_sequence_length", 8]
+    assert outputs["logits"][:2] == ["batch_size", "sequence_length"]
+
+
+def test_prefill_with_empty_past(exported):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(exported[0] / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = {"input_ids": np.array([[5, 6, 7, 8, 9]] * 3), "attention_mask": np.ones((3, 5), dtype=np.int64),
+            "position_ids": np.tile(np.arange(5), (3, 1))}
+    feed.update({i.name: np.zeros((3, 2, 0, 8), dtype=np.float32) for i in sess.get_inputs()[3:]})
+    logits, *presents = sess.run(None, feed)
+    assert logits.shape[:2] == (3, 5)
+    assert all(p.shape == (3, 2, 5, 8) for p in presents)
+
+
+def test_ort_tokens_equal_torch_tokens(exported, tiny_llama):
+    ort_gen = load_generator(exported[0])
+    assert isinstance(ort_gen, OrtGenerator)
+    torch_gen = TorchGenerator(tiny_llama)
+    a = torch_gen.generate(PROMPTS, 12, stop_ids=[])
+    b = ort_gen.generate(PROMPTS, 12, stop_ids=[])
+    assert a.tokens.tolist() == b.tokens.tolist()  # batched, left-padded
+    s1 = torch_gen.generate(PROMPTS, 12, do_sample=True, seed=3, top_p=0.9, stop_ids=[])
+    s2 = ort_gen.generate(PROMPTS, 12, do_sample=True, seed=3, top_p=0.9, stop_ids=[])
+    assert s1.tokens.tolist() == s2.tokens.tolist()
+
+
+def test_logits_match_torch(exported, tiny_llama):
+    ort_gen = OrtGenerator(exported[0])
+    ids, mask = encode(ort_gen.tokenizer, PROMPTS)
+    want = TorchGenerator(tiny_llama).logits(ids, mask)
+    got = ort_gen.logits(ids, mask)
+    attended = mask.astype(bool)  # padded positions are never read
+    np.testing.assert_allclose(got[attended], want[attended], atol=1e-4)
+
+
+def test_broken_graph_raises_parity_error(exported, tiny_llama, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    broken = tmp_path / "broken"
+    shutil.copytree(exported[0], broken)
+    model = onnx.load(str(broken / "model.onnx"))
+    # the last MatMul weight is the lm_head: scrambling it changes every token
+    name = next(n for n in reversed(model.graph.node) if n.op_type == "MatMul").input[1]
+    init = next(i for i in model.graph.initializer if i.name == name)
+    weights = numpy_helper.to_array(init)
+    init.CopyFrom(numpy_helper.from_array(np.random.default_rng(0).permutation(weights, axis=1), name))
+    onnx.save(model, str(broken / "model.onnx"))
+    model = load_causal_lm(tiny_llama)
+    tokenizer = OrtGenerator(exported[0]).tokenizer
+    with pytest.raises(ParityError, match="parity prompt 'the movie"):
+        check_parity(model, tokenizer, broken, PROMPTS, 4, atol=1e-2)
