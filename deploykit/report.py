@@ -7,6 +7,10 @@
 (Agg backend, no display needed): accuracy vs batch-1 latency with its Pareto front, size on disk,
 throughput by batch size. They are written as PNG files beside report.md and embedded as base64 in
 report.html, so the HTML file can be mailed or attached on its own.
+
+A report with `"kind": "generation"` (causal LMs, built by deploykit.llm.bench.generation_report) has
+one row per model x batch size and its own table and plots: exact match (or perplexity) vs decode
+tokens/s, size on disk, decode tokens/s and time to first token by batch size.
 """
 
 from __future__ import annotations
@@ -15,11 +19,19 @@ import base64
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 PLOTS = {"pareto": "Accuracy vs batch-1 latency (p50); the line is the Pareto front per target",
          "size": "Size on disk of each artifact's model files",
          "throughput": "Throughput by batch size"}
+GENERATION_PLOTS = {"quality_speed": "Quality vs decode tokens/s at the smallest batch; dashed = reference GGUF",
+                    "size": "Size on disk of each model's files",
+                    "decode": "Decode tokens/s by batch size",
+                    "ttft": "Time to first token (p50) by batch size"}
+
+
+def is_generation(report: dict) -> bool:
+    return report.get("kind") == "generation"
 
 
 def row_label(row: dict[str, Any]) -> str:
@@ -125,6 +137,48 @@ def plot_throughput(rows: list[dict], path: Path) -> None:
             ax.get_legend_handles_labels()[0])
 
 
+def quality_key(rows: list[dict]) -> str:
+    """Exact match when any row has it (labelled answers), else perplexity (free-text responses)."""
+    return "exact_match" if any(r.get("exact_match") is not None for r in rows) else "perplexity"
+
+
+def plot_quality_speed(rows: list[dict], path: Path) -> None:
+    plt, (fig, ax) = _figure()
+    colors = _colors(rows)
+    key = quality_key(rows)
+    ok = [r for r in rows if r["status"] == "ok" and r.get(key) is not None]
+    smallest = min((r["batch_size"] for r in ok), default=None)
+    for r in ok:
+        if r["batch_size"] == smallest:
+            ax.scatter(r["decode_tok_s"], r[key], color=colors[r["name"]], s=160 if r["baseline"] else 50,
+                       marker="*" if r["baseline"] else MARKERS.get(r["runtime"], "o"),
+                       label=f"{r['name']} · {r['runtime_label']}")
+    for r in rows:  # no speed of its own: a level to compare against
+        if r.get("reference") and r.get(key) is not None:
+            ax.axhline(r[key], color="grey", linestyle="--", label=f"{r['name']} (reference)")
+    better = "higher" if key == "exact_match" else "lower"
+    _finish(plt, fig, ax, path, f"decode tokens/s at batch {smallest} (higher is better)",
+            f"{'exact match (%)' if key == 'exact_match' else 'perplexity'} ({better} is better)",
+            "Quality vs decode speed (★ = baseline)", ax.get_legend_handles_labels()[0])
+
+
+def plot_by_batch(rows: list[dict], path: Path, value: Callable[[dict], float], ylabel: str, title: str) -> None:
+    plt, (fig, ax) = _figure()
+    colors = _colors(rows)
+    ax.set_xscale("log", base=2)
+    sizes: set[int] = set()
+    for name, runtime in dict.fromkeys((r["name"], r["runtime"]) for r in rows if r["status"] == "ok"):
+        mine = sorted((r for r in rows if (r["name"], r["runtime"], r["status"]) == (name, runtime, "ok")),
+                      key=lambda r: r["batch_size"])
+        sizes |= {r["batch_size"] for r in mine}
+        ax.plot([r["batch_size"] for r in mine], [value(r) for r in mine], color=colors[name],
+                marker="*" if mine[0]["baseline"] else MARKERS.get(runtime, "o"),
+                label=f"{name} · {mine[0]['runtime_label']}")
+    ax.set_xticks(sorted(sizes), [str(b) for b in sorted(sizes)])
+    ax.minorticks_off()
+    _finish(plt, fig, ax, path, "batch size", ylabel, title, ax.get_legend_handles_labels()[0])
+
+
 def _finish(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str, handles: list) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -168,11 +222,50 @@ def table(report: dict) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def generation_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "runtime", "batch", "threads", "exact match %", "perplexity", "TTFT p50 ms", "TTFT p90 ms",
+            "decode tok/s", "peak RSS MB", "model RSS MB", "size MB", "params M", "note"]
+    body = []
+    for r in report["rows"]:
+        ttft = r["ttft_ms"] or {}
+        body.append([r["name"] + (" (baseline)" if r["baseline"] else ""), r["runtime_label"],
+                     _fmt(r["batch_size"]), _fmt(r["threads"]), _fmt(r["exact_match"]), _fmt(r["perplexity"], 3),
+                     _fmt(ttft.get("p50"), 1), _fmt(ttft.get("p90"), 1), _fmt(r["decode_tok_s"], 1),
+                     _fmt(r["peak_rss_mb"], 1), _fmt(r["model_rss_mb"], 1), _fmt(r["size_mb"]),
+                     _fmt(r["parameters"] / 1e6 if r["parameters"] else None), r["note"] or ""])
+    return head, body
+
+
+def _machine_line(mc: dict) -> str:
+    return (f"Machine: {mc.get('cpu')}, {mc.get('cores')} cores, ISA {', '.join(mc.get('isa') or []) or '?'}; "
+            f"bf16 native: {mc.get('bf16_native')}; GPU: {mc.get('cuda') or 'none'}.")
+
+
+def generation_method_lines(report: dict) -> list[str]:
+    m, mc = report["method"], report["machine"]
+    memory = next((r["memory_method"] for r in report["rows"] if r.get("memory_method")), None)
+    lines = [
+        _machine_line(mc),
+        f"Decoding: greedy with stop ids disabled, so every run decodes exactly {m['new_tokens']} new tokens; "
+        f"chat-rendered prompts of {m['prompt_tokens']} tokens; {m['runs']} timed runs per model and batch size "
+        f"on {m['threads']} threads, in blocks per model (each opened by an untimed warm-up); "
+        "ONNX Runtime spinning off.",
+        "TTFT: prefill plus the first token. Decode tok/s: tokens after the first, summed over the batch, divided "
+        "by the time after the first (median over runs). Tokenization excluded.",
+        f"Memory: {memory or 'not measured'}.",
+    ]
+    if m.get("eval"):
+        lines.append(f"Quality: {m['eval']}.")
+    if m.get("load_average") is not None:
+        lines.append(f"System load (1-min average) {m['load_average']} when the report was built, on "
+                     f"{mc.get('cores')} cores.")
+    return lines
+
+
 def method_lines(report: dict) -> list[str]:
     m, mc = report["method"], report["machine"]
     lines = [
-        f"Machine: {mc.get('cpu')}, {mc.get('cores')} cores, ISA {', '.join(mc.get('isa') or []) or '?'}; "
-        f"bf16 native: {mc.get('bf16_native')}; GPU: {mc.get('cuda') or 'none'}.",
+        _machine_line(mc),
         f"Latency: batch 1, model call only (tokenization excluded), {m['latency_samples']} calls per row on "
         f"{m['texts']} real {m['split']} texts at their natural lengths ({m['tokens']} tokens).",
         f"Interleaving: all rows in one process, warmed up, then measured target by target in blocks of "
@@ -197,27 +290,34 @@ def method_lines(report: dict) -> list[str]:
     return lines
 
 
+def _view(report: dict) -> tuple[list[str], list[list[str]], list[str], dict[str, str]]:
+    """Table header, table cells, method lines and plot captions of either kind of report."""
+    if is_generation(report):
+        return (*generation_table(report), generation_method_lines(report), GENERATION_PLOTS)
+    return (*table(report), method_lines(report), PLOTS)
+
+
 def markdown(report: dict) -> str:
-    head, body = table(report)
+    head, body, lines, plots = _view(report)
     out = [f"# deploykit bench: {report['title']}", "", f"_{report['created']}_", ""]
-    out += [f"- {line}" for line in method_lines(report)] + [""]
+    out += [f"- {line}" for line in lines] + [""]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "|".join(" --- " for _ in head) + "|")
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
     out.append("")
-    out += [f"![{caption}]({name}.png)" for name, caption in PLOTS.items()]
+    out += [f"![{caption}]({name}.png)" for name, caption in plots.items()]
     return "\n".join(out) + "\n"
 
 
 def html_page(report: dict, images: dict[str, bytes]) -> str:
-    head, body = table(report)
+    head, body, lines, plots = _view(report)
     esc = html.escape
     rows = "\n".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body)
     figures = "\n".join(
         f'<figure><img src="data:image/png;base64,{base64.b64encode(images[name]).decode()}" '
         f'alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
-        for name, caption in PLOTS.items())
-    method = "\n".join(f"<li>{esc(line)}</li>" for line in method_lines(report))
+        for name, caption in plots.items())
+    method = "\n".join(f"<li>{esc(line)}</li>" for line in lines)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>deploykit bench: {esc(report['title'])}</title>
 <style>
@@ -245,17 +345,30 @@ figure {{ display: inline-block; margin: 1em; }} img {{ max-width: 100%; }}
 """
 
 
+def _plots(report: dict) -> dict[str, Callable[[Path], None]]:
+    rows = report["rows"]
+    ok = measured(rows)
+    if is_generation(report):
+        return {"quality_speed": lambda p: plot_quality_speed(rows, p), "size": lambda p: plot_size(rows, p),
+                "decode": lambda p: plot_by_batch(ok, p, lambda r: r["decode_tok_s"],
+                                                  "decode tokens / s (higher is better)", "Decode speed by batch size"),
+                "ttft": lambda p: plot_by_batch(ok, p, lambda r: r["ttft_ms"]["p50"],
+                                                "time to first token p50 (ms, lower is better)",
+                                                "Time to first token by batch size")}
+    return {"pareto": lambda p: plot_pareto(ok, p), "size": lambda p: plot_size(rows, p),
+            "throughput": lambda p: plot_throughput(ok, p)}
+
+
 def write_reports(report: dict, out_dir: Path) -> dict[str, Path]:
     """Write report.json, report.md, report.html and the plot PNGs into `out_dir`; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "html": out_dir / "report.html"}
     paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    ok = measured(report["rows"])
-    for name, plot in (("pareto", plot_pareto), ("size", plot_size), ("throughput", plot_throughput)):
+    for name, plot in _plots(report).items():
         paths[name] = out_dir / f"{name}.png"
-        plot(report["rows"] if name == "size" else ok, paths[name])
+        plot(paths[name])
     paths["md"].write_text(markdown(report), encoding="utf-8")
-    images = {name: paths[name].read_bytes() for name in PLOTS}
+    images = {name: paths[name].read_bytes() for name in _view(report)[3]}
     paths["html"].write_text(html_page(report, images), encoding="utf-8")
     return paths

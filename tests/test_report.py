@@ -101,3 +101,63 @@ def test_quick_runs_are_labelled(tmp_path):
 def test_report_with_only_skipped_rows_still_renders(tmp_path):
     paths = write_reports(report([row("quantize", "ort-cuda", "gpu", skipped=True)]), tmp_path)
     assert paths["html"].is_file() and paths["pareto"].read_bytes().startswith(b"\x89PNG")
+
+
+# --- generation reports (causal LMs) --------------------------------------------------------------
+
+def gen_row(name, runtime, batch, *, em=60.0, tps=100.0, baseline=False):
+    return {"name": name, "folder": f"/runs/{name}", "runtime": runtime, "runtime_label": runtime.upper(),
+            "baseline": baseline, "reference": False, "status": "ok", "note": None, "batch_size": batch,
+            "threads": 2, "new_tokens": 32, "decoded_tokens": 32, "runs": 10, "prompt_tokens": "median 40, 30 to 60",
+            "ttft_ms": {"p50": 20.0 * batch, "p90": 25.0 * batch, "n": 10}, "decode_tok_s": tps * batch ** 0.5,
+            "peak_rss_mb": 900.0, "model_rss_mb": 550.0, "memory_method": "subprocess: peak RSS of a fresh process",
+            "size_mb": 513.0 if runtime == "torch" else 140.0, "parameters": 134_515_008,
+            "exact_match": em, "perplexity": 3.5}
+
+
+REFERENCE = {**gen_row("SmolLM2 Q4_1", "llama.cpp", 1), "runtime_label": "GGUF (llama.cpp)", "reference": True,
+             "status": "reference", "note": "llama.cpp speed not measured", "batch_size": None, "threads": None,
+             "ttft_ms": None, "decode_tok_s": None, "peak_rss_mb": None, "model_rss_mb": None, "size_mb": 94.2,
+             "parameters": None, "exact_match": 58.0}
+GEN_ROWS = [gen_row("finetune", "torch", 1, baseline=True), gen_row("finetune", "torch", 8, baseline=True),
+            gen_row("int8", "ort", 1, em=57.0, tps=300.0), gen_row("int8", "ort", 8, em=57.0, tps=300.0), REFERENCE]
+
+
+def gen_report(rows):
+    return {"kind": "generation", "title": "chat-smollm2", "created": "2026-11-24T05:00:00+0000",
+            "machine": {"cpu": "AMD EPYC", "cores": 2, "isa": ["avx2"], "bf16_native": False, "cuda": None},
+            "method": {"batch_sizes": [1, 8], "new_tokens": 32, "runs": 10, "threads": 2,
+                       "prompt_tokens": "median 40, 30 to 60", "eval": "exact match on 200 test rows",
+                       "load_average": 2.1},
+            "rows": rows}
+
+
+def test_generation_report_writes_its_own_table_and_plots(tmp_path):
+    paths = write_reports(gen_report(GEN_ROWS), tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"report.json", "report.md", "report.html", "quality_speed.png",
+                                                   "size.png", "decode.png", "ttft.png"}
+    md = paths["md"].read_text()
+    table = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| ---")]
+    assert len(table) == 1 + len(GEN_ROWS)
+    assert "| TTFT p50 ms |" in md and "| decode tok/s |" in md and "sent/s" not in md
+    assert "| finetune (baseline) | TORCH | 8 | 2 | 60.00 | 3.500 | 160.0 | 200.0 | 282.8 |" in md
+    assert "| SmolLM2 Q4_1 | GGUF (llama.cpp) | – | – | 58.00 |" in md and "llama.cpp speed not measured" in md
+    assert "exactly 32 new tokens" in md and "Quality: exact match on 200 test rows." in md
+    page = Page()
+    page.feed(paths["html"].read_text())
+    page.close()
+    assert page.rows == 1 + len(GEN_ROWS) and len(page.images) == 4
+    assert all(base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG") for src, _ in page.images)
+
+
+def test_generation_report_without_exact_match_plots_perplexity(tmp_path):
+    rows = [{**r, "exact_match": None} for r in GEN_ROWS]
+    paths = write_reports(gen_report(rows), tmp_path)
+    assert paths["quality_speed"].read_bytes().startswith(b"\x89PNG")
+
+
+def test_encoder_report_is_unchanged_by_the_generation_kind(tmp_path):
+    # the encoder report has no "kind": same files, same three plots, same table as before
+    md = markdown(report(ROWS))
+    assert "TTFT" not in md and md.count("![") == 3
+    assert "\n| artifact | runtime | target | threads | accuracy % | macro-F1 % | p50 ms |" in md
