@@ -93,6 +93,16 @@ def _forward_args(model) -> set[str]:
     return set(inspect.signature(model.forward).parameters)
 
 
+def length_ordered_batches(dataset, collator, columns: list[str], batch_size: int):
+    """Yield (dataset row indices, collated batch of `columns`), shortest rows first (less padding)."""
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    order = sorted(range(len(dataset)), key=lengths.__getitem__)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        rows = dataset.select(idx)
+        yield idx, collator([{c: rows[k][c] for c in columns} for k in range(len(idx))])
+
+
 @torch.inference_mode()
 def add_teacher_logits(dataset, teacher, collator, batch_size: int = 64, device=None):
     """Return `dataset` with a `teacher_logits` column: the teacher's logits for each example, computed once.
@@ -113,12 +123,8 @@ def add_teacher_logits(dataset, teacher, collator, batch_size: int = 64, device=
     teacher.eval()
     device = device or next(teacher.parameters()).device
     cols = [c for c in dataset.column_names if c in _forward_args(teacher) and c != "labels"]
-    order = sorted(range(len(dataset)), key=lambda i: len(dataset[i]["input_ids"]))
     out: list[list[float]] = [None] * len(dataset)  # type: ignore[list-item]
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        rows = dataset.select(idx)
-        batch = collator([{c: rows[k][c] for c in cols} for k in range(len(idx))])
+    for idx, batch in length_ordered_batches(dataset, collator, cols, batch_size):
         logits = teacher(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
         for i, row in zip(idx, logits.tolist()):
             out[i] = row

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from deploykit.errors import UserError
-from deploykit.kd import DistillTrainer, kd_loss
+from deploykit.kd import DistillTrainer, kd_loss, length_ordered_batches
 
 TOPK_VALUES = "teacher_topk_values"    # per example: (response tokens, k) teacher logits, largest first
 TOPK_INDICES = "teacher_topk_indices"  # per example: (response tokens, k) their token ids
@@ -124,14 +124,9 @@ def add_teacher_topk(dataset, teacher, collator, k: int = 32, batch_size: int = 
     teacher.eval()
     device = device or next(teacher.parameters()).device
     cols = [c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names]
-    lengths = [len(ids) for ids in dataset["input_ids"]]
-    order = sorted(range(len(dataset)), key=lengths.__getitem__)
     values: list = [None] * len(dataset)
     indices: list = [None] * len(dataset)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        rows = dataset.select(idx)
-        batch = collator([{c: rows[j][c] for c in cols} for j in range(len(idx))])
+    for idx, batch in length_ordered_batches(dataset, collator, cols, batch_size):
         labels = batch.pop("labels")
         logits = teacher(**{n: t.to(device) for n, t in batch.items()}, use_cache=False).logits
         for b, i in enumerate(idx):
