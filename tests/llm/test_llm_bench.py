@@ -33,11 +33,17 @@ def test_one_row_per_subject_and_batch_with_positive_figures(rows):
     assert rows[0]["baseline"] and rows[2]["runtime_label"] == "PyTorch bf16"
 
 
-def test_memory_is_measured_in_a_fresh_process(tiny_llama):
-    (row,) = measure_generation([GenSubject("tiny", tiny_llama)], PROMPTS, batch_sizes=(2,), new_tokens=3,
-                                repeats=1, rounds=1, threads=1)
-    assert row["peak_rss_mb"] > row["model_rss_mb"] > 0
-    assert "fresh process" in row["memory_method"]
+def test_onnx_folder_runs_on_ort_with_memory_from_a_fresh_process(tiny_llama, tmp_path):
+    from deploykit.llm.onnx_export import export_causal_lm
+
+    export_causal_lm(tiny_llama, None, tmp_path / "export", parity_prompts=PROMPTS[:1], parity_new_tokens=2)
+    rows = measure_generation([GenSubject("tiny", tiny_llama), GenSubject("onnx", tmp_path / "export")], PROMPTS,
+                              batch_sizes=(2,), new_tokens=3, repeats=1, rounds=1, threads=1)
+    assert [r["runtime"] for r in rows] == ["torch", "ort"]  # auto: ORT where model.onnx is
+    for row in rows:
+        assert row["decoded_tokens"] == 3 and row["size_mb"] > 0
+        assert row["peak_rss_mb"] > row["model_rss_mb"] > 0
+        assert "fresh process" in row["memory_method"]
 
 
 def test_reference_row_has_size_and_a_caveat_but_no_speed(tmp_path):

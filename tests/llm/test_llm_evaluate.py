@@ -106,3 +106,22 @@ def test_any_generator_with_the_interface_scores_the_same(gen):
     other = NumpyOnly(gen)
     assert perplexity(other, _examples(gen)) == perplexity(gen, _examples(gen))
     assert exact_match(other, PROMPTS, ["x"] * 4)["predictions"] == exact_match(gen, PROMPTS, ["x"] * 4)["predictions"]
+
+
+@pytest.fixture(scope="module")
+def ort_gen(tiny_llama, tmp_path_factory):
+    from deploykit.llm.generate import OrtGenerator
+    from deploykit.llm.onnx_export import export_causal_lm
+
+    out = tmp_path_factory.mktemp("llm-eval-export") / "export"
+    export_causal_lm(tiny_llama, None, out, parity_prompts=PROMPTS[:1], parity_new_tokens=4)
+    return OrtGenerator(out, threads=1)
+
+
+def test_onnx_runtime_scores_like_pytorch(gen, ort_gen):
+    answers = exact_match(gen, PROMPTS, ["x"] * 4, max_new_tokens=6)["predictions"]
+    ort = exact_match(ort_gen, PROMPTS, answers, max_new_tokens=6)
+    assert ort["predictions"] == answers and ort["exact_match"] == 100.0
+    torch_ppl, ort_ppl = perplexity(gen, _examples(gen), batch_size=3), perplexity(ort_gen, _examples(gen), batch_size=3)
+    assert ort_ppl["tokens"] == torch_ppl["tokens"]
+    assert ort_ppl["nll"] == pytest.approx(torch_ppl["nll"], abs=1e-5)
