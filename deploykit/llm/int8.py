@@ -1,0 +1,162 @@
+"""Quantize an exported causal-LM folder (model.onnx with KV cache): dynamic INT8 or weight-only blockwise.
+
+    from deploykit.llm.int8 import quantize_causal
+    quantize_causal("runs/chat/export", "runs/chat/int8", mode="dynamic")
+    quantize_causal("runs/chat/export", "runs/chat/w8", mode="weight_only", bits=8, block_size=128)
+
+`dynamic`: every MatMul with a weight becomes MatMulInteger (ONNX Runtime fuses it with the activation's
+DynamicQuantizeLinear into DynamicQuantizeMatMul at load); activations are quantized per call, so
+nothing is calibrated. `weight_only`: MatMulNBits with 2, 4 or 8-bit weights in blocks of
+`block_size` along the input dimension (ONNX Runtime 1.32 supports those three widths);
+`accuracy_level=4` lets its CPU kernel compute in int8, otherwise weights are dequantized to float.
+
+Tied embeddings: the export constant-folds the lm_head's transposed copy of the embedding, so the
+lm_head is an ordinary MatMul with its own weight and is quantized like the others (it is the largest
+one: 28 M of SmolLM2's 135 M weights), while the embedding lookup (Gather) keeps the float table.
+To keep the lm_head float, pass its node name (`lm_head_node`) in `exclude`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from deploykit.errors import UserError
+
+MODES = ("dynamic", "weight_only")
+NBITS = (2, 4, 8)
+# operators to count in the report: integer ones, plus what stayed float
+REPORTED_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulNBits",
+                "GatherBlockQuantized", "MatMul")
+
+
+def _weight_matmuls(onnx_path: Path) -> list:
+    from deploykit.onnx_ops import load_onnx
+
+    graph = load_onnx(onnx_path, load_weights=False).graph
+    inits = {i.name for i in graph.initializer}
+    return [n for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in inits]
+
+
+def quantizable_nodes(onnx_path: str | Path, mode: str = "dynamic") -> list[str]:
+    """Names of the MatMuls `mode` would quantize (those with a constant weight), as `exclude` spells them.
+
+    Attention's activation x activation MatMuls (scores, context) are not among them: both modes
+    need a constant weight.
+    """
+    _check_mode(mode)
+    return [n.name for n in _weight_matmuls(Path(onnx_path))]
+
+
+def lm_head_node(onnx_path: str | Path) -> str | None:
+    """The MatMul that writes the logits (the lm_head), or None if the graph has no such node."""
+    from deploykit.onnx_ops import load_onnx
+
+    graph = load_onnx(onnx_path, load_weights=False).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    node = producers.get("logits")
+    while node is not None and node.op_type != "MatMul":  # e.g. a Cast or Reshape after the MatMul
+        node = producers.get(node.input[0])
+    return node.name if node is not None else None
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise UserError(f"quantize.mode={mode!r} is not one of {', '.join(MODES)} for a causal LM")
+
+
+def _op_report(onnx_path: Path) -> dict[str, int]:
+    from deploykit.onnx_ops import load_onnx, op_counts
+
+    counts = op_counts(load_onnx(onnx_path, load_weights=False))
+    return {op: counts[op] for op in REPORTED_OPS if counts[op]}
+
+
+def _copy_side_files(src: Path, dst: Path, onnx_path: Path) -> None:
+    """config, generation_config, tokenizer: everything but the graph, its weights and the manifest."""
+    from deploykit.onnx_ops import model_files
+
+    skip = {p.name for p in model_files(onnx_path)} | {"manifest.json"}
+    for item in src.iterdir():
+        if item.is_file() and item.name not in skip:
+            shutil.copy2(item, dst / item.name)
+
+
+def _dynamic(src: Path, dst: Path, per_channel: bool, reduce_range: bool, exclude: list[str],
+             external: bool) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # MatMul only: Gather (the embedding) in INT8 costs accuracy and saves no time
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], per_channel=per_channel,
+                     reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                     use_external_data_format=external,
+                     # the TorchScript graph leaves some value types unknown; float is the right guess
+                     extra_options={"WeightSymmetric": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+def _weight_only(src: Path, dst: Path, bits: int, block_size: int, exclude: list[str], external: bool,
+                 accuracy_level: int | None) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    if bits not in NBITS:
+        raise UserError(f"quantize.bits={bits}: weight-only MatMulNBits takes {', '.join(map(str, NBITS))}")
+    if block_size < 16 or block_size & (block_size - 1):
+        raise UserError(f"quantize.block_size={block_size} must be a power of two, at least 16")
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=bits, block_size=block_size, is_symmetric=True,
+                                     accuracy_level=accuracy_level, nodes_to_exclude=exclude,
+                                     op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=external)
+
+
+def quantize_causal(src_folder: str | Path, dst_folder: str | Path, *, mode: str = "dynamic", bits: int = 8,
+                    block_size: int = 128, per_channel: bool = True, reduce_range: bool = False,
+                    exclude: list[str] | None = None, accuracy_level: int | None = 4) -> dict:
+    """Quantize `src_folder/model.onnx` into `dst_folder` (written atomically; no manifest).
+
+    Args:
+        src_folder: an exported causal-LM folder (model.onnx + config + tokenizer).
+        dst_folder: the folder to create (replaced if it exists).
+        mode: `dynamic` (INT8 weights and activations) or `weight_only` (MatMulNBits).
+        bits: weight width for `weight_only` (2, 4 or 8); `dynamic` is always 8.
+        block_size: weights per scale along the input dimension (`weight_only`).
+        per_channel: one scale per output column (`dynamic`); per tensor otherwise.
+        reduce_range: 7-bit weights for CPUs without VNNI (`dynamic`).
+        exclude: MatMul node names kept float (see `quantizable_nodes`, `lm_head_node`).
+        accuracy_level: MatMulNBits compute type (4 = int8 activations, fastest on x86; None = float).
+
+    Returns:
+        A report: mode, settings, operator counts (by type), quantized / kept-float node counts,
+        size in bytes before and after (external data files included).
+    """
+    from deploykit.artifact import staging
+    from deploykit.onnx_ops import file_size, model_files
+
+    _check_mode(mode)
+    src_folder = Path(src_folder)
+    src = src_folder / "model.onnx" if src_folder.is_dir() else src_folder
+    candidates = quantizable_nodes(src, mode)  # a file that is not ONNX fails here, in one line
+    exclude = list(exclude or [])
+    unknown = sorted(set(exclude) - set(candidates))
+    if unknown:
+        raise UserError(f"quantize.exclude names {unknown[:3]}, not MatMuls with weights in {src}; "
+                        "see quantizable_nodes()")
+    external = len(model_files(src)) > 1
+    with staging(dst_folder) as tmp:
+        dst = tmp / "model.onnx"
+        if mode == "dynamic":
+            _dynamic(src, dst, per_channel, reduce_range, exclude, external)
+        else:
+            _weight_only(src, dst, bits, block_size, exclude, external, accuracy_level)
+        _copy_side_files(src.parent, tmp, src)
+        ops = _op_report(dst)
+        size_after = file_size(dst)
+        files_after = len(model_files(dst))
+    settings = ({"per_channel": per_channel, "reduce_range": reduce_range, "bits": 8} if mode == "dynamic"
+                else {"bits": bits, "block_size": block_size, "accuracy_level": accuracy_level})
+    return {"mode": mode, **settings, "onnx_file": "model.onnx", "ops": ops,
+            "quantized_nodes": len(candidates) - len(exclude), "float_nodes": exclude,
+            "size_bytes_before": file_size(src), "size_bytes_after": size_after,
+            "files_before": len(model_files(src)), "files_after": files_after}

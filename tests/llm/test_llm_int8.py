@@ -1,0 +1,86 @@
+"""INT8 of the exported tiny Llama: MatMulInteger (dynamic) / MatMulNBits (weight-only) counts, smaller
+weights, excluded nodes stay float, side files copied, one-line errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deploykit.errors import UserError
+from deploykit.llm.generate import OrtGenerator
+from deploykit.llm.int8 import lm_head_node, quantizable_nodes, quantize_causal
+from deploykit.llm.onnx_export import export_causal_lm
+
+# 2 layers x (q, k, v, o, gate, up, down) + lm_head
+WEIGHT_MATMULS = 2 * 7 + 1
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_llama, tmp_path_factory):
+    out = tmp_path_factory.mktemp("llm-int8") / "export"
+    export_causal_lm(tiny_llama, None, out, parity_prompts=["the movie was"], parity_new_tokens=4)
+    return out
+
+
+def _weight_bytes(folder) -> int:
+    """Bytes of the weight initializers (the tiny graph's protobuf overhead would hide the shrink)."""
+    import onnx
+
+    return sum(len(t.raw_data) + 4 * len(t.float_data) for t in onnx.load(str(folder / "model.onnx")).graph.initializer)
+
+
+def test_quantizable_nodes_are_the_weight_matmuls(exported):
+    names = quantizable_nodes(exported / "model.onnx", "dynamic")
+    assert len(names) == WEIGHT_MATMULS
+    assert lm_head_node(exported / "model.onnx") == "/model/lm_head/MatMul" in names
+    assert names == quantizable_nodes(exported / "model.onnx", "weight_only")
+
+
+def test_dynamic_int8(exported, tmp_path):
+    report = quantize_causal(exported, tmp_path / "int8", mode="dynamic")
+    assert report["ops"]["MatMulInteger"] == WEIGHT_MATMULS
+    assert report["ops"]["MatMul"] == 2 * 2  # attention scores and context stay float
+    assert report["quantized_nodes"] == WEIGHT_MATMULS
+    assert report["size_bytes_after"] < report["size_bytes_before"]
+    assert _weight_bytes(tmp_path / "int8") < 0.6 * _weight_bytes(exported)
+    for name in ("config.json", "generation_config.json", "tokenizer.json"):
+        assert (tmp_path / "int8" / name).is_file()
+    out = OrtGenerator(tmp_path / "int8").generate(["the movie was"], 6, stop_ids=[])
+    assert out.tokens.shape == (1, 6)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weight_only(exported, tmp_path, bits):
+    report = quantize_causal(exported, tmp_path / f"w{bits}", mode="weight_only", bits=bits, block_size=16)
+    assert report["ops"]["MatMulNBits"] == WEIGHT_MATMULS
+    assert "MatMulInteger" not in report["ops"]
+    assert report["size_bytes_after"] < report["size_bytes_before"]
+    ids = np.array([[5, 6, 7, 8]])
+    logits = OrtGenerator(tmp_path / f"w{bits}").logits(ids, np.ones_like(ids))
+    assert np.isfinite(logits).all()
+
+
+def test_exclude_keeps_nodes_float(exported, tmp_path):
+    import onnx
+
+    keep = [lm_head_node(exported / "model.onnx"), quantizable_nodes(exported / "model.onnx")[0]]
+    report = quantize_causal(exported, tmp_path / "int8", mode="dynamic", exclude=keep)
+    assert report["ops"]["MatMulInteger"] == WEIGHT_MATMULS - 2
+    graph = onnx.load(str(tmp_path / "int8" / "model.onnx")).graph
+    kept = {n.name: n.op_type for n in graph.node if n.name in keep}
+    assert kept == {name: "MatMul" for name in keep}
+
+
+def test_bad_inputs_are_one_line_user_errors(exported, tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "model.onnx").write_text("not a model")
+    with pytest.raises(UserError, match="not an ONNX model"):
+        quantize_causal(fake, tmp_path / "out", mode="dynamic")
+    with pytest.raises(UserError, match="mode"):
+        quantize_causal(exported, tmp_path / "out", mode="static")
+    with pytest.raises(UserError, match="bits"):
+        quantize_causal(exported, tmp_path / "out", mode="weight_only", bits=3)
+    with pytest.raises(UserError, match="exclude"):
+        quantize_causal(exported, tmp_path / "out", mode="dynamic", exclude=["/no/such/MatMul"])
+    assert not (tmp_path / "out").exists()
