@@ -123,7 +123,10 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
 
 
 def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, **kwargs: Any):
-    """AutoModelForCausalLM from a folder (safetensors only), a hub id or a GGUF file (dequantised to float).
+    """AutoModelForCausalLM from a folder (safetensors only), a hub id or a GGUF file.
+
+    A GGUF file comes back as a plain float model (no quantizer attached): it saves with
+    `save_pretrained`, trains, prunes and exports like any other.
 
     `dtype` (e.g. torch.bfloat16) is what the weights are cast to; None means float32, not the
     checkpoint's own dtype (transformers 5 would otherwise pick "auto").
@@ -132,7 +135,13 @@ def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, 
     from transformers import AutoModelForCausalLM
 
     path, extra = _pretrained_args(source)
-    if not extra:
+    if extra:
+        from transformers import GgufConfig
+
+        # dequantize=True makes a plain float model: without it transformers keeps a GGUF quantizer on
+        # the model (even when the weights are already float), which refuses save_pretrained and training
+        extra["quantization_config"] = GgufConfig(dequantize=True)
+    else:
         extra = {"use_safetensors": True}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,

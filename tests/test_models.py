@@ -98,6 +98,9 @@ def test_packaged_smollm2_gguf_loads_with_its_chat_template():
     assert "<|im_start|>" in tok.chat_template
     model = load_causal_lm(SMOLLM2)
     assert model.config.num_key_value_heads == 3 and 134e6 < count_parameters(model) < 135e6
+    # a plain float model: nothing GGUF-specific stays attached that would refuse save_pretrained or training
+    assert getattr(model, "hf_quantizer", None) is None and not model.is_quantized
+    assert getattr(model.config, "quantization_config", None) is None
     ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                   add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**ids, max_new_tokens=8, do_sample=False)
