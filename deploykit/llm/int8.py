@@ -112,7 +112,7 @@ def _weight_only(src: Path, dst: Path, bits: int, block_size: int, exclude: list
 
 
 def quantize_causal(src_folder: str | Path, dst_folder: str | Path, *, mode: str = "dynamic", bits: int = 8,
-                    block_size: int = 128, per_channel: bool = True, reduce_range: bool = False,
+                    block_size: int = 128, per_channel: bool = True, reduce_range: bool | None = None,
                     exclude: list[str] | None = None, accuracy_level: int | None = 4) -> dict:
     """Quantize `src_folder/model.onnx` into `dst_folder` (written atomically; no manifest).
 
@@ -123,7 +123,9 @@ def quantize_causal(src_folder: str | Path, dst_folder: str | Path, *, mode: str
         bits: weight width for `weight_only` (2, 4 or 8); `dynamic` is always 8.
         block_size: weights per scale along the input dimension (`weight_only`).
         per_channel: one scale per output column (`dynamic`); per tensor otherwise.
-        reduce_range: 7-bit weights for CPUs without VNNI (`dynamic`).
+        reduce_range: 7-bit weights (`dynamic`); None = this CPU's preset: on only without VNNI, where
+            the u8 x s8 kernel's int16 pair sums saturate on full-range weights (measured on SmolLM2
+            without VNNI: 8-bit per-channel weights gave garbage text, 7-bit the FP32 answer).
         exclude: MatMul node names kept float (see `quantizable_nodes`, `lm_head_node`).
         accuracy_level: MatMulNBits compute type (4 = int8 activations, fastest on x86; None = float).
 
@@ -135,6 +137,10 @@ def quantize_causal(src_folder: str | Path, dst_folder: str | Path, *, mode: str
     from deploykit.onnx_ops import file_size, model_files
 
     _check_mode(mode)
+    if reduce_range is None:
+        from deploykit.hardware import quant_preset
+
+        reduce_range = quant_preset() == "avx2"
     src_folder = Path(src_folder)
     src = src_folder / "model.onnx" if src_folder.is_dir() else src_folder
     candidates = quantizable_nodes(src, mode)  # a file that is not ONNX fails here, in one line
