@@ -46,6 +46,8 @@ class DataConfig(Section):
     train/dev/test files (.csv, .tsv, .jsonl).
     """
 
+    task: Literal["classification", "generation"] = Field(
+        "classification", description="generation: train a causal LM to answer prompts (see prompt_template)")
     name: str | None = None
     path: str | None = None
     data_dir: str | None = None
@@ -66,11 +68,23 @@ class DataConfig(Section):
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
     seed: int = 42
+    # ---- task: generation (decoder LLMs)
+    prompt_template: str | None = Field(
+        None, description="generation: the user turn, with {column} placeholders; default '{<text_column>}'")
+    response_column: str | None = Field(
+        None, description="generation: column holding the reference response (instruction data); "
+                          "default: the row's label name (classification as generation, scored by exact match)")
+    system_prompt: str | None = Field(None, description="generation: a system turn before every prompt")
+    chat_template: bool = Field(
+        True, description="generation: render turns with the tokenizer's chat template; false: "
+                          "'<prompt>\\nAnswer: <response>' for base models without one")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if (self.name is None) == (self.path is None):
             raise ValueError("give exactly one of data.name (a named dataset) or data.path (a file or folder)")
+        if self.task == "classification" and (self.prompt_template or self.response_column or self.system_prompt):
+            raise ValueError("prompt_template / response_column / system_prompt need task: generation")
         return self
 
 
@@ -110,6 +124,7 @@ class FinetuneConfig(TrainConfig):
     freeze_layers: int = Field(0, ge=0, description="freeze the first N transformer layers (strategy: partial)")
     layer_lr_decay: float = Field(1.0, gt=0, le=1, description="lr of layer i = lr * decay**(L - i); 1.0 is off")
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    packing: bool = Field(False, description="generation: concatenate examples into full max_length blocks")
 
     @model_validator(mode="after")
     def _partial_needs_freezing(self) -> FinetuneConfig:
@@ -213,7 +228,8 @@ class GateConfig(Section):
     """Accuracy gate checked after every stage of `deploykit run`, against the fine-tuned teacher."""
 
     max_drop: float = Field(1.0, ge=0, description="accuracy points a stage may lose vs the fine-tuned teacher")
-    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    metric: Literal["accuracy", "macro_f1", "exact_match"] = Field(
+        "accuracy", description="exact_match for generation tasks")
     split: Literal["validation", "test"] = "validation"
 
 

@@ -124,7 +124,9 @@ class _EpochLog:
 
         class CB(TrainerCallback):
             def on_evaluate(self, args, state, control, metrics=None, **kw):
-                if state.is_world_process_zero and metrics and "eval_accuracy" in metrics:
+                if state.is_world_process_zero and metrics and "eval_accuracy" not in metrics:
+                    log(f"{stage}: epoch {state.epoch:.2f} loss {metrics.get('eval_loss', float('nan')):.4f}")
+                elif state.is_world_process_zero and metrics:
                     log(f"{stage}: epoch {state.epoch:.2f} accuracy {metrics['eval_accuracy']:.2f} "
                         f"macro-F1 {metrics.get('eval_macro_f1', float('nan')):.2f} "
                         f"loss {metrics.get('eval_loss', float('nan')):.4f}")
@@ -133,18 +135,25 @@ class _EpochLog:
 
 
 def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval_ds, *, layer_decay: float = 1.0,
-                  stage: str = "finetune", trainer_cls=None, collator=None, **trainer_kwargs):
-    """A Trainer with deploykit's defaults; `trainer_cls` lets distillation swap the loss."""
+                  stage: str = "finetune", trainer_cls=None, collator=None, best_metric: str = "accuracy",
+                  **trainer_kwargs):
+    """A Trainer with deploykit's defaults; `trainer_cls` lets distillation swap the loss.
+
+    `best_metric="loss"` (causal LMs) keeps the checkpoint with the lowest validation loss; classifiers
+    keep the most accurate one.
+    """
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
-    args = training_args(cfg, Path(work), has_eval=eval_ds is not None)
+    by_loss = best_metric == "loss"
+    args = training_args(cfg, Path(work), has_eval=eval_ds is not None, metric_for_best_model=best_metric,
+                         greater_is_better=not by_loss)
     callbacks = [_EpochLog(stage).callback]
     if cfg.early_stopping_patience and eval_ds is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     cls = _trainer_class(trainer_cls or Trainer, layer_decay)
     trainer = cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                data_collator=collator or DataCollatorWithPadding(tokenizer),
-               compute_metrics=compute_metrics, callbacks=callbacks, **trainer_kwargs)
+               compute_metrics=None if by_loss else compute_metrics, callbacks=callbacks, **trainer_kwargs)
     if quiet():
         from transformers.trainer_callback import PrinterCallback
 

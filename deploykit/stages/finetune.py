@@ -46,16 +46,42 @@ def _lora_targets(model) -> list[str] | None:
     return next((t for t in LORA_TARGETS if set(t) <= leaf_names), None)
 
 
-def _apply_lora(model, cfg):
+def _apply_lora(model, cfg, causal: bool = False):
     from peft import LoraConfig, TaskType, get_peft_model
 
     # SEQ_CLS makes peft train and save the fresh classifier head too (modules_to_save)
-    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+    task_type = TaskType.CAUSAL_LM if causal else TaskType.SEQ_CLS
+    lora = LoraConfig(task_type=task_type, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                       target_modules=cfg.target_modules or _lora_targets(model))
     try:
         return get_peft_model(model, lora)
     except ValueError as err:
         raise UserError(f"finetune.lora: {str(err).splitlines()[0]} (set finetune.lora.target_modules)") from None
+
+
+def _classification_job(recipe: Recipe, source: str):
+    from deploykit.data import load_task, to_dataset
+    from deploykit.llm.finetune import Job
+    from deploykit.models import load_classifier, load_tokenizer
+
+    task = load_task(recipe.data)
+    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
+    model = load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
+                            revision=recipe.model.revision)
+    max_len = recipe.data.max_length
+
+    def score(trainer, trained, split: str) -> dict | None:
+        # through the Trainer: the same batching and metrics as its per-epoch evaluation
+        if split == "test" and task.test is None:
+            return None
+        if split == "validation":
+            return {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+        return {k.removeprefix("test_"): v for k, v in trainer.evaluate(
+            to_dataset(task.test, tokenizer, max_len), metric_key_prefix="test").items()}
+
+    return Job(model, tokenizer, to_dataset(task.train, tokenizer, max_len),
+               to_dataset(task.validation, tokenizer, max_len), None, "accuracy", task.labels, score,
+               f"{len(task.train)} train / {len(task.validation)} validation rows")
 
 
 def _last_checkpoint(work: Path) -> str | None:
@@ -67,8 +93,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
     """Fine-tune `recipe.model.source` (or `parent`) on `recipe.data`; write a model folder to `out_dir`."""
     from transformers import set_seed
 
-    from deploykit.data import load_task, to_dataset
-    from deploykit.models import count_parameters, load_classifier, load_tokenizer, resolve_source
+    from deploykit.models import count_parameters, resolve_source
 
     cfg = recipe.finetune
     if recipe.data is None:
@@ -76,14 +101,18 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
     source = str(parent.path) if parent is not None else recipe.model.source
     resolve_source(source)  # a wrong model source fails before minutes of data loading
     set_seed(cfg.seed)
-    task = load_task(recipe.data)
-    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
-    model = load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
-                            revision=recipe.model.revision)
+    causal = recipe.data.task == "generation"
+    if causal:
+        from deploykit.llm.finetune import prepare
+
+        job = prepare(recipe, source)
+    else:
+        job = _classification_job(recipe, source)
+    model, tokenizer = job.model, job.tokenizer
     n_params = count_parameters(model)
     frozen = _freeze(model, cfg.freeze_embeddings, cfg.freeze_layers) if cfg.strategy == "partial" else 0
     if cfg.strategy == "lora":
-        model = _apply_lora(model, cfg.lora)
+        model = _apply_lora(model, cfg.lora, causal)
 
     out_dir = Path(out_dir).resolve()
     work = out_dir.with_name(f".{out_dir.name}.work")  # checkpoints live here for --resume
@@ -93,23 +122,24 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
     if resume and checkpoint is None:
         log(f"finetune: no checkpoint in {work}; starting from scratch")
 
-    max_len = recipe.data.max_length
-    trainer = build_trainer(model, cfg, work, tokenizer, to_dataset(task.train, tokenizer, max_len),
-                            to_dataset(task.validation, tokenizer, max_len), layer_decay=cfg.layer_lr_decay)
-    log(f"finetune: {n_params / 1e6:.1f}M params, strategy {cfg.strategy}, {len(task.train)} train / "
-        f"{len(task.validation)} validation rows, bf16 {trainer.args.bf16}, world size {world_info()[1]}")
+    trainer = build_trainer(model, cfg, work, tokenizer, job.train_ds, job.eval_ds, layer_decay=cfg.layer_lr_decay,
+                            collator=job.collator, best_metric=job.best_metric)
+    log(f"finetune: {n_params / 1e6:.1f}M params, strategy {cfg.strategy}, {job.summary}, "
+        f"bf16 {trainer.args.bf16}, world size {world_info()[1]}")
     start = time.time()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - start
 
-    val = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
-    test = None
-    if task.test is not None:
-        test = {k.removeprefix("test_"): v for k, v in trainer.evaluate(
-            to_dataset(task.test, tokenizer, max_len), metric_key_prefix="test").items()}
     model = trainer.model
-    if cfg.strategy == "lora":
-        model = model.merge_and_unload()
+    if causal:  # scored by generation, faster with LoRA merged
+        loss = trainer.evaluate()["eval_loss"]
+        model = model.merge_and_unload() if cfg.strategy == "lora" else model
+        model.eval()
+        val = {"loss": loss, **job.score(trainer, model, "validation")}
+        test = job.score(trainer, model, "test")
+    else:
+        val, test = job.score(trainer, model, "validation"), job.score(trainer, model, "test")
+        model = model.merge_and_unload() if cfg.strategy == "lora" else model
     ddp = check_replicas(model)
 
     epochs_run = float(result.metrics.get("epoch", cfg.epochs))
@@ -130,8 +160,9 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
             shutil.copytree(work / "tensorboard", tmp / "tensorboard")
         manifest = write_manifest(tmp, stage="finetune", format="pytorch", parent=parent,
                                   config=recipe.model_dump(include={"model", "data", "finetune"}),
-                                  metrics=metrics, source=source, labels=task.labels)
+                                  metrics=metrics, source=source, labels=job.labels)
     shutil.rmtree(work, ignore_errors=True)
-    log(f"finetune: validation accuracy {val.get('accuracy')}"
-        + (f", test accuracy {test.get('accuracy')}" if test else "") + f" in {seconds:.0f}s")
+    key = "exact_match" if causal else "accuracy"
+    log(f"finetune: validation {key} {val.get(key)}" + (f", test {key} {test.get(key)}" if test else "")
+        + f" in {seconds:.0f}s")
     return Artifact(out_dir, manifest)

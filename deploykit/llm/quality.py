@@ -1,0 +1,48 @@
+"""Task quality of a causal LM (PyTorch folder, in-memory model or ONNX folder) on a prompt/response split.
+
+    from deploykit.llm.quality import evaluate_causal
+    evaluate_causal("runs/sst2-smollm2/finetune", task.test, recipe.data)
+    # {'exact_match': 91.2, 'perplexity': 1.08, 'n': 872}
+
+Classification-as-generation data is scored by exact match of the greedy answer (plus perplexity of the
+reference answers); instruction data (free-text responses) by perplexity only: an exact match of a
+paragraph measures nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploykit.config import DataConfig
+from deploykit.llm.data import ChatSplit, encode_sft, render_prompt
+
+
+def answer_tokens(tokenizer, responses: list[str]) -> int:
+    """New tokens to generate for an exact-match answer: the longest reference plus the stop token."""
+    longest = max(len(ids) for ids in tokenizer(sorted(set(responses)), add_special_tokens=False)["input_ids"])
+    return longest + 2
+
+
+def scored_by_exact_match(cfg: DataConfig) -> bool:
+    return cfg.response_column is None
+
+
+def evaluate_causal(model_or_folder, split: ChatSplit, cfg: DataConfig, *, tokenizer=None, runtime: str = "auto",
+                    threads: int | None = None, batch_size: int = 8) -> dict[str, float]:
+    """Exact match (labelled answers only) and perplexity over response tokens, in percent / nats->ppl."""
+    from deploykit.llm.evaluate import exact_match, perplexity
+    from deploykit.llm.generate import TorchGenerator, load_generator
+
+    if isinstance(model_or_folder, (str, Path)):
+        gen = load_generator(model_or_folder, runtime=runtime, threads=threads)
+    else:
+        gen = TorchGenerator(model_or_folder, tokenizer, threads=threads)
+    out: dict[str, float] = {"n": len(split)}
+    if scored_by_exact_match(cfg):
+        prompts = [render_prompt(gen.tokenizer, p, cfg) for p in split.prompts]
+        em = exact_match(gen, prompts, split.responses, max_new_tokens=answer_tokens(gen.tokenizer, split.responses),
+                         batch_size=batch_size)
+        out["exact_match"] = em["exact_match"]
+    examples, _ = encode_sft(split, gen.tokenizer, cfg)
+    out["perplexity"] = perplexity(gen, examples, batch_size=batch_size)["perplexity"]
+    return out
