@@ -150,6 +150,8 @@ class DistillConfig(TrainConfig):
     alpha_hidden: float = Field(0.0, ge=0, description="weight of hidden-state MSE over the layer mapping")
     alpha_attention: float = Field(0.0, ge=0, description="weight of attention-distribution KD (same head count only)")
     cache_teacher_logits: bool = True
+    topk: int = Field(32, ge=0, description="generation: teacher logits kept per response token (0: full vocabulary, "
+                                            "live teacher); use temperature 1 with a top-k teacher")
 
 
 class PruneConfig(Section):
@@ -157,7 +159,8 @@ class PruneConfig(Section):
 
     ffn: float = Field(0.0, description="fraction of FFN intermediate neurons to remove (same count per layer)")
     width: float = Field(0.0, description="fraction of residual channels to remove, with whole heads")
-    heads: float = Field(0.0, description="fraction of attention heads (configs with an explicit head_dim only)")
+    heads: float = Field(0.0, description="fraction of attention heads (configs with an explicit head_dim only); "
+                                          "grouped-query causal LMs lose whole KV groups, query heads follow")
     depth: float = Field(0.0, description="fraction of layers to remove, by importance")
     drop_layers: list[int] | None = Field(None, description="explicit layers to remove (instead of depth)")
     vocab: bool = Field(False, description="keep only tokens seen in the training texts plus special tokens")
@@ -254,6 +257,18 @@ class Recipe(Section):
                 if not 0.0 <= r < 1.0:
                     raise ValueError(f"prune.{unit}={r} must be in [0, 1)")
         return v
+
+    @model_validator(mode="after")
+    def _gate_fits_task(self) -> Recipe:
+        if self.data is None:
+            return self
+        generation = self.data.task == "generation"
+        if generation and self.gate.metric != "exact_match":
+            raise ValueError(f"gate.metric {self.gate.metric} does not apply to data.task generation; "
+                             "set gate.metric: exact_match")
+        if not generation and self.gate.metric == "exact_match":
+            raise ValueError("gate.metric exact_match needs data.task: generation")
+        return self
 
     def stages(self) -> list[str]:
         """The stages present in this recipe, in the fixed order they run."""

@@ -89,10 +89,25 @@ def _stage_hash(recipe: Recipe, stage: str, parent_hash: str | None) -> str:
 
 
 def _gate_value(recipe: Recipe, artifact: Artifact, task) -> float:
+    split = task.split(recipe.gate.split)
+    if recipe.data.task == "generation":
+        from deploykit.llm.quality import evaluate_causal
+
+        return evaluate_causal(artifact.path, split, recipe.data)[recipe.gate.metric]
     from deploykit.evaluate import evaluate_artifact
 
-    split = task.split(recipe.gate.split)
     return evaluate_artifact(artifact, split, recipe.data.max_length)[recipe.gate.metric]
+
+
+def load_any_task(cfg):
+    """The task data a recipe's stages read: labelled texts, or prompt/response pairs for causal LMs."""
+    if cfg.task == "generation":
+        from deploykit.llm.data import load_chat_task
+
+        return load_chat_task(cfg)
+    from deploykit.data import load_task
+
+    return load_task(cfg)
 
 
 def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
@@ -101,8 +116,6 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     A stage whose config and input are unchanged since the last run is skipped; after each stage the
     accuracy gate compares it with the fine-tuned teacher and stops the run when it fails.
     """
-    from deploykit.data import load_task
-
     stages = recipe.stages()
     if not stages:
         raise UserError("recipe has no stages (add finetune, distill, prune, quantize, export or bench)")
@@ -111,7 +124,10 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     state = _state(out_dir)
-    task = load_task(recipe.data)
+    if recipe.data.task == "generation" and recipe.data.response_column and len(stages) > 1:
+        raise UserError("deploykit run gates every stage on exact answers, but data.response_column holds free-text "
+                        "responses; recast a labelled task as generation (no response_column) to chain stages")
+    task = load_any_task(recipe.data)
     parent: Artifact | None = None if "finetune" in stages else load_artifact(resolve_source(recipe.model.source))
     parent_hash = None if parent is None else config_hash("source", recipe.model.source)
     teacher = parent

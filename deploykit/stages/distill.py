@@ -132,6 +132,10 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     cfg = recipe.distill
     if recipe.data is None:
         raise UserError("distill needs a data section (or --data NAME_OR_PATH)")
+    if recipe.data.task == "generation":
+        from deploykit.llm.distill import run as run_causal
+
+        return run_causal(recipe, parent, out_dir)
     trust = recipe.model.trust_remote_code
     teacher_src = _teacher_source(cfg, parent)
     set_seed(cfg.seed)

@@ -119,6 +119,10 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     cfg = recipe.prune
     if recipe.data is None:
         raise UserError("prune needs a data section (or --data NAME_OR_PATH) for importance and evaluation")
+    if recipe.data.task == "generation":
+        from deploykit.llm.prune_stage import run as run_causal
+
+        return run_causal(recipe, parent, out_dir)
     source = str(parent.path) if parent is not None else recipe.model.source
     seed = recipe.data.seed
     set_seed(seed)

@@ -1,0 +1,121 @@
+"""`deploykit distill` for causal LMs: a student with fewer layers, taught by the teacher's next tokens.
+
+    deploykit distill --recipe recipes/sst2-smollm2.yaml --from runs/sst2-smollm2/finetune --out runs/x/distill
+
+The student keeps a subset of the teacher's layers (default every other: 30 -> 15), or is another causal
+LM sharing the teacher's tokenizer. The loss is KL on the teacher's next-token distributions over the
+response tokens (its top-k cached once per example, deploykit/llm/kd.py) plus cross-entropy on the
+reference tokens; the HF Trainer runs it, so DDP, per-epoch evaluation and the best checkpoint work as
+for encoders. Called by deploykit/stages/distill.py when `data.task` is `generation`.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from pathlib import Path
+
+from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.config import Recipe
+from deploykit.console import log
+from deploykit.errors import UserError
+from deploykit.training import build_trainer, check_replicas, num_layers
+
+
+def teacher_quality(parent: Artifact | None, source: str) -> dict | None:
+    """The teacher's validation/test scores from its own manifest (finetune measured them), if it is the parent."""
+    if parent is not None and str(parent.path) == source and parent.metrics.get("validation"):
+        return {"validation": parent.metrics["validation"], "test": parent.metrics.get("test")}
+    return None
+
+
+def build_causal_student(cfg, teacher, tokenizer, trust_remote_code: bool):
+    """(student, kept teacher layers or None, layer map or None): built from teacher layers or loaded."""
+    from deploykit.layers import check_indices, every_other, keep_layers
+    from deploykit.models import load_causal_lm
+    from deploykit.stages.distill import _check_tokenizer
+
+    n_teacher = num_layers(teacher.config)
+    if cfg.student is None:
+        keep = check_indices(cfg.student_layers if cfg.student_layers is not None else every_other(n_teacher),
+                             n_teacher, "distill.student_layers")
+        return keep_layers(copy.deepcopy(teacher), keep), keep, cfg.layer_map or keep
+    if cfg.student_layers is not None:
+        raise UserError("distill.student_layers picks teacher layers for a student built from the teacher; "
+                        "with distill.student set, use distill.layer_map to pair layers")
+    _check_tokenizer(cfg.student, tokenizer, trust_remote_code)
+    return load_causal_lm(cfg.student, trust_remote_code=trust_remote_code), None, cfg.layer_map
+
+
+def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
+    from transformers import set_seed
+
+    from deploykit.llm.data import SFTCollator, check_chat_template, load_chat_task, pad_id, sft_dataset
+    from deploykit.llm.kd import CausalDistillTrainer
+    from deploykit.llm.quality import evaluate_causal
+    from deploykit.models import count_parameters, load_causal_lm, load_tokenizer
+    from deploykit.stages.distill import _teacher_source, _warn_if_larger
+
+    cfg = recipe.distill
+    trust = recipe.model.trust_remote_code
+    teacher_src = _teacher_source(cfg, parent)
+    set_seed(cfg.seed)
+    task = load_chat_task(recipe.data)
+    tokenizer = load_tokenizer(teacher_src, trust)
+    check_chat_template(tokenizer, recipe.data, teacher_src)
+    teacher = load_causal_lm(teacher_src, trust_remote_code=trust)
+    student, kept, layer_map = build_causal_student(cfg, teacher, tokenizer, trust)
+    n_student, n_teacher = _warn_if_larger(student, teacher)
+    if cfg.alpha_attention:
+        raise UserError("distill.alpha_attention is for encoders; causal LMs distil logits (and hidden states)")
+
+    out_dir = Path(out_dir).resolve()
+    work = out_dir.with_name(f".{out_dir.name}.work")
+    shutil.rmtree(work, ignore_errors=True)
+    trainer = build_trainer(student, cfg, work, tokenizer, sft_dataset(task.train, tokenizer, recipe.data),
+                            sft_dataset(task.validation, tokenizer, recipe.data), stage="distill",
+                            trainer_cls=CausalDistillTrainer, collator=SFTCollator(pad_id(tokenizer)),
+                            best_metric="loss", teacher=teacher, temperature=cfg.temperature, alpha_kd=cfg.alpha_kd,
+                            alpha_ce=cfg.alpha_ce, alpha_hidden=cfg.alpha_hidden, layer_map=layer_map,
+                            cache_teacher_logits=cfg.cache_teacher_logits, topk=cfg.topk)
+    log(f"distill: teacher {n_teacher / 1e6:.1f}M params / {num_layers(teacher.config)} layers -> student "
+        f"{n_student / 1e6:.1f}M / {num_layers(student.config)} layers"
+        + (f" (teacher layers {kept})" if kept else f" ({cfg.student})")
+        + f", {len(task.train)} train / {len(task.validation)} validation prompts, top-{cfg.topk} teacher")
+    start = time.time()
+    result = trainer.train()
+    seconds = time.time() - start
+
+    model = trainer.model.eval()
+    val = {"loss": trainer.evaluate()["eval_loss"], **evaluate_causal(model, task.validation, recipe.data,
+                                                                      tokenizer=tokenizer)}
+    test = evaluate_causal(model, task.test, recipe.data, tokenizer=tokenizer) if task.test is not None else None
+    teacher_metrics = teacher_quality(parent, teacher_src) or {
+        "validation": evaluate_causal(teacher, task.validation, recipe.data, tokenizer=tokenizer),
+        "test": evaluate_causal(teacher, task.test, recipe.data, tokenizer=tokenizer) if task.test else None}
+    ddp = check_replicas(model)
+    epochs_run = float(result.metrics.get("epoch", cfg.epochs))
+    metrics = {
+        "validation": val, "test": test, "teacher": teacher_metrics, "train_loss": result.training_loss,
+        "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(epochs_run, 1e-9), 1),
+        "epochs_run": epochs_run, "optimizer_steps": trainer.state.global_step,
+        "best_checkpoint": trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name,
+        "parameters": n_student, "teacher_parameters": n_teacher, "ddp": ddp,
+    }
+    if not trainer.is_world_process_zero():
+        return Artifact(out_dir, {"stage": "distill", "format": "pytorch", "metrics": metrics})
+    with staging(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        manifest = write_manifest(
+            tmp, stage="distill", format="pytorch", parent=parent,
+            config=recipe.model_dump(include={"model", "data", "distill"}), metrics=metrics, labels=task.labels,
+            teacher={"source": teacher_src, "layers": num_layers(teacher.config), "parameters": n_teacher},
+            student={"source": cfg.student or "teacher layers", "layers_kept": kept,
+                     "layer_map": trainer.layer_map, "layers": num_layers(student.config)})
+    shutil.rmtree(work, ignore_errors=True)
+    key = "exact_match" if "exact_match" in val else "perplexity"
+    log(f"distill: validation {key} {val.get(key)} (teacher {teacher_metrics['validation'].get(key)})"
+        + (f", test {key} {test.get(key)}" if test else "") + f" in {seconds:.0f}s")
+    return Artifact(out_dir, manifest)
