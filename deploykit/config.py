@@ -175,7 +175,10 @@ class PruneConfig(Section):
 class QuantizeConfig(Section):
     """`deploykit quantize --int8`: ONNX Runtime INT8, dynamic or static QDQ, with an accuracy gate."""
 
-    mode: Literal["dynamic", "static"] = "dynamic"
+    mode: Literal["dynamic", "static", "weight_only"] = Field(
+        "dynamic", description="weight_only: blockwise MatMulNBits weights (causal LMs), `bits` wide")
+    bits: Literal[2, 4, 8] = Field(8, description="weight width for mode weight_only")
+    block_size: int = Field(128, ge=16, description="weights per scale for mode weight_only")
     preset: Literal["auto", "avx512_vnni", "avx2", "arm64", "tensorrt"] = Field(
         "auto", description="auto: this CPU's; tensorrt: symmetric int8 Q/DQ (mode static) for TensorRT engines")
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"

@@ -116,7 +116,7 @@ class GateResult:
 
 def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict],
          quantize: Callable[[list[str], int], Path], rank: Callable[[], list[tuple[str, float]]],
-         float_model: Path) -> GateResult:
+         float_model: Path, metric: str = "accuracy") -> GateResult:
     """Quantize, evaluate, and keep the most sensitive nodes in float (1, 2, 4, ... of them) until the
     INT8 model loses at most `max_drop` points against `float_model`; GateError with every try's
     accuracy otherwise.
@@ -127,6 +127,7 @@ def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict]
         quantize: (nodes kept float, try number) -> path of the INT8 model.
         rank: the sensitivity ranking, computed only if the first try fails.
         float_model: the float graph the drop is measured against.
+        metric: the key of `evaluate`'s result that the gate compares (exact_match for causal LMs).
     """
     result = GateResult(float_model, evaluate(float_model), {})
     k = 0
@@ -134,10 +135,10 @@ def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict]
         float_nodes = [name for name, _ in result.ranking[:k]]
         candidate = quantize(float_nodes, len(result.tries))
         scores = evaluate(candidate)
-        drop = round(result.reference["accuracy"] - scores["accuracy"], 3)
-        result.tries.append({"float_nodes": float_nodes, "accuracy": scores["accuracy"], "drop": drop})
-        log(f"quantize: try {len(result.tries) - 1}: {len(float_nodes)} nodes float, accuracy "
-            f"{scores['accuracy']:.2f} (float {result.reference['accuracy']:.2f}, drop {drop:.2f})")
+        drop = round(result.reference[metric] - scores[metric], 3)
+        result.tries.append({"float_nodes": float_nodes, metric: scores[metric], "drop": drop})
+        log(f"quantize: try {len(result.tries) - 1}: {len(float_nodes)} nodes float, {metric} "
+            f"{scores[metric]:.2f} (float {result.reference[metric]:.2f}, drop {drop:.2f})")
         if drop <= max_drop + 1e-9:
             result.model, result.metrics = candidate, scores
             return result
@@ -145,9 +146,9 @@ def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict]
             result.ranking = rank()
         limit = min(max_float_nodes, len(result.ranking))
         if k >= limit:
-            figures = ", ".join(f"{len(t['float_nodes'])} float: {t['accuracy']:.2f}" for t in result.tries)
-            raise GateError(f"gate failed after quantize: INT8 validation accuracy ({figures}) vs float "
-                            f"{result.reference['accuracy']:.2f} loses more than max_drop {max_drop} with up to "
+            figures = ", ".join(f"{len(t['float_nodes'])} float: {t[metric]:.2f}" for t in result.tries)
+            raise GateError(f"gate failed after quantize: INT8 validation {metric} ({figures}) vs float "
+                            f"{result.reference[metric]:.2f} loses more than max_drop {max_drop} with up to "
                             f"{limit} nodes float; raise quantize.max_float_nodes or quantize.max_drop, "
                             "or try --mode static")
         k = min(max(1, 2 * k), limit)
@@ -167,6 +168,12 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     if recipe.data is None:
         raise UserError("quantize needs a data section (or --data NAME_OR_PATH): the gate evaluates on its "
                         "validation split")
+    if recipe.data.task == "generation":
+        from deploykit.llm.quantize_stage import run as run_causal
+
+        return run_causal(recipe, parent, out_dir)
+    if cfg.mode == "weight_only":
+        raise UserError("quantize.mode weight_only is for causal LMs; use dynamic or static for encoders")
     task, max_length = load_task(recipe.data), recipe.data.max_length
     settings = Int8Settings.for_preset(cfg.preset, cfg.mode, per_channel=cfg.per_channel, op_types=cfg.op_types,
                                        calibration=cfg.calibration)
