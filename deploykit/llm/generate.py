@@ -59,6 +59,8 @@ def encode(tokenizer, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     bos = tokenizer.bos_token
     rendered = bool(bos) and all(p.startswith(bos) for p in prompts)
     tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:  # Llama tokenizers ship without one; pads are masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
     enc = tokenizer(list(prompts), padding=True, add_special_tokens=not rendered, return_tensors="np")
     return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
 
