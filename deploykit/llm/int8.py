@@ -14,6 +14,12 @@ Tied embeddings: the export constant-folds the lm_head's transposed copy of the 
 lm_head is an ordinary MatMul with its own weight and is quantized like the others (it is the largest
 one: 28 M of SmolLM2's 135 M weights), while the embedding lookup (Gather) keeps the float table.
 To keep the lm_head float, pass its node name (`lm_head_node`) in `exclude`.
+
+Measured on SmolLM2-135M (2-core AMD without VNNI, batch 1, 32 new tokens, shared machine, 1 thread):
+ORT FP32 24.8 tok/s; dynamic INT8 54.4 (lm_head float: 46.5, and no more faithful); weight-only
+8-bit with accuracy_level 4: 50.4, 4-bit: 74.0. With accuracy_level None, 8-bit MatMulNBits fell to
+~3 tok/s (a slow dequantizing path), so 4 is the default. Greedy text of every INT8 variant drifts
+from FP32 on longer answers (1 in 5 prompts identical over 48 tokens; 4-bit diverges at once).
 """
 
 from __future__ import annotations
