@@ -197,20 +197,21 @@ class TorchGenerator(_Generator):
     def __init__(self, model_or_folder, tokenizer=None, *, dtype=None, threads: int | None = None):
         """
         Args:
-            model_or_folder: a HF folder or a loaded `PreTrainedModel`.
+            model_or_folder: a HF folder (or any `deploykit.models` source) or a loaded `PreTrainedModel`.
             tokenizer: its tokenizer; None loads it from the folder.
             dtype: torch dtype to run in (default float32; bfloat16 is ~2x faster where the CPU has AVX512_BF16).
             threads: torch intra-op threads (process-wide); None leaves torch's setting.
         """
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from deploykit.models import load_causal_lm, load_tokenizer
 
         if threads:
             torch.set_num_threads(threads)
         dtype = dtype or torch.float32
         if isinstance(model_or_folder, (str, Path)):
-            model = AutoModelForCausalLM.from_pretrained(model_or_folder, dtype=dtype)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_or_folder)
+            model = load_causal_lm(str(model_or_folder), dtype=dtype)
+            tokenizer = tokenizer or load_tokenizer(str(model_or_folder))
         else:
             model = model_or_folder
             if tokenizer is None:

@@ -40,14 +40,17 @@ class ParityError(UserError):
     """ONNX Runtime's greedy tokens (or logits) differ from PyTorch's on a parity prompt."""
 
 
-def load_causal_lm(model_or_folder):
-    """A float32 causal LM in eval mode with eager attention (the attention TorchScript traces cleanly)."""
-    from transformers import AutoModelForCausalLM
+def eager_float32(model_or_source):
+    """A float32 causal LM in eval mode with eager attention (the attention TorchScript traces cleanly).
 
-    if isinstance(model_or_folder, (str, Path)):
-        model = AutoModelForCausalLM.from_pretrained(model_or_folder, attn_implementation="eager")
+    A source (folder, hub id, `package:`/GGUF file) loads through `deploykit.models.load_causal_lm`.
+    """
+    from deploykit.models import load_causal_lm
+
+    if isinstance(model_or_source, (str, Path)):
+        model = load_causal_lm(str(model_or_source), attn_implementation="eager")
     else:
-        model = model_or_folder
+        model = model_or_source
         model.set_attn_implementation("eager")
     return model.float().eval()
 
@@ -175,12 +178,13 @@ def export_causal_lm(model_or_folder, tokenizer, out_dir: str | Path, *, opset: 
         A report for the manifest: opset, onnx_file, layers, kv_heads, head_dim, parity.
     """
     import onnx
-    from transformers import AutoTokenizer
+
+    from deploykit.models import load_tokenizer
 
     if opset < MIN_OPSET:
         raise UserError(f"export.opset={opset} is too old; use {MIN_OPSET} or newer")
-    model = load_causal_lm(model_or_folder)
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_or_folder)
+    model = eager_float32(model_or_folder)
+    tokenizer = tokenizer or load_tokenizer(str(model_or_folder))
     if optimize:
         log("export: no ONNX Runtime fusions for decoders yet; writing the plain graph")
     layers, heads, dim = _kv_shape(model.config)

