@@ -226,7 +226,9 @@ class BenchConfig(Section):
     min_time_s: float = Field(2.0, gt=0, description="measure each setting at least this long")
     eval_samples: int | None = Field(None, ge=1, description="evaluate accuracy on this many examples (default all)")
     eval_split: Literal["validation", "test"] = "test"
-    baseline: bool = Field(True, description="add the standard recipe (plain ONNX + ORT dynamic INT8) as a row")
+    baseline: bool = Field(True, description="add the standard recipe (plain ONNX + ORT dynamic INT8) as a row; "
+                                             "causal LMs: the original GGUF file's quality and size")
+    new_tokens: int = Field(32, ge=2, description="generation: tokens every timed run decodes")
     quick: bool = False
 
 

@@ -74,10 +74,64 @@ def to_markdown(h: dict) -> str:
     return "\n".join(lines)
 
 
+# decoder LLMs (issue "Decoder LLMs through the whole chain"): final artifact vs the PyTorch FP32 teacher
+GENERATION_TARGETS = {"exact_match_drop_max": 1.0, "decode_speedup_min": 4.0, "size_ratio_max": 0.25}
+
+
+def generation_headline(report: dict, teacher: str, final: str, target: str = "cpu", batch: int = 1) -> dict:
+    """Teacher (PyTorch FP32) and final artifact rows at `batch` on `target`, and the ratios."""
+    def pick(folder: str) -> dict | None:
+        found = [r for r in report["rows"] if r.get("target") == target and r.get("status") == "ok"
+                 and r.get("batch_size") == batch and Path(r["folder"]) == Path(folder)]
+        return found[0] if found else None
+
+    t, f = pick(teacher), pick(final)
+    if t is None or f is None:
+        raise UserError(f"report has no {target} batch-{batch} rows for the teacher ({teacher}) and the final "
+                        f"artifact ({final})")
+    ref = next((r for r in report["rows"] if r.get("reference")), None)
+    drop = round(t["exact_match"] - f["exact_match"], 3) if t.get("exact_match") is not None else None
+    out = {"kind": "generation", "target": target, "batch": batch, "teacher": t, "final": f, "reference": ref,
+           "exact_match_drop": drop,
+           "decode_speedup": round(f["decode_tok_s"] / t["decode_tok_s"], 2),
+           "ttft_speedup": round(t["ttft_ms"]["p50"] / f["ttft_ms"]["p50"], 2),
+           "size_ratio": round(f["size_mb"] / t["size_mb"], 3)}
+    out["met"] = {"exact_match": drop is not None and drop <= GENERATION_TARGETS["exact_match_drop_max"],
+                  "decode": out["decode_speedup"] >= GENERATION_TARGETS["decode_speedup_min"],
+                  "size": out["size_ratio"] <= GENERATION_TARGETS["size_ratio_max"]}
+    return out
+
+
+def generation_markdown(h: dict) -> str:
+    lines = [f"| model ({h['target']}, batch {h['batch']}) | runtime | exact match % | perplexity | TTFT p50 ms | "
+             "decode tok/s | size MB |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for label, r in (("fine-tuned teacher", h["teacher"]), ("deploykit final", h["final"]),
+                     ("original GGUF (reference)", h["reference"])):
+        if r is None:
+            continue
+        ttft = f"{r['ttft_ms']['p50']:.1f}" if r.get("ttft_ms") else "n/a"
+        tps = r["decode_tok_s"] if r.get("decode_tok_s") is not None else "n/a"
+        em = "n/a" if r.get("exact_match") is None else f"{r['exact_match']:.2f}"
+        ppl = "n/a" if r.get("perplexity") is None else f"{r['perplexity']:.3f}"
+        lines.append(f"| {label} | {r['runtime_label']} | {em} | {ppl} | {ttft} | {tps} | {r['size_mb']:.1f} |")
+    m, g = h["met"], GENERATION_TARGETS
+    lines += ["", "| measure | value | target | met |", "| --- | --- | --- | --- |",
+              f"| exact-match drop vs teacher | {h['exact_match_drop']} pt | ≤ {g['exact_match_drop_max']} pt | "
+              f"{m['exact_match']} |",
+              f"| decode tokens/s vs teacher | {h['decode_speedup']}× | ≥ {g['decode_speedup_min']}× | {m['decode']} |",
+              f"| time to first token speed-up | {h['ttft_speedup']}× | (reported) | |",
+              f"| size vs teacher | {h['size_ratio']}× | ≤ {g['size_ratio_max']}× | {m['size']} |"]
+    return "\n".join(lines)
+
+
 def write(report_path: Path, teacher: str, final: str) -> str:
     report = json.loads(Path(report_path).read_text())
-    h = headline(report, teacher, final)
-    text = to_markdown(h)
+    if report.get("kind") == "generation":
+        h = generation_headline(report, teacher, final)
+        text = generation_markdown(h)
+    else:
+        h = headline(report, teacher, final)
+        text = to_markdown(h)
     Path(report_path).with_name("headline.md").write_text(text + "\n")
     Path(report_path).with_name("headline.json").write_text(json.dumps(h, indent=2, default=str))
     return text

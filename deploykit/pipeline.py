@@ -93,7 +93,7 @@ def _gate_value(recipe: Recipe, artifact: Artifact, task) -> float:
     if recipe.data.task == "generation":
         from deploykit.llm.quality import evaluate_causal
 
-        return evaluate_causal(artifact.path, split, recipe.data)[recipe.gate.metric]
+        return evaluate_causal(artifact.path, split, recipe.data, with_perplexity=False)[recipe.gate.metric]
     from deploykit.evaluate import evaluate_artifact
 
     return evaluate_artifact(artifact, split, recipe.data.max_length)[recipe.gate.metric]

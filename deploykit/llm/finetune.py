@@ -48,7 +48,8 @@ def prepare(recipe: Recipe, source: str) -> Job:
     def score(trainer, trained, split: str) -> dict | None:
         if split == "test" and task.test is None:
             return None
-        return evaluate_causal(trained, task.split(split), cfg, tokenizer=tokenizer)
+        return evaluate_causal(trained, task.split(split), cfg, tokenizer=tokenizer,
+                               with_perplexity=split != "test")
 
     return Job(model, tokenizer, train_ds, eval_ds, SFTCollator(pad_id(tokenizer)), "loss", task.labels, score,
                f"{len(task.train)} train / {len(task.validation)} validation prompts "

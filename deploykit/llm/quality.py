@@ -28,8 +28,9 @@ def scored_by_exact_match(cfg: DataConfig) -> bool:
 
 
 def evaluate_causal(model_or_folder, split: ChatSplit, cfg: DataConfig, *, tokenizer=None, runtime: str = "auto",
-                    threads: int | None = None, batch_size: int = 8) -> dict[str, float]:
-    """Exact match (labelled answers only) and perplexity over response tokens, in percent / nats->ppl."""
+                    threads: int | None = None, batch_size: int = 8, with_perplexity: bool = True) -> dict[str, float]:
+    """Exact match (labelled answers only) and perplexity of the reference responses (`with_perplexity`:
+    one more forward pass over every example, skipped where only the gate's exact match is needed)."""
     from deploykit.llm.evaluate import exact_match, perplexity
     from deploykit.llm.generate import TorchGenerator, load_generator
 
@@ -43,6 +44,7 @@ def evaluate_causal(model_or_folder, split: ChatSplit, cfg: DataConfig, *, token
         em = exact_match(gen, prompts, split.responses, max_new_tokens=answer_tokens(gen.tokenizer, split.responses),
                          batch_size=batch_size)
         out["exact_match"] = em["exact_match"]
-    examples, _ = encode_sft(split, gen.tokenizer, cfg)
-    out["perplexity"] = perplexity(gen, examples, batch_size=batch_size)["perplexity"]
+    if with_perplexity or "exact_match" not in out:
+        examples, _ = encode_sft(split, gen.tokenizer, cfg)
+        out["perplexity"] = perplexity(gen, examples, batch_size=batch_size)["perplexity"]
     return out

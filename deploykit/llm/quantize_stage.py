@@ -100,7 +100,7 @@ def run(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
             return work / f"int8-{attempt}"
 
         def validation(folder: Path) -> dict:
-            return evaluate_causal(folder, task.validation, recipe.data, runtime="ort")
+            return evaluate_causal(folder, task.validation, recipe.data, runtime="ort", with_perplexity=False)
 
         result = gate(cfg.max_drop, cfg.max_float_nodes, validation, int8,
                       lambda: rank_nodes(float_dir / "model.onnx", cfg.mode), float_dir, metric=metric)
@@ -112,8 +112,8 @@ def run(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
                    "size_bytes": {"float": file_size(float_dir / "model.onnx"), "int8": file_size(tmp / "model.onnx")},
                    "quantized_ops": report["ops"]}
         if task.test is not None:
-            metrics["test"] = {"float": evaluate_causal(float_dir, task.test, recipe.data, runtime="ort"),
-                               "int8": evaluate_causal(tmp, task.test, recipe.data, runtime="ort")}
+            metrics["test"] = {k: evaluate_causal(f, task.test, recipe.data, runtime="ort", with_perplexity=False)
+                               for k, f in (("float", float_dir), ("int8", tmp))}
         manifest = write_manifest(tmp, stage="quantize", format="onnx", parent=parent,
                                   config=recipe.model_dump(include={"data", "quantize"}), metrics=metrics,
                                   onnx_file="model.onnx", int8={k: v for k, v in report.items() if k != "ops"},

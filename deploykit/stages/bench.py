@@ -56,6 +56,12 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
     artifacts = [_checked(a) for a in map(load_artifact, artifact_paths) if not _is_report(a)]
     if not artifacts:
         raise UserError("bench: none of the folders given holds a model (only bench reports)")
+    if recipe.data.task == "generation":
+        from deploykit.llm.bench_stage import run_many as run_many_causal
+
+        subjects = _subjects(artifacts)
+        return run_many_causal(recipe, [s.artifact for s in subjects], [s.name for s in subjects],
+                               Path(out_dir).expanduser().resolve())
     task = load_task(recipe.data)
     if cfg.eval_split == "test" and task.test is None:
         raise UserError(f"data {task.source}: no test split to benchmark on; set bench.eval_split=validation "

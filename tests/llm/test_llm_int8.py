@@ -84,3 +84,23 @@ def test_bad_inputs_are_one_line_user_errors(exported, tmp_path):
     with pytest.raises(UserError, match="exclude"):
         quantize_causal(exported, tmp_path / "out", mode="dynamic", exclude=["/no/such/MatMul"])
     assert not (tmp_path / "out").exists()
+
+
+def test_embedding_table_in_8_bit_blocks_keeps_the_logits(tiny_llama, tmp_path):
+    """GatherBlockQuantized replaces the float embedding lookup; logits stay close to the MatMul-only model."""
+    import numpy as np
+
+    from deploykit.llm.generate import OrtGenerator
+    from deploykit.llm.int8 import quantize_causal
+    from deploykit.llm.onnx_export import export_causal_lm
+
+    export_causal_lm(tiny_llama, None, tmp_path / "f32")
+    a = quantize_causal(tmp_path / "f32", tmp_path / "plain", mode="dynamic", embeddings=False)
+    b = quantize_causal(tmp_path / "f32", tmp_path / "emb", mode="dynamic")
+    assert b["ops"].get("GatherBlockQuantized", 0) == 1 and "GatherBlockQuantized" not in a["ops"]
+    assert b["size_bytes_after"] < a["size_bytes_after"]
+    ids = np.array([[5, 9, 30, 2, 77]], dtype=np.int64)
+    mask = np.ones_like(ids)
+    plain = OrtGenerator(tmp_path / "plain").logits(ids, mask)
+    emb = OrtGenerator(tmp_path / "emb").logits(ids, mask)
+    assert np.abs(plain - emb).max() < 0.05 * np.abs(plain).max()

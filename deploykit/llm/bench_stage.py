@@ -1,0 +1,67 @@
+"""`deploykit bench` for causal LMs: generation speed, memory, size and task quality side by side.
+
+    deploykit bench runs/sst2-smollm2/finetune runs/sst2-smollm2/quantize --recipe recipes/sst2-smollm2.yaml
+
+Per artifact and target: time to first token and decode tokens/s at each batch size (deploykit/llm/
+bench.py says how they are kept comparable), peak memory of a fresh process, size on disk, and exact
+match / perplexity on `bench.eval_split`. PyTorch folders run on PyTorch FP32, ONNX folders on ONNX
+Runtime. With a GGUF `model.source` and `bench.baseline`, the original GGUF file is a reference row:
+its own quality (its weights dequantised in PyTorch) and size; llama.cpp's speed cannot be measured
+here. Called by deploykit/stages/bench.py when `data.task` is `generation`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploykit.config import BenchConfig, Recipe
+from deploykit.console import log
+from deploykit.errors import UserError
+
+TIMED_PROMPTS = 64  # prompts cycled over the timed runs
+
+
+def run_many(recipe: Recipe, artifacts: list, names: list[str], out_dir: Path) -> Path:
+    from deploykit.benchmark import target_threads
+    from deploykit.llm.bench import GenSubject, generation_report, measure_generation, reference_row
+    from deploykit.llm.data import load_chat_task, render_prompt
+    from deploykit.llm.quality import evaluate_causal
+    from deploykit.models import is_gguf, load_causal_lm, load_tokenizer
+    from deploykit.report import write_reports
+
+    cfg = recipe.bench or BenchConfig()
+    if "gpu" in cfg.targets:
+        raise UserError("bench.targets gpu is not implemented for causal LMs yet; use cpu and edge")
+    task = load_chat_task(recipe.data)
+    split = task.split(cfg.eval_split).head(cfg.eval_samples)
+    subjects = [GenSubject(n, a.path, runtime="torch" if a.format == "pytorch" else "ort")
+                for n, a in zip(names, artifacts)]
+    tokenizer = load_tokenizer(str(artifacts[0].path))
+    prompts = [render_prompt(tokenizer, p, recipe.data) for p in split.prompts[:TIMED_PROMPTS]]
+    batches = sorted(set(cfg.batch_sizes))
+    repeats = 2 if cfg.quick else 10
+    rows = []
+    for i, target in enumerate(cfg.targets):
+        threads = target_threads(target)
+        log(f"bench: {len(subjects)} causal LMs on {target} ({threads} threads), batch {batches}, "
+            f"{cfg.new_tokens} new tokens" + (" (--quick: a smoke test, not a measurement)" if cfg.quick else ""))
+        part = measure_generation(subjects, prompts, batch_sizes=batches, new_tokens=cfg.new_tokens, repeats=repeats,
+                                  rounds=1 if cfg.quick else 2, threads=threads, memory=i == 0)
+        rows += [{**r, "target": target} for r in part]
+    quality = {}
+    for s in subjects:
+        log(f"bench: scoring {s.name} on {len(split)} {cfg.eval_split} prompts")
+        quality[s.name] = evaluate_causal(s.folder, split, recipe.data, runtime=s.runtime)
+    if cfg.baseline and is_gguf(recipe.model.source):
+        log(f"bench: scoring the original GGUF {recipe.model.source}")
+        ref = evaluate_causal(load_causal_lm(recipe.model.source), split, recipe.data,
+                              tokenizer=load_tokenizer(recipe.model.source))
+        rows.append({**reference_row("original GGUF", recipe.model.source, exact_match=ref.get("exact_match"),
+                                     perplexity=ref["perplexity"]), "target": None})
+    for r in rows:
+        if r["name"] in quality:
+            r.update(exact_match=quality[r["name"]].get("exact_match"), perplexity=quality[r["name"]]["perplexity"])
+    note = f"exact match and perplexity on {len(split)} {cfg.eval_split} prompts of {task.source}"
+    paths = write_reports(generation_report(rows, title=recipe.name or "generation", eval_note=note), out_dir)
+    log(f"[green]bench[/green]: {len(rows)} rows -> {paths['html']}")
+    return out_dir
