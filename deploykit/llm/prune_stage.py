@@ -97,8 +97,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         after = {**measure(model, cfg.macs_seq_len),
                  "validation": evaluate_causal(model, task.validation, recipe.data, tokenizer=tokenizer)}
         metrics = {"before": before, "after": after, "before_recovery": pruned if cfg.recovery else None,
-                   "test": evaluate_causal(model, task.test, recipe.data, tokenizer=tokenizer, with_perplexity=False)
-                   if task.test else None,
+                   "test": None,  # scored once, by bench (generation is slow on a CPU)
                    "parameters_ratio": round(after["parameters"] / before["parameters"], 4),
                    "macs_ratio": round(after["macs"] / before["macs"], 4), "seconds": round(time.time() - start, 1)}
         check = tensor_batches(task.validation, tokenizer, recipe.data, 1)

@@ -111,9 +111,6 @@ def run(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
         metrics = {"validation": {"float": result.reference, "int8": result.metrics, "drop": result.tries[-1]["drop"]},
                    "size_bytes": {"float": file_size(float_dir / "model.onnx"), "int8": file_size(tmp / "model.onnx")},
                    "quantized_ops": report["ops"]}
-        if task.test is not None:
-            metrics["test"] = {k: evaluate_causal(f, task.test, recipe.data, runtime="ort", with_perplexity=False)
-                               for k, f in (("float", float_dir), ("int8", tmp))}
         manifest = write_manifest(tmp, stage="quantize", format="onnx", parent=parent,
                                   config=recipe.model_dump(include={"data", "quantize"}), metrics=metrics,
                                   onnx_file="model.onnx", int8={k: v for k, v in report.items() if k != "ops"},

@@ -46,7 +46,7 @@ def test_dynamic_int8_quantizes_every_weight_matmul(tiny_llama, tiny_task, tmp_p
     assert ops(out).get("MatMulInteger", 0) == m["int8"]["quantized_nodes"] == 2 * 7 + 1   # q,k,v,o,gate,up,down + head
     assert m["float_nodes"] == [] and m["tries"][0]["drop"] <= 0.5
     assert art.metrics["size_bytes"]["int8"] < art.metrics["size_bytes"]["float"]
-    assert set(art.metrics["test"]["int8"]) == {"exact_match", "n"}   # test: exact match only
+    assert "test" not in art.metrics   # bench scores the test split once, at the end
     # the tied embedding table is stored in 8-bit blocks too
     assert ops(out).get("GatherBlockQuantized", 0) == 1 and m["int8"]["int8_embedding_tables"] == 1
     assert m["export"]["parity"]["prompts"] == 8
