@@ -4,6 +4,7 @@
     deploykit quantize --from runs/ft --int8 --out runs/int8
     deploykit bench runs/ft runs/int8 --data sst2 --data-dir ../shared/data --quick
     deploykit run recipes/sst2-minilm.yaml
+    deploykit generate runs/sst2-smollm2/quantize "Is 'a gorgeous film' positive or negative?"
 
 Every stage command also takes `--recipe FILE` and `--set section.key=value` (repeatable).
 A user mistake prints one line and exits with code 2.
@@ -189,6 +190,37 @@ def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], set_: 
 
     cfg = load_recipe(recipe, set_)
     typer.echo(f"{recipe}: ok ({' -> '.join(cfg.stages()) or 'no stages'})")
+
+
+@app.command()
+@edge
+def generate(model: Annotated[Path, typer.Argument(help="a causal LM folder: PyTorch, or an exported/INT8 ONNX one")],
+             prompts: Annotated[list[str], typer.Argument(help="one or more prompts (user turns)")],
+             max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1)] = 64,
+             sample: Annotated[bool, typer.Option("--sample", help="sample instead of greedy decoding")] = False,
+             temperature: Annotated[float, typer.Option(min=0.01)] = 1.0,
+             top_k: Annotated[int, typer.Option(min=0)] = 0,
+             top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+             seed: int = 0,
+             system: Annotated[Optional[str], typer.Option(help="a system turn before each prompt")] = None,
+             raw: Annotated[bool, typer.Option("--raw", help="feed the prompts as they are (no chat template)")] = False,
+             runtime: Annotated[str, typer.Option(help="auto (ONNX Runtime when model.onnx is there), ort or torch")] = "auto",
+             threads: Annotated[Optional[int], typer.Option(min=1)] = None,
+             json_lines: Annotated[bool, typer.Option("--json", help="one JSON object per prompt")] = False):
+    """Answer prompts with a causal LM: deploykit's own KV-cache loop, on ONNX Runtime or PyTorch."""
+    from deploykit.llm.generate import chat_prompts, load_generator
+
+    gen = load_generator(model, runtime=runtime, threads=threads)
+    rendered = list(prompts) if raw else chat_prompts(gen.tokenizer, list(prompts), system, str(model))
+    out = gen.generate(rendered, max_new_tokens, do_sample=sample, temperature=temperature, top_k=top_k,
+                       top_p=top_p, seed=seed)
+    for i, (prompt, text) in enumerate(zip(prompts, out.texts(gen.tokenizer))):
+        if json_lines:
+            import json
+
+            typer.echo(json.dumps({"prompt": prompt, "answer": text, "new_tokens": int(out.lengths[i])}))
+        else:
+            typer.echo(text if len(prompts) == 1 else f"[{i + 1}] {text}")
 
 
 def _quiet(on: bool) -> None:

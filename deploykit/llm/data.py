@@ -167,11 +167,11 @@ def check_chat_template(tokenizer, cfg: DataConfig, model_name: str) -> None:
 
 def render_prompt(tokenizer, prompt: str, cfg: DataConfig) -> str:
     """The text a model is fed to answer `prompt`: chat turns + the assistant header, or plain."""
+    from deploykit.llm.generate import chat_prompts
+
     if not cfg.chat_template:
         return prompt + PLAIN_ANSWER
-    turns = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else [])
-    turns.append({"role": "user", "content": prompt})
-    return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    return chat_prompts(tokenizer, [prompt], cfg.system_prompt)[0]
 
 
 def _response_text(tokenizer, response: str, cfg: DataConfig) -> str:

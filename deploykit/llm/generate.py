@@ -333,3 +333,12 @@ def load_generator(folder, runtime: str = "auto", threads: int | None = None) ->
             raise UserError(f"{folder}: no config.json; not a Hugging Face causal-LM folder")
         return TorchGenerator(folder, threads=threads)
     raise UserError(f"runtime={runtime!r} is not one of auto, ort, torch")
+
+
+def chat_prompts(tokenizer, prompts: list[str], system: str | None = None, model_name: str = "the model") -> list[str]:
+    """User turns rendered with the tokenizer's chat template, ready for `generate`."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"{model_name}: its tokenizer has no chat template; pass --raw to feed prompts as they are")
+    head = [{"role": "system", "content": system}] if system else []
+    return [tokenizer.apply_chat_template(head + [{"role": "user", "content": p}], tokenize=False,
+                                          add_generation_prompt=True) for p in prompts]

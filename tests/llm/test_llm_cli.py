@@ -1,0 +1,34 @@
+"""`deploykit generate`: answers prompts from a PyTorch or ONNX causal-LM folder; bad input in one line."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from deploykit.cli import app
+
+runner = CliRunner()
+
+
+def test_generate_prints_one_answer_per_prompt(tiny_llama):
+    import json
+
+    result = runner.invoke(app, ["generate", str(tiny_llama), "the movie was good", "awful plot", "-n", "4",
+                                 "--runtime", "torch", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["prompt"] for r in rows] == ["the movie was good", "awful plot"]
+    assert all(1 <= r["new_tokens"] <= 4 for r in rows)
+
+
+def test_sampling_is_reproducible_with_a_seed(tiny_llama):
+    args = ["generate", str(tiny_llama), "a film", "-n", "8", "--sample", "--top-k", "50", "--raw"]
+    first = runner.invoke(app, args + ["--seed", "1"]).stdout
+    assert runner.invoke(app, args + ["--seed", "1"]).stdout == first
+    assert any(runner.invoke(app, args + ["--seed", str(s)]).stdout != first for s in (2, 3, 4))
+
+
+def test_bad_inputs_exit_2_in_one_line(tiny_llama, tmp_path):
+    result = runner.invoke(app, ["generate", str(tmp_path), "hi", "--runtime", "torch"])
+    assert result.exit_code == 2 and "no config.json" in result.output
+    result = runner.invoke(app, ["generate", str(tiny_llama), "hi", "--runtime", "tensorflow"])
+    assert result.exit_code == 2 and "not one of auto, ort, torch" in result.output
