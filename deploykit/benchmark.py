@@ -122,16 +122,22 @@ def plan_rows(subjects: list[Subject], settings: Settings) -> list[Row]:
             for runtime in runtimes:
                 rows.append(Row(subject, runtime, target, target_threads(target),
                                 target_batches(target, settings.batch_sizes),
-                                skip=note or unavailable(runtime, target), note=_caveat(runtime)))
+                                skip=note or unavailable(runtime, target), note=_caveat(runtime, target)))
     return rows
 
 
-def _caveat(runtime: str) -> str | None:
+def _bf16_device(target: str) -> str:
+    return "cuda" if target == "gpu" else "cpu"
+
+
+def _caveat(runtime: str, target: str) -> str | None:
     from deploykit.hardware import bf16_supported
 
-    if runtime == "torch-bf16" and not bf16_supported():
-        return "bf16 is emulated here (no AVX512_BF16, AMX or CUDA bf16): expect it slower than FP32"
-    return None
+    if runtime != "torch-bf16" or bf16_supported(_bf16_device(target)):
+        return None
+    if target == "gpu":
+        return "bf16 is emulated on this GPU (compute capability below 8.0): expect it slower than FP32"
+    return "bf16 is emulated here (no AVX512_BF16 or AMX): expect it slower than FP32"
 
 
 # ---------------------------------------------------------------- inputs
@@ -204,7 +210,8 @@ def _load(row: Row, inputs: Inputs, settings: Settings, pool: dict) -> None:
         pool[key] = (loaded, round(rss_mb() - before, 1))
     row.loaded, growth = pool[key]
     row.memory = {"model_rss_mb": growth, "peak_rss_mb": None,
-                  "memory_method": "in-process: RSS growth while loading and running the largest batch"}
+                  "memory_method": "in-process: RSS growth while loading and running the largest batch"
+                  + (" (host memory only; the weights live on the GPU)" if row.loaded.device != "cpu" else "")}
 
 
 def _latency_block(row: Row, feeds: list[dict]) -> None:
@@ -363,7 +370,7 @@ def row_dict(row: Row, settings: Settings) -> dict[str, Any]:
         "baseline": row.subject.baseline, "runtime": row.runtime, "runtime_label": LABELS[row.runtime],
         "target": row.target, "device": row.loaded.device if ok else None, "threads": row.threads,
         "status": "ok" if ok else "skipped", "note": row.skip or row.note,
-        "bf16_native": bf16_supported() if row.runtime == "torch-bf16" else None,
+        "bf16_native": bf16_supported(_bf16_device(row.target)) if row.runtime == "torch-bf16" else None,
         "latency_ms": _percentiles(row.latencies_ms),
         "throughput": {str(b): round(s / t, 1) for b, (s, t) in sorted(row.work.items())} if ok else None,
         "peak_rss_mb": row.memory.get("peak_rss_mb"), "model_rss_mb": row.memory.get("model_rss_mb"),

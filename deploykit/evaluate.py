@@ -46,10 +46,13 @@ def torch_predictor(model, dtype=None) -> Predictor:
     model.eval()
     accepted = set(inspect.signature(model.forward).parameters)
 
+    # a model that trained on the GPU (prune recovery, distillation) is still there: feed it there
+    device = next(model.parameters()).device
+
     def run(batch: dict[str, np.ndarray]) -> np.ndarray:
-        inputs = {k: torch.from_numpy(np.asarray(v)) for k, v in batch.items() if k in accepted}
-        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-            return model(**inputs).logits.float().numpy()
+        inputs = {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in batch.items() if k in accepted}
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            return model(**inputs).logits.float().cpu().numpy()
 
     return run
 

@@ -45,7 +45,8 @@ def peak_memory(artifact: Artifact, runtime: str, threads: int, device: str, bat
             "device": device, "texts": batch.texts, "pairs": batch.pairs, "max_length": max_length}
     out = run_child("deploykit.footprint", spec, f"{artifact.path} ({runtime})")
     return {"peak_rss_mb": out["peak_rss_mb"], "model_rss_mb": round(out["peak_rss_mb"] - out["base_rss_mb"], 1),
-            "memory_method": f"subprocess: peak RSS of a fresh process running batch {len(batch)}"}
+            "memory_method": f"subprocess: peak RSS of a fresh process running batch {len(batch)}"
+            + (f"; GPU: {out['gpu_peak_mb']} MB allocated at peak" if "gpu_peak_mb" in out else "")}
 
 
 def run_child(module: str, spec: dict[str, Any], what: str) -> dict[str, Any]:
@@ -76,6 +77,8 @@ def _memory_child(spec_path: str) -> None:
         MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(AutoConfig.from_pretrained(spec["path"]))]  # its module
         torch.set_num_threads(spec["threads"])
         torch.ones(64, 64) @ torch.ones(64, 64)  # starts the thread pool
+        if spec["device"] != "cpu":
+            torch.zeros(1, device=spec["device"])  # the CUDA context (hundreds of MB of RSS) is baseline too
     else:
         import onnxruntime  # noqa: F401
     from transformers import AutoTokenizer
@@ -89,7 +92,12 @@ def _memory_child(spec_path: str) -> None:
     loaded.prepare(spec["threads"])
     loaded.predict(feed)
     loaded.predict(feed)
-    print(json.dumps({"peak_rss_mb": round(peak_rss_mb(), 1), "base_rss_mb": round(base, 1)}))
+    out = {"peak_rss_mb": round(peak_rss_mb(), 1), "base_rss_mb": round(base, 1)}
+    if spec["device"] != "cpu" and spec["runtime"].startswith("torch"):
+        import torch
+
+        out["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    print(json.dumps(out))
 
 
 def peak_rss_mb() -> float:

@@ -1,4 +1,4 @@
-"""What this CPU can do, detected at run time: picks bf16 and the INT8 quantization preset.
+"""What this CPU (and GPU, if any) can do, detected at run time: picks bf16 and the INT8 quantization preset.
 
 Never hard-coded: the machines deploykit runs on differ (AMD with AVX-512 VNNI/BF16, Intel with
 AMX, ARM, or plain AVX2).
@@ -23,17 +23,37 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def bf16_supported() -> bool:
-    """True where bf16 matmuls run natively (AMX or AVX512_BF16) or on a CUDA GPU with bf16."""
+def bf16_supported(device: str | None = None) -> bool:
+    """True where bf16 matmuls run natively on `device`.
+
+    Args:
+        device: "cpu" (AMX or AVX512_BF16), "cuda"/"gpu" (a CUDA GPU of compute capability 8.0 or
+            later; older ones only emulate bf16), or None for the device training uses: the GPU
+            when there is one, else the CPU. A GPU machine's CPU is judged by its own flags.
+    """
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "gpu" or device.startswith("cuda"):
+        return cuda_bf16_native()
     flags = cpu_flags()
     if "amx_bf16" in flags or "avx512_bf16" in flags:
         return True
     checker = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     return bool(checker and checker())
+
+
+def cuda_bf16_native() -> bool:
+    """A CUDA GPU that runs bf16 natively (torch.cuda.is_bf16_supported() also says True for emulation)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch before 2.3 has no including_emulation and counted native support only
+        return bool(torch.cuda.is_bf16_supported())
 
 
 def quant_preset() -> str:
@@ -64,8 +84,19 @@ def describe() -> dict[str, object]:
         "cores": os.cpu_count(),
         "isa": isa,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "bf16_native": bf16_supported(),
+        "bf16_native": bf16_supported("cpu"),
         "quant_preset": quant_preset(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        **(_cuda_details() if torch.cuda.is_available() else {}),
         "platform": platform.platform(),
     }
+
+
+def _cuda_details() -> dict[str, object]:
+    """The GPU beside the CPU: compute capability, memory, bf16, the CUDA version torch was built for."""
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    return {"cuda_capability": f"{props.major}.{props.minor}", "cuda_memory_gb": round(props.total_memory / 2**30, 1),
+            "cuda_bf16_native": cuda_bf16_native(), "cuda_version": torch.version.cuda,
+            "cuda_devices": torch.cuda.device_count()}

@@ -120,3 +120,69 @@ def run_tensorrt(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
                                   engine_file=ENGINE_FILE, onnx_file=onnx_path.name, export=report)
     log(f"export: TensorRT engine {out_dir}/{ENGINE_FILE} ({built['engine_bytes'] / 1e6:.1f} MB)")
     return Artifact(Path(out_dir).resolve(), manifest)
+
+
+class EngineRunner:
+    """A deserialized engine as a Predictor: numpy feed in, logits (numpy, float32) out.
+
+    TensorRT 10's tensor API: inputs are copied to CUDA tensors that torch allocates (no cuda-python
+    needed), their shapes set on the execution context, outputs allocated for the shapes it infers,
+    and the engine enqueued on a torch CUDA stream; the call returns once the stream is done, so a
+    timed call includes the copies both ways.
+    """
+
+    def __init__(self, engine_file: Path):
+        import tensorrt as trt
+        import torch
+
+        self._trt = trt
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(Path(engine_file).read_bytes())
+        if self.engine is None:
+            raise UserError(f"{engine_file}: TensorRT cannot deserialize this engine (built by another TensorRT "
+                            "version or for another GPU? rebuild it here with `deploykit export --format tensorrt`)")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._dtypes = {n: _torch_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self, batch: dict) -> "np.ndarray":
+        import numpy as np
+        import torch
+
+        ids = np.asarray(batch["input_ids"])
+        held = []  # keeps the device buffers alive until the stream is done
+        with torch.cuda.stream(self.stream):
+            for name in self.inputs:
+                host = np.asarray(batch[name]) if name in batch else np.zeros_like(ids)
+                tensor = torch.from_numpy(np.ascontiguousarray(host)).to("cuda", self._dtypes[name],
+                                                                          non_blocking=False)
+                held.append(tensor)
+                self.context.set_input_shape(name, tuple(tensor.shape))
+                self.context.set_tensor_address(name, tensor.data_ptr())
+            outputs = {}
+            for name in self.outputs:
+                shape = tuple(self.context.get_tensor_shape(name))
+                outputs[name] = torch.empty(shape, dtype=self._dtypes[name], device="cuda")
+                self.context.set_tensor_address(name, outputs[name].data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError("TensorRT could not run the engine (see the TensorRT log above)")
+        self.stream.synchronize()
+        return outputs[self.outputs[0]].float().cpu().numpy()
+
+
+def _torch_dtype(trt, dtype):
+    import torch
+
+    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
+             trt.int8: torch.int8, trt.bool: torch.bool}
+    if hasattr(trt, "int64"):
+        table[trt.int64] = torch.int64
+    if hasattr(trt, "bfloat16"):
+        table[trt.bfloat16] = torch.bfloat16
+    if dtype not in table:
+        raise UserError(f"TensorRT engine tensor type {dtype} is not supported by deploykit's runner")
+    return table[dtype]

@@ -67,14 +67,27 @@ def compute_metrics(pred) -> dict[str, float]:
     return out
 
 
+def train_on_gpu() -> bool:
+    """Train on CUDA when there is a GPU for every local rank; more ranks than GPUs train on CPU (gloo).
+
+    NCCL refuses two ranks on one GPU, and a rank whose LOCAL_RANK has no device cannot start.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_info()[1]))
+    return local_world <= torch.cuda.device_count()
+
+
 def use_bf16(setting: str) -> bool:
-    return setting == "on" or (setting == "auto" and bf16_supported())
+    return setting == "on" or (setting == "auto" and bf16_supported("cuda" if train_on_gpu() else "cpu"))
 
 
 def training_args(cfg: TrainConfig, work: Path, has_eval: bool = True, **overrides):
-    import torch
     from transformers import TrainingArguments
 
+    on_gpu = train_on_gpu()
     kwargs = dict(
         output_dir=str(work),
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
@@ -89,8 +102,8 @@ def training_args(cfg: TrainConfig, work: Path, has_eval: bool = True, **overrid
         report_to=["tensorboard"] if cfg.tensorboard else [],
         disable_tqdm=quiet(), dataloader_num_workers=0,
         # without use_cpu every torchrun rank silently trains its own copy on a CPU machine
-        use_cpu=not torch.cuda.is_available(),
-        ddp_backend="gloo" if world_info()[1] > 1 and not torch.cuda.is_available() else None,
+        use_cpu=not on_gpu,
+        ddp_backend="gloo" if world_info()[1] > 1 and not on_gpu else None,
     )
     kwargs.update(overrides)
     if cfg.tensorboard:

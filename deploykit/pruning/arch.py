@@ -127,7 +127,8 @@ def measure(model, seq_len: int) -> dict[str, int]:
 
     max_pos = getattr(model.config, "max_position_embeddings", seq_len)
     seq_len = min(seq_len, max_pos - 2)  # RoBERTa positions start after the padding index
-    ids = torch.full((1, seq_len), min(5, model.config.vocab_size - 1), dtype=torch.long)
+    ids = torch.full((1, seq_len), min(5, model.config.vocab_size - 1), dtype=torch.long,
+                     device=next(model.parameters()).device)  # the GPU, after a recovery fine-tune there
     was_training = model.training
     model.eval()
     macs, params = tp.utils.count_ops_and_params(model, {"input_ids": ids})

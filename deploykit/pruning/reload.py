@@ -78,9 +78,12 @@ def _same_logits(model, reloaded, inputs, atol: float, folder) -> float:
     model.eval()
     reloaded.eval()
     worst = 0.0
+    # a model that recovered on the GPU is compared there, beside its reloaded copy
+    device = next(model.parameters()).device
+    reloaded.to(device)
     with torch.inference_mode():
         for batch in inputs:
-            feed = {k: v for k, v in batch.items() if k != "labels"}
+            feed = {k: v.to(device) for k, v in batch.items() if k != "labels"}
             diff = (model(**feed).logits - reloaded(**feed).logits).abs().max().item()
             worst = max(worst, diff)
     model.train(was_training)

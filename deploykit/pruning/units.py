@@ -120,6 +120,8 @@ def prune_step(model, cfg: PruneConfig, target: Target, step: int, batches: list
 
     Counts are cumulative from the original model, so rounding never drifts across steps.
     """
+    # a model that recovered on the GPU after the previous step is pruned where its batches are: the CPU
+    model.cpu()
     original = kept.original
     if target.layers:
         # an explicit list goes at once: its indices name layers of the original model
