@@ -103,8 +103,8 @@ def generation_headline(report: dict, teacher: str, final: str, target: str = "c
 
 
 def generation_markdown(h: dict) -> str:
-    lines = [f"| model ({h['target']}, batch {h['batch']}) | runtime | exact match % | perplexity | TTFT p50 ms | "
-             "decode tok/s | size MB |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"| model ({h['target']}, batch {h['batch']}) | runtime | exact match % | label named % | perplexity | "
+             "TTFT p50 ms | decode tok/s | size MB |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, r in (("fine-tuned teacher", h["teacher"]), ("deploykit final", h["final"]),
                      ("original GGUF (reference)", h["reference"])):
         if r is None:
@@ -113,7 +113,9 @@ def generation_markdown(h: dict) -> str:
         tps = r["decode_tok_s"] if r.get("decode_tok_s") is not None else "n/a"
         em = "n/a" if r.get("exact_match") is None else f"{r['exact_match']:.2f}"
         ppl = "n/a" if r.get("perplexity") is None else f"{r['perplexity']:.3f}"
-        lines.append(f"| {label} | {r['runtime_label']} | {em} | {ppl} | {ttft} | {tps} | {r['size_mb']:.1f} |")
+        named = "n/a" if r.get("label_match") is None else f"{r['label_match']:.2f}"
+        lines.append(f"| {label} | {r['runtime_label']} | {em} | {named} | {ppl} | {ttft} | {tps} | "
+                     f"{r['size_mb']:.1f} |")
     m, g = h["met"], GENERATION_TARGETS
     lines += ["", "| measure | value | target | met |", "| --- | --- | --- | --- |",
               f"| exact-match drop vs teacher | {h['exact_match_drop']} pt | ≤ {g['exact_match_drop_max']} pt | "

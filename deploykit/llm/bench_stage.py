@@ -57,10 +57,12 @@ def run_many(recipe: Recipe, artifacts: list, names: list[str], out_dir: Path) -
         ref = evaluate_causal(load_causal_lm(recipe.model.source), split, recipe.data,
                               tokenizer=load_tokenizer(recipe.model.source))
         rows.append({**reference_row("original GGUF", recipe.model.source, exact_match=ref.get("exact_match"),
-                                     perplexity=ref["perplexity"]), "target": None})
+                                     perplexity=ref["perplexity"]), "label_match": ref.get("label_match"),
+                     "target": None})
     for r in rows:
         if r["name"] in quality:
-            r.update(exact_match=quality[r["name"]].get("exact_match"), perplexity=quality[r["name"]]["perplexity"])
+            q = quality[r["name"]]
+            r.update(exact_match=q.get("exact_match"), label_match=q.get("label_match"), perplexity=q["perplexity"])
     note = f"exact match and perplexity on {len(split)} {cfg.eval_split} prompts of {task.source}"
     paths = write_reports(generation_report(rows, title=recipe.name or "generation", eval_note=note), out_dir)
     log(f"[green]bench[/green]: {len(rows)} rows -> {paths['html']}")

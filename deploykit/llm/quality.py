@@ -23,6 +23,22 @@ def answer_tokens(tokenizer, responses: list[str]) -> int:
     return longest + 2
 
 
+def label_match(predictions: list[str], references: list[str]) -> float:
+    """% of answers that name the right label and no other one ("The review is positive." counts for
+    "positive"): how a chat model that answers in sentences, e.g. the untuned original, is read."""
+    import re
+
+    from deploykit.llm.evaluate import normalise
+
+    labels = sorted({normalise(r) for r in references})
+    hits = 0
+    for pred, ref in zip(predictions, references):
+        words = set(re.findall(r"[\w']+", normalise(pred)))
+        named = [lab for lab in labels if set(lab.split()) <= words]
+        hits += named == [normalise(ref)]
+    return round(100.0 * hits / max(len(references), 1), 3)
+
+
 def scored_by_exact_match(cfg: DataConfig) -> bool:
     return cfg.response_column is None
 
@@ -44,6 +60,7 @@ def evaluate_causal(model_or_folder, split: ChatSplit, cfg: DataConfig, *, token
         em = exact_match(gen, prompts, split.responses, max_new_tokens=answer_tokens(gen.tokenizer, split.responses),
                          batch_size=batch_size)
         out["exact_match"] = em["exact_match"]
+        out["label_match"] = label_match(em["predictions"], split.responses)
     if with_perplexity or "exact_match" not in out:
         examples, _ = encode_sft(split, gen.tokenizer, cfg)
         out["perplexity"] = perplexity(gen, examples, batch_size=batch_size)["perplexity"]

@@ -99,3 +99,11 @@ def test_bad_inputs(tiny_llama, tiny_task, tmp_path):
         check_length(gen_cfg(tiny_task, max_length=1024), AutoConfig.from_pretrained(tiny_llama), "tiny")
     with pytest.raises(Exception, match="need task: generation"):
         DataConfig(path=str(tiny_task), prompt_template="{sentence}")
+
+
+def test_label_match_reads_sentence_answers():
+    from deploykit.llm.quality import label_match
+
+    preds = ["The review is positive.", "negative", "It is positive and negative", "Positive!", "unclear"]
+    refs = ["positive", "negative", "positive", "negative", "positive"]
+    assert label_match(preds, refs) == 40.0
