@@ -237,7 +237,7 @@ class GateConfig(Section):
 
     max_drop: float = Field(1.0, ge=0, description="accuracy points a stage may lose vs the fine-tuned teacher")
     metric: Literal["accuracy", "macro_f1", "exact_match"] = Field(
-        "accuracy", description="exact_match for generation tasks")
+        "accuracy", description="default: accuracy for classification, exact_match for generation tasks")
     split: Literal["validation", "test"] = "validation"
 
 
@@ -268,6 +268,8 @@ class Recipe(Section):
         if self.data is None:
             return self
         generation = self.data.task == "generation"
+        if generation and "metric" not in self.gate.model_fields_set:
+            self.gate.metric = "exact_match"  # the documented default for generation tasks
         if generation and self.gate.metric != "exact_match":
             raise ValueError(f"gate.metric {self.gate.metric} does not apply to data.task generation; "
                              "set gate.metric: exact_match")

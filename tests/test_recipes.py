@@ -11,8 +11,8 @@ from deploykit.config import load_recipe
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
 
 
-def test_the_three_issue_recipes_ship():
-    assert {"sst2-minilm.yaml", "agnews-minilm.yaml", "tiny-ci.yaml"} <= {p.name for p in RECIPES}
+def test_the_issue_recipes_ship():
+    assert {"sst2-minilm.yaml", "agnews-minilm.yaml", "tiny-ci.yaml", "sst2-smollm2.yaml"} <= {p.name for p in RECIPES}
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)

@@ -61,6 +61,9 @@ def test_free_text_responses_cannot_be_chained(tmp_path, tiny_llama):
 
 
 def test_gate_metric_must_fit_the_task(tiny_task, tiny_llama):
+    data = {"path": str(tiny_task), "task": "generation", "label_names": ["negative", "positive"]}
+    assert build_recipe({"model": {"source": str(tiny_llama)}, "data": data}).gate.metric == "exact_match"
     with pytest.raises(UserError, match="set gate.metric: exact_match"):
-        build_recipe({"model": {"source": str(tiny_llama)},
-                      "data": {"path": str(tiny_task), "task": "generation", "label_names": ["negative", "positive"]}})
+        build_recipe({"model": {"source": str(tiny_llama)}, "data": data, "gate": {"metric": "accuracy"}})
+    with pytest.raises(UserError, match="exact_match needs data.task: generation"):
+        build_recipe({"data": {"path": str(tiny_task)}, "gate": {"metric": "exact_match"}})
