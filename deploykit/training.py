@@ -174,6 +174,15 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
     return trainer
 
 
+def training_record(trainer, result, seconds: float, planned_epochs: float) -> dict:
+    """What a training stage's manifest says about its run: loss, time, epochs, steps, best checkpoint."""
+    epochs_run = float(result.metrics.get("epoch", planned_epochs))
+    best = trainer.state.best_model_checkpoint
+    return {"train_loss": result.training_loss, "train_seconds": round(seconds, 1),
+            "seconds_per_epoch": round(seconds / max(epochs_run, 1e-9), 1), "epochs_run": epochs_run,
+            "optimizer_steps": trainer.state.global_step, "best_checkpoint": best and Path(best).name}
+
+
 def check_replicas(model) -> dict | None:
     """Under DDP, prove every rank holds the same weights; a silent per-rank copy is a bug, not a run."""
     import torch

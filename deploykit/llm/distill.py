@@ -16,11 +16,11 @@ import shutil
 import time
 from pathlib import Path
 
-from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.artifact import Artifact
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
-from deploykit.training import build_trainer, check_replicas, num_layers
+from deploykit.training import build_trainer, check_replicas, num_layers, training_record
 
 
 def teacher_quality(parent: Artifact | None, source: str) -> dict | None:
@@ -54,8 +54,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     from deploykit.llm.data import SFTCollator, check_chat_template, load_chat_task, pad_id, sft_dataset
     from deploykit.llm.kd import CausalDistillTrainer
     from deploykit.llm.quality import evaluate_causal
-    from deploykit.models import count_parameters, load_causal_lm, load_tokenizer
-    from deploykit.stages.distill import _teacher_source, _warn_if_larger
+    from deploykit.models import load_causal_lm, load_tokenizer
+    from deploykit.stages.distill import _teacher_source, _warn_if_larger, save_student
 
     cfg = recipe.distill
     trust = recipe.model.trust_remote_code
@@ -95,25 +95,14 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     teacher_metrics = teacher_quality(parent, teacher_src) or {
         "validation": evaluate_causal(teacher, task.validation, recipe.data, tokenizer=tokenizer), "test": None}
     ddp = check_replicas(model)
-    epochs_run = float(result.metrics.get("epoch", cfg.epochs))
-    metrics = {
-        "validation": val, "test": test, "teacher": teacher_metrics, "train_loss": result.training_loss,
-        "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(epochs_run, 1e-9), 1),
-        "epochs_run": epochs_run, "optimizer_steps": trainer.state.global_step,
-        "best_checkpoint": trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name,
-        "parameters": n_student, "teacher_parameters": n_teacher, "ddp": ddp,
-    }
+    metrics = {"validation": val, "test": test, "teacher": teacher_metrics,
+               **training_record(trainer, result, seconds, cfg.epochs),
+               "parameters": n_student, "teacher_parameters": n_teacher, "ddp": ddp}
     if not trainer.is_world_process_zero():
         return Artifact(out_dir, {"stage": "distill", "format": "pytorch", "metrics": metrics})
-    with staging(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        manifest = write_manifest(
-            tmp, stage="distill", format="pytorch", parent=parent,
-            config=recipe.model_dump(include={"model", "data", "distill"}), metrics=metrics, labels=task.labels,
-            teacher={"source": teacher_src, "layers": num_layers(teacher.config), "parameters": n_teacher},
-            student={"source": cfg.student or "teacher layers", "layers_kept": kept,
-                     "layer_map": trainer.layer_map, "layers": num_layers(student.config)})
+    manifest = save_student(model, tokenizer, recipe, parent, out_dir, metrics, task.labels,
+                            teacher={"source": teacher_src, "layers": num_layers(teacher.config), "parameters": n_teacher},
+                            kept=kept, layer_map=trainer.layer_map)
     shutil.rmtree(work, ignore_errors=True)
     key = "exact_match" if "exact_match" in val else "perplexity"
     log(f"distill: validation {key} {val.get(key)} (teacher {teacher_metrics['validation'].get(key)})"

@@ -26,7 +26,7 @@ from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import DistillConfig, Recipe
 from deploykit.console import console, log
 from deploykit.errors import UserError
-from deploykit.training import build_trainer, check_replicas, num_layers, world_info
+from deploykit.training import build_trainer, check_replicas, num_layers, training_record
 
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")  # what HF writes when a model was saved without label names
 
@@ -121,6 +121,20 @@ def _split_metrics(logits, labels) -> dict[str, float]:
     return metrics(np.asarray(logits), labels)
 
 
+def save_student(model, tokenizer, recipe: Recipe, parent: Artifact | None, out_dir: Path, metrics: dict,
+                 labels: list[str] | None, *, teacher: dict, kept: list[int] | None, layer_map) -> dict:
+    """Write the student folder (weights, tokenizer, manifest with its teacher and layers) atomically."""
+    cfg = recipe.distill
+    with staging(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        return write_manifest(
+            tmp, stage="distill", format="pytorch", parent=parent,
+            config=recipe.model_dump(include={"model", "data", "distill"}), metrics=metrics, labels=labels,
+            teacher=teacher, student={"source": cfg.student or "teacher layers", "layers_kept": kept,
+                                      "layer_map": layer_map, "layers": num_layers(model.config)})
+
+
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """Distil the teacher (`distill.teacher`, else `parent`) into a smaller student; write it to `out_dir`."""
     from transformers import DataCollatorWithPadding, set_seed
@@ -176,25 +190,14 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         test = {k.removeprefix("test_"): v for k, v in
                 trainer.evaluate(evals["test"], metric_key_prefix="test").items()}
     ddp = check_replicas(trainer.model)
-    epochs_run = float(result.metrics.get("epoch", cfg.epochs))
-    metrics = {
-        "validation": val, "test": test, "teacher": teacher_metrics, "train_loss": result.training_loss,
-        "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(epochs_run, 1e-9), 1),
-        "epochs_run": epochs_run, "optimizer_steps": trainer.state.global_step,
-        "best_checkpoint": trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name,
-        "parameters": n_student, "teacher_parameters": n_teacher, "ddp": ddp,
-    }
+    metrics = {"validation": val, "test": test, "teacher": teacher_metrics,
+               **training_record(trainer, result, seconds, cfg.epochs),
+               "parameters": n_student, "teacher_parameters": n_teacher, "ddp": ddp}
     if not trainer.is_world_process_zero():
         return Artifact(out_dir, {"stage": "distill", "format": "pytorch", "metrics": metrics})
-    with staging(out_dir) as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        manifest = write_manifest(
-            tmp, stage="distill", format="pytorch", parent=parent,
-            config=recipe.model_dump(include={"model", "data", "distill"}), metrics=metrics, labels=task.labels,
-            teacher={"source": teacher_src, "layers": num_layers(teacher.config), "parameters": n_teacher},
-            student={"source": cfg.student or "teacher layers", "layers_kept": kept,
-                     "layer_map": trainer.layer_map, "layers": num_layers(student.config)})
+    manifest = save_student(trainer.model, tokenizer, recipe, parent, out_dir, metrics, task.labels,
+                            teacher={"source": teacher_src, "layers": num_layers(teacher.config), "parameters": n_teacher},
+                            kept=kept, layer_map=trainer.layer_map)
     shutil.rmtree(work, ignore_errors=True)
     log(f"distill: validation accuracy {val.get('accuracy')} (teacher {teacher_metrics['validation']['accuracy']})"
         + (f", test accuracy {test.get('accuracy')} (teacher {teacher_metrics['test']['accuracy']})" if test else "")

@@ -20,7 +20,8 @@ from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
-from deploykit.training import build_trainer, check_replicas, layer_index, num_layers, world_info
+from deploykit.training import (build_trainer, check_replicas, layer_index, num_layers, training_record,
+                                world_info)
 
 
 def _freeze(model, freeze_embeddings: bool, freeze_layers: int) -> int:
@@ -142,12 +143,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
         model = model.merge_and_unload() if cfg.strategy == "lora" else model
     ddp = check_replicas(model)
 
-    epochs_run = float(result.metrics.get("epoch", cfg.epochs))
     metrics = {
-        "validation": val, "test": test, "train_loss": result.training_loss,
-        "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / max(epochs_run, 1e-9), 1),
-        "epochs_run": epochs_run, "optimizer_steps": trainer.state.global_step,
-        "best_checkpoint": trainer.state.best_model_checkpoint and Path(trainer.state.best_model_checkpoint).name,
+        "validation": val, "test": test, **training_record(trainer, result, seconds, cfg.epochs),
         "parameters": n_params, "frozen_parameters": frozen, "ddp": ddp,
         "resumed_from": checkpoint and Path(checkpoint).name,
     }
