@@ -11,7 +11,6 @@ for encoders. Called by deploykit/stages/distill.py when `data.task` is `generat
 
 from __future__ import annotations
 
-import copy
 import shutil
 import time
 from pathlib import Path
@@ -32,18 +31,12 @@ def teacher_quality(parent: Artifact | None, source: str) -> dict | None:
 
 def build_causal_student(cfg, teacher, tokenizer, trust_remote_code: bool):
     """(student, kept teacher layers or None, layer map or None): built from teacher layers or loaded."""
-    from deploykit.layers import check_indices, every_other, keep_layers
     from deploykit.models import load_causal_lm
-    from deploykit.stages.distill import _check_tokenizer
+    from deploykit.stages.distill import _check_tokenizer, student_from_teacher
 
-    n_teacher = num_layers(teacher.config)
-    if cfg.student is None:
-        keep = check_indices(cfg.student_layers if cfg.student_layers is not None else every_other(n_teacher),
-                             n_teacher, "distill.student_layers")
-        return keep_layers(copy.deepcopy(teacher), keep), keep, cfg.layer_map or keep
-    if cfg.student_layers is not None:
-        raise UserError("distill.student_layers picks teacher layers for a student built from the teacher; "
-                        "with distill.student set, use distill.layer_map to pair layers")
+    built = student_from_teacher(cfg, teacher)
+    if built is not None:
+        return built
     _check_tokenizer(cfg.student, tokenizer, trust_remote_code)
     return load_causal_lm(cfg.student, trust_remote_code=trust_remote_code), None, cfg.layer_map
 

@@ -70,6 +70,22 @@ def _check_tokenizer(student_src: str, teacher_tok, trust_remote_code: bool) -> 
                         "the student must use the teacher's vocabulary")
 
 
+def student_from_teacher(cfg: DistillConfig, teacher):
+    """(student, kept layers, layer map) built from the teacher's own layers, or None when `distill.student`
+    names a separate model. Shared by the encoder and causal-LM distillation."""
+    from deploykit.layers import check_indices, every_other, keep_layers
+
+    n_teacher = num_layers(teacher.config)
+    if cfg.student is None:
+        keep = check_indices(cfg.student_layers if cfg.student_layers is not None else every_other(n_teacher),
+                             n_teacher, "distill.student_layers")
+        return keep_layers(copy.deepcopy(teacher), keep), keep, cfg.layer_map or keep
+    if cfg.student_layers is not None:
+        raise UserError("distill.student_layers picks teacher layers for a student built from the teacher; "
+                        "with distill.student set, use distill.layer_map to pair layers")
+    return None
+
+
 def build_student(cfg: DistillConfig, teacher, teacher_tok, labels: list[str], trust_remote_code: bool = False):
     """The student model, the teacher layers it kept (None for a separate student) and its layer map.
 
@@ -85,17 +101,11 @@ def build_student(cfg: DistillConfig, teacher, teacher_tok, labels: list[str], t
     """
     from transformers import AutoConfig
 
-    from deploykit.layers import check_indices, every_other, keep_layers
     from deploykit.models import load_classifier, resolve_source
 
-    n_teacher = num_layers(teacher.config)
-    if cfg.student is None:
-        keep = check_indices(cfg.student_layers if cfg.student_layers is not None else every_other(n_teacher),
-                             n_teacher, "distill.student_layers")
-        return keep_layers(copy.deepcopy(teacher), keep), keep, cfg.layer_map or keep
-    if cfg.student_layers is not None:
-        raise UserError("distill.student_layers picks teacher layers for a student built from the teacher; "
-                        "with distill.student set, use distill.layer_map to pair layers")
+    built = student_from_teacher(cfg, teacher)
+    if built is not None:
+        return built
     _check_tokenizer(cfg.student, teacher_tok, trust_remote_code)
     s_config = AutoConfig.from_pretrained(resolve_source(cfg.student), trust_remote_code=trust_remote_code)
     if any(a.endswith("ForSequenceClassification") for a in s_config.architectures or []):
