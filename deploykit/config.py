@@ -169,6 +169,9 @@ class PruneConfig(Section):
     steps: int = Field(1, ge=1, description="iterative schedule: prune in this many steps")
     recovery: TrainConfig | None = Field(None, description="short fine-tune after each step; omit for none")
     distill_from_parent: bool = Field(True, description="recovery distils from the unpruned model")
+    hidden_kd: float = Field(0.0, ge=0, description="recovery: weight of hidden-state MSE to the unpruned model, "
+                                                    "layer by kept layer, through a projection when width was "
+                                                    "pruned (0: logits only)")
     macs_seq_len: int = Field(128, ge=1)
 
 

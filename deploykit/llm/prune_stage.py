@@ -30,6 +30,9 @@ def _check_units(cfg) -> None:
                         "groups) or prune.depth")
     if cfg.vocab:
         raise UserError("prune.vocab is for encoder classifiers; a causal LM must keep the tokens it may generate")
+    if cfg.hidden_kd:
+        raise UserError("prune.hidden_kd is for encoders; a causal LM's recovery distils the parent's top-k "
+                        "next-token distributions (distill.topk)")
     if cfg.steps != 1:
         raise UserError("prune.steps > 1 is for encoders; a causal LM is pruned in one step, then recovered")
 

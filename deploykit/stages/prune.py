@@ -55,7 +55,16 @@ def _evaluate(model, split: Split | None, tokenizer, max_length: int) -> dict | 
     return metrics(predict(torch_predictor(model), split, tokenizer, max_length), split.labels)
 
 
-def _recover(model, teacher, recipe: Recipe, datasets: tuple, tokenizer, work: Path):
+def _init_projection(projection: torch.nn.Linear, channels: list[int]) -> None:
+    """Start the student -> parent hidden-state projection as the channel selection width pruning made:
+    the kept channels then match from the first step and only the removed ones must be learned."""
+    with torch.no_grad():
+        projection.weight.zero_()
+        projection.bias.zero_()
+        projection.weight[channels, torch.arange(len(channels))] = 1.0
+
+
+def _recover(model, teacher, recipe: Recipe, datasets: tuple, tokenizer, work: Path, kept):
     """Short fine-tune of the pruned model; distils from the unpruned `teacher` when one is given."""
     from deploykit.training import build_trainer
 
@@ -66,9 +75,13 @@ def _recover(model, teacher, recipe: Recipe, datasets: tuple, tokenizer, work: P
 
         # the distillation section's loss weights when the recipe has one, else its defaults
         d = recipe.distill or DistillConfig()
+        # each pruned layer learns from the parent layer it was cut from
         kd = dict(trainer_cls=DistillTrainer, teacher=teacher, temperature=d.temperature,
-                  alpha_kd=d.alpha_kd, alpha_ce=d.alpha_ce, cache_teacher_logits=True)
+                  alpha_kd=d.alpha_kd, alpha_ce=d.alpha_ce, alpha_hidden=cfg.hidden_kd,
+                  layer_map=list(kept.layers) if cfg.hidden_kd else None, cache_teacher_logits=True)
     trainer = build_trainer(model, cfg.recovery, work, tokenizer, datasets[0], datasets[1], stage="prune", **kd)
+    if getattr(trainer, "projection", None) is not None:
+        _init_projection(trainer.projection, kept.channels)
     trainer.train()
     shutil.rmtree(work, ignore_errors=True)
     return trainer.model
@@ -149,7 +162,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
             prune_step(model, cfg, target, step, importance, kept)
             log(f"prune: step {step}/{cfg.steps}: {shape_of(model).as_dict()}")
             if cfg.recovery:
-                model = _recover(model, teacher, recipe, datasets, tokenizer, work / f"step{step}")
+                model = _recover(model, teacher, recipe, datasets, tokenizer, work / f"step{step}", kept)
         kept_tokens, vocab_diff = None, None
         if cfg.vocab:
             tokenizer, kept_tokens, vocab_diff = _prune_vocab(model, tokenizer, recipe, work / "tokenizer")

@@ -67,6 +67,30 @@ def test_iterative_schedule_with_distilled_recovery(tiny_bert, tiny_task, tmp_pa
     assert not (tmp_path / ".pruned.work").exists()
 
 
+def test_hidden_state_recovery_learns_through_a_selection_projection(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    """hidden_kd: width-pruned layers learn the parent's hidden states through a projection that starts
+    as the channel selection, so the kept channels match the parent's exactly before any training."""
+    from deploykit.kd import DistillTrainer
+
+    seen = {}
+    real_train = DistillTrainer.train
+
+    def train(self, *a, **k):
+        seen.update(alpha_hidden=self.alpha_hidden, layer_map=self.layer_map,
+                    weight=self.projection.weight.detach().clone())
+        return real_train(self, *a, **k)
+
+    monkeypatch.setattr(DistillTrainer, "train", train)
+    art = run_stage("prune", recipe(tiny_bert, tiny_task, width=0.5, drop_layers=[0], recovery=RECOVERY,
+                                    hidden_kd=1.0), tiny_bert, tmp_path / "pruned")
+    channels = art.manifest["kept"]["channels"]
+    assert seen["alpha_hidden"] == 1.0 and seen["layer_map"] == [1]  # the one kept layer learns from parent layer 1
+    expected = torch.zeros(64, 32)
+    expected[channels, torch.arange(32)] = 1.0
+    assert torch.equal(seen["weight"], expected)
+    assert art.manifest["metrics"]["reload_max_logit_diff"] <= 1e-5
+
+
 @pytest.mark.parametrize("prune, message", [
     ({"width": 1.0}, "prune.width=1.0 must be in [0, 1)"),
     ({"ffn": -0.1}, "prune.ffn=-0.1 must be in [0, 1)"),
