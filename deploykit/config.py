@@ -182,6 +182,11 @@ class QuantizeConfig(Section):
         "dynamic", description="weight_only: blockwise MatMulNBits weights (causal LMs), `bits` wide")
     bits: Literal[2, 4, 8] = Field(8, description="weight width for mode weight_only")
     block_size: int = Field(128, ge=16, description="weights per scale for mode weight_only")
+    symmetric: bool = Field(True, description="weight_only: blocks without zero points; false stores one per block "
+                                              "(4-bit SmolLM2: 84.5 exact match vs 83.0 symmetric)")
+    fallback_bits: Literal[4, 8] | None = Field(
+        None, description="weight_only: the gate quantizes the most sensitive MatMuls this wide (symmetric) "
+                          "instead of keeping them float; null keeps them float")
     preset: Literal["auto", "avx512_vnni", "avx2", "arm64", "tensorrt"] = Field(
         "auto", description="auto: this CPU's; tensorrt: symmetric int8 Q/DQ (mode static) for TensorRT engines")
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
@@ -191,7 +196,15 @@ class QuantizeConfig(Section):
     op_types: list[str] | None = Field(None, description="operator types to quantize; default per mode")
     optimize: bool = Field(True, description="fuse the float graph (ORT transformer optimizer) before quantizing")
     max_drop: float = Field(0.5, ge=0, description="accuracy points the INT8 model may lose vs its float parent")
-    max_float_nodes: int = Field(16, ge=0, description="give up after keeping this many nodes in float")
+    max_float_nodes: int = Field(16, ge=0, description="give up after keeping this many nodes in float "
+                                                       "(or fallback_bits wide)")
+
+    @model_validator(mode="after")
+    def _fallback_wider(self) -> QuantizeConfig:
+        if self.fallback_bits is not None and (self.mode != "weight_only" or self.fallback_bits <= self.bits):
+            raise ValueError(f"fallback_bits {self.fallback_bits} needs mode weight_only and must exceed bits "
+                             f"{self.bits}")
+        return self
 
 
 class TensorRTConfig(Section):

@@ -104,3 +104,57 @@ def test_embedding_table_in_8_bit_blocks_keeps_the_logits(tiny_llama, tmp_path):
     plain = OrtGenerator(tmp_path / "plain").logits(ids, mask)
     emb = OrtGenerator(tmp_path / "emb").logits(ids, mask)
     assert np.abs(plain - emb).max() < 0.05 * np.abs(plain).max()
+
+
+def _attrs(node) -> dict:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def test_mixed_4_and_8_bit_shares_the_tied_embedding_with_the_lm_head(exported, tmp_path):
+    """4-bit asymmetric MatMuls, the lm_head 8-bit; the embedding lookup reads the lm_head's 8-bit weight
+    (no second table) and gives the same logits as a float lookup up to 8-bit rounding."""
+    import onnx
+
+    head = lm_head_node(exported / "model.onnx")
+    shared = quantize_causal(exported, tmp_path / "mixed", mode="weight_only", bits=4, block_size=16,
+                             symmetric=False, wide=[head], wide_bits=8)
+    plain = quantize_causal(exported, tmp_path / "plain", mode="weight_only", bits=4, block_size=16,
+                            symmetric=False, wide=[head], wide_bits=8, embeddings=False)
+    assert shared["embedding_shared_with_lm_head"] and shared["wide_nodes"] == [head]
+    assert shared["ops"]["MatMulNBits"] == WEIGHT_MATMULS and shared["ops"]["GatherBlockQuantized"] == 1
+    graph = onnx.load(str(tmp_path / "mixed" / "model.onnx")).graph
+    nbits = {n.name: n for n in graph.node if n.op_type == "MatMulNBits"}
+    assert _attrs(nbits[f"{head}_Q8"])["bits"] == 8 and len(nbits[f"{head}_Q8"].input) == 3  # symmetric
+    rest = [n for name, n in nbits.items() if name != f"{head}_Q8"]
+    assert {_attrs(n)["bits"] for n in rest} == {4} and all(len(n.input) == 4 for n in rest)  # zero points
+    gather = next(n for n in graph.node if n.op_type == "GatherBlockQuantized")
+    producer = next(n for n in graph.node if gather.input[0] in n.output)
+    assert producer.op_type == "Reshape" and producer.input[0] == nbits[f"{head}_Q8"].input[1]
+    table = [_attrs(nbits[f"{head}_Q8"])[k] for k in ("N", "K")]  # [vocab, hidden]
+    assert not any(list(i.dims) == table for i in graph.initializer)  # the float table is gone, no 8-bit copy
+    assert shared["size_bytes_after"] < plain["size_bytes_after"]
+    ids = np.array([[5, 9, 30, 2, 77]], dtype=np.int64)
+    a = OrtGenerator(tmp_path / "plain").logits(ids, np.ones_like(ids))
+    b = OrtGenerator(tmp_path / "mixed").logits(ids, np.ones_like(ids))
+    # a zero-point mismatch (0 vs 128) between the two ops would scramble every looked-up row
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+
+
+def test_untied_or_4_bit_lm_head_keeps_its_own_embedding_table(exported, tmp_path):
+    report = quantize_causal(exported, tmp_path / "w4", mode="weight_only", bits=4, block_size=16)
+    assert not report["embedding_shared_with_lm_head"] and report["int8_embedding_tables"] == 1
+
+
+def test_bad_fallback_widths_are_one_line_user_errors(exported, tmp_path):
+    head = lm_head_node(exported / "model.onnx")
+    with pytest.raises(UserError, match="weight_only"):
+        quantize_causal(exported, tmp_path / "out", mode="dynamic", wide=[head])
+    with pytest.raises(UserError, match="wider"):
+        quantize_causal(exported, tmp_path / "out", mode="weight_only", bits=8, wide=[head], wide_bits=4)
+    with pytest.raises(UserError, match="fallback"):
+        quantize_causal(exported, tmp_path / "out", mode="weight_only", bits=4, wide=["/no/such/MatMul"])
+    with pytest.raises(UserError, match="both float"):
+        quantize_causal(exported, tmp_path / "out", mode="weight_only", bits=4, wide=[head], exclude=[head])
+    assert not (tmp_path / "out").exists()

@@ -83,6 +83,70 @@ def test_gate_keeps_the_lm_head_float_first(tiny_llama, tiny_task, tmp_path, mon
     assert not (tmp_path / "fail").exists()
 
 
+def test_gate_falls_back_to_8_bit_instead_of_float(tiny_llama, tiny_task, tmp_path, monkeypatch):
+    import deploykit.llm.quality as quality
+
+    def lm_head_bits(folder) -> int:
+        graph = onnx.load(str(folder / "model.onnx")).graph
+        node = next(n for n in graph.node if n.op_type == "MatMulNBits" and "lm_head" in n.name)
+        return next(a.i for a in node.attribute if a.name == "bits")
+
+    def fake(folder, split, cfg, **kw):  # loses 10 points while the lm_head is 4-bit
+        if "int8" not in str(folder):
+            return {"exact_match": 50.0, "n": len(split)}
+        return {"exact_match": 50.0 if lm_head_bits(folder) == 8 else 40.0, "n": len(split)}
+
+    monkeypatch.setattr(quality, "evaluate_causal", fake)
+    settings = {"mode": "weight_only", "bits": 4, "block_size": 16, "symmetric": False, "fallback_bits": 8,
+                "max_drop": 1.0}
+    run_stage("quantize", recipe(tiny_llama, tiny_task, quantize=settings), tiny_llama, tmp_path / "g")
+    m = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    assert len(m["tries"]) == 2 and m["sensitivity"][0][1] == "lm_head"
+    assert m["fallback_nodes"] == [m["sensitivity"][0][0]] and m["float_nodes"] == []
+    assert m["fallback_bits"] == 8 and m["int8"]["embedding_shared_with_lm_head"]
+    assert ops(tmp_path / "g")["MatMulNBits"] == 15 and ops(tmp_path / "g")["MatMul"] == 2 * 2  # attention only
+
+
+def test_block_error_follows_width_and_zero_points():
+    import numpy as np
+
+    from deploykit.llm.quantize_stage import block_error
+
+    w = np.random.default_rng(0).normal(0.5, 1.0, (64, 8)).astype(np.float32)  # off-centre: zero points help
+    assert block_error(w, 8, 32, True) < block_error(w, 4, 32, True)
+    assert block_error(w, 4, 32, False) < block_error(w, 4, 32, True)
+    assert block_error(w[:40], 4, 32, True) > 0  # a partial last block is padded, not dropped
+    assert block_error(np.zeros((32, 4), np.float32), 4, 32, False) == 0.0
+
+
+def test_fallback_ranking_is_error_per_weight_after_the_lm_head(tiny_llama, tmp_path):
+    import numpy as np
+    from onnx import numpy_helper
+
+    from deploykit.llm.int8 import lm_head_node
+    from deploykit.llm.onnx_export import export_causal_lm
+    from deploykit.llm.quantize_stage import block_error, rank_nodes
+
+    export_causal_lm(tiny_llama, None, tmp_path / "f32")
+    path = tmp_path / "f32" / "model.onnx"
+    ranking = rank_nodes(path, "weight_only", (4, 16, False))
+    assert ranking[0] == (lm_head_node(path), float("inf")) and len(ranking) == 15
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weights = {n.name: inits[n.input[1]] for n in model.graph.node if n.name in dict(ranking)}
+    for name, score in ranking[1:]:
+        assert score == pytest.approx(block_error(weights[name], 4, 16, False) / weights[name].size)
+    assert [s for _, s in ranking[1:]] == sorted((s for _, s in ranking[1:]), reverse=True)
+    assert np.isfinite([s for _, s in ranking[1:]]).all()
+
+
+@pytest.mark.parametrize("settings", [{"mode": "dynamic", "fallback_bits": 8},
+                                      {"mode": "weight_only", "bits": 8, "fallback_bits": 4}])
+def test_fallback_bits_must_be_wider_weight_only(tiny_llama, tiny_task, settings):
+    with pytest.raises(UserError, match="fallback_bits"):
+        recipe(tiny_llama, tiny_task, quantize=settings)
+
+
 def test_static_is_refused_for_causal_lms(tiny_llama, tiny_task, tmp_path):
     with pytest.raises(UserError, match="static"):
         run_stage("quantize", recipe(tiny_llama, tiny_task, quantize={"mode": "static"}), tiny_llama, tmp_path / "s")
