@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--train-rows", type=int, default=3000)
     ap.add_argument("--eval-rows", type=int, default=300, help="validation rows (sst2/dev.tsv) for checkpoints")
     ap.add_argument("--set", action="append", default=[], dest="sets", help="e.g. prune.width=0.3333")
+    ap.add_argument("--pruned", help="measure this existing prune-stage output of --teacher instead of pruning "
+                                     "(e.g. runs/sst2-minilm/prune with --teacher runs/sst2-minilm/distill)")
     args = ap.parse_args()
     if not os.environ.get("DEPLOYKIT_DATA_DIR"):
         raise SystemExit("set DEPLOYKIT_DATA_DIR to the folder holding sst2/ (e.g. ../shared/data)")
@@ -98,9 +100,19 @@ def main() -> None:
         "prune": {"ffn": 0.5, "width": 0.25, "vocab": True, "importance": "taylor", "importance_batches": 4,
                   "steps": 1, "recovery": RECOVERY, "distill_from_parent": True, "macs_seq_len": 128},
     }, args.sets, origin="bench/prune_sst2.py")
-    start = time.time()
-    art = run_stage("prune", recipe, teacher, Path(args.out))
-    seconds = time.time() - start
+    if args.pruned:
+        art = load_artifact(args.pruned)
+        if Path(art.manifest["parent"]["path"]).resolve() != teacher.resolve():
+            raise SystemExit(f"{args.pruned} was pruned from {art.manifest['parent']['path']}, not from {teacher}")
+        # describe the stage as it ran, not as this script's defaults would have run it
+        recipe = build_recipe({k: v for k, v in art.manifest["config"].items() if v is not None},
+                              origin=f"{args.pruned}/manifest.json")
+        seconds = art.metrics["seconds"]
+        args.train_rows = recipe.data.max_train_samples or "all"
+    else:
+        start = time.time()
+        art = run_stage("prune", recipe, teacher, Path(args.out))
+        seconds = time.time() - start
 
     from deploykit.data import load_task
     from deploykit.evaluate import evaluate_artifact

@@ -172,6 +172,9 @@ class PruneConfig(Section):
     hidden_kd: float = Field(0.0, ge=0, description="recovery: weight of hidden-state MSE to the unpruned model, "
                                                     "layer by kept layer, through a projection when width was "
                                                     "pruned (0: logits only)")
+    recovery_min_words: int = Field(0, ge=0, description="importance and recovery use the training rows of at "
+                                                         "least this many words, drawn from the whole training "
+                                                         "file (0: the data section's rows)")
     macs_seq_len: int = Field(128, ge=1)
 
 

@@ -30,6 +30,8 @@ def _check_units(cfg) -> None:
                         "groups) or prune.depth")
     if cfg.vocab:
         raise UserError("prune.vocab is for encoder classifiers; a causal LM must keep the tokens it may generate")
+    if cfg.recovery_min_words:
+        raise UserError("prune.recovery_min_words is for encoders; a causal LM recovers on its training prompts")
     if cfg.hidden_kd:
         raise UserError("prune.hidden_kd is for encoders; a causal LM's recovery distils the parent's top-k "
                         "next-token distributions (distill.topk)")

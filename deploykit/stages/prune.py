@@ -109,6 +109,26 @@ def _prune_vocab(model, tokenizer, recipe: Recipe, scratch: Path):
     return tokenizer, kept, diff
 
 
+def _recovery_rows(recipe: Recipe, train: Split) -> Split:
+    """The rows importance and recovery learn from. With `recovery_min_words`, the whole training file's
+    rows of at least that many words: a pruned model loses most on long inputs, and a training file of
+    short phrases (SST-2: median 7 words, test sentences 19) hardly shows the parent's behaviour on them."""
+    from deploykit.data import load_task
+
+    n = recipe.prune.recovery_min_words
+    if not n:
+        return train
+    full = load_task(recipe.data.model_copy(update={"max_train_samples": None})).train
+    idx = [i for i, text in enumerate(full.texts) if len(text.split()) >= n]
+    if not idx:
+        raise UserError(f"prune.recovery_min_words={n}: no training row has {n} words; lower it")
+    cap = recipe.data.max_train_samples
+    if cap and len(idx) > cap:
+        idx = sorted(random.Random(recipe.data.seed).sample(idx, cap))
+    log(f"prune: importance and recovery on {len(idx)} training rows of >= {n} words")
+    return full.take(idx)
+
+
 @contextlib.contextmanager
 def _scratch(folder: Path):
     """A work folder (recovery checkpoints, the rewritten tokenizer) removed however the stage ends."""
@@ -146,13 +166,14 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     shape = shape_of(model)
     target = plan(cfg, shape, arch_of(model))  # every bad request fails here, before any work
     max_len = recipe.data.max_length
-    importance = _tensor_batches(task.train, tokenizer, cfg.importance_batches, BATCH, max_len, seed)
+    train = _recovery_rows(recipe, task.train)
+    importance = _tensor_batches(train, tokenizer, cfg.importance_batches, BATCH, max_len, seed)
 
     start = time.time()
     before = {**measure(model, cfg.macs_seq_len), "shape": shape.as_dict(),
               "validation": _evaluate(model, task.validation, tokenizer, max_len)}
     teacher = copy.deepcopy(model).eval() if cfg.recovery and cfg.distill_from_parent else None
-    datasets = (to_dataset(task.train, tokenizer, max_len), to_dataset(task.validation, tokenizer, max_len)) \
+    datasets = (to_dataset(train, tokenizer, max_len), to_dataset(task.validation, tokenizer, max_len)) \
         if cfg.recovery else None
     out_dir = Path(out_dir).resolve()
     work = out_dir.with_name(f".{out_dir.name}.work")

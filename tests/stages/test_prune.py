@@ -91,6 +91,35 @@ def test_hidden_state_recovery_learns_through_a_selection_projection(tiny_bert, 
     assert art.manifest["metrics"]["reload_max_logit_diff"] <= 1e-5
 
 
+def test_recovery_rows_are_the_long_ones_of_the_whole_training_file(tiny_bert, tiny_task):
+    from deploykit.data import load_task
+    from deploykit.stages.prune import _recovery_rows
+
+    train = tiny_task / "train.tsv"
+    lines = train.read_text().splitlines()
+    # every third row a whole sentence, the rest short phrases (as in SST-2's training file)
+    lines[1:] = [f"{t} and the rest of it was much the same\t{y}" if i % 3 == 0 else line
+                 for i, (line, (t, y)) in enumerate((ln, ln.split("\t")) for ln in lines[1:])]
+    train.write_text("\n".join(lines) + "\n")
+    r = recipe(tiny_bert, tiny_task, ffn=0.5)
+    full = load_task(r.data).train
+    lengths = sorted(len(t.split()) for t in full.texts)
+    n = lengths[-1]  # the longest rows only
+    long_rows = [t for t in full.texts if len(t.split()) >= n]
+    assert 4 <= len(long_rows) < len(full)
+    cap = len(long_rows) // 2
+    capped = r.model_copy(update={"data": r.data.model_copy(update={"max_train_samples": cap}),
+                                  "prune": r.prune.model_copy(update={"recovery_min_words": n})})
+    # drawn from the whole file, not from the rows max_train_samples keeps, then capped
+    rows = _recovery_rows(capped, load_task(capped.data).train)
+    assert len(rows) == cap and set(rows.texts) <= set(long_rows)
+    uncapped = r.model_copy(update={"prune": r.prune.model_copy(update={"recovery_min_words": n})})
+    assert sorted(_recovery_rows(uncapped, full).texts) == sorted(long_rows)
+    assert _recovery_rows(r, full) is full  # 0: the data section's rows, untouched
+    with pytest.raises(UserError, match="no training row has 1000 words"):
+        _recovery_rows(r.model_copy(update={"prune": r.prune.model_copy(update={"recovery_min_words": 1000})}), full)
+
+
 @pytest.mark.parametrize("prune, message", [
     ({"width": 1.0}, "prune.width=1.0 must be in [0, 1)"),
     ({"ffn": -0.1}, "prune.ffn=-0.1 must be in [0, 1)"),
