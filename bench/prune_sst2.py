@@ -134,8 +134,10 @@ def main() -> None:
         ("model.safetensors", f"{size['unpruned']:.1f} MiB", f"{size['pruned']:.1f} MiB"),
         ("ORT FP32 batch-1 latency (median)", f"{lat['unpruned']:.2f} ms", f"{lat['pruned']:.2f} ms"),
     ]
+    rows_used = (f"the training rows of >= {p.recovery_min_words} words" if p.recovery_min_words
+                 else f"{args.train_rows} train rows")
     print(f"\nprune: ffn={p.ffn} width={p.width} vocab={p.vocab} importance={p.importance} steps={p.steps}; "
-          f"recovery {p.recovery.epochs} epochs on {args.train_rows} train rows, KD from the unpruned model; "
+          f"recovery {p.recovery.epochs} epochs on {rows_used}, KD from the unpruned model; "
           f"stage took {seconds:.0f}s; accuracy change {acc['pruned'] - acc['unpruned']:+.2f} pt; "
           f"MACs x{m['macs_ratio']:.3f}, latency x{lat['pruned'] / lat['unpruned']:.2f}\n")
     print("| | unpruned | pruned |\n|---|---|---|")
