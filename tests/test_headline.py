@@ -24,12 +24,20 @@ REPORT = {"rows": [
 def test_ratios_and_targets():
     h = headline(REPORT, "/r/finetune", "/r/quantize")
     assert h["teacher"]["runtime"] == "torch"  # FP32, not the faster bf16 row
-    assert h["latency_speedup"] == 20.0 and h["throughput_gain"] == 13.33
-    assert h["vs_baseline_speedup"] == 4.0 and h["size_ratio"] == 0.06
+    assert h["latency_speedup"] == 20.0 and h["throughput_gain"] == 13.333
+    assert h["vs_baseline_speedup"] == 4.0 and h["size_ratio"] == 0.056
     assert h["accuracy_drop"] == 0.5
     assert all(h["met"].values())
     md = to_markdown(h)
     assert "| deploykit final | ort | 87.50 | 0.50 |" in md
+
+
+def test_a_ratio_just_under_its_target_is_missed_however_it_rounds():
+    # 2.996x rounds to 3.00 at two decimals; the target is judged on the exact ratio
+    report = {"rows": [*REPORT["rows"][:2], row("/r/bench/baseline", "ort", 1.498, 400.0, 23.0, 87.0, baseline=True),
+                       *REPORT["rows"][3:]]}
+    h = headline(report, "/r/finetune", "/r/quantize")
+    assert h["vs_baseline_speedup"] == 2.996 and h["met"]["vs_baseline"] is False
 
 
 def test_missing_rows_is_a_clear_error():
