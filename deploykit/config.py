@@ -177,6 +177,12 @@ class PruneConfig(Section):
                                                          "file (0: the data section's rows)")
     macs_seq_len: int = Field(128, ge=1)
 
+    @model_validator(mode="after")
+    def _hidden_kd_needs_a_parent(self) -> PruneConfig:
+        if self.hidden_kd and (self.recovery is None or not self.distill_from_parent):
+            raise ValueError(f"hidden_kd {self.hidden_kd} needs a recovery section and distill_from_parent: true")
+        return self
+
 
 class QuantizeConfig(Section):
     """`deploykit quantize --int8`: ONNX Runtime INT8, dynamic or static QDQ, with an accuracy gate."""

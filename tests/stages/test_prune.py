@@ -91,6 +91,13 @@ def test_hidden_state_recovery_learns_through_a_selection_projection(tiny_bert, 
     assert art.manifest["metrics"]["reload_max_logit_diff"] <= 1e-5
 
 
+@pytest.mark.parametrize("extra", [{}, {"recovery": RECOVERY, "distill_from_parent": False}])
+def test_hidden_kd_without_a_parent_to_learn_from_is_refused(tiny_bert, tiny_task, extra):
+    with pytest.raises(UserError, match="hidden_kd 1.0 needs a recovery section and distill_from_parent") as err:
+        recipe(tiny_bert, tiny_task, ffn=0.5, hidden_kd=1.0, **extra)
+    assert "\n" not in str(err.value)
+
+
 def test_recovery_rows_are_the_long_ones_of_the_whole_training_file(tiny_bert, tiny_task):
     from deploykit.data import load_task
     from deploykit.stages.prune import _recovery_rows
