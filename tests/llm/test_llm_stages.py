@@ -70,7 +70,8 @@ def test_prune_removes_kv_groups_and_ffn_and_reloads(tiny_llama, tiny_task, tmp_
 
 @pytest.mark.parametrize("unit, message", [({"width": 0.5}, "prune.width is for encoders"),
                                            ({"vocab": True}, "prune.vocab is for encoder"),
-                                           ({"ffn": 0.5, "hidden_kd": 1.0}, "prune.hidden_kd is for encoders"),
+                                           ({"ffn": 0.5, "hidden_kd": 1.0, "recovery": {"max_steps": 1}},
+                                            "prune.hidden_kd is for encoders"),
                                            ({"ffn": 0.5, "recovery_min_words": 5}, "recovery_min_words is for"),
                                            ({"heads": 0.9}, "KV group")])
 def test_prune_bad_requests_on_causal_lms(tiny_llama, tiny_task, tmp_path, unit, message):
