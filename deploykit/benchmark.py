@@ -33,7 +33,7 @@ from deploykit.artifact import Artifact
 from deploykit.console import progress
 from deploykit.data import Split, encode
 from deploykit.errors import UserError
-from deploykit.evaluate import metrics, predict
+from deploykit.evaluate import EVAL_BATCH, eval_batch_size, metrics, predict
 from deploykit.footprint import parameter_count, peak_memory, rss_mb, size_mb
 from deploykit.runtimes import LABELS, Loaded, Unavailable, load_runtime, plan, unavailable
 
@@ -249,10 +249,11 @@ def _quality(row: Row, inputs: Inputs, split: Split, cache: dict) -> None:
     key = (art.path, row.runtime, row.loaded.device)
     if key not in cache:
         row.loaded.prepare(row.threads)
-        logits = predict(row.loaded.predict, split, inputs.tokenizer(art), inputs.max_length, batch_size=64)
-        cache[key] = metrics(logits, split.labels)
+        batch = eval_batch_size(art.onnx_path if art.format == "onnx" else None)
+        logits = predict(row.loaded.predict, split, inputs.tokenizer(art), inputs.max_length, batch_size=batch)
+        cache[key] = {**metrics(logits, split.labels), "eval_batch": batch}
     m = cache[key]
-    row.quality = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "eval_n": m["n"]}
+    row.quality = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "eval_n": m["n"], "eval_batch": m["eval_batch"]}
 
 
 def measure(subjects: list[Subject], split: Split, settings: Settings, max_length: int) -> dict[str, Any]:
@@ -328,7 +329,7 @@ def _method(settings: Settings, inputs: Inputs, eval_split: Split, rows: list[Ro
     return {
         "targets": settings.targets, "cores": cores(), "batch_sizes": settings.batch_sizes,
         "latency_samples": settings.latency_samples, "warmup": settings.warmup, "min_time_s": settings.min_time_s,
-        "texts": len(set(inputs.latency_idx)), "eval_n": len(eval_split),
+        "texts": len(set(inputs.latency_idx)), "eval_n": len(eval_split), "eval_batch": EVAL_BATCH,
         "tokens": (f"median {int(np.median(lengths))}, {min(lengths)} to {max(lengths)}" if lengths else "n/a"),
         "block": min(BLOCK, settings.latency_samples), "block_warmup": BLOCK_WARMUP,
         "throughput_rounds": settings.throughput_rounds, "ort_spinning": False,
@@ -378,6 +379,6 @@ def row_dict(row: Row, settings: Settings) -> dict[str, Any]:
         "size_mb": size_mb(art),
         "parameters": parameter_count(art),
         "accuracy": row.quality.get("accuracy"), "macro_f1": row.quality.get("macro_f1"),
-        "eval_n": row.quality.get("eval_n"),
+        "eval_n": row.quality.get("eval_n"), "eval_batch": row.quality.get("eval_batch"),
     }
 

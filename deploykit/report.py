@@ -274,7 +274,9 @@ def method_lines(report: dict) -> list[str]:
         f"{m['throughput_rounds']} rotating blocks per batch size, {m['min_time_s']} s per batch size in all.",
         f"ONNX Runtime spinning: {'on' if m['ort_spinning'] else 'off'} (session.intra_op.allow_spinning=0).",
         f"Memory: {m['memory']}.",
-        f"Accuracy and macro-F1: {m['eval_n']} examples of the {m['split']} split.",
+        f"Accuracy and macro-F1: {m['eval_n']} examples of the {m['split']} split, in length-sorted batches of "
+        f"{m.get('eval_batch', 64)}, one row at a time for graphs that quantize activations at run time (dynamic INT8: its "
+        "scales span the batch, so batching changes its predictions).",
         "Targets: cpu = all cores, edge = 1 thread and batches up to 8, gpu = CUDA device.",
     ]
     start, end = m.get("load_average") or (None, None)

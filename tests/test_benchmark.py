@@ -74,7 +74,7 @@ def test_cpu_rows_hold_every_measure(measured):
         assert all(v > 0 for v in r["throughput"].values())
         assert r["threads"] == (1 if r["target"] == "edge" else measured["method"]["cores"])
         assert r["model_rss_mb"] is not None and r["memory_method"].startswith("in-process")
-        assert 0 <= r["accuracy"] <= 100 and r["eval_n"] == 32
+        assert 0 <= r["accuracy"] <= 100 and r["eval_n"] == 32 and r["eval_batch"] == 64  # float graphs: batched
     assert measured["method"]["ort_spinning"] is False
 
 

@@ -63,9 +63,10 @@ def _calibration_feeds(recipe: Recipe, task, tokenizer, names: list[str]) -> lis
 
 
 def _accuracy(onnx_path: Path, split, tokenizer, max_length: int) -> dict[str, float]:
-    from deploykit.evaluate import metrics, ort_predictor, ort_session, predict
+    from deploykit.evaluate import eval_batch_size, metrics, ort_predictor, ort_session, predict
 
-    return metrics(predict(ort_predictor(ort_session(onnx_path)), split, tokenizer, max_length), split.labels)
+    logits = predict(ort_predictor(ort_session(onnx_path)), split, tokenizer, max_length, eval_batch_size(onnx_path))
+    return metrics(logits, split.labels)
 
 
 def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts) -> tuple[Path, Path, dict | None]:

@@ -21,7 +21,7 @@ from deploykit.stages.bench import fine_tuned_teacher, run_many
 
 ROW_KEYS = {"name", "artifact", "stage", "format", "baseline", "runtime", "runtime_label", "target", "device",
             "threads", "status", "note", "bf16_native", "latency_ms", "throughput", "peak_rss_mb", "model_rss_mb",
-            "memory_method", "size_mb", "parameters", "accuracy", "macro_f1", "eval_n"}
+            "memory_method", "size_mb", "parameters", "accuracy", "macro_f1", "eval_n", "eval_batch"}
 
 
 @pytest.fixture(scope="module")

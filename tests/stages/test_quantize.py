@@ -194,3 +194,20 @@ def test_cli_quantize_and_its_one_line_errors(tiny_bert, tiny_task, tmp_path):
     lines = [ln for ln in bad.output.splitlines() if ln.strip()]
     assert bad.exit_code == 2 and len(lines) == 1 and "calibration_samples=999" in lines[0]
     assert not (tmp_path / "bad").exists()
+
+
+def test_dynamic_int8_is_scored_one_row_at_a_time(tiny_bert, tiny_task, tmp_path):
+    from deploykit.evaluate import EVAL_BATCH, eval_batch_size
+
+    dynamic = run_stage("quantize", recipe(tiny_task), tiny_bert, tmp_path / "d")
+    static = run_stage("quantize", recipe(tiny_task, mode="static", calibration_samples=16), tiny_bert,
+                       tmp_path / "s")
+    assert eval_batch_size(dynamic.onnx_path) == 1
+    assert eval_batch_size(static.onnx_path) == EVAL_BATCH and eval_batch_size(None) == EVAL_BATCH
+    # why: one activation scale spans the batch, so a row's dynamic-INT8 logits move with its neighbours;
+    # static scales are fixed and the neighbour (masked padding aside) changes nothing
+    row, loud = "a fine film", "bad bad bad awful dull boring bad worse worst dreadful terrible " * 2
+    for art, changes in ((dynamic, True), (static, False)):
+        alone = ort_logits(art.onnx_path, [row])[0]
+        beside = ort_logits(art.onnx_path, [row, loud])[0]
+        assert (np.abs(alone - beside).max() > 1e-4) == changes
