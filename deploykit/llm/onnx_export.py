@@ -15,7 +15,9 @@ tensors, builds a DynamicCache and returns flat presents; the TorchScript export
 with eager attention gives parity ~1e-7 on every position and exports in seconds. `dynamo=True` also
 works (parity 1e-4 on SmolLM2 too) but took 141 s instead of a few to export SmolLM2-135M, and
 decoded at the same speed in ONNX Runtime (24-25 tok/s both, interleaved runs, 2 threads).
-Every export is checked: greedy tokens of ONNX Runtime must equal PyTorch's on each parity prompt.
+The traced graph computes every Reshape/Expand target from Shape nodes at run time; those targets are
+made constant (`deploykit.onnx_shapes`) before the check. Every export is checked: greedy tokens of ONNX
+Runtime must equal PyTorch's on each parity prompt.
 """
 
 from __future__ import annotations
@@ -192,7 +194,9 @@ def export_causal_lm(model_or_folder, tokenizer, out_dir: str | Path, *, opset: 
         raw = tmp / "raw"
         raw.mkdir()
         _torchscript_export(model, raw / "model.onnx", opset)
-        save_onnx(onnx.load(str(raw / "model.onnx")), tmp / "model.onnx")
+        graph = onnx.load(str(raw / "model.onnx"))
+        shapes = _static_shapes(graph)
+        save_onnx(graph, tmp / "model.onnx")
         for item in raw.iterdir():
             item.unlink()
         raw.rmdir()
@@ -207,4 +211,20 @@ def export_causal_lm(model_or_folder, tokenizer, out_dir: str | Path, *, opset: 
     log(f"export: {out_dir}/model.onnx, {layers} layers of KV cache, greedy tokens equal on "
         f"{parity['prompts']} prompts, prefill Δ {parity['prefill_max_abs_diff']:.1e}")
     return {"onnx_file": "model.onnx", "opset": opset, "exporter": "torchscript", "layers": layers,
-            "kv_heads": heads, "head_dim": dim, "optimized": False, "parity": parity}
+            "kv_heads": heads, "head_dim": dim, "optimized": False, "static_shapes": shapes, "parity": parity}
+
+
+def _static_shapes(graph) -> dict:
+    """Constant Reshape/Expand targets (`deploykit.onnx_shapes`): SmolLM2's graph went from 6,896 to 3,249
+    nodes and decoded 23% faster at 4 bits, same logits. An optimization only: if the symbolic shape
+    inference cannot finish, the graph stays as exported."""
+    from deploykit.onnx_shapes import static_shapes
+
+    try:
+        counts = static_shapes(graph)
+    except Exception as err:  # noqa: BLE001 - ORT's shape inference raises bare Exceptions
+        log(f"export: shape arithmetic left in the graph (symbolic shape inference failed: {str(err)[:120]})")
+        return {"applied": False}
+    log(f"export: {counts.get('Reshape', 0)} Reshape and {counts.get('Expand', 0)} Expand targets made constant, "
+        f"{counts['nodes_before']} -> {counts['nodes_after']} nodes")
+    return {"applied": True, **counts}

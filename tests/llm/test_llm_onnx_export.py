@@ -29,6 +29,8 @@ def test_folder_layout_and_report(exported):
     assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # no staging leftovers
     assert report["layers"] == 2 and report["kv_heads"] == 2 and report["head_dim"] == 8
     assert report["parity"]["greedy_tokens_equal"] and report["parity"]["prefill_max_abs_diff"] < 1e-4
+    shapes = report["static_shapes"]  # constant Reshape/Expand targets, checked by the parity above
+    assert shapes["applied"] and shapes["nodes_after"] < shapes["nodes_before"] and shapes["Reshape"] > 0
 
 
 def test_optimum_names_and_dynamic_axes(exported):
