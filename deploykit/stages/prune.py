@@ -111,7 +111,7 @@ def _prune_vocab(model, tokenizer, recipe: Recipe, scratch: Path):
 
 def _recovery_rows(recipe: Recipe, train: Split) -> Split:
     """The rows importance and recovery learn from. With `recovery_min_words`, the whole training file's
-    rows of at least that many words: a pruned model loses most on long inputs, and a training file of
+    rows of at least that many words (both texts of a pair): a pruned model loses most on long inputs, and a training file of
     short phrases (SST-2: median 7 words, test sentences 19) hardly shows the parent's behaviour on them."""
     from deploykit.data import load_task
 
@@ -119,7 +119,8 @@ def _recovery_rows(recipe: Recipe, train: Split) -> Split:
     if not n:
         return train
     full = load_task(recipe.data.model_copy(update={"max_train_samples": None})).train
-    idx = [i for i, text in enumerate(full.texts) if len(text.split()) >= n]
+    pairs = full.pairs or [""] * len(full)  # a text pair counts both texts' words
+    idx = [i for i, (text, pair) in enumerate(zip(full.texts, pairs)) if len(text.split()) + len(pair.split()) >= n]
     if not idx:
         raise UserError(f"prune.recovery_min_words={n}: no training row has {n} words; lower it")
     cap = recipe.data.max_train_samples

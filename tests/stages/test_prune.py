@@ -127,6 +127,24 @@ def test_recovery_rows_are_the_long_ones_of_the_whole_training_file(tiny_bert, t
         _recovery_rows(r.model_copy(update={"prune": r.prune.model_copy(update={"recovery_min_words": 1000})}), full)
 
 
+def test_recovery_rows_count_both_texts_of_a_pair(tiny_bert, tmp_path):
+    from deploykit.data import load_task
+    from deploykit.stages.prune import _recovery_rows
+
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    rows = ["a\tb\ty"] + [f"a good film\t{'and it was fine ' * (i % 3)}\t{i % 2}" for i in range(12)]
+    (folder / "train.tsv").write_text("\n".join(rows) + "\n")
+    r = build_recipe({"model": {"source": str(tiny_bert)},
+                      "data": {"path": str(folder), "text_column": "a", "text_pair_column": "b", "label_column": "y"},
+                      "prune": {"ffn": 0.5, "recovery_min_words": 8}})
+    train = load_task(r.data).train
+    kept = _recovery_rows(r, train)
+    # 3 words in the first text and 0, 4 or 8 in the pair: only the pairs of 8 reach 8 words together
+    assert len(kept) == sum(p.count("and") == 2 for p in train.pairs) > 0
+    assert all(p.count("and") == 2 for p in kept.pairs)
+
+
 @pytest.mark.parametrize("prune, message", [
     ({"width": 1.0}, "prune.width=1.0 must be in [0, 1)"),
     ({"ffn": -0.1}, "prune.ffn=-0.1 must be in [0, 1)"),
