@@ -43,6 +43,16 @@ def scored_by_exact_match(cfg: DataConfig) -> bool:
     return cfg.response_column is None
 
 
+def batch_dependent(folder: str | Path) -> bool:
+    """True for an ONNX decoder that quantizes activations at run time (dynamic INT8: one scale spans the
+    batch, so a prompt's answer would depend on its neighbours; see `deploykit.evaluate.eval_batch_size`).
+    Weight-only MatMulNBits quantizes activations row by row: False."""
+    from deploykit.evaluate import eval_batch_size
+
+    onnx_path = Path(folder) / "model.onnx"
+    return onnx_path.is_file() and eval_batch_size(onnx_path) == 1
+
+
 def evaluate_causal(model_or_folder, split: ChatSplit, cfg: DataConfig, *, tokenizer=None, runtime: str = "auto",
                     threads: int | None = None, batch_size: int = 8, with_perplexity: bool = True) -> dict[str, float]:
     """Exact match (labelled answers only) and perplexity of the reference responses (`with_perplexity`:
@@ -52,6 +62,8 @@ def evaluate_causal(model_or_folder, split: ChatSplit, cfg: DataConfig, *, token
 
     if isinstance(model_or_folder, (str, Path)):
         gen = load_generator(model_or_folder, runtime=runtime, threads=threads)
+        if batch_dependent(model_or_folder):
+            batch_size = 1
     else:
         gen = TorchGenerator(model_or_folder, tokenizer, threads=threads)
     out: dict[str, float] = {"n": len(split)}

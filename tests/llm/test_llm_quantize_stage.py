@@ -50,6 +50,10 @@ def test_dynamic_int8_quantizes_every_weight_matmul(tiny_llama, tiny_task, tmp_p
     # the tied embedding table is stored in 8-bit blocks too
     assert ops(out).get("GatherBlockQuantized", 0) == 1 and m["int8"]["int8_embedding_tables"] == 1
     assert m["export"]["parity"]["prompts"] == 8
+    # its activation scales span the batch: it is scored prompt by prompt; the float export is batched
+    from deploykit.llm.quality import batch_dependent
+
+    assert batch_dependent(out) and not batch_dependent(tiny_llama)
 
 
 def test_weight_only_4_bit(tiny_llama, tiny_task, tmp_path):
