@@ -81,7 +81,9 @@ def preprocess(src: Path, dst: Path) -> None:
     from deploykit.onnx_ops import load_onnx
 
     fused = any(n.domain == "com.microsoft" for n in load_onnx(src, load_weights=False).graph.node)
-    quant_pre_process(str(src), str(dst), skip_symbolic_shape=not fused)
+    # auto_merge / guess_output_rank: a fused graph whose embeddings stayed unfused (Gather + LayerNorm
+    # beside fused Attention) is otherwise "incomplete" for the inference
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=not fused, auto_merge=fused, guess_output_rank=fused)
 
 
 class FeedReader:

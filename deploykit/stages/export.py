@@ -133,19 +133,26 @@ def _torchscript_export(model, names: list[str], sample: dict[str, np.ndarray], 
                           do_constant_folding=True)
 
 
-def fuse(onnx_path: Path, out_path: Path, config) -> dict[str, int]:
-    """ONNX Runtime transformer fusions with the model's real head count and width (pruned models differ)."""
+def fuse(onnx_path: Path, out_path: Path, config, embeddings: bool = True) -> dict[str, int]:
+    """ONNX Runtime transformer fusions with the model's real head count and width (pruned models differ).
+
+    `embeddings=False` leaves the embedding lookups as Gather + Add + LayerNormalization: the fused
+    EmbedLayerNormalization holds the word table in float, where a plain Gather can be quantized.
+    """
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions("bert")
+    options.enable_embed_layer_norm = embeddings
     optimized = optimize_model(str(onnx_path), model_type="bert", num_heads=config.num_attention_heads,
-                               hidden_size=config.hidden_size)
+                               hidden_size=config.hidden_size, optimization_options=options)
     optimized.save_model_to_file(str(out_path))
     return {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
 
 
 def export_onnx(model_or_dir, tokenizer, out_dir: str | Path, *, opset: int = MIN_OPSET, optimize: bool = True,
                 atol: float = 1e-4, texts: list[str] | None = None, pairs: list[str] | None = None,
-                max_length: int = 128) -> dict:
+                max_length: int = 128, fuse_embeddings: bool = True) -> dict:
     """Export a sequence classifier to `out_dir/model.onnx` (+ config.json, tokenizer), checked and fused.
 
     Args:
@@ -154,6 +161,8 @@ def export_onnx(model_or_dir, tokenizer, out_dir: str | Path, *, opset: int = MI
         out_dir: an existing folder to write into (the caller stages it and writes the manifest).
         opset: ONNX opset, at least 17.
         optimize: apply ONNX Runtime's transformer fusions (encoders only).
+        fuse_embeddings: with `optimize`, also fuse the embeddings (EmbedLayerNormalization); False keeps
+            the word-table Gather for INT8.
         atol: the largest max |Δlogits| vs PyTorch accepted after each transform.
         texts / pairs: parity-check inputs (real task texts); default: a few built-in sentences.
         max_length: truncation length of the parity inputs.
@@ -181,7 +190,7 @@ def export_onnx(model_or_dir, tokenizer, out_dir: str | Path, *, opset: int = MI
     model_type = model.config.model_type
     if optimize and model_type in FUSABLE:
         fused_path = out_dir / "model.fused.onnx"
-        report["fused_ops"] = fuse(onnx_path, fused_path, model.config)
+        report["fused_ops"] = fuse(onnx_path, fused_path, model.config, embeddings=fuse_embeddings)
         report["parity"]["optimize"] = check_parity(fused_path, reference, batches, atol, "optimize")
         fused_path.replace(onnx_path)
         report["optimized"] = True

@@ -69,7 +69,8 @@ def _accuracy(onnx_path: Path, split, tokenizer, max_length: int) -> dict[str, f
     return metrics(logits, split.labels)
 
 
-def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts) -> tuple[Path, Path, dict | None]:
+def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts,
+                  op_types: list[str]) -> tuple[Path, Path, dict | None]:
     """(float .onnx, folder holding its config + tokenizer, export report or None)."""
     from deploykit.onnx_ops import load_onnx, quantized_op_counts
 
@@ -81,8 +82,11 @@ def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts) -> tuple[
         atol = recipe.export.atol if recipe.export else 1e-4
         # TensorRT parses standard ONNX only: no ONNX Runtime fusions for its Q/DQ models
         optimize = recipe.quantize.optimize and recipe.quantize.preset != "tensorrt"
+        # quantizing Gather means the word table: keep it a Gather (fused, it would stay float in
+        # EmbedLayerNormalization: 19.7 MB instead of 6.1 for the default recipe's pruned student)
         report = export_onnx(parent.path, None, folder, optimize=optimize, atol=atol,
-                             texts=texts.texts, pairs=texts.pairs, max_length=recipe.data.max_length)
+                             texts=texts.texts, pairs=texts.pairs, max_length=recipe.data.max_length,
+                             fuse_embeddings="Gather" not in op_types)
         return folder / "model.onnx", folder, report
     if parent.format != "onnx":
         raise UserError(f"{parent.path}: a {parent.format} artifact cannot be quantized; give a PyTorch or ONNX one")
@@ -181,7 +185,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     with tempfile.TemporaryDirectory(prefix="deploykit-quantize-") as tmpdir, staging(out_dir) as tmp:
         work = Path(tmpdir)
         parity = task.validation.head(recipe.export.parity_samples if recipe.export else 64)
-        float_onnx, side, export_report = _float_source(recipe, parent, work, parity)
+        float_onnx, side, export_report = _float_source(recipe, parent, work, parity, settings.op_types)
         tokenizer = AutoTokenizer.from_pretrained(side)
         names = graph_inputs(float_onnx)
         calib = _calibration_feeds(recipe, task, tokenizer, names) if cfg.mode == "static" else None

@@ -211,3 +211,20 @@ def test_dynamic_int8_is_scored_one_row_at_a_time(tiny_bert, tiny_task, tmp_path
         alone = ort_logits(art.onnx_path, [row])[0]
         beside = ort_logits(art.onnx_path, [row, loud])[0]
         assert (np.abs(alone - beside).max() > 1e-4) == changes
+
+
+def test_quantizing_gather_keeps_the_embeddings_unfused_and_int8(tiny_bert, tiny_task, tmp_path):
+    plain = run_stage("quantize", recipe(tiny_task), tiny_bert, tmp_path / "plain")
+    art = run_stage("quantize", recipe(tiny_task, op_types=["MatMul", "Attention", "Gather"]), tiny_bert,
+                    tmp_path / "gather")
+    counts = op_counts(onnx.load(str(art.onnx_path)))
+    # attention still fused (QAttention), the embeddings not: EmbedLayerNormalization would hold the
+    # word table in float; here the lookup reads an 8-bit table through DequantizeLinear
+    assert counts["QAttention"] == 2 and counts["EmbedLayerNormalization"] == 0
+    assert op_counts(onnx.load(str(plain.onnx_path)))["EmbedLayerNormalization"] == 1
+    assert art.manifest["export"]["fused_ops"]["Attention"] == 2
+    graph = onnx.load(str(art.onnx_path)).graph
+    eight_bit = {i.name for i in graph.initializer if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
+    lookups = [n for n in graph.node if n.op_type == "Gather" and n.input[0] in eight_bit]
+    assert any("word_embeddings" in n.name for n in lookups)
+    assert art.metrics["size_bytes"]["int8"] < plain.metrics["size_bytes"]["int8"]
