@@ -228,3 +228,15 @@ def test_quantizing_gather_keeps_the_embeddings_unfused_and_int8(tiny_bert, tiny
     lookups = [n for n in graph.node if n.op_type == "Gather" and n.input[0] in eight_bit]
     assert any("word_embeddings" in n.name for n in lookups)
     assert art.metrics["size_bytes"]["int8"] < plain.metrics["size_bytes"]["int8"]
+
+
+@pytest.mark.parametrize("arch", ["roberta", "distilbert"])
+def test_int8_embeddings_beside_fused_attention_on_other_encoders(arch, tiny_task, tmp_path):
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(tmp_path / arch, arch)
+    art = run_stage("quantize", recipe(tiny_task, op_types=["MatMul", "Attention", "Gather"]), model,
+                    tmp_path / "q")
+    counts = op_counts(onnx.load(str(art.onnx_path)))
+    assert counts["QAttention"] == 2 and counts["EmbedLayerNormalization"] == 0
+    assert art.metrics["validation"]["drop"] <= 0.5
