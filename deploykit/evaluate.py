@@ -129,10 +129,10 @@ def eval_batch_size(onnx_path: str | Path | None) -> int:
     """
     if onnx_path is None:
         return EVAL_BATCH
-    from deploykit.onnx_ops import load_onnx
+    from deploykit.onnx_ops import load_onnx, op_counts
 
-    graph = load_onnx(onnx_path, load_weights=False).graph
-    return 1 if any(n.op_type in RUNTIME_SCALE_OPS for n in graph.node) else EVAL_BATCH
+    counts = op_counts(load_onnx(onnx_path, load_weights=False))
+    return 1 if any(counts[op] for op in RUNTIME_SCALE_OPS) else EVAL_BATCH
 
 
 def evaluate_artifact(artifact, split: Split, max_length: int, batch_size: int | None = None) -> dict[str, float]:
