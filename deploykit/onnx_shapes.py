@@ -151,6 +151,7 @@ def _drop_unused(graph) -> None:
             needed.update(node.input)
     del graph.node[:]
     graph.node.extend(reversed(kept))
+    needed |= {i.name for i in graph.input}  # older graphs list initializers as inputs: keep both in step
     used = [i for i in graph.initializer if i.name in needed]
     del graph.initializer[:]
     graph.initializer.extend(used)
