@@ -235,6 +235,13 @@ class ExportConfig(Section):
     opset: int = Field(17, ge=17)
     atol: float = Field(1e-4, gt=0)
     optimize: bool = True
+    trim_last_layer: bool = Field(True, description="classifiers: the last layer computes only position 0, the "
+                                  "token the head reads (keys and values still see every token): the same logits "
+                                  "for less work; BERT, RoBERTa, ELECTRA, DistilBERT (others export whole)")
+    remove_padding: bool = Field(True, description="classifiers: the encoder runs on the batch's real tokens only "
+                                 "(gathered after the embeddings, scattered back for attention), the last layer "
+                                 "on position 0: the same logits, no work on padding; same architectures, right "
+                                 "padding, an attention_mask input (else the trim alone)")
     parity_samples: int = Field(64, ge=1)
     tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)
 

@@ -81,9 +81,17 @@ def _save_state(out_dir: Path, state: dict) -> None:
     tmp.replace(out_dir / STATE_FILE)
 
 
+# sections a stage reads besides its own: quantize exports a PyTorch parent with the export settings
+ALSO_READS = {"quantize": ("export",)}
+
+
 def _stage_hash(recipe: Recipe, stage: str, parent_hash: str | None) -> str:
-    """Hash of what a stage's output depends on: its section, model and data, and its input's hash."""
+    """Hash of what a stage's output depends on: its section (and those it also reads), model and data,
+    and its input's hash."""
     section = getattr(recipe, stage).model_dump(mode="json")
+    for other in ALSO_READS.get(stage, ()):
+        if getattr(recipe, other) is not None:
+            section = {stage: section, other: getattr(recipe, other).model_dump(mode="json")}
     shared = recipe.model_dump(mode="json", include={"model", "data"})
     return config_hash(stage, section, shared, parent_hash)
 

@@ -109,7 +109,10 @@ def run_tensorrt(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
     with staging(out_dir) as tmp:
         report = None
         if parent.format == "pytorch":
-            report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=False, atol=cfg.atol)
+            report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=False, atol=cfg.atol,
+                                 trim_last_layer=cfg.trim_last_layer)
+            # no remove_padding: its NonZero gives data-dependent shapes that an engine's optimization
+            # profiles do not cover (TensorRT has its own padding-free kernels), and it was never run here
         else:
             copy_onnx_folder(parent, tmp)
         onnx_path = tmp / (parent.onnx_path.name if parent.format == "onnx" else "model.onnx")

@@ -55,6 +55,14 @@ def test_tiny_chain_end_to_end_then_resume_then_edit(run_tiny, tmp_path):
     assert {s: second[s] == first[s] for s in CHAIN} == {
         "finetune": True, "distill": True, "prune": True, "quantize": False}
 
+    # quantize exports its PyTorch parent with the export section's settings: editing them re-runs it
+    run_tiny(out, "quantize.calibration_samples=16", "export.remove_padding=false")
+    third = mtimes(out)
+    assert {s: third[s] == second[s] for s in CHAIN} == {
+        "finetune": True, "distill": True, "prune": True, "quantize": False}
+    quantized = json.loads((out / "quantize" / "manifest.json").read_text())
+    assert quantized["export"]["rewrite"]["remove_padding"] is False
+
 
 def test_failing_gate_stops_the_run_naming_stage_and_knob(run_tiny, tmp_path, monkeypatch):
     real = pipeline._gate_value

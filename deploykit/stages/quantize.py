@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from collections import Counter
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,16 +78,19 @@ def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts,
     if parent.format == "pytorch":
         from deploykit.stages.export import export_onnx
 
+        from deploykit.config import ExportConfig
+
         folder = work / "float"
         folder.mkdir()
-        atol = recipe.export.atol if recipe.export else 1e-4
+        export = recipe.export or ExportConfig()
         # TensorRT parses standard ONNX only: no ONNX Runtime fusions for its Q/DQ models
         optimize = recipe.quantize.optimize and recipe.quantize.preset != "tensorrt"
         # quantizing Gather means the word table: keep it a Gather (fused, it would stay float in
         # EmbedLayerNormalization: 19.7 MB instead of 6.1 for the default recipe's pruned student)
-        report = export_onnx(parent.path, None, folder, optimize=optimize, atol=atol,
+        report = export_onnx(parent.path, None, folder, optimize=optimize, atol=export.atol,
                              texts=texts.texts, pairs=texts.pairs, max_length=recipe.data.max_length,
-                             fuse_embeddings="Gather" not in op_types)
+                             fuse_embeddings="Gather" not in op_types, trim_last_layer=export.trim_last_layer,
+                             remove_padding=export.remove_padding)
         return folder / "model.onnx", folder, report
     if parent.format != "onnx":
         raise UserError(f"{parent.path}: a {parent.format} artifact cannot be quantized; give a PyTorch or ONNX one")
@@ -97,6 +101,24 @@ def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts,
         raise UserError(f"{parent.path}: no tokenizer files beside {parent.onnx_path.name}; the gate needs them "
                         "(export with `deploykit export`)")
     return parent.onnx_path, parent.path, None
+
+
+def _warn_unquantized_layers(onnx_path: Path, settings) -> None:
+    """One line when weight MatMul/Gemm nodes stay float because `op_types` does not name their type (a
+    packed export's linear layers are Gemm: static `[MatMul]` alone would leave them all float)."""
+    from deploykit.onnx_ops import load_onnx
+
+    covered = set(settings.op_types)
+    if settings.mode == "dynamic" and "MatMul" in covered:
+        covered.add("Gemm")  # dynamic quantization rewrites Gemm into MatMul first
+    graph = load_onnx(onnx_path, load_weights=False).graph
+    weights = {i.name for i in graph.initializer}
+    left = Counter(n.op_type for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.op_type not in covered
+                   and any(i in weights for i in n.input))
+    if left:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(left.items()))
+        log(f"quantize: weight layers left float because quantize.op_types {settings.op_types} does not name them: "
+            f"{kinds}; add them to quantize.op_types to quantize them")
 
 
 def _copy_side_files(src_folder: Path, dest: Path, onnx_name: str) -> None:
@@ -191,6 +213,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         calib = _calibration_feeds(recipe, task, tokenizer, names) if cfg.mode == "static" else None
         pre = work / "pre.onnx"
         preprocess(float_onnx, pre)
+        _warn_unquantized_layers(pre, settings)
         cache = work / "calibration.json"  # static ranges: calibrated once, reused by every try
 
         def int8(float_nodes: list[str], attempt: int) -> Path:

@@ -19,12 +19,19 @@ from deploykit.stages.quantize import standard_baseline
 
 # tiny BERT (2 layers): per layer Attention + attention-output, FFN-in and FFN-out MatMuls; then pooler
 # and classifier MatMuls. Dynamic INT8 makes the Attention nodes QAttention.
-DYNAMIC_MATMULS = {"QAttention": 2, "MatMulInteger": 2 * 3 + 2}
-STATIC_MATMULS = 2 * 3 + 2  # QDQ leaves the fused Attention float (no QDQ kernel for it)
+# the default export skips padding: no fused Attention, every linear layer a Gemm (2 layers x 6, pooler and
+# classifier); dynamic INT8 rewrites them into MatMulInteger, static QDQ also takes the 2 x 2 attention products
+DYNAMIC_MATMULS = {"QAttention": 0, "MatMulInteger": 2 * 6 + 2}
+STATIC_MATMULS = 2 * 6 + 2 + 2 * 2
+# with the padding kept (export.remove_padding: false) attention fuses, and dynamic INT8 makes it QAttention,
+# except in the trimmed last layer: its Q/K/V/output/FFN stay 6 MatMuls
+FUSED_DYNAMIC_MATMULS = {"QAttention": 1, "MatMulInteger": 3 + 6 + 2}
+KEEP_PADDING = {"remove_padding": False}
 
 
-def recipe(task, **quantize):
-    return build_recipe({"data": {"path": str(task), "max_length": 32}, "quantize": quantize})
+def recipe(task, export: dict | None = None, **quantize):
+    sections = {"data": {"path": str(task), "max_length": 32}, "quantize": quantize}
+    return build_recipe(sections | ({"export": export} if export else {}))
 
 
 def ort_logits(path: Path, texts: list[str]) -> np.ndarray:
@@ -48,11 +55,26 @@ def test_dynamic_int8_holds_quantized_matmuls(tiny_bert, tiny_task, tmp_path):
     assert m["format"] == "onnx" and m["stage"] == "quantize" and m["onnx_file"] == "model.onnx"
     assert m["int8"]["mode"] == "dynamic" and m["int8"]["preset"] in ("avx512_vnni", "avx2", "arm64")
     assert m["int8"]["reduce_range"] == (m["int8"]["preset"] == "avx2")
-    assert m["export"]["fused_ops"]["Attention"] == 2  # exported (fused) on the way
+    assert m["export"]["rewrite"] == {"remove_padding": True, "trim_last_layer": True}  # exported on the way
     assert m["metrics"]["size_bytes"]["int8"] < m["metrics"]["size_bytes"]["float"]
     assert m["metrics"]["validation"]["drop"] <= 0.5 and len(m["tries"]) == 1 and m["float_nodes"] == []
     assert set(m["metrics"]["test"]) == {"float", "int8"}
     assert ort_logits(art.onnx_path, ["a fine film", "bad"]).shape == (2, 2)
+
+
+def test_dynamic_int8_of_the_padded_graph_uses_qattention(tiny_bert, tiny_task, tmp_path):
+    art = run_stage("quantize", recipe(tiny_task, export=KEEP_PADDING), tiny_bert, tmp_path / "q")
+    counts = op_counts(onnx.load(str(art.onnx_path)))
+    assert {k: counts[k] for k in FUSED_DYNAMIC_MATMULS} == FUSED_DYNAMIC_MATMULS
+    assert art.manifest["export"]["rewrite"] == {"remove_padding": False, "trim_last_layer": True}
+
+
+def test_static_op_types_that_miss_the_gemm_layers_say_so(tiny_bert, tiny_task, tmp_path, capsys):
+    art = run_stage("quantize", recipe(tiny_task, mode="static", op_types=["MatMul"], calibration_samples=16),
+                    tiny_bert, tmp_path / "q")
+    assert "weight layers left float because quantize.op_types ['MatMul']" in capsys.readouterr().err
+    # the attention products, and the last layer's 4 one-position linears (3-D input: MatMul, not Gemm)
+    assert art.metrics["quantized_ops"]["quantized_matmuls"] == 2 * 2 + 4
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
@@ -214,15 +236,15 @@ def test_dynamic_int8_is_scored_one_row_at_a_time(tiny_bert, tiny_task, tmp_path
 
 
 def test_quantizing_gather_keeps_the_embeddings_unfused_and_int8(tiny_bert, tiny_task, tmp_path):
-    plain = run_stage("quantize", recipe(tiny_task), tiny_bert, tmp_path / "plain")
-    art = run_stage("quantize", recipe(tiny_task, op_types=["MatMul", "Attention", "Gather"]), tiny_bert,
-                    tmp_path / "gather")
+    plain = run_stage("quantize", recipe(tiny_task, export=KEEP_PADDING), tiny_bert, tmp_path / "plain")
+    art = run_stage("quantize", recipe(tiny_task, export=KEEP_PADDING, op_types=["MatMul", "Attention", "Gather"]),
+                    tiny_bert, tmp_path / "gather")
     counts = op_counts(onnx.load(str(art.onnx_path)))
     # attention still fused (QAttention), the embeddings not: EmbedLayerNormalization would hold the
     # word table in float; here the lookup reads an 8-bit table through DequantizeLinear
-    assert counts["QAttention"] == 2 and counts["EmbedLayerNormalization"] == 0
+    assert counts["QAttention"] == 1 and counts["EmbedLayerNormalization"] == 0  # trimmed last layer: no fusion
     assert op_counts(onnx.load(str(plain.onnx_path)))["EmbedLayerNormalization"] == 1
-    assert art.manifest["export"]["fused_ops"]["Attention"] == 2
+    assert art.manifest["export"]["fused_ops"]["Attention"] == 1
     graph = onnx.load(str(art.onnx_path)).graph
     eight_bit = {i.name for i in graph.initializer if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
     lookups = [n for n in graph.node if n.op_type == "Gather" and n.input[0] in eight_bit]
@@ -235,8 +257,8 @@ def test_int8_embeddings_beside_fused_attention_on_other_encoders(arch, tiny_tas
     from conftest import make_tiny_model
 
     model = make_tiny_model(tmp_path / arch, arch)
-    art = run_stage("quantize", recipe(tiny_task, op_types=["MatMul", "Attention", "Gather"]), model,
-                    tmp_path / "q")
+    art = run_stage("quantize", recipe(tiny_task, export=KEEP_PADDING, op_types=["MatMul", "Attention", "Gather"]),
+                    model, tmp_path / "q")
     counts = op_counts(onnx.load(str(art.onnx_path)))
-    assert counts["QAttention"] == 2 and counts["EmbedLayerNormalization"] == 0
+    assert counts["QAttention"] == 1 and counts["EmbedLayerNormalization"] == 0
     assert art.metrics["validation"]["drop"] <= 0.5
