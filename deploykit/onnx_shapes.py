@@ -169,3 +169,15 @@ def _subgraph_inputs(graph) -> set[str]:
                 names.update(i for n in body.node for i in n.input)
                 names |= _subgraph_inputs(body)
     return names
+
+
+def try_static_shapes(model, log) -> dict:
+    """`static_shapes` as an optimization only: when ONNX Runtime's symbolic shape inference cannot finish,
+    one line through `log` and the graph stays as it is. Returns {"applied": bool, **counts}."""
+    try:
+        counts = static_shapes(model)
+    except Exception as err:  # noqa: BLE001 - ORT's shape inference raises bare Exceptions
+        log(f"export: shape arithmetic left in the graph (symbolic shape inference failed: {str(err)[:120]})")
+        return {"applied": False}
+    return {"applied": True, **counts}
+

@@ -153,20 +153,16 @@ def _rewrite(model, tokenizer, names: list[str], trim: bool, pack: bool) -> dict
 
 
 def _constant_shapes(onnx_path: Path) -> dict:
-    """`deploykit.onnx_shapes.static_shapes` in place; an optimization only, skipped (with a log line)
-    when ONNX Runtime's symbolic shape inference cannot finish."""
+    """`deploykit.onnx_shapes.try_static_shapes` on the file, in place."""
     import onnx
 
-    from deploykit.onnx_shapes import static_shapes
+    from deploykit.onnx_shapes import try_static_shapes
 
     model = onnx.load(str(onnx_path))
-    try:
-        counts = static_shapes(model)
-    except Exception as err:  # noqa: BLE001 - ORT's shape inference raises bare Exceptions
-        log(f"export: shape arithmetic left in the graph (symbolic shape inference failed: {str(err)[:120]})")
-        return {"applied": False}
-    onnx.save(model, str(onnx_path))
-    return {"applied": True, **counts}
+    report = try_static_shapes(model, log)
+    if report["applied"]:
+        onnx.save(model, str(onnx_path))
+    return report
 
 
 def _widest(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

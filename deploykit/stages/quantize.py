@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import random
 import shutil
-from collections import Counter
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -76,9 +76,8 @@ def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts,
     from deploykit.onnx_ops import load_onnx, quantized_op_counts
 
     if parent.format == "pytorch":
-        from deploykit.stages.export import export_onnx
-
         from deploykit.config import ExportConfig
+        from deploykit.stages.export import export_onnx
 
         folder = work / "float"
         folder.mkdir()
