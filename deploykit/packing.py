@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 from contextlib import contextmanager
 
-from deploykit.trim import TRIMMABLE, _layers, _parts
+from deploykit.trim import TRIMMABLE, encoder_layers, layer_parts
 
 
 def _packed_encoder_module(parts: list, holder: dict, trim: bool):
@@ -104,7 +104,7 @@ def packed_encoder(model, trim: bool = True):
     attr = "transformer" if model_type == "distilbert" else "encoder"
     original = getattr(base, attr)
     holder: dict = {}
-    parts = [_parts(layer, model_type) for layer in _layers(model, model_type)]
+    parts = [layer_parts(layer, model_type) for layer in encoder_layers(model, model_type)]
 
     signature = inspect.signature(base.forward)
 

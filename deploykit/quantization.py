@@ -100,6 +100,12 @@ class FeedReader:
         self._it = iter(self.feeds)
 
 
+def gemm_becomes_matmul(settings: Int8Settings) -> bool:
+    """Dynamic quantization rewrites every Gemm into a MatMul (named `<gemm>_MatMul`) before it
+    quantizes, so `MatMul` in its op_types covers Gemm layers too; static QDQ treats them apart."""
+    return settings.mode == "dynamic" and "MatMul" in settings.op_types
+
+
 def quantizable_nodes(onnx_path: Path, settings: Int8Settings) -> list[str]:
     """Names of the nodes quantization would touch, as `nodes_to_exclude` must spell them: the
     candidates for staying float."""
@@ -109,8 +115,7 @@ def quantizable_nodes(onnx_path: Path, settings: Int8Settings) -> list[str]:
     inits = {i.name for i in graph.initializer}
     names = []
     for node in graph.node:
-        if node.op_type == "Gemm" and settings.mode == "dynamic" and "MatMul" in settings.op_types:
-            # dynamic quantization first rewrites every Gemm into a MatMul named like this
+        if node.op_type == "Gemm" and gemm_becomes_matmul(settings):
             names.append(f"{node.name}_MatMul")
         elif node.op_type in settings.op_types and not (
                 settings.mode == "dynamic" and node.op_type == "MatMul" and not any(i in inits for i in node.input)):

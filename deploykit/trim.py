@@ -18,12 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 # architectures whose sequence-classification head reads position 0 of the last hidden state, and
-# whose layers `_parts` knows; anything else exports untouched
+# whose layers `layer_parts` knows; anything else exports untouched
 TRIMMABLE = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"}
 
 
 @dataclass
-class _Parts:
+class LayerParts:
     """The pieces of one post-norm encoder layer, named the same for every architecture."""
     query: object
     key: object
@@ -38,24 +38,26 @@ class _Parts:
     ffn_norm: object
 
 
-def _parts(layer, model_type: str) -> _Parts:
+def layer_parts(layer, model_type: str) -> LayerParts:
+    """The modules of one encoder layer of a `TRIMMABLE` architecture (shared with `deploykit.packing`)."""
     if model_type == "distilbert":
         att = layer.attention
-        return _Parts(att.q_lin, att.k_lin, att.v_lin, att.n_heads, att.attention_head_size, att.out_lin,
-                      layer.sa_layer_norm, layer.ffn.lin1, layer.ffn.activation, layer.ffn.lin2,
-                      layer.output_layer_norm)
+        return LayerParts(att.q_lin, att.k_lin, att.v_lin, att.n_heads, att.attention_head_size, att.out_lin,
+                          layer.sa_layer_norm, layer.ffn.lin1, layer.ffn.activation, layer.ffn.lin2,
+                          layer.output_layer_norm)
     att = layer.attention.self
-    return _Parts(att.query, att.key, att.value, att.num_attention_heads, att.attention_head_size,
-                  layer.attention.output.dense, layer.attention.output.LayerNorm, layer.intermediate.dense,
-                  layer.intermediate.intermediate_act_fn, layer.output.dense, layer.output.LayerNorm)
+    return LayerParts(att.query, att.key, att.value, att.num_attention_heads, att.attention_head_size,
+                      layer.attention.output.dense, layer.attention.output.LayerNorm, layer.intermediate.dense,
+                      layer.intermediate.intermediate_act_fn, layer.output.dense, layer.output.LayerNorm)
 
 
-def _layers(model, model_type: str):
+def encoder_layers(model, model_type: str):
+    """The ModuleList of encoder layers (DistilBERT keeps them under `transformer`)."""
     base = model.base_model
     return base.transformer.layer if model_type == "distilbert" else base.encoder.layer
 
 
-def _first_token_layer(parts: _Parts):
+def _first_token_layer(parts: LayerParts):
     import torch
 
     class FirstTokenLayer(torch.nn.Module):
@@ -93,7 +95,7 @@ def _first_token_layer(parts: _Parts):
 
 
 def can_trim(model) -> bool:
-    return getattr(model.config, "model_type", None) in TRIMMABLE and len(_layers(model, model.config.model_type)) > 0
+    return getattr(model.config, "model_type", None) in TRIMMABLE and len(encoder_layers(model, model.config.model_type)) > 0
 
 
 @contextmanager
@@ -103,9 +105,9 @@ def trimmed_last_layer(model):
     model_type = model.config.model_type
     if not can_trim(model):
         raise ValueError(f"no last-layer trim for model type {model_type!r}; known: {sorted(TRIMMABLE)}")
-    layers = _layers(model, model_type)
+    layers = encoder_layers(model, model_type)
     original = layers[-1]
-    layers[-1] = _first_token_layer(_parts(original, model_type))
+    layers[-1] = _first_token_layer(layer_parts(original, model_type))
     try:
         yield model
     finally:

@@ -128,13 +128,13 @@ def test_left_padding_tokenizer_exports_trimmed_only(tiny_bert, tmp_path):
 
 
 def test_a_broken_rewrite_fails_the_parity_check(tiny_bert, tmp_path, monkeypatch):
-    real_parts = packing._parts
+    real_parts = packing.layer_parts
 
     def swapped(layer, model_type):  # keys and values exchanged: a plausible bug, wrong logits
         p = real_parts(layer, model_type)
         p.key, p.value = p.value, p.key
         return p
 
-    monkeypatch.setattr(packing, "_parts", swapped)
+    monkeypatch.setattr(packing, "layer_parts", swapped)
     with pytest.raises(ParityError, match="after export differ from PyTorch"):
         export_onnx(tiny_bert, None, tmp_path, optimize=False, texts=TEXTS, remove_padding=True)

@@ -106,10 +106,9 @@ def _warn_unquantized_layers(onnx_path: Path, settings) -> None:
     """One line when weight MatMul/Gemm nodes stay float because `op_types` does not name their type (a
     packed export's linear layers are Gemm: static `[MatMul]` alone would leave them all float)."""
     from deploykit.onnx_ops import load_onnx
+    from deploykit.quantization import gemm_becomes_matmul
 
-    covered = set(settings.op_types)
-    if settings.mode == "dynamic" and "MatMul" in covered:
-        covered.add("Gemm")  # dynamic quantization rewrites Gemm into MatMul first
+    covered = set(settings.op_types) | ({"Gemm"} if gemm_becomes_matmul(settings) else set())
     graph = load_onnx(onnx_path, load_weights=False).graph
     weights = {i.name for i in graph.initializer}
     left = Counter(n.op_type for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.op_type not in covered
