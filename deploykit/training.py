@@ -130,13 +130,25 @@ def _trainer_class(base, layer_decay: float):
 
 
 class _EpochLog:
-    """Prints one line per evaluation (epoch, accuracy, macro-F1) through deploykit's console."""
+    """Prints one line per evaluation during training (epoch, accuracy, macro-F1) through deploykit's
+    console. Evaluations after training (the kept checkpoint, the test split) are the stage's own summary
+    line: logged here they would carry the last epoch's number and, for the test split, no `eval_` keys."""
 
     def __init__(self, stage: str):
         from transformers import TrainerCallback
 
         class CB(TrainerCallback):
+            training = False
+
+            def on_train_begin(self, args, state, control, **kw):
+                self.training = True
+
+            def on_train_end(self, args, state, control, **kw):
+                self.training = False
+
             def on_evaluate(self, args, state, control, metrics=None, **kw):
+                if not self.training:
+                    return
                 if state.is_world_process_zero and metrics and "eval_accuracy" not in metrics:
                     log(f"{stage}: epoch {state.epoch:.2f} loss {metrics.get('eval_loss', float('nan')):.4f}")
                 elif state.is_world_process_zero and metrics:
@@ -145,6 +157,20 @@ class _EpochLog:
                         f"loss {metrics.get('eval_loss', float('nan')):.4f}")
 
         self.callback = CB()
+
+
+def _early_stopping(base):
+    """EarlyStoppingCallback that ignores evaluations without the validation metric (the stages' test-split
+    evaluation after training, `metric_key_prefix="test"`), which it would otherwise warn about."""
+
+    class EarlyStopping(base):
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            name = args.metric_for_best_model
+            if metrics is None or (name if name.startswith("eval_") else f"eval_{name}") not in metrics:
+                return
+            super().on_evaluate(args, state, control, metrics=metrics, **kw)
+
+    return EarlyStopping
 
 
 def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval_ds, *, layer_decay: float = 1.0,
@@ -162,7 +188,7 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
                          greater_is_better=not by_loss)
     callbacks = [_EpochLog(stage).callback]
     if cfg.early_stopping_patience and eval_ds is not None:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+        callbacks.append(_early_stopping(EarlyStoppingCallback)(early_stopping_patience=cfg.early_stopping_patience))
     cls = _trainer_class(trainer_cls or Trainer, layer_decay)
     trainer = cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                data_collator=collator or DataCollatorWithPadding(tokenizer),

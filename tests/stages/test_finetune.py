@@ -143,3 +143,21 @@ def test_packaged_minilm_learns_sst2(shared_data, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert art.metrics["test"]["accuracy"] >= 80.0, art.metrics["test"]
+
+
+def test_one_log_line_per_epoch_and_early_stopping_on_a_flat_metric(tiny_bert, tiny_task, tmp_path, monkeypatch,
+                                                                     caplog):
+    # a learning rate too small to move the accuracy: with patience 1 training stops after epoch 2 of 4
+    import deploykit.training as training
+
+    lines = []
+    monkeypatch.setattr(training, "log", lines.append)
+    out = tmp_path / "ft"
+    run_stage("finetune", recipe(tiny_bert, tiny_task, epochs=4, learning_rate=1e-9, early_stopping_patience=1),
+              None, out)
+    m = json.loads((out / "manifest.json").read_text())["metrics"]
+    assert m["epochs_run"] == 2.0
+    # the evaluations after training (kept checkpoint, test split) are not epoch lines and log no "nan"
+    epoch_lines = [line for line in lines if line.startswith("finetune: epoch")]
+    assert [line.split()[2] for line in epoch_lines] == ["1.00", "2.00"] and not any("nan" in x for x in lines)
+    assert "did not find eval_accuracy" not in caplog.text
