@@ -15,17 +15,13 @@ from typing import Callable
 import numpy as np
 
 from deploykit.data import Split, encode
-from deploykit.errors import UserError
+from deploykit.errors import GateError, UserError  # noqa: F401  (GateError: imported from here by callers)
 
 Predictor = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 # operators that compute an activation scale at run time, over the whole input tensor
 RUNTIME_SCALE_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
 EVAL_BATCH = 64
-
-
-class GateError(UserError):
-    """An artifact lost more accuracy than the recipe allows."""
 
 
 def metrics(logits: np.ndarray, labels: list[int] | np.ndarray) -> dict[str, float]:

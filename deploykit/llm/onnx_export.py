@@ -30,16 +30,12 @@ import numpy as np
 
 from deploykit.artifact import staging
 from deploykit.console import log
-from deploykit.errors import UserError
+from deploykit.errors import ParityError, UserError
 
 MIN_OPSET = 17
 # protobuf refuses files over 2 GiB; well below that the weights go to one external file
 EXTERNAL_DATA_BYTES = 1 << 30
 DEFAULT_PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, there was a"]
-
-
-class ParityError(UserError):
-    """ONNX Runtime's greedy tokens (or logits) differ from PyTorch's on a parity prompt."""
 
 
 def eager_float32(model_or_source):

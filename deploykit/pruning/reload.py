@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import torch
 
-
-class ReloadError(RuntimeError):
-    """The saved folder does not reload as the in-memory model (a pruning bug, not a user error)."""
+from deploykit.errors import ReloadError  # noqa: F401  (a CheckError: exit code 3 at the CLI)
 
 
 def _first_line(err: Exception) -> str:

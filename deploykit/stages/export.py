@@ -23,7 +23,7 @@ import numpy as np
 from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
-from deploykit.errors import UserError
+from deploykit.errors import ParityError, UserError
 from deploykit.packing import can_pack, packed_encoder
 from deploykit.trim import can_trim, trimmed_last_layer
 
@@ -41,10 +41,6 @@ BUILTIN_TEXTS = [
     "a quiet , moving portrait of two brothers",
     "The cast does what it can with a script that never decides what it wants to be.",
 ]
-
-
-class ParityError(UserError):
-    """The ONNX graph's logits drifted from PyTorch's by more than the allowed tolerance."""
 
 
 def _load_model(model_or_dir):

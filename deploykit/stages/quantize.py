@@ -27,8 +27,7 @@ import numpy as np
 from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
-from deploykit.errors import UserError
-from deploykit.evaluate import GateError
+from deploykit.errors import GateError, UserError
 
 SENSITIVITY_ROWS = 128
 CALIBRATION_BATCH = 16
