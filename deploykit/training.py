@@ -7,6 +7,7 @@ bf16 where the CPU/GPU does it natively, DDP on CPU with gloo), so `accelerate l
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -112,6 +113,73 @@ def training_args(cfg: TrainConfig, work: Path, has_eval: bool = True, **overrid
     return TrainingArguments(**kwargs)
 
 
+@contextlib.contextmanager
+def float32_forward(model):
+    """Run `model` outside the mixed-precision wrapper accelerate puts on its forward while it trains.
+
+    With `bf16=True` accelerate replaces `model.forward` by an autocast version and keeps the plain one as
+    `model._original_forward`; every call through the model (evaluation included) then runs in bf16, while
+    the saved safetensors run in float32. Inside this block the plain forward is back, so what is measured
+    is what is saved; outside it training goes on in bf16. A model without the wrapper is left as it is.
+    """
+    original = model.__dict__.get("_original_forward")
+    if original is None:
+        yield model
+        return
+    wrapped = model.__dict__.get("forward")
+    model.forward = original
+    try:
+        yield model
+    finally:
+        model.forward = wrapped
+
+
+def release(model):
+    """`model` without accelerate's mixed-precision wrapper, for good (in place; returns it).
+
+    Without this a model trained with bf16 on a CPU with native bf16 stays in bf16 autocast after
+    `trainer.train()`: importance scores, teacher logits, metrics and the reload check would all be
+    computed in bf16 while the saved artifact runs in float32 (the prune reload check failed on such a
+    CPU with logits 8e-3 apart). Source: accelerate's `Accelerator.prepare_model` / `unwrap_model(...,
+    keep_fp32_wrapper=False)`.
+    """
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model, keep_fp32_wrapper=False)
+
+
+def is_autocast_wrapped(model) -> bool:
+    """True while accelerate's autocast wrapper sits on `model.forward` (see `release`)."""
+    return "_original_forward" in model.__dict__
+
+
+def _float32_results(base):
+    """`base` Trainer whose evaluations run in float32 and whose `train()` hands back an unwrapped model.
+
+    bf16 changes only the training steps: the per-epoch evaluation that picks the best checkpoint, the
+    scores a stage writes into its manifest and everything done with the model afterwards see the same
+    float32 computation as the saved artifact, on every CPU.
+    """
+
+    class Float32Results(base):
+        def evaluate(self, *args, **kwargs):
+            with float32_forward(self.model):
+                return super().evaluate(*args, **kwargs)
+
+        def predict(self, *args, **kwargs):
+            with float32_forward(self.model):
+                return super().predict(*args, **kwargs)
+
+        def train(self, *args, **kwargs):
+            try:
+                return super().train(*args, **kwargs)
+            finally:
+                self.model = release(self.model)
+
+    Float32Results.__name__ = Float32Results.__qualname__ = base.__name__
+    return Float32Results
+
+
 def _trainer_class(base, layer_decay: float):
     if layer_decay >= 1.0:
         return base
@@ -189,7 +257,7 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
     callbacks = [_EpochLog(stage).callback]
     if cfg.early_stopping_patience and eval_ds is not None:
         callbacks.append(_early_stopping(EarlyStoppingCallback)(early_stopping_patience=cfg.early_stopping_patience))
-    cls = _trainer_class(trainer_cls or Trainer, layer_decay)
+    cls = _float32_results(_trainer_class(trainer_cls or Trainer, layer_decay))
     trainer = cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                data_collator=collator or DataCollatorWithPadding(tokenizer),
                compute_metrics=None if by_loss else compute_metrics, callbacks=callbacks, **trainer_kwargs)
