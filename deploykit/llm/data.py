@@ -21,7 +21,8 @@ import random
 from dataclasses import dataclass
 
 from deploykit.config import DataConfig
-from deploykit.data import _column, _find_file, _label_vocab, _local_folder, _read_rows, SPLIT_STEMS
+from deploykit.data import (_column, _find_file, _label_vocab, _local_folder, _read_rows, _where, SPLIT_STEMS,
+                            label_keys, usable_positions)
 from deploykit.errors import UserError
 
 PLAIN_ANSWER = "\nAnswer: "  # prompt/response separator when data.chat_template is false
@@ -66,8 +67,8 @@ def _fill(template: str, row: dict, origin: str, n: int) -> str:
     try:
         return template.format_map(row).strip()
     except KeyError as err:
-        raise UserError(f"{origin}: data.prompt_template names column {err.args[0]!r}, which row {n} does not have "
-                        f"(columns: {', '.join(map(str, row))})") from None
+        raise UserError(f"{origin}: data.prompt_template names column {err.args[0]!r}, which {_where(row, n)} "
+                        f"does not have (columns: {', '.join(map(str, row))})") from None
     except (ValueError, IndexError) as err:
         raise UserError(f"data.prompt_template {template!r} is not a valid format string ({err})") from None
 
@@ -80,13 +81,13 @@ def _to_chat(rows: list[dict], cfg: DataConfig, label_names: list[str] | None, l
         responses = [str(v).strip() for v in _column(rows, cfg.response_column, origin)]
         empty = next((n for n, r in enumerate(responses, 1) if not r), None)
         if empty:
-            raise UserError(f"{origin}: row {empty} has an empty '{cfg.response_column}' (the response to learn)")
+            raise UserError(f"{origin}: {_where(rows[empty - 1], empty)} has an empty '{cfg.response_column}' "
+                            "(the response to learn)")
     else:
         responses = []
-        for n, raw in enumerate(_column(rows, cfg.label_column, origin), 1):
-            key = str(raw).strip()
+        for n, (row, key) in enumerate(zip(rows, label_keys(rows, cfg.label_column, origin)), 1):
             if key not in label_ids:
-                raise UserError(f"{origin}: row {n} has label {key!r}, never seen in the training data")
+                raise UserError(f"{origin}: {_where(row, n)} has label {key!r}, never seen in the training data")
             responses.append(label_names[label_ids[key]])
     return ChatSplit(prompts, responses)
 
@@ -134,7 +135,7 @@ def load_chat_task(cfg: DataConfig) -> ChatTask:
     rows, origins = _rows_hub(cfg) if folder is None else _rows_local(cfg, folder)
     label_names = label_ids = None
     if not cfg.response_column:
-        label_names, label_ids = _label_vocab(_column(rows["train"], cfg.label_column, origins["train"]), cfg,
+        label_names, label_ids = _label_vocab(label_keys(rows["train"], cfg.label_column, origins["train"]), cfg,
                                               origins["train"])
         if not cfg.label_names and all(n.isdigit() for n in label_names):
             raise UserError(f"{origins['train']}: labels are numbers; set data.label_names (the words to answer) "
@@ -189,7 +190,7 @@ def _response_text(tokenizer, response: str, cfg: DataConfig) -> str:
 
 
 def context_length(config) -> int | None:
-    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return usable_positions(config)
 
 
 def check_length(cfg: DataConfig, config, model_name: str) -> None:
