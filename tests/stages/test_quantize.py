@@ -222,21 +222,40 @@ def test_cli_quantize_and_its_one_line_errors(tiny_bert, tiny_task, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_dynamic_int8_is_scored_one_row_at_a_time(tiny_bert, tiny_task, tmp_path):
+def _with_outlier_token(model_dir: Path, out: Path, word: str) -> Path:
+    """A copy of `model_dir` (BERT) whose embedding of `word` is one large channel: after LayerNorm it is
+    the batch's largest activation (~8 against ~3), so it sets any scale computed over the batch."""
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[tok.convert_tokens_to_ids(word)] = 0.0
+        emb[tok.convert_tokens_to_ids(word), 0] = 1000.0
+        model.classifier.weight *= 30.0  # a random tiny head's logits are ~0.1: make a scale change visible
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("preset", ["avx2", "avx512_vnni"])  # both ORT presets, forced, on any CPU
+def test_dynamic_int8_is_scored_one_row_at_a_time(preset, tiny_bert, tiny_task, tmp_path):
     from deploykit.evaluate import EVAL_BATCH, eval_batch_size
 
-    dynamic = run_stage("quantize", recipe(tiny_task), tiny_bert, tmp_path / "d")
-    static = run_stage("quantize", recipe(tiny_task, mode="static", calibration_samples=16), tiny_bert,
+    model = _with_outlier_token(tiny_bert, tmp_path / "outlier", "worst")
+    dynamic = run_stage("quantize", recipe(tiny_task, preset=preset), model, tmp_path / "d")
+    static = run_stage("quantize", recipe(tiny_task, mode="static", calibration_samples=16, preset=preset), model,
                        tmp_path / "s")
+    assert dynamic.manifest["int8"]["preset"] == preset
     assert eval_batch_size(dynamic.onnx_path) == 1
     assert eval_batch_size(static.onnx_path) == EVAL_BATCH and eval_batch_size(None) == EVAL_BATCH
     # why: one activation scale spans the batch, so a row's dynamic-INT8 logits move with its neighbours;
-    # static scales are fixed and the neighbour (masked padding aside) changes nothing
-    row, loud = "a fine film", "bad bad bad awful dull boring bad worse worst dreadful terrible " * 2
+    # static scales are fixed and the neighbour (masked padding aside) changes nothing. The neighbour holds
+    # an outlier activation, so the property shows whatever rounding this CPU's kernels do.
+    row, loud = "a fine film", "the worst film"
     for art, changes in ((dynamic, True), (static, False)):
         alone = ort_logits(art.onnx_path, [row])[0]
         beside = ort_logits(art.onnx_path, [row, loud])[0]
-        assert (np.abs(alone - beside).max() > 1e-4) == changes
+        assert (np.abs(alone - beside).max() > 1e-3) == changes, (art.path.name, np.abs(alone - beside).max())
 
 
 def test_quantizing_gather_keeps_the_embeddings_unfused_and_int8(tiny_bert, tiny_task, tmp_path):
