@@ -5,7 +5,10 @@ layout Optimum's ORTModel classes read), `tensorrt` (an engine next to its ONNX 
 Any Hugging Face classifier folder without a manifest is accepted as a `pytorch` artifact.
 
 Outputs are written through `staging(out_dir)`: a temporary sibling folder renamed into place at
-the end, so an interrupted stage never leaves a folder that looks complete.
+the end, so an interrupted stage never leaves a folder that looks complete. deploykit replaces only
+what it wrote itself: `check_out_dir` refuses, before any work starts, an `--out` that is a file, the
+working directory or one of its ancestors, an unwritable place, or a non-empty folder that is not a
+deploykit output (`staging` checks again as a last guard).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,6 +28,11 @@ from typing import Any, Iterator
 from deploykit.errors import UserError
 
 MANIFEST = "manifest.json"
+RUN_STATE = "pipeline.json"  # marks a `deploykit run` folder (deploykit/pipeline.py writes it)
+REPORT = "report.json"  # marks a `deploykit bench` report folder
+# deploykit's own scratch folders beside (or inside) an output: staging's .<name>.tmp-<pid> and
+# .<name>.old-<pid>, finetune's .<name>.work checkpoints; an output holding only these counts as empty
+OWN_SCRATCH = re.compile(r"^\..+\.(tmp-\d+|old-\d+|work)$")
 
 
 @dataclass
@@ -110,10 +119,92 @@ def write_manifest(folder: Path, *, stage: str, format: str, parent: Artifact | 
     return manifest
 
 
+def output_kind(folder: Path) -> str | None:
+    """What deploykit wrote in `folder`: the stage its manifest names ("finetune", "baseline", "bench", ...),
+    "run" for a `deploykit run` folder, "bench" for a report folder; None when deploykit did not write it."""
+    mf = folder / MANIFEST
+    with contextlib.suppress(OSError, ValueError):
+        manifest = json.loads(mf.read_text()) if mf.is_file() else None
+        if isinstance(manifest, dict) and isinstance(manifest.get("stage"), str) and "format" in manifest:
+            return manifest["stage"]
+    if (folder / RUN_STATE).is_file():
+        return "run"
+    if (folder / "baseline").is_dir() and output_kind(folder / "baseline") == "baseline":
+        return "bench"  # a bench stopped after building its standard-recipe baseline, before the report
+    with contextlib.suppress(OSError, ValueError):
+        report = json.loads((folder / REPORT).read_text()) if (folder / REPORT).is_file() else None
+        if isinstance(report, dict) and "rows" in report and "machine" in report:
+            return "bench"
+    return None
+
+
+def _writable(folder: Path) -> bool:
+    # os.access says yes to root everywhere; a read-only mount says no to root too
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    with contextlib.suppress(OSError):
+        return not os.statvfs(folder).f_flag & os.ST_RDONLY
+    return True
+
+
+def check_out_dir(out: str | Path, stage: str | None = None, force: bool = False) -> Path:
+    """Refuse an output folder deploykit may not write, before any work starts; returns it resolved.
+
+    Accepted: a new folder (its nearest existing parent writable), an empty one (deploykit's own scratch
+    folders ignored), or a deploykit output of the same `stage` ("run" for a run folder, "bench" for a
+    report folder). `force` also accepts a deploykit output of another stage. Never accepted, `force`
+    or not: a file or a path under one, the working directory or an ancestor of it, an unwritable place,
+    a non-empty folder deploykit did not write. `stage=None` (staging's last guard) accepts any
+    deploykit output.
+
+    Raises:
+        UserError: one line naming the path, what is there and what to do instead.
+    """
+    given = out
+    out = Path(out).expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        where = "the working directory" if out == cwd else f"an ancestor of the working directory ({cwd})"
+        raise UserError(f"--out {given}: is {where}; deploykit replaces its output folder as a whole, "
+                        "so give a new folder, e.g. --out runs/<name>")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {given}: {out} is a file, not a folder; give a new folder")
+    existing = out if out.exists() else next(a for a in out.parents if a.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out {given}: {existing} is a file, so nothing can be created under it; give another folder")
+    # a stage renames the old output away and writes a sibling temporary folder: both need write access
+    for folder in (out, out.parent) if existing == out else (existing,):
+        if not _writable(folder):
+            raise UserError(f"--out {given}: {folder} is not writable; give a folder you can write to")
+    if existing != out:
+        return out
+    entries = sorted(e.name for e in out.iterdir() if not OWN_SCRATCH.match(e.name))
+    if not entries:
+        return out
+    kind = output_kind(out)
+    if kind is None:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise UserError(f"--out {given}: the folder holds files deploykit did not write ({shown}); deploykit only "
+                        "replaces its own outputs, so give a new or empty folder")
+    if stage is None or kind == stage:
+        return out
+    if stage == "run" or kind == "run":
+        raise UserError(f"--out {given}: holds a deploykit {kind} {'folder' if kind == 'run' else 'output'}, "
+                        f"not a {'run folder' if stage == 'run' else stage + ' output'}; give a new or empty folder")
+    if not force:
+        raise UserError(f"--out {given}: holds a deploykit {kind} output, not a {stage} one; add --force to replace "
+                        "it, or give another folder")
+    return out
+
+
 @contextlib.contextmanager
 def staging(out_dir: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder; on success it replaces `out_dir`, on failure it is removed."""
-    out = Path(out_dir).expanduser().resolve()
+    """Yield a fresh temporary folder; on success it replaces `out_dir`, on failure it is removed.
+
+    The temporary folder is removed on any exception, KeyboardInterrupt (SIGINT) and SIGTERM included
+    (the CLI turns SIGTERM into `errors.Terminated`). `out_dir` must pass `check_out_dir` (any stage).
+    """
+    out = check_out_dir(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -124,7 +215,13 @@ def staging(out_dir: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
+    try:
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    except BaseException:  # a signal between the two renames: put the previous output back
+        if old.exists() and not out.exists():
+            old.rename(out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(old, ignore_errors=True)

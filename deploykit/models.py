@@ -97,9 +97,76 @@ def resolve_source(source: str) -> str:
     return source
 
 
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
 def _hub_hint(source: str, err: Exception) -> UserError:
     return UserError(f"model source {source!r} could not be loaded ({type(err).__name__}: "
-                     f"{str(err).splitlines()[0][:200]}); offline? use a local folder or package:<module>/<folder>")
+                     f"{_first_line(err)}); offline? use a local folder or package:<module>/<folder>")
+
+
+# what a library raises when the user's model files are wrong: (OSError, ValueError) from transformers,
+# SafetensorError from safetensors (a truncated or corrupt model.safetensors: "header too large", ...)
+def _load_errors() -> tuple[type[Exception], ...]:
+    from safetensors import SafetensorError
+
+    return OSError, ValueError, SafetensorError
+
+
+def _load_failure(source: str, path: str, err: Exception) -> UserError:
+    """One line for a failed `from_pretrained`: the corrupt weight file, the local folder, or the hub id."""
+    folder = Path(path)
+    if type(err).__module__.startswith("safetensors"):
+        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        where = " / ".join(str(f) for f in files[:2]) or path
+        return UserError(f"model source {source!r}: {where} is not a readable safetensors file ({_first_line(err)}); "
+                         "save or download the weights again")
+    if folder.is_dir():
+        return UserError(f"model source {source!r}: {folder} could not be loaded ({type(err).__name__}: "
+                         f"{_first_line(err)})")
+    return _hub_hint(source, err)
+
+
+# the transformers Auto class each task kind needs: a config whose model_type it maps is supported
+TASK_MODELS = {"classification": "sequence classifier (AutoModelForSequenceClassification)",
+               "generation": "causal LM (AutoModelForCausalLM)"}
+
+
+def supported_model_types(task: str) -> dict[str, str]:
+    """model_type -> model class name that transformers can build for `task` (classification or generation)."""
+    from transformers.models.auto import modeling_auto
+
+    if task == "generation":
+        return dict(modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    return dict(modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
+
+
+def check_architecture(config, task: str, source: str) -> None:
+    """UserError in one line when transformers has no `task` model (classifier / causal LM) for this config.
+
+    A config with remote code (`auto_map`) is accepted when it maps the needed Auto class.
+    """
+    model_type = getattr(config, "model_type", None)
+    auto = "AutoModelForCausalLM" if task == "generation" else "AutoModelForSequenceClassification"
+    if model_type in supported_model_types(task) or auto in (getattr(config, "auto_map", None) or {}):
+        return
+    known = sorted(supported_model_types(task))
+    shown = ", ".join(k for k in ("bert", "roberta", "distilbert", "llama", "qwen2", "mistral") if k in known)
+    raise UserError(f"model source {source!r}: model_type {model_type!r} is not a {TASK_MODELS[task]}; "
+                    f"give one of the {len(known)} model types transformers has one for (e.g. {shown})")
+
+
+def load_config(source: str, *, trust_remote_code: bool = False, revision: str | None = None):
+    """The model's config (config.json only, no weights), for checks before anything loads."""
+    from transformers import AutoConfig
+
+    path, extra = _pretrained_args(source)
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision, **extra)
+    except _load_errors() as err:
+        raise _load_failure(source, path, err) from None
 
 
 def _pretrained_args(source: str) -> tuple[str, dict[str, Any]]:
@@ -147,29 +214,48 @@ def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, 
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
                                                      dtype=dtype or torch.float32,
                                                      **extra, **kwargs)
-    except (OSError, ValueError) as err:
-        raise _hub_hint(source, err) from None
+    except _load_errors() as err:
+        if isinstance(err, ValueError) and "Unrecognized configuration class" in str(err):
+            check_architecture(load_config(source, trust_remote_code=trust_remote_code), "generation", source)
+        raise _load_failure(source, path, err) from None
     return model.eval()
 
 
 def load_classifier(source: str, *, labels: list[str] | None = None, trust_remote_code: bool = False,
-                    revision: str | None = None, **kwargs: Any):
+                    revision: str | None = None, new_head: bool = True, **kwargs: Any):
     """AutoModelForSequenceClassification from safetensors; `labels` sets num_labels/id2label/label2id.
 
     A fresh classifier head (e.g. on the packaged MiniLM, a sentence encoder) is initialised from
-    the torch seed, so callers seed first.
+    the torch seed, so callers seed first. A checkpoint whose trained head has another label count than
+    `labels` (a binary sentiment model started on a 3-class task) gets a new head, with one log line;
+    `new_head=False` refuses it instead (a stage that needs the head it was given).
+
+    Raises:
+        UserError: the source, its config or its weights cannot be read, or it is not a classifier type.
     """
     from transformers import AutoModelForSequenceClassification
 
     path = resolve_source(source)
+    config = load_config(source, trust_remote_code=trust_remote_code, revision=revision)
+    check_architecture(config, "classification", source)
     if labels is not None:
         kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                       label2id={name: i for i, name in enumerate(labels)})
+        trained_head = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+        if trained_head and config.num_labels != len(labels):
+            if not new_head:
+                raise UserError(f"model {source!r} has {config.num_labels} labels but the data has {len(labels)}; "
+                                "give the model fine-tuned on this task")
+            from deploykit.console import log
+
+            log(f"model {source!r}: its classifier head has {config.num_labels} labels, the task {len(labels)}: "
+                f"the head is re-initialised ({config.num_labels} → {len(labels)} labels)")
+            kwargs.setdefault("ignore_mismatched_sizes", True)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path, trust_remote_code=trust_remote_code, revision=revision, use_safetensors=True, **kwargs)
-    except (OSError, ValueError) as err:
-        raise _hub_hint(source, err) from None
+    except _load_errors() as err:
+        raise _load_failure(source, path, err) from None
     if labels is not None and model.config.num_labels != len(labels):
         raise UserError(f"model {source!r} has {model.config.num_labels} labels but the data has {len(labels)}")
     return model

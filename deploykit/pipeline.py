@@ -12,7 +12,7 @@ import importlib
 import json
 from pathlib import Path
 
-from deploykit.artifact import Artifact, config_hash, load_artifact
+from deploykit.artifact import RUN_STATE, Artifact, check_out_dir, config_hash, load_artifact
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
@@ -38,12 +38,20 @@ def stage_function(stage: str):
     return importlib.import_module(STAGE_MODULES[stage]).run
 
 
-def run_stage(stage: str, recipe: Recipe, source: str | Path | None, out_dir: Path, **options) -> Artifact:
-    """Run one stage on the artifact at `source` (None: the recipe's model) into `out_dir`."""
+def run_stage(stage: str, recipe: Recipe, source: str | Path | None, out_dir: Path, force: bool = False,
+              **options) -> Artifact:
+    """Run one stage on the artifact at `source` (None: the recipe's model) into `out_dir`.
+
+    `out_dir` is checked before anything runs (`artifact.check_out_dir`): a new or empty folder, or an
+    earlier output of this stage; `force` also replaces another stage's output.
+    """
     fn = stage_function(stage)
     parent = load_artifact(source) if source is not None else None
     if parent is None and stage in NEEDS_INPUT and not (stage == "distill" and recipe.distill.teacher):
         raise UserError(f"{stage} needs an input artifact: --from FOLDER (a previous stage's output)")
+    out = check_out_dir(out_dir, stage, force)
+    if parent is not None and (out == parent.path.resolve() or out in parent.path.resolve().parents):
+        raise UserError(f"--out {out_dir}: would replace the input artifact {parent.path}; give another folder")
     artifact = fn(recipe, parent, Path(out_dir), **options)
     _close_distributed()
     return artifact
@@ -67,7 +75,7 @@ GATE_KNOBS = {
     "quantize": "use quantize.mode: dynamic, lower quantize.max_drop to keep more nodes in float, or raise gate.max_drop",
     "export": "the export drifted: check export.atol and the parity report in its manifest",
 }
-STATE_FILE = "pipeline.json"
+STATE_FILE = RUN_STATE
 
 
 def _state(out_dir: Path) -> dict:
@@ -147,13 +155,18 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         raise UserError("recipe has no stages (add finetune, distill, prune, quantize, export or bench)")
     if recipe.data is None:
         raise UserError("recipe has no data section; every stage needs the task data")
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = _state(out_dir)
     if recipe.data.task == "generation" and recipe.data.response_column and len(stages) > 1:
         raise UserError("deploykit run gates every stage on exact answers, but data.response_column holds free-text "
                         "responses; recast a labelled task as generation (no response_column) to chain stages")
+    # every folder this run will write is checked before the first stage trains for half an hour
+    out_dir = check_out_dir(out_dir, "run")
+    for stage in stages:
+        check_out_dir(out_dir / stage, stage)
     task = load_any_task(recipe.data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = _state(out_dir)
+    if not (out_dir / STATE_FILE).is_file():
+        _save_state(out_dir, state)  # marks the folder as a run folder from the start
     parent: Artifact | None = None if "finetune" in stages else load_artifact(resolve_source(recipe.model.source))
     parent_hash = None if parent is None else config_hash("source", recipe.model.source)
     teacher = parent

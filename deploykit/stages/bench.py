@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from deploykit.artifact import Artifact, load_artifact, write_manifest
+from deploykit.artifact import Artifact, check_out_dir, load_artifact, write_manifest
 from deploykit.config import BenchConfig, Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
@@ -45,7 +45,7 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
         The report folder.
     """
     from deploykit.benchmark import Settings, measure
-    from deploykit.data import load_task
+    from deploykit.data import fit_max_length, load_task
     from deploykit.report import write_reports
 
     cfg = recipe.bench or BenchConfig()
@@ -56,26 +56,28 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
     artifacts = [_checked(a) for a in map(load_artifact, artifact_paths) if not _is_report(a)]
     if not artifacts:
         raise UserError("bench: none of the folders given holds a model (only bench reports)")
+    # reports are written into out_dir itself: a new or empty folder, or an earlier report (never --force)
+    out_dir = check_out_dir(out_dir, "bench")
     if recipe.data.task == "generation":
         from deploykit.llm.bench_stage import run_many as run_many_causal
 
         subjects = _subjects(artifacts)
         return run_many_causal(recipe, [s.artifact for s in subjects], [s.name for s in subjects],
-                               Path(out_dir).expanduser().resolve())
+                               out_dir)
     task = load_task(recipe.data)
     if cfg.eval_split == "test" and task.test is None:
         raise UserError(f"data {task.source}: no test split to benchmark on; set bench.eval_split=validation "
                         "(or add a test file, or data.test_split)")
     split = task.split(cfg.eval_split)
     subjects = _subjects(artifacts)
-    out_dir = Path(out_dir).expanduser().resolve()
     baseline, teacher = _baseline(cfg, artifacts, baseline_source, out_dir / "baseline")
     if baseline is not None:
         subjects.append(baseline)
     settings = Settings.from_config(cfg)
     log(f"bench: {len(subjects)} artifacts x {', '.join(settings.targets)} on {len(split)} {cfg.eval_split} texts"
         + (" (--quick: a smoke test, not a measurement)" if cfg.quick else ""))
-    result = measure(subjects, split, settings, recipe.data.max_length)
+    max_length = min(fit_max_length(recipe.data.max_length, s.artifact.path) for s in subjects)  # what all can take
+    result = measure(subjects, split, settings, max_length)
     report = _report(recipe, cfg, result, teacher)
     paths = write_reports(report, out_dir)
     for row in result["rows"]:
