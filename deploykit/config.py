@@ -8,6 +8,7 @@ A recipe file *is* these models: `finetune:` in YAML is `FinetuneConfig`, read b
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -314,6 +315,26 @@ class Recipe(Section):
         return [s for s in STAGES if getattr(self, s) is not None]
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader with YAML 1.2 core-schema booleans: only true/false (any case) are booleans.
+
+    YAML 1.1 reads on/off/yes/no/y/n as booleans, so `bf16: off` or `--set finetune.bf16=off` would
+    reach the schema as False instead of the string "off". Ints, floats and null resolve as before.
+    """
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
+
+
+def read_yaml(text: str) -> Any:
+    """Parse recipe YAML (or one `--set` value) with YAML 1.2 booleans."""
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
+
+
 def _set_dotted(tree: dict, dotted: str, value: Any, origin: str) -> None:
     keys = dotted.split(".")
     node = tree
@@ -328,7 +349,8 @@ def _set_dotted(tree: dict, dotted: str, value: Any, origin: str) -> None:
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """`finetune.epochs=2` -> ("finetune.epochs", 2); the value is read as YAML (numbers, lists, null)."""
+    """`finetune.epochs=2` -> ("finetune.epochs", 2); the value is read as YAML (numbers, lists, null;
+    YAML 1.2 booleans, so `finetune.bf16=off` is the string "off")."""
     if "=" not in item:
         raise UserError(f"--set {item!r}: expected key=value, e.g. --set finetune.epochs=2")
     key, raw = item.split("=", 1)
@@ -336,15 +358,34 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not key:
         raise UserError(f"--set {item!r}: empty key")
     try:
-        return key, yaml.safe_load(raw) if raw.strip() else None
+        return key, read_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         return key, raw
 
 
-def format_validation_error(err: ValidationError, origin: str) -> str:
-    """One line: the file, the dotted field and what is wrong with it."""
+def _override_for(loc: tuple, overrides: list[str]) -> tuple[str, bool] | None:
+    """(the last `--set` item on the error's path, whether it set that field or a section holding it).
+
+    False means the item set a field inside the failing section (a section-wide check): it may be the
+    cause, or the file's other fields may be."""
+    path = [str(p) for p in loc]
+    for item in reversed(overrides):
+        keys = item.split("=", 1)[0].strip().split(".")
+        n = min(len(keys), len(path))
+        if path and keys[:n] == path[:n]:
+            return item, len(keys) <= len(path)
+    return None
+
+
+def format_validation_error(err: ValidationError, origin: str, overrides: list[str] | None = None) -> str:
+    """One line: where the value came from (the file, or the `--set` item that gave it), the dotted field
+    and what is wrong with it."""
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    found = _override_for(first["loc"], overrides or [])
+    if found is not None:
+        item, exact = found
+        origin = f"--set {item}" if exact or origin == "command line" else f"{origin} with --set {item}"
     if first["type"] == "extra_forbidden":
         return f"{origin}: unknown key '{loc}' (check the spelling; see deploykit/config.py for the schema)"
     msg = first["msg"].removeprefix("Value error, ")
@@ -368,7 +409,7 @@ def build_recipe(tree: dict | None, overrides: list[str] | None = None, origin: 
     try:
         return Recipe.model_validate(tree)
     except ValidationError as err:
-        raise UserError(format_validation_error(err, origin)) from None
+        raise UserError(format_validation_error(err, origin, overrides)) from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -377,7 +418,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not path.is_file():
         raise UserError(f"{path}: recipe file not found")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = read_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
