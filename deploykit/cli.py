@@ -6,20 +6,27 @@
     deploykit run recipes/sst2-minilm.yaml
     deploykit generate runs/sst2-smollm2/quantize "Is 'a gorgeous film' positive or negative?"
 
-Every stage command also takes `--recipe FILE` and `--set section.key=value` (repeatable).
-A user mistake prints one line and exits with code 2.
+Every stage command also takes `--recipe FILE`, `--set section.key=value` (repeatable) and `--force`.
+Every failure is one line on stderr, with an exit code that says what kind (deploykit/errors.py):
+2 bad input, 3 a correctness check refused an artifact, 4 an accuracy gate stopped the run, 1 anything
+else, 130 / 143 interrupted by SIGINT / SIGTERM. `deploykit --debug ...` (or DEPLOYKIT_DEBUG=1) adds
+the traceback.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
+import click
 import typer
 
-from deploykit.errors import UserError
+from deploykit.errors import CheckError, DeploykitError, Terminated, UserError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Finetune, distill, prune, quantize, export and benchmark Hugging Face transformers.")
@@ -32,18 +39,47 @@ ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model so
 DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="dataset name (looked up in --data-dir, then the hub) or a file/folder")]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="local mirror of named datasets (default $DEPLOYKIT_DATA_DIR)")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or status lines")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="replace a deploykit output of another stage at --out "
+                                        "(never a folder deploykit did not write)")]
+
+_debug = {"on": False}
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option("--debug", help="print the traceback of any error "
+                                                 "(also DEPLOYKIT_DEBUG=1)")] = False):
+    _debug["on"] = debug or os.environ.get("DEPLOYKIT_DEBUG", "") not in ("", "0")
+
+
+def _fail(line: str, code: int) -> typer.Exit:
+    if _debug["on"]:
+        traceback.print_exc()
+    typer.echo(f"error: {line}", err=True)
+    return typer.Exit(code)
 
 
 def edge(fn: Callable) -> Callable:
-    """Turn a UserError into one line on stderr and exit code 2; never a traceback for bad input."""
+    """Every failure becomes one line on stderr and an exit code that says what kind (deploykit/errors.py);
+    a traceback only with --debug."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # typer's and click's own ways out
+        except CheckError as err:
+            raise _fail(f"{err.check} check failed: {err}", err.exit_code) from None
+        except DeploykitError as err:
+            raise _fail(str(err), err.exit_code) from None
+        except Terminated:
+            raise _fail("terminated (SIGTERM); temporary output folders were removed", 143) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted (SIGINT); temporary output folders were removed", 130) from None
+        except Exception as err:  # noqa: BLE001 - the edge: anything else is one line too, exit 1
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            hint = "" if _debug["on"] else " (run with --debug for the traceback)"
+            raise _fail(f"{type(err).__name__}: {first}{hint}", 1) from None
 
     return wrapper
 
@@ -75,11 +111,11 @@ def _out(out: Path | None, stage: str) -> Path:
     return out or Path("runs") / stage
 
 
-def _run_stage(stage: str, cfg, source: Path | None, out: Path, **options) -> None:
+def _run_stage(stage: str, cfg, source: Path | None, out: Path, force: bool = False, **options) -> None:
     from deploykit.console import log
     from deploykit.pipeline import run_stage
 
-    art = run_stage(stage, cfg, source, out, **options)
+    art = run_stage(stage, cfg, source, out, force=force, **options)
     log(f"[green]{stage}[/green]: wrote {art.path}")
     typer.echo(str(art.path))
 
@@ -89,31 +125,31 @@ def _run_stage(stage: str, cfg, source: Path | None, out: Path, **options) -> No
 def finetune(recipe: RecipeOpt = None, model: ModelOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None,
              out: OutOpt = None, set_: SetOpt = None,
              resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --out")] = False,
-             quiet: QuietOpt = False):
+             force: ForceOpt = False, quiet: QuietOpt = False):
     """Fine-tune a pretrained model on a labelled task (full, partial, layer-wise LR decay, LoRA)."""
     _quiet(quiet)
     cfg = build("finetune", recipe, set_, model=model, data=data, data_dir=data_dir)
-    _run_stage("finetune", cfg, None, _out(out, "finetune"), resume=resume)
+    _run_stage("finetune", cfg, None, _out(out, "finetune"), resume=resume, force=force)
 
 
 @app.command()
 @edge
 def distill(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None,
-            out: OutOpt = None, set_: SetOpt = None, quiet: QuietOpt = False):
+            out: OutOpt = None, set_: SetOpt = None, force: ForceOpt = False, quiet: QuietOpt = False):
     """Distil a fine-tuned teacher into a student with fewer layers."""
     _quiet(quiet)
     cfg = build("distill", recipe, set_, data=data, data_dir=data_dir)
-    _run_stage("distill", cfg, source, _out(out, "distill"))
+    _run_stage("distill", cfg, source, _out(out, "distill"), force=force)
 
 
 @app.command()
 @edge
 def prune(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None,
-          out: OutOpt = None, set_: SetOpt = None, quiet: QuietOpt = False):
+          out: OutOpt = None, set_: SetOpt = None, force: ForceOpt = False, quiet: QuietOpt = False):
     """Structured pruning (FFN, width with heads, layers, vocabulary) into a smaller plain HF model."""
     _quiet(quiet)
     cfg = build("prune", recipe, set_, data=data, data_dir=data_dir)
-    _run_stage("prune", cfg, source, _out(out, "prune"))
+    _run_stage("prune", cfg, source, _out(out, "prune"), force=force)
 
 
 @app.command()
@@ -122,14 +158,14 @@ def quantize(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = N
              out: OutOpt = None, set_: SetOpt = None,
              int8: Annotated[bool, typer.Option("--int8", help="INT8 (the only precision so far)")] = True,
              mode: Annotated[Optional[str], typer.Option(help="dynamic or static")] = None,
-             quiet: QuietOpt = False):
+             force: ForceOpt = False, quiet: QuietOpt = False):
     """INT8 quantization of an ONNX model (exported first from PyTorch) with an accuracy gate."""
     _quiet(quiet)
     if not int8:
         raise UserError("quantize: only --int8 is supported")
     cfg = build("quantize", recipe, set_, data=data, data_dir=data_dir,
                 extra=[f"quantize.mode={mode}"] if mode else None)
-    _run_stage("quantize", cfg, source, _out(out, "quantize"))
+    _run_stage("quantize", cfg, source, _out(out, "quantize"), force=force)
 
 
 @app.command()
@@ -137,12 +173,12 @@ def quantize(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = N
 def export(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None,
            out: OutOpt = None, set_: SetOpt = None,
            format: Annotated[Optional[str], typer.Option("--format", help="onnx or tensorrt")] = None,
-           quiet: QuietOpt = False):
+           force: ForceOpt = False, quiet: QuietOpt = False):
     """Export to ONNX (parity-checked, fused) or build a TensorRT engine."""
     _quiet(quiet)
     cfg = build("export", recipe, set_, data=data, data_dir=data_dir,
                 extra=[f"export.format={format}"] if format else None)
-    _run_stage("export", cfg, source, _out(out, "export"))
+    _run_stage("export", cfg, source, _out(out, "export"), force=force)
 
 
 @app.command()
@@ -165,17 +201,23 @@ def bench(artifacts: Annotated[list[Path], typer.Argument(help="artifact folders
     typer.echo(str(report))
 
 
+def _run_dir(cfg, recipe: Path, out: Path | None) -> Path:
+    return out or Path("runs") / (cfg.name or recipe.stem)
+
+
 @app.command()
 @edge
-def run(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], out: OutOpt = None, set_: SetOpt = None,
-        quiet: QuietOpt = False):
+def run(recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
+        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder: pipeline.json and one "
+                                                    "subfolder per stage; new, empty or an earlier run")] = None,
+        set_: SetOpt = None, quiet: QuietOpt = False):
     """Run every stage of a recipe in order, with gates, resume and the final benchmark."""
     _quiet(quiet)
     from deploykit.config import load_recipe
     from deploykit.pipeline import run_recipe
 
     cfg = load_recipe(recipe, set_)
-    out_dir = out or Path("runs") / (cfg.name or recipe.stem)
+    out_dir = _run_dir(cfg, recipe, out)
     state = run_recipe(cfg, out_dir)
     if state.get("headline"):
         typer.echo(state["headline"])
@@ -184,11 +226,19 @@ def run(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], out: OutOpt
 
 @app.command()
 @edge
-def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], set_: SetOpt = None):
-    """Check a recipe without running it."""
+def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], set_: SetOpt = None,
+             out: Annotated[Optional[Path], typer.Option("--out", "-o", help="the run folder to check "
+                                                         "(default: the one `deploykit run` would use)")] = None):
+    """Check a recipe without training: model, data, max_length, runtimes, output folder. Exit 2 on any problem."""
     from deploykit.config import load_recipe
+    from deploykit.validate import recipe_problems
 
     cfg = load_recipe(recipe, set_)
+    problems = recipe_problems(cfg, _run_dir(cfg, recipe, out))
+    for line in problems:
+        typer.echo(f"error: {line}", err=True)
+    if problems:
+        raise typer.Exit(2)
     typer.echo(f"{recipe}: ok ({' -> '.join(cfg.stages()) or 'no stages'})")
 
 
@@ -229,7 +279,15 @@ def _quiet(on: bool) -> None:
     set_quiet(on)
 
 
+def _terminate(signum, frame) -> None:
+    # SIGTERM (kill, a scheduler, torchrun stopping its workers) unwinds like Ctrl-C: staging() removes its
+    # temporary folder on the way out. A second SIGTERM kills at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     # typer names a list option after its parameter; `--set` is a keyword, hence `set_`
     sys.exit(app())
 

@@ -144,6 +144,16 @@ def load_any_task(cfg):
     return load_task(cfg)
 
 
+def check_run_folders(out_dir: Path, stages: list[str]) -> Path:
+    """Every folder a run writes, checked before the first stage trains for half an hour: `out_dir` is new,
+    empty or a run folder, and each `<out_dir>/<stage>` new, empty or that stage's output. Returns
+    `out_dir` resolved; UserError otherwise."""
+    out_dir = check_out_dir(out_dir, "run")
+    for stage in stages:
+        check_out_dir(out_dir / stage, stage)
+    return out_dir
+
+
 def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     """Run the recipe's stages in order into `out_dir/<stage>/`; returns the pipeline state.
 
@@ -158,10 +168,7 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     if recipe.data.task == "generation" and recipe.data.response_column and len(stages) > 1:
         raise UserError("deploykit run gates every stage on exact answers, but data.response_column holds free-text "
                         "responses; recast a labelled task as generation (no response_column) to chain stages")
-    # every folder this run will write is checked before the first stage trains for half an hour
-    out_dir = check_out_dir(out_dir, "run")
-    for stage in stages:
-        check_out_dir(out_dir / stage, stage)
+    out_dir = check_run_folders(out_dir, stages)
     task = load_any_task(recipe.data)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = _state(out_dir)

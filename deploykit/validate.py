@@ -1,0 +1,93 @@
+"""`deploykit validate`: everything about a recipe that can be checked without training, one line per problem.
+
+    deploykit validate recipes/sst2-minilm.yaml --out runs/sst2
+
+Checks the model source (resolvable; its config.json, no weights, of a type the task's Auto class
+takes), the data (files present, columns named, at least two labels), `data.max_length` against the
+model's positions, the runtimes and targets the recipe asks for (CUDA, TensorRT, ONNX Runtime's CUDA
+provider) and the output folders `deploykit run` would write.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploykit.config import Recipe
+from deploykit.errors import UserError
+
+
+def recipe_problems(recipe: Recipe, out_dir: Path | None = None) -> list[str]:
+    """Every problem found, one line each; an empty list means `deploykit run` can start."""
+    found: list[str] = []
+    config = _checked(found, _model_config, recipe)
+    if recipe.data is None:
+        found.append("recipe has no data section; every stage needs the task data")
+    else:
+        _checked(found, _task, recipe)
+        if config is not None:
+            _checked(found, _max_length, recipe, config)
+    found += _runtimes(recipe)
+    if out_dir is not None:
+        from deploykit.pipeline import check_run_folders
+
+        _checked(found, check_run_folders, out_dir, recipe.stages())
+    return found
+
+
+def _checked(found: list[str], check, *args):
+    """Run one check; its UserError becomes a line in `found`."""
+    try:
+        return check(*args)
+    except UserError as err:
+        found.append(str(err))
+        return None
+
+
+def _model_config(recipe: Recipe):
+    from deploykit.models import check_architecture, load_config
+
+    m = recipe.model
+    config = load_config(m.source, trust_remote_code=m.trust_remote_code, revision=m.revision)
+    check_architecture(config, recipe.data.task if recipe.data else "classification", m.source)
+    return config
+
+
+def _task(recipe: Recipe):
+    from deploykit.pipeline import load_any_task
+
+    task = load_any_task(recipe.data)
+    labels = getattr(task, "labels", None)
+    if recipe.data.task == "classification" and labels is not None and len(labels) < 2:
+        raise UserError(f"data {getattr(task, 'source', '')}: the training rows hold {len(labels)} label "
+                        f"({', '.join(map(str, labels))}); a classifier needs at least two")
+    return task
+
+
+def _max_length(recipe: Recipe, config) -> None:
+    try:
+        from deploykit.data import fit_max_length
+    except ImportError:  # older data.py: compare with the position table directly
+        positions = getattr(config, "max_position_embeddings", None)
+        if positions and recipe.data.max_length > positions:
+            raise UserError(f"data.max_length {recipe.data.max_length} exceeds the model's {positions} positions "
+                            f"(max_position_embeddings); set data.max_length <= {positions}") from None
+        return
+    fit_max_length(recipe.data.max_length, config)  # logs one line when inputs will be cut
+
+
+def _runtimes(recipe: Recipe) -> list[str]:
+    """What the recipe asks of this machine's hardware and packages that is missing."""
+    found: list[str] = []
+    if recipe.export is not None and recipe.export.format == "tensorrt":
+        from deploykit.tensorrt import require_tensorrt
+
+        _checked(found, require_tensorrt)
+    if recipe.bench is not None:
+        from deploykit.runtimes import unavailable
+
+        if "gpu" in recipe.bench.targets and (why := unavailable("torch", "gpu")):
+            found.append(f"bench.targets gpu: {why}")
+        for runtime in recipe.bench.runtimes or []:
+            if runtime in ("ort-cuda", "tensorrt") and (why := unavailable(runtime, "gpu")):
+                found.append(f"bench.runtimes {runtime}: {why}")
+    return found
