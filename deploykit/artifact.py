@@ -197,6 +197,20 @@ def check_out_dir(out: str | Path, stage: str | None = None, force: bool = False
     return out
 
 
+def work_dir(out_dir: str | Path, fresh: bool = True) -> Path:
+    """A stage's scratch folder beside its output, `.<name>.work` (kept between runs, e.g. for --resume).
+
+    `fresh` empties it first. Only a folder of that name is ever removed: the name is deploykit's own.
+    """
+    out = check_out_dir(out_dir)
+    work = out.with_name(f".{out.name}.work")
+    if work.exists() and not work.is_dir():
+        raise UserError(f"{work}: a file where deploykit keeps its scratch folder; move it away")
+    if fresh:
+        shutil.rmtree(work, ignore_errors=True)
+    return work
+
+
 @contextlib.contextmanager
 def staging(out_dir: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it replaces `out_dir`, on failure it is removed.
