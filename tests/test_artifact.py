@@ -1,17 +1,21 @@
 """Artifacts: what a folder is, manifests, and staging that never leaves a half-written output."""
 
 import json
+import os
+import signal
+import time
 
 import pytest
 
-from deploykit.artifact import load_artifact, staging, write_manifest
-from deploykit.errors import UserError
+from deploykit.artifact import check_out_dir, load_artifact, output_kind, staging, work_dir, write_manifest
+from deploykit.errors import Terminated, UserError
 
 
 def test_staging_replaces_the_output_only_on_success(tmp_path):
     out = tmp_path / "out"
     with staging(out) as tmp:
         (tmp / "a.txt").write_text("first")
+        write_manifest(tmp, stage="prune", format="pytorch", parent=None, config={})
     assert (out / "a.txt").read_text() == "first"
     with pytest.raises(RuntimeError):
         with staging(out) as tmp:
@@ -47,3 +51,116 @@ def test_bad_artifacts(tmp_path, make, message):
     make(p)
     with pytest.raises(UserError, match=message):
         load_artifact(p)
+
+
+# --- output folders: deploykit replaces only what it wrote -------------------------------------------
+
+def artifact_folder(path, stage="finetune"):
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"x")
+    write_manifest(path, stage=stage, format="pytorch", parent=None, config={})
+    return path
+
+
+def test_new_empty_and_same_stage_folders_are_accepted(tmp_path):
+    assert check_out_dir(tmp_path / "new" / "deeper", "finetune") == (tmp_path / "new" / "deeper").resolve()
+    (tmp_path / "empty").mkdir()
+    check_out_dir(tmp_path / "empty", "finetune")
+    check_out_dir(artifact_folder(tmp_path / "ft"), "finetune")
+    leftovers = tmp_path / "killed"
+    (leftovers / ".finetune.tmp-123").mkdir(parents=True)  # a killed run's scratch counts as empty
+    (leftovers / ".finetune.work").mkdir()
+    check_out_dir(leftovers, "run")
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+def test_another_stage_needs_force(tmp_path):
+    ft = artifact_folder(tmp_path / "ft")
+    with pytest.raises(UserError, match="holds a deploykit finetune output, not a export one; add --force"):
+        check_out_dir(ft, "export")
+    assert check_out_dir(ft, "export", force=True) == ft.resolve()
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_user_folders_are_refused_even_with_force(tmp_path, force):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(UserError, match=r"holds files deploykit did not write \(thesis.tex\)"):
+        check_out_dir(mine, "finetune", force)
+    (mine / "manifest.json").write_text(json.dumps({"name": "my own manifest"}))  # not a deploykit one
+    with pytest.raises(UserError, match="did not write"):
+        check_out_dir(mine, "finetune", force)
+    assert sorted(p.name for p in mine.iterdir()) == ["manifest.json", "thesis.tex"]
+
+
+def test_files_working_directory_and_unwritable_places_are_refused(tmp_path, monkeypatch):
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        check_out_dir(tmp_path / "f.txt", "finetune", force=True)
+    with pytest.raises(UserError, match="is a file, so nothing can be created under it"):
+        check_out_dir(tmp_path / "f.txt" / "out", "finetune")
+    work = tmp_path / "project"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(UserError, match="is the working directory"):
+        check_out_dir(".", "export", force=True)
+    with pytest.raises(UserError, match="an ancestor of the working directory"):
+        check_out_dir(tmp_path, "export", force=True)
+    monkeypatch.setattr(os, "access", lambda path, mode: str(path) != str(work))
+    with pytest.raises(UserError, match=r"project is not writable"):
+        check_out_dir(work / "out", "finetune")
+
+
+def test_run_and_report_folders_are_recognised(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "pipeline.json").write_text("{}")
+    assert output_kind(run) == "run"
+    check_out_dir(run, "run")
+    with pytest.raises(UserError, match="holds a deploykit run folder, not a finetune output"):
+        check_out_dir(run, "finetune", force=True)
+    with pytest.raises(UserError, match="holds a deploykit finetune output, not a run folder"):
+        check_out_dir(artifact_folder(tmp_path / "ft"), "run")
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.json").write_text(json.dumps({"rows": [], "machine": {}}))
+    assert output_kind(report) == "bench"
+    check_out_dir(report, "bench")
+
+
+def test_staging_refuses_a_folder_deploykit_did_not_write(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="did not write"):
+        with staging(mine):
+            pytest.fail("staging must refuse before yielding")
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_sigterm_inside_staging_removes_the_temporary_folder(tmp_path):
+    from deploykit.cli import _terminate
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with pytest.raises(Terminated) as err:
+            with staging(tmp_path / "out") as tmp:
+                (tmp / "half.bin").write_bytes(b"x" * 10)
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises in the main thread, at once
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert err.value.code == 143
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_work_dir_is_the_stage_scratch_folder(tmp_path):
+    work = work_dir(tmp_path / "ft")
+    assert work == (tmp_path / ".ft.work").resolve() and not work.exists()
+    work.mkdir()
+    (work / "checkpoint-1").mkdir()
+    assert work_dir(tmp_path / "ft", fresh=False).joinpath("checkpoint-1").is_dir()  # --resume keeps it
+    work_dir(tmp_path / "ft")
+    assert not work.exists()
