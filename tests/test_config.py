@@ -81,3 +81,34 @@ def test_bad_override_syntax():
 def test_stage_order_is_fixed_whatever_the_yaml_order():
     r = Recipe.model_validate({"bench": {}, "quantize": {}, "finetune": {}})
     assert r.stages() == ["finetune", "quantize", "bench"]
+
+
+# --- YAML 1.2 scalars: only true/false are booleans ---------------------------------------------------
+
+def test_set_bf16_off_is_the_string_off():
+    assert parse_override("finetune.bf16=off") == ("finetune.bf16", "off")
+    r = build_recipe({"data": {"name": "x"}}, ["finetune.bf16=off", "distill.bf16=on", "finetune.tensorboard=true"])
+    assert (r.finetune.bf16, r.distill.bf16, r.finetune.tensorboard) == ("off", "on", True)
+
+
+def test_recipe_file_reads_yaml_1_2_scalars(tmp_path):
+    p = write(tmp_path, "data: {name: a, label_names: [no, yes]}\n"
+                        "finetune: {bf16: off, tensorboard: False, epochs: 2, learning_rate: 1.0e-3, max_steps: -1}\n"
+                        "distill: {bf16: on, early_stopping_patience: null}\n")
+    r = load_recipe(p)
+    assert r.finetune.bf16 == "off" and r.distill.bf16 == "on" and r.finetune.tensorboard is False
+    assert r.data.label_names == ["no", "yes"]  # YAML 1.1 would have made them False / True
+    assert (r.finetune.epochs, r.finetune.learning_rate, r.finetune.max_steps) == (2, 1e-3, -1)
+    assert r.distill.early_stopping_patience is None
+
+
+def test_error_from_an_override_names_the_set_item_not_the_file(tmp_path):
+    p = write(tmp_path, "data: {name: a}\nfinetune: {epochs: 3}\n")
+    with pytest.raises(UserError, match=r"^--set finetune\.epochs=abc: finetune\.epochs: .*number") as err:
+        load_recipe(p, ["finetune.epochs=abc"])
+    assert "r.yaml" not in str(err.value)
+    with pytest.raises(UserError, match=r"^--set finetune\.nonsense=1: unknown key"):
+        load_recipe(p, ["finetune.nonsense=1"])
+    # an error in the file itself still names the file, even with unrelated overrides
+    with pytest.raises(UserError, match=r"r\.yaml: finetune\.batch_size"):
+        load_recipe(write(tmp_path, "data: {name: a}\nfinetune: {batch_size: many}\n"), ["data.max_length=64"])
