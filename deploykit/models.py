@@ -144,16 +144,21 @@ def supported_model_types(task: str) -> dict[str, str]:
 
 
 def check_architecture(config, task: str, source: str) -> None:
-    """UserError in one line when transformers has no `task` model (classifier / causal LM) for this config.
+    """UserError in one line when transformers has no `task` model (classifier / causal LM) for this config,
+    or when it is an encoder-decoder (T5, BART): their classifiers need an <eos> in every input, which
+    deploykit's data, distillation, pruning and export paths do not give.
 
     A config with remote code (`auto_map`) is accepted when it maps the needed Auto class.
     """
     model_type = getattr(config, "model_type", None)
     auto = "AutoModelForCausalLM" if task == "generation" else "AutoModelForSequenceClassification"
-    if model_type in supported_model_types(task) or auto in (getattr(config, "auto_map", None) or {}):
-        return
     known = sorted(supported_model_types(task))
     shown = ", ".join(k for k in ("bert", "roberta", "distilbert", "llama", "qwen2", "mistral") if k in known)
+    if getattr(config, "is_encoder_decoder", False):
+        raise UserError(f"model source {source!r}: model_type {model_type!r} is an encoder-decoder model; deploykit "
+                        f"takes encoder or decoder-only models ({shown}, ...)")
+    if model_type in known or auto in (getattr(config, "auto_map", None) or {}):
+        return
     raise UserError(f"model source {source!r}: model_type {model_type!r} is not a {TASK_MODELS[task]}; "
                     f"give one of the {len(known)} model types transformers has one for (e.g. {shown})")
 
