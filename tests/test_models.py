@@ -105,3 +105,61 @@ def test_packaged_smollm2_gguf_loads_with_its_chat_template():
                                   add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**ids, max_new_tokens=8, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+# --- what a user's model folder can get wrong: one line each -------------------------------------------
+
+def test_a_trained_head_with_another_label_count_is_reinitialised(tiny_bert, monkeypatch):
+    """Case 07: a binary checkpoint started on a 3-class task gets a fresh 3-way head and says so."""
+    import deploykit.console as console
+
+    lines = []
+    monkeypatch.setattr(console, "log", lines.append)
+    model = load_classifier(str(tiny_bert), labels=["neg", "neutral", "pos"])
+    assert model.classifier.out_features == 3 and model.config.num_labels == 3
+    assert model.config.id2label == {0: "neg", 1: "neutral", 2: "pos"}
+    assert any("head is re-initialised (2 → 3 labels)" in line for line in lines), lines
+    with pytest.raises(UserError, match="has 2 labels but the data has 3"):
+        load_classifier(str(tiny_bert), labels=["neg", "neutral", "pos"], new_head=False)
+
+
+def test_same_label_count_keeps_the_trained_head(tiny_bert):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    saved = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    model = load_classifier(str(tiny_bert), labels=["negative", "positive"])
+    assert torch.equal(model.classifier.weight, saved.classifier.weight)
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:100], lambda b: b[: len(b) // 2], lambda b: b"\xff" * 16, lambda b: b""])
+def test_corrupt_safetensors_is_one_line_naming_the_file(tiny_bert, damage):
+    weights = tiny_bert / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    with pytest.raises(UserError, match=r"model\.safetensors is not a readable safetensors file") as err:
+        load_classifier(str(tiny_bert), labels=["a", "b"])
+    assert "\n" not in str(err.value) and str(weights) in str(err.value)
+
+
+def test_a_model_type_without_a_classifier_is_one_line(tmp_path):
+    from transformers import ViTConfig, ViTModel
+
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=16)).save_pretrained(tmp_path / "vit")
+    with pytest.raises(UserError, match=r"model_type 'vit' is not a sequence classifier .*e\.g\. bert"):
+        load_classifier(str(tmp_path / "vit"), labels=["a", "b"])
+
+
+def test_an_encoder_decoder_is_refused_before_loading(tmp_path):
+    from transformers import T5Config
+
+    T5Config(d_model=32, num_layers=1, num_heads=2, d_ff=64, d_kv=16, vocab_size=100).save_pretrained(tmp_path / "t5")
+    with pytest.raises(UserError, match=r"model_type 't5' is an encoder-decoder model"):
+        load_classifier(f"{tmp_path}/t5", labels=["a", "b"])
+
+
+def test_a_folder_without_weights_names_the_folder_not_the_hub(tiny_bert):
+    (tiny_bert / "model.safetensors").unlink()
+    with pytest.raises(UserError, match="could not be loaded") as err:
+        load_classifier(str(tiny_bert), labels=["a", "b"])
+    assert str(tiny_bert) in str(err.value) and "offline" not in str(err.value)
