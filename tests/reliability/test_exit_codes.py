@@ -1,0 +1,125 @@
+"""Exit codes that mean something: 2 bad input, 3 a check refused an artifact, 4 a gate stopped the run,
+1 anything else; always one line on stderr, a traceback only with --debug."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from deploykit.cli import app
+from deploykit.errors import CheckError, GateError, ParityError, ReloadError, UserError
+
+
+def invoke(*args, env=None):
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.output.splitlines() if line.startswith("error:")]
+
+
+def test_exception_classes_carry_their_exit_codes():
+    from deploykit.evaluate import GateError as EvaluateGateError
+    from deploykit.llm.onnx_export import ParityError as LlmParityError
+    from deploykit.pruning.reload import ReloadError as PruningReloadError
+    from deploykit.stages.export import ParityError as ExportParityError
+
+    assert (UserError.exit_code, CheckError.exit_code, GateError.exit_code) == (2, 3, 4)
+    assert ExportParityError is LlmParityError is ParityError and PruningReloadError is ReloadError
+    assert EvaluateGateError is GateError
+    assert issubclass(ParityError, CheckError) and issubclass(ReloadError, CheckError)
+    assert not issubclass(CheckError, UserError)
+
+
+def test_corrupt_safetensors_exits_2_in_one_line(tiny_bert, tiny_task, tmp_path):
+    weights = tiny_bert / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    result = invoke("finetune", "--model", tiny_bert, "--data", tiny_task, "--out", tmp_path / "ft", "-q")
+    assert result.exit_code == 2, result.output
+    assert len(error_lines(result)) == 1 and "model.safetensors is not a readable safetensors file" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "ft").exists()
+
+
+def test_t5_folder_for_a_classifier_exits_2_in_one_line(tiny_task, tmp_path):
+    from transformers import T5Config
+
+    T5Config(d_model=32, num_layers=1, num_heads=2, d_ff=64, d_kv=16, vocab_size=100).save_pretrained(tmp_path / "t5")
+    result = invoke("finetune", "--model", f"{tmp_path}/t5", "--data", tiny_task, "--out", tmp_path / "ft", "-q")
+    assert result.exit_code == 2, result.output
+    assert error_lines(result) == [f"error: model source '{tmp_path}/t5': model_type 't5' is an encoder-decoder model; "
+                                   "deploykit takes encoder or decoder-only models (bert, roberta, distilbert, llama, "
+                                   "qwen2, mistral, ...)"]
+
+
+def test_forced_reload_failure_exits_3_naming_the_check(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    import deploykit.pruning.reload as reload
+
+    def fails(model, folder, inputs, atol=1e-5):
+        raise ReloadError(f"{folder}: reloaded logits differ by 3.10e-02 (> {atol:g})")
+
+    monkeypatch.setattr(reload, "check_reload", fails)
+    out = tmp_path / "pruned"
+    result = invoke("prune", "--from", tiny_bert, "--data", tiny_task, "--set", "prune.ffn=0.5", "--out", out, "-q")
+    assert result.exit_code == 3, result.output
+    (line,) = error_lines(result)
+    assert line.startswith("error: reload check failed: ") and "differ by 3.10e-02" in line
+    assert not out.exists() and not list(tmp_path.glob(".pruned.tmp-*"))
+
+
+def test_export_parity_failure_exits_3(tiny_bert, tmp_path):
+    result = invoke("export", "--from", tiny_bert, "--set", "export.atol=1e-30", "--out", tmp_path / "onnx", "-q")
+    assert result.exit_code == 3, result.output
+    (line,) = error_lines(result)
+    assert line.startswith("error: ONNX parity check failed: export: ONNX logits after") and "> export.atol" in line
+
+
+def test_gate_failure_exits_4_naming_stage_drop_and_knob(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    import deploykit.pipeline as pipeline
+
+    real = pipeline._gate_value
+    monkeypatch.setattr(pipeline, "_gate_value", lambda recipe, artifact, task: real(recipe, artifact, task)
+                        - (5.0 if artifact.stage == "distill" else 0.0))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({
+        "model": {"source": str(tiny_bert)}, "data": {"path": str(tiny_task), "max_length": 16},
+        "gate": {"max_drop": 1.0},
+        "finetune": {"epochs": 1, "batch_size": 16, "early_stopping_patience": None},
+        "distill": {"epochs": 1, "batch_size": 16, "student_layers": [0], "early_stopping_patience": None}}))
+    result = invoke("run", recipe, "--out", tmp_path / "run", "-q")
+    assert result.exit_code == 4, result.output
+    (line,) = error_lines(result)
+    assert line.startswith("error: gate failed after distill:") and "-5.00 pt > max_drop 1.0" in line
+    assert "distill.student_layers" in line
+
+
+@pytest.mark.parametrize("raised, code, expected", [
+    (RuntimeError("The size of tensor a (103) must match\nmore detail"), 1,
+     "error: RuntimeError: The size of tensor a (103) must match (run with --debug for the traceback)"),
+    (KeyboardInterrupt(), 130, "error: interrupted (SIGINT); temporary output folders were removed"),
+])
+def test_anything_else_is_one_line(tiny_bert, tmp_path, monkeypatch, raised, code, expected):
+    import deploykit.pipeline as pipeline
+
+    def stage(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(pipeline, "run_stage", stage)
+    monkeypatch.delenv("DEPLOYKIT_DEBUG", raising=False)
+    result = invoke("export", "--from", tiny_bert, "--out", tmp_path / "onnx")
+    assert result.exit_code == code, result.output
+    assert result.output.strip().splitlines() == [expected]
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_adds_the_traceback(tiny_bert, tmp_path, monkeypatch, how):
+    import deploykit.pipeline as pipeline
+
+    def stage(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(pipeline, "run_stage", stage)
+    args = ["export", "--from", tiny_bert, "--out", tmp_path / "onnx"]
+    result = invoke(*(["--debug"] + args if how == "flag" else args),
+                    env={"DEPLOYKIT_DEBUG": "1"} if how == "env" else None)
+    assert result.exit_code == 1
+    assert "Traceback" in result.output and "error: RuntimeError: boom" in result.output
