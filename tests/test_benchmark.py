@@ -155,3 +155,45 @@ def test_each_target_runs_with_its_own_thread_count(tiny, monkeypatch):
     assert [r["threads"] for r in rows] == [1, len(os.sched_getaffinity(0))]
     assert seen == {1, len(os.sched_getaffinity(0))}
     assert torch.get_num_threads() == before  # the caller's setting comes back
+
+
+def _machine(monkeypatch, cuda: bool, providers: list[str], tensorrt: bool):
+    """Pretend this machine has (or lacks) CUDA, onnxruntime-gpu's CUDA provider and the tensorrt package."""
+    import sys
+    import types
+
+    import onnxruntime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(providers))
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt") if tensorrt else None)
+
+
+@pytest.mark.parametrize("cuda, providers, tensorrt, expect", [
+    (False, ["CPUExecutionProvider"], False,
+     {"ort-cuda": "no CUDA GPU", "tensorrt": "no CUDA GPU", "torch-gpu": "no CUDA GPU"}),
+    (True, ["CPUExecutionProvider"], False,   # CUDA, but the CPU onnxruntime wheel and no TensorRT
+     {"ort-cuda": "install onnxruntime-gpu", "tensorrt": "tensorrt package is not installed", "torch-gpu": None}),
+    (True, ["CUDAExecutionProvider", "CPUExecutionProvider"], True, {"ort-cuda": None, "tensorrt": None,
+                                                                      "torch-gpu": None})])
+def test_gpu_runtimes_say_what_this_machine_lacks(cuda, providers, tensorrt, expect, monkeypatch):
+    from deploykit.runtimes import unavailable
+
+    _machine(monkeypatch, cuda, providers, tensorrt)
+    got = {"ort-cuda": unavailable("ort-cuda", "gpu"), "tensorrt": unavailable("tensorrt", "gpu"),
+           "torch-gpu": unavailable("torch", "gpu")}
+    for runtime, reason in expect.items():
+        assert (got[runtime] is None) if reason is None else (reason in got[runtime]), (runtime, got[runtime])
+    assert unavailable("ort", "cpu") is None and unavailable("torch", "edge") is None
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_row_says_when_bf16_is_emulated(native, monkeypatch):
+    import deploykit.hardware as hw
+    from deploykit.benchmark import _caveat
+
+    monkeypatch.setattr(hw, "bf16_supported", lambda device=None: native)
+    for target in ("cpu", "gpu"):
+        note = _caveat("torch-bf16", target)
+        assert (note is None) is native and (native or "emulated" in note)
+    assert _caveat("torch", "cpu") is None

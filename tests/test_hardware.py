@@ -23,3 +23,29 @@ def test_describe_reports_this_machine():
     d = hw.describe()
     assert d["cores"] >= 1 and d["quant_preset"] in {"avx2", "avx512_vnni", "arm64"}
     assert isinstance(d["isa"], list)
+
+
+def test_bf16_is_not_native_without_the_flags(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert not hw.bf16_supported("cpu")
+    monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert hw.bf16_supported("cpu")
+
+
+def test_bf16_on_a_gpu_asks_the_gpu_not_the_cpu(monkeypatch):
+    monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    for native in (True, False):
+        monkeypatch.setattr(hw, "cuda_bf16_native", lambda n=native: n)
+        assert hw.bf16_supported("cuda") is native and hw.bf16_supported("gpu") is native
+
+
+def test_int8_settings_follow_the_preset_auto_resolves_to(monkeypatch):
+    from deploykit.quantization import Int8Settings
+
+    for preset, reduce_range in (("avx2", True), ("avx512_vnni", False), ("arm64", False)):
+        monkeypatch.setattr(hw, "quant_preset", lambda p=preset: p)
+        settings = Int8Settings.for_preset("auto")
+        assert (settings.preset, settings.reduce_range) == (preset, reduce_range)

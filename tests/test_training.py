@@ -87,3 +87,24 @@ def test_bf16_setting_follows_the_hardware_only_on_auto(native, monkeypatch):
     assert training.use_bf16("auto") is native
     assert training.use_bf16("on") is True
     assert training.use_bf16("off") is False
+
+
+@pytest.mark.parametrize("cuda, devices, local_world, on_gpu", [
+    (False, 0, 1, False), (True, 1, 1, True), (True, 1, 2, False), (True, 2, 2, True)])
+def test_training_device_follows_cuda_and_ranks(cuda, devices, local_world, on_gpu, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: devices)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_world))
+    assert training.train_on_gpu() is on_gpu
+
+
+@pytest.mark.parametrize("on_gpu", [True, False])
+def test_training_args_use_the_cpu_flag_only_without_a_gpu(on_gpu, monkeypatch, tmp_path):
+    # without use_cpu every torchrun rank on a CPU machine silently trains its own copy (STACK.md)
+    asked = []
+    monkeypatch.setattr(training, "train_on_gpu", lambda: on_gpu)
+    # TrainingArguments itself refuses bf16 with use_cpu off on a machine without a bf16 GPU
+    monkeypatch.setattr(training, "bf16_supported", lambda device=None: asked.append(device) or False)
+    args = training.training_args(TrainConfig(**FAST), tmp_path)
+    assert args.use_cpu is (not on_gpu) and args.bf16 is False
+    assert asked == ["cuda" if on_gpu else "cpu"]  # bf16 "auto" asks the device that trains

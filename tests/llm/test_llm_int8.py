@@ -49,6 +49,15 @@ def test_dynamic_int8(exported, tmp_path):
     assert out.tokens.shape == (1, 6)
 
 
+@pytest.mark.parametrize("preset, reduce_range", [("avx2", True), ("avx512_vnni", False)])
+def test_dynamic_weight_width_follows_the_cpu_preset(preset, reduce_range, exported, tmp_path, monkeypatch):
+    import deploykit.hardware as hw
+
+    monkeypatch.setattr(hw, "quant_preset", lambda: preset)
+    report = quantize_causal(exported, tmp_path / "int8", mode="dynamic")
+    assert report["reduce_range"] is reduce_range
+
+
 @pytest.mark.parametrize("bits", [8, 4])
 def test_weight_only(exported, tmp_path, bits):
     report = quantize_causal(exported, tmp_path / f"w{bits}", mode="weight_only", bits=bits, block_size=16)

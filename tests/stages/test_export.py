@@ -164,3 +164,21 @@ def test_tensorrt_engine_matches_onnx(tiny_bert, tmp_path):
     with torch.no_grad():
         want = model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
     assert np.abs(got - want).max() < 1e-2  # FP16
+
+
+@pytest.mark.parametrize("cuda, tensorrt, says", [(False, True, "needs an NVIDIA GPU"),
+                                                  (True, False, "needs the tensorrt package"), (True, True, None)])
+def test_tensorrt_requirements_on_each_kind_of_machine(cuda, tensorrt, says, monkeypatch):
+    import importlib.util
+
+    from deploykit.tensorrt import require_tensorrt
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (object() if tensorrt else None) if name == "tensorrt" else real(name, *a))
+    if says is None:
+        require_tensorrt()
+    else:
+        with pytest.raises(UserError, match=says):
+            require_tensorrt()
