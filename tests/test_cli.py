@@ -1,5 +1,7 @@
 """The CLI edge: user mistakes are one line on stderr with exit code 2, never a traceback."""
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -29,3 +31,25 @@ def test_finetune_from_the_command_line(tiny_bert, tiny_task, tmp_path):
                                       "--out", str(out), "--quiet", "--set", "finetune.epochs=1"])
     assert result.exit_code == 0, result.output
     assert (out / "manifest.json").is_file()
+
+
+def test_set_bf16_off_is_accepted_and_a_bad_set_names_itself(tiny_bert, tiny_task, tmp_path):
+    out = tmp_path / "ft"
+    result = CliRunner().invoke(app, ["finetune", "--model", str(tiny_bert), "--data", str(tiny_task), "--out", str(out),
+                                      "--quiet", "--set", "finetune.epochs=1", "--set", "finetune.bf16=off"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["config"]["finetune"]["bf16"] == "off"
+    bad = CliRunner().invoke(app, ["finetune", "--data", str(tiny_task), "--set", "finetune.epochs=abc"])
+    assert bad.exit_code == 2 and bad.output.startswith("error: --set finetune.epochs=abc: finetune.epochs: ")
+
+
+def test_recipe_with_unquoted_bf16_off_validates(tiny_bert, tiny_task, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{source: {tiny_bert}}}\ndata: {{path: {tiny_task}}}\nfinetune:\n  bf16: off\n")
+    result = CliRunner().invoke(app, ["validate", str(recipe), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output  # the string "off", not False ("got False" before)
+
+
+def test_global_debug_option_is_in_the_help():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0 and "--debug" in result.output
