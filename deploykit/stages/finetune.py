@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.artifact import Artifact, staging, work_dir, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
@@ -85,9 +85,30 @@ def _classification_job(recipe: Recipe, source: str):
                f"{len(task.train)} train / {len(task.validation)} validation rows")
 
 
+# what the Trainer writes into a checkpoint before trainer_state.json, which it writes last
+RESUME_FILES = ("optimizer.pt", "scheduler.pt")
+
+
+def _complete(checkpoint: Path) -> bool:
+    """A checkpoint the Trainer finished writing: a kill during the save leaves one without its state."""
+    import json
+
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all((checkpoint / name).is_file() for name in RESUME_FILES)
+
+
 def _last_checkpoint(work: Path) -> str | None:
-    ckpts = sorted(work.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+    """The newest complete `checkpoint-N` in `work`; newer incomplete ones are skipped with a log line."""
+    ckpts = sorted((p for p in work.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for ckpt in ckpts:
+        if _complete(ckpt):
+            return str(ckpt)
+        log(f"finetune: {ckpt.name} is incomplete (cut while being saved: no trainer state); skipped")
+    return None
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = False) -> Artifact:
@@ -116,9 +137,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
         model = _apply_lora(model, cfg.lora, causal)
 
     out_dir = Path(out_dir).resolve()
-    work = out_dir.with_name(f".{out_dir.name}.work")  # checkpoints live here for --resume
-    if not resume:
-        shutil.rmtree(work, ignore_errors=True)
+    work = work_dir(out_dir, fresh=not resume)  # checkpoints live here for --resume
     checkpoint = _last_checkpoint(work) if resume else None
     if resume and checkpoint is None:
         log(f"finetune: no checkpoint in {work}; starting from scratch")

@@ -105,6 +105,46 @@ def test_interrupted_run_leaves_no_output_and_resumes(tiny_bert, tiny_task, tmp_
     assert (out / "model.safetensors").is_file() and not (tmp_path / ".ft.work").exists()
 
 
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("bf16", ["off", "on"])
+def test_resume_skips_a_checkpoint_cut_mid_save_and_matches_the_uninterrupted_run(bf16, tiny_bert, tiny_task,
+                                                                                   tmp_path, monkeypatch):
+    """Case 11 (transformers#11323, #40347): a kill during a checkpoint's save leaves it without trainer state;
+    --resume takes the last complete checkpoint and ends with the uninterrupted run's weights."""
+    from transformers import Trainer
+
+    import deploykit.stages.finetune as ft
+
+    cfg = recipe(tiny_bert, tiny_task, epochs=3, bf16=bf16)
+    full = run_stage("finetune", cfg, None, tmp_path / "full")
+    out = tmp_path / "ft"
+    save = Trainer._save_checkpoint
+
+    def killed_after_epoch_2(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        if self.state.global_step == 8:  # 64 rows / 16 = 4 steps an epoch
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("finetune", cfg, None, out)
+    monkeypatch.undo()
+    cut = tmp_path / ".ft.work" / "checkpoint-8"
+    for name in ("trainer_state.json", *ft.RESUME_FILES, "rng_state.pth"):
+        (cut / name).unlink(missing_ok=True)  # what a kill during its save leaves (seen in a live run)
+    art = run_stage("finetune", cfg, None, out, resume=True)
+    assert art.manifest["metrics"]["resumed_from"] == "checkpoint-4"
+    a, b = _weights(tmp_path / "full"), _weights(out)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
+    for key in ("accuracy", "macro_f1", "loss"):
+        assert art.metrics["validation"][key] == full.metrics["validation"][key]
+
+
 def test_bad_inputs(tiny_bert, tiny_task, tmp_path):
     with pytest.raises(UserError, match="needs a data section"):
         run_stage("finetune", build_recipe({"model": {"source": str(tiny_bert)}, "finetune": {}}), None, tmp_path / "x")
