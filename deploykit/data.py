@@ -347,10 +347,11 @@ def _load_hub(cfg: DataConfig) -> TaskData:
 # ---------------------------------------------------------------- tokenization
 
 # model types whose position ids start after the padding index (transformers' RobertaEmbeddings
-# create_position_ids_from_input_ids): a table of N rows holds N - (pad_token_id + 1) tokens
+# create_position_ids_from_input_ids): a table of N rows holds N - (pad_token_id + 1) tokens.
+# MPNet does the same with a padding index fixed at 1, whatever its config says.
 POSITIONS_AFTER_PAD = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm",
                                  "data2vec-text", "longformer", "luke", "ibert", "xmod", "markuplm", "lilt",
-                                 "layoutlmv3", "mpnet"})
+                                 "layoutlmv3"})
 
 
 def usable_positions(model_config, tokenizer=None) -> int | None:
@@ -369,14 +370,16 @@ def usable_positions(model_config, tokenizer=None) -> int | None:
     table = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
     if not table:
         return None
-    offset = 0
-    if getattr(model_config, "model_type", None) == "mpnet":
-        offset = 2  # MPNetEmbeddings fixes its padding index at 1
-    elif getattr(model_config, "model_type", None) in POSITIONS_AFTER_PAD:
-        pad = getattr(model_config, "pad_token_id", None)
+    model_type, pad = getattr(model_config, "model_type", None), getattr(model_config, "pad_token_id", None)
+    if model_type == "mpnet":
+        return table - 2
+    if model_type in POSITIONS_AFTER_PAD:
         pad = pad if pad is not None else getattr(tokenizer, "pad_token_id", None)
-        offset = (pad if pad is not None else 1) + 1
-    return table - offset
+        return table - (1 if pad is None else pad) - 1
+    return table
+
+
+_CUTS_LOGGED: set[tuple[int, int]] = set()
 
 
 def fit_max_length(max_length: int, model_config, tokenizer=None) -> int:
@@ -399,8 +402,10 @@ def fit_max_length(max_length: int, model_config, tokenizer=None) -> int:
     usable = usable_positions(model_config, tokenizer)
     if usable is None or max_length <= usable:
         return max_length
-    log(f"data.max_length {max_length} is longer than the model's {usable} positions: inputs are truncated to "
-        f"{usable} tokens")
+    if (max_length, usable) not in _CUTS_LOGGED:  # every stage and gate calls this: say it once per run
+        _CUTS_LOGGED.add((max_length, usable))
+        log(f"data.max_length {max_length} is longer than the model's {usable} positions: inputs are truncated "
+            f"to {usable} tokens")
     return usable
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploykit.data import Split, encode
+from deploykit.data import Split, encode, fit_max_length
 from deploykit.errors import GateError, UserError  # noqa: F401  (GateError: imported from here by callers)
 
 Predictor = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -138,6 +138,7 @@ def evaluate_artifact(artifact, split: Split, max_length: int, batch_size: int |
     tokenizer = AutoTokenizer.from_pretrained(artifact.path)
     if batch_size is None:
         batch_size = eval_batch_size(artifact.onnx_path if artifact.format == "onnx" else None)
+    max_length = fit_max_length(max_length, artifact.path, tokenizer)
     return metrics(predict(artifact_predictor(artifact), split, tokenizer, max_length, batch_size), split.labels)
 
 

@@ -87,3 +87,56 @@ def test_bad_inputs_are_one_clear_line(tmp_path, setup, message):
     with pytest.raises(UserError, match=message) as err:
         load_task(DataConfig(path=str(d)))
     assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- max_length against the model's positions (case 09)
+
+@pytest.mark.parametrize("arch, overrides, asked, want", [
+    ("bert", {"max_position_embeddings": 64}, 128, 64),
+    ("bert", {"max_position_embeddings": 64}, 32, 32),
+    ("distilbert", {"max_position_embeddings": 64}, 128, 64),
+    ("roberta", {"max_position_embeddings": 66, "pad_token_id": 1}, 128, 64),  # real RoBERTa: positions from 2
+    ("roberta", {"max_position_embeddings": 66}, 128, 65),                     # the tiny one pads with id 0
+])
+def test_fit_max_length_cuts_to_usable_positions(arch, overrides, asked, want, monkeypatch):
+    from conftest import tiny_config
+
+    import deploykit.data as data
+
+    said = []
+    monkeypatch.setattr(data, "log", said.append)
+    monkeypatch.setattr(data, "_CUTS_LOGGED", set())
+    assert data.fit_max_length(asked, tiny_config(arch, **overrides)) == want
+    assert len(said) == (asked != want) and all(f"truncated to {want} tokens" in s for s in said)
+    data.fit_max_length(asked, tiny_config(arch, **overrides))
+    assert len(said) == (asked != want)  # said once per run, not by every stage
+
+
+def test_fit_max_length_reads_a_model_folder_and_the_tokenizer_pad(tmp_path):
+    from transformers import AutoTokenizer, XLMRobertaConfig
+
+    from deploykit.data import fit_max_length, usable_positions
+
+    XLMRobertaConfig(max_position_embeddings=514, pad_token_id=1).save_pretrained(tmp_path / "xlmr")
+    assert fit_max_length(1024, tmp_path / "xlmr") == 512
+    assert fit_max_length(1024, tmp_path) == 1024  # no config.json: nothing known, nothing cut
+    no_pad = XLMRobertaConfig(max_position_embeddings=100)
+    no_pad.pad_token_id = None
+    assert usable_positions(no_pad, type("Tok", (), {"pad_token_id": 3})()) == 96
+
+
+def test_usable_positions_is_what_the_model_can_run(tmp_path):
+    """The RoBERTa offset is real: 65 tokens run through a 66-row table with pad id 0, 66 do not."""
+    import torch
+    from conftest import tiny_config
+    from transformers import AutoModelForSequenceClassification
+
+    from deploykit.data import usable_positions
+
+    cfg = tiny_config("roberta", max_position_embeddings=66)
+    model = AutoModelForSequenceClassification.from_config(cfg).eval()
+    n = usable_positions(cfg)
+    with torch.no_grad():
+        model(input_ids=torch.full((1, n), 5))
+        with pytest.raises((IndexError, RuntimeError)):  # past the table: out of range
+            model(input_ids=torch.full((1, n + 1), 5))

@@ -149,7 +149,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """Distil the teacher (`distill.teacher`, else `parent`) into a smaller student; write it to `out_dir`."""
     from transformers import DataCollatorWithPadding, set_seed
 
-    from deploykit.data import load_task, to_dataset
+    from deploykit.data import fit_max_length, load_task, to_dataset
     from deploykit.kd import TEACHER_LOGITS, DistillTrainer, add_teacher_logits
     from deploykit.models import load_classifier, load_tokenizer
 
@@ -170,7 +170,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     student, kept, layer_map = build_student(cfg, teacher, tokenizer, task.labels, trust)
     n_student, n_teacher = _warn_if_larger(student, teacher)
 
-    max_len = recipe.data.max_length
+    max_len = fit_max_length(recipe.data.max_length, teacher.config, tokenizer)
     collator = DataCollatorWithPadding(tokenizer)
     # teacher logits on validation/test are computed once here: they give the teacher's own metrics,
     # and the student's evaluation loss reuses them instead of running the teacher every epoch

@@ -210,11 +210,14 @@ def export_onnx(model_or_dir, tokenizer, out_dir: str | Path, *, opset: int = MI
     """
     from transformers import AutoTokenizer
 
+    from deploykit.data import fit_max_length
+
     if opset < MIN_OPSET:
         raise UserError(f"export.opset={opset} is too old; use {MIN_OPSET} or newer")
     out_dir = Path(out_dir)
     model = _load_model(model_or_dir)
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_or_dir)
+    max_length = fit_max_length(max_length, model.config, tokenizer)
     names = _input_names(model, tokenizer)
     texts, pairs = (texts, pairs) if texts else (BUILTIN_TEXTS, None)
     # batches of 16 padded to their longest row, and one row alone: batch 1 has no padding at all

@@ -61,7 +61,7 @@ def _apply_lora(model, cfg, causal: bool = False):
 
 
 def _classification_job(recipe: Recipe, source: str):
-    from deploykit.data import load_task, to_dataset
+    from deploykit.data import fit_max_length, load_task, to_dataset
     from deploykit.llm.finetune import Job
     from deploykit.models import load_classifier, load_tokenizer
 
@@ -69,7 +69,7 @@ def _classification_job(recipe: Recipe, source: str):
     tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
     model = load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
                             revision=recipe.model.revision)
-    max_len = recipe.data.max_length
+    max_len = fit_max_length(recipe.data.max_length, model.config, tokenizer)
 
     def score(trainer, trained, split: str) -> dict | None:
         # through the Trainer: the same batching and metrics as its per-epoch evaluation

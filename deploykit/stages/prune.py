@@ -94,12 +94,12 @@ def _prune_vocab(model, tokenizer, recipe: Recipe, scratch: Path):
     the recovery fine-tune: that limit saves training time, and fewer tokens would turn more
     test words into [UNK].
     """
-    from deploykit.data import load_task
+    from deploykit.data import fit_max_length, load_task
     from deploykit.evaluate import predict, torch_predictor
     from deploykit.pruning.vocab import prune_vocab
 
     train = load_task(recipe.data.model_copy(update={"max_train_samples": None})).train
-    max_length = recipe.data.max_length
+    max_length = fit_max_length(recipe.data.max_length, model.config, tokenizer)
     sample = train.head(VOCAB_CHECK_TEXTS)
     reference = predict(torch_predictor(model), sample, tokenizer, max_length)
     tokenizer, kept = prune_vocab(model, tokenizer, train.texts, train.pairs, scratch)
@@ -144,7 +144,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """Prune `parent` (or `recipe.model.source`) as `recipe.prune` says; write a plain HF folder to `out_dir`."""
     from transformers import set_seed
 
-    from deploykit.data import load_task, to_dataset
+    from deploykit.data import fit_max_length, load_task, to_dataset
     from deploykit.models import load_classifier, load_tokenizer
     from deploykit.pruning.arch import arch_of, measure, shape_of
     from deploykit.pruning.reload import check_reload
@@ -166,7 +166,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
                             revision=recipe.model.revision)
     shape = shape_of(model)
     target = plan(cfg, shape, arch_of(model))  # every bad request fails here, before any work
-    max_len = recipe.data.max_length
+    max_len = fit_max_length(recipe.data.max_length, model.config, tokenizer)
     train = _recovery_rows(recipe, task.train)
     importance = _tensor_batches(train, tokenizer, cfg.importance_batches, BATCH, max_len, seed)
 

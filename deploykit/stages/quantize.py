@@ -182,7 +182,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """INT8-quantize `parent` (PyTorch: exported first; ONNX: used as is) into `out_dir`."""
     from transformers import AutoTokenizer
 
-    from deploykit.data import load_task
+    from deploykit.data import fit_max_length, load_task
     from deploykit.onnx_ops import file_size, graph_inputs, load_onnx, quantized_op_counts
     from deploykit.quantization import Int8Settings, preprocess, quantize, sensitivity
 
@@ -198,7 +198,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         return run_causal(recipe, parent, out_dir)
     if cfg.mode == "weight_only":
         raise UserError("quantize.mode weight_only is for causal LMs; use dynamic or static for encoders")
-    task, max_length = load_task(recipe.data), recipe.data.max_length
+    task, max_length = load_task(recipe.data), fit_max_length(recipe.data.max_length, parent.path)
     settings = Int8Settings.for_preset(cfg.preset, cfg.mode, per_channel=cfg.per_channel, op_types=cfg.op_types,
                                        calibration=cfg.calibration)
     with tempfile.TemporaryDirectory(prefix="deploykit-quantize-") as tmpdir, staging(out_dir) as tmp:

@@ -183,3 +183,48 @@ def test_case05_every_row_read_back_byte_for_byte(tmp_path, fmt):
     assert got == want
     assert task.labels == ["negative", "positive"] and len(task.train) == len([r for r in train
                                                                                if fmt != "tsv" or "\n" not in r[0]])
+
+
+# ---------------------------------------------------------------- case 09: data.max_length above the model's positions
+
+def long_task(folder: Path) -> Path:
+    import random
+
+    rng = random.Random(0)
+    folder.mkdir(parents=True)
+    for split, n in (("train", 32), ("dev", 16)):
+        lines = ["sentence\tlabel"]
+        for i in range(n):
+            words = [rng.choice(["the", "film", "plot", "was", "quite", "and"]) for _ in range(rng.randint(70, 110))]
+            words.insert(rng.randrange(len(words)), "great" if i % 2 else "awful")
+            lines.append(f"{' '.join(words)}\t{i % 2}")
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("arch, positions, want", [("bert", 64, 64), ("roberta", 66, 65)])
+def test_case09_finetune_with_max_length_above_positions(tmp_path, monkeypatch, arch, positions, want):
+    """Default data.max_length (128) on a model with fewer positions: cut to what it holds, said once."""
+    from conftest import make_tiny_model
+
+    import deploykit.data as data
+    from deploykit.config import build_recipe
+    from deploykit.evaluate import evaluate_artifact
+    from deploykit.pipeline import run_stage
+
+    said = []
+    monkeypatch.setattr(data, "log", said.append)
+    monkeypatch.setattr(data, "_CUTS_LOGGED", set())
+    model = make_tiny_model(tmp_path / "model", arch, max_position_embeddings=positions)
+    recipe = build_recipe({"model": {"source": str(model)},
+                           "data": {"path": str(long_task(tmp_path / "task")), "label_names": ["negative", "positive"]},
+                           "finetune": {"epochs": 1, "batch_size": 16, "warmup_ratio": 0.0,
+                                        "early_stopping_patience": None}})
+    assert recipe.data.max_length == 128
+    art = run_stage("finetune", recipe, None, tmp_path / "ft")
+    assert (tmp_path / "ft" / "model.safetensors").is_file()
+    assert said == [f"data.max_length 128 is longer than the model's {want} positions: inputs are truncated "
+                    f"to {want} tokens"]
+    # the gate scores the saved model the same way
+    task = load_task(recipe.data)
+    assert 0 <= evaluate_artifact(art, task.validation, 128)["accuracy"] <= 100
