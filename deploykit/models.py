@@ -65,7 +65,7 @@ def resolve_gguf(source: str) -> tuple[str, str]:
     return repo, name
 
 
-def _require_gguf(source: str) -> None:
+def require_gguf(source: str) -> None:
     if importlib.util.find_spec("gguf") is None:
         raise UserError(f"model source {source!r} is a GGUF file; reading it needs the gguf package (pip install gguf)")
 
@@ -178,7 +178,7 @@ def _pretrained_args(source: str) -> tuple[str, dict[str, Any]]:
     """(first argument, keyword arguments) of `from_pretrained` for any source kind."""
     if is_gguf(source):
         where, name = resolve_gguf(source)
-        _require_gguf(source)
+        require_gguf(source)
         return where, {"gguf_file": name}
     return resolve_source(source), {}
 

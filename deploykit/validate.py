@@ -44,9 +44,15 @@ def _checked(found: list[str], check, *args):
 
 
 def _model_config(recipe: Recipe):
-    from deploykit.models import check_architecture, load_config
+    from deploykit.models import check_architecture, is_gguf, load_config, require_gguf, resolve_source
 
     m = recipe.model
+    if is_gguf(m.source):
+        # reading a GGUF file's config parses its whole header (~8 s for SmolLM2); transformers reads GGUF
+        # only for causal LMs, so the file being there and readable is what is left to check
+        resolve_source(m.source)
+        require_gguf(m.source)
+        return None
     config = load_config(m.source, trust_remote_code=m.trust_remote_code, revision=m.revision)
     check_architecture(config, recipe.data.task if recipe.data else "classification", m.source)
     return config
