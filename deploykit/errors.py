@@ -29,6 +29,11 @@ class CheckError(DeploykitError):
     exit_code = 3
     check = "correctness"  # printed as "error: <check> check failed: <message>"
 
+    def __init__(self, message: str, check: str | None = None) -> None:
+        super().__init__(message)
+        if check is not None:
+            self.check = check  # e.g. CheckError("... logits moved by 3e-3", check="vocabulary pruning")
+
 
 class ParityError(CheckError):
     """An exported graph's outputs (logits, greedy tokens) drifted from PyTorch's beyond the tolerance."""

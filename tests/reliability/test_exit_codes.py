@@ -123,3 +123,18 @@ def test_debug_adds_the_traceback(tiny_bert, tmp_path, monkeypatch, how):
                     env={"DEPLOYKIT_DEBUG": "1"} if how == "env" else None)
     assert result.exit_code == 1
     assert "Traceback" in result.output and "error: RuntimeError: boom" in result.output
+
+
+def test_a_check_names_itself(tmp_path, monkeypatch):
+    import deploykit.pipeline as pipeline
+
+    def stage(*args, **kwargs):
+        raise CheckError("vocabulary pruning changed logits on training texts by 3.00e-03", check="vocabulary pruning")
+
+    monkeypatch.setattr(pipeline, "run_stage", stage)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    result = invoke("prune", "--from", tmp_path / "m", "--data", tmp_path, "--out", tmp_path / "p")
+    assert result.exit_code == 3
+    assert result.output.strip() == ("error: vocabulary pruning check failed: vocabulary pruning changed logits on "
+                                     "training texts by 3.00e-03")
