@@ -147,7 +147,9 @@ def test_a_signal_mid_training_exits_with_its_code_and_leaves_no_temporary_folde
     cmd = [sys.executable, "-m", "deploykit.cli", "finetune", "--model", str(tiny_bert), "--data", str(tiny_task),
            "--out", str(tmp_path / "ft"), "--set", "finetune.epochs=500", "--set", "finetune.batch_size=4",
            "--set", "data.max_length=16"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job inherits SIGINT ignored, and Python keeps it so: give the child the default
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     started = threading.Event()
 
