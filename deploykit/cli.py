@@ -288,8 +288,12 @@ def _terminate(signum, frame) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
-    # typer names a list option after its parameter; `--set` is a keyword, hence `set_`
-    sys.exit(app())
+    try:
+        # typer names a list option after its parameter; `--set` is a keyword, hence `set_`
+        sys.exit(app())
+    finally:
+        # the command is over: a SIGTERM during interpreter teardown (atexit hooks) just ends the process
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if __name__ == "__main__":
