@@ -22,6 +22,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -211,6 +212,35 @@ def work_dir(out_dir: str | Path, fresh: bool = True) -> Path:
     return work
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def clear_stale(out: Path) -> list[str]:
+    """Remove what a killed (SIGKILL, power loss) stage left beside `out`: `.<name>.tmp-<pid>` and
+    `.<name>.old-<pid>` folders of processes that no longer run. An `.old-` folder is the previous output,
+    moved aside for the final rename: when `out` itself is missing it is put back instead. Folders of a
+    live process (another run writing the same output) are left alone. Returns the names handled."""
+    handled = []
+    for kind in ("old", "tmp"):  # old first: it may become `out` again
+        for stale in sorted(out.parent.glob(f".{glob_escape(out.name)}.{kind}-*")):
+            pid = stale.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+            if kind == "old" and not out.exists():
+                stale.rename(out)
+            else:
+                shutil.rmtree(stale, ignore_errors=True)
+            handled.append(stale.name)
+    return handled
+
+
 @contextlib.contextmanager
 def staging(out_dir: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it replaces `out_dir`, on failure it is removed.
@@ -220,6 +250,7 @@ def staging(out_dir: str | Path) -> Iterator[Path]:
     """
     out = check_out_dir(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

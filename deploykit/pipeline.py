@@ -12,7 +12,7 @@ import importlib
 import json
 from pathlib import Path
 
-from deploykit.artifact import RUN_STATE, Artifact, check_out_dir, config_hash, load_artifact
+from deploykit.artifact import RUN_STATE, Artifact, check_out_dir, clear_stale, config_hash, load_artifact
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
@@ -169,6 +169,8 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         raise UserError("deploykit run gates every stage on exact answers, but data.response_column holds free-text "
                         "responses; recast a labelled task as generation (no response_column) to chain stages")
     out_dir = check_run_folders(out_dir, stages)
+    for stage in stages:  # what a SIGKILLed run left beside a stage this run may skip as unchanged
+        clear_stale(out_dir / stage)
     task = load_any_task(recipe.data)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = _state(out_dir)

@@ -164,3 +164,26 @@ def test_work_dir_is_the_stage_scratch_folder(tmp_path):
     assert work_dir(tmp_path / "ft", fresh=False).joinpath("checkpoint-1").is_dir()  # --resume keeps it
     work_dir(tmp_path / "ft")
     assert not work.exists()
+
+
+def test_staging_clears_what_a_killed_run_left(tmp_path):
+    import subprocess
+
+    from deploykit.artifact import clear_stale, staging
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    out = tmp_path / "prune"
+    (tmp_path / f".prune.tmp-{dead.pid}").mkdir()
+    (tmp_path / f".prune.tmp-{dead.pid}" / "model.safetensors").write_text("half")
+    (tmp_path / f".prune.old-{dead.pid}").mkdir()  # killed between the two renames: the previous output
+    (tmp_path / f".prune.old-{dead.pid}" / "manifest.json").write_text('{"stage": "prune", "format": "pytorch"}')
+    alive = tmp_path / f".prune.tmp-{os.getppid()}"  # another live process writing the same output
+    alive.mkdir()
+    assert clear_stale(out) == [f".prune.old-{dead.pid}", f".prune.tmp-{dead.pid}"]
+    assert (out / "manifest.json").is_file()  # the previous output is back, not deleted
+    assert alive.is_dir() and not (tmp_path / f".prune.tmp-{dead.pid}").exists()
+    (tmp_path / f".prune.tmp-{dead.pid}").mkdir()
+    with staging(out) as tmp:
+        (tmp / "manifest.json").write_text('{"stage": "prune", "format": "pytorch"}')
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["prune", alive.name])

@@ -28,7 +28,7 @@ from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
 from deploykit.data import Split, batches
-from deploykit.errors import UserError
+from deploykit.errors import CheckError, UserError
 
 VOCAB_CHECK_TEXTS = 256  # training texts on which the vocabulary-pruned model must match the unpruned one
 BATCH = 16  # rows per importance / reload-check batch: enough signal, little memory
@@ -105,7 +105,8 @@ def _prune_vocab(model, tokenizer, recipe: Recipe, scratch: Path):
     tokenizer, kept = prune_vocab(model, tokenizer, train.texts, train.pairs, scratch)
     diff = float(np.abs(predict(torch_predictor(model), sample, tokenizer, max_length) - reference).max())
     if diff > 1e-4:
-        raise RuntimeError(f"vocabulary pruning changed logits on training texts by {diff:.2e}")
+        raise CheckError(f"vocabulary pruning changed logits on training texts by {diff:.2e} (> 1e-4); "
+                         "set prune.vocab: false", check="vocabulary pruning")
     return tokenizer, kept, diff
 
 
@@ -162,8 +163,9 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     set_seed(seed)
     task = load_task(recipe.data)
     tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
+    # pruning keeps a trained model's behaviour: a head of another label count is refused, not re-initialised
     model = load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
-                            revision=recipe.model.revision)
+                            revision=recipe.model.revision, new_head=False)
     shape = shape_of(model)
     target = plan(cfg, shape, arch_of(model))  # every bad request fails here, before any work
     max_len = fit_max_length(recipe.data.max_length, model.config, tokenizer)

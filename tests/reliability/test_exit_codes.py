@@ -2,6 +2,7 @@
 1 anything else; always one line on stderr, a traceback only with --debug."""
 
 import json
+import signal
 
 import pytest
 from typer.testing import CliRunner
@@ -138,3 +139,18 @@ def test_a_check_names_itself(tmp_path, monkeypatch):
     assert result.exit_code == 3
     assert result.output.strip() == ("error: vocabulary pruning check failed: vocabulary pruning changed logits on "
                                      "training texts by 3.00e-03")
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_rewrapped_by_a_library_still_exits_with_its_code(signum, code, monkeypatch):
+    import deploykit.cli as cli
+
+    def swallowed(*args, **kwargs):  # e.g. a data-loading library catching the interrupt, raising its own error
+        cli._received["signal"] = signum
+        raise RuntimeError("worker stopped")
+
+    monkeypatch.setattr(cli, "build", swallowed)
+    monkeypatch.setitem(cli._received, "signal", None)
+    result = CliRunner().invoke(cli.app, ["finetune", "-q"])
+    assert result.exit_code == code
+    assert result.stderr.strip().startswith(f"error: {signal.Signals(signum).name} while running (RuntimeError)")

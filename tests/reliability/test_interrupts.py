@@ -129,18 +129,13 @@ class StaleScratch(AssertionError):
     """A staging folder of a killed run is still there after the re-run finished."""
 
 
-STALE_TMP_BUG = pytest.mark.xfail(
-    strict=True, raises=StaleScratch,
-    reason="artifact.staging() only removes .<name>.tmp-<its own pid>: the one a SIGKILLed run left "
-           "(another pid) stays beside the output for good, and check_out_dir() ignores it")
-
 CASES = [
     pytest.param("finetune-epoch2", signal.SIGTERM, id="finetune-SIGTERM-epoch2"),
     pytest.param("distill-training", signal.SIGKILL, id="distill-SIGKILL-training"),
     pytest.param("prune-recovery", signal.SIGINT, id="prune-SIGINT-recovery"),
-    pytest.param("quantize-staging", signal.SIGKILL, id="quantize-SIGKILL-staging", marks=STALE_TMP_BUG),
+    pytest.param("quantize-staging", signal.SIGKILL, id="quantize-SIGKILL-staging"),
     pytest.param("export-start", signal.SIGTERM, id="export-SIGTERM-start"),
-    pytest.param("bench-baseline", signal.SIGKILL, id="bench-SIGKILL-baseline", marks=STALE_TMP_BUG),
+    pytest.param("bench-baseline", signal.SIGKILL, id="bench-SIGKILL-baseline"),
     pytest.param("bench-measure", signal.SIGINT, id="bench-SIGINT-measure"),
 ]
 EXIT = {signal.SIGKILL: -signal.SIGKILL, signal.SIGTERM: 143, signal.SIGINT: 130}

@@ -193,3 +193,35 @@ def test_output_the_config_cannot_express_fails_and_leaves_nothing(tiny_bert, ti
     with pytest.raises(ReloadError, match="plain from_pretrained|config does not express"):
         run_stage("prune", recipe(tiny_bert, tiny_task, ffn=0.5, vocab=True), tiny_bert, tmp_path / "pruned")
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_vocabulary_check_failure_is_a_check_error_exit_3(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    import deploykit.evaluate as evaluate
+
+    real = evaluate.predict
+    calls = []
+
+    def drifting(*args, **kwargs):  # the second call scores the vocabulary-pruned model: make it drift
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return out + (1e-2 if len(calls) == 2 else 0.0)
+
+    monkeypatch.setattr(evaluate, "predict", drifting)
+    result = CliRunner().invoke(app, ["prune", "--from", str(tiny_bert), "--data", str(tiny_task), "-q",
+                                      "--set", "prune.vocab=true", "--set", "prune.ffn=0.5",
+                                      "--set", "data.max_length=32", "--out", str(tmp_path / "pruned")])
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]  # stdout: Torch-Pruning's own notices
+    assert result.exit_code == 3, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: vocabulary pruning check failed: ") and "1.00e-02" in lines[0]
+    assert not (tmp_path / "pruned").exists()
+
+
+def test_a_head_of_another_label_count_is_refused_not_reinitialised(tiny_bert, tmp_path):
+    from conftest import write_task
+
+    task = write_task(tmp_path / "three")
+    rows = (task / "train.tsv").read_text().splitlines()
+    (task / "train.tsv").write_text("\n".join(rows + ["an extra third class\t2"]) + "\n")
+    cfg = build_recipe({"data": {"path": str(task), "max_length": 32}, "prune": {"ffn": 0.5}})
+    with pytest.raises(UserError, match="has 2 labels but the data has 3"):
+        run_stage("prune", cfg, tiny_bert, tmp_path / "pruned")
