@@ -113,7 +113,7 @@ def test_fit_max_length_cuts_to_usable_positions(arch, overrides, asked, want, m
 
 
 def test_fit_max_length_reads_a_model_folder_and_the_tokenizer_pad(tmp_path):
-    from transformers import AutoTokenizer, XLMRobertaConfig
+    from transformers import XLMRobertaConfig
 
     from deploykit.data import fit_max_length, usable_positions
 

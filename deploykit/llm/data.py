@@ -21,8 +21,8 @@ import random
 from dataclasses import dataclass
 
 from deploykit.config import DataConfig
-from deploykit.data import (_column, _find_file, _label_vocab, _local_folder, _read_rows, _where, SPLIT_STEMS,
-                            label_keys, usable_positions)
+from deploykit.data import SPLIT_STEMS, _find_file, _label_vocab, _local_folder, usable_positions
+from deploykit.records import column, label_keys, read_rows, where
 from deploykit.errors import UserError
 
 PLAIN_ANSWER = "\nAnswer: "  # prompt/response separator when data.chat_template is false
@@ -67,7 +67,7 @@ def _fill(template: str, row: dict, origin: str, n: int) -> str:
     try:
         return template.format_map(row).strip()
     except KeyError as err:
-        raise UserError(f"{origin}: data.prompt_template names column {err.args[0]!r}, which {_where(row, n)} "
+        raise UserError(f"{origin}: data.prompt_template names column {err.args[0]!r}, which {where(row, n)} "
                         f"does not have (columns: {', '.join(map(str, row))})") from None
     except (ValueError, IndexError) as err:
         raise UserError(f"data.prompt_template {template!r} is not a valid format string ({err})") from None
@@ -78,16 +78,16 @@ def _to_chat(rows: list[dict], cfg: DataConfig, label_names: list[str] | None, l
     template = _template(cfg)
     prompts = [_fill(template, row, origin, n) for n, row in enumerate(rows, 1)]
     if cfg.response_column:
-        responses = [str(v).strip() for v in _column(rows, cfg.response_column, origin)]
+        responses = [str(v).strip() for v in column(rows, cfg.response_column, origin)]
         empty = next((n for n, r in enumerate(responses, 1) if not r), None)
         if empty:
-            raise UserError(f"{origin}: {_where(rows[empty - 1], empty)} has an empty '{cfg.response_column}' "
+            raise UserError(f"{origin}: {where(rows[empty - 1], empty)} has an empty '{cfg.response_column}' "
                             "(the response to learn)")
     else:
         responses = []
         for n, (row, key) in enumerate(zip(rows, label_keys(rows, cfg.label_column, origin)), 1):
             if key not in label_ids:
-                raise UserError(f"{origin}: {_where(row, n)} has label {key!r}, never seen in the training data")
+                raise UserError(f"{origin}: {where(row, n)} has label {key!r}, never seen in the training data")
             responses.append(label_names[label_ids[key]])
     return ChatSplit(prompts, responses)
 
@@ -103,7 +103,7 @@ def _rows_local(cfg: DataConfig, folder) -> tuple[dict[str, list[dict]], dict[st
             raise UserError(f"{folder}: no train file (train.tsv/.csv/.jsonl); set data.train_file")
         files = {s: p for s, p in files.items()
                  if p is not None and (s == "train" or p.resolve() != files["train"].resolve())}
-    return ({s: _read_rows(p, cfg.column_names) for s, p in files.items()}, {s: str(p) for s, p in files.items()})
+    return ({s: read_rows(p, cfg.column_names) for s, p in files.items()}, {s: str(p) for s, p in files.items()})
 
 
 def _rows_hub(cfg: DataConfig) -> tuple[dict[str, list[dict]], dict[str, str]]:

@@ -7,7 +7,6 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import write_task
 from deploykit.config import DataConfig
 from deploykit.errors import UserError
 from deploykit.llm.data import (SFTCollator, check_chat_template, check_length, encode_sft, load_chat_task, pack,

@@ -74,7 +74,7 @@ def test_integral_float_labels_are_class_ids(tmp_path, raw, want):
     rows = [(f"text {i}", raw if i == 3 else str(i % 3)) for i in range(12)]
     task = load(write(tmp_path, "train.tsv", tsv(rows)))
     assert task.labels == ["0", "1", "2"]
-    assert (f"text 3", want) in all_rows(task)
+    assert ("text 3", want) in all_rows(task)
 
 
 # ---------------------------------------------------------------- refused in one line, naming file and line

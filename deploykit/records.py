@@ -1,0 +1,160 @@
+"""Records of a labelled data file (.tsv, .csv, .jsonl), read as written, every fault one line naming its line.
+
+    rows = read_rows(Path("data/train.tsv"), column_names=None)   # [Row({"sentence": ..., "label": "1"}), ...]
+    rows[0].line                                                  # 2: the physical line the record starts on
+    label_keys(rows, "label", "data/train.tsv")                   # ["1", "0", ...]
+
+Records end at "\n" / "\r\n" only: quoted CSV fields keep their line breaks and texts keep U+2028 / U+0085.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+from deploykit.errors import UserError
+
+SUFFIXES = (".tsv", ".csv", ".jsonl")
+
+
+class Row(dict):
+    """One record, its fields by column name; `line` is the physical line (1-based) where it starts."""
+
+    line: int
+
+
+def where(row: dict, n: int) -> str:
+    """'line 7' for a row read from a file, 'row 7' for one from the hub (no lines there)."""
+    return f"line {row.line}" if isinstance(row, Row) else f"row {n}"
+
+
+def _duplicate(names) -> str | None:
+    """The first name that appears twice (a dict of the row would silently keep only the last one)."""
+    seen: set[str] = set()
+    return next((n for n in names if n in seen or seen.add(n)), None)
+
+
+def _json_object(pairs: list[tuple[str, object]]) -> dict:
+    if (dup := _duplicate(k for k, _ in pairs)) is not None:
+        raise ValueError(f"key '{dup}' appears twice in one object; rename one")
+    return dict(pairs)
+
+
+def _read_jsonl(path: Path, text: str) -> list[Row]:
+    rows = []
+    # records end at "\n" only: str.splitlines() would also cut at U+2028 / U+0085 inside a text
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line, object_pairs_hook=_json_object)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: line {n} is not valid JSON ({err.msg})") from None
+        except ValueError as err:
+            raise UserError(f"{path}: line {n}: {err}") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{path}: line {n} is not a JSON object (one {{\"column\": value, ...}} per line)")
+        row = Row(obj)
+        row.line = n
+        rows.append(row)
+    return rows
+
+
+def _read_table(path: Path, text: str, column_names: list[str] | None) -> list[Row]:
+    # Python's csv module, not pandas: every field stays the string written (pandas turns "NA" or "1.0" into
+    # floats), newline="" keeps quoted line breaks, and QUOTE_NONE reads GLUE TSVs whose texts hold raw quotes
+    tsv = path.suffix == ".tsv"
+    reader = csv.reader(io.StringIO(text, newline=""), **({"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}))
+    header, rows, last = column_names, [], 0
+    try:
+        for fields in reader:
+            start, last = last + 1, reader.line_num  # a quoted field may span lines: the record starts at `start`
+            if not any(f.strip() for f in fields):
+                continue  # blank line
+            if header is None:
+                header = fields
+                if (dup := _duplicate(header)) is not None:
+                    raise UserError(f"{path}: column '{dup}' appears twice in the header; rename one of the two")
+                continue
+            if len(fields) != len(header):
+                hint = "a tab inside a text?" if tsv else "an unquoted comma inside a text? quote that field"
+                against = "data.column_names has" if column_names else "the header has"
+                raise UserError(f"{path}: line {start} has {len(fields)} field{'s' * (len(fields) != 1)}, {against} "
+                                f"{len(header)} ({hint}); fix that line or remove it")
+            row = Row(zip(header, fields))
+            row.line = start
+            rows.append(row)
+    except csv.Error as err:
+        raise UserError(f"{path}: line {last + 1} cannot be read as {'TSV' if tsv else 'CSV'} ({err}); "
+                        "an unbalanced quote?") from None
+    return rows
+
+
+def read_rows(path: Path, column_names: list[str] | None) -> list[Row]:
+    """The records of a .tsv, .csv or .jsonl file; every fault is a one-line UserError naming the line."""
+    if not path.is_file():
+        raise UserError(f"{path}: data file not found")
+    if path.suffix not in SUFFIXES:
+        raise UserError(f"{path}: unsupported file type (use {', '.join(SUFFIXES)})")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise UserError(f"{path}: line {line} is not UTF-8 text; re-encode the file as UTF-8") from None
+    if not text.strip():
+        raise UserError(f"{path}: file is empty")
+    if column_names and (dup := _duplicate(column_names)) is not None:
+        raise UserError(f"data.column_names: '{dup}' appears twice; give every column its own name")
+    rows = _read_jsonl(path, text) if path.suffix == ".jsonl" else _read_table(path, text, column_names)
+    if not rows:
+        raise UserError(f"{path}: file has a header but no rows")
+    return rows
+
+
+def check_column(rows: list[dict], col: str, path: str) -> None:
+    if col not in rows[0]:
+        raise UserError(f"{path}: no column '{col}' (columns: {', '.join(map(str, rows[0]))}); "
+                        "set data.text_column / data.label_column, or data.column_names for headerless files")
+
+
+def column(rows: list[dict], col: str, path: str) -> list:
+    check_column(rows, col, path)
+    out = [r.get(col) for r in rows]
+    bad = next((n for n, v in enumerate(out) if v is None), None)
+    if bad is not None:
+        raise UserError(f"{path}: {where(rows[bad], bad + 1)} has no value for column '{col}'")
+    return out
+
+
+INTEGER = re.compile(r"[-+]?\d+")
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def label_keys(rows: list[dict], column: str, origin: str) -> list[str]:
+    """Each row's label as its class key: the text stripped, a number as its integer ("1.0" -> "1").
+
+    A float that is integral is read as that integer: pandas writes an int column holding one missing value
+    as "1.0", and JSON exporters write 1.0. A real fraction (0.5, 3.7) is a regression target, which a
+    classifier cannot learn. Empty, missing and fractional labels are one-line UserErrors naming the line.
+    """
+    check_column(rows, column, origin)
+    keys = []
+    for n, row in enumerate(rows, 1):
+        raw = row.get(column)
+        key = "" if raw is None else str(raw).strip()
+        if not key:
+            raise UserError(f"{origin}: {where(row, n)} has no label (column '{column}'); "
+                            "fill it in or remove the row")
+        if INTEGER.fullmatch(key):
+            key = str(int(key))
+        elif NUMBER.fullmatch(key):
+            if not float(key).is_integer():
+                raise UserError(f"{origin}: {where(row, n)} has label {key!r}, a fraction: a classification "
+                                "task needs class ids or names (a regression target? not supported)")
+            key = str(int(float(key)))
+        keys.append(key)
+    return keys
