@@ -9,6 +9,8 @@ in deploykit.pruning depends on an architecture's naming.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import asdict, dataclass
 
 import torch
@@ -131,6 +133,8 @@ def measure(model, seq_len: int) -> dict[str, int]:
                      device=next(model.parameters()).device)  # the GPU, after a recovery fine-tune there
     was_training = model.training
     model.eval()
-    macs, params = tp.utils.count_ops_and_params(model, {"input_ids": ids})
+    # its counter print()s a notice per module called by keyword only: stdout is the CLI's result channel
+    with contextlib.redirect_stdout(io.StringIO()):
+        macs, params = tp.utils.count_ops_and_params(model, {"input_ids": ids})
     model.train(was_training)
     return {"parameters": int(params), "macs": int(macs), "macs_seq_len": seq_len}
