@@ -123,10 +123,16 @@ def test_smollm2_exports_and_answers(tmp_path):
     assert OrtGenerator(tmp_path / "fp32").generate([prompt], 4).texts(tokenizer)[0].startswith(" Paris")
     ids, mask = encode(tokenizer, [prompt])
     ref = OrtGenerator(tmp_path / "fp32").logits(ids, mask)[0, -1]
-    # both weight widths, whatever this CPU's preset: 7-bit (AVX2, reduce_range) and 8-bit (VNNI)
+    # both weight widths, whatever this CPU's preset: 7-bit (AVX2, reduce_range) and 8-bit (VNNI). 8-bit
+    # weights against u8 activations may saturate the int16 sums of AVX2 kernels without VNNI (why ORT has
+    # reduce_range, and why deploykit's avx2 preset never picks 8 bits): there its quality is not asserted
+    from deploykit.hardware import quant_preset
+
     for reduce_range in (True, False):
         out = tmp_path / f"int8-{reduce_range}"
         quantize_causal(tmp_path / "fp32", out, mode="dynamic", reduce_range=reduce_range)
         int8 = OrtGenerator(out).logits(ids, mask)[0, -1]
-        assert np.corrcoef(ref, int8)[0, 1] > 0.85  # measured 0.91 (7-bit) and 0.88 (8-bit, AMX CPU)
-        assert OrtGenerator(out).generate([prompt], 4).texts(tokenizer)[0].startswith(" Paris")
+        assert int8.shape == ref.shape and np.isfinite(int8).all()
+        if reduce_range or quant_preset() != "avx2":
+            assert np.corrcoef(ref, int8)[0, 1] > 0.85  # measured 0.91 (7-bit) and 0.88 (8-bit, AMX CPU)
+            assert OrtGenerator(out).generate([prompt], 4).texts(tokenizer)[0].startswith(" Paris")
