@@ -8,6 +8,7 @@ A recipe file *is* these models: `finetune:` in YAML is `FinetuneConfig`, read b
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,8 @@ STAGES = ("finetune", "distill", "prune", "quantize", "export", "bench")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `learning_rate: .inf` (or "nan") is refused as "should be a finite number"
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -315,23 +317,63 @@ class Recipe(Section):
         return [s for s in STAGES if getattr(self, s) is not None]
 
 
-class RecipeLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader with YAML 1.2 core-schema booleans: only true/false (any case) are booleans.
+class DuplicateKeyError(Exception):
+    """A mapping key given twice; `where` (the file or `--set` item) is added by the caller."""
 
-    YAML 1.1 reads on/off/yes/no/y/n as booleans, so `bf16: off` or `--set finetune.bf16=off` would
-    reach the schema as False instead of the string "off". Ints, floats and null resolve as before.
+    def __init__(self, key: str, line: int, first: int):
+        super().__init__(f"line {line}: key '{key}' appears twice (line {first} first); merge the two")
+        self.key, self.line, self.first = key, line, first
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader reading plain scalars by the YAML 1.2 core schema only, duplicated keys refused.
+
+    null: null Null NULL ~ (empty); bool: true/false (three spellings each); int: decimal (`010` is 10),
+    0o octal, 0x hex; float: decimal with optional exponent, [-+].inf, .nan. Everything else is a string:
+    YAML 1.1's on/off/yes/no booleans, `1:30` (sexagesimal 90), `1_000`, `0b101`, dates and `<<` merge
+    keys, so `bf16: off` reaches the schema as "off" and `name: 2024-01-01` as a string.
     """
 
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], Any] = {}
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    first = seen.setdefault((key_node.tag, key_node.value), key_node)
+                    if first is not key_node:
+                        raise DuplicateKeyError(key_node.value, key_node.start_mark.line + 1,
+                                                first.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
 
-RecipeLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                   list("tTfF"))
+    def construct_core_int(self, node) -> int:
+        text = self.construct_scalar(node)
+        if text.startswith("0o"):
+            return int(text[2:], 8)
+        if text.startswith("0x"):
+            return int(text[2:], 16)
+        return int(text, 10)
+
+    def construct_core_float(self, node) -> float:
+        text = self.construct_scalar(node).lower()
+        if text.endswith(".inf"):
+            return -math.inf if text.startswith("-") else math.inf
+        return math.nan if text == ".nan" else float(text)
+
+
+RecipeLoader.yaml_implicit_resolvers = {}  # a class attribute of its own: SafeLoader's table stays untouched
+for _tag, _pattern, _first in (
+        ("null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
+        ("bool", r"true|True|TRUE|false|False|FALSE", list("tTfF")),
+        ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", list("-+0123456789")),
+        ("float", r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)",
+         list("-+0123456789."))):
+    RecipeLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"), _first)
+RecipeLoader.add_constructor("tag:yaml.org,2002:int", RecipeLoader.construct_core_int)
+RecipeLoader.add_constructor("tag:yaml.org,2002:float", RecipeLoader.construct_core_float)
 
 
 def read_yaml(text: str) -> Any:
-    """Parse recipe YAML (or one `--set` value) with YAML 1.2 booleans."""
+    """Parse recipe YAML (or one `--set` value) by the YAML 1.2 core schema; DuplicateKeyError for a key given twice."""
     return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
 
 
@@ -359,6 +401,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise UserError(f"--set {item!r}: empty key")
     try:
         return key, read_yaml(raw) if raw.strip() else None
+    except DuplicateKeyError as err:
+        raise UserError(f"--set {item}: key '{err.key}' appears twice; merge the two") from None
     except yaml.YAMLError:
         return key, raw
 
@@ -419,6 +463,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise UserError(f"{path}: recipe file not found")
     try:
         tree = read_yaml(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as err:
+        raise UserError(f"{path} {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -112,3 +112,41 @@ def test_error_from_an_override_names_the_set_item_not_the_file(tmp_path):
     # an error in the file itself still names the file, even with unrelated overrides
     with pytest.raises(UserError, match=r"r\.yaml: finetune\.batch_size"):
         load_recipe(write(tmp_path, "data: {name: a}\nfinetune: {batch_size: many}\n"), ["data.max_length=64"])
+
+
+# --- YAML 1.2 core schema for every plain scalar; duplicated keys refused ---------------------------------
+
+@pytest.mark.parametrize("raw, value", [
+    ("010", 10), ("-7", -7), ("+3", 3), ("0o17", 15), ("0x1F", 31), ("1.5", 1.5), ("1e3", 1000.0), (".5", 0.5),
+    ("1:30", "1:30"), ("1_000", "1_000"), ("2024-01-01", "2024-01-01"), ("0b101", "0b101"), ("yes", "yes"),
+    ("null", None), ("~", None), ("NULL", None), ("TRUE", True), ("False", False), ("=", "="), ("<<", "<<"),
+])
+def test_plain_scalars_follow_the_yaml_1_2_core_schema(raw, value):
+    key, got = parse_override(f"x={raw}")
+    assert got == value and type(got) is type(value), (raw, got)
+
+
+def test_infinities_and_nan_resolve_as_floats_but_the_schema_refuses_them():
+    import math
+
+    assert parse_override("x=.inf")[1] == math.inf and parse_override("x=-.Inf")[1] == -math.inf
+    assert math.isnan(parse_override("x=.NaN")[1])
+    for raw in (".inf", ".nan", "inf"):
+        with pytest.raises(UserError, match=r"^--set finetune\.learning_rate=.*: finetune\.learning_rate: .*finite"):
+            build_recipe({"data": {"name": "x"}}, [f"finetune.learning_rate={raw}"])
+
+
+def test_recipe_values_are_yaml_1_2(tmp_path):
+    r = load_recipe(write(tmp_path, "name: 2024-01-01\ndata: {name: a, seed: 010}\nfinetune: {logging_steps: 0x10}\n"))
+    assert (r.name, r.data.seed, r.finetune.logging_steps) == ("2024-01-01", 10, 16)
+
+
+def test_a_duplicated_key_is_refused_naming_both_lines(tmp_path):
+    p = write(tmp_path, "data: {name: a}\nfinetune:\n  learning_rate: 1.0e-3\nbench: {}\nfinetune:\n  epochs: 1\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(p)
+    assert str(err.value) == f"{p} line 5: key 'finetune' appears twice (line 2 first); merge the two"
+    with pytest.raises(UserError, match=r"r\.yaml line 2: key 'epochs' appears twice \(line 2 first\)"):
+        load_recipe(write(tmp_path, "data: {name: a}\nfinetune: {epochs: 1, epochs: 2}\n"))
+    with pytest.raises(UserError, match=r"^--set data=\{name: a, name: b\}: key 'name' appears twice"):
+        parse_override("data={name: a, name: b}")
