@@ -15,6 +15,7 @@ the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -54,8 +55,20 @@ def _options(debug: Annotated[bool, typer.Option("--debug", help="print the trac
 def _fail(line: str, code: int) -> typer.Exit:
     if _debug["on"]:
         traceback.print_exc()
-    typer.echo(f"error: {line}", err=True)
+    typer.echo(f"{_end_progress_line()}error: {line}", err=True)
     return typer.Exit(code)
+
+
+def _end_progress_line() -> str:
+    """A newline when a tqdm bar (the Trainer's) was cut mid-line, so `error:` starts its own line; the bar
+    is closed first, or its `close()` at exit would draw it again after the error."""
+    tqdm = sys.modules.get("tqdm")
+    bars = list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or [])
+    for bar in bars:
+        with contextlib.suppress(Exception):
+            bar.leave = False  # closed this way it blanks its line instead of drawing itself again
+            bar.close()
+    return "\n" if bars else ""
 
 
 def edge(fn: Callable) -> Callable:

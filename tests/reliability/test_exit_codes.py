@@ -154,3 +154,19 @@ def test_a_signal_rewrapped_by_a_library_still_exits_with_its_code(signum, code,
     result = CliRunner().invoke(cli.app, ["finetune", "-q"])
     assert result.exit_code == code
     assert result.stderr.strip().startswith(f"error: {signal.Signals(signum).name} while running (RuntimeError)")
+
+
+def test_an_interrupt_mid_progress_bar_starts_its_error_on_a_line_of_its_own(monkeypatch):
+    import deploykit.cli as cli
+    from tqdm import tqdm
+
+    def training(*args, **kwargs):
+        bar = tqdm(total=10)
+        bar.update(3)  # the Trainer's bar, cut mid-line by Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build", training)
+    result = CliRunner().invoke(cli.app, ["finetune"])
+    assert result.exit_code == 130
+    assert "\nerror: interrupted (SIGINT)" in result.stderr
+    assert not tqdm._instances  # closed, so nothing redraws it after the error
