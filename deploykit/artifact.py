@@ -26,14 +26,20 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterator
 
+from deploykit.config import STAGES
 from deploykit.errors import UserError
 
 MANIFEST = "manifest.json"
 RUN_STATE = "pipeline.json"  # marks a `deploykit run` folder (deploykit/pipeline.py writes it)
 REPORT = "report.json"  # marks a `deploykit bench` report folder
-# deploykit's own scratch folders beside (or inside) an output: staging's .<name>.tmp-<pid> and
-# .<name>.old-<pid>, finetune's .<name>.work checkpoints; an output holding only these counts as empty
+# deploykit's own scratch folders beside an output: staging's .<name>.tmp-<pid> and .<name>.old-<pid>,
+# finetune's .<name>.work checkpoints
 OWN_SCRATCH = re.compile(r"^\..+\.(tmp-\d+|old-\d+|work)$")
+# the scratch deploykit leaves *inside* an output folder, which alone counts as empty: a run folder's stage
+# scratch, a bench folder's baseline scratch and the run state's temporary file. Only these names: a user's
+# own `.my.work` is a file deploykit did not write, never deleted with the folder.
+INNER_SCRATCH = re.compile(r"^\.(%s)\.(tmp-\d+|old-\d+|work)$|^\.%s\.tmp$" % (
+    "|".join(map(re.escape, (*STAGES, "baseline"))), re.escape(RUN_STATE)))
 
 
 @dataclass
@@ -139,6 +145,29 @@ def output_kind(folder: Path) -> str | None:
     return None
 
 
+def _written_files(folder: Path) -> set[str] | None:
+    """The top-level names `staging` recorded in the folder's manifest ("files"); None for an output
+    without the list (written by older versions; run and report folders)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        files = json.loads((folder / MANIFEST).read_text()).get("files")
+        if isinstance(files, list):
+            return {str(f) for f in files}
+    return None
+
+
+def record_files(folder: Path) -> None:
+    """Add the sorted names of `folder`'s top-level entries to its manifest.json ("files"), when it has one,
+    so that `check_out_dir` can tell a user's file added later from what deploykit wrote."""
+    mf = folder / MANIFEST
+    if not mf.is_file():
+        return
+    manifest = json.loads(mf.read_text())
+    if not isinstance(manifest, dict):
+        return
+    manifest["files"] = sorted(e.name for e in folder.iterdir() if not INNER_SCRATCH.match(e.name))
+    mf.write_text(json.dumps(manifest, indent=2, default=str))  # inside staging's temporary folder
+
+
 def _writable(folder: Path) -> bool:
     # os.access says yes to root everywhere; a read-only mount says no to root too
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -179,7 +208,7 @@ def check_out_dir(out: str | Path, stage: str | None = None, force: bool = False
             raise UserError(f"--out {given}: {folder} is not writable; give a folder you can write to")
     if existing != out:
         return out
-    entries = sorted(e.name for e in out.iterdir() if not OWN_SCRATCH.match(e.name))
+    entries = sorted(e.name for e in out.iterdir() if not INNER_SCRATCH.match(e.name))
     if not entries:
         return out
     kind = output_kind(out)
@@ -187,11 +216,20 @@ def check_out_dir(out: str | Path, stage: str | None = None, force: bool = False
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise UserError(f"--out {given}: the folder holds files deploykit did not write ({shown}); deploykit only "
                         "replaces its own outputs, so give a new or empty folder")
+    # an output whose manifest lists what deploykit wrote: anything else is the user's (notes added to a
+    # copied output), and replacing the folder would delete it silently, so --force does not override this
+    written = _written_files(out)
+    foreign = [e for e in entries if written is not None and e not in written]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UserError(f"--out {given}: the deploykit {kind} output holds files deploykit did not write ({shown}); "
+                        "move them out or give another folder")
     if stage is None or kind == stage:
         return out
-    if stage == "run" or kind == "run":
+    if stage in ("run", "bench") or kind == "run":  # neither `deploykit run` nor `deploykit bench` has --force
+        what = "a run folder" if stage == "run" else f"a {stage} {'output' if kind == 'run' else 'one'}"
         raise UserError(f"--out {given}: holds a deploykit {kind} {'folder' if kind == 'run' else 'output'}, "
-                        f"not a {'run folder' if stage == 'run' else stage + ' output'}; give a new or empty folder")
+                        f"not {what}; give a new or empty folder")
     if not force:
         raise UserError(f"--out {given}: holds a deploykit {kind} output, not a {stage} one; add --force to replace "
                         "it, or give another folder")
@@ -256,6 +294,7 @@ def staging(out_dir: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        record_files(tmp)  # the final set of names, for check_out_dir's next look at this folder
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -187,3 +187,47 @@ def test_staging_clears_what_a_killed_run_left(tmp_path):
     with staging(out) as tmp:
         (tmp / "manifest.json").write_text('{"stage": "prune", "format": "pytorch"}')
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["prune", alive.name])
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_users_file_added_to_an_output_is_refused_even_with_force(tmp_path, force):
+    out = tmp_path / "ft"
+    with staging(out) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"x")
+        write_manifest(tmp, stage="finetune", format="pytorch", parent=None, config={})
+    assert json.loads((out / "manifest.json").read_text())["files"] == ["manifest.json", "model.safetensors"]
+    check_out_dir(out, "finetune")  # as written: replaced freely
+    (out / "NOTES.md").write_text("mine")
+    with pytest.raises(UserError, match=r"holds files deploykit did not write \(NOTES.md\); move them out"):
+        check_out_dir(out, "finetune", force)
+    with pytest.raises(UserError, match="did not write"):
+        with staging(out):
+            pytest.fail("staging must refuse before yielding")
+    assert (out / "NOTES.md").read_text() == "mine"
+    artifact_folder(tmp_path / "old")  # written before the list existed: today's behaviour
+    (tmp_path / "old" / "NOTES.md").write_text("mine")
+    check_out_dir(tmp_path / "old", "finetune")
+
+
+def test_only_deploykits_own_scratch_names_count_as_empty(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / ".my.work").mkdir(parents=True)
+    (mine / ".my.work" / "file.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"did not write \(.my.work\)"):
+        check_out_dir(mine, "finetune", force=True)
+    (tmp_path / "notes.tmp-12").mkdir()
+    (tmp_path / "notes.tmp-12" / ".notes.tmp-12").mkdir()
+    with pytest.raises(UserError, match="did not write"):
+        check_out_dir(tmp_path / "notes.tmp-12", "bench")
+    ours = tmp_path / "ours"
+    for name in (".bench.tmp-1", ".quantize.old-2", ".distill.work", ".baseline.tmp-3", ".pipeline.json.tmp"):
+        (ours / name).mkdir(parents=True)
+    check_out_dir(ours, "run")
+
+
+def test_bench_and_run_refusals_never_suggest_force(tmp_path):
+    ft = artifact_folder(tmp_path / "ft")
+    for stage in ("bench", "run"):
+        with pytest.raises(UserError) as err:
+            check_out_dir(ft, stage)
+        assert "--force" not in str(err.value) and "give a new or empty folder" in str(err.value)
