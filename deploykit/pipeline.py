@@ -52,6 +52,10 @@ def run_stage(stage: str, recipe: Recipe, source: str | Path | None, out_dir: Pa
     out = check_out_dir(out_dir, stage, force)
     if parent is not None and (out == parent.path.resolve() or out in parent.path.resolve().parents):
         raise UserError(f"--out {out_dir}: would replace the input artifact {parent.path}; give another folder")
+    # an output inside the input folder would change the input (and be copied into the next stage's output);
+    # a bare .onnx file's artifact is just the folder it lies in, which may hold anything
+    if parent is not None and Path(source).expanduser().is_dir() and parent.path.resolve() in out.parents:
+        raise UserError(f"--out {out_dir}: is inside the input artifact {parent.path}; give a folder outside it")
     artifact = fn(recipe, parent, Path(out_dir), **options)
     _close_distributed()
     return artifact

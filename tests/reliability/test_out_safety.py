@@ -88,6 +88,33 @@ def test_out_may_not_replace_the_input_artifact(tiny_bert, tmp_path):
     assert (ft / "model.safetensors").read_bytes() == b"old"
 
 
+def test_out_may_not_be_inside_the_input_artifact(tiny_bert, tmp_path):
+    ft = fake_artifact(tmp_path / "ft", "finetune")
+    (ft / "config.json").write_text((tiny_bert / "config.json").read_text())
+    before = tree(ft)
+    for out in (ft / "sub", ft / "a" / "b"):
+        result = invoke("export", "--from", ft, "--out", out, "--force")
+        assert result.exit_code == 2 and "is inside the input artifact" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert tree(ft) == before and sorted(p.name for p in ft.iterdir()) == ["config.json", "manifest.json",
+                                                                         "model.safetensors"]
+
+
+def test_a_users_file_in_a_copied_output_is_kept(tiny_bert, tiny_task, tmp_path):
+    import shutil
+
+    args = ["finetune", "--model", tiny_bert, "--data", tiny_task, "-q", "--set", "finetune.epochs=1"]
+    assert invoke(*args, "--out", tmp_path / "ft").exit_code == 0
+    shutil.copytree(tmp_path / "ft", tmp_path / "ftA")
+    (tmp_path / "ftA" / "NOTES.md").write_text("notes")
+    before = tree(tmp_path / "ftA")
+    for extra in ([], ["--force"]):
+        result = invoke(*args, "--out", tmp_path / "ftA", *extra)
+        assert result.exit_code == 2, result.output
+        assert "holds files deploykit did not write (NOTES.md); move them out" in result.output
+    assert tree(tmp_path / "ftA") == before
+
+
 def test_rerun_into_the_same_stage_works_and_another_stage_needs_force(tiny_bert, tiny_task, tmp_path):
     out = tmp_path / "ft"
     args = ["finetune", "--model", tiny_bert, "--data", tiny_task, "--out", out, "-q", "--set", "finetune.epochs=1"]
