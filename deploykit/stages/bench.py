@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from deploykit.artifact import Artifact, check_out_dir, load_artifact, write_manifest
+from deploykit.artifact import Artifact, check_out_dir, load_artifact, staging, write_manifest
 from deploykit.config import BenchConfig, Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
@@ -25,29 +25,29 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """The pipeline stage: benchmark `parent` alone; the report folder is the returned artifact."""
     if parent is None:
         raise UserError("bench needs an input artifact: --from FOLDER (a previous stage's output)")
-    report_dir = run_many(recipe, [parent.path], out_dir, baseline_source=None)
-    manifest = write_manifest(report_dir, stage="bench", format="report", parent=parent,
-                              config=recipe.model_dump(include={"data", "bench"}),
-                              metrics={"report": "report.json"})
-    return Artifact(report_dir, manifest)
+    manifest = {"stage": "bench", "format": "report", "parent": parent,
+                "config": recipe.model_dump(include={"data", "bench"}), "metrics": {"report": "report.json"}}
+    report_dir = run_many(recipe, [parent.path], out_dir, baseline_source=None, manifest=manifest)
+    return load_artifact(report_dir)
 
 
-def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline_source: Path | None = None) -> Path:
+def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline_source: Path | None = None,
+             manifest: dict | None = None) -> Path:
     """Measure every artifact in `artifact_paths` (plus the baseline) and write the reports.
+
+    The whole folder (baseline, reports, manifest) is written through `staging`: an interrupted bench
+    leaves no half-written folder, and an earlier report stays as it was.
 
     Args:
         recipe: needs `data` (the texts and the accuracy labels); `bench` defaults to BenchConfig().
         artifact_paths: stage output folders, HF model folders or .onnx files.
         out_dir: the report folder (report.json, report.md, report.html, PNG plots, baseline/).
         baseline_source: a PyTorch model folder to build the standard-recipe baseline from.
+        manifest: `write_manifest` keyword arguments, for the pipeline stage's report folder.
 
     Returns:
         The report folder.
     """
-    from deploykit.benchmark import Settings, measure
-    from deploykit.data import fit_max_length, load_task
-    from deploykit.report import write_reports
-
     cfg = recipe.bench or BenchConfig()
     if recipe.data is None:
         raise UserError("bench needs data for its texts and accuracy: --data NAME_OR_PATH or a data section")
@@ -56,21 +56,35 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
     artifacts = [_checked(a) for a in map(load_artifact, artifact_paths) if not _is_report(a)]
     if not artifacts:
         raise UserError("bench: none of the folders given holds a model (only bench reports)")
-    # reports are written into out_dir itself: a new or empty folder, or an earlier report (never --force)
+    # a new or empty folder, or an earlier report (never --force); replaced as a whole at the end
     out_dir = check_out_dir(out_dir, "bench")
+    with staging(out_dir) as tmp:
+        _measure(recipe, cfg, artifacts, baseline_source, tmp, out_dir)
+        if manifest is not None:
+            write_manifest(tmp, **manifest)
+    return out_dir
+
+
+def _measure(recipe: Recipe, cfg: BenchConfig, artifacts: list[Artifact], baseline_source: Path | None,
+             tmp: Path, out_dir: Path) -> None:
+    """Build the baseline and write the reports into `tmp`, staging's folder that becomes `out_dir`."""
+    from deploykit.benchmark import Settings, measure
+    from deploykit.data import fit_max_length, load_task
+    from deploykit.report import write_reports
+
     if recipe.data.task == "generation":
         from deploykit.llm.bench_stage import run_many as run_many_causal
 
         subjects = _subjects(artifacts)
-        return run_many_causal(recipe, [s.artifact for s in subjects], [s.name for s in subjects],
-                               out_dir)
+        run_many_causal(recipe, [s.artifact for s in subjects], [s.name for s in subjects], tmp)
+        return
     task = load_task(recipe.data)
     if cfg.eval_split == "test" and task.test is None:
         raise UserError(f"data {task.source}: no test split to benchmark on; set bench.eval_split=validation "
                         "(or add a test file, or data.test_split)")
     split = task.split(cfg.eval_split)
     subjects = _subjects(artifacts)
-    baseline, teacher = _baseline(cfg, artifacts, baseline_source, out_dir / "baseline")
+    baseline, teacher = _baseline(cfg, artifacts, baseline_source, tmp / "baseline")
     if baseline is not None:
         subjects.append(baseline)
     settings = Settings.from_config(cfg)
@@ -78,13 +92,16 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
         + (" (--quick: a smoke test, not a measurement)" if cfg.quick else ""))
     max_length = min(fit_max_length(recipe.data.max_length, s.artifact.path) for s in subjects)  # what all can take
     result = measure(subjects, split, settings, max_length)
+    staged = str(tmp.resolve())
+    for row in result["rows"]:  # the baseline's row names where it will be, not the temporary folder
+        if str(row.get("artifact", "")).startswith(staged):
+            row["artifact"] = str(out_dir) + row["artifact"][len(staged):]
     report = _report(recipe, cfg, result, teacher)
-    paths = write_reports(report, out_dir)
+    paths = write_reports(report, tmp)
     for row in result["rows"]:
         if row["status"] == "skipped":
             log(f"bench: skipped {row['name']} / {row['runtime']} / {row['target']}: {row['note']}")
-    log(f"[green]bench[/green]: {len(result['rows'])} rows -> {paths['html']}")
-    return out_dir
+    log(f"[green]bench[/green]: {len(result['rows'])} rows -> {out_dir / paths['html'].name}")
 
 
 def _is_report(artifact: Artifact) -> bool:

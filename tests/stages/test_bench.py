@@ -163,3 +163,30 @@ def test_baseline_from_the_teacher_when_on(tiny, tmp_path):
     rows = json.loads((out / "report.json").read_text())["rows"]
     assert [(r["name"], r["baseline"]) for r in rows] == [("onnx", False), ("bert", False), ("baseline", True)]
     assert rows[1]["status"] == "skipped" and "reads a pytorch artifact" in rows[1]["note"]
+
+
+def test_an_interrupted_bench_leaves_no_half_written_folder(tiny, tmp_path, monkeypatch):
+    import deploykit.benchmark
+
+    model, _, task = tiny
+    real = deploykit.benchmark.measure
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C mid-measurement, after the baseline was built
+
+    monkeypatch.setattr(deploykit.benchmark, "measure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_many(recipe(task, targets=["edge"], runtimes=["torch"]), [model], tmp_path / "b1", baseline_source=model)
+    assert list(tmp_path.iterdir()) == []  # neither b1/ nor a temporary folder
+
+    monkeypatch.setattr(deploykit.benchmark, "measure", real)
+    out = run_many(recipe(task, targets=["edge"], runtimes=["torch"]), [model], tmp_path / "b1", baseline_source=model)
+    assert all((out / f).is_file() for f in ("report.json", "report.md", "report.html", "baseline/manifest.json"))
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert next(r for r in rows if r["baseline"])["artifact"] == str(out / "baseline")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    monkeypatch.setattr(deploykit.benchmark, "measure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_many(recipe(task, targets=["edge"], runtimes=["torch"]), [model], out, baseline_source=model)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the earlier report unchanged
+    assert [p.name for p in tmp_path.iterdir()] == ["b1"]
