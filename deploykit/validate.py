@@ -2,10 +2,11 @@
 
     deploykit validate recipes/sst2-minilm.yaml --out runs/sst2
 
-Checks the model source (resolvable; its config.json, no weights, of a type the task's Auto class
-takes), the data (files present, columns named, at least two labels), `data.max_length` against the
-model's positions, the runtimes and targets the recipe asks for (CUDA, TensorRT, ONNX Runtime's CUDA
-provider) and the output folders `deploykit run` would write.
+Checks the model source (resolvable; its config.json, of a type the task's Auto class takes; in a local
+folder, safetensors weights whose headers read, no tensors loaded), the data (files present, columns
+named, at least two labels), `data.max_length` against the model's positions, the runtimes and targets
+the recipe asks for (CUDA, TensorRT, ONNX Runtime's CUDA provider) and the output folders `deploykit run`
+would write.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ def recipe_problems(recipe: Recipe, out_dir: Path | None = None) -> list[str]:
     """Every problem found, one line each; an empty list means `deploykit run` can start."""
     found: list[str] = []
     config = _checked(found, _model_config, recipe)
+    if config is not None:
+        _checked(found, _local_weights, recipe)
     if recipe.data is None:
         found.append("recipe has no data section; every stage needs the task data")
     else:
@@ -56,6 +59,52 @@ def _model_config(recipe: Recipe):
     config = load_config(m.source, trust_remote_code=m.trust_remote_code, revision=m.revision)
     check_architecture(config, recipe.data.task if recipe.data else "classification", m.source)
     return config
+
+
+def _local_weights(recipe: Recipe) -> None:
+    """A local model folder's safetensors weights are there and their headers read (the header holds every
+    tensor's offsets, so a truncated or garbage file fails here); the tensors themselves are not read.
+    Hub ids (downloaded at load time) and GGUF files are not checked."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    from deploykit.models import is_gguf, resolve_source
+
+    source = recipe.model.source
+    if is_gguf(source):
+        return
+    folder = Path(resolve_source(source))
+    if not folder.is_dir():
+        return
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = [folder / name for name in sorted(set(weight_map.values()))]
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise UserError(f"model source {source!r}: {index} is not a safetensors index (no readable weight_map: "
+                            f"{type(err).__name__}); save or download the weights again") from None
+        if not files:
+            raise UserError(f"model source {source!r}: {index} lists no weight files; save or download the weights again")
+    else:
+        other = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".h5", ".msgpack"))
+        seen = f" (found {', '.join(other[:3])}: deploykit reads safetensors only)" if other else ""
+        raise UserError(f"model source {source!r}: {folder} holds no model.safetensors{seen}; save the model with "
+                        "save_pretrained(..., safe_serialization=True) or download its safetensors weights")
+    for path in files:
+        if not path.is_file():
+            raise UserError(f"model source {source!r}: {path} not found (listed in {index.name}); "
+                            "download the missing weight file again")
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise UserError(f"model source {source!r}: {path} is not a readable safetensors file ({first}); "
+                            "save or download the weights again") from None
 
 
 def _task(recipe: Recipe):

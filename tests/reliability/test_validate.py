@@ -123,3 +123,47 @@ def test_unsafe_out_folders(recipe, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = validate(recipe(), "--out", ".")
     assert result.exit_code == 2 and "is the working directory" in result.output
+
+
+# --- the model folder's weights and config.json -----------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])
+def test_broken_or_missing_weights_are_one_line_naming_the_file(recipe, tiny_bert, damage):
+    weights = tiny_bert / "model.safetensors"
+    if damage == "missing":
+        weights.unlink()
+    else:
+        weights.write_bytes(weights.read_bytes()[:-100] if damage == "truncated" else b"\xff" * 64)
+    result = validate(recipe())
+    assert result.exit_code == 2, result.output
+    (line,) = errors(result)
+    if damage == "missing":
+        assert f"{tiny_bert} holds no model.safetensors" in line
+    else:
+        assert f"{weights} is not a readable safetensors file" in line
+
+
+def test_sharded_weights_are_checked_shard_by_shard(recipe, tiny_bert, tmp_path):
+    import json as js
+
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    model.save_pretrained(tiny_bert, max_shard_size="500KB")
+    (tiny_bert / "model.safetensors").unlink(missing_ok=True)
+    index = js.loads((tiny_bert / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1
+    assert validate(recipe()).exit_code == 0
+    (tiny_bert / shards[-1]).unlink()
+    result = validate(recipe())
+    assert result.exit_code == 2 and f"{shards[-1]} not found (listed in model.safetensors.index.json)" in result.output
+
+
+def test_a_config_json_that_builds_no_config_is_one_line(recipe, tiny_bert):
+    config = json.loads((tiny_bert / "config.json").read_text())
+    (tiny_bert / "config.json").write_text(json.dumps({**config, "model_type": "t5"}))
+    result = validate(recipe())
+    assert result.exit_code == 2, result.output
+    (line,) = errors(result)
+    assert f"{tiny_bert}/config.json is not a valid model config" in line and "classifier_dropout" in line
