@@ -251,8 +251,15 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
     path, kwargs = _pretrained_args(source)
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
-    except (OSError, ValueError) as err:
+    except OSError as err:
         raise _hub_hint(source, err) from None
+    except _config_errors() as err:
+        # AutoTokenizer reads config.json too: a config.json that builds no config is named as such
+        if not kwargs:
+            load_config(source, trust_remote_code=trust_remote_code)
+        if isinstance(err, ValueError):
+            raise _hub_hint(source, err) from None
+        raise
 
 
 def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, **kwargs: Any):

@@ -170,3 +170,40 @@ def test_an_interrupt_mid_progress_bar_starts_its_error_on_a_line_of_its_own(mon
     assert result.exit_code == 130
     assert "\nerror: interrupted (SIGINT)" in result.stderr
     assert not tqdm._instances  # closed, so nothing redraws it after the error
+
+
+def test_weights_of_another_model_exit_2_instead_of_training_from_scratch(tiny_bert, tiny_task, tmp_path):
+    import shutil
+
+    from transformers import GPT2Config
+
+    mixed = tmp_path / "mixed"
+    GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=1000).save_pretrained(mixed)
+    shutil.copy(tiny_bert / "model.safetensors", mixed / "model.safetensors")
+    result = invoke("finetune", "--data", tiny_task, "--set", f"model.source={mixed}", "--out", tmp_path / "ft", "-q")
+    assert result.exit_code == 2, result.output
+    (line,) = error_lines(result)
+    assert f"{mixed}/model.safetensors holds 0 of the" in line and "the weights do not belong to this config.json" in line
+    assert not (tmp_path / "ft").exists()
+
+
+def test_a_config_json_that_builds_no_config_exits_2(tiny_bert, tiny_task, tmp_path):
+    config = json.loads((tiny_bert / "config.json").read_text())
+    (tiny_bert / "config.json").write_text(json.dumps({**config, "model_type": "t5"}))
+    result = invoke("finetune", "--model", tiny_bert, "--data", tiny_task, "--out", tmp_path / "ft", "-q")
+    assert result.exit_code == 2, result.output
+    (line,) = error_lines(result)
+    assert f"{tiny_bert}/config.json is not a valid model config (StrictDataclassFieldValidationError" in line
+
+
+def test_a_duplicated_recipe_key_and_an_infinite_rate_exit_2(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {name: sst2}\nfinetune:\n  learning_rate: 1.0e-3\nfinetune:\n  epochs: 1\n")
+    result = invoke("validate", recipe)
+    assert result.exit_code == 2
+    assert error_lines(result) == [f"error: {recipe} line 4: key 'finetune' appears twice (line 2 first); merge the two"]
+    recipe.write_text("data: {name: sst2}\nfinetune: {}\n")
+    result = invoke("validate", recipe, "--set", "finetune.learning_rate=.inf")
+    assert result.exit_code == 2
+    (line,) = error_lines(result)
+    assert line.startswith("error: --set finetune.learning_rate=.inf: finetune.learning_rate:") and "finite" in line
