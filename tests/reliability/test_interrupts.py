@@ -118,8 +118,8 @@ POINTS = {
     "quantize-staging": Point("quantize", glob=".quantize.tmp-*"),
     # export of the INT8 parent is a check and a copy (tens of milliseconds): signalled on its log line
     "export-start": Point("export", line="export -> "),
-    # the standard-recipe baseline is built inside staging() in bench/
-    "bench-baseline": Point("bench", glob="bench/.baseline.tmp-*"),
+    # the standard-recipe baseline is built inside staging() in bench's own staging folder
+    "bench-baseline": Point("bench", glob=".bench.tmp-*/.baseline.tmp-*"),
     # logged when every row is built and the timing starts
     "bench-measure": Point("bench", line="bench: 6 artifacts x cpu"),
 }
