@@ -176,11 +176,12 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     for stage in stages:  # what a SIGKILLed run left beside a stage this run may skip as unchanged
         clear_stale(out_dir / stage)
     task = load_any_task(recipe.data)
+    source = resolve_source(recipe.model.source)  # a wrong model path fails before the run folder is made
     out_dir.mkdir(parents=True, exist_ok=True)
     state = _state(out_dir)
     if not (out_dir / STATE_FILE).is_file():
         _save_state(out_dir, state)  # marks the folder as a run folder from the start
-    parent: Artifact | None = None if "finetune" in stages else load_artifact(resolve_source(recipe.model.source))
+    parent: Artifact | None = None if "finetune" in stages else load_artifact(source)
     parent_hash = None if parent is None else config_hash("source", recipe.model.source)
     teacher = parent
     reference = state.get("reference") if parent is not None else None

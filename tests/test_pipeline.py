@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import deploykit.pipeline as pipeline
-from deploykit.config import load_recipe
+from deploykit.config import build_recipe, load_recipe
 from deploykit.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,3 +83,13 @@ def test_recipe_without_stages_is_refused(tmp_path):
 
     with pytest.raises(UserError, match="no stages"):
         pipeline.run_recipe(build_recipe({"data": {"name": "sst2"}}), tmp_path)
+
+
+def test_a_wrong_model_source_fails_before_the_run_folder_exists(tiny_task, tmp_path):
+    from deploykit.pipeline import run_recipe
+
+    cfg = build_recipe({"model": {"source": "./no/such/model"}, "data": {"path": str(tiny_task)},
+                       "finetune": {"epochs": 1}})
+    with pytest.raises(UserError, match="local folder not found"):
+        run_recipe(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
