@@ -221,6 +221,10 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
                        recipe.gate.metric)
         artifacts.append(art)
         parent, parent_hash = art, h
+    if changed or "bench" in stages:
+        # an earlier report describes the artifacts this run replaced: never print it as this run's
+        state.pop("report", None), state.pop("headline", None)
+        _save_state(out_dir, state)
     if "bench" in stages:
         from deploykit.stages.bench import run_many
 

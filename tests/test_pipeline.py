@@ -63,6 +63,12 @@ def test_tiny_chain_end_to_end_then_resume_then_edit(run_tiny, tmp_path):
     quantized = json.loads((out / "quantize" / "manifest.json").read_text())
     assert quantized["export"]["rewrite"]["remove_padding"] is False
 
+    # quantize re-runs without a bench: the earlier report describes the replaced artifact, so it is not this
+    # run's (the CLI prints state["headline"] as the run's result)
+    state = run_tiny(out, "quantize.calibration_samples=8", "bench=null")
+    assert "headline" not in state and "report" not in state
+    assert "headline" not in json.loads((out / "pipeline.json").read_text())
+
 
 def test_failing_gate_stops_the_run_naming_stage_and_knob(run_tiny, tmp_path, monkeypatch):
     real = pipeline._gate_value
