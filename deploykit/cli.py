@@ -290,6 +290,27 @@ def generate(model: Annotated[Path, typer.Argument(help="a causal LM folder: PyT
             typer.echo(text if len(prompts) == 1 else f"[{i + 1}] {text}")
 
 
+@app.command()
+@edge
+def serve(folder: Annotated[Path, typer.Argument(help="a classifier artifact folder (PyTorch, ONNX, INT8 ONNX)")],
+          host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(min=0, max=65535, help="0: any free port (the startup line names it)")] = 8000,
+          max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="most rows per model call")] = 32,
+          max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0.0, help="longest wait for more rows "
+                                                     "before a call, while other requests are arriving")] = 5.0,
+          runtime: Annotated[str, typer.Option(help="auto, ort or torch (as deploykit.predictor.load)")] = "auto",
+          threads: Annotated[Optional[int], typer.Option(min=1, help="intra-op threads of the runtime")] = None,
+          max_request_rows: Annotated[int, typer.Option("--max-request-rows", min=1, help="most texts per request (more: 413)")] = 256,
+          max_body_bytes: Annotated[str, typer.Option("--max-body-bytes", help="largest request body, e.g. 1MB, 512KB (more: 413)")] = "1MB",
+          access_log: Annotated[bool, typer.Option("--access-log", help="log every request (uvicorn's access log)")] = False):
+    """Serve a classifier over HTTP: KServe V2 REST, POST /predict, Prometheus /metrics; SIGTERM drains and exits 0."""
+    from deploykit.serve import parse_size
+    from deploykit.serve import serve as run_server
+
+    run_server(folder, host, port, max_batch=max_batch, max_wait_ms=max_wait_ms, runtime=runtime, threads=threads,
+               max_request_rows=max_request_rows, max_body_bytes=parse_size(max_body_bytes), access_log=access_log)
+
+
 def _quiet(on: bool) -> None:
     from deploykit.console import set_quiet
 

@@ -1,0 +1,115 @@
+"""`deploykit serve`: one artifact behind an HTTP server (KServe V2 REST, `/predict`, Prometheus `/metrics`).
+
+    deploykit serve runs/sst2-minilm/quantize --port 8000
+    curl -s localhost:8000/predict -d '{"texts": ["a gorgeous, witty film"]}'
+
+The model is loaded before the port is bound, so a bad folder fails in one line (exit 2) and a port that
+answers is a server that is ready. Requests go through one micro-batching worker (deploykit/serve/batching.py);
+the endpoints live in deploykit/serve/app.py. SIGTERM or Ctrl-C stops taking connections, lets the requests
+in flight finish, and exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import signal
+import socket
+import threading
+from pathlib import Path
+
+from deploykit.errors import UserError
+
+log = logging.getLogger("deploykit.serve")
+
+
+def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch: int = 32, max_wait_ms: float = 5.0,
+          runtime: str = "auto", threads: int | None = None, max_request_rows: int = 256,
+          max_body_bytes: int = 1_000_000, access_log: bool = False) -> None:
+    """Load `folder` with deploykit.predictor.load, then serve it on host:port until SIGTERM/SIGINT.
+
+    Args:
+        port: 0 lets the system pick a free port (the startup line names it).
+        other arguments: as `deploykit serve --help` describes them.
+
+    Raises:
+        UserError: a folder the predictor cannot load, or an address that cannot be bound.
+    """
+    import uvicorn
+
+    from deploykit.predictor import load
+    from deploykit.serve.app import build_app
+
+    predictor = load(folder, runtime=runtime, threads=threads)
+    app = build_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, max_request_rows=max_request_rows,
+                    max_body_bytes=max_body_bytes)
+    sock = _bind(host, port)
+    config = uvicorn.Config(app, log_level="warning", access_log=access_log, lifespan="on",
+                            timeout_graceful_shutdown=None)
+    server = uvicorn.Server(config)
+    bound_host, bound_port = sock.getsockname()[:2]
+    url = f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
+    batching = (f"batching on (up to {max_batch} rows, {max_wait_ms:g} ms)" if predictor.batch_invariant
+                else "batching off (row outputs depend on the batch: one row at a time)")
+    _say(f"serve: {predictor.name} on {predictor.runtime}, {batching}, {url}")
+    with _graceful_signals(server):
+        server.run(sockets=[sock])
+    _say(f"serve: stopped {url}")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise UserError(f"{host}:{port}: cannot listen there ({err.strerror or err}); "
+                        "pick another --port or --host") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextlib.contextmanager
+def _graceful_signals(server):
+    """Let uvicorn's graceful shutdown be the whole answer to SIGTERM/SIGINT while it serves.
+
+    uvicorn swaps in its own handlers while serving, restores the ones it found and then raises the
+    signal it caught again. The CLI's SIGTERM handler would turn that into exit 143 after a clean
+    shutdown; these handlers just ask the server to stop (also in the moment before uvicorn's own are in
+    place), and the CLI's come back afterwards.
+    """
+
+    def stop(signum, frame) -> None:
+        server.should_exit = True
+
+    if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
+        yield
+        return
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _say(line: str) -> None:
+    # a status line on stderr even under --quiet: where the server listens is what the user asked for
+    from deploykit.console import console
+
+    console.print(line, soft_wrap=True, markup=False)
+
+
+SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_size(text: str, option: str = "--max-body-bytes") -> int:
+    """Bytes in `text`: 1048576, 512KB, 1MB (SI units), 1MiB (binary units)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in SIZE_UNITS or float(match.group(1)) * SIZE_UNITS[unit] < 1:
+        raise UserError(f"{option} {text!r}: give a size such as 1048576, 512KB, 1MB or 1MiB")
+    return int(float(match.group(1)) * SIZE_UNITS[unit])

@@ -1,0 +1,182 @@
+"""Request bodies in, response bodies out: the plain `/predict` JSON and the Open Inference Protocol (KServe V2).
+
+    POST /predict                 {"texts": ["a fine film"], "top_k": 1}
+                                  -> {"predictions": [{"label": "positive", "score": 0.98}]}
+    POST /v2/models/NAME/infer    {"id": "7", "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                   "data": ["a fine film"]}]}
+                                  -> {"model_name": NAME, "id": "7", "outputs": [label BYTES [1],
+                                      score FP32 [1], logits FP32 [1, labels]]}
+
+Every way a body can be wrong is a `ClientError` whose message is one line naming the field; the app
+answers it as `{"error": message}` with its status (400, 413), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+TEXT, TEXT_PAIR = "text", "text_pair"
+OUTPUTS = ("label", "score", "logits")
+
+
+class ClientError(Exception):
+    """A request the client got wrong: `status` (400, 404, 413) and a one-line message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise ClientError("the request body is empty; send a JSON object")
+    try:
+        doc = json.loads(body)
+    except UnicodeDecodeError:
+        raise ClientError("the request body is not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise ClientError(f"the request body is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    if not isinstance(doc, dict):
+        raise ClientError(f"the request body must be a JSON object, not {_kind(doc)}")
+    return doc
+
+
+def parse_predict(doc: dict[str, Any], max_rows: int) -> tuple[list[Any], int | None]:
+    """Rows and top_k of a `/predict` body: {"texts": [...], "text_pairs": [...] (optional), "top_k": 1}."""
+    unknown = sorted(set(doc) - {"texts", "text_pairs", "top_k"})
+    if unknown:
+        raise ClientError(f"unknown field {unknown[0]!r} in the body (expected texts, text_pairs, top_k)")
+    if "texts" not in doc:
+        raise ClientError('the body has no "texts" (send {"texts": ["a sentence", ...]})')
+    texts = _strings(doc["texts"], "texts", max_rows)
+    rows: list[Any] = texts
+    if doc.get("text_pairs") is not None:
+        pairs = _strings(doc["text_pairs"], "text_pairs", max_rows)
+        if len(pairs) != len(texts):
+            raise ClientError(f"text_pairs has {len(pairs)} items for {len(texts)} texts; give one pair per text")
+        rows = list(zip(texts, pairs))
+    top_k = doc.get("top_k", 1)
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ClientError(f"top_k must be a positive integer or null (every label), not {json.dumps(top_k)}")
+    return rows, top_k
+
+
+def parse_infer(doc: dict[str, Any], max_rows: int) -> tuple[list[Any], list[str]]:
+    """Rows and requested output names of a V2 inference request (BYTES `text`, optional `text_pair`)."""
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ClientError('"inputs" must be a non-empty list of tensors ([{"name": "text", "shape": [n], '
+                          '"datatype": "BYTES", "data": [...]}])')
+    tensors: dict[str, list[str]] = {}
+    for i, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict):
+            raise ClientError(f"inputs[{i}] must be an object, not {_kind(tensor)}")
+        name = tensor.get("name")
+        if name not in (TEXT, TEXT_PAIR):
+            raise ClientError(f"inputs[{i}]: unknown input {json.dumps(name)} (this model takes "
+                              f"{TEXT!r} and optionally {TEXT_PAIR!r})")
+        if name in tensors:
+            raise ClientError(f"inputs[{i}]: input {name!r} is given twice")
+        tensors[name] = _bytes_tensor(tensor, f"inputs[{i}] ({name})", max_rows)
+    if TEXT not in tensors:
+        raise ClientError(f"the request has no {TEXT!r} input")
+    rows: list[Any] = tensors[TEXT]
+    if TEXT_PAIR in tensors:
+        if len(tensors[TEXT_PAIR]) != len(rows):
+            raise ClientError(f"{TEXT_PAIR!r} has {len(tensors[TEXT_PAIR])} elements for {len(rows)} texts")
+        rows = list(zip(rows, tensors[TEXT_PAIR]))
+    return rows, _requested_outputs(doc.get("outputs"))
+
+
+def infer_response(model: str, request_id: Any, logits: np.ndarray, labels: list[str],
+                   outputs: list[str]) -> dict[str, Any]:
+    """The V2 response: top label (BYTES), its probability (FP32) and the logits (FP32 [rows, labels])."""
+    probs = softmax(logits)
+    top = probs.argmax(-1)
+    n = len(logits)
+    tensors = {
+        "label": {"shape": [n], "datatype": "BYTES", "data": [labels[i] for i in top]},
+        "score": {"shape": [n], "datatype": "FP32", "data": [float(p[i]) for p, i in zip(probs, top)]},
+        "logits": {"shape": [n, logits.shape[1]], "datatype": "FP32", "data": logits.astype(float).ravel().tolist()},
+    }
+    body: dict[str, Any] = {"model_name": model}
+    if request_id is not None:
+        body["id"] = request_id
+    body["outputs"] = [{"name": name, **tensors[name]} for name in outputs]
+    return body
+
+
+def predictions(logits: np.ndarray, labels: list[str], top_k: int | None) -> list[Any]:
+    """HF text-classification pipeline results: one {"label", "score"} per row for top_k=1, else a list per row."""
+    probs = softmax(logits)
+    out: list[Any] = []
+    for row in probs:
+        order = np.argsort(-row, kind="stable")[:top_k]
+        ranked = [{"label": labels[i], "score": float(row[i])} for i in order]
+        out.append(ranked[0] if top_k == 1 else ranked)
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return (z / z.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def _requested_outputs(requested: Any) -> list[str]:
+    if requested is None:
+        return list(OUTPUTS)
+    if not isinstance(requested, list) or not requested:
+        raise ClientError('"outputs" must be a non-empty list of {"name": ...} objects, or left out for all')
+    names = []
+    for i, out in enumerate(requested):
+        name = out.get("name") if isinstance(out, dict) else None
+        if name not in OUTPUTS:
+            raise ClientError(f"outputs[{i}]: unknown output {json.dumps(name)} (this model has {', '.join(OUTPUTS)})")
+        if (out.get("parameters") or {}).get("binary_data"):
+            raise ClientError(f"outputs[{i}]: binary_data is not supported; ask for JSON data")
+        names.append(name)
+    return names
+
+
+def _bytes_tensor(tensor: dict[str, Any], where: str, max_rows: int) -> list[str]:
+    if tensor.get("datatype") != "BYTES":
+        raise ClientError(f"{where}: datatype must be \"BYTES\" (UTF-8 strings), not {json.dumps(tensor.get('datatype'))}")
+    shape = tensor.get("shape")
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= 2
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            or (len(shape) == 2 and shape[1] != 1)):
+        raise ClientError(f"{where}: shape must be [n] or [n, 1], not {json.dumps(shape)}")
+    if "data" not in tensor:
+        raise ClientError(f"{where}: no \"data\" (the binary tensor extension is not supported)")
+    data = tensor["data"]
+    if isinstance(data, list) and all(isinstance(row, list) and len(row) == 1 for row in data):
+        data = [row[0] for row in data]  # [[text], [text]] for shape [n, 1]
+    strings = _strings(data, f"{where} data", max_rows)
+    if len(strings) != math.prod(shape):
+        raise ClientError(f"{where}: shape {shape} holds {math.prod(shape)} elements but data has {len(strings)}")
+    return strings
+
+
+def _strings(value: Any, field: str, max_rows: int) -> list[str]:
+    if not isinstance(value, list):
+        raise ClientError(f"{field} must be a list of strings, not {_kind(value)}")
+    if not value:
+        raise ClientError(f"{field} is empty; send at least one text")
+    if len(value) > max_rows:
+        raise ClientError(f"{field} has {len(value)} rows; this server takes at most {max_rows} per request "
+                          "(--max-request-rows)", status=413)
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ClientError(f"{field}[{i}] must be a string, not {_kind(item)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+             int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)

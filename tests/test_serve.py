@@ -1,0 +1,236 @@
+"""`deploykit serve`: the V2 and /predict endpoints, bad bodies, metrics, micro-batching, SIGTERM drain.
+
+Endpoint and batching tests run the app in-process (Starlette's TestClient) on a fake predictor whose
+logits spell out which text they came from; the last tests start the real `deploykit serve` subprocess
+on a tiny artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from deploykit.errors import UserError
+from deploykit.serve import parse_size
+from deploykit.serve.app import build_app
+from deploykit.serve.batching import Batcher
+
+
+class FakePredictor:
+    """ClassifierPredictor's serving surface. Text "r<i> w<j> ..." gets logits [i, j, -len]: who asked is visible."""
+
+    name = "fake"
+    runtime = "ort"
+    max_length = 32
+
+    def __init__(self, batch_invariant: bool = True, delay: float = 0.0, fail_on: str | None = None):
+        self.labels = ["negative", "positive", "neutral"]
+        self.batch_invariant = batch_invariant
+        self.delay = delay
+        self.fail_on = fail_on
+        self.calls: list[tuple[list, int]] = []
+
+    def logits(self, inputs, batch_size: int = 32) -> np.ndarray:
+        self.calls.append((list(inputs), batch_size))
+        time.sleep(self.delay)
+        if self.fail_on and any(self.fail_on in str(row) for row in inputs):
+            raise ValueError(f"cannot score {self.fail_on!r}")
+        return np.array([_code(row) for row in inputs], dtype=np.float32).reshape(len(inputs), 3)
+
+
+def _code(row) -> list[float]:
+    text = row[0] if isinstance(row, tuple) else row
+    words = text.split()
+    numbers = [float(w[1:]) for w in words[:2] if w[:1] in "rw" and w[1:].isdigit()] + [0.0, 0.0]
+    return [numbers[0], numbers[1], -float(len(text))]
+
+
+def infer_body(texts, **extra):
+    return {"inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}], **extra}
+
+
+@pytest.fixture
+def client():
+    predictor = FakePredictor()
+    with TestClient(build_app(predictor, max_request_rows=4, max_body_bytes=2000)) as c:
+        c.predictor = predictor
+        yield c
+
+
+def test_v2_health_and_metadata(client):
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").status_code == 200
+    assert client.get("/v2").json()["name"] == "deploykit"
+    meta = client.get("/v2/models/fake").json()
+    assert meta["name"] == "fake" and meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"][0] == {"name": "text", "datatype": "BYTES", "shape": [-1]}
+    assert [(o["name"], o["datatype"], o["shape"]) for o in meta["outputs"]] == [
+        ("label", "BYTES", [-1]), ("score", "FP32", [-1]), ("logits", "FP32", [-1, 3])]
+    assert client.get("/v2/models/fake/ready").json()["ready"] is True
+
+
+def test_v2_infer_answers_the_v2_shape(client):
+    body = infer_body(["r1 w2 x", "r3 w0 yy"], id="req-7")
+    out = client.post("/v2/models/fake/infer", json=body).json()
+    assert out["model_name"] == "fake" and out["id"] == "req-7"
+    tensors = {o["name"]: o for o in out["outputs"]}
+    assert tensors["label"] == {"name": "label", "shape": [2], "datatype": "BYTES", "data": ["positive", "negative"]}
+    assert tensors["logits"]["shape"] == [2, 3] and tensors["logits"]["data"] == [1, 2, -7, 3, 0, -8]
+    assert tensors["score"]["datatype"] == "FP32" and 0.5 < tensors["score"]["data"][0] < 1
+    # only the outputs asked for, in that order; [n, 1] shapes with nested data are read too
+    nested = {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": [["r2 w0"]]}],
+              "outputs": [{"name": "logits"}, {"name": "label"}]}
+    out = client.post("/v2/models/fake/infer", json=nested).json()
+    assert [o["name"] for o in out["outputs"]] == ["logits", "label"] and "id" not in out
+
+
+def test_predict_is_pipeline_shaped(client):
+    one = client.post("/predict", json={"texts": ["r0 w5", "r5 w0"]}).json()["predictions"]
+    assert [p["label"] for p in one] == ["positive", "negative"] and set(one[0]) == {"label", "score"}
+    two = client.post("/predict", json={"texts": ["r0 w5"], "top_k": 2}).json()["predictions"]
+    assert [p["label"] for p in two[0]] == ["positive", "negative"]
+    every = client.post("/predict", json={"texts": ["r0 w5"], "top_k": None}).json()["predictions"]
+    assert len(every[0]) == 3 and abs(sum(p["score"] for p in every[0]) - 1) < 1e-5
+    pairs = client.post("/predict", json={"texts": ["r1 w0"], "text_pairs": ["b"]})
+    assert pairs.status_code == 200 and client.predictor.calls[-1][0] == [("r1 w0", "b")]
+
+
+@pytest.mark.parametrize("path, body, status, message", [
+    ("/predict", b"{not json", 400, "not valid JSON"),
+    ("/predict", b"", 400, "body is empty"),
+    ("/predict", b"[1, 2]", 400, "must be a JSON object"),
+    ("/predict", {"text": ["x"]}, 400, "unknown field 'text'"),
+    ("/predict", {"texts": "x"}, 400, "texts must be a list"),
+    ("/predict", {"texts": []}, 400, "texts is empty"),
+    ("/predict", {"texts": ["x", 3]}, 400, "texts[1] must be a string"),
+    ("/predict", {"texts": ["x"], "top_k": 0}, 400, "top_k must be"),
+    ("/predict", {"texts": ["x"], "text_pairs": ["a", "b"]}, 400, "one pair per text"),
+    ("/predict", {"texts": ["x"] * 5}, 413, "at most 4 per request"),
+    ("/predict", {"texts": ["x" * 3000]}, 413, "--max-body-bytes"),
+    ("/v2/models/fake/infer", {"inputs": []}, 400, '"inputs" must be'),
+    ("/v2/models/fake/infer", {"inputs": [{"name": "txt"}]}, 400, 'unknown input "txt"'),
+    ("/v2/models/fake/infer", {"inputs": [{"name": "text_pair", "shape": [1], "datatype": "BYTES", "data": ["a"]}]},
+     400, "no 'text' input"),
+    ("/v2/models/fake/infer", infer_body(["a"]) | {"inputs": [{"name": "text", "shape": [1], "datatype": "FP32",
+                                                               "data": [1.0]}]}, 400, 'datatype must be "BYTES"'),
+    ("/v2/models/fake/infer", {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]},
+     400, "holds 2 elements but data has 1"),
+    ("/v2/models/fake/infer", infer_body(["a"], outputs=[{"name": "probs"}]), 400, 'unknown output "probs"'),
+    ("/v2/models/fake/infer", infer_body(["a"] * 5), 413, "at most 4"),
+    ("/v2/models/other/infer", infer_body(["a"]), 404, "unknown model 'other'"),
+    ("/v1/models/fake:predict", {"instances": []}, 404, "no endpoint"),
+])
+def test_bad_requests_are_one_line_json_errors(client, path, body, status, message):
+    kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+    response = client.post(path, **kwargs)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert message in error and "\n" not in error and "Traceback" not in error
+    assert client.predictor.calls == []  # nothing bad reaches the model
+
+
+def test_wrong_method_and_unknown_model_metadata(client):
+    assert client.get("/predict").status_code == 405 and "error" in client.get("/predict").json()
+    assert client.get("/v2/models/nope").json() == {"error": "unknown model 'nope'; this server serves 'fake'"}
+
+
+def test_metrics_expose_counts_latency_and_batches(client):
+    client.post("/predict", json={"texts": ["r1 w1", "r2 w2"]})
+    client.post("/predict", json={"texts": []})
+    text = client.get("/metrics").text
+    assert 'deploykit_requests_total{code="200",endpoint="/predict"} 1.0' in text
+    assert 'deploykit_requests_total{code="400",endpoint="/predict"} 1.0' in text
+    assert 'deploykit_request_errors_total{endpoint="/predict",kind="client"} 1.0' in text
+    assert 'deploykit_request_latency_seconds_count{endpoint="/predict"} 2.0' in text
+    assert "deploykit_batch_rows_sum 2.0" in text and "deploykit_queue_depth 0.0" in text
+
+
+def test_a_model_failure_is_a_500_json_error_and_logged(caplog):
+    predictor = FakePredictor(fail_on="boom")
+    with TestClient(build_app(predictor)) as c:
+        response = c.post("/predict", json={"texts": ["r1 boom"]})
+        assert response.status_code == 500
+        assert response.json() == {"error": "inference failed: ValueError: cannot score 'boom'"}
+        assert "Traceback" in caplog.text and "POST /predict failed" in caplog.text
+        assert c.post("/predict", json={"texts": ["r1 w1"]}).status_code == 200  # the server goes on
+        assert 'deploykit_request_errors_total{endpoint="/predict",kind="server"} 1.0' in c.get("/metrics").text
+
+
+def _concurrent(c, n: int, rows: int = 2) -> list[dict]:
+    """n clients at once, client i sending rows "r<i> w<j>"; returns each client's response body."""
+    answers: list[dict | None] = [None] * n
+    barrier = threading.Barrier(n)
+
+    def one(i):
+        barrier.wait()
+        texts = [f"r{i} w{j}" for j in range(rows)]
+        answers[i] = c.post("/v2/models/fake/infer", json=infer_body(texts, id=str(i))).json()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return answers
+
+
+def _assert_own_rows(answers: list[dict], rows: int) -> None:
+    for i, answer in enumerate(answers):
+        assert answer["id"] == str(i)
+        logits = np.array(answer["outputs"][2]["data"]).reshape(rows, 3)
+        assert logits[:, 0].tolist() == [i] * rows and logits[:, 1].tolist() == list(range(rows))
+
+
+def test_concurrent_requests_are_batched_and_each_caller_gets_its_rows():
+    predictor = FakePredictor(delay=0.2)  # while one call runs, the others queue up
+    with TestClient(build_app(predictor, max_batch=32, max_wait_ms=50)) as c:
+        answers = _concurrent(c, 8)
+        metrics = c.get("/metrics").text
+    _assert_own_rows(answers, 2)
+    senders = [{row.split()[0] for row in rows} for rows, _ in predictor.calls]
+    assert max(len(s) for s in senders) > 1, senders  # rows of several requests shared a call
+    assert sum(len(rows) for rows, _ in predictor.calls) == 16 and len(predictor.calls) < 8
+    assert all(batch_size == 32 for _, batch_size in predictor.calls)
+    assert "deploykit_batch_requests_count" in metrics
+
+
+def test_batch_dependent_graphs_are_never_batched_across_requests():
+    predictor = FakePredictor(batch_invariant=False, delay=0.05)
+    with TestClient(build_app(predictor, max_batch=32, max_wait_ms=50)) as c:
+        answers = _concurrent(c, 6, rows=3)
+    _assert_own_rows(answers, 3)
+    assert len(predictor.calls) == 6
+    assert all(len({row.split()[0] for row in rows}) == 1 and bs == 1 for rows, bs in predictor.calls)
+
+
+def test_max_batch_caps_a_call_and_a_failing_request_does_not_fail_its_neighbours():
+    predictor = FakePredictor(fail_on="boom")
+
+    async def main():
+        batcher = Batcher(lambda rows: predictor.logits(rows), max_batch=4, max_wait_s=0.0)
+        batcher.start()
+        jobs = [batcher.submit([f"r{i} w0", f"r{i} w1"]) for i in range(3)] + [batcher.submit(["r9 boom"])]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(main())
+    assert [r[:, 0].tolist() for r in results[:3]] == [[0, 0], [1, 1], [2, 2]]
+    assert isinstance(results[3], ValueError)
+    assert max(len(rows) for rows, _ in predictor.calls) <= 4
+
+
+@pytest.mark.parametrize("text, size", [("1MB", 1_000_000), ("512KB", 512_000), ("1MiB", 1 << 20), ("2048", 2048)])
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "1XB", "-1", "0"])
+def test_parse_size_refuses(text):
+    with pytest.raises(UserError, match="--max-body-bytes"):
+        parse_size(text)
