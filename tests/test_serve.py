@@ -8,9 +8,15 @@ on a tiny artifact.
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from starlette.testclient import TestClient
@@ -234,3 +240,65 @@ def test_parse_size(text, size):
 def test_parse_size_refuses(text):
     with pytest.raises(UserError, match="--max-body-bytes"):
         parse_size(text)
+
+
+# --- the real `deploykit serve` process -------------------------------------------------------------------
+
+# `deploykit serve` with deploykit.predictor.load replaced by a FakePredictor whose every call takes 1 s
+FAKE_SERVE = """
+import sys, types
+sys.path.insert(0, {tests!r})
+from test_serve import FakePredictor
+sys.modules["deploykit.predictor"] = types.SimpleNamespace(load=lambda path, **kw: FakePredictor(delay=1.0))
+from deploykit.cli import main
+sys.argv = ["deploykit", "serve", "fake-folder", "--port", "0"]
+main()
+"""
+
+
+class Server:
+    """A `deploykit serve` subprocess: its URL from the startup line, its stderr kept (drained by a thread)."""
+
+    def __init__(self, argv: list[str], timeout: float = 120):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.url = ""
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            found = re.search(r"http://[\d.]+:\d+", line)
+            if found:
+                self.url = found.group(0)
+                break
+        assert self.url, f"the server did not start: {''.join(self.lines)}"
+        threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True).start()
+
+    def stop(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_sigterm_lets_a_request_in_the_model_finish_then_exits_0(tmp_path):
+    tests = str(Path(__file__).resolve().parent)
+    with Server([sys.executable, "-c", FAKE_SERVE.format(tests=tests)]) as server:
+        answer: dict = {}
+
+        def slow():  # the fake model takes 1 s: SIGTERM lands while it computes
+            answer["response"] = httpx.post(f"{server.url}/predict", json={"texts": ["r4 w2"]}, timeout=30)
+
+        client = threading.Thread(target=slow)
+        client.start()
+        time.sleep(0.4)
+        code = server.stop()
+        client.join(30)
+    assert code == 0, "".join(server.lines)
+    assert answer["response"].status_code == 200
+    assert answer["response"].json()["predictions"][0]["label"] == "negative"  # logits [4, 2, -5]
+    assert "serve: stopped" in "".join(server.lines) and "error" not in "".join(server.lines)
