@@ -130,3 +130,11 @@ def tiny_llama(tmp_path_factory) -> Path:
     from tiny_llama import make_tiny_llama
 
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_chain(tmp_path_factory) -> dict[str, Path]:
+    """Every artifact kind of recipes/tiny-ci.yaml, built once per session (tests/tiny_chain.py); read-only."""
+    from tiny_chain import build_tiny_chain
+
+    return build_tiny_chain(tmp_path_factory.mktemp("tiny-chain"))

@@ -12,8 +12,12 @@ from pathlib import Path
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
 
-def export_tiny_onnx(model_dir: Path, out: Path) -> Path:
-    """Export a tiny BERT classifier folder to `out`/model.onnx beside its config and tokenizer files."""
+def export_tiny_onnx(model_dir: Path, out: Path, inputs: list[str] = INPUTS) -> Path:
+    """Export a tiny BERT classifier folder to `out`/model.onnx beside its config and tokenizer files.
+
+    `inputs`: the graph's inputs, a prefix of INPUTS (["input_ids", "attention_mask"]: a graph without
+    token_type_ids, as some exporters write it).
+    """
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -21,9 +25,10 @@ def export_tiny_onnx(model_dir: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     ids = torch.ones(1, 8, dtype=torch.long)
     # dynamo=False: the TorchScript exporter takes a second here; the tests measure, not export
-    torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(out / "model.onnx"),
-                      input_names=INPUTS, output_names=["logits"], opset_version=17, dynamo=False,
-                      dynamic_axes={k: {0: "batch", 1: "sequence"} for k in INPUTS})
+    args = (ids, torch.ones_like(ids), torch.zeros_like(ids))[:len(inputs)]
+    torch.onnx.export(model, args, str(out / "model.onnx"),
+                      input_names=inputs, output_names=["logits"], opset_version=17, dynamo=False,
+                      dynamic_axes={k: {0: "batch", 1: "sequence"} for k in inputs})
     for f in model_dir.iterdir():
         if f.is_file() and f.suffix != ".safetensors":
             shutil.copy(f, out / f.name)

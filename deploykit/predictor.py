@@ -1,0 +1,344 @@
+"""Use what deploykit made: `deploykit.load(folder)` gives a predictor shaped like HF's text-classification pipeline.
+
+    import deploykit
+    clf = deploykit.load("runs/sst2-minilm/quantize")    # ONNX Runtime for ONNX folders, torch for PyTorch ones
+    clf(["a fine film", "a dull one"])                 # [{'label': 'positive', 'score': 0.98}, {'label': 'negative', ...}]
+    clf("a fine film", top_k=None)                     # every label, best first
+    clf.logits([("a premise", "a hypothesis")])        # float32 [1, labels]
+    gen = deploykit.load("runs/sst2-smollm2/quantize")  # a causal LM: deploykit.llm.generate's generator
+    gen.generate([prompt], max_new_tokens=16)
+
+What a raw session would leave to the caller happens inside: the artifact's own tokenizer, truncation to
+the length the model was trained on, int64 inputs, `token_type_ids` (zeros) for graphs that want them when
+the tokenizer gives none, rows sorted by length into batches (results come back in input order), and
+dynamic-INT8 graphs scored one row at a time (`evaluate.eval_batch_size`: their activation scales span the
+batch, so a row's answer would depend on its neighbours).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit.artifact import Artifact, load_artifact
+from deploykit.errors import UserError
+from deploykit.runtimes import READS
+
+RUNTIMES = ("auto", *READS)
+# runtimes a user may reach for that deploykit does not run yet: named, so the refusal says so
+NOT_YET = ("openvino",)
+FUNCTIONS = ("softmax", "sigmoid", "none")
+FALLBACK_LENGTH = 512  # a model with no position table and a tokenizer with no limit
+
+
+def load(path: str | Path, runtime: str = "auto", threads: int | None = None, device: str | None = None,
+         max_length: int | None = None):
+    """A predictor for any folder deploykit writes (or a plain HF classifier folder, or a bare .onnx file).
+
+    Args:
+        path: a stage output (PyTorch, ONNX FP32/INT8, TensorRT), a HF folder or a .onnx file beside its
+            config.json and tokenizer.
+        runtime: "auto" (ONNX Runtime for ONNX folders, torch for PyTorch ones, TensorRT for engines), or
+            one of torch, torch-bf16, ort, ort-cuda, tensorrt. A causal LM takes auto, ort or torch.
+        threads: intra-op threads; None leaves the runtime's default (all cores). torch's is process-wide.
+        device: None or "cpu"; "cuda" runs torch on the GPU and picks ort-cuda for ONNX folders.
+        max_length: truncation length; default the one the model was trained with.
+
+    Returns:
+        A `ClassifierPredictor`, or for a causal LM the `deploykit.llm.generate` generator (`.generate`).
+
+    Raises:
+        UserError: one line for a missing folder, a folder that holds no model, an unknown or unavailable
+            runtime, or an option a causal LM does not take.
+    """
+    artifact = load_artifact(path)
+    if is_causal_lm(artifact):
+        return _load_generator(artifact, runtime, threads, device, max_length)
+    return ClassifierPredictor(artifact, runtime=runtime, threads=threads, device=device, max_length=max_length)
+
+
+def is_causal_lm(artifact: Artifact) -> bool:
+    """True for a decoder folder: its config names a *ForCausalLM architecture, or its recipe task is generation."""
+    data = (artifact.manifest.get("config") or {}).get("data") or {}
+    if isinstance(data, dict) and data.get("task") == "generation":
+        return True
+    try:
+        config = json.loads((artifact.path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    archs = config.get("architectures") if isinstance(config, dict) else None
+    return any(str(a).endswith("ForCausalLM") for a in archs or [])
+
+
+def _load_generator(artifact: Artifact, runtime: str, threads: int | None, device: str | None,
+                    max_length: int | None):
+    from deploykit.llm.generate import load_generator
+
+    if runtime not in ("auto", "ort", "torch"):
+        raise UserError(f"{artifact.path}: a causal LM runs on runtime auto, ort or torch, not {runtime!r}")
+    if device not in (None, "cpu"):
+        raise UserError(f"{artifact.path}: a causal LM runs on the CPU here (device={device!r} is not supported)")
+    if max_length is not None:
+        raise UserError(f"{artifact.path}: max_length applies to classifiers; a causal LM takes max_new_tokens "
+                        "in generate()")
+    return load_generator(artifact.path, runtime=runtime, threads=threads)
+
+
+def resolve_runtime(fmt: str, runtime: str, device: str | None) -> str:
+    """The runtime that will run an artifact of format `fmt`; a one-line UserError for one that cannot."""
+    if runtime in NOT_YET:
+        raise UserError(f"runtime {runtime!r} is not supported yet; use one of {', '.join(RUNTIMES)}")
+    if runtime not in RUNTIMES:
+        raise UserError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    cuda = device is not None and str(device).startswith("cuda")
+    if device is not None and not cuda and device != "cpu":
+        raise UserError(f"device={device!r}: use cpu or cuda")
+    if runtime == "auto":
+        runtime = {"pytorch": "torch", "onnx": "ort-cuda" if cuda else "ort", "tensorrt": "tensorrt"}.get(fmt, "")
+    # a TensorRT folder keeps the ONNX it was built from, so ONNX Runtime can run it where TensorRT cannot
+    readable = READS.get(runtime) == fmt or (fmt == "tensorrt" and READS.get(runtime) == "onnx")
+    if not readable:
+        runs = [r for r in READS if READS[r] == fmt]
+        raise UserError(f"runtime {runtime or 'auto'!r} cannot run a {fmt} artifact; use {' or '.join(runs) or 'another folder'}")
+    if (cuda and runtime == "ort") or (device == "cpu" and runtime in ("ort-cuda", "tensorrt")):
+        raise UserError(f"runtime {runtime} with device={device!r}: ort runs on the CPU, ort-cuda and tensorrt on cuda")
+    return runtime
+
+
+class ClassifierPredictor:
+    """A text classifier folder loaded into one runtime; call it like `pipeline("text-classification")`.
+
+    Attributes:
+        name: the folder's name (the model name a server publishes).
+        labels: id2label in id order.
+        runtime: torch, torch-bf16, ort, ort-cuda or tensorrt.
+        batch_invariant: False for a graph that quantizes activations at run time (dynamic INT8): a row's
+            logits would depend on its batch neighbours, so such a graph is scored one row at a time.
+        max_length: inputs are truncated to this many tokens (the trained length).
+    """
+
+    def __init__(self, artifact: Artifact | str | Path, runtime: str = "auto", threads: int | None = None,
+                 device: str | None = None, max_length: int | None = None):
+        from deploykit.evaluate import eval_batch_size
+        from deploykit.models import load_config, load_tokenizer
+        from deploykit.runtimes import Unavailable, load_runtime, unavailable
+
+        artifact = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+        folder = artifact.path.resolve()
+        if not (folder / "config.json").is_file():
+            raise UserError(f"{folder}: no config.json beside the model; the labels and the tokenizer's model "
+                            "are read from it (copy it from the folder the model came from)")
+        self.runtime = resolve_runtime(artifact.format, runtime, device)
+        on_gpu = self.runtime in ("ort-cuda", "tensorrt") or str(device).startswith("cuda")
+        why = unavailable(self.runtime, "gpu") if on_gpu else None
+        if why:
+            hint = "; try --runtime ort" if artifact.format == "tensorrt" else ""
+            raise UserError(f"{folder}: runtime {self.runtime} cannot run here: {why}{hint}")
+        self.name = folder.name
+        self.config = load_config(str(folder))
+        self.labels = [str(self.config.id2label[i]) for i in range(self.config.num_labels)]
+        self.tokenizer = load_tokenizer(str(folder))
+        target = artifact if READS[self.runtime] == artifact.format else Artifact(
+            artifact.path, {**artifact.manifest, "format": READS[self.runtime]})
+        try:
+            loaded = load_runtime(target, self.runtime, threads, device=_torch_device(self.runtime, device))
+        except Unavailable as err:
+            raise UserError(f"{folder}: runtime {self.runtime} cannot run here: {err}") from None
+        loaded.prepare(threads)
+        self._predict = loaded.predict
+        self._max_batch = None
+        onnx = artifact.onnx_path if READS[self.runtime] == "onnx" else None
+        self.batch_invariant = eval_batch_size(onnx) > 1
+        self.max_length = _trained_length(artifact, self.config, self.tokenizer, max_length)
+        if self.runtime == "tensorrt":
+            self._fit_engine_profile(artifact)
+
+    def _fit_engine_profile(self, artifact: Artifact) -> None:
+        """An engine takes only the shapes its optimization profile covers: cap batches and lengths to its
+        maximum, pad short batches to its minimum sequence length."""
+        profile = ((artifact.metrics.get("engine") or {}).get("profile") or {})
+        (_, min_seq), (max_batch, max_seq) = profile.get("min", (1, 1)), profile.get("max", (None, None))
+        self._max_batch = max_batch
+        if max_seq:
+            self.max_length = min(self.max_length, int(max_seq))
+        self._predict = _padded_to(self._predict, int(min_seq), self.tokenizer.pad_token_id or 0)
+
+    def __repr__(self) -> str:
+        return (f"ClassifierPredictor({self.name!r}, runtime={self.runtime!r}, labels={self.labels}, "
+                f"max_length={self.max_length}, batch_invariant={self.batch_invariant})")
+
+    def logits(self, inputs, batch_size: int = 32) -> np.ndarray:
+        """Raw model outputs, one row per input, in input order.
+
+        Args:
+            inputs: a str, a (text, text_pair) tuple, a {"text", "text_pair"} dict, or a list of one kind.
+            batch_size: rows per forward pass (1 whatever is asked for a graph that is not batch-invariant).
+
+        Returns:
+            float32 array [rows, len(labels)].
+
+        Raises:
+            UserError: an empty list, an input that is not text, pairs mixed with single texts.
+        """
+        texts, pairs = _rows(inputs)
+        return self._logits(texts, pairs, batch_size)
+
+    def _logits(self, texts: list[str], pairs: list[str] | None, batch_size: int) -> np.ndarray:
+        from deploykit.data import Split
+        from deploykit.evaluate import predict
+
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise UserError(f"batch_size={batch_size!r} must be a positive integer")
+        if not self.batch_invariant:
+            batch_size = 1
+        if self._max_batch:
+            batch_size = min(batch_size, int(self._max_batch))
+        split = Split(texts, pairs, [0] * len(texts))
+        return predict(self._predict, split, self.tokenizer, self.max_length, batch_size).astype(np.float32)
+
+    def __call__(self, inputs, batch_size: int = 32, top_k: int | None = 1, function_to_apply: str | None = None):
+        """Labels and scores, shaped as `transformers.pipeline("text-classification")` returns them.
+
+        Args:
+            inputs: as for `logits`.
+            batch_size: as for `logits`.
+            top_k: 1 gives one {"label", "score"} per row (the pipeline's default shape); k > 1 gives each row
+                a list of its k best, highest score first; None gives every label.
+            function_to_apply: "softmax", "sigmoid" or "none"; default as the pipeline picks it (sigmoid for
+                one label or multi-label, none for regression, softmax otherwise).
+
+        Returns:
+            A str or tuple input: [dict] (top_k 1) or [dict, ...] (k best). A list of n inputs: n dicts
+            (top_k 1) or n lists of dicts. A single dict input, as in the pipeline, gives a bare dict for top_k 1.
+
+        Raises:
+            UserError: bad inputs (see `logits`), a top_k that is not None or a positive integer, an unknown
+                function_to_apply.
+        """
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+            raise UserError(f"top_k={top_k!r} must be a positive integer or None (every label)")
+        texts, pairs = _rows(inputs)
+        scores = apply_function(self._logits(texts, pairs, batch_size), self._function(function_to_apply))
+        rows = [self._ranked(row, top_k) for row in scores]
+        if not isinstance(inputs, (str, tuple, dict)):
+            return rows
+        # the pipeline's own quirk: one str in, a list of one dict out (one dict for a {"text", "text_pair"})
+        return [rows[0]] if top_k == 1 and not isinstance(inputs, dict) else rows[0]
+
+    def _ranked(self, scores: np.ndarray, top_k: int | None) -> dict[str, Any] | list[dict[str, Any]]:
+        if top_k == 1:
+            best = int(scores.argmax())
+            return {"label": self.labels[best], "score": scores[best].item()}
+        ranked = sorted(({"label": self.labels[i], "score": s.item()} for i, s in enumerate(scores)),
+                        key=lambda d: d["score"], reverse=True)
+        return ranked if top_k is None else ranked[:top_k]
+
+    def _function(self, name: str | None) -> str:
+        if name is not None:
+            if str(name).lower() not in FUNCTIONS:
+                raise UserError(f"function_to_apply={name!r}: use one of {', '.join(FUNCTIONS)}")
+            return str(name).lower()
+        problem = getattr(self.config, "problem_type", None)
+        if problem == "regression":
+            return "none"
+        if problem == "multi_label_classification" or self.config.num_labels == 1:
+            return "sigmoid"
+        return "softmax"
+
+
+def apply_function(logits: np.ndarray, name: str) -> np.ndarray:
+    """Scores from logits [rows, labels], computed in the logits' float32 as the pipeline does."""
+    if name == "softmax":
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-logits))
+    return logits
+
+
+def _rows(inputs) -> tuple[list[str], list[str] | None]:
+    """(texts, pairs or None) of a single input or a list of them, every fault a one-line UserError."""
+    if isinstance(inputs, (str, tuple, dict)):
+        items = [inputs]
+    elif isinstance(inputs, bytes) or not hasattr(inputs, "__iter__"):
+        raise UserError(f"inputs: got {type(inputs).__name__}; give a str, a (text, text_pair) tuple or a list of them")
+    else:
+        items = list(inputs)
+    if not items:
+        raise UserError("inputs: the list of texts is empty; give at least one text")
+    texts, pairs = [], []
+    for n, item in enumerate(items):
+        text, pair = _one(item, n)
+        texts.append(text)
+        pairs.append(pair)
+    paired = [p is not None for p in pairs]
+    if any(paired) and not all(paired):
+        raise UserError(f"inputs: item {paired.index(not paired[0])} is "
+                        f"{'a pair' if not paired[0] else 'a single text'}, item 0 is not; give all single texts "
+                        "or all (text, text_pair) pairs")
+    return texts, pairs if all(paired) else None
+
+
+def _one(item, n: int) -> tuple[str, str | None]:
+    if isinstance(item, str):
+        return item, None
+    if isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item):
+        return item
+    if isinstance(item, dict) and isinstance(item.get("text"), str) and set(item) <= {"text", "text_pair"}:
+        pair = item.get("text_pair")
+        if pair is None or isinstance(pair, str):
+            return item["text"], pair
+    shown = repr(item) if len(repr(item)) <= 40 else repr(item)[:37] + "..."
+    raise UserError(f"inputs: item {n} is {type(item).__name__} {shown}; each input must be a str, a (text, "
+                    "text_pair) tuple of two str, or {\"text\": ..., \"text_pair\": ...}")
+
+
+def _trained_length(artifact: Artifact, config, tokenizer, asked: int | None) -> int:
+    """`asked`, else the manifest's max_length (or its recipe's data.max_length, or its parent's), else the
+    model's position limit; always cut to what the position table holds (`data.fit_max_length`)."""
+    from deploykit.data import fit_max_length
+
+    if asked is not None:
+        if not isinstance(asked, int) or asked < 1:
+            raise UserError(f"max_length={asked!r} must be a positive integer")
+        return fit_max_length(asked, config, tokenizer)
+    manifest, hops = artifact.manifest, 0
+    while isinstance(manifest, dict) and hops < 4:
+        length = manifest.get("max_length", ((manifest.get("config") or {}).get("data") or {}).get("max_length"))
+        if isinstance(length, int) and not isinstance(length, bool) and length > 0:
+            return fit_max_length(length, config, tokenizer)
+        # an export folder records only its own section: its parent (when still there) trained the model
+        manifest, hops = _parent_manifest(manifest), hops + 1
+    limit = getattr(tokenizer, "model_max_length", None)
+    limit = limit if isinstance(limit, int) and 0 < limit < 1_000_000 else FALLBACK_LENGTH
+    return fit_max_length(limit, config, tokenizer)
+
+
+def _parent_manifest(manifest: dict) -> dict | None:
+    path = (manifest.get("parent") or {}).get("path")
+    if not isinstance(path, str) or not Path(path).is_absolute():
+        return None
+    try:
+        return json.loads((Path(path) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _torch_device(runtime: str, device: str | None) -> str:
+    return device if runtime.startswith("torch") and device else "cpu"
+
+
+def _padded_to(predict, min_seq: int, pad_id: int):
+    """A predictor that right-pads a batch shorter than `min_seq` tokens (masked, so the logits are the same)."""
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        missing = min_seq - batch["input_ids"].shape[1]
+        if missing > 0:
+            batch = {k: np.pad(v, ((0, 0), (0, missing)), constant_values=pad_id if k == "input_ids" else 0)
+                     for k, v in batch.items()}
+        return predict(batch)
+
+    return run
