@@ -8,8 +8,10 @@ on a tiny artifact.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -231,6 +233,16 @@ def test_max_batch_caps_a_call_and_a_failing_request_does_not_fail_its_neighbour
     assert max(len(rows) for rows, _ in predictor.calls) <= 4
 
 
+def test_the_listening_socket_is_tcp_so_replies_go_out_at_once():
+    from deploykit.serve import _bind
+
+    with _bind("127.0.0.1", 0) as sock:  # asyncio sets TCP_NODELAY only where proto is IPPROTO_TCP
+        assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
+        sock.listen()
+        with pytest.raises(UserError, match="cannot listen there"):
+            _bind("127.0.0.1", sock.getsockname()[1])
+
+
 @pytest.mark.parametrize("text, size", [("1MB", 1_000_000), ("512KB", 512_000), ("1MiB", 1 << 20), ("2048", 2048)])
 def test_parse_size(text, size):
     assert parse_size(text) == size
@@ -288,6 +300,14 @@ class Server:
 def test_sigterm_lets_a_request_in_the_model_finish_then_exits_0(tmp_path):
     tests = str(Path(__file__).resolve().parent)
     with Server([sys.executable, "-c", FAKE_SERVE.format(tests=tests)]) as server:
+        with httpx.Client(base_url=server.url) as keep_alive:
+            times = []
+            for _ in range(10):
+                start = time.perf_counter()
+                assert keep_alive.get("/v2/health/live").status_code == 200
+                times.append(time.perf_counter() - start)
+        # a reply is not held back by Nagle + the client's delayed ACK (~40 ms a request before TCP_NODELAY)
+        assert sorted(times)[5] < 0.02, times
         answer: dict = {}
 
         def slow():  # the fake model takes 1 s: SIGTERM lands while it computes
@@ -302,3 +322,101 @@ def test_sigterm_lets_a_request_in_the_model_finish_then_exits_0(tmp_path):
     assert answer["response"].status_code == 200
     assert answer["response"].json()["predictions"][0]["label"] == "negative"  # logits [4, 2, -5]
     assert "serve: stopped" in "".join(server.lines) and "error" not in "".join(server.lines)
+
+
+def _post_slowly(url: str, path: str, body: bytes, halfway) -> tuple[int, dict]:
+    """POST `body` in two halves, calling `halfway()` between them; returns (status, JSON body)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        conn.sendall(head + body[:len(body) // 2])
+        halfway()
+        conn.sendall(body[len(body) // 2:])
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply.partition(b"\r\n\r\n")[2]) < _length(reply):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
+
+
+def _length(reply: bytes) -> int:
+    found = re.search(rb"(?i)content-length:\s*(\d+)", reply.partition(b"\r\n\r\n")[0])
+    return int(found.group(1)) if found else 1 << 30
+
+
+def test_real_server_answers_as_the_predictor_offline_and_drains_on_sigterm(tiny_chain):
+    from conftest import sentiment_rows
+
+    from deploykit.predictor import load
+
+    folder = tiny_chain["quantize"]  # the recipe's final artifact: static INT8, padding-free
+    offline = load(folder)
+    assert offline.batch_invariant
+    texts = [text for text, _ in sentiment_rows(24, seed=5)]
+    expected, expected_logits = offline(texts), offline.logits(texts)
+    argv = [sys.executable, "-m", "deploykit.cli", "serve", str(folder), "--port", "0", "--max-wait-ms", "20"]
+    with Server(argv) as server:
+        assert f"serve: {folder.name} on ort, batching on" in server.lines[-1]
+        answers: dict[int, object] = {}
+
+        def ask(i: int) -> None:  # 12 clients at once, 2 texts each, half on /predict and half on V2 infer
+            mine = texts[2 * i:2 * i + 2]
+            if i % 2:
+                answers[i] = httpx.post(f"{server.url}/predict", json={"texts": mine}, timeout=30).json()
+            else:
+                answers[i] = httpx.post(f"{server.url}/v2/models/{folder.name}/infer", timeout=30,
+                                        json=infer_body(mine, id=f"c{i}")).json()
+
+        clients = [threading.Thread(target=ask, args=(i,)) for i in range(12)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(60)
+        for i, answer in answers.items():
+            rows = slice(2 * i, 2 * i + 2)
+            if i % 2:
+                got = answer["predictions"]
+                assert [p["label"] for p in got] == [p["label"] for p in expected[rows]]
+                assert np.allclose([p["score"] for p in got], [p["score"] for p in expected[rows]], atol=1e-5)
+            else:
+                assert answer["id"] == f"c{i}"
+                logits = np.array(answer["outputs"][2]["data"], dtype=np.float32).reshape(2, -1)
+                np.testing.assert_allclose(logits, expected_logits[rows], atol=1e-5)
+        assert len(answers) == 12
+
+        # SIGTERM while a request is in flight (its body half sent): it is answered, then the process exits 0
+        body = json.dumps({"texts": texts[:3]}).encode()
+        status, reply = _post_slowly(server.url, "/predict", body, halfway=lambda: (
+            time.sleep(0.3), server.proc.send_signal(signal.SIGTERM), time.sleep(0.5)))
+        assert status == 200 and reply["predictions"] == expected[:3]
+        assert server.proc.wait(30) == 0, "".join(server.lines)
+    assert "serve: stopped" in "".join(server.lines)
+
+
+def test_dynamic_int8_is_served_row_by_row_as_offline(tiny_chain):
+    from deploykit.predictor import load
+
+    predictor = load(tiny_chain["dynamic"])
+    assert not predictor.batch_invariant
+    texts = ["the film was good", "a dreadful and boring plot", "fine"]
+    with TestClient(build_app(predictor)) as c:
+        meta = c.get(f"/v2/models/{predictor.name}").json()
+        out = c.post(f"/v2/models/{predictor.name}/infer", json=infer_body(texts)).json()
+    assert meta["parameters"]["batching"] is False
+    logits = np.array(out["outputs"][2]["data"], dtype=np.float32).reshape(3, -1)
+    np.testing.assert_allclose(logits, predictor.logits(texts), atol=1e-6)
+
+
+def test_a_bad_folder_is_one_line_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from deploykit.cli import app
+
+    result = CliRunner().invoke(app, ["serve", str(tmp_path / "missing"), "--port", "0"])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and "Traceback" not in result.output
+    bad_size = CliRunner().invoke(app, ["serve", str(tmp_path), "--max-body-bytes", "lots"])
+    assert bad_size.exit_code == 2 and "--max-body-bytes 'lots'" in bad_size.output

@@ -72,6 +72,7 @@ def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_r
     batcher = Batcher(lambda rows: predictor.logits(rows, batch_size=batch_size), max_batch=max_batch,
                       max_wait_s=max_wait_ms / 1000, combine=combine, metrics=metrics)
     name, labels = predictor.name, list(predictor.labels)
+    function = _score_function(predictor)
 
     def endpoint(path: str) -> Callable[[Handler], Handler]:
         """The HTTP edge: ClientError -> its status and {"error"}, anything else -> 500 logged; metrics for all."""
@@ -86,7 +87,7 @@ def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_r
                     response = _error(str(err), err.status)
                 except ShuttingDown as err:
                     response = _error(str(err), 503)
-                except Exception as err:  # noqa: BLE001 - the edge: a model failure is a 500, logged, never a traceback
+                except Exception as err:  # the edge: a model failure is a 500, logged, never a traceback
                     log.exception("%s %s failed", request.method, request.url.path)
                     first = (str(err).strip().splitlines() or [""])[0][:300]
                     response = _error(f"inference failed: {type(err).__name__}: {first}", 500)
@@ -145,12 +146,12 @@ def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_r
     async def infer(request: Request) -> Response:
         model_or_404(request)
         (_, outputs), doc, logits = await score(request, lambda d: parse_infer(d, max_request_rows))
-        return JSONResponse(infer_response(name, doc.get("id"), logits, labels, outputs))
+        return JSONResponse(infer_response(name, doc.get("id"), logits, labels, outputs, function))
 
     @endpoint("/predict")
     async def predict(request: Request) -> Response:
         (_, top_k), _, logits = await score(request, lambda d: parse_predict(d, max_request_rows))
-        return JSONResponse({"predictions": predictions(logits, labels, top_k)})
+        return JSONResponse({"predictions": predictions(logits, labels, top_k, function)})
 
     @endpoint("/metrics")
     async def prometheus(request: Request) -> Response:
@@ -197,6 +198,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         raise ClientError("the client closed the connection before the body was complete") from None
     return b"".join(chunks)
+
+
+def _score_function(predictor) -> str:
+    """softmax, sigmoid (one label, multi-label) or none (regression): what the predictor's pipeline-shaped
+    results apply to this model's logits, so that the server's scores are the predictor's."""
+    pick = getattr(predictor, "_function", None)
+    return pick(None) if callable(pick) else "softmax"
 
 
 def _error(message: str, status: int) -> JSONResponse:

@@ -122,7 +122,8 @@ class Batcher:
                 break
             if job is None:
                 return None, True
-            if rows + len(job.rows) > self.max_batch:
+            # sentence pairs and single texts never share a call (a predictor takes one kind per call)
+            if rows + len(job.rows) > self.max_batch or _paired(job) != _paired(jobs[0]):
                 return job, False
             jobs.append(job)
             rows += len(job.rows)
@@ -164,6 +165,10 @@ class Batcher:
         if len(out) != len(rows):
             raise RuntimeError(f"the model answered {len(out)} rows for {len(rows)}")
         return out
+
+
+def _paired(job: _Job) -> bool:
+    return bool(job.rows) and isinstance(job.rows[0], tuple)
 
 
 def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from deploykit.predictor import apply_function
+
 TEXT, TEXT_PAIR = "text", "text_pair"
 OUTPUTS = ("label", "score", "logits")
 
@@ -92,16 +94,16 @@ def parse_infer(doc: dict[str, Any], max_rows: int) -> tuple[list[Any], list[str
     return rows, _requested_outputs(doc.get("outputs"))
 
 
-def infer_response(model: str, request_id: Any, logits: np.ndarray, labels: list[str],
-                   outputs: list[str]) -> dict[str, Any]:
-    """The V2 response: top label (BYTES), its probability (FP32) and the logits (FP32 [rows, labels])."""
-    probs = softmax(logits)
-    top = probs.argmax(-1)
+def infer_response(model: str, request_id: Any, logits: np.ndarray, labels: list[str], outputs: list[str],
+                   function: str = "softmax") -> dict[str, Any]:
+    """The V2 response: top label (BYTES), its score (FP32, after `function`) and the logits (FP32 [rows, labels])."""
+    scores = apply_function(logits, function)
+    top = scores.argmax(-1)
     n = len(logits)
     tensors = {
         "label": {"shape": [n], "datatype": "BYTES", "data": [labels[i] for i in top]},
-        "score": {"shape": [n], "datatype": "FP32", "data": [float(p[i]) for p, i in zip(probs, top)]},
-        "logits": {"shape": [n, logits.shape[1]], "datatype": "FP32", "data": logits.astype(float).ravel().tolist()},
+        "score": {"shape": [n], "datatype": "FP32", "data": [row[i].item() for row, i in zip(scores, top)]},
+        "logits": {"shape": [n, logits.shape[1]], "datatype": "FP32", "data": logits.ravel().tolist()},
     }
     body: dict[str, Any] = {"model_name": model}
     if request_id is not None:
@@ -110,21 +112,15 @@ def infer_response(model: str, request_id: Any, logits: np.ndarray, labels: list
     return body
 
 
-def predictions(logits: np.ndarray, labels: list[str], top_k: int | None) -> list[Any]:
-    """HF text-classification pipeline results: one {"label", "score"} per row for top_k=1, else a list per row."""
-    probs = softmax(logits)
+def predictions(logits: np.ndarray, labels: list[str], top_k: int | None, function: str = "softmax") -> list[Any]:
+    """HF text-classification pipeline results, as ClassifierPredictor.__call__ gives them for a list of texts:
+    one {"label", "score"} per row for top_k=1, else each row's best top_k (None: all), highest first."""
     out: list[Any] = []
-    for row in probs:
+    for row in apply_function(logits, function):
         order = np.argsort(-row, kind="stable")[:top_k]
-        ranked = [{"label": labels[i], "score": float(row[i])} for i in order]
+        ranked = [{"label": labels[i], "score": row[i].item()} for i in order]
         out.append(ranked[0] if top_k == 1 else ranked)
     return out
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(-1, keepdims=True))
-    return (z / z.sum(-1, keepdims=True)).astype(np.float32)
 
 
 def _requested_outputs(requested: Any) -> list[str]:
