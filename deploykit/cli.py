@@ -5,6 +5,7 @@
     deploykit bench runs/ft runs/int8 --data sst2 --data-dir ../shared/data --quick
     deploykit run recipes/sst2-minilm.yaml
     deploykit generate runs/sst2-smollm2/quantize "Is 'a gorgeous film' positive or negative?"
+    deploykit predict runs/sst2-minilm/quantize "a gorgeous, witty film" --top-k 2
 
 Every stage command also takes `--recipe FILE`, `--set section.key=value` (repeatable) and `--force`.
 Every failure is one line on stderr, with an exit code that says what kind (deploykit/errors.py):
@@ -288,6 +289,35 @@ def generate(model: Annotated[Path, typer.Argument(help="a causal LM folder: PyT
             typer.echo(json.dumps({"prompt": prompt, "answer": text, "new_tokens": int(out.lengths[i])}))
         else:
             typer.echo(text if len(prompts) == 1 else f"[{i + 1}] {text}")
+
+
+@app.command()
+@edge
+def predict(model: Annotated[Path, typer.Argument(help="a model folder deploykit wrote (PyTorch, ONNX, INT8 ONNX, "
+                                                  "TensorRT) or a Hugging Face classifier folder")],
+            texts: Annotated[Optional[list[str]], typer.Argument(help="texts to classify (or --file)")] = None,
+            file: Annotated[Optional[Path], typer.Option("--file", help=".tsv/.csv/.jsonl with a header, .txt or "
+                                                         "- (stdin) with one text per line")] = None,
+            text_column: Annotated[str, typer.Option("--text-column", help="the column of --file to classify")] = "sentence",
+            text_pair_column: Annotated[Optional[str], typer.Option("--text-pair-column",
+                                                                    help="second text of a sentence pair")] = None,
+            top_k: Annotated[int, typer.Option("--top-k", min=1, help="labels per row, best first")] = 1,
+            runtime: Annotated[str, typer.Option(help="auto, torch, torch-bf16, ort, ort-cuda or tensorrt")] = "auto",
+            threads: Annotated[Optional[int], typer.Option(min=1, help="intra-op threads of the runtime")] = None,
+            batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+            json_lines: Annotated[bool, typer.Option("--json", help="one JSON object per row")] = False,
+            out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write one JSON object per row to this "
+                                                        "file (written whole, then renamed into place)")] = None,
+            generate: Annotated[bool, typer.Option("--generate", help="a causal LM: answer each text")] = False,
+            max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="with --generate")] = 64,
+            quiet: QuietOpt = False):
+    """Classify texts with a model folder: `label  score  text` per row, or JSON lines (--json, --out)."""
+    _quiet(quiet)
+    from deploykit.predict import predict_command
+
+    predict_command(model, texts or [], file=file, text_column=text_column, text_pair_column=text_pair_column,
+                    top_k=top_k, runtime=runtime, threads=threads, batch_size=batch_size, json_lines=json_lines,
+                    out=out, generate=generate, max_new_tokens=max_new_tokens, echo=typer.echo)
 
 
 @app.command()

@@ -1,0 +1,203 @@
+"""`deploykit predict`: texts from the command line, a file or stdin through `deploykit.load`, one line per row.
+
+    deploykit predict runs/sst2-minilm/quantize "a fine film" "a dull one"
+    deploykit predict runs/sst2-minilm/quantize --file ../shared/data/sst2/test.tsv --out preds.jsonl
+    cat reviews.txt | deploykit predict runs/sst2-minilm/quantize --file - --json --top-k 2
+
+Files are read like training data (deploykit/records.py: .tsv/.csv/.jsonl with a header row, quoting,
+BOM, faults named by line); `.txt` and `-` (stdin) hold one text per line. Without `--json` each row is
+one human line (`label  score  text`); with `--json` or `--out`, one JSON object per row
+(`{"text", "label", "score"}`, plus `"top_k"` for `--top-k` > 1). `--out` is written to a temporary file
+beside it and renamed at the end, so it is never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from deploykit.errors import UserError
+
+CHUNK = 256  # rows per predictor call: the progress bar moves per chunk, rows are length-sorted within one
+LINES = (".txt",)  # besides stdin: one text per line, no header
+SHOWN = 60  # characters of a text on a human line
+
+
+def read_texts(texts: list[str], file: Path | None, text_column: str = "sentence",
+               text_pair_column: str | None = None) -> tuple[list[str], list[str] | None]:
+    """(texts, pairs or None) from the command line's TEXT arguments or from `file` ("-" is stdin).
+
+    Raises:
+        UserError: both or neither given, a missing column, an empty file, any fault records.py finds.
+    """
+    if texts and file is not None:
+        raise UserError("predict: give TEXT arguments or --file, not both")
+    if file is None:
+        if not texts:
+            raise UserError("predict: no texts; give TEXT arguments or --file rows.tsv|.csv|.jsonl|.txt|-")
+        if text_pair_column:
+            raise UserError("predict: --text-pair-column reads a column of --file; TEXT arguments are single texts")
+        return list(texts), None
+    if str(file) == "-" or file.suffix in LINES:
+        if text_pair_column:
+            raise UserError(f"{'stdin' if str(file) == '-' else file}: one text per line has no columns; "
+                            "give pairs in a .tsv/.csv/.jsonl file")
+        return _lines(file), None
+    from deploykit.records import column, read_rows
+
+    rows = read_rows(file, None)
+    for flag, name in (("--text-column", text_column), ("--text-pair-column", text_pair_column)):
+        if name is not None and name not in rows[0]:
+            raise UserError(f"{file}: no column '{name}' (columns: {', '.join(map(str, rows[0]))}); "
+                            f"name the right one with {flag}")
+    texts = [str(t) for t in column(rows, text_column, str(file))]
+    pairs = [str(t) for t in column(rows, text_pair_column, str(file))] if text_pair_column else None
+    return texts, pairs
+
+
+def _lines(file: Path) -> list[str]:
+    where = "stdin" if str(file) == "-" else str(file)
+    if where == "stdin":
+        text = sys.stdin.read()
+    else:
+        if not file.is_file():
+            raise UserError(f"{file}: file not found")
+        try:
+            text = file.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise UserError(f"{file}: not UTF-8 text; re-encode the file as UTF-8") from None
+    # lines end at "\n" only, as records.py reads files: a text keeps its U+2028
+    texts = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    if not texts:
+        raise UserError(f"{where}: no texts (one text per line)")
+    return texts
+
+
+def check_out_file(out: Path, inputs: Path | None = None) -> Path:
+    """Refuse an --out that is not a file path deploykit may replace, before any work starts.
+
+    Raises:
+        UserError: --out is a folder or another non-file (a device, a pipe), the input file itself, or under
+            a file, or in a folder that cannot be written.
+    """
+    if out.exists() and not out.is_file():
+        raise UserError(f"--out {out}: exists and is not a regular file (a folder?); give a file path, e.g. preds.jsonl")
+    if inputs is not None and str(inputs) != "-" and out.exists() and inputs.exists() and out.samefile(inputs):
+        raise UserError(f"--out {out}: is the input file; give another path")
+    existing = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path.cwd())
+    if not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, so nothing can be written under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not writable; give a path you can write to")
+    return out
+
+
+def write_atomic(out: Path, lines: Iterator[str]) -> int:
+    """Write `lines` (each without its newline) to a temporary file beside `out`, then rename it into place.
+
+    Returns:
+        How many lines were written. On any exception (interrupts included) `out` is left as it was.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    n = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line + "\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
+def classify(clf, texts: list[str], pairs: list[str] | None, top_k: int = 1, batch_size: int = 32,
+             progress: bool = False) -> Iterator[dict]:
+    """One JSON-ready record per row, in order: {"text", ["text_pair"], "label", "score", ["top_k"]}."""
+    from deploykit.console import progress as bar
+
+    starts = range(0, len(texts), CHUNK)
+    for start in bar(starts, total=len(starts), description="predict") if progress else starts:
+        part = texts[start:start + CHUNK]
+        inputs = part if pairs is None else list(zip(part, pairs[start:start + CHUNK]))
+        results = clf(inputs, batch_size=batch_size, top_k=top_k)
+        for n, result in enumerate(results):
+            ranked = result if isinstance(result, list) else [result]
+            record = {"text": part[n]}
+            if pairs is not None:
+                record["text_pair"] = pairs[start + n]
+            record.update(label=ranked[0]["label"], score=ranked[0]["score"])
+            if top_k > 1:
+                record["top_k"] = ranked
+            yield record
+
+
+def answer(gen, texts: list[str], max_new_tokens: int, batch_size: int = 8, progress: bool = False) -> Iterator[dict]:
+    """A causal LM's greedy answer per text (the chat template applied where the tokenizer has one)."""
+    from deploykit.console import progress as bar
+    from deploykit.llm.generate import chat_prompts
+
+    chat = bool(getattr(gen.tokenizer, "chat_template", None))
+    starts = range(0, len(texts), batch_size)
+    for start in bar(starts, total=len(starts), description="generate") if progress else starts:
+        part = texts[start:start + batch_size]
+        out = gen.generate(chat_prompts(gen.tokenizer, part) if chat else part, max_new_tokens)
+        for text, reply, n in zip(part, out.texts(gen.tokenizer), out.lengths):
+            yield {"text": text, "answer": reply, "new_tokens": int(n)}
+
+
+def human_line(record: dict, width: int) -> str:
+    """`label  score  text[:60]`; with top_k, every label and score before the text."""
+    if "answer" in record:
+        return record["answer"]
+    shown = record["text"] if "text_pair" not in record else f"{record['text']} / {record['text_pair']}"
+    shown = " ".join(shown.split())[:SHOWN]  # one line: a text's own line breaks and tabs become spaces
+    ranked = record.get("top_k") or [record]
+    scores = "  ".join(f"{r['label']:<{width}}  {r['score']:.4f}" for r in ranked)
+    return f"{scores}  {shown}"
+
+
+def predict_command(model: Path, texts: list[str], *, file: Path | None = None, text_column: str = "sentence",
+                    text_pair_column: str | None = None, top_k: int = 1, runtime: str = "auto",
+                    threads: int | None = None, batch_size: int = 32, json_lines: bool = False,
+                    out: Path | None = None, generate: bool = False, max_new_tokens: int = 64,
+                    show_progress: bool = True, echo: Callable[[str], None] = print) -> int:
+    """What `deploykit predict` does: check, read, load, predict, print or write. Returns the rows done."""
+    from deploykit.artifact import load_artifact
+    from deploykit.predictor import is_causal_lm, load
+
+    if out is not None:
+        check_out_file(out, file)
+    texts, pairs = read_texts(texts, file, text_column, text_pair_column)
+    causal = is_causal_lm(load_artifact(model))  # before loading: a decoder's load takes seconds
+    if causal and not generate:
+        raise UserError(f"{model}: is a causal LM; add --generate to answer each text, or use `deploykit generate`")
+    if generate and not causal:
+        raise UserError(f"{model}: --generate needs a causal LM; this folder holds a classifier (drop --generate)")
+    if generate and top_k != 1:
+        raise UserError("predict: --top-k applies to classifiers, not to --generate")
+    if generate and pairs is not None:
+        raise UserError("predict: --generate answers single texts; drop --text-pair-column")
+    predictor = load(model, runtime=runtime, threads=threads)
+    progress = show_progress and file is not None
+    if generate:
+        records = answer(predictor, texts, max_new_tokens, batch_size=min(batch_size, 8), progress=progress)
+        width = 0
+    else:
+        records = classify(predictor, texts, pairs, top_k=top_k, batch_size=batch_size, progress=progress)
+        width = max(map(len, predictor.labels))
+    if out is not None:
+        n = write_atomic(out, (json.dumps(r, ensure_ascii=False) for r in records))
+        echo(str(out))
+        return n
+    n = 0
+    for n, record in enumerate(records, 1):
+        echo(json.dumps(record, ensure_ascii=False) if json_lines else human_line(record, width))
+    return n

@@ -1,0 +1,180 @@
+"""`deploykit predict` on the tiny-ci artifacts: TEXT arguments, .tsv/.csv/.jsonl/.txt/stdin, --json, atomic --out."""
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import deploykit.predict as predict_module
+from deploykit.cli import app
+from deploykit.predictor import ClassifierPredictor, load
+
+TEXTS = ["a good film", "the movie was bad", "quite , really boring", "the acting was wonderful\tand lovely",
+         "the plot was poor", "a fine story"]
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(app, ["predict", *map(str, args)], input=input)
+
+
+def records(result) -> list[dict]:
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def final(tiny_chain):
+    return tiny_chain["quantize"]
+
+
+@pytest.fixture(scope="module")
+def expected(final) -> list[dict]:
+    got = load(final)(TEXTS)
+    assert len({r["label"] for r in got}) == 2  # the texts get both labels: a test comparing labels can fail
+    return got
+
+
+def one_line_error(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_text_arguments_give_one_human_line_per_row(final, expected):
+    result = invoke(final, *TEXTS)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(TEXTS)
+    for line, want, text in zip(lines, expected, TEXTS):
+        label, score, shown = line.split(None, 2)
+        assert (label, float(score)) == (want["label"], round(want["score"], 4))
+        assert shown == " ".join(text.split())  # a tab inside a text does not break the line's columns
+
+
+def test_json_is_one_object_per_row_in_order(final, expected):
+    got = records(invoke(final, *TEXTS, "--json"))
+    assert [r["text"] for r in got] == TEXTS
+    assert [(r["label"], r["score"]) for r in got] == [(w["label"], w["score"]) for w in expected]
+    assert all(set(r) == {"text", "label", "score"} for r in got)
+
+
+def test_top_k_lists_every_label_best_first(final):
+    got = records(invoke(final, *TEXTS[:2], "--json", "--top-k", "2"))
+    for r in got:
+        assert [d["score"] for d in r["top_k"]] == sorted((d["score"] for d in r["top_k"]), reverse=True)
+        assert {d["label"] for d in r["top_k"]} == {"negative", "positive"}
+        assert (r["label"], r["score"]) == (r["top_k"][0]["label"], r["top_k"][0]["score"])
+    human = invoke(final, TEXTS[0], "--top-k", "2").stdout.split()
+    assert human[0] == got[0]["label"] and human[2] == got[0]["top_k"][1]["label"]
+
+
+def write(path, rows: list[dict], bom: bool = False):
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        return path
+    with open(path, "w", newline="", encoding="utf-8-sig" if bom else "utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t" if path.suffix == ".tsv" else ",",
+                                **({"quoting": csv.QUOTE_NONE, "escapechar": None} if path.suffix == ".tsv" else {}))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("suffix, bom", [(".tsv", True), (".csv", False), (".jsonl", False)])
+def test_files_are_read_like_training_data(final, tmp_path, suffix, bom):
+    texts = [t.replace("\t", " ") for t in TEXTS]
+    if suffix != ".tsv":  # a quoted comma and a line break inside a text: one record each
+        texts[1] = 'the movie, "sadly", was\nbad'
+    path = write(tmp_path / f"rows{suffix}", [{"label": i % 2, "sentence": t} for i, t in enumerate(texts)], bom)
+    got = records(invoke(final, "--file", path, "--json"))
+    assert [r["text"] for r in got] == texts
+    assert [r["label"] for r in got] == [r["label"] for r in load(final)(texts)]
+
+
+def test_text_pairs_from_a_file(tiny_chain, tmp_path):
+    pairs = [("the plot was good", "the acting was awful"), ("boring", "really a lovely film")]
+    path = write(tmp_path / "pairs.csv", [{"premise": a, "hypothesis": b} for a, b in pairs])
+    got = records(invoke(tiny_chain["finetune"], "--file", path, "--text-column", "premise",
+                         "--text-pair-column", "hypothesis", "--json"))
+    want = load(tiny_chain["finetune"])(pairs)
+    assert [(r["text"], r["text_pair"], r["label"]) for r in got] == [(a, b, w["label"]) for (a, b), w in
+                                                                      zip(pairs, want)]
+    assert [r["score"] for r in got] == pytest.approx([w["score"] for w in want], abs=1e-6)
+
+
+def test_stdin_and_txt_hold_one_text_per_line(final, expected, tmp_path):
+    got = records(invoke(final, "--file", "-", "--json", input="\n".join(TEXTS) + "\n\n"))
+    assert [(r["text"], r["label"]) for r in got] == [(t, w["label"]) for t, w in zip(TEXTS, expected)]
+    txt = tmp_path / "reviews.txt"
+    txt.write_text("\r\n".join(TEXTS), encoding="utf-8")
+    assert records(invoke(final, "--file", txt, "--json")) == got
+
+
+def test_out_is_written_whole_and_replaces_an_earlier_file(final, expected, tmp_path):
+    out = tmp_path / "preds" / "p.jsonl"
+    result = invoke(final, *TEXTS, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out)
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["text"], r["label"]) for r in got] == [(t, w["label"]) for t, w in zip(TEXTS, expected)]
+    assert invoke(final, TEXTS[0], "--out", out).exit_code == 0
+    assert len(out.read_text().splitlines()) == 1
+    assert sorted(p.name for p in out.parent.iterdir()) == ["p.jsonl"]  # no temporary file left
+
+
+def test_a_failure_midway_leaves_out_as_it_was(final, tmp_path, monkeypatch):
+    out = tmp_path / "p.jsonl"
+    out.write_text("earlier\n")
+    monkeypatch.setattr(predict_module, "CHUNK", 2)
+    real, calls = ClassifierPredictor.__call__, []
+
+    def fails_on_the_third_chunk(self, inputs, **kwargs):
+        calls.append(len(inputs))
+        if len(calls) == 3:
+            raise RuntimeError("the model broke")
+        return real(self, inputs, **kwargs)
+
+    monkeypatch.setattr(ClassifierPredictor, "__call__", fails_on_the_third_chunk)
+    result = invoke(final, *TEXTS, "--out", out)
+    assert result.exit_code == 1 and "the model broke" in result.stderr
+    assert calls == [2, 2, 2]  # two chunks were written to the temporary file before the failure
+    assert out.read_text() == "earlier\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]
+
+
+def test_out_that_is_not_a_file_is_refused_before_loading(final, tmp_path):
+    folder = tmp_path / "results"
+    (folder / "keep.txt").parent.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    one_line_error(invoke(final, "a film", "--out", folder), "is not a regular file")
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    one_line_error(invoke(final, "a film", "--out", blocker / "p.jsonl"), "is a file, so nothing can be written")
+    rows = write(tmp_path / "rows.tsv", [{"sentence": "a film"}])
+    one_line_error(invoke(final, "--file", rows, "--out", rows), "is the input file")
+    assert rows.read_text() == "sentence\na film\n"
+
+
+def test_bad_input_is_one_line_exit_2(final, tiny_chain, tiny_llama, tmp_path):
+    one_line_error(invoke(final), "no texts")
+    one_line_error(invoke(final, "a film", "--file", "-"), "not both")
+    one_line_error(invoke(tmp_path / "missing", "a film"), "artifact not found")
+    one_line_error(invoke(final, "a film", "--runtime", "openvino"), "not supported yet")
+    one_line_error(invoke(tiny_llama, "a film"), "is a causal LM; add --generate")
+    one_line_error(invoke(final, "a film", "--generate"), "--generate needs a causal LM")
+    rows = write(tmp_path / "rows.tsv", [{"sentence": "a film", "label": "1"}])
+    one_line_error(invoke(final, "--file", rows, "--text-column", "review"), "no column 'review' (columns: sentence, label)")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,label\nfine,1\na, film, with commas,0\n")
+    one_line_error(invoke(final, "--file", bad), "line 3 has 4 fields")
+    one_line_error(invoke(final, "--file", tmp_path / "none.tsv"), "data file not found")
+    one_line_error(invoke(final, "--file", "-", input="\n\n"), "stdin: no texts")
+
+
+def test_generate_answers_each_text_with_a_causal_lm(tiny_llama):
+    got = records(invoke(tiny_llama, "a good film", "a bad film", "--generate", "--max-new-tokens", "3", "--json"))
+    assert [r["text"] for r in got] == ["a good film", "a bad film"]
+    assert all(isinstance(r["answer"], str) and 1 <= r["new_tokens"] <= 3 for r in got)
