@@ -102,7 +102,8 @@ def resolve_runtime(fmt: str, runtime: str, device: str | None) -> str:
     readable = READS.get(runtime) == fmt or (fmt == "tensorrt" and READS.get(runtime) == "onnx")
     if not readable:
         runs = [r for r in READS if READS[r] == fmt]
-        raise UserError(f"runtime {runtime or 'auto'!r} cannot run a {fmt} artifact; use {' or '.join(runs) or 'another folder'}")
+        raise UserError(f"runtime {runtime or 'auto'!r} cannot run {fmt} artifacts; use "
+                        f"{' or '.join(runs) or 'another folder'}")
     if (cuda and runtime == "ort") or (device == "cpu" and runtime in ("ort-cuda", "tensorrt")):
         raise UserError(f"runtime {runtime} with device={device!r}: ort runs on the CPU, ort-cuda and tensorrt on cuda")
     return runtime

@@ -255,8 +255,8 @@ def test_causal_lm_folder_gives_the_generator(tiny_llama):
     (lambda c: load(c["finetune"].parent.parent / "task"), "not a model folder"),
     (lambda c: load(c["finetune"], runtime="openvino"), "not supported yet; use one of auto, torch"),
     (lambda c: load(c["finetune"], runtime="tvm"), "unknown runtime 'tvm'"),
-    (lambda c: load(c["finetune"], runtime="ort"), "cannot run a pytorch artifact; use torch"),
-    (lambda c: load(c["export"], runtime="torch"), "cannot run a onnx artifact; use ort"),
+    (lambda c: load(c["finetune"], runtime="ort"), "cannot run pytorch artifacts; use torch or torch-bf16"),
+    (lambda c: load(c["export"], runtime="torch"), "cannot run onnx artifacts; use ort or ort-cuda"),
     (lambda c: load(c["export"], device="tpu"), "use cpu or cuda"),
     (lambda c: load(c["finetune"]).logits([]), "empty"),
     (lambda c: load(c["finetune"])(42), "got int"),
@@ -277,6 +277,21 @@ def test_bad_input_is_a_one_line_user_error(tiny_chain, call, message):
 def test_cuda_without_gpu_is_one_line(tiny_chain):
     with pytest.raises(UserError, match="no CUDA GPU"):
         load(tiny_chain["export"], device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torch_on_cuda_matches_the_cpu(tiny_chain):
+    gpu = load(tiny_chain["finetune"], device="cuda")
+    assert gpu.runtime == "torch"
+    np.testing.assert_allclose(gpu.logits(TEXTS), load(tiny_chain["finetune"]).logits(TEXTS), atol=1e-4)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers() or not torch.cuda.is_available(),
+                    reason="needs onnxruntime-gpu and a CUDA GPU")
+def test_ort_cuda_matches_the_cpu(tiny_chain):
+    gpu = load(tiny_chain["export"], device="cuda")
+    assert gpu.runtime == "ort-cuda"
+    np.testing.assert_allclose(gpu.logits(TEXTS), load(tiny_chain["export"]).logits(TEXTS), atol=1e-4)
 
 
 def test_import_deploykit_stays_cheap_and_load_is_there():
