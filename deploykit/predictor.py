@@ -136,7 +136,7 @@ class ClassifierPredictor:
         on_gpu = self.runtime in ("ort-cuda", "tensorrt") or str(device).startswith("cuda")
         why = unavailable(self.runtime, "gpu") if on_gpu else None
         if why:
-            hint = "; try --runtime ort" if artifact.format == "tensorrt" else ""
+            hint = "; runtime ort runs the ONNX it was built from" if artifact.format == "tensorrt" else ""
             raise UserError(f"{folder}: runtime {self.runtime} cannot run here: {why}{hint}")
         self.name = folder.name
         self.config = load_config(str(folder))

@@ -200,7 +200,7 @@ def tensorrt_folder(tiny_chain, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_tensorrt_folder_without_gpu_is_one_line_and_ort_runs_its_onnx(tiny_chain, tmp_path):
     folder = tensorrt_folder(tiny_chain, tmp_path)
-    with pytest.raises(UserError, match="runtime tensorrt cannot run here.*no CUDA GPU.*try --runtime ort") as err:
+    with pytest.raises(UserError, match="runtime tensorrt cannot run here.*no CUDA GPU.*runtime ort runs the ONNX") as err:
         load(folder)
     assert "\n" not in str(err.value)
     clf = load(folder, runtime="ort")
