@@ -6,6 +6,7 @@
     deploykit run recipes/sst2-minilm.yaml
     deploykit generate runs/sst2-smollm2/quantize "Is 'a gorgeous film' positive or negative?"
     deploykit predict runs/sst2-minilm/quantize "a gorgeous, witty film" --top-k 2
+    deploykit serve runs/sst2-minilm/quantize --port 8000      # KServe V2 REST, POST /predict, /metrics
 
 Every stage command also takes `--recipe FILE`, `--set section.key=value` (repeatable) and `--force`.
 Every failure is one line on stderr, with an exit code that says what kind (deploykit/errors.py):
