@@ -261,9 +261,10 @@ FAKE_SERVE = """
 import sys, types
 sys.path.insert(0, {tests!r})
 from test_serve import FakePredictor
-sys.modules["deploykit.predictor"] = types.SimpleNamespace(load=lambda path, **kw: FakePredictor(delay=1.0))
+sys.modules["deploykit.predictor"] = types.SimpleNamespace(load=lambda path, **kw: FakePredictor(delay=1.0),
+                                                           is_causal_lm=lambda artifact: False)
 from deploykit.cli import main
-sys.argv = ["deploykit", "serve", "fake-folder", "--port", "0"]
+sys.argv = ["deploykit", "serve", {folder!r}, "--port", "0"]
 main()
 """
 
@@ -299,7 +300,7 @@ class Server:
 
 def test_sigterm_lets_a_request_in_the_model_finish_then_exits_0(tmp_path):
     tests = str(Path(__file__).resolve().parent)
-    with Server([sys.executable, "-c", FAKE_SERVE.format(tests=tests)]) as server:
+    with Server([sys.executable, "-c", FAKE_SERVE.format(tests=tests, folder=str(tmp_path))]) as server:
         with httpx.Client(base_url=server.url) as keep_alive:
             times = []
             for _ in range(10):
