@@ -300,6 +300,7 @@ class Server:
 
 def test_sigterm_lets_a_request_in_the_model_finish_then_exits_0(tmp_path):
     tests = str(Path(__file__).resolve().parent)
+    (tmp_path / "config.json").write_text("{}")  # a folder load_artifact takes; the fake predictor ignores it
     with Server([sys.executable, "-c", FAKE_SERVE.format(tests=tests, folder=str(tmp_path))]) as server:
         with httpx.Client(base_url=server.url) as keep_alive:
             times = []
