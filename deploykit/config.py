@@ -8,14 +8,30 @@ A recipe file *is* these models: `finetune:` in YAML is `FinetuneConfig`, read b
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
 
 from deploykit.errors import UserError
 from deploykit.yaml12 import DuplicateKeyError, read_yaml
+
+def _auto_or_positive(value: Any) -> float | str:
+    """`auto`, or a finite number > 0 (one error line, where a pydantic union would give one per member)."""
+    if value == "auto":
+        return value
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"should be auto or a number > 0, got {value!r}")
+    return number
+
+
+AutoOrPositive = Annotated[float | Literal["auto"], PlainValidator(_auto_or_positive)]
 
 STAGES = ("finetune", "distill", "prune", "quantize", "export", "bench")
 
@@ -93,7 +109,14 @@ class DataConfig(Section):
 class TrainConfig(Section):
     """Optimisation knobs shared by every stage that trains (finetune, distill, prune recovery)."""
 
-    epochs: float = Field(3.0, gt=0)
+    epochs: AutoOrPositive = Field(
+        "auto", description="auto: train until the validation metric has not improved for "
+                            "early_stopping_patience evaluations, at most max_epochs; a number: exactly that many")
+    max_epochs: float = Field(10.0, gt=0, description="epochs: auto stops here (the LR schedule spans this horizon)")
+    max_minutes: float | None = Field(None, gt=0, description="wall-clock budget: stop at the first evaluation "
+                                                            "after it and keep the best checkpoint")
+    eval_steps: int | None = Field(None, ge=1, description="optimizer steps between evaluations; default: once "
+                                                          "per epoch, and at least every 500 steps on large data")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
     learning_rate: float = Field(5e-5, gt=0)
     batch_size: int = Field(32, ge=1)
@@ -108,6 +131,13 @@ class TrainConfig(Section):
     seed: int = 42
     logging_steps: int = Field(50, ge=1)
     tensorboard: bool = False
+
+    @model_validator(mode="after")
+    def _auto_needs_patience(self) -> TrainConfig:
+        if self.epochs == "auto" and not self.early_stopping_patience:
+            raise ValueError("epochs: auto stops on the validation metric; give early_stopping_patience >= 1 "
+                             "or a number of epochs")
+        return self
 
 
 class LoraConfig(Section):
@@ -125,6 +155,9 @@ class FinetuneConfig(TrainConfig):
     freeze_embeddings: bool = False
     freeze_layers: int = Field(0, ge=0, description="freeze the first N transformer layers (strategy: partial)")
     layer_lr_decay: float = Field(1.0, gt=0, le=1, description="lr of layer i = lr * decay**(L - i); 1.0 is off")
+    head_learning_rate: AutoOrPositive | None = Field(
+        "auto", description="LR of a task head the model did not have (freshly initialised); auto: 10x "
+                                  "learning_rate, at most 1e-3; null: learning_rate")
     lora: LoraConfig = Field(default_factory=LoraConfig)
     packing: bool = Field(False, description="generation: concatenate examples into full max_length blocks")
 

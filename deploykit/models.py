@@ -336,7 +336,16 @@ def load_classifier(source: str, *, labels: list[str] | None = None, trust_remot
     check_loaded_weights(model, info, source, path)
     if labels is not None and model.config.num_labels != len(labels):
         raise UserError(f"model {source!r} has {model.config.num_labels} labels but the data has {len(labels)}")
+    model.new_head_modules = new_head_modules(info)
     return model
+
+
+def new_head_modules(info: dict) -> frozenset[str]:
+    """Modules `from_pretrained` initialised fresh (missing from the checkpoint, or re-sized for another
+    label count), e.g. {"classifier"} on a sentence encoder: finetune gives them their own learning rate."""
+    names = list(info.get("missing_keys") or [])
+    names += [m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys") or []]
+    return frozenset(n.rsplit(".", 1)[0] for n in names if "." in n)
 
 
 def count_parameters(model) -> int:

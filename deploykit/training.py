@@ -40,23 +40,46 @@ def world_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def llrd_groups(model, lr: float, decay: float, weight_decay: float) -> list[dict]:
-    """Layer-wise LR decay: layer i gets lr * decay**(L - i), embeddings decay**(L + 1), the head lr."""
-    n = num_layers(model.config)
+def in_modules(param_name: str, modules: frozenset[str] | set[str]) -> bool:
+    """`classifier.weight`, `base_model.model.classifier.modules_to_save.default.weight` (LoRA) -> in {"classifier"}."""
+    dotted = f".{param_name}."
+    return any(f".{m}." in dotted for m in modules)
+
+
+def llrd_groups(model, lr: float, decay: float, weight_decay: float, head_lr: float | None = None,
+                head: frozenset[str] = frozenset()) -> list[dict]:
+    """Layer-wise LR decay: layer i gets lr * decay**(L - i), embeddings decay**(L + 1), the head lr.
+
+    `head` names the modules of a freshly initialised task head (`models.new_head_modules`); with `head_lr`
+    they train at that rate instead, as a randomly initialised linear layer needs a larger step than the
+    pretrained body it sits on (ULMFiT's discriminative rates, Howard & Ruder 2018).
+    """
+    n = num_layers(model.config) if decay < 1.0 else 0
     groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         i = layer_index(name)
-        if i is not None:
-            scale = decay ** (n - i)
+        if head_lr is not None and in_modules(name, head):
+            g_lr = head_lr
+        elif decay >= 1.0:
+            g_lr = lr
+        elif i is not None:
+            g_lr = lr * decay ** (n - i)
         elif "embed" in name:
-            scale = decay ** (n + 1)
+            g_lr = lr * decay ** (n + 1)
         else:
-            scale = 1.0
+            g_lr = lr
         wd = 0.0 if p.ndim == 1 else weight_decay  # no decay on biases and LayerNorm weights
-        groups.setdefault((lr * scale, wd), []).append(p)
+        groups.setdefault((g_lr, wd), []).append(p)
     return [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
+
+
+def head_rate(setting: float | str | None, lr: float) -> float | None:
+    """`finetune.head_learning_rate` as a number: auto is 10x the body's rate, at most 1e-3."""
+    if setting == "auto":
+        return max(lr, min(10 * lr, 1e-3))
+    return None if setting is None else float(setting)
 
 
 def compute_metrics(pred) -> dict[str, float]:
@@ -85,20 +108,44 @@ def use_bf16(setting: str) -> bool:
     return setting == "on" or (setting == "auto" and bf16_supported("cuda" if train_on_gpu() else "cpu"))
 
 
-def training_args(cfg: TrainConfig, work: Path, has_eval: bool = True, **overrides):
+# on large data evaluate at least this often (optimizer steps), so that patience costs a fraction of an
+# epoch (SST-2's 67k rows are 2,100 steps of 32) rather than several epochs
+EVAL_EVERY = 500
+
+
+def steps_per_epoch(cfg: TrainConfig, n_rows: int) -> int:
+    """Optimizer steps in one epoch of `n_rows` rows (the Trainer's count: per-rank batches // accumulation)."""
+    batches = math.ceil(n_rows / (cfg.batch_size * world_info()[1]))
+    return max(1, batches // cfg.gradient_accumulation_steps)
+
+
+def eval_interval(cfg: TrainConfig, n_rows: int) -> int:
+    """Optimizer steps between evaluations: `cfg.eval_steps`, else one epoch cut into equal parts of at
+    most EVAL_EVERY steps."""
+    if cfg.eval_steps:
+        return cfg.eval_steps
+    per_epoch = steps_per_epoch(cfg, n_rows)
+    return math.ceil(per_epoch / math.ceil(per_epoch / EVAL_EVERY))
+
+
+def training_args(cfg: TrainConfig, work: Path, has_eval: bool = True, n_rows: int | None = None, **overrides):
+    """TrainingArguments for `cfg`; `n_rows` (training rows) sets the evaluation interval (else per epoch)."""
     from transformers import TrainingArguments
 
     on_gpu = train_on_gpu()
+    interval = eval_interval(cfg, n_rows) if n_rows else None
+    steps = dict(eval_strategy="steps" if has_eval else "no", eval_steps=interval, save_strategy="steps",
+                 save_steps=interval) if interval else dict(eval_strategy="epoch" if has_eval else "no",
+                                                            save_strategy="epoch")
     kwargs = dict(
         output_dir=str(work),
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        num_train_epochs=cfg.max_epochs if cfg.epochs == "auto" else cfg.epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         lr_scheduler_type=cfg.scheduler, warmup_steps=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
         optim="adamw_torch", bf16=use_bf16(cfg.bf16), seed=cfg.seed, data_seed=cfg.seed,
-        eval_strategy="epoch" if has_eval else "no", save_strategy="epoch",
-        load_best_model_at_end=has_eval, metric_for_best_model="accuracy", greater_is_better=True,
+        **steps, load_best_model_at_end=has_eval, metric_for_best_model="accuracy", greater_is_better=True,
         save_total_limit=2, save_only_model=False, logging_steps=cfg.logging_steps,
         report_to=["tensorboard"] if cfg.tensorboard else [],
         disable_tqdm=quiet(), dataloader_num_workers=0,
@@ -180,21 +227,23 @@ def _float32_results(base):
     return Float32Results
 
 
-def _trainer_class(base, layer_decay: float):
-    if layer_decay >= 1.0:
+def _trainer_class(base, layer_decay: float, head_lr: float | None = None, head: frozenset[str] = frozenset()):
+    """`base` with per-parameter-group learning rates (layer-wise decay, a new head's own rate) when asked."""
+    if layer_decay >= 1.0 and (head_lr is None or not head):
         return base
 
-    class LLRDTrainer(base):
+    class GroupedLRTrainer(base):
         def create_optimizer(self, model=None):
             if self.optimizer is None:
                 import torch
 
                 target = model if model is not None else self.model
-                groups = llrd_groups(target, self.args.learning_rate, layer_decay, self.args.weight_decay)
+                groups = llrd_groups(target, self.args.learning_rate, layer_decay, self.args.weight_decay,
+                                     head_lr=head_lr, head=head)
                 self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate)
             return self.optimizer
 
-    return LLRDTrainer
+    return GroupedLRTrainer
 
 
 class _EpochLog:
@@ -241,23 +290,95 @@ def _early_stopping(base):
     return EarlyStopping
 
 
+class _Stopping:
+    """Stops training at the wall-clock budget and says why training stopped (one log line, `.reason`).
+
+    The budget is checked after every optimizer step; the step that passes it is evaluated and saved, so
+    the best checkpoint so far (that one included) is what the Trainer loads at the end.
+    """
+
+    def __init__(self, stage: str, cfg: TrainConfig, early, metric: str, has_eval: bool):
+        import time
+
+        from transformers import TrainerCallback
+
+        outer = self
+        self.reason: str | None = None
+
+        class CB(TrainerCallback):
+            start = 0.0
+
+            def on_train_begin(self, args, state, control, **kw):
+                self.start = time.monotonic()
+                outer.reason = None
+
+            def on_step_end(self, args, state, control, **kw):
+                if cfg.max_minutes and time.monotonic() - self.start > cfg.max_minutes * 60:
+                    outer.reason = f"the wall-clock budget of {cfg.max_minutes:g} min (max_minutes) ran out"
+                    control.should_training_stop = True
+                    control.should_save = True
+                    control.should_evaluate = has_eval
+
+            def on_evaluate(self, args, state, control, metrics=None, **kw):
+                if early is not None and early.early_stopping_patience_counter >= early.early_stopping_patience \
+                        and outer.reason is None:
+                    outer.reason = (f"validation {metric} did not improve for {early.early_stopping_patience} "
+                                    "evaluations (early_stopping_patience)")
+
+            def on_train_end(self, args, state, control, **kw):
+                if outer.reason is None:
+                    if args.max_steps > 0 and state.global_step >= args.max_steps:
+                        outer.reason = f"max_steps {args.max_steps} reached"
+                    elif cfg.epochs == "auto":
+                        outer.reason = f"the cap of max_epochs {cfg.max_epochs:g} reached, still improving"
+                    else:
+                        outer.reason = f"the {cfg.epochs:g} epochs asked for are done"
+                if state.is_world_process_zero:
+                    best = ""
+                    if state.best_metric is not None and state.best_model_checkpoint:
+                        best = (f"; keeps the best evaluation ({Path(state.best_model_checkpoint).name}, "
+                                f"{metric} {state.best_metric:.4g})")
+                    log(f"{stage}: stopped at epoch {state.epoch or 0:.2f}: {outer.reason}{best}")
+
+        self.callback = CB()
+
+
 def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval_ds, *, layer_decay: float = 1.0,
                   stage: str = "finetune", trainer_cls=None, collator=None, best_metric: str = "accuracy",
-                  **trainer_kwargs):
+                  head_lr: float | None = None, head: frozenset[str] = frozenset(), **trainer_kwargs):
     """A Trainer with deploykit's defaults; `trainer_cls` lets distillation swap the loss.
 
     `best_metric="loss"` (causal LMs) keeps the checkpoint with the lowest validation loss; classifiers
-    keep the most accurate one.
+    keep the most accurate one. Evaluation runs every `eval_interval` steps; with `epochs: auto` training
+    runs until early stopping, `max_epochs` or `max_minutes`, and the trainer's `stopping.reason` says which.
+    `head`/`head_lr`: modules of a freshly initialised head and their learning rate.
+
+    Raises:
+        UserError: `epochs: auto` without validation rows to stop on.
     """
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
+    from deploykit.errors import UserError
+
+    has_eval = eval_ds is not None
+    if cfg.epochs == "auto" and not has_eval:
+        raise UserError(f"{stage}.epochs: auto stops on the validation metric, but there are no validation rows; "
+                        f"give {stage}.epochs a number")
     by_loss = best_metric == "loss"
-    args = training_args(cfg, Path(work), has_eval=eval_ds is not None, metric_for_best_model=best_metric,
+    try:
+        n_rows = len(train_ds)
+    except TypeError:  # an iterable dataset: evaluate once per epoch
+        n_rows = None
+    args = training_args(cfg, Path(work), has_eval=has_eval, n_rows=n_rows, metric_for_best_model=best_metric,
                          greater_is_better=not by_loss)
     callbacks = [_EpochLog(stage).callback]
-    if cfg.early_stopping_patience and eval_ds is not None:
-        callbacks.append(_early_stopping(EarlyStoppingCallback)(early_stopping_patience=cfg.early_stopping_patience))
-    cls = _float32_results(_trainer_class(trainer_cls or Trainer, layer_decay))
+    early = None
+    if cfg.early_stopping_patience and has_eval:
+        early = _early_stopping(EarlyStoppingCallback)(early_stopping_patience=cfg.early_stopping_patience)
+        callbacks.append(early)
+    stopping = _Stopping(stage, cfg, early, best_metric, has_eval)
+    callbacks.append(stopping.callback)
+    cls = _float32_results(_trainer_class(trainer_cls or Trainer, layer_decay, head_lr, head))
     trainer = cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                data_collator=collator or DataCollatorWithPadding(tokenizer),
                compute_metrics=None if by_loss else compute_metrics, callbacks=callbacks, **trainer_kwargs)
@@ -265,16 +386,21 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # with tqdm off, it prints every log dict instead
+    trainer.stopping = stopping
     return trainer
 
 
-def training_record(trainer, result, seconds: float, planned_epochs: float) -> dict:
-    """What a training stage's manifest says about its run: loss, time, epochs, steps, best checkpoint."""
-    epochs_run = float(result.metrics.get("epoch", planned_epochs))
+def training_record(trainer, result, seconds: float, planned_epochs: float | str) -> dict:
+    """What a training stage's manifest says about its run: loss, time, epochs, steps, best checkpoint,
+    and why it stopped."""
+    epochs_run = float(result.metrics.get("epoch", trainer.state.epoch or 0.0))
     best = trainer.state.best_model_checkpoint
+    stopping = getattr(trainer, "stopping", None)
     return {"train_loss": result.training_loss, "train_seconds": round(seconds, 1),
             "seconds_per_epoch": round(seconds / max(epochs_run, 1e-9), 1), "epochs_run": epochs_run,
-            "optimizer_steps": trainer.state.global_step, "best_checkpoint": best and Path(best).name}
+            "epochs": planned_epochs, "optimizer_steps": trainer.state.global_step,
+            "eval_steps": trainer.args.eval_steps, "best_checkpoint": best and Path(best).name,
+            "stopped": stopping.reason if stopping else None}
 
 
 def check_replicas(model) -> dict | None:

@@ -94,7 +94,7 @@ def test_set_bf16_off_is_the_string_off():
 def test_recipe_file_reads_yaml_1_2_scalars(tmp_path):
     p = write(tmp_path, "data: {name: a, label_names: [no, yes]}\n"
                         "finetune: {bf16: off, tensorboard: False, epochs: 2, learning_rate: 1.0e-3, max_steps: -1}\n"
-                        "distill: {bf16: on, early_stopping_patience: null}\n")
+                        "distill: {bf16: on, epochs: 2, early_stopping_patience: null}\n")
     r = load_recipe(p)
     assert r.finetune.bf16 == "off" and r.distill.bf16 == "on" and r.finetune.tensorboard is False
     assert r.data.label_names == ["no", "yes"]  # YAML 1.1 would have made them False / True

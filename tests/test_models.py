@@ -119,6 +119,7 @@ def test_a_trained_head_with_another_label_count_is_reinitialised(tiny_bert, mon
     assert model.classifier.out_features == 3 and model.config.num_labels == 3
     assert model.config.id2label == {0: "neg", 1: "neutral", 2: "pos"}
     assert any("head is re-initialised (2 → 3 labels)" in line for line in lines), lines
+    assert model.new_head_modules == {"classifier"}  # finetune trains it at its own learning rate
     with pytest.raises(UserError, match="has 2 labels but the data has 3"):
         load_classifier(str(tiny_bert), labels=["neg", "neutral", "pos"], new_head=False)
 
@@ -130,6 +131,7 @@ def test_same_label_count_keeps_the_trained_head(tiny_bert):
     saved = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
     model = load_classifier(str(tiny_bert), labels=["negative", "positive"])
     assert torch.equal(model.classifier.weight, saved.classifier.weight)
+    assert model.new_head_modules == frozenset()  # nothing fresh: no separate head learning rate
 
 
 @pytest.mark.parametrize("damage", [lambda b: b[:100], lambda b: b[: len(b) // 2], lambda b: b"\xff" * 16, lambda b: b""])

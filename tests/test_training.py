@@ -108,3 +108,87 @@ def test_training_args_use_the_cpu_flag_only_without_a_gpu(on_gpu, monkeypatch, 
     args = training.training_args(TrainConfig(**FAST), tmp_path)
     assert args.use_cpu is (not on_gpu) and args.bf16 is False
     assert asked == ["cuda" if on_gpu else "cpu"]  # bf16 "auto" asks the device that trains
+
+
+# ---- how long training runs: epochs auto, evaluation interval, wall-clock budget, why it stopped
+
+@pytest.mark.parametrize("rows, batch, expected", [
+    (100, 16, 7),          # small data: once per epoch
+    (20000, 32, 313),      # 625 steps an epoch: evaluated twice
+    (67349, 32, 421),      # all of SST-2: 2,105 steps an epoch, five evaluations of <= 500 steps
+])
+def test_evaluation_interval_is_an_epoch_cut_into_parts_of_at_most_500_steps(rows, batch, expected):
+    cfg = TrainConfig(batch_size=batch)
+    assert training.eval_interval(cfg, rows) == expected
+    assert training.eval_interval(TrainConfig(batch_size=batch, eval_steps=50), rows) == 50
+
+
+def _auto_trainer(tiny_bert, tiny_task, work, **cfg):
+    task = load_task(DataConfig(path=str(tiny_task), label_names=["negative", "positive"], max_length=32))
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    settings = {**FAST, "epochs": "auto", "early_stopping_patience": 2, "eval_steps": 2, **cfg}
+    return training.build_trainer(model, TrainConfig(**settings), work, tok, to_dataset(task.train, tok, 32),
+                                  to_dataset(task.validation, tok, 32))
+
+
+def test_epochs_auto_stops_after_patience_evaluations_without_improvement(tiny_bert, tiny_task, tmp_path):
+    # a learning rate of ~0 leaves the validation accuracy where it starts: the first evaluation is the
+    # best, and two more without improvement end training long before the cap of 50 epochs
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50)
+    result = trainer.train()
+    assert trainer.state.global_step == 3 * 2
+    assert "did not improve for 2 evaluations" in trainer.stopping.reason
+    record = training.training_record(trainer, result, 1.0, "auto")
+    assert record["epochs"] == "auto" and record["epochs_run"] < 50 and record["stopped"] == trainer.stopping.reason
+    assert record["best_checkpoint"] == "checkpoint-2"
+
+
+def test_epochs_auto_stops_at_the_cap_and_says_so(tiny_bert, tiny_task, tmp_path):
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", max_epochs=1, early_stopping_patience=100)
+    trainer.train()
+    assert trainer.state.epoch == pytest.approx(1.0)
+    assert "max_epochs 1" in trainer.stopping.reason
+
+
+def test_the_wall_clock_budget_stops_training_and_keeps_an_evaluated_checkpoint(tiny_bert, tiny_task, tmp_path):
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", max_minutes=1e-6, eval_steps=1000, max_epochs=50)
+    trainer.train()
+    assert trainer.state.global_step == 1  # stopped after the first step...
+    assert "wall-clock budget" in trainer.stopping.reason
+    assert trainer.state.best_model_checkpoint is not None  # ...which was evaluated and saved first
+
+
+def test_epochs_auto_without_validation_rows_is_refused(tiny_bert, tiny_task, tmp_path):
+    from deploykit.errors import UserError
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    task = load_task(DataConfig(path=str(tiny_task), label_names=["negative", "positive"], max_length=32))
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    with pytest.raises(UserError, match="epochs: auto .* no validation rows"):
+        training.build_trainer(model, TrainConfig(), tmp_path, tok, to_dataset(task.train, tok, 32), None,
+                               stage="distill")
+
+
+def test_a_fresh_head_trains_at_its_own_learning_rate(tiny_bert):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    groups = training.llrd_groups(model, lr=1e-4, decay=1.0, weight_decay=0.01, head_lr=1e-3,
+                                  head=frozenset({"classifier"}))
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert rate[id(p)] == (1e-3 if name.startswith("classifier.") else 1e-4), name
+    # LoRA keeps a trainable copy of the head under modules_to_save
+    assert training.in_modules("base_model.model.classifier.modules_to_save.default.weight", {"classifier"})
+    assert not training.in_modules("distilbert.pre_classifier.weight", {"classifier"})
+    assert training.head_rate("auto", 1e-4) == 1e-3 and training.head_rate("auto", 2e-3) == 2e-3
+    assert training.head_rate("auto", 2e-5) == 2e-4 and training.head_rate(None, 1e-4) is None
+
+
+def test_the_optimizer_uses_the_head_rate(tiny_bert, tiny_task, tmp_path):
+    task = load_task(DataConfig(path=str(tiny_task), label_names=["negative", "positive"], max_length=32))
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    trainer = training.build_trainer(model, TrainConfig(**FAST), tmp_path, tok, to_dataset(task.train, tok, 32),
+                                     to_dataset(task.validation, tok, 32), head_lr=0.5, head=frozenset({"classifier"}))
+    rates = sorted({g["lr"] for g in trainer.create_optimizer().param_groups})
+    assert rates == [FAST["learning_rate"], 0.5]

@@ -20,7 +20,7 @@ from deploykit.artifact import Artifact, staging, work_dir, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
-from deploykit.training import (build_trainer, check_replicas, layer_index, num_layers, training_record,
+from deploykit.training import (build_trainer, check_replicas, head_rate, layer_index, num_layers, training_record,
                                 world_info)
 
 
@@ -142,10 +142,14 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
     if resume and checkpoint is None:
         log(f"finetune: no checkpoint in {work}; starting from scratch")
 
+    head = getattr(job.model, "new_head_modules", frozenset())
+    head_lr = head_rate(cfg.head_learning_rate, cfg.learning_rate) if head else None
     trainer = build_trainer(model, cfg, work, tokenizer, job.train_ds, job.eval_ds, layer_decay=cfg.layer_lr_decay,
-                            collator=job.collator, best_metric=job.best_metric)
+                            collator=job.collator, best_metric=job.best_metric, head_lr=head_lr, head=head)
     log(f"finetune: {n_params / 1e6:.1f}M params, strategy {cfg.strategy}, {job.summary}, "
-        f"bf16 {trainer.args.bf16}, world size {world_info()[1]}")
+        f"bf16 {trainer.args.bf16}, world size {world_info()[1]}, epochs {cfg.epochs}, evaluated every "
+        f"{trainer.args.eval_steps or 'epoch'} steps"
+        + (f", new head ({', '.join(sorted(head))}) at lr {head_lr:g}" if head_lr else ""))
     start = time.time()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - start
