@@ -13,10 +13,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from deploykit.errors import UserError
 from deploykit.yaml12 import DuplicateKeyError, read_yaml
+
 
 def _auto_or_positive(value: Any) -> float | str:
     """`auto`, or a finite number > 0 (one error line, where a pydantic union would give one per member)."""

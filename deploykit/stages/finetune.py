@@ -20,8 +20,15 @@ from deploykit.artifact import Artifact, staging, work_dir, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
-from deploykit.training import (build_trainer, check_replicas, head_rate, layer_index, num_layers, training_record,
-                                world_info)
+from deploykit.training import (
+    build_trainer,
+    check_replicas,
+    head_rate,
+    layer_index,
+    num_layers,
+    training_record,
+    world_info,
+)
 
 
 def _freeze(model, freeze_embeddings: bool, freeze_layers: int) -> int:
