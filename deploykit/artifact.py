@@ -121,6 +121,8 @@ def write_manifest(folder: Path, *, stage: str, format: str, parent: Artifact | 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **extra,
     }
+    if parent is not None and "max_length" not in manifest and parent.manifest.get("max_length"):
+        manifest["max_length"] = parent.manifest["max_length"]  # the length the model was trained with
     manifest.setdefault("hash", config_hash(stage, config, manifest["parent"]))
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     return manifest

@@ -9,6 +9,7 @@ A recipe file *is* these models: `finetune:` in YAML is `FinetuneConfig`, read b
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -91,7 +92,9 @@ class DataConfig(Section):
         default=None, description="names for integer labels 0..K-1 (written to config.json)")
     validation_split: float = Field(0.1, gt=0, lt=1)
     test_split: float = Field(0.0, ge=0, lt=1)
-    max_length: int = Field(128, ge=8, le=8192)
+    max_length: Annotated[int, Field(ge=8, le=65536)] | Literal["auto"] = Field(
+        "auto", description="tokens per input; auto: the 99th percentile of the training and "
+                                            "validation rows' lengths, within the model's positions")
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
     seed: int = 42
@@ -143,7 +146,7 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _auto_needs_patience(self) -> TrainConfig:
-        if self.epochs == "auto" and not self.early_stopping_patience:
+        if self.epochs == "auto" and not self.early_stopping_patience and self.max_steps <= 0:
             raise ValueError("epochs: auto stops on the validation metric; give early_stopping_patience >= 1 "
                              "or a number of epochs")
         return self
@@ -402,11 +405,15 @@ def _override_for(loc: tuple, overrides: list[str]) -> tuple[str, bool] | None:
     return None
 
 
+# what pydantic adds to an error's location inside `int | Literal["auto"]`: the union member that failed
+_UNION_TAG = re.compile(r"^(constrained-\w+|literal\[.*\]|int|float|str|bool|none)$")
+
+
 def format_validation_error(err: ValidationError, origin: str, overrides: list[str] | None = None) -> str:
     """One line: where the value came from (the file, or the `--set` item that gave it), the dotted field
     and what is wrong with it."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in first["loc"] if not _UNION_TAG.match(str(p))) or "(top level)"
     found = _override_for(first["loc"], overrides or [])
     if found is not None:
         item, exact = found
@@ -416,7 +423,10 @@ def format_validation_error(err: ValidationError, origin: str, overrides: list[s
     msg = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
     got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    places = {tuple(str(p) for p in e["loc"] if not _UNION_TAG.match(str(p))) for e in err.errors()}
+    more = f" [+{len(places) - 1} more]" if len(places) > 1 else ""
+    if any(e["type"] == "literal_error" and e["loc"][:-1] == first["loc"][:-1] for e in err.errors()[1:]):
+        msg += ", or auto"  # the keyword branch of `int | Literal["auto"]` failed too
     return f"{origin}: {loc}: {msg}{got_s}{more}"
 
 

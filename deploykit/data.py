@@ -236,10 +236,56 @@ def usable_positions(model_config, tokenizer=None) -> int | None:
 
 
 _CUTS_LOGGED: set[tuple[int, int]] = set()
+_AUTO: dict[tuple, int] = {}  # auto lengths computed in this process: every stage and gate asks again
+AUTO_PERCENTILE = 99
+AUTO_SAMPLE = 10000
 
 
-def fit_max_length(max_length: int, model_config, tokenizer=None) -> int:
-    """`data.max_length` cut to what the model's position table can take, with one log line when it cuts.
+def token_lengths(split: Split, tokenizer, limit: int = AUTO_SAMPLE, seed: int = 0) -> list[int]:
+    """Tokens per row (special tokens included, untruncated) of up to `limit` rows drawn with `seed`."""
+    idx = list(range(len(split)))
+    if len(idx) > limit:
+        idx = sorted(random.Random(seed).sample(idx, limit))
+    part = split.take(idx)
+    args = (part.texts,) if part.pairs is None else (part.texts, part.pairs)
+    return [len(ids) for ids in tokenizer(*args, truncation=False, verbose=False)["input_ids"]]
+
+
+def auto_max_length(task: TaskData | Split, tokenizer, usable: int | None = None) -> int:
+    """`data.max_length: auto`: the 99th percentile of the rows' token counts, rounded up to a multiple of 8.
+
+    Taken over the training rows *and* the validation rows, whichever is longer: a training file of short
+    phrases (SST-2: median 7 words) scored on sentences (median 19) would otherwise truncate the inputs the
+    model is judged on. One log line gives the length and the share of rows it truncates.
+    """
+    splits = [task] if isinstance(task, Split) else [task.train, task.validation]
+    first = splits[0]
+    key = (tuple(len(s) for s in splits), first.texts[0] if len(first) else "", type(tokenizer).__name__,
+           len(tokenizer), usable)
+    if key in _AUTO:
+        return _AUTO[key]
+    import numpy as np
+
+    lengths = [token_lengths(s, tokenizer) for s in splits if len(s)]
+    if not lengths:
+        raise UserError("data.max_length: auto needs training rows to measure; give data.max_length a number")
+    # inverted_cdf: the shortest length that at least 99% of the rows fit in (no interpolation)
+    value = max(int(np.percentile(np.asarray(ls), AUTO_PERCENTILE, method="inverted_cdf")) for ls in lengths)
+    value = max(8, -(-value // 8) * 8)
+    if usable is not None:
+        value = min(value, usable)
+    every = [n for ls in lengths for n in ls]
+    cut = sum(n > value for n in every) / len(every)
+    where = f" (the model holds {usable})" if usable is not None and value == usable else ""
+    log(f"data.max_length auto: {value} tokens{where}, the {AUTO_PERCENTILE}th percentile of {len(every):,} "
+        f"training and validation rows; {cut:.1%} of them are truncated (longest {max(every)})")
+    _AUTO[key] = value
+    return value
+
+
+def fit_max_length(max_length: int | str, model_config, tokenizer=None, task: TaskData | Split | None = None,
+                   recorded: int | None = None) -> int:
+    """`data.max_length` resolved (`auto`) and cut to what the model's position table can take.
 
     Every stage that encodes texts for a classifier passes `recipe.data.max_length` through this: a longer
     input would index past the position embeddings and crash in the first forward pass. `deploykit
@@ -247,15 +293,24 @@ def fit_max_length(max_length: int, model_config, tokenizer=None) -> int:
     the recipe asks for more than the model holds).
 
     Args:
-        max_length: the requested truncation length (`recipe.data.max_length`).
+        max_length: the requested truncation length (`recipe.data.max_length`), or "auto" (`auto_max_length`).
         model_config: a transformers config, or a model folder holding config.json.
-        tokenizer: optional; gives the pad id of a RoBERTa-type model whose config lacks one.
+        tokenizer: gives the pad id of a RoBERTa-type model whose config lacks one; needed for "auto".
+        task: the rows "auto" measures (the task, or one split).
+        recorded: the length the input artifact was trained with (its manifest's `max_length`): what "auto"
+            gives when present, so a stage run on its own agrees with the chain.
 
     Returns:
         min(max_length, usable positions): max_position_embeddings, less pad_token_id + 1 for RoBERTa-type
         models (XLM-R, CamemBERT, ...), whose positions start after the padding index.
     """
     usable = usable_positions(model_config, tokenizer)
+    if max_length == "auto" and isinstance(recorded, int) and not isinstance(recorded, bool):
+        max_length = recorded
+    if max_length == "auto":
+        if task is None or tokenizer is None:
+            raise ValueError("data.max_length auto is resolved from the task's rows and the tokenizer")
+        return auto_max_length(task, tokenizer, usable)
     if usable is None or max_length <= usable:
         return max_length
     if (max_length, usable) not in _CUTS_LOGGED:  # every stage and gate calls this: say it once per run

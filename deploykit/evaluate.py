@@ -131,14 +131,18 @@ def eval_batch_size(onnx_path: str | Path | None) -> int:
     return 1 if any(counts[op] for op in RUNTIME_SCALE_OPS) else EVAL_BATCH
 
 
-def evaluate_artifact(artifact, split: Split, max_length: int, batch_size: int | None = None) -> dict[str, float]:
-    """Metrics of `artifact` on `split`; `batch_size` None picks `eval_batch_size` of its graph."""
+def evaluate_artifact(artifact, split: Split, max_length: int | str, batch_size: int | None = None,
+                      task=None) -> dict[str, float]:
+    """Metrics of `artifact` on `split`; `batch_size` None picks `eval_batch_size` of its graph.
+
+    `max_length` "auto" is the length the artifact's manifest records, else measured on `task`'s rows."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(artifact.path)
     if batch_size is None:
         batch_size = eval_batch_size(artifact.onnx_path if artifact.format == "onnx" else None)
-    max_length = fit_max_length(max_length, artifact.path, tokenizer)
+    max_length = fit_max_length(max_length, artifact.path, tokenizer, task or split,
+                                recorded=artifact.manifest.get("max_length"))
     return metrics(predict(artifact_predictor(artifact), split, tokenizer, max_length, batch_size), split.labels)
 
 

@@ -134,7 +134,7 @@ def _gate_value(recipe: Recipe, artifact: Artifact, task) -> float:
         return evaluate_causal(artifact.path, split, recipe.data, with_perplexity=False)[recipe.gate.metric]
     from deploykit.evaluate import evaluate_artifact
 
-    return evaluate_artifact(artifact, split, recipe.data.max_length)[recipe.gate.metric]
+    return evaluate_artifact(artifact, split, recipe.data.max_length, task=task)[recipe.gate.metric]
 
 
 def load_any_task(cfg):

@@ -119,14 +119,10 @@ def _task(recipe: Recipe):
 
 
 def _max_length(recipe: Recipe, config) -> None:
-    try:
-        from deploykit.data import fit_max_length
-    except ImportError:  # older data.py: compare with the position table directly
-        positions = getattr(config, "max_position_embeddings", None)
-        if positions and recipe.data.max_length > positions:
-            raise UserError(f"data.max_length {recipe.data.max_length} exceeds the model's {positions} positions "
-                            f"(max_position_embeddings); set data.max_length <= {positions}") from None
-        return
+    from deploykit.data import fit_max_length
+
+    if recipe.data.max_length == "auto":
+        return  # measured on the tokenized training rows when the run starts, within the model's positions
     fit_max_length(recipe.data.max_length, config)  # logs one line when inputs will be cut
 
 

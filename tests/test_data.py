@@ -140,3 +140,50 @@ def test_usable_positions_is_what_the_model_can_run(tmp_path):
         model(input_ids=torch.full((1, n), 5))
         with pytest.raises((IndexError, RuntimeError)):  # past the table: out of range
             model(input_ids=torch.full((1, n + 1), 5))
+
+
+# ---- data.max_length: auto
+
+def _words_split(counts: list[int]):
+    from deploykit.data import Split
+
+    return Split([" ".join(["film"] * n) for n in counts], None, [0] * len(counts))
+
+
+def test_auto_max_length_covers_the_longer_of_training_and_validation_rows(tiny_bert, monkeypatch):
+    """SST-2's case: short training phrases, long validation sentences. The length comes from the
+    validation rows (else the rows the model is judged on would be cut), as a multiple of 8."""
+    from transformers import AutoTokenizer
+
+    import deploykit.data as data
+
+    said = []
+    monkeypatch.setattr(data, "log", said.append)
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    task = data.TaskData(_words_split([3] * 200), _words_split([10] * 99 + [30]), None, ["a"], "t")
+    # 12 tokens ([CLS] 10 words [SEP]) at the 99th percentile of validation -> 16; the one row of 32 is cut
+    assert data.fit_max_length("auto", tiny_bert, tok, task) == 16
+    assert said == ["data.max_length auto: 16 tokens, the 99th percentile of 300 training and validation rows; "
+                    "0.3% of them are truncated (longest 32)"]
+    assert data.fit_max_length("auto", tiny_bert, tok, task) == 16 and len(said) == 1  # measured once
+    # what the input artifact was trained with wins over a new measurement; a number is taken as given
+    assert data.fit_max_length("auto", tiny_bert, tok, task, recorded=24) == 24
+    assert data.fit_max_length(40, tiny_bert, tok, task, recorded=24) == 40
+
+
+def test_auto_max_length_stays_within_the_positions(tiny_bert):
+    from transformers import AutoConfig, AutoTokenizer
+
+    import deploykit.data as data
+
+    config = AutoConfig.from_pretrained(tiny_bert)
+    config.max_position_embeddings = 20
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    task = data.TaskData(_words_split([50] * 10), _words_split([50] * 10), None, ["a"], "t2")
+    assert data.fit_max_length("auto", config, tok, task) == 20
+
+
+def test_max_length_auto_is_the_default_and_numbers_below_8_are_refused():
+    assert DataConfig(name="x").max_length == "auto"
+    with pytest.raises(ValueError, match="greater than or equal to 8"):
+        DataConfig(name="x", max_length=4)

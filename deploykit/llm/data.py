@@ -195,9 +195,20 @@ def context_length(config) -> int | None:
 
 def check_length(cfg: DataConfig, config, model_name: str) -> None:
     limit = context_length(config)
-    if limit and cfg.max_length > limit:
+    if limit and cfg.max_length != "auto" and cfg.max_length > limit:
         raise UserError(f"data.max_length={cfg.max_length} is longer than model {model_name}'s context "
                         f"({limit} tokens); lower data.max_length")
+
+
+def sft_max_length(cfg: DataConfig, lengths: list[int]) -> int:
+    """`data.max_length`, or for `auto` the 99th percentile of prompt + response tokens, a multiple of 8."""
+    if cfg.max_length != "auto":
+        return cfg.max_length
+    import numpy as np
+
+    if not lengths:
+        raise UserError("data.max_length: auto needs rows to measure; give data.max_length a number")
+    return max(8, -(-int(np.percentile(np.asarray(lengths), 99, method="inverted_cdf")) // 8) * 8)
 
 
 def encode_sft(split: ChatSplit, tokenizer, cfg: DataConfig) -> tuple[list[dict], int]:
@@ -206,11 +217,12 @@ def encode_sft(split: ChatSplit, tokenizer, cfg: DataConfig) -> tuple[list[dict]
     responses = [_response_text(tokenizer, r, cfg) for r in split.responses]
     p_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     r_ids = tokenizer(responses, add_special_tokens=False)["input_ids"]
+    limit = sft_max_length(cfg, [len(p) + len(r) for p, r in zip(p_ids, r_ids)])
     examples, truncated = [], 0
     for p, r in zip(p_ids, r_ids):
-        ids = (p + r)[: cfg.max_length]
-        truncated += len(p) + len(r) > cfg.max_length
-        labels = ([-100] * len(p) + r)[: cfg.max_length]
+        ids = (p + r)[:limit]
+        truncated += len(p) + len(r) > limit
+        labels = ([-100] * len(p) + r)[:limit]
         if all(t == -100 for t in labels):
             continue  # the prompt alone fills max_length: nothing to learn from this row
         examples.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
@@ -240,7 +252,8 @@ def sft_dataset(split: ChatSplit, tokenizer, cfg: DataConfig, packing: bool = Fa
     if not examples:
         raise UserError(f"data.max_length={cfg.max_length}: every prompt fills it; raise data.max_length")
     if packing:
-        examples = pack(examples, cfg.max_length)
+        examples = pack(examples, max(len(e["input_ids"]) for e in examples) if cfg.max_length == "auto"
+                        else cfg.max_length)
     return datasets.Dataset.from_list(examples)
 
 

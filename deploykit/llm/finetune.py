@@ -28,6 +28,7 @@ class Job:
     labels: list[str] | None
     score: Callable[[Any, Any, str], dict | None]   # (trainer, trained model, split name) -> metrics
     summary: str
+    max_length: int | None = None            # the resolved data.max_length the model was trained with
 
 
 def prepare(recipe: Recipe, source: str) -> Job:

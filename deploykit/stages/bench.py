@@ -65,11 +65,23 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
     return out_dir
 
 
+def _max_length(recipe: Recipe, artifact: Artifact, task) -> int:
+    """The length `artifact` was trained with (auto), or the recipe's, within its positions."""
+    from transformers import AutoTokenizer
+
+    from deploykit.data import fit_max_length
+
+    if recipe.data.max_length != "auto":
+        return fit_max_length(recipe.data.max_length, artifact.path)
+    return fit_max_length("auto", artifact.path, AutoTokenizer.from_pretrained(artifact.path), task,
+                          recorded=artifact.manifest.get("max_length"))
+
+
 def _measure(recipe: Recipe, cfg: BenchConfig, artifacts: list[Artifact], baseline_source: Path | None,
              tmp: Path, out_dir: Path) -> None:
     """Build the baseline and write the reports into `tmp`, staging's folder that becomes `out_dir`."""
     from deploykit.benchmark import Settings, measure
-    from deploykit.data import fit_max_length, load_task
+    from deploykit.data import load_task
     from deploykit.report import write_reports
 
     if recipe.data.task == "generation":
@@ -90,7 +102,7 @@ def _measure(recipe: Recipe, cfg: BenchConfig, artifacts: list[Artifact], baseli
     settings = Settings.from_config(cfg)
     log(f"bench: {len(subjects)} artifacts x {', '.join(settings.targets)} on {len(split)} {cfg.eval_split} texts"
         + (" (--quick: a smoke test, not a measurement)" if cfg.quick else ""))
-    max_length = min(fit_max_length(recipe.data.max_length, s.artifact.path) for s in subjects)  # what all can take
+    max_length = min(_max_length(recipe, s.artifact, task) for s in subjects)  # what all can take
     result = measure(subjects, split, settings, max_length)
     staged = str(tmp.resolve())
     for row in result["rows"]:  # the baseline's row names where it will be, not the temporary folder

@@ -132,7 +132,8 @@ def _split_metrics(logits, labels) -> dict[str, float]:
 
 
 def save_student(model, tokenizer, recipe: Recipe, parent: Artifact | None, out_dir: Path, metrics: dict,
-                 labels: list[str] | None, *, teacher: dict, kept: list[int] | None, layer_map) -> dict:
+                 labels: list[str] | None, *, teacher: dict, kept: list[int] | None, layer_map,
+                 max_length: int | None = None) -> dict:
     """Write the student folder (weights, tokenizer, manifest with its teacher and layers) atomically."""
     cfg = recipe.distill
     with staging(out_dir) as tmp:
@@ -142,7 +143,8 @@ def save_student(model, tokenizer, recipe: Recipe, parent: Artifact | None, out_
             tmp, stage="distill", format="pytorch", parent=parent,
             config=recipe.model_dump(include={"model", "data", "distill"}), metrics=metrics, labels=labels,
             teacher=teacher, student={"source": cfg.student or "teacher layers", "layers_kept": kept,
-                                      "layer_map": layer_map, "layers": num_layers(model.config)})
+                                      "layer_map": layer_map, "layers": num_layers(model.config)},
+            **({"max_length": max_length} if max_length else {}))
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
@@ -170,7 +172,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     student, kept, layer_map = build_student(cfg, teacher, tokenizer, task.labels, trust)
     n_student, n_teacher = _warn_if_larger(student, teacher)
 
-    max_len = fit_max_length(recipe.data.max_length, teacher.config, tokenizer)
+    max_len = fit_max_length(recipe.data.max_length, teacher.config, tokenizer, task,
+                             recorded=parent.manifest.get("max_length") if parent is not None else None)
     collator = DataCollatorWithPadding(tokenizer)
     # teacher logits on validation/test are computed once here: they give the teacher's own metrics,
     # and the student's evaluation loss reuses them instead of running the teacher every epoch
@@ -207,7 +210,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         return Artifact(out_dir, {"stage": "distill", "format": "pytorch", "metrics": metrics})
     manifest = save_student(trainer.model, tokenizer, recipe, parent, out_dir, metrics, task.labels,
                             teacher={"source": teacher_src, "layers": num_layers(teacher.config), "parameters": n_teacher},
-                            kept=kept, layer_map=trainer.layer_map)
+                            kept=kept, layer_map=trainer.layer_map, max_length=max_len)
     shutil.rmtree(work, ignore_errors=True)
     log(f"distill: validation accuracy {val.get('accuracy')} (teacher {teacher_metrics['validation']['accuracy']})"
         + (f", test accuracy {test.get('accuracy')} (teacher {teacher_metrics['test']['accuracy']})" if test else "")

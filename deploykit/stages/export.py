@@ -210,16 +210,17 @@ def export_onnx(model_or_dir, tokenizer, out_dir: str | Path, *, opset: int = MI
     """
     from transformers import AutoTokenizer
 
-    from deploykit.data import fit_max_length
+    from deploykit.data import Split, fit_max_length
 
     if opset < MIN_OPSET:
         raise UserError(f"export.opset={opset} is too old; use {MIN_OPSET} or newer")
     out_dir = Path(out_dir)
     model = _load_model(model_or_dir)
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_or_dir)
-    max_length = fit_max_length(max_length, model.config, tokenizer)
-    names = _input_names(model, tokenizer)
     texts, pairs = (texts, pairs) if texts else (BUILTIN_TEXTS, None)
+    # "auto" (no trained length recorded): long enough for every parity text
+    max_length = fit_max_length(max_length, model.config, tokenizer, Split(texts, pairs, [0] * len(texts)))
+    names = _input_names(model, tokenizer)
     # batches of 16 padded to their longest row, and one row alone: batch 1 has no padding at all
     batches = parity_batches(tokenizer, texts, pairs, names, max_length)
     batches += parity_batches(tokenizer, texts[:1], pairs[:1] if pairs else None, names, max_length)
@@ -332,6 +333,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     if recipe.data is not None and recipe.data.task == "generation":
         return _export_causal(recipe, parent, out_dir)
     texts, pairs, max_length = _parity_texts(recipe, cfg.parity_samples)
+    if max_length == "auto":
+        max_length = parent.manifest.get("max_length") or "auto"
     with staging(out_dir) as tmp:
         report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=cfg.optimize, atol=cfg.atol,
                              texts=texts, pairs=pairs, max_length=max_length, trim_last_layer=cfg.trim_last_layer,

@@ -76,7 +76,7 @@ def _classification_job(recipe: Recipe, source: str):
     tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
     model = load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
                             revision=recipe.model.revision)
-    max_len = fit_max_length(recipe.data.max_length, model.config, tokenizer)
+    max_len = fit_max_length(recipe.data.max_length, model.config, tokenizer, task)
 
     def score(trainer, trained, split: str) -> dict | None:
         # through the Trainer: the same batching and metrics as its per-epoch evaluation
@@ -89,7 +89,7 @@ def _classification_job(recipe: Recipe, source: str):
 
     return Job(model, tokenizer, to_dataset(task.train, tokenizer, max_len),
                to_dataset(task.validation, tokenizer, max_len), None, "accuracy", task.labels, score,
-               f"{len(task.train)} train / {len(task.validation)} validation rows")
+               f"{len(task.train)} train / {len(task.validation)} validation rows, max_length {max_len}", max_len)
 
 
 # what the Trainer writes into a checkpoint before trainer_state.json, which it writes last
@@ -187,7 +187,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
             shutil.copytree(work / "tensorboard", tmp / "tensorboard")
         manifest = write_manifest(tmp, stage="finetune", format="pytorch", parent=parent,
                                   config=recipe.model_dump(include={"model", "data", "finetune"}),
-                                  metrics=metrics, source=source, labels=job.labels)
+                                  metrics=metrics, source=source, labels=job.labels,
+                                  max_length=job.max_length)
     shutil.rmtree(work, ignore_errors=True)
     key = "exact_match" if causal else "accuracy"
     log(f"finetune: validation {key} {val.get(key)}" + (f", test {key} {test.get(key)}" if test else "")

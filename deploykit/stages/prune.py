@@ -99,7 +99,7 @@ def _prune_vocab(model, tokenizer, recipe: Recipe, scratch: Path):
     from deploykit.pruning.vocab import prune_vocab
 
     train = load_task(recipe.data.model_copy(update={"max_train_samples": None})).train
-    max_length = fit_max_length(recipe.data.max_length, model.config, tokenizer)
+    max_length = fit_max_length(recipe.data.max_length, model.config, tokenizer, train)
     sample = train.head(VOCAB_CHECK_TEXTS)
     reference = predict(torch_predictor(model), sample, tokenizer, max_length)
     tokenizer, kept = prune_vocab(model, tokenizer, train.texts, train.pairs, scratch)
@@ -168,7 +168,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
                             revision=recipe.model.revision, new_head=False)
     shape = shape_of(model)
     target = plan(cfg, shape, arch_of(model))  # every bad request fails here, before any work
-    max_len = fit_max_length(recipe.data.max_length, model.config, tokenizer)
+    max_len = fit_max_length(recipe.data.max_length, model.config, tokenizer, task,
+                             recorded=parent.manifest.get("max_length") if parent is not None else None)
     train = _recovery_rows(recipe, task.train)
     importance = _tensor_batches(train, tokenizer, cfg.importance_batches, BATCH, max_len, seed)
 
@@ -205,7 +206,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
             metrics["reload_max_logit_diff"] = check_reload(model, tmp, check)
             manifest = write_manifest(tmp, stage="prune", format="pytorch", parent=parent,
                                       config=recipe.model_dump(include={"model", "data", "prune"}), metrics=metrics,
-                                      source=source, labels=task.labels,
+                                      source=source, labels=task.labels, max_length=max_len,
                                       kept={**kept.summary(), "tokens": kept_tokens})
     log(f"prune: parameters {before['parameters'] / 1e6:.2f}M -> {after['parameters'] / 1e6:.2f}M, "
         f"MACs x{metrics['macs_ratio']:.2f}, validation accuracy {before['validation']['accuracy']} -> "

@@ -70,7 +70,7 @@ def _accuracy(onnx_path: Path, split, tokenizer, max_length: int) -> dict[str, f
 
 
 def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts,
-                  op_types: list[str]) -> tuple[Path, Path, dict | None]:
+                  op_types: list[str], max_length: int) -> tuple[Path, Path, dict | None]:
     """(float .onnx, folder holding its config + tokenizer, export report or None)."""
     from deploykit.onnx_ops import load_onnx, quantized_op_counts
 
@@ -86,7 +86,7 @@ def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts,
         # quantizing Gather means the word table: keep it a Gather (fused, it would stay float in
         # EmbedLayerNormalization: 19.7 MB instead of 6.1 for the default recipe's pruned student)
         report = export_onnx(parent.path, None, folder, optimize=optimize, atol=export.atol,
-                             texts=texts.texts, pairs=texts.pairs, max_length=recipe.data.max_length,
+                             texts=texts.texts, pairs=texts.pairs, max_length=max_length,
                              fuse_embeddings="Gather" not in op_types, trim_last_layer=export.trim_last_layer,
                              remove_padding=export.remove_padding)
         return folder / "model.onnx", folder, report
@@ -198,13 +198,15 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         return run_causal(recipe, parent, out_dir)
     if cfg.mode == "weight_only":
         raise UserError("quantize.mode weight_only is for causal LMs; use dynamic or static for encoders")
-    task, max_length = load_task(recipe.data), fit_max_length(recipe.data.max_length, parent.path)
+    task = load_task(recipe.data)
+    max_length = fit_max_length(recipe.data.max_length, parent.path, AutoTokenizer.from_pretrained(parent.path), task,
+                                recorded=parent.manifest.get("max_length"))
     settings = Int8Settings.for_preset(cfg.preset, cfg.mode, per_channel=cfg.per_channel, op_types=cfg.op_types,
                                        calibration=cfg.calibration)
     with tempfile.TemporaryDirectory(prefix="deploykit-quantize-") as tmpdir, staging(out_dir) as tmp:
         work = Path(tmpdir)
         parity = task.validation.head(recipe.export.parity_samples if recipe.export else 64)
-        float_onnx, side, export_report = _float_source(recipe, parent, work, parity, settings.op_types)
+        float_onnx, side, export_report = _float_source(recipe, parent, work, parity, settings.op_types, max_length)
         tokenizer = AutoTokenizer.from_pretrained(side)
         names = graph_inputs(float_onnx)
         calib = _calibration_feeds(recipe, task, tokenizer, names) if cfg.mode == "static" else None
@@ -238,7 +240,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
                                   config=recipe.model_dump(include={"data", "quantize"}), metrics=metrics,
                                   onnx_file="model.onnx", int8=settings.describe(), float_nodes=result.float_nodes,
                                   tries=result.tries, sensitivity=result.ranking,
-                                  export=export_report)
+                                  export=export_report, max_length=max_length)
     sizes = metrics["size_bytes"]
     log(f"quantize: {metrics['quantized_ops']['quantized_matmuls']} INT8 matmuls, {len(result.float_nodes)} nodes "
         f"float, {sizes['float'] / 1e6:.1f} -> {sizes['int8'] / 1e6:.1f} MB, validation "

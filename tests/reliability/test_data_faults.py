@@ -202,9 +202,11 @@ def long_task(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.parametrize("asked", [128, "auto"])
 @pytest.mark.parametrize("arch, positions, want", [("bert", 64, 64), ("roberta", 66, 65)])
-def test_case09_finetune_with_max_length_above_positions(tmp_path, monkeypatch, arch, positions, want):
-    """Default data.max_length (128) on a model with fewer positions: cut to what it holds, said once."""
+def test_case09_finetune_with_max_length_above_positions(tmp_path, monkeypatch, arch, positions, want, asked):
+    """data.max_length 128 (the old default), or auto on rows of ~100 tokens, on a model with fewer positions:
+    cut to what it holds, said once, recorded in the manifest."""
     from conftest import make_tiny_model
 
     import deploykit.data as data
@@ -217,14 +219,18 @@ def test_case09_finetune_with_max_length_above_positions(tmp_path, monkeypatch, 
     monkeypatch.setattr(data, "_CUTS_LOGGED", set())
     model = make_tiny_model(tmp_path / "model", arch, max_position_embeddings=positions)
     recipe = build_recipe({"model": {"source": str(model)},
-                           "data": {"path": str(long_task(tmp_path / "task")), "label_names": ["negative", "positive"]},
+                           "data": {"path": str(long_task(tmp_path / "task")), "label_names": ["negative", "positive"],
+                                    "max_length": asked},
                            "finetune": {"epochs": 1, "batch_size": 16, "warmup_ratio": 0.0,
                                         "early_stopping_patience": None}})
-    assert recipe.data.max_length == 128
     art = run_stage("finetune", recipe, None, tmp_path / "ft")
     assert (tmp_path / "ft" / "model.safetensors").is_file()
-    assert said == [f"data.max_length 128 is longer than the model's {want} positions: inputs are truncated "
-                    f"to {want} tokens"]
+    assert art.manifest["max_length"] == want
+    if asked == 128:
+        assert said == [f"data.max_length 128 is longer than the model's {want} positions: inputs are truncated "
+                        f"to {want} tokens"]
+    else:
+        assert len(said) == 1 and said[0].startswith(f"data.max_length auto: {want} tokens (the model holds {want})")
     # the gate scores the saved model the same way
     task = load_task(recipe.data)
-    assert 0 <= evaluate_artifact(art, task.validation, 128)["accuracy"] <= 100
+    assert 0 <= evaluate_artifact(art, task.validation, asked, task=task)["accuracy"] <= 100
