@@ -312,9 +312,12 @@ class BenchConfig(Section):
 
 
 class GateConfig(Section):
-    """Accuracy gate checked after every stage of `deploykit run`, against the fine-tuned teacher."""
+    """Accuracy gate checked after every stage of `deploykit run`: against the fine-tuned teacher, and
+    against the stage's own input (an under-trained teacher must not let a broken step through)."""
 
     max_drop: float = Field(1.0, ge=0, description="accuracy points a stage may lose vs the fine-tuned teacher")
+    max_step_drop: float | None = Field(None, ge=0, description="accuracy points a stage may lose vs its own input "
+                                                                "(default: max_drop)")
     metric: Literal["accuracy", "macro_f1", "exact_match"] = Field(
         "accuracy", description="default: accuracy for classification, exact_match for generation tasks")
     split: Literal["validation", "test"] = "validation"

@@ -147,9 +147,14 @@ def evaluate_artifact(artifact, split: Split, max_length: int | str, batch_size:
 
 
 def check_gate(stage: str, reference: float, value: float, max_drop: float, knob: str,
-               metric: str = "accuracy") -> None:
-    """Raise GateError naming the stage, the drop and the recipe knob to turn, if the drop is too large."""
+               metric: str = "accuracy", versus: str = "teacher", budget: str = "max_drop") -> None:
+    """Raise GateError naming the stage, the drop and the recipe knob to turn, if the drop is too large.
+
+    Args:
+        reference: the score compared with: the teacher's, or the stage's input's (`versus` names it).
+        budget: the recipe key `max_drop` comes from, named in the error.
+    """
     drop = reference - value
     if drop > max_drop + 1e-9:
-        raise GateError(f"gate failed after {stage}: {metric} {value:.2f} vs teacher {reference:.2f} "
-                        f"(-{drop:.2f} pt > max_drop {max_drop}); {knob}")
+        raise GateError(f"gate failed after {stage}: {metric} {value:.2f} vs {versus} {reference:.2f} "
+                        f"(-{drop:.2f} pt > gate.{budget} {max_drop}); {knob}")

@@ -131,7 +131,9 @@ def generation_markdown(h: dict) -> str:
     return "\n".join(lines)
 
 
-def write(report_path: Path, teacher: str, final: str) -> str:
+def write(report_path: Path, teacher: str, final: str, warnings: list[str] | None = None) -> str:
+    """headline.md / headline.json beside the report; `warnings` (e.g. an under-trained teacher, which makes
+    every drop look small) head both, since the ratios alone would read as a success."""
     report = json.loads(Path(report_path).read_text())
     if report.get("kind") == "generation":
         h = generation_headline(report, teacher, final)
@@ -139,6 +141,9 @@ def write(report_path: Path, teacher: str, final: str) -> str:
     else:
         h = headline(report, teacher, final)
         text = to_markdown(h)
+    h["warnings"] = list(warnings or [])
+    if h["warnings"]:
+        text = "\n".join(f"**warning:** {w}" for w in h["warnings"]) + "\n\n" + text
     Path(report_path).with_name("headline.md").write_text(text + "\n")
     Path(report_path).with_name("headline.json").write_text(json.dumps(h, indent=2, default=str))
     return text

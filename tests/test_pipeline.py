@@ -79,9 +79,39 @@ def test_failing_gate_stops_the_run_naming_stage_and_knob(run_tiny, tmp_path, mo
 
     monkeypatch.setattr(pipeline, "_gate_value", distill_loses_five_points)
     out = tmp_path / "run"
-    with pytest.raises(UserError, match=r"gate failed after distill: .*-5\.00 pt > max_drop 1\.0.*student_layers"):
+    with pytest.raises(UserError, match=r"gate failed after distill: .*-5\.00 pt > gate\.max_drop 1\.0.*student_layers"):
         run_tiny(out, "gate.max_drop=1.0", "quantize=null", "bench=null", "prune=null")
     assert (out / "distill" / "manifest.json").is_file() and not (out / "prune").exists()
+
+
+def test_a_step_is_gated_against_its_input_whatever_the_teacher_scored(run_tiny, tmp_path, monkeypatch):
+    """Issue 19's run: an under-trained teacher (57.6) let a -20.8 pt prune step through, since the pruned
+    model (65.8) still beat the teacher. Each stage is now also held to its own input."""
+    scores = {"finetune": 57.6, "distill": 86.6, "prune": 65.8}
+    monkeypatch.setattr(pipeline, "_gate_value", lambda recipe, artifact, task: scores[artifact.stage])
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=r"gate failed after prune: accuracy 65\.80 vs its input \(distill\) 86\.60 "
+                                        r"\(-20\.80 pt > gate\.max_drop 2\.5\)"):
+        run_tiny(out, "gate.max_drop=2.5", "quantize=null", "bench=null")
+    state = json.loads((out / "pipeline.json").read_text())
+    assert state["stages"]["prune"]["gate"]["input"] == 86.6
+    assert "teacher is under-trained: it scores accuracy 57.60" in state["warnings"][0]
+    # a separate budget per step; the scores are kept in pipeline.json, the stages are not re-run
+    state = pipeline.run_recipe(load_recipe(TINY, ["gate.max_drop=2.5", "gate.max_step_drop=21", "quantize=null",
+                                                   "bench=null"]), out)
+    assert state["stages"]["prune"]["gate"]["value"] == 65.8
+
+
+def test_the_headline_leads_with_the_warnings(tmp_path):
+    from deploykit.headline import write
+
+    rows = [{"artifact": str(tmp_path / a), "runtime": r, "target": "cpu", "status": "ok", "accuracy": acc,
+             "latency_ms": {"p50": ms}, "throughput": {"32": tput}, "size_mb": mb, "runtime_label": r}
+            for a, r, acc, ms, tput, mb in (("t", "torch", 57.6, 10.0, 100.0, 90.0), ("f", "ort", 57.0, 0.5, 2000.0, 6.0))]
+    (tmp_path / "report.json").write_text(json.dumps({"rows": rows}))
+    text = write(tmp_path / "report.json", str(tmp_path / "t"), str(tmp_path / "f"), ["the teacher is under-trained"])
+    assert text.startswith("**warning:** the teacher is under-trained\n")
+    assert json.loads((tmp_path / "headline.json").read_text())["warnings"] == ["the teacher is under-trained"]
 
 
 def test_recipe_without_stages_is_refused(tmp_path):
