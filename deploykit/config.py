@@ -219,9 +219,13 @@ class PruneConfig(Section):
     hidden_kd: float = Field(0.0, ge=0, description="recovery: weight of hidden-state MSE to the unpruned model, "
                                                     "layer by kept layer, through a projection when width was "
                                                     "pruned (0: logits only)")
-    recovery_min_words: int = Field(0, ge=0, description="importance and recovery use the training rows of at "
+    recovery_rows: Literal["matched", "all"] = Field(
+        "matched", description="rows importance and recovery learn from: matched = the training rows resampled "
+                               "to the length distribution of the test rows (else validation), all of them when "
+                               "they already match (deploykit/matching.py); all = every training row")
+    recovery_min_words: int = Field(0, ge=0, description="instead of recovery_rows: the training rows of at "
                                                          "least this many words, drawn from the whole training "
-                                                         "file (0: the data section's rows)")
+                                                         "file (0: off)")
     macs_seq_len: int = Field(128, ge=1)
 
     @model_validator(mode="after")

@@ -110,15 +110,24 @@ def _prune_vocab(model, tokenizer, recipe: Recipe, scratch: Path):
     return tokenizer, kept, diff
 
 
-def _recovery_rows(recipe: Recipe, train: Split) -> Split:
-    """The rows importance and recovery learn from. With `recovery_min_words`, the whole training file's
-    rows of at least that many words (both texts of a pair): a pruned model loses most on long inputs, and a training file of
-    short phrases (SST-2: median 7 words, test sentences 19) hardly shows the parent's behaviour on them."""
+def _recovery_rows(recipe: Recipe, task) -> Split:
+    """The rows importance and recovery learn from: a pruned model loses most on inputs unlike the ones it
+    recovered on, and a training file of short phrases (SST-2: median 7 words, test sentences 19) hardly
+    shows the parent's behaviour on long ones. `recovery_rows: matched` resamples the training rows to the
+    lengths of the test rows (the stand-in for deployment inputs; lengths only, no labels), else of the
+    validation rows; `recovery_min_words` keeps the whole training file's rows of at least that many words."""
     from deploykit.data import load_task
+    from deploykit.matching import length_matched
 
+    train = task.train
     n = recipe.prune.recovery_min_words
     if not n:
-        return train
+        if recipe.prune.recovery_rows == "all":
+            return train
+        target, name = (task.test, "test") if task.test is not None else (task.validation, "validation")
+        idx, note = length_matched(train, target, recipe.data.seed, name)
+        log(f"prune: importance and recovery on {note}")
+        return train if idx is None else train.take(idx)
     full = load_task(recipe.data.model_copy(update={"max_train_samples": None})).train
     pairs = full.pairs or [""] * len(full)  # a text pair counts both texts' words
     idx = [i for i, (text, pair) in enumerate(zip(full.texts, pairs)) if len(text.split()) + len(pair.split()) >= n]
@@ -170,7 +179,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     target = plan(cfg, shape, arch_of(model))  # every bad request fails here, before any work
     max_len = fit_max_length(recipe.data.max_length, model.config, tokenizer, task,
                              recorded=parent.manifest.get("max_length") if parent is not None else None)
-    train = _recovery_rows(recipe, task.train)
+    train = _recovery_rows(recipe, task)
     importance = _tensor_batches(train, tokenizer, cfg.importance_batches, BATCH, max_len, seed)
 
     start = time.time()

@@ -109,7 +109,8 @@ def test_recovery_rows_are_the_long_ones_of_the_whole_training_file(tiny_bert, t
                  for i, (line, (t, y)) in enumerate((ln, ln.split("\t")) for ln in lines[1:])]
     train.write_text("\n".join(lines) + "\n")
     r = recipe(tiny_bert, tiny_task, ffn=0.5)
-    full = load_task(r.data).train
+    task = load_task(r.data)
+    full = task.train
     lengths = sorted(len(t.split()) for t in full.texts)
     n = lengths[-1]  # the longest rows only
     long_rows = [t for t in full.texts if len(t.split()) >= n]
@@ -118,13 +119,14 @@ def test_recovery_rows_are_the_long_ones_of_the_whole_training_file(tiny_bert, t
     capped = r.model_copy(update={"data": r.data.model_copy(update={"max_train_samples": cap}),
                                   "prune": r.prune.model_copy(update={"recovery_min_words": n})})
     # drawn from the whole file, not from the rows max_train_samples keeps, then capped
-    rows = _recovery_rows(capped, load_task(capped.data).train)
+    rows = _recovery_rows(capped, load_task(capped.data))
     assert len(rows) == cap and set(rows.texts) <= set(long_rows)
     uncapped = r.model_copy(update={"prune": r.prune.model_copy(update={"recovery_min_words": n})})
-    assert sorted(_recovery_rows(uncapped, full).texts) == sorted(long_rows)
-    assert _recovery_rows(r, full) is full  # 0: the data section's rows, untouched
+    assert sorted(_recovery_rows(uncapped, task).texts) == sorted(long_rows)
+    every = r.model_copy(update={"prune": r.prune.model_copy(update={"recovery_rows": "all"})})
+    assert _recovery_rows(every, task) is full  # the data section's rows, untouched
     with pytest.raises(UserError, match="no training row has 1000 words"):
-        _recovery_rows(r.model_copy(update={"prune": r.prune.model_copy(update={"recovery_min_words": 1000})}), full)
+        _recovery_rows(r.model_copy(update={"prune": r.prune.model_copy(update={"recovery_min_words": 1000})}), task)
 
 
 def test_recovery_rows_count_both_texts_of_a_pair(tiny_bert, tmp_path):
@@ -138,8 +140,9 @@ def test_recovery_rows_count_both_texts_of_a_pair(tiny_bert, tmp_path):
     r = build_recipe({"model": {"source": str(tiny_bert)},
                       "data": {"path": str(folder), "text_column": "a", "text_pair_column": "b", "label_column": "y"},
                       "prune": {"ffn": 0.5, "recovery_min_words": 8}})
-    train = load_task(r.data).train
-    kept = _recovery_rows(r, train)
+    task = load_task(r.data)
+    train = task.train
+    kept = _recovery_rows(r, task)
     # 3 words in the first text and 0, 4 or 8 in the pair: only the pairs of 8 reach 8 words together
     assert len(kept) == sum(p.count("and") == 2 for p in train.pairs) > 0
     assert all(p.count("and") == 2 for p in kept.pairs)
