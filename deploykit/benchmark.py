@@ -96,6 +96,7 @@ class Row:
     work: dict[int, list[float]] = field(default_factory=dict)  # batch size -> [sentences, seconds]
     memory: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
+    e2e_ms: list[float] = field(default_factory=list)  # text in, label out through deploykit.load
 
 
 def cores() -> int:
@@ -244,6 +245,35 @@ def _throughput_block(row: Row, batches: list[dict], batch: int, seconds: float)
     total[1] += elapsed
 
 
+# runtimes whose rows also get the end-to-end latency of the predictor a user deploys (text in, label out)
+E2E_RUNTIMES = ("torch", "ort")
+
+
+def _e2e_block(row: Row, inputs: Inputs, pool: dict) -> None:
+    """Batch-1 latency of `deploykit.load(artifact)(text)`: tokenizer, model and post-processing, beside the
+    model-only latency of the same row on the same texts."""
+    from deploykit.predictor import ClassifierPredictor
+
+    if row.loaded is None:
+        return
+    art = row.subject.artifact
+    key = (art.path, row.runtime, row.threads)
+    if key not in pool:
+        pool[key] = ClassifierPredictor(art, runtime=row.runtime, threads=row.threads,
+                                        max_length=inputs.max_length)
+    clf = pool[key]
+    row.loaded.prepare(row.threads)  # torch's thread count is process-wide: the row's own
+    texts = [inputs.split.texts[i] for i in inputs.latency_idx]
+    pairs = [inputs.split.pairs[i] for i in inputs.latency_idx] if inputs.split.pairs else None
+    calls = [(t, p) if pairs else t for t, p in zip(texts, pairs or texts)]
+    for text in calls[:BLOCK_WARMUP]:
+        clf(text)
+    for text in calls:
+        start = time.perf_counter()
+        clf(text)
+        row.e2e_ms.append((time.perf_counter() - start) * 1000)
+
+
 def _quality(row: Row, inputs: Inputs, split: Split, cache: dict) -> None:
     art = row.subject.artifact
     key = (art.path, row.runtime, row.loaded.device)
@@ -277,6 +307,9 @@ def measure(subjects: list[Subject], split: Split, settings: Settings, max_lengt
     steps: list[Callable[[], None]] = [lambda r=r: _load(r, inputs, settings, pool) for r in rows if not r.skip]
     for target in settings.targets:
         steps += _timing_steps(functools.partial(live, target), inputs, settings)
+    predictors: dict = {}
+    steps += [lambda r=r: _e2e_block(r, inputs, predictors) for r in rows
+              if not r.skip and r.runtime in E2E_RUNTIMES and r.target != "gpu"]
     steps.append(lambda: [_quality(r, inputs, eval_split, quality) for r in rows if r.loaded is not None])
     if settings.memory == "subprocess":
         steps += [lambda r=r: _memory_step(r, inputs, max_length) for r in rows if not r.skip]
@@ -373,6 +406,7 @@ def row_dict(row: Row, settings: Settings) -> dict[str, Any]:
         "status": "ok" if ok else "skipped", "note": row.skip or row.note,
         "bf16_native": bf16_supported(_bf16_device(row.target)) if row.runtime == "torch-bf16" else None,
         "latency_ms": _percentiles(row.latencies_ms),
+        "e2e_latency_ms": _percentiles(row.e2e_ms),
         "throughput": {str(b): round(s / t, 1) for b, (s, t) in sorted(row.work.items())} if ok else None,
         "peak_rss_mb": row.memory.get("peak_rss_mb"), "model_rss_mb": row.memory.get("model_rss_mb"),
         "memory_method": row.memory.get("memory_method"),

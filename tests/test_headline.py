@@ -43,3 +43,15 @@ def test_a_ratio_just_under_its_target_is_missed_however_it_rounds():
 def test_missing_rows_is_a_clear_error():
     with pytest.raises(UserError, match="no cpu rows"):
         headline(REPORT, "/r/other", "/r/quantize")
+
+
+def test_end_to_end_latency_is_judged_against_the_model_alone():
+    import copy
+
+    report = copy.deepcopy(REPORT)
+    report["rows"][3]["e2e_latency_ms"] = {"p50": 0.8}  # 0.5 ms model, 0.3 ms tokenizer and post-processing
+    h = headline(report, "/r/finetune", "/r/quantize")
+    assert h["e2e_ratio"] == 1.6 and h["met"]["e2e"] is False
+    assert "| end-to-end batch-1 p50 (text in, label out: deploykit.load) vs model only | 0.80 ms, 1.6× | ≤ 1.5× | False |" \
+        in to_markdown(h)
+    assert "e2e" not in headline(REPORT, "/r/finetune", "/r/quantize")["met"]  # older reports: not judged

@@ -20,7 +20,7 @@ from deploykit.pipeline import run_stage
 from deploykit.stages.bench import fine_tuned_teacher, run_many
 
 ROW_KEYS = {"name", "artifact", "stage", "format", "baseline", "runtime", "runtime_label", "target", "device",
-            "threads", "status", "note", "bf16_native", "latency_ms", "throughput", "peak_rss_mb", "model_rss_mb",
+            "threads", "status", "note", "bf16_native", "latency_ms", "e2e_latency_ms", "throughput", "peak_rss_mb", "model_rss_mb",
             "memory_method", "size_mb", "parameters", "accuracy", "macro_f1", "eval_n", "eval_batch"}
 
 
@@ -56,6 +56,11 @@ def test_reports_hold_one_row_per_artifact_runtime_target(report_dir, tiny):
     assert len(report["method"]["load_average"]) == 2
     md = (report_dir / "report.md").read_text()
     assert md.count("\n| bert |") + md.count("\n| onnx |") == len(report["rows"])
+    rows = report["rows"]
+    # text in, label out through deploykit.load, beside the model alone (torch and ORT rows, not the GPU)
+    measured = [r for r in rows if r["status"] == "ok" and r["runtime"] in ("torch", "ort")]
+    assert measured and all(r["e2e_latency_ms"]["n"] == r["latency_ms"]["n"] for r in measured)
+    assert all(r["e2e_latency_ms"] is None for r in rows if r["runtime"] == "torch-bf16" or r["status"] != "ok")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the skip note on a machine without a GPU")
