@@ -128,6 +128,18 @@ def eval_interval(cfg: TrainConfig, n_rows: int) -> int:
     return math.ceil(per_epoch / math.ceil(per_epoch / EVAL_EVERY))
 
 
+def _length_grouping() -> dict:
+    """The TrainingArguments that batch rows of similar length (transformers' LengthGroupedSampler: random
+    megabatches of 50 batches, each sorted by length); the argument was renamed in transformers 5."""
+    import inspect
+
+    from transformers import TrainingArguments
+
+    if "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters:
+        return {"train_sampling_strategy": "group_by_length"}
+    return {"group_by_length": True}
+
+
 def training_args(cfg: TrainConfig, work: Path, has_eval: bool = True, n_rows: int | None = None, **overrides):
     """TrainingArguments for `cfg`; `n_rows` (training rows) sets the evaluation interval (else per epoch)."""
     from transformers import TrainingArguments
@@ -153,6 +165,8 @@ def training_args(cfg: TrainConfig, work: Path, has_eval: bool = True, n_rows: i
         use_cpu=not on_gpu,
         ddp_backend="gloo" if world_info()[1] > 1 and not on_gpu else None,
     )
+    if cfg.group_by_length:
+        kwargs.update(_length_grouping())
     kwargs.update(overrides)
     if cfg.tensorboard:
         # transformers 5 reads the TensorBoard folder from the environment only; the stage copies it out

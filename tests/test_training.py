@@ -192,3 +192,12 @@ def test_the_optimizer_uses_the_head_rate(tiny_bert, tiny_task, tmp_path):
                                      to_dataset(task.validation, tok, 32), head_lr=0.5, head=frozenset({"classifier"}))
     rates = sorted({g["lr"] for g in trainer.create_optimizer().param_groups})
     assert rates == [FAST["learning_rate"], 0.5]
+
+
+def test_batches_group_rows_of_similar_length(tiny_bert, tiny_task, tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w")
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    plain = _auto_trainer(tiny_bert, tiny_task, tmp_path / "p", group_by_length=False)
+    assert not isinstance(plain._get_train_sampler(), LengthGroupedSampler)
