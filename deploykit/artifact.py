@@ -68,25 +68,34 @@ class Artifact:
 
 
 def load_artifact(path: str | Path) -> Artifact:
-    """Open a stage output, a plain HF folder, a folder holding model.onnx, or a bare .onnx file."""
+    """Open a stage output, a plain HF folder, a folder holding model.onnx, or a bare .onnx file (which takes
+    the manifest of the folder it sits in, when there is one)."""
     p = Path(path).expanduser()
     if p.is_file() and p.suffix == ".onnx":
-        return Artifact(p.parent, {"format": "onnx", "onnx_file": p.name})
+        # a graph inside a deploykit folder is that folder's model: its manifest holds the trained max_length
+        beside = _read_manifest(p.parent / MANIFEST) if (p.parent / MANIFEST).is_file() else {}
+        return Artifact(p.parent, {**beside, "format": "onnx", "onnx_file": p.name})
     if not p.exists():
         raise UserError(f"{p}: artifact not found (give a stage output folder, a HF model folder or a .onnx file)")
     if not p.is_dir():
         raise UserError(f"{p}: not an artifact (expected a folder or a .onnx file)")
-    mf = p / MANIFEST
-    if mf.is_file():
-        try:
-            return Artifact(p, json.loads(mf.read_text()))
-        except json.JSONDecodeError as err:
-            raise UserError(f"{mf}: manifest is not valid JSON ({err.msg}); re-run the stage that wrote it") from None
+    if (p / MANIFEST).is_file():
+        return Artifact(p, _read_manifest(p / MANIFEST))
     if (p / "model.onnx").is_file():
         return Artifact(p, {"format": "onnx", "onnx_file": "model.onnx"})
     if (p / "config.json").is_file():
         return Artifact(p, {"format": "pytorch"})
     raise UserError(f"{p}: no manifest.json, config.json or model.onnx inside; not a model folder")
+
+
+def _read_manifest(mf: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(mf.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{mf}: manifest is not valid JSON ({err.msg}); re-run the stage that wrote it") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{mf}: manifest is not a JSON object; re-run the stage that wrote it")
+    return manifest
 
 
 def library_versions() -> dict[str, str]:

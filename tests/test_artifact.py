@@ -41,10 +41,20 @@ def test_plain_folders_and_onnx_files(tmp_path, tiny_bert):
     assert art.format == "onnx" and art.onnx_path == f
 
 
+def test_an_onnx_file_in_a_deploykit_folder_takes_its_manifest(tmp_path):
+    write_manifest(tmp_path, stage="quantize", format="onnx", parent=None, config={}, max_length=64)
+    (tmp_path / "model_int8.onnx").write_bytes(b"")
+    art = load_artifact(tmp_path / "model_int8.onnx")
+    assert (art.stage, art.format, art.manifest["max_length"]) == ("quantize", "onnx", 64)
+    assert art.onnx_path == tmp_path / "model_int8.onnx"  # the file asked for, not the manifest's onnx_file
+    assert load_artifact(tmp_path).manifest["max_length"] == 64
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: None, "artifact not found"),
     (lambda p: p.mkdir(), "not a model folder"),
     (lambda p: (p.mkdir(), (p / "manifest.json").write_text("{oops")), "manifest is not valid JSON"),
+    (lambda p: (p.mkdir(), (p / "manifest.json").write_text("[]")), "manifest is not a JSON object"),
 ])
 def test_bad_artifacts(tmp_path, make, message):
     p = tmp_path / "a"
