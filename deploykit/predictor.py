@@ -18,6 +18,7 @@ batch, so a row's answer would depend on its neighbours).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ RUNTIMES = ("auto", *READS)
 NOT_YET = ("openvino",)
 FUNCTIONS = ("softmax", "sigmoid", "none")
 FALLBACK_LENGTH = 512  # a model with no position table and a tokenizer with no limit
+# transformers builds a tokenizer of special tokens only from a tokenizer_config.json alone: every word then
+# becomes [UNK] and the model answers confidently from nothing, so a folder needs one of these
+TOKENIZER_FILES = "tokenizer.json, vocab.txt, vocab.json + merges.txt or a sentencepiece *.model"
 
 
 def load(path: str | Path, runtime: str = "auto", threads: int | None = None, device: str | None = None,
@@ -51,8 +55,9 @@ def load(path: str | Path, runtime: str = "auto", threads: int | None = None, de
         A `ClassifierPredictor`, or for a causal LM the `deploykit.llm.generate` generator (`.generate`).
 
     Raises:
-        UserError: one line for a missing folder, a folder that holds no model, an unknown or unavailable
-            runtime, or an option a causal LM does not take.
+        UserError: one line for a missing folder, a folder that holds no model or no tokenizer files (or a
+            tokenizer far smaller than the model's vocabulary), an unknown or unavailable runtime, or an option
+            a causal LM does not take.
     """
     artifact = load_artifact(path)
     if is_causal_lm(artifact):
@@ -73,18 +78,47 @@ def is_causal_lm(artifact: Artifact) -> bool:
     return any(str(a).endswith("ForCausalLM") for a in archs or [])
 
 
+def check_tokenizer_files(folder: Path) -> None:
+    """Refuse a folder whose tokenizer has no vocabulary file: it would load as special tokens only."""
+    if ((folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
+            or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()) or any(folder.glob("*.model"))):
+        return
+    raise UserError(f"{folder}: no tokenizer files ({TOKENIZER_FILES}); copy them from the folder the model came "
+                    "from (the stage output), or every word would be read as unknown")
+
+
+def check_vocabulary(folder: Path, tokenizer, config) -> None:
+    """Refuse a tokenizer far smaller than the model's embedding table (another model's, or a stub).
+
+    A vocabulary-pruned model has its config.vocab_size cut to its tokenizer's, so it passes; half is a margin
+    wide enough for tokenizers that count their added tokens differently from the model.
+    """
+    size = getattr(config, "vocab_size", None)
+    if isinstance(size, int) and len(tokenizer) < size / 2:
+        raise UserError(f"{folder}: the tokenizer holds {len(tokenizer)} tokens but config.json's vocab_size is "
+                        f"{size}; the tokenizer files ({TOKENIZER_FILES}) are missing or not this model's: copy "
+                        "them from the folder the model came from")
+
+
 def _load_generator(artifact: Artifact, runtime: str, threads: int | None, device: str | None,
                     max_length: int | None):
     from deploykit.llm.generate import load_generator
 
     if runtime not in ("auto", "ort", "torch"):
         raise UserError(f"{artifact.path}: a causal LM runs on runtime auto, ort or torch, not {runtime!r}")
+    check_threads(threads)
     if device not in (None, "cpu"):
         raise UserError(f"{artifact.path}: a causal LM runs on the CPU here (device={device!r} is not supported)")
     if max_length is not None:
         raise UserError(f"{artifact.path}: max_length applies to classifiers; a causal LM takes max_new_tokens "
                         "in generate()")
+    check_tokenizer_files(artifact.path)
     return load_generator(artifact.path, runtime=runtime, threads=threads)
+
+
+def check_threads(threads) -> None:
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise UserError(f"threads={threads!r} must be a positive integer, or None for the runtime's default")
 
 
 def resolve_runtime(fmt: str, runtime: str, device: str | None) -> str:
@@ -119,6 +153,8 @@ class ClassifierPredictor:
         batch_invariant: False for a graph that quantizes activations at run time (dynamic INT8): a row's
             logits would depend on its batch neighbours, so such a graph is scored one row at a time.
         max_length: inputs are truncated to this many tokens (the trained length).
+        trained_on_pairs: whether the recipe that trained the model read sentence pairs
+            (data.text_pair_column); None when the folder does not say.
     """
 
     def __init__(self, artifact: Artifact | str | Path, runtime: str = "auto", threads: int | None = None,
@@ -132,6 +168,7 @@ class ClassifierPredictor:
         if not (folder / "config.json").is_file():
             raise UserError(f"{folder}: no config.json beside the model; the labels and the tokenizer's model "
                             "are read from it (copy it from the folder the model came from)")
+        check_threads(threads)
         self.runtime = resolve_runtime(artifact.format, runtime, device)
         on_gpu = self.runtime in ("ort-cuda", "tensorrt") or str(device).startswith("cuda")
         why = unavailable(self.runtime, "gpu") if on_gpu else None
@@ -141,7 +178,9 @@ class ClassifierPredictor:
         self.name = folder.name
         self.config = load_config(str(folder))
         self.labels = [str(self.config.id2label[i]) for i in range(self.config.num_labels)]
+        check_tokenizer_files(folder)
         self.tokenizer = load_tokenizer(str(folder))
+        check_vocabulary(folder, self.tokenizer, self.config)
         target = artifact if READS[self.runtime] == artifact.format else Artifact(
             artifact.path, {**artifact.manifest, "format": READS[self.runtime]})
         try:
@@ -154,6 +193,8 @@ class ClassifierPredictor:
         onnx = artifact.onnx_path if READS[self.runtime] == "onnx" else None
         self.batch_invariant = eval_batch_size(onnx) > 1
         self.max_length = _trained_length(artifact, self.config, self.tokenizer, max_length)
+        self.trained_on_pairs = _trained_on_pairs(artifact)
+        self._pairs_warned = False
         if self.runtime == "tensorrt":
             self._fit_engine_profile(artifact)
 
@@ -175,7 +216,9 @@ class ClassifierPredictor:
         """Raw model outputs, one row per input, in input order.
 
         Args:
-            inputs: a str, a (text, text_pair) tuple, a {"text", "text_pair"} dict, or a list of one kind.
+            inputs: a str, a (text, text_pair) tuple, a {"text", "text_pair"} dict, or a list of one kind. A
+                tuple is ONE sentence pair, as in the pipeline: `clf(("a", "b"))` scores one input, and warns
+                once when the model was trained on single texts; give two texts as a list `["a", "b"]`.
             batch_size: rows per forward pass (1 whatever is asked for a graph that is not batch-invariant).
 
         Returns:
@@ -197,8 +240,18 @@ class ClassifierPredictor:
             batch_size = 1
         if self._max_batch:
             batch_size = min(batch_size, int(self._max_batch))
+        if pairs is not None and (message := self.pair_warning()):
+            warnings.warn(message, stacklevel=3)
         split = Split(texts, pairs, [0] * len(texts))
         return predict(self._predict, split, self.tokenizer, self.max_length, batch_size).astype(np.float32)
+
+    def pair_warning(self) -> str | None:
+        """The warning for sentence pairs given to a model trained on single texts, the first time only."""
+        if self.trained_on_pairs is not False or self._pairs_warned:
+            return None
+        self._pairs_warned = True
+        return (f"{self.name} was trained on single texts (its recipe's data.text_pair_column is null), yet is given "
+                "(text, text_pair) pairs: each pair is scored as one input; to score two texts, pass a list of them")
 
     def __call__(self, inputs, batch_size: int = 32, top_k: int | None = 1, function_to_apply: str | None = None):
         """Labels and scores, shaped as `transformers.pipeline("text-classification")` returns them.
@@ -266,6 +319,9 @@ def _rows(inputs) -> tuple[list[str], list[str] | None]:
         items = [inputs]
     elif isinstance(inputs, bytes) or not hasattr(inputs, "__iter__"):
         raise UserError(f"inputs: got {type(inputs).__name__}; give a str, a (text, text_pair) tuple or a list of them")
+    elif isinstance(inputs, (set, frozenset)):
+        raise UserError(f"inputs: got a {type(inputs).__name__}, whose order is not the one you wrote, so results "
+                        "could not be matched to texts; give a list")
     else:
         items = list(inputs)
     if not items:
@@ -283,7 +339,29 @@ def _rows(inputs) -> tuple[list[str], list[str] | None]:
     return texts, pairs if all(paired) else None
 
 
+def unicode_fault(text: str) -> str | None:
+    """Why `text` cannot be tokenized ("a lone surrogate at character 3"); None for valid Unicode.
+
+    A lone surrogate ("\\ud800", what Python's surrogateescape makes of undecodable bytes) is a str the
+    tokenizers library refuses with a TypeError.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"a lone surrogate at character {err.start}"
+    return None
+
+
 def _one(item, n: int) -> tuple[str, str | None]:
+    text, pair = _parts(item, n)
+    for part in (text, pair):
+        if part is not None and (fault := unicode_fault(part)):
+            raise UserError(f"inputs: item {n} is not valid Unicode text ({fault}); decode it with "
+                            "errors='replace' or remove that character")
+    return text, pair
+
+
+def _parts(item, n: int) -> tuple[str, str | None]:
     if isinstance(item, str):
         return item, None
     if isinstance(item, tuple) and len(item) == 2 and all(isinstance(x, str) for x in item):
@@ -306,16 +384,31 @@ def _trained_length(artifact: Artifact, config, tokenizer, asked: int | None) ->
         if not isinstance(asked, int) or asked < 1:
             raise UserError(f"max_length={asked!r} must be a positive integer")
         return fit_max_length(asked, config, tokenizer)
-    manifest, hops = artifact.manifest, 0
-    while isinstance(manifest, dict) and hops < 4:
+    for manifest in _lineage(artifact):
         length = manifest.get("max_length", ((manifest.get("config") or {}).get("data") or {}).get("max_length"))
         if isinstance(length, int) and not isinstance(length, bool) and length > 0:
             return fit_max_length(length, config, tokenizer)
-        # an export folder records only its own section: its parent (when still there) trained the model
-        manifest, hops = _parent_manifest(manifest), hops + 1
     limit = getattr(tokenizer, "model_max_length", None)
     limit = limit if isinstance(limit, int) and 0 < limit < 1_000_000 else FALLBACK_LENGTH
     return fit_max_length(limit, config, tokenizer)
+
+
+def _trained_on_pairs(artifact: Artifact) -> bool | None:
+    """True/False from the first recipe in the folder's lineage that has a data section; None without one."""
+    for manifest in _lineage(artifact):
+        data = (manifest.get("config") or {}).get("data")
+        if isinstance(data, dict) and "text_pair_column" in data:
+            return data["text_pair_column"] is not None
+    return None
+
+
+def _lineage(artifact: Artifact):
+    """The folder's manifest, then its parents' (4 manifests at most): an export folder records only its own
+    section, its parent (when still there) trained the model."""
+    manifest, hops = artifact.manifest, 0
+    while isinstance(manifest, dict) and hops < 4:
+        yield manifest
+        manifest, hops = _parent_manifest(manifest), hops + 1
 
 
 def _parent_manifest(manifest: dict) -> dict | None:

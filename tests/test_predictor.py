@@ -77,6 +77,7 @@ def test_pytorch_folder_gives_what_pipeline_gives(finetuned, pipe):
     assert any(d["score"] < 0 for row in none for d in row)  # raw logits, not probabilities
 
 
+@pytest.mark.filterwarnings("ignore:finetune was trained on single texts")  # the pairs are the point here
 def test_sentence_pairs_match_pipeline(finetuned, pipe):
     pairs = [("the plot was good", "the acting was awful"), ("boring", "really a lovely film"), ("fine", "fine")]
     as_dicts = [{"text": a, "text_pair": b} for a, b in pairs]
@@ -266,11 +267,46 @@ def test_causal_lm_folder_gives_the_generator(tiny_llama):
     (lambda c: load(c["finetune"])("fine", top_k=0), "top_k=0"),
     (lambda c: load(c["finetune"])("fine", function_to_apply="relu"), "use one of softmax"),
     (lambda c: load(c["finetune"]).logits("fine", batch_size=0), "batch_size=0"),
+    (lambda c: load(c["finetune"])(["fine", "bad \ud800"]), "item 1 is not valid Unicode text .a lone surrogate"),
+    (lambda c: load(c["finetune"])([("fine", "\udcff")]), "item 0 is not valid Unicode"),
+    (lambda c: load(c["finetune"])({"fine", "bad"}), "got a set.*give a list"),
+    (lambda c: load(c["finetune"], threads=0), "threads=0 must be a positive integer"),
+    (lambda c: load(c["export"], threads=-1), "threads=-1 must be a positive integer"),
 ])
 def test_bad_input_is_a_one_line_user_error(tiny_chain, call, message):
     with pytest.raises(UserError, match=message) as err:
         call(tiny_chain)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("stage", ["quantize", "finetune"])
+def test_a_folder_without_its_tokenizer_files_is_refused(tiny_chain, tmp_path, stage):
+    # transformers builds a tokenizer of special tokens only from tokenizer_config.json: every word is [UNK]
+    folder = shutil.copytree(tiny_chain[stage], tmp_path / stage)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(UserError, match=f"{folder}: no tokenizer files .tokenizer.json, vocab.txt") as err:
+        load(folder)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="no tokenizer files"):
+        load(folder / "model.onnx" if stage == "quantize" else folder, runtime="auto")
+
+
+def test_a_tokenizer_far_smaller_than_the_model_is_refused(tiny_chain, tmp_path):
+    folder = shutil.copytree(tiny_chain["finetune"], tmp_path / "ft")
+    shutil.copy(tiny_chain["prune"] / "tokenizer.json", folder)  # the vocabulary-pruned one: 124 of 2000 tokens
+    with pytest.raises(UserError, match=r"holds 124 tokens but config.json's vocab_size is 2000"):
+        load(folder)
+    assert load(tiny_chain["prune"]).tokenizer.vocab_size == 124  # pruned with its config: still loads
+
+
+def test_pairs_on_a_model_trained_on_single_texts_warn_once(tiny_chain):
+    clf = load(tiny_chain["quantize"])
+    assert clf.trained_on_pairs is False and load(tiny_chain["raw"]).trained_on_pairs is None
+    with pytest.warns(UserWarning, match="trained on single texts") as seen:
+        clf(("a fine film", "a dull one"))
+        clf([("a fine film", "a dull one")])
+    assert len(seen) == 1
+    assert len(clf(["a fine film", "a dull one"])) == 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
