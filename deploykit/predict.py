@@ -8,7 +8,8 @@ Files are read like training data (deploykit/records.py: .tsv/.csv/.jsonl with a
 BOM, faults named by line); `.txt` and `-` (stdin) hold one text per line. Without `--json` each row is
 one human line (`label  score  text`); with `--json` or `--out`, one JSON object per row
 (`{"text", "label", "score"}`, plus `"top_k"` for `--top-k` > 1). `--out` is written to a temporary file
-beside it and renamed at the end, so it is never half-written.
+beside it and renamed at the end, so it is never half-written; `--out -` is stdout, and a device or pipe
+(`/dev/null`, a FIFO) is written straight through.
 """
 
 from __future__ import annotations
@@ -41,34 +42,40 @@ def read_texts(texts: list[str], file: Path | None, text_column: str = "sentence
         if text_pair_column:
             raise UserError("predict: --text-pair-column reads a column of --file; TEXT arguments are single texts")
         return list(texts), None
+    from deploykit.records import SUFFIXES, read_rows, texts as column_texts
+
+    if str(file) != "-" and file.is_dir():
+        raise UserError(f"{file}: is a folder; give a file ({', '.join(SUFFIXES + LINES)}) or - for stdin")
+    if str(file) != "-" and file.suffix not in SUFFIXES + LINES:
+        raise UserError(f"{file}: unsupported file type (use {', '.join(SUFFIXES + LINES)}, or - for stdin)")
     if str(file) == "-" or file.suffix in LINES:
         if text_pair_column:
             raise UserError(f"{'stdin' if str(file) == '-' else file}: one text per line has no columns; "
                             "give pairs in a .tsv/.csv/.jsonl file")
         return _lines(file), None
-    from deploykit.records import column, read_rows
-
     rows = read_rows(file, None)
     for flag, name in (("--text-column", text_column), ("--text-pair-column", text_pair_column)):
         if name is not None and name not in rows[0]:
             raise UserError(f"{file}: no column '{name}' (columns: {', '.join(map(str, rows[0]))}); "
                             f"name the right one with {flag}")
-    texts = [str(t) for t in column(rows, text_column, str(file))]
-    pairs = [str(t) for t in column(rows, text_pair_column, str(file))] if text_pair_column else None
+    texts = column_texts(rows, text_column, str(file))
+    pairs = column_texts(rows, text_pair_column, str(file)) if text_pair_column else None
     return texts, pairs
 
 
 def _lines(file: Path) -> list[str]:
+    from deploykit.records import decode
+
     where = "stdin" if str(file) == "-" else str(file)
     if where == "stdin":
-        text = sys.stdin.read()
+        # bytes, decoded as files are: sys.stdin's surrogateescape would pass undecodable bytes on as lone
+        # surrogates, which the tokenizer refuses with a TypeError
+        stdin = sys.stdin
+        text = decode(stdin.buffer.read(), where) if hasattr(stdin, "buffer") else stdin.read()
     else:
         if not file.is_file():
             raise UserError(f"{file}: file not found")
-        try:
-            text = file.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise UserError(f"{file}: not UTF-8 text; re-encode the file as UTF-8") from None
+        text = decode(file.read_bytes(), where)
     # lines end at "\n" only, as records.py reads files: a text keeps its U+2028
     texts = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     if not texts:
@@ -79,12 +86,16 @@ def _lines(file: Path) -> list[str]:
 def check_out_file(out: Path, inputs: Path | None = None) -> Path:
     """Refuse an --out that is not a file path deploykit may replace, before any work starts.
 
+    Accepted besides a file path: an existing device or pipe (/dev/null), written as it is.
+
     Raises:
-        UserError: --out is a folder or another non-file (a device, a pipe), the input file itself, or under
-            a file, or in a folder that cannot be written.
+        UserError: --out is a folder, the input file itself, or under a file, or in a folder that cannot be
+            written (tried with the temporary file: os.access says yes to root even in /proc).
     """
-    if out.exists() and not out.is_file():
-        raise UserError(f"--out {out}: exists and is not a regular file (a folder?); give a file path, e.g. preds.jsonl")
+    if _stream(out):
+        return out
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a file path, e.g. {out / 'preds.jsonl'}")
     if inputs is not None and str(inputs) != "-" and out.exists() and inputs.exists() and out.samefile(inputs):
         raise UserError(f"--out {out}: is the input file; give another path")
     existing = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path.cwd())
@@ -92,7 +103,24 @@ def check_out_file(out: Path, inputs: Path | None = None) -> Path:
         raise UserError(f"--out {out}: {existing} is a file, so nothing can be written under it")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"--out {out}: {existing} is not writable; give a path you can write to")
+    if existing == out.parent:
+        tmp = _tmp(out)
+        try:
+            tmp.open("w").close()
+            tmp.unlink()
+        except OSError as err:
+            raise UserError(f"--out {out}: cannot write in {existing} ({err.strerror or err}); "
+                            "give a path you can write to") from None
     return out
+
+
+def _stream(out: Path) -> bool:
+    """An existing path that is neither a file nor a folder (a device, a FIFO): written directly, not replaced."""
+    return out.exists() and not out.is_file() and not out.is_dir()
+
+
+def _tmp(out: Path) -> Path:
+    return out.with_name(f".{out.name}.tmp-{os.getpid()}")
 
 
 def write_atomic(out: Path, lines: Iterator[str]) -> int:
@@ -100,12 +128,24 @@ def write_atomic(out: Path, lines: Iterator[str]) -> int:
 
     Returns:
         How many lines were written. On any exception (interrupts included) `out` is left as it was.
+        A device or pipe is written straight through.
     """
+    if _stream(out):
+        n = 0
+        with open(out, "w", encoding="utf-8") as f:
+            for n, line in enumerate(lines, 1):
+                f.write(line + "\n")
+        return n
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = _tmp(out)
     n = 0
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        try:
+            f = open(tmp, "w", encoding="utf-8")
+        except OSError as err:
+            raise UserError(f"--out {out}: cannot write there ({err.strerror or err}); "
+                            "give a path you can write to") from None
+        with f:
             for line in lines:
                 f.write(line + "\n")
                 n += 1
@@ -170,9 +210,12 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
                     out: Path | None = None, generate: bool = False, max_new_tokens: int = 64,
                     show_progress: bool = True, echo: Callable[[str], None] = print) -> int:
     """What `deploykit predict` does: check, read, load, predict, print or write. Returns the rows done."""
+    from deploykit import console
     from deploykit.artifact import load_artifact
     from deploykit.predictor import is_causal_lm, load
 
+    if out is not None and str(out) == "-":  # stdout, as for --file -
+        out, json_lines = None, True
     if out is not None:
         check_out_file(out, file)
     texts, pairs = read_texts(texts, file, text_column, text_pair_column)
@@ -186,7 +229,10 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
     if generate and pairs is not None:
         raise UserError("predict: --generate answers single texts; drop --text-pair-column")
     predictor = load(model, runtime=runtime, threads=threads)
-    progress = show_progress and file is not None
+    if pairs is not None and (warning := predictor.pair_warning()):
+        console.log(f"predict: warning: {warning}")
+    # a bar only on a terminal: rich's transient bar leaves an empty line in a redirected stderr
+    progress = show_progress and file is not None and console.console.is_terminal
     if generate:
         records = answer(predictor, texts, max_new_tokens, batch_size=min(batch_size, 8), progress=progress)
         width = 0

@@ -93,18 +93,22 @@ def _read_table(path: Path, text: str, column_names: list[str] | None) -> list[R
     return rows
 
 
+def decode(raw: bytes, origin: str) -> str:
+    """UTF-8 text (a BOM dropped); bytes that are not UTF-8 are a UserError naming their line."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise UserError(f"{origin}: line {line} is not UTF-8 text; re-encode it as UTF-8") from None
+
+
 def read_rows(path: Path, column_names: list[str] | None) -> list[Row]:
     """The records of a .tsv, .csv or .jsonl file; every fault is a one-line UserError naming the line."""
     if not path.is_file():
         raise UserError(f"{path}: data file not found")
     if path.suffix not in SUFFIXES:
         raise UserError(f"{path}: unsupported file type (use {', '.join(SUFFIXES)})")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise UserError(f"{path}: line {line} is not UTF-8 text; re-encode the file as UTF-8") from None
+    text = decode(path.read_bytes(), str(path))
     if not text.strip():
         raise UserError(f"{path}: file is empty")
     if column_names and (dup := _duplicate(column_names)) is not None:
@@ -127,6 +131,19 @@ def column(rows: list[dict], col: str, path: str) -> list:
     bad = next((n for n, v in enumerate(out) if v is None), None)
     if bad is not None:
         raise UserError(f"{path}: {where(rows[bad], bad + 1)} has no value for column '{col}'")
+    return out
+
+
+def texts(rows: list[dict], col: str, path: str) -> list[str]:
+    """The column's values as texts: a string as written, a number as its digits (str(5) == "5"); a JSON list,
+    object or boolean is a one-line UserError naming the line, not its Python repr classified as text."""
+    out = []
+    for n, value in enumerate(column(rows, col, path), 1):
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            kind = {bool: "a boolean", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+            raise UserError(f"{path}: {where(rows[n - 1], n)}: column '{col}' is {kind}, not text; "
+                            "write the text as a JSON string")
+        out.append(str(value))
     return out
 
 

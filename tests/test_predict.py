@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -148,7 +149,7 @@ def test_out_that_is_not_a_file_is_refused_before_loading(final, tmp_path):
     folder = tmp_path / "results"
     (folder / "keep.txt").parent.mkdir()
     (folder / "keep.txt").write_text("mine")
-    one_line_error(invoke(final, "a film", "--out", folder), "is not a regular file")
+    one_line_error(invoke(final, "a film", "--out", folder), "is a folder; give a file path")
     assert [p.name for p in folder.iterdir()] == ["keep.txt"]
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
@@ -172,6 +173,43 @@ def test_bad_input_is_one_line_exit_2(final, tiny_chain, tiny_llama, tmp_path):
     one_line_error(invoke(final, "--file", bad), "line 3 has 4 fields")
     one_line_error(invoke(final, "--file", tmp_path / "none.tsv"), "data file not found")
     one_line_error(invoke(final, "--file", "-", input="\n\n"), "stdin: no texts")
+
+
+def test_out_dash_is_stdout_and_a_device_is_written_through(final):
+    got = records(invoke(final, *TEXTS[:2], "--out", "-"))
+    assert [(r["text"], r["label"]) for r in got] == [(t, w["label"]) for t, w in zip(TEXTS, load(final)(TEXTS[:2]))]
+    assert not Path("-").exists()
+    result = invoke(final, TEXTS[0], "--out", "/dev/null")
+    assert result.exit_code == 0 and result.stdout.strip() == "/dev/null", result.output
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_out_where_no_file_can_be_made_is_one_line_before_loading(final):
+    # as root os.access says /proc is writable; only creating the file tells
+    result = invoke(final, TEXTS[0], "--out", "/proc/p.jsonl")
+    one_line_error(result, "--out /proc/p.jsonl")
+
+
+def test_a_file_run_leaves_stderr_empty(final, tmp_path):
+    txt = tmp_path / "reviews.txt"
+    txt.write_text("\n".join(TEXTS), encoding="utf-8")
+    result = invoke(final, "--file", txt)
+    assert result.exit_code == 0 and result.stderr == "", repr(result.stderr)
+
+
+def test_text_that_is_not_utf8_or_not_a_string_is_one_line_exit_2(final, tmp_path):
+    one_line_error(invoke(final, "--file", "-", input=b"a fine film\ncaf\xe9\n"), "stdin: line 2 is not UTF-8")
+    rows = tmp_path / "x.jsonl"
+    for value, kind in ((["a", "b"], "a list"), (True, "a boolean"), ({"a": 1}, "an object")):
+        rows.write_text(json.dumps({"sentence": "fine"}) + "\n" + json.dumps({"sentence": value}) + "\n")
+        one_line_error(invoke(final, "--file", rows), f"x.jsonl: line 2: column 'sentence' is {kind}, not text")
+    rows.write_text(json.dumps({"sentence": 5}) + "\n")  # a number is its digits, as training reads it
+    assert [r["text"] for r in records(invoke(final, "--file", rows, "--json"))] == ["5"]
+
+
+def test_unsupported_files_name_every_kind_predict_reads(final, tmp_path):
+    one_line_error(invoke(final, "--file", tmp_path / "rows.xlsx"), "use .tsv, .csv, .jsonl, .txt, or - for stdin")
+    one_line_error(invoke(final, "--file", tmp_path), "is a folder; give a file")
 
 
 def test_generate_answers_each_text_with_a_causal_lm(tiny_llama):
