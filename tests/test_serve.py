@@ -116,6 +116,8 @@ def test_predict_is_pipeline_shaped(client):
     ("/predict", {"texts": "x"}, 400, "texts must be a list"),
     ("/predict", {"texts": []}, 400, "texts is empty"),
     ("/predict", {"texts": ["x", 3]}, 400, "texts[1] must be a string"),
+    ("/predict", b'{"texts": ["x", "bad \\ud800"]}', 400, "texts[1] is not valid Unicode (a lone surrogate at character 4)"),
+    ("/predict", b'{"texts": ["x"], "text_pairs": ["\\udfff"]}', 400, "text_pairs[0] is not valid Unicode"),
     ("/predict", {"texts": ["x"], "top_k": 0}, 400, "top_k must be"),
     ("/predict", {"texts": ["x"], "text_pairs": ["a", "b"]}, 400, "one pair per text"),
     ("/predict", {"texts": ["x"] * 5}, 413, "at most 4 per request"),
@@ -129,6 +131,10 @@ def test_predict_is_pipeline_shaped(client):
     ("/v2/models/fake/infer", {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]},
      400, "holds 2 elements but data has 1"),
     ("/v2/models/fake/infer", infer_body(["a"], outputs=[{"name": "probs"}]), 400, 'unknown output "probs"'),
+    ("/v2/models/fake/infer", infer_body(["a"], outputs=[{"name": "score", "parameters": "x"}]), 400,
+     "outputs[0].parameters must be an object, not a string"),
+    ("/v2/models/fake/infer", b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["\\ud800"]}]}',
+     400, "inputs[0] (text) data[0] is not valid Unicode"),
     ("/v2/models/fake/infer", infer_body(["a"] * 5), 413, "at most 4"),
     ("/v2/models/other/infer", infer_body(["a"]), 404, "unknown model 'other'"),
     ("/v1/models/fake:predict", {"instances": []}, 404, "no endpoint"),
@@ -140,6 +146,15 @@ def test_bad_requests_are_one_line_json_errors(client, path, body, status, messa
     error = response.json()["error"]
     assert message in error and "\n" not in error and "Traceback" not in error
     assert client.predictor.calls == []  # nothing bad reaches the model
+
+
+def test_a_body_nested_too_deeply_is_a_400():
+    predictor = FakePredictor()
+    with TestClient(build_app(predictor)) as c:
+        for path in ("/predict", "/v2/models/fake/infer"):
+            response = c.post(path, content=b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+            assert response.status_code == 400 and "nested too deeply" in response.json()["error"], response.text
+    assert predictor.calls == []
 
 
 def test_wrong_method_and_unknown_model_metadata(client):

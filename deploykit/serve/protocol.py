@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from deploykit.predictor import apply_function
+from deploykit.predictor import apply_function, unicode_fault
 
 TEXT, TEXT_PAIR = "text", "text_pair"
 OUTPUTS = ("label", "score", "logits")
@@ -42,6 +42,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise ClientError("the request body is not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise ClientError(f"the request body is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except RecursionError:
+        raise ClientError("the request body is nested too deeply; send {\"texts\": [...]} or a V2 request") from None
     if not isinstance(doc, dict):
         raise ClientError(f"the request body must be a JSON object, not {_kind(doc)}")
     return doc
@@ -133,7 +135,10 @@ def _requested_outputs(requested: Any) -> list[str]:
         name = out.get("name") if isinstance(out, dict) else None
         if name not in OUTPUTS:
             raise ClientError(f"outputs[{i}]: unknown output {json.dumps(name)} (this model has {', '.join(OUTPUTS)})")
-        if (out.get("parameters") or {}).get("binary_data"):
+        parameters = out.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise ClientError(f"outputs[{i}].parameters must be an object, not {_kind(parameters)}")
+        if (parameters or {}).get("binary_data"):
             raise ClientError(f"outputs[{i}]: binary_data is not supported; ask for JSON data")
         names.append(name)
     return names
@@ -169,6 +174,9 @@ def _strings(value: Any, field: str, max_rows: int) -> list[str]:
     for i, item in enumerate(value):
         if not isinstance(item, str):
             raise ClientError(f"{field}[{i}] must be a string, not {_kind(item)}")
+        # checked here, before the row is queued: the tokenizer's TypeError would fail a shared batch
+        if fault := unicode_fault(item):
+            raise ClientError(f"{field}[{i}] is not valid Unicode ({fault})")
     return value
 
 
