@@ -37,7 +37,7 @@ def _auto_or_positive(value: Any) -> float | str:
     except (TypeError, ValueError):
         number = math.nan
     if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"should be auto or a number > 0, got {value!r}")
+        raise ValueError("should be auto or a number > 0")
     return number
 
 

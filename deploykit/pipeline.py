@@ -82,8 +82,18 @@ GATE_KNOBS = {
 STATE_FILE = RUN_STATE
 
 
-# a student this many points above its teacher means the teacher stopped training too early
+# a student this many points above its teacher means the teacher stopped training too early; on few
+# evaluation rows the margin is two standard errors of the teacher's score instead
 UNDER_TRAINED_MARGIN = 0.5
+
+
+def under_trained_margin(score: float, n: int | None) -> float:
+    """Points a stage must score above the teacher before the teacher counts as under-trained: 0.5, or two
+    binomial standard errors of a score in percent on `n` rows when that is larger (200 rows: ~7 pt)."""
+    if not n:
+        return UNDER_TRAINED_MARGIN
+    p = min(max(score / 100, 0.0), 1.0)
+    return max(UNDER_TRAINED_MARGIN, 200 * (p * (1 - p) / n) ** 0.5)
 
 
 def _check_step(recipe: Recipe, stage: str, gate: dict, parent_stage: str, state: dict) -> None:
@@ -92,10 +102,10 @@ def _check_step(recipe: Recipe, stage: str, gate: dict, parent_stage: str, state
     metric, value, teacher, before = gate["metric"], gate["value"], gate["reference"], gate.get("input")
     shown = f" (teacher {teacher:.2f}" + (f", input {before:.2f})" if before is not None else ")")
     log(f"{stage}: {metric} {value:.2f}{shown}")
-    if value > teacher + UNDER_TRAINED_MARGIN and not state.get("warnings"):
+    if value > teacher + under_trained_margin(teacher, gate.get("n")) and not state.get("warnings"):
         note = (f"the fine-tuned teacher is under-trained: it scores {metric} {teacher:.2f} on {gate['split']}, "
-                f"{stage} {value:.2f}; drops are measured from a weak reference (train the teacher longer: "
-                "finetune.epochs auto, finetune.max_epochs)")
+                f"{stage} {value:.2f}; drops are measured from a weak reference (train the teacher longer or "
+                "better: finetune.max_epochs, finetune.max_minutes, finetune.learning_rate)")
         state["warnings"] = [note]
         log(f"[yellow]warning: {note}[/yellow]")
     knob = GATE_KNOBS.get(stage, "")
@@ -211,6 +221,7 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     teacher = parent
     reference = state.get("reference") if parent is not None else None
     artifacts: list[Artifact] = [] if parent is None else [parent]
+    measured_as = [recipe.gate.metric, recipe.gate.split]  # what the stored gate scores must be to reuse them
     previous = reference  # the gate score of the stage's input (the teacher's for the first one)
     parent_stage = "teacher"
     state.pop("warnings", None)
@@ -234,16 +245,20 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
             _save_state(out_dir, state)
         if stage == "finetune":
             teacher = art
-        if teacher is not None and reference is None:
+        if teacher is not None and (reference is None or state.get("reference_for") != measured_as):
             reference = state["reference"] = _gate_value(recipe, teacher, task)
+            state["reference_for"] = measured_as
             _save_state(out_dir, state)
         if stage == "finetune" or previous is None:
             previous = reference
         gate = state["stages"][stage].get("gate")
+        if gate is not None and [gate.get("metric"), gate.get("split")] != measured_as:
+            gate = None  # gate.metric or gate.split changed since it was measured: measure again
         if stage != "finetune" and gate is None:
             value = _gate_value(recipe, art, task)
             gate = state["stages"][stage]["gate"] = {"metric": recipe.gate.metric, "split": recipe.gate.split,
-                                                    "value": value, "reference": reference, "input": previous}
+                                                    "value": value, "reference": reference, "input": previous,
+                                                    "n": len(task.split(recipe.gate.split))}
             _save_state(out_dir, state)
         if gate is not None:
             _check_step(recipe, stage, gate, parent_stage, state)

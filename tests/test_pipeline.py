@@ -102,6 +102,30 @@ def test_a_step_is_gated_against_its_input_whatever_the_teacher_scored(run_tiny,
     assert state["stages"]["prune"]["gate"]["value"] == 65.8
 
 
+def test_a_changed_gate_metric_is_measured_again_on_a_rerun(run_tiny, tmp_path, monkeypatch):
+    seen = []
+    real = pipeline._gate_value
+
+    def record(recipe, artifact, task):
+        seen.append((recipe.gate.metric, artifact.stage))
+        return real(recipe, artifact, task)
+
+    monkeypatch.setattr(pipeline, "_gate_value", record)
+    out = tmp_path / "run"
+    run_tiny(out, "quantize=null", "bench=null", "prune=null")
+    state = run_tiny(out, "quantize=null", "bench=null", "prune=null", "gate.metric=macro_f1")
+    # the stages are skipped, their scores are not: the teacher and distill are scored again in macro-F1
+    assert seen[-2:] == [("macro_f1", "finetune"), ("macro_f1", "distill")]
+    assert state["reference_for"] == ["macro_f1", "validation"]
+    assert state["stages"]["distill"]["gate"]["metric"] == "macro_f1"
+
+
+def test_the_under_trained_margin_grows_on_few_rows():
+    assert pipeline.under_trained_margin(90.0, None) == 0.5
+    assert pipeline.under_trained_margin(90.0, 100000) == 0.5
+    assert 6.9 < pipeline.under_trained_margin(50.0, 200) < 7.1  # 2 rows of 200 are 1 pt: noise, not a signal
+
+
 def test_the_headline_leads_with_the_warnings(tmp_path):
     from deploykit.headline import write
 

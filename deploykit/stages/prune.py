@@ -87,19 +87,18 @@ def _recover(model, teacher, recipe: Recipe, datasets: tuple, tokenizer, work: P
     return trainer.model
 
 
-def _prune_vocab(model, tokenizer, recipe: Recipe, scratch: Path):
+def _prune_vocab(model, tokenizer, recipe: Recipe, scratch: Path, max_length: int):
     """Vocabulary pruning, checked: the pruned model with its new tokenizer must give the same logits.
 
     The vocabulary comes from the whole training file even when `data.max_train_samples` limits
     the recovery fine-tune: that limit saves training time, and fewer tokens would turn more
     test words into [UNK].
     """
-    from deploykit.data import fit_max_length, load_task
+    from deploykit.data import load_task
     from deploykit.evaluate import predict, torch_predictor
     from deploykit.pruning.vocab import prune_vocab
 
     train = load_task(recipe.data.model_copy(update={"max_train_samples": None})).train
-    max_length = fit_max_length(recipe.data.max_length, model.config, tokenizer, train)
     sample = train.head(VOCAB_CHECK_TEXTS)
     reference = predict(torch_predictor(model), sample, tokenizer, max_length)
     tokenizer, kept = prune_vocab(model, tokenizer, train.texts, train.pairs, scratch)
@@ -199,7 +198,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
                 model = _recover(model, teacher, recipe, datasets, tokenizer, work / f"step{step}", kept)
         kept_tokens, vocab_diff = None, None
         if cfg.vocab:
-            tokenizer, kept_tokens, vocab_diff = _prune_vocab(model, tokenizer, recipe, work / "tokenizer")
+            tokenizer, kept_tokens, vocab_diff = _prune_vocab(model, tokenizer, recipe, work / "tokenizer", max_len)
         model.eval()
         after = {**measure(model, cfg.macs_seq_len), "shape": shape_of(model).as_dict(),
                  "validation": _evaluate(model, task.validation, tokenizer, max_len)}
