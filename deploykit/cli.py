@@ -333,13 +333,17 @@ def serve(folder: Annotated[Path, typer.Argument(help="a classifier artifact fol
           threads: Annotated[Optional[int], typer.Option(min=1, help="intra-op threads of the runtime")] = None,
           max_request_rows: Annotated[int, typer.Option("--max-request-rows", min=1, help="most texts per request (more: 413)")] = 256,
           max_body_bytes: Annotated[str, typer.Option("--max-body-bytes", help="largest request body, e.g. 1MB, 512KB (more: 413)")] = "1MB",
-          access_log: Annotated[bool, typer.Option("--access-log", help="log every request (uvicorn's access log)")] = False):
-    """Serve a classifier over HTTP: KServe V2 REST, POST /predict, Prometheus /metrics; SIGTERM drains and exits 0."""
+          access_log: Annotated[bool, typer.Option("--access-log", help="log every request (uvicorn's access log)")] = False,
+          shutdown_timeout: Annotated[float, typer.Option("--shutdown-timeout", min=0.0, help="seconds SIGTERM waits "
+                                                          "for requests in flight; then they get a 503, exit 143")] = 10.0):
+    """Serve a classifier over HTTP: KServe V2 REST, POST /predict, Prometheus /metrics; SIGTERM drains and exits 0
+    (a second SIGTERM or Ctrl-C, or --shutdown-timeout, cuts the rest off: exit 143 / 130)."""
     from deploykit.serve import parse_size
     from deploykit.serve import serve as run_server
 
     run_server(folder, host, port, max_batch=max_batch, max_wait_ms=max_wait_ms, runtime=runtime, threads=threads,
-               max_request_rows=max_request_rows, max_body_bytes=parse_size(max_body_bytes), access_log=access_log)
+               max_request_rows=max_request_rows, max_body_bytes=parse_size(max_body_bytes), access_log=access_log,
+               shutdown_timeout=shutdown_timeout)
 
 
 def _quiet(on: bool) -> None:

@@ -279,7 +279,7 @@ from test_serve import FakePredictor
 sys.modules["deploykit.predictor"] = types.SimpleNamespace(load=lambda path, **kw: FakePredictor(delay=1.0),
                                                            is_causal_lm=lambda artifact: False)
 from deploykit.cli import main
-sys.argv = ["deploykit", "serve", {folder!r}, "--port", "0"]
+sys.argv = ["deploykit", "serve", {folder!r}, "--port", "0", *{extra!r}]
 main()
 """
 
@@ -316,7 +316,7 @@ class Server:
 def test_sigterm_lets_a_request_in_the_model_finish_then_exits_0(tmp_path):
     tests = str(Path(__file__).resolve().parent)
     (tmp_path / "config.json").write_text("{}")  # a folder load_artifact takes; the fake predictor ignores it
-    with Server([sys.executable, "-c", FAKE_SERVE.format(tests=tests, folder=str(tmp_path))]) as server:
+    with Server([sys.executable, "-c", FAKE_SERVE.format(tests=tests, folder=str(tmp_path), extra=[])]) as server:
         with httpx.Client(base_url=server.url) as keep_alive:
             times = []
             for _ in range(10):
@@ -339,6 +339,36 @@ def test_sigterm_lets_a_request_in_the_model_finish_then_exits_0(tmp_path):
     assert answer["response"].status_code == 200
     assert answer["response"].json()["predictions"][0]["label"] == "negative"  # logits [4, 2, -5]
     assert "serve: stopped" in "".join(server.lines) and "error" not in "".join(server.lines)
+
+
+@pytest.mark.parametrize("second_sigterm", [False, True])
+def test_a_slow_client_cannot_hold_shutdown_open(tmp_path, second_sigterm):
+    tests = str(Path(__file__).resolve().parent)
+    (tmp_path / "config.json").write_text("{}")
+    timeout = ["--shutdown-timeout", "120" if second_sigterm else "1"]  # forced by the second SIGTERM, or by 1 s
+    with Server([sys.executable, "-c", FAKE_SERVE.format(tests=tests, folder=str(tmp_path), extra=timeout)]) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"texts\": [")  # 11 of the 100 bytes, then silence
+            time.sleep(0.5)
+            start = time.perf_counter()
+            server.proc.send_signal(signal.SIGTERM)
+            if second_sigterm:
+                time.sleep(0.5)
+                server.proc.send_signal(signal.SIGTERM)
+            reply = b""
+            while chunk := conn.recv(65536):
+                reply += chunk
+            code = server.proc.wait(30)
+            took = time.perf_counter() - start
+        time.sleep(0.3)  # the stderr thread reads the last lines
+    log = "".join(server.lines)
+    assert code == 143, log
+    assert took < 15, took
+    assert reply.startswith(b"HTTP/1.1 503") and b"shutting down" in reply, reply
+    assert "Traceback" not in log and "1 request cut off" in log, log
+    assert ("a second SIGTERM" if second_sigterm else "--shutdown-timeout 1 s") in log, log
 
 
 def _post_slowly(url: str, path: str, body: bytes, halfway) -> tuple[int, dict]:

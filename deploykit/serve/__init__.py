@@ -6,7 +6,9 @@
 The model is loaded before the port is bound, so a bad folder fails in one line (exit 2) and a port that
 answers is a server that is ready. Requests go through one micro-batching worker (deploykit/serve/batching.py);
 the endpoints live in deploykit/serve/app.py. SIGTERM or Ctrl-C stops taking connections, lets the requests
-in flight finish, and exits 0.
+in flight finish, and exits 0. Requests still unanswered after --shutdown-timeout seconds (a client sending
+its body slowly), or when a second SIGTERM / Ctrl-C arrives, are cut off with a 503: the exit is then 143
+(SIGTERM) or 130 (SIGINT), as for any interrupted deploykit command.
 """
 
 from __future__ import annotations
@@ -19,22 +21,24 @@ import socket
 import threading
 from pathlib import Path
 
-from deploykit.errors import UserError
+from deploykit.errors import DeploykitError, UserError
 
 log = logging.getLogger("deploykit.serve")
 
 
 def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch: int = 32, max_wait_ms: float = 5.0,
           runtime: str = "auto", threads: int | None = None, max_request_rows: int = 256,
-          max_body_bytes: int = 1_000_000, access_log: bool = False) -> None:
+          max_body_bytes: int = 1_000_000, access_log: bool = False, shutdown_timeout: float = 10.0) -> None:
     """Load `folder` with deploykit.predictor.load, then serve it on host:port until SIGTERM/SIGINT.
 
     Args:
         port: 0 lets the system pick a free port (the startup line names it).
+        shutdown_timeout: seconds a SIGTERM waits for the requests in flight before cutting them off.
         other arguments: as `deploykit serve --help` describes them.
 
     Raises:
         UserError: a folder the predictor cannot load, or an address that cannot be bound.
+        Stopped: the shutdown cut requests off (timeout or a second signal); exit code 143 or 130.
     """
     import uvicorn
 
@@ -49,9 +53,10 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch:
     app = build_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, max_request_rows=max_request_rows,
                     max_body_bytes=max_body_bytes)
     sock = _bind(host, port)
+    # past the timeout uvicorn cancels the requests left; each answers 503 (app.py) and counts as cut off
     config = uvicorn.Config(app, log_level="warning", access_log=access_log, lifespan="on",
-                            timeout_graceful_shutdown=None)
-    server = uvicorn.Server(config)
+                            timeout_graceful_shutdown=shutdown_timeout)
+    server = _server(config)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
     batching = (f"batching on (up to {max_batch} rows, {max_wait_ms:g} ms)" if predictor.batch_invariant
@@ -59,7 +64,47 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch:
     _say(f"serve: {predictor.name} on {predictor.runtime}, {batching}, {url}")
     with _graceful_signals(server):
         server.run(sockets=[sock])
+    cut = app.state.cut_off
+    if server.force_exit or cut:
+        name = signal.Signals(server.stopped_by or signal.SIGTERM).name
+        why = f"a second {name}" if server.force_exit else f"{name} and --shutdown-timeout {shutdown_timeout:g} s"
+        raise Stopped(f"serve: stopped {url} on {why}, with {cut} request{'s' * (cut != 1)} cut off (503)",
+                      130 if server.stopped_by == signal.SIGINT else 143)
     _say(f"serve: stopped {url}")
+
+
+class Stopped(DeploykitError):
+    """The server stopped without answering every request: exit 143 (SIGTERM) or 130 (SIGINT)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _server(config):
+    """uvicorn's server, where a second SIGTERM forces the exit as a second SIGINT does (uvicorn's: SIGINT only),
+    and `stopped_by` names the first signal."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        stopped_by: int | None = None
+
+        def handle_exit(self, sig: int, frame) -> None:
+            self.stopped_by = self.stopped_by or sig
+            if self.should_exit:
+                self.force_exit = True
+            super().handle_exit(sig, frame)
+
+        async def shutdown(self, sockets=None) -> None:
+            await super().shutdown(sockets)
+            if self.force_exit:
+                # uvicorn stops waiting and skips the app's shutdown, whose lifespan task then dies with a
+                # CancelledError traceback: cut the requests off (503) as the timeout does, and shut down
+                for task in list(self.server_state.tasks):
+                    task.cancel()
+                await self.lifespan.shutdown()
+
+    return Server(config)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -74,6 +119,9 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise UserError(f"{host}:{port}: cannot listen there ({err.strerror or err}); "
                         "pick another --port or --host") from None
+    # listening now, not when uvicorn starts: a client that connects as soon as the startup line names the URL
+    # waits in the backlog instead of being refused
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
@@ -90,6 +138,7 @@ def _graceful_signals(server):
 
     def stop(signum, frame) -> None:
         server.should_exit = True
+        server.stopped_by = server.stopped_by or signum
 
     if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
         yield

@@ -13,11 +13,13 @@
 | GET    | /metrics                      | Prometheus text exposition                                |
 
 Every error is `{"error": "<one line>"}`: 400 for a bad body, 404 for an unknown model or path, 413 past
---max-body-bytes or --max-request-rows, 500 when the model itself fails (logged with its traceback).
+--max-body-bytes or --max-request-rows, 500 when the model itself fails (logged with its traceback), 503 for
+a request arriving or cut off while the server shuts down (counted in `app.state.cut_off`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -87,6 +89,12 @@ def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_r
                     response = _error(str(err), err.status)
                 except ShuttingDown as err:
                     response = _error(str(err), 503)
+                except asyncio.CancelledError:
+                    # uvicorn cancels what is left when --shutdown-timeout runs out or a second signal forces
+                    # the exit: answered (when the client still listens), counted, no traceback
+                    app.state.cut_off += 1
+                    response = _error("the server is shutting down and stopped waiting for this request; "
+                                      "send it again elsewhere", 503)
                 except Exception as err:  # the edge: a model failure is a 500, logged, never a traceback
                     log.exception("%s %s failed", request.method, request.url.path)
                     first = (str(err).strip().splitlines() or [""])[0][:300]
@@ -179,7 +187,7 @@ def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_r
               Route("/v2/models/{model}/infer", infer, methods=["POST"]), Route("/predict", predict, methods=["POST"]),
               Route("/metrics", prometheus)]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
-    app.state.batcher, app.state.metrics = batcher, metrics
+    app.state.batcher, app.state.metrics, app.state.cut_off = batcher, metrics, 0
     return app
 
 
