@@ -11,8 +11,8 @@ import deploykit.predict as predict_module
 from deploykit.cli import app
 from deploykit.predictor import ClassifierPredictor, load
 
-TEXTS = ["a good film", "the movie was bad", "quite , really boring", "the acting was wonderful\tand lovely",
-         "the plot was poor", "a fine story"]
+TEXTS = ["a good film", "an awful , boring mess", "quite , really boring", "the acting was wonderful\tand lovely",
+         "terrible plot", "a fine story"]
 
 
 def invoke(*args, input=None):
