@@ -20,8 +20,9 @@ from typing import Iterator
 
 from deploykit.config import DataConfig
 from deploykit.console import log
+from deploykit import records
 from deploykit.errors import UserError
-from deploykit.records import INTEGER, SUFFIXES, column, label_keys, read_rows, where
+from deploykit.records import INTEGER, SUFFIXES, label_keys, read_rows, where
 
 SPLIT_STEMS = {"train": ("train",), "validation": ("dev", "validation", "valid", "val"), "test": ("test",)}
 
@@ -95,8 +96,8 @@ def _label_vocab(keys: list[str], cfg: DataConfig, origin: str) -> tuple[list[st
 
 
 def _to_split(rows: list[dict], cfg: DataConfig, label_ids: dict, origin: str) -> Split:
-    texts = [str(t) for t in column(rows, cfg.text_column, origin)]
-    pairs = [str(t) for t in column(rows, cfg.text_pair_column, origin)] if cfg.text_pair_column else None
+    texts = records.texts(rows, cfg.text_column, origin)
+    pairs = records.texts(rows, cfg.text_pair_column, origin) if cfg.text_pair_column else None
     labels = []
     for n, (row, key) in enumerate(zip(rows, label_keys(rows, cfg.label_column, origin)), 1):
         if key not in label_ids:

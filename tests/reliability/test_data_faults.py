@@ -234,3 +234,14 @@ def test_case09_finetune_with_max_length_above_positions(tmp_path, monkeypatch, 
     # the gate scores the saved model the same way
     task = load_task(recipe.data)
     assert 0 <= evaluate_artifact(art, task.validation, asked, task=task)["accuracy"] <= 100
+
+
+@pytest.mark.parametrize("value, kind", [('["a", "b"]', "a list"), ("true", "a boolean"), ('{"t": 1}', "an object")])
+def test_a_jsonl_text_that_is_not_text_is_refused_in_one_line(tmp_path, value, kind):
+    from deploykit.config import DataConfig
+
+    f = tmp_path / "train.jsonl"
+    f.write_text('{"sentence": "fine", "label": 1}\n' + f'{{"sentence": {value}, "label": 0}}\n'
+                 + "".join(f'{{"sentence": "row {i}", "label": {i % 2}}}\n' for i in range(20)))
+    with pytest.raises(UserError, match=rf"train.jsonl: line 2: column 'sentence' is {kind}, not text"):
+        load_task(DataConfig(path=str(f)))
