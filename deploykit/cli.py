@@ -79,6 +79,7 @@ def edge(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _received["signal"] = None  # a new command has received nothing yet (one process may run several)
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):

@@ -139,8 +139,9 @@ class TrainConfig(Section):
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
     max_grad_norm: float = Field(1.0, gt=0)
     early_stopping_patience: int | None = Field(2, ge=1)
-    group_by_length: bool = Field(True, description="batches of rows of similar length (drawn from shuffled groups "
-                                                    "of 50 batches): far less padding on data of mixed lengths")
+    group_by_length: bool | Literal["auto"] = Field(
+        "auto", description="batches of rows of similar length (drawn from shuffled groups of 50 batches): far less "
+                            "padding on data of mixed lengths; auto: on when the data spans >= 4 such groups")
     bf16: Literal["auto", "on", "off"] = "auto"
     seed: int = 42
     logging_steps: int = Field(50, ge=1)

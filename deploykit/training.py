@@ -128,6 +128,18 @@ def eval_interval(cfg: TrainConfig, n_rows: int) -> int:
     return math.ceil(per_epoch / math.ceil(per_epoch / EVAL_EVERY))
 
 
+# transformers' LengthGroupedSampler sorts groups of 50 batches by length; on fewer rows than a few groups
+# every epoch would see the same length-sorted batches in the same order, which a tiny task fails to learn
+GROUP_BATCHES, MIN_GROUPS = 50, 4
+
+
+def grouped(cfg: TrainConfig, n_rows: int | None) -> bool:
+    """Whether training batches group rows of similar length (`group_by_length`, auto by data size)."""
+    if cfg.group_by_length != "auto":
+        return bool(cfg.group_by_length)
+    return bool(n_rows) and n_rows >= MIN_GROUPS * GROUP_BATCHES * cfg.batch_size * world_info()[1]
+
+
 def _length_grouping() -> dict:
     """The TrainingArguments that batch rows of similar length (transformers' LengthGroupedSampler: random
     megabatches of 50 batches, each sorted by length); the argument was renamed in transformers 5."""
@@ -165,7 +177,7 @@ def training_args(cfg: TrainConfig, work: Path, has_eval: bool = True, n_rows: i
         use_cpu=not on_gpu,
         ddp_backend="gloo" if world_info()[1] > 1 and not on_gpu else None,
     )
-    if cfg.group_by_length:
+    if grouped(cfg, n_rows):
         kwargs.update(_length_grouping())
     kwargs.update(overrides)
     if cfg.tensorboard:

@@ -89,7 +89,7 @@ def test_gate_failure_exits_4_naming_stage_drop_and_knob(tiny_bert, tiny_task, t
     result = invoke("run", recipe, "--out", tmp_path / "run", "-q")
     assert result.exit_code == 4, result.output
     (line,) = error_lines(result)
-    assert line.startswith("error: gate failed after distill:") and "-5.00 pt > max_drop 1.0" in line
+    assert line.startswith("error: gate failed after distill:") and "-5.00 pt > gate.max_drop 1.0" in line
     assert "distill.student_layers" in line
 
 
