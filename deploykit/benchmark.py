@@ -215,15 +215,19 @@ def _load(row: Row, inputs: Inputs, settings: Settings, pool: dict) -> None:
                   + (" (host memory only; the weights live on the GPU)" if row.loaded.device != "cpu" else "")}
 
 
-def _latency_block(row: Row, feeds: list[dict]) -> None:
-    run = row.loaded.predict
-    row.loaded.prepare(row.threads)
-    for feed in feeds[:BLOCK_WARMUP]:
-        run(feed)
-    for feed in feeds:
+def _timed(run: Callable, calls: list, out: list[float]) -> None:
+    """Milliseconds of each `run(call)` appended to `out`, after BLOCK_WARMUP untimed calls."""
+    for call in calls[:BLOCK_WARMUP]:
+        run(call)
+    for call in calls:
         start = time.perf_counter()
-        run(feed)
-        row.latencies_ms.append((time.perf_counter() - start) * 1000)
+        run(call)
+        out.append((time.perf_counter() - start) * 1000)
+
+
+def _latency_block(row: Row, feeds: list[dict]) -> None:
+    row.loaded.prepare(row.threads)
+    _timed(row.loaded.predict, feeds, row.latencies_ms)
 
 
 def _throughput_block(row: Row, batches: list[dict], batch: int, seconds: float) -> None:
@@ -266,12 +270,7 @@ def _e2e_block(row: Row, inputs: Inputs, pool: dict) -> None:
     texts = [inputs.split.texts[i] for i in inputs.latency_idx]
     pairs = [inputs.split.pairs[i] for i in inputs.latency_idx] if inputs.split.pairs else None
     calls = [(t, p) if pairs else t for t, p in zip(texts, pairs or texts)]
-    for text in calls[:BLOCK_WARMUP]:
-        clf(text)
-    for text in calls:
-        start = time.perf_counter()
-        clf(text)
-        row.e2e_ms.append((time.perf_counter() - start) * 1000)
+    _timed(clf, calls, row.e2e_ms)
 
 
 def _quality(row: Row, inputs: Inputs, split: Split, cache: dict) -> None:
