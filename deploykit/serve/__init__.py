@@ -61,7 +61,7 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch:
     url = f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
     batching = (f"batching on (up to {max_batch} rows, {max_wait_ms:g} ms)" if predictor.batch_invariant
                 else "batching off (row outputs depend on the batch: one row at a time)")
-    _say(f"serve: {predictor.name} on {predictor.runtime}, {batching}, {url}")
+    _say(f"serve: {predictor.name} on {predictor.runtime}, {batching}, {url} ({_stack()})")
     with _graceful_signals(server):
         server.run(sockets=[sock])
     cut = app.state.cut_off
@@ -105,6 +105,15 @@ def _server(config):
                 await self.lifespan.shutdown()
 
     return Server(config)
+
+
+def _stack() -> str:
+    """uvicorn's event loop and HTTP parser as its "auto" settings pick them (uvloop and httptools when installed)."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"uvicorn on {loop} + {http}"
 
 
 def _bind(host: str, port: int) -> socket.socket:
