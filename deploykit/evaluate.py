@@ -125,7 +125,7 @@ def eval_batch_size(onnx_path: str | Path | None) -> int:
     """
     if onnx_path is None:
         return EVAL_BATCH
-    from deploykit.onnx_ops import load_onnx, op_counts
+    from deploykit.onnx.ops import load_onnx, op_counts
 
     counts = op_counts(load_onnx(onnx_path, load_weights=False))
     return 1 if any(counts[op] for op in RUNTIME_SCALE_OPS) else EVAL_BATCH

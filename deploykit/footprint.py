@@ -114,7 +114,7 @@ def peak_rss_mb() -> float:
 def model_files(artifact: Artifact) -> list[Path]:
     """The files that hold the model itself (weights, graph, engine); tokenizer and configs excluded."""
     if artifact.format == "onnx":
-        from deploykit import onnx_ops
+        from deploykit.onnx import ops as onnx_ops
 
         return onnx_ops.model_files(artifact.onnx_path)
     if artifact.format == "tensorrt":

@@ -78,7 +78,7 @@ def preprocess(src: Path, dst: Path) -> None:
     """
     from onnxruntime.quantization import quant_pre_process
 
-    from deploykit.onnx_ops import load_onnx
+    from deploykit.onnx.ops import load_onnx
 
     fused = any(n.domain == "com.microsoft" for n in load_onnx(src, load_weights=False).graph.node)
     # auto_merge / guess_output_rank: a fused graph whose embeddings stayed unfused (Gather + LayerNorm
@@ -109,7 +109,7 @@ def gemm_becomes_matmul(settings: Int8Settings) -> bool:
 def quantizable_nodes(onnx_path: Path, settings: Int8Settings) -> list[str]:
     """Names of the nodes quantization would touch, as `nodes_to_exclude` must spell them: the
     candidates for staying float."""
-    from deploykit.onnx_ops import load_onnx
+    from deploykit.onnx.ops import load_onnx
 
     graph = load_onnx(onnx_path, load_weights=False).graph
     inits = {i.name for i in graph.initializer}

@@ -39,7 +39,7 @@ def require_tensorrt() -> None:
 
 def _check_onnx_for_tensorrt(onnx_path: Path, int8: bool) -> None:
     """TensorRT parses standard ONNX only; INT8 needs symmetric int8 Q/DQ nodes."""
-    from deploykit.onnx_ops import load_onnx
+    from deploykit.onnx.ops import load_onnx
 
     graph = load_onnx(onnx_path, load_weights=False).graph
     contrib = sorted({n.op_type for n in graph.node if n.domain not in ("", "ai.onnx")})
@@ -96,8 +96,8 @@ def build_engine(onnx_path: Path, engine_path: Path, cfg: TensorRTConfig, input_
 
 def run_tensorrt(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
     """`deploykit export --format tensorrt`: engine + the ONNX it came from + config and tokenizer."""
-    from deploykit.onnx_ops import graph_inputs
-    from deploykit.stages.export import copy_onnx_folder, export_onnx
+    from deploykit.onnx.export import copy_onnx_folder, export_onnx
+    from deploykit.onnx.ops import graph_inputs
 
     cfg = recipe.export
     require_tensorrt()

@@ -38,7 +38,7 @@ REPORTED_OPS = ("MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul
 
 
 def _weight_matmuls(onnx_path: Path) -> list:
-    from deploykit.onnx_ops import load_onnx
+    from deploykit.onnx.ops import load_onnx
 
     graph = load_onnx(onnx_path, load_weights=False).graph
     inits = {i.name for i in graph.initializer}
@@ -57,7 +57,7 @@ def quantizable_nodes(onnx_path: str | Path, mode: str = "dynamic") -> list[str]
 
 def lm_head_node(onnx_path: str | Path) -> str | None:
     """The MatMul that writes the logits (the lm_head), or None if the graph has no such node."""
-    from deploykit.onnx_ops import load_onnx
+    from deploykit.onnx.ops import load_onnx
 
     graph = load_onnx(onnx_path, load_weights=False).graph
     producers = {o: n for n in graph.node for o in n.output}
@@ -73,7 +73,7 @@ def _check_mode(mode: str) -> None:
 
 
 def _op_report(onnx_path: Path) -> dict[str, int]:
-    from deploykit.onnx_ops import load_onnx, op_counts
+    from deploykit.onnx.ops import load_onnx, op_counts
 
     counts = op_counts(load_onnx(onnx_path, load_weights=False))
     return {op: counts[op] for op in REPORTED_OPS if counts[op]}
@@ -81,7 +81,7 @@ def _op_report(onnx_path: Path) -> dict[str, int]:
 
 def _copy_side_files(src: Path, dst: Path, onnx_path: Path) -> None:
     """config, generation_config, tokenizer: everything but the graph, its weights and the manifest."""
-    from deploykit.onnx_ops import model_files
+    from deploykit.onnx.ops import model_files
 
     skip = {p.name for p in model_files(onnx_path)} | {"manifest.json"}
     for item in src.iterdir():
@@ -281,7 +281,7 @@ def quantize_causal(src_folder: str | Path, dst_folder: str | Path, *, mode: str
         size in bytes before and after (external data files included).
     """
     from deploykit.artifact import staging
-    from deploykit.onnx_ops import file_size, model_files
+    from deploykit.onnx.ops import file_size, model_files
 
     _check_mode(mode)
     if reduce_range is None:

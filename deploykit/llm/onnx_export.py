@@ -16,7 +16,7 @@ with eager attention gives parity ~1e-7 on every position and exports in seconds
 works (parity 1e-4 on SmolLM2 too) but took 141 s instead of a few to export SmolLM2-135M, and
 decoded at the same speed in ONNX Runtime (24-25 tok/s both, interleaved runs, 2 threads).
 The traced graph computes every Reshape/Expand target from Shape nodes at run time; those targets are
-made constant (`deploykit.onnx_shapes`) before the check. Every export is checked: greedy tokens of ONNX
+made constant (`deploykit.onnx.shapes`) before the check. Every export is checked: greedy tokens of ONNX
 Runtime must equal PyTorch's on each parity prompt.
 """
 
@@ -211,10 +211,10 @@ def export_causal_lm(model_or_folder, tokenizer, out_dir: str | Path, *, opset: 
 
 
 def _static_shapes(graph) -> dict:
-    """Constant Reshape/Expand targets (`deploykit.onnx_shapes`): SmolLM2's graph went from 6,896 to 3,249
+    """Constant Reshape/Expand targets (`deploykit.onnx.shapes`): SmolLM2's graph went from 6,896 to 3,249
     nodes and decoded 23% faster at 4 bits, same logits. An optimization only: if the symbolic shape
     inference cannot finish, the graph stays as exported."""
-    from deploykit.onnx_shapes import try_static_shapes
+    from deploykit.onnx.shapes import try_static_shapes
 
     report = try_static_shapes(graph, log)
     if report["applied"]:

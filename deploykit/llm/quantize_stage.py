@@ -104,7 +104,7 @@ def run(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
     from deploykit.llm.data import load_chat_task, render_prompt
     from deploykit.llm.int8 import quantize_causal
     from deploykit.llm.quality import evaluate_causal, scored_by_exact_match
-    from deploykit.onnx_ops import file_size
+    from deploykit.onnx.ops import file_size
     from deploykit.stages.quantize import gate
 
     cfg = recipe.quantize

@@ -3,7 +3,7 @@
     deploykit quantize --from runs/sst2/finetune --int8 --data sst2 --out runs/sst2/quantize
     deploykit quantize --from runs/sst2/export --int8 --mode static --set quantize.calibration=percentile
 
-A PyTorch input is exported first (fused, parity-checked, see `stages/export.py`). The float graph
+A PyTorch input is exported first (fused, parity-checked, see `deploykit/onnx/export.py`). The float graph
 goes through `quant_pre_process`, then INT8 with the preset of this CPU (`quantize.preset: auto`).
 The gate evaluates the INT8 model against its float parent on the validation split; when it loses
 more than `quantize.max_drop` points, nodes are ranked by sensitivity and the most sensitive stay in
@@ -72,11 +72,11 @@ def _accuracy(onnx_path: Path, split, tokenizer, max_length: int) -> dict[str, f
 def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts,
                   op_types: list[str], max_length: int) -> tuple[Path, Path, dict | None]:
     """(float .onnx, folder holding its config + tokenizer, export report or None)."""
-    from deploykit.onnx_ops import load_onnx, quantized_op_counts
+    from deploykit.onnx.ops import load_onnx, quantized_op_counts
 
     if parent.format == "pytorch":
         from deploykit.config import ExportConfig
-        from deploykit.stages.export import export_onnx
+        from deploykit.onnx.export import export_onnx
 
         folder = work / "float"
         folder.mkdir()
@@ -104,7 +104,7 @@ def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts,
 def _warn_unquantized_layers(onnx_path: Path, settings) -> None:
     """One line when weight MatMul/Gemm nodes stay float because `op_types` does not name their type (a
     packed export's linear layers are Gemm: static `[MatMul]` alone would leave them all float)."""
-    from deploykit.onnx_ops import load_onnx
+    from deploykit.onnx.ops import load_onnx
     from deploykit.quantization import gemm_becomes_matmul
 
     covered = set(settings.op_types) | ({"Gemm"} if gemm_becomes_matmul(settings) else set())
@@ -183,7 +183,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     from transformers import AutoTokenizer
 
     from deploykit.data import fit_max_length, load_task
-    from deploykit.onnx_ops import file_size, graph_inputs, load_onnx, quantized_op_counts
+    from deploykit.onnx.ops import file_size, graph_inputs, load_onnx, quantized_op_counts
     from deploykit.quantization import Int8Settings, preprocess, quantize, sensitivity
 
     cfg = recipe.quantize
@@ -264,8 +264,8 @@ def standard_baseline(model_dir: Path, out_dir: Path) -> Artifact:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from deploykit.artifact import load_artifact
-    from deploykit.onnx_ops import file_size, load_onnx, quantized_op_counts
-    from deploykit.stages.export import export_onnx
+    from deploykit.onnx.ops import file_size, load_onnx, quantized_op_counts
+    from deploykit.onnx.export import export_onnx
 
     parent = load_artifact(model_dir)
     if parent.format != "pytorch":

@@ -22,8 +22,8 @@ def error_lines(result) -> list[str]:
 def test_exception_classes_carry_their_exit_codes():
     from deploykit.evaluate import GateError as EvaluateGateError
     from deploykit.llm.onnx_export import ParityError as LlmParityError
+    from deploykit.onnx.parity import ParityError as ExportParityError
     from deploykit.pruning.reload import ReloadError as PruningReloadError
-    from deploykit.stages.export import ParityError as ExportParityError
 
     assert (UserError.exit_code, CheckError.exit_code, GateError.exit_code) == (2, 3, 4)
     assert ExportParityError is LlmParityError is ParityError and PruningReloadError is ReloadError

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from deploykit.cli import app
 from deploykit.config import build_recipe
-from deploykit.errors import UserError
-from deploykit.onnx_ops import op_counts, opset_of
+from deploykit.errors import ParityError, UserError
+from deploykit.onnx.export import export_onnx
+from deploykit.onnx.ops import op_counts, opset_of
 from deploykit.pipeline import run_stage
-from deploykit.stages.export import ParityError, export_onnx
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
 TEXTS = ["a fine film", "bad", "the plot was quite boring and the acting was really dreadful , sadly",
@@ -106,14 +106,6 @@ def test_drift_beyond_atol_fails_loudly_and_writes_nothing(tiny_bert, tmp_path):
         run_stage("export", export_recipe(atol=1e-12), tiny_bert, tmp_path / "onnx")
     assert "\n" not in str(err.value)
     assert not (tmp_path / "onnx").exists() and not list(tmp_path.glob(".onnx*"))
-
-
-def test_export_onnx_is_reusable_on_a_loaded_model(tiny_bert, tmp_path):
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)  # sdpa by default; export switches
-    report = export_onnx(model, AutoTokenizer.from_pretrained(tiny_bert), tmp_path, texts=TEXTS)
-    assert report["fused_ops"]["Attention"] == 2 and report["parity_rows"] == len(TEXTS) + 1
-    assert report["rewrite"] == {"remove_padding": False, "trim_last_layer": False}  # the function's defaults
-    assert (tmp_path / "config.json").is_file() and (tmp_path / "tokenizer.json").is_file()
 
 
 def test_bad_inputs(tiny_bert, tmp_path):

@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from deploykit.config import build_recipe
 from deploykit.errors import UserError
 from deploykit.evaluate import GateError
-from deploykit.onnx_ops import op_counts
+from deploykit.onnx.ops import op_counts
 from deploykit.pipeline import run_stage
 from deploykit.stages.quantize import standard_baseline
 

@@ -39,7 +39,7 @@ class LayerParts:
 
 
 def layer_parts(layer, model_type: str) -> LayerParts:
-    """The modules of one encoder layer of a `TRIMMABLE` architecture (shared with `deploykit.packing`)."""
+    """The modules of one encoder layer of a `TRIMMABLE` architecture (shared with `deploykit.onnx.packing`)."""
     if model_type == "distilbert":
         att = layer.attention
         return LayerParts(att.q_lin, att.k_lin, att.v_lin, att.n_heads, att.attention_head_size, att.out_lin,

@@ -1,6 +1,6 @@
 """Small helpers over ONNX graphs shared by export, quantize and bench: load with clear errors, count ops.
 
-    from deploykit.onnx_ops import load_onnx, op_counts, quantized_op_counts
+    from deploykit.onnx.ops import load_onnx, op_counts, quantized_op_counts
     model = load_onnx("runs/int8/model.onnx", min_opset=13)
     quantized_op_counts(model)   # {'MatMulInteger': 20, 'QAttention': 6, 'quantized_matmuls': 26}
 """

@@ -1,6 +1,6 @@
 """Replace run-time shape arithmetic in an ONNX graph with constants, where the shapes allow it.
 
-    from deploykit.onnx_shapes import static_shapes
+    from deploykit.onnx.shapes import static_shapes
     model = onnx.load("model.onnx")
     static_shapes(model)   # in place; {'Reshape': 242, 'Expand': 61, 'Gather': 180, 'nodes_before': ..., ...}
 

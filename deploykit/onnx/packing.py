@@ -6,7 +6,7 @@ tokens on average. Everything in a transformer layer except the attention itself
 tokens of the whole batch into one [tokens, hidden] matrix after the embeddings and runs those parts on it,
 scattering Q/K/V into the padded [batch, heads, seq, head_dim] layout only for the attention product and
 gathering the context back. Padding keys are masked exactly as before and padding queries never
-influenced anything, so the logits are the same; the last layer computes position 0 only (`deploykit.trim`).
+influenced anything, so the logits are the same; the last layer computes position 0 only (`deploykit.onnx.trim`).
 FasterTransformer's "remove padding" and ONNX Runtime's CUDA PackedAttention do the same on GPUs; here
 it is plain ONNX (NonZero, Gather, ScatterND) that every runtime runs.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 from contextlib import contextmanager
 
-from deploykit.trim import TRIMMABLE, encoder_layers, layer_parts
+from deploykit.onnx.trim import TRIMMABLE, encoder_layers, layer_parts
 
 
 def _packed_encoder_module(parts: list, holder: dict, trim: bool):

@@ -1,6 +1,6 @@
-"""Export-time rewrites of encoder classifiers (`deploykit.packing`, `deploykit.trim`): the same logits as
-the untouched model on padded batches, the ONNX graph at batch sizes and lengths the export never saw,
-refusals with a reason, and a broken rewrite caught by the parity check."""
+"""Export-time rewrites of encoder classifiers (`deploykit.onnx.packing`, `deploykit.onnx.trim`): the same
+logits as the untouched model on padded batches, the ONNX graph at batch sizes and lengths the export never
+saw, refusals with a reason, and a broken rewrite caught by the parity check."""
 
 import numpy as np
 import onnx
@@ -8,11 +8,12 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, ElectraConfig
 
-from deploykit import packing
-from deploykit.onnx_ops import op_counts
-from deploykit.packing import can_pack, packed_encoder
-from deploykit.stages.export import ParityError, export_onnx
-from deploykit.trim import can_trim, trimmed_last_layer
+from deploykit.errors import ParityError
+from deploykit.onnx import packing
+from deploykit.onnx.export import export_onnx
+from deploykit.onnx.ops import op_counts
+from deploykit.onnx.packing import can_pack, packed_encoder
+from deploykit.onnx.trim import can_trim, trimmed_last_layer
 
 # lengths 3 to ~20 tokens: every batch below has padding except the one-row batches
 TEXTS = ["bad", "a fine film", "the plot was quite boring and the acting was really dreadful , sadly",

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from deploykit.onnx_shapes import expand_target, reshape_target, static_shapes
+from deploykit.onnx.shapes import expand_target, reshape_target, static_shapes
 
 
 def test_reshape_target_copies_proven_dims_and_allows_one_free_dim():
