@@ -4,7 +4,7 @@
         [--out runs/bench-quantize] [--set quantize.mode=static]
 
 Rows: the PyTorch FP32 teacher (accuracy only); the standard recipe (plain ONNX export + ONNX Runtime
-dynamic INT8 with Optimum's avx512_vnni preset, `stages/quantize.py::standard_baseline`); deploykit's
+dynamic INT8 with Optimum's avx512_vnni preset, `deploykit/quant/baseline.py::standard_baseline`); deploykit's
 INT8 (`deploykit quantize --int8`: fused export, this CPU's preset, accuracy gate on sst2/dev.tsv), once
 per accuracy budget given with --max-drop (default: the recipe default 0.5, and 0.1).
 Accuracy is on sst2/test.tsv (dynamic INT8 one row at a time: its activation scales span the batch; its
@@ -30,7 +30,7 @@ from deploykit.data import load_task
 from deploykit.evaluate import evaluate_artifact
 from deploykit.hardware import describe
 from deploykit.pipeline import run_stage
-from deploykit.stages.quantize import standard_baseline
+from deploykit.quant.baseline import standard_baseline
 
 DATA = {"name": "sst2", "label_names": ["negative", "positive"], "max_length": 64}
 

@@ -43,7 +43,7 @@ def test_bf16_on_a_gpu_asks_the_gpu_not_the_cpu(monkeypatch):
 
 
 def test_int8_settings_follow_the_preset_auto_resolves_to(monkeypatch):
-    from deploykit.quantization import Int8Settings
+    from deploykit.quant.int8 import Int8Settings
 
     for preset, reduce_range in (("avx2", True), ("avx512_vnni", False), ("arm64", False)):
         monkeypatch.setattr(hw, "quant_preset", lambda p=preset: p)

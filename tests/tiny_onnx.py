@@ -1,13 +1,17 @@
-"""A tiny ONNX classifier folder for tests that need one (bench): plain TorchScript export, no fusion.
+"""A tiny ONNX classifier folder for tests that need one (bench): plain TorchScript export, no fusion;
+and the logits of an ONNX classifier folder's graph on a few texts (quantize tests).
 
-    from tiny_onnx import export_tiny_onnx
+    from tiny_onnx import export_tiny_onnx, ort_logits
     export_tiny_onnx(make_tiny_model(tmp / "bert"), tmp / "onnx")   # model.onnx + config + tokenizer
+    ort_logits(tmp / "onnx" / "model.onnx", ["a fine film"])          # [1, labels]
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
@@ -33,3 +37,14 @@ def export_tiny_onnx(model_dir: Path, out: Path, inputs: list[str] = INPUTS) -> 
         if f.is_file() and f.suffix != ".safetensors":
             shutil.copy(f, out / f.name)
     return out
+
+
+def ort_logits(path: Path, texts: list[str]) -> np.ndarray:
+    """Logits of the graph at `path` on `texts`, tokenized by the tokenizer beside it."""
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path.parent)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    enc = tok(texts, padding=True, return_tensors="np")
+    return sess.run(None, {i.name: enc[i.name].astype(np.int64) for i in sess.get_inputs()})[0]

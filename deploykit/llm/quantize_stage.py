@@ -105,7 +105,7 @@ def run(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
     from deploykit.llm.int8 import quantize_causal
     from deploykit.llm.quality import evaluate_causal, scored_by_exact_match
     from deploykit.onnx.ops import file_size
-    from deploykit.stages.quantize import gate
+    from deploykit.quant.gate import gate
 
     cfg = recipe.quantize
     if cfg.mode == "static":

@@ -211,3 +211,10 @@ def copy_onnx_folder(parent: Artifact, dest: Path) -> None:
     for item in parent.path.iterdir():
         if item.is_file() and item.name != "manifest.json":
             shutil.copy2(item, dest / item.name)
+
+
+def copy_side_files(src_folder: Path, dest: Path, onnx_name: str) -> None:
+    """config.json and tokenizer files, not the graph or a manifest: Optimum's ORTModel layout."""
+    for item in src_folder.iterdir():
+        if item.is_file() and item.suffix != ".onnx" and item.name not in ("manifest.json", onnx_name + ".data"):
+            shutil.copy2(item, dest / item.name)

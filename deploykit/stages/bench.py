@@ -171,7 +171,7 @@ def _baseline(cfg: BenchConfig, artifacts: list[Artifact], source: Path | None, 
     if teacher.format != "pytorch":
         raise UserError(f"--baseline {source}: the baseline is built from a PyTorch model folder, "
                         f"not a {teacher.format} artifact")
-    from deploykit.stages.quantize import standard_baseline
+    from deploykit.quant.baseline import standard_baseline
 
     log(f"bench: building the standard-recipe baseline from {teacher.path}")
     return Subject("baseline", standard_baseline(teacher.path, out_dir), baseline=True), teacher.path

@@ -8,7 +8,8 @@ goes through `quant_pre_process`, then INT8 with the preset of this CPU (`quanti
 The gate evaluates the INT8 model against its float parent on the validation split; when it loses
 more than `quantize.max_drop` points, nodes are ranked by sensitivity and the most sensitive stay in
 float (1, 2, 4, ... up to `quantize.max_float_nodes`) until the gate holds, or the stage fails with
-every try's figures. `standard_baseline` builds the by-hand recipe (Optimum's avx512_vnni dynamic
+every try's figures (the loop is `deploykit.quant.gate`, the INT8 steps `deploykit.quant.int8`).
+`deploykit.quant.baseline.standard_baseline` builds the by-hand recipe (Optimum's avx512_vnni dynamic
 preset on a plain export) that `deploykit bench` compares against.
 """
 
@@ -18,23 +19,17 @@ import random
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
-from deploykit.errors import GateError, UserError
+from deploykit.errors import UserError
 
 SENSITIVITY_ROWS = 128
 CALIBRATION_BATCH = 16
-# what `ORTQuantizer` + `AutoQuantizationConfig.avx512_vnni(is_static=False)` passes to ONNX Runtime
-OPTIMUM_AVX512_VNNI_DYNAMIC = {"op_types_to_quantize": ["MatMul", "Add"], "per_channel": True,
-                               "reduce_range": False, "activations": "uint8 asymmetric",
-                               "weights": "int8 symmetric"}
 
 
 def _feeds(split, tokenizer, names: list[str], batch_size: int, max_length: int,
@@ -105,7 +100,7 @@ def _warn_unquantized_layers(onnx_path: Path, settings) -> None:
     """One line when weight MatMul/Gemm nodes stay float because `op_types` does not name their type (a
     packed export's linear layers are Gemm: static `[MatMul]` alone would leave them all float)."""
     from deploykit.onnx.ops import load_onnx
-    from deploykit.quantization import gemm_becomes_matmul
+    from deploykit.quant.int8 import gemm_becomes_matmul
 
     covered = set(settings.op_types) | ({"Gemm"} if gemm_becomes_matmul(settings) else set())
     graph = load_onnx(onnx_path, load_weights=False).graph
@@ -118,73 +113,15 @@ def _warn_unquantized_layers(onnx_path: Path, settings) -> None:
             f"{kinds}; add them to quantize.op_types to quantize them")
 
 
-def _copy_side_files(src_folder: Path, dest: Path, onnx_name: str) -> None:
-    """config.json and tokenizer files, not the graph or a manifest: Optimum's ORTModel layout."""
-    for item in src_folder.iterdir():
-        if item.is_file() and item.suffix != ".onnx" and item.name not in ("manifest.json", onnx_name + ".data"):
-            shutil.copy2(item, dest / item.name)
-
-
-@dataclass
-class GateResult:
-    model: Path                       # the accepted INT8 graph
-    reference: dict                   # float metrics on the validation split
-    metrics: dict                     # INT8 metrics on the validation split
-    tries: list[dict] = field(default_factory=list)        # float nodes and accuracy of every try
-    ranking: list[tuple[str, float]] = field(default_factory=list)  # node sensitivity, worst first
-
-    @property
-    def float_nodes(self) -> list[str]:
-        return self.tries[-1]["float_nodes"]
-
-
-def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict],
-         quantize: Callable[[list[str], int], Path], rank: Callable[[], list[tuple[str, float]]],
-         float_model: Path, metric: str = "accuracy") -> GateResult:
-    """Quantize, evaluate, and keep the most sensitive nodes in float (1, 2, 4, ... of them) until the
-    INT8 model loses at most `max_drop` points against `float_model`; GateError with every try's
-    accuracy otherwise.
-
-    Args:
-        max_drop / max_float_nodes: the recipe's limits.
-        evaluate: path -> metrics on the validation split.
-        quantize: (nodes kept float, try number) -> path of the INT8 model.
-        rank: the sensitivity ranking, computed only if the first try fails.
-        float_model: the float graph the drop is measured against.
-        metric: the key of `evaluate`'s result that the gate compares (exact_match for causal LMs).
-    """
-    result = GateResult(float_model, evaluate(float_model), {})
-    k = 0
-    while True:
-        float_nodes = [name for name, _ in result.ranking[:k]]
-        candidate = quantize(float_nodes, len(result.tries))
-        scores = evaluate(candidate)
-        drop = round(result.reference[metric] - scores[metric], 3)
-        result.tries.append({"float_nodes": float_nodes, metric: scores[metric], "drop": drop})
-        log(f"quantize: try {len(result.tries) - 1}: {len(float_nodes)} nodes float, {metric} "
-            f"{scores[metric]:.2f} (float {result.reference[metric]:.2f}, drop {drop:.2f})")
-        if drop <= max_drop + 1e-9:
-            result.model, result.metrics = candidate, scores
-            return result
-        if len(result.tries) == 1 and max_float_nodes:
-            result.ranking = rank()
-        limit = min(max_float_nodes, len(result.ranking))
-        if k >= limit:
-            figures = ", ".join(f"{len(t['float_nodes'])} float: {t[metric]:.2f}" for t in result.tries)
-            raise GateError(f"gate failed after quantize: INT8 validation {metric} ({figures}) vs float "
-                            f"{result.reference[metric]:.2f} loses more than max_drop {max_drop} with up to "
-                            f"{limit} nodes float; raise quantize.max_float_nodes or quantize.max_drop, "
-                            "or try --mode static")
-        k = min(max(1, 2 * k), limit)
-
-
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """INT8-quantize `parent` (PyTorch: exported first; ONNX: used as is) into `out_dir`."""
     from transformers import AutoTokenizer
 
     from deploykit.data import fit_max_length, load_task
+    from deploykit.onnx.export import copy_side_files
     from deploykit.onnx.ops import file_size, graph_inputs, load_onnx, quantized_op_counts
-    from deploykit.quantization import Int8Settings, preprocess, quantize, sensitivity
+    from deploykit.quant.gate import gate
+    from deploykit.quant.int8 import Int8Settings, preprocess, quantize, sensitivity
 
     cfg = recipe.quantize
     if parent is None:
@@ -229,7 +166,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
 
         result = gate(cfg.max_drop, cfg.max_float_nodes, validation, int8, rank, pre)
         shutil.copy2(result.model, tmp / "model.onnx")
-        _copy_side_files(side, tmp, float_onnx.name)
+        copy_side_files(side, tmp, float_onnx.name)
         metrics = {"validation": {"float": result.reference, "int8": result.metrics, "drop": result.tries[-1]["drop"]},
                    "size_bytes": {"float": file_size(float_onnx), "int8": file_size(tmp / "model.onnx")},
                    "quantized_ops": quantized_op_counts(load_onnx(tmp / "model.onnx", load_weights=False))}
@@ -245,42 +182,4 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     log(f"quantize: {metrics['quantized_ops']['quantized_matmuls']} INT8 matmuls, {len(result.float_nodes)} nodes "
         f"float, {sizes['float'] / 1e6:.1f} -> {sizes['int8'] / 1e6:.1f} MB, validation "
         f"{result.metrics['accuracy']:.2f} (float {result.reference['accuracy']:.2f})")
-    return Artifact(Path(out_dir).resolve(), manifest)
-
-
-def standard_baseline(model_dir: Path, out_dir: Path) -> Artifact:
-    """The recipe users follow by hand: a plain (unfused) ONNX export, then ONNX Runtime dynamic INT8
-    with Optimum's avx512_vnni preset (what `ORTQuantizer` + `AutoQuantizationConfig.avx512_vnni(
-    is_static=False)` does: MatMul/Add, per-channel symmetric int8 weights, uint8 activations, full
-    range, no pre-processing), whatever CPU this runs on.
-
-    Args:
-        model_dir: a fine-tuned PyTorch classifier folder.
-        out_dir: where the baseline ONNX artifact goes (model.onnx, config.json, tokenizer, manifest).
-
-    Returns:
-        The baseline artifact (stage `baseline`, format `onnx`).
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from deploykit.artifact import load_artifact
-    from deploykit.onnx.ops import file_size, load_onnx, quantized_op_counts
-    from deploykit.onnx.export import export_onnx
-
-    parent = load_artifact(model_dir)
-    if parent.format != "pytorch":
-        raise UserError(f"{model_dir}: the standard baseline starts from a PyTorch model folder, not {parent.format}")
-    with tempfile.TemporaryDirectory(prefix="deploykit-baseline-") as work, staging(out_dir) as tmp:
-        report = export_onnx(parent.path, None, Path(work), optimize=False)
-        s = OPTIMUM_AVX512_VNNI_DYNAMIC
-        quantize_dynamic(str(Path(work) / "model.onnx"), str(tmp / "model.onnx"),
-                         op_types_to_quantize=s["op_types_to_quantize"], per_channel=s["per_channel"],
-                         reduce_range=s["reduce_range"], weight_type=QuantType.QInt8,
-                         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
-        _copy_side_files(Path(work), tmp, "model.onnx")
-        metrics = {"size_bytes": {"float": file_size(Path(work) / "model.onnx"), "int8": file_size(tmp / "model.onnx")},
-                   "quantized_ops": quantized_op_counts(load_onnx(tmp / "model.onnx", load_weights=False))}
-        manifest = write_manifest(tmp, stage="baseline", format="onnx", parent=parent,
-                                  config={"recipe": "plain ONNX export + ORT dynamic INT8, Optimum avx512_vnni preset",
-                                          **s}, metrics=metrics, onnx_file="model.onnx", export=report)
     return Artifact(Path(out_dir).resolve(), manifest)

@@ -1,5 +1,5 @@
-"""`deploykit quantize --int8` and the standard baseline on tiny BERT: quantized op counts, static
-calibration, the accuracy gate keeping nodes in float, and bad inputs."""
+"""`deploykit quantize --int8` on tiny BERT: quantized op counts, static calibration, the accuracy gate
+keeping nodes in float, and bad inputs (the standard baseline: tests/quant/test_baseline.py)."""
 
 import json
 from pathlib import Path
@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tiny_onnx import ort_logits
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from deploykit.config import build_recipe
@@ -15,7 +16,7 @@ from deploykit.errors import UserError
 from deploykit.evaluate import GateError
 from deploykit.onnx.ops import op_counts
 from deploykit.pipeline import run_stage
-from deploykit.stages.quantize import standard_baseline
+from deploykit.quant.baseline import standard_baseline
 
 # tiny BERT (2 layers): per layer Attention + attention-output, FFN-in and FFN-out MatMuls; then pooler
 # and classifier MatMuls. Dynamic INT8 makes the Attention nodes QAttention.
@@ -32,15 +33,6 @@ KEEP_PADDING = {"remove_padding": False}
 def recipe(task, export: dict | None = None, **quantize):
     sections = {"data": {"path": str(task), "max_length": 32}, "quantize": quantize}
     return build_recipe(sections | ({"export": export} if export else {}))
-
-
-def ort_logits(path: Path, texts: list[str]) -> np.ndarray:
-    import onnxruntime as ort
-
-    tok = AutoTokenizer.from_pretrained(path.parent)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    enc = tok(texts, padding=True, return_tensors="np")
-    return sess.run(None, {i.name: enc[i.name].astype(np.int64) for i in sess.get_inputs()})[0]
 
 
 def test_dynamic_int8_holds_quantized_matmuls(tiny_bert, tiny_task, tmp_path):
@@ -137,19 +129,6 @@ def test_gate_fails_with_the_figures(tiny_bert, tiny_task, tmp_path):
         run_stage("quantize", recipe(task, max_drop=0.0, preset="avx2", max_float_nodes=0), model, tmp_path / "q")
     assert "\n" not in str(err.value)
     assert not (tmp_path / "q").exists() and not list(tmp_path.glob(".q*"))
-
-
-def test_standard_baseline_is_optimum_avx512_vnni_dynamic(tiny_bert, tmp_path):
-    art = standard_baseline(tiny_bert, tmp_path / "baseline")
-    graph = onnx.load(str(art.onnx_path))
-    counts = op_counts(graph)
-    # plain export: no fused ops; every weight MatMul (Q, K, V, out, FFN x2 per layer, pooler, classifier)
-    assert counts["Attention"] == 0 and counts["SkipLayerNormalization"] == 0
-    assert counts["MatMulInteger"] == 2 * 6 + 2 and art.metrics["quantized_ops"]["quantized_matmuls"] == 14
-    assert art.manifest["stage"] == "baseline" and art.manifest["config"]["reduce_range"] is False
-    assert art.manifest["config"]["op_types_to_quantize"] == ["MatMul", "Add"]
-    assert (art.path / "config.json").is_file() and (art.path / "tokenizer.json").is_file()
-    assert ort_logits(art.onnx_path, ["a fine film"]).shape == (1, 2)
 
 
 # ---------------------------------------------------------------- bad inputs: one line, nothing written

@@ -1,7 +1,7 @@
 """ONNX Runtime INT8 building blocks for `deploykit quantize`: presets, pre-processing, calibration,
 dynamic and static (QDQ) quantization, and per-node sensitivity.
 
-    from deploykit.quantization import Int8Settings, preprocess, quantize
+    from deploykit.quant.int8 import Int8Settings, preprocess, quantize
     s = Int8Settings.for_preset("auto", mode="dynamic")
     preprocess(Path("model.onnx"), Path("pre.onnx"))
     quantize(Path("pre.onnx"), Path("int8.onnx"), s)

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from deploykit.quantization import Int8Settings, gemm_becomes_matmul, quantizable_nodes
+from deploykit.quant.int8 import Int8Settings, gemm_becomes_matmul, quantizable_nodes
 
 
 def _graph(path):
