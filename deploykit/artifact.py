@@ -261,6 +261,16 @@ def work_dir(out_dir: str | Path, fresh: bool = True) -> Path:
     return work
 
 
+@contextlib.contextmanager
+def scratch(folder: Path) -> Iterator[Path]:
+    """A work folder (recovery checkpoints, the rewritten tokenizer) removed however the stage ends."""
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

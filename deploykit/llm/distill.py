@@ -31,35 +31,35 @@ def teacher_quality(parent: Artifact | None, source: str) -> dict | None:
 
 def build_causal_student(cfg, teacher, tokenizer, trust_remote_code: bool):
     """(student, kept teacher layers or None, layer map or None): built from teacher layers or loaded."""
+    from deploykit.distillation import check_tokenizer, student_from_teacher
     from deploykit.models import load_causal_lm
-    from deploykit.stages.distill import _check_tokenizer, student_from_teacher
 
     built = student_from_teacher(cfg, teacher)
     if built is not None:
         return built
-    _check_tokenizer(cfg.student, tokenizer, trust_remote_code)
+    check_tokenizer(cfg.student, tokenizer, trust_remote_code)
     return load_causal_lm(cfg.student, trust_remote_code=trust_remote_code), None, cfg.layer_map
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     from transformers import set_seed
 
+    from deploykit.distillation import save_student, teacher_source, warn_if_larger
     from deploykit.llm.data import SFTCollator, check_chat_template, load_chat_task, pad_id, sft_dataset
     from deploykit.llm.kd import CausalDistillTrainer
     from deploykit.llm.quality import evaluate_causal
     from deploykit.models import load_causal_lm, load_tokenizer
-    from deploykit.stages.distill import _teacher_source, _warn_if_larger, save_student
 
     cfg = recipe.distill
     trust = recipe.model.trust_remote_code
-    teacher_src = _teacher_source(cfg, parent)
+    teacher_src = teacher_source(cfg, parent)
     set_seed(cfg.seed)
     task = load_chat_task(recipe.data)
     tokenizer = load_tokenizer(teacher_src, trust)
     check_chat_template(tokenizer, recipe.data, teacher_src)
     teacher = load_causal_lm(teacher_src, trust_remote_code=trust)
     student, kept, layer_map = build_causal_student(cfg, teacher, tokenizer, trust)
-    n_student, n_teacher = _warn_if_larger(student, teacher)
+    n_student, n_teacher = warn_if_larger(student, teacher)
     if cfg.alpha_attention:
         raise UserError("distill.alpha_attention is for encoders; causal LMs distil logits (and hidden states)")
 

@@ -16,7 +16,7 @@ import copy
 import time
 from pathlib import Path
 
-from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.artifact import Artifact, scratch, staging, write_manifest
 from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
@@ -76,7 +76,6 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     from deploykit.models import load_causal_lm, load_tokenizer
     from deploykit.pruning.arch import measure
     from deploykit.pruning.reload import check_reload
-    from deploykit.stages.prune import _scratch
 
     cfg = recipe.prune
     _check_units(cfg)
@@ -91,7 +90,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     teacher = copy.deepcopy(model).eval() if cfg.recovery and cfg.distill_from_parent else None
     batches = tensor_batches(task.train, tokenizer, recipe.data, cfg.importance_batches)
     out_dir = Path(out_dir).resolve()
-    with _scratch(out_dir.with_name(f".{out_dir.name}.work")) as work:
+    with scratch(out_dir.with_name(f".{out_dir.name}.work")) as work:
         kept = prune_causal(model, ffn=cfg.ffn, kv_groups=cfg.heads, depth=cfg.depth, drop_layers=cfg.drop_layers,
                             importance=cfg.importance, batches=batches)
         log(f"prune: {kept['shape_before']} -> {kept['shape_after']}")

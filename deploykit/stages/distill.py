@@ -14,7 +14,6 @@ the layers kept and both models' metrics on validation and test.
 
 from __future__ import annotations
 
-import copy
 import re
 import shutil
 import time
@@ -22,24 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.artifact import Artifact
 from deploykit.config import DistillConfig, Recipe
-from deploykit.console import console, log
+from deploykit.console import log
+from deploykit.distillation import check_tokenizer, save_student, student_from_teacher, teacher_source, warn_if_larger
 from deploykit.errors import UserError
 from deploykit.training import build_trainer, check_replicas, num_layers, training_record
 
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")  # what HF writes when a model was saved without label names
-
-
-def _teacher_source(cfg: DistillConfig, parent: Artifact | None) -> str:
-    if cfg.teacher is not None:
-        return cfg.teacher
-    if parent is None:
-        raise UserError("distill needs a teacher: --from FOLDER (a fine-tuned model) or distill.teacher")
-    if parent.format != "pytorch":
-        raise UserError(f"{parent.path}: the teacher must be a PyTorch model folder, not {parent.format}; "
-                        "distil before export/quantize")
-    return str(parent.path)
 
 
 def _label_names(config) -> list[str]:
@@ -52,38 +41,6 @@ def _check_labels(config, labels: list[str], what: str) -> None:
     if len(names) != len(labels) or (names != labels and not all(_DEFAULT_LABEL.fullmatch(n) for n in names)):
         raise UserError(f"{what}: labels {names} differ from the data's {labels}; distil on the task the "
                         "teacher was fine-tuned on (data.label_names sets the data's names)")
-
-
-def _check_tokenizer(student_src: str, teacher_tok, trust_remote_code: bool) -> None:
-    from deploykit.models import load_tokenizer
-
-    try:
-        student_tok = load_tokenizer(student_src, trust_remote_code)
-    except UserError:
-        raise UserError(f"distill.student {student_src!r}: no tokenizer could be loaded; the student folder "
-                        "must hold the tokenizer it shares with the teacher") from None
-    s_vocab, t_vocab = student_tok.get_vocab(), teacher_tok.get_vocab()
-    if s_vocab != t_vocab:
-        example = next((t for t in t_vocab if s_vocab.get(t) != t_vocab[t]), None) or next(iter(s_vocab))
-        raise UserError(f"distill.student {student_src!r}: its tokenizer differs from the teacher's "
-                        f"({len(s_vocab)} vs {len(t_vocab)} tokens, first difference at {example!r}); "
-                        "the student must use the teacher's vocabulary")
-
-
-def student_from_teacher(cfg: DistillConfig, teacher):
-    """(student, kept layers, layer map) built from the teacher's own layers, or None when `distill.student`
-    names a separate model. Shared by the encoder and causal-LM distillation."""
-    from deploykit.layers import check_indices, every_other, keep_layers
-
-    n_teacher = num_layers(teacher.config)
-    if cfg.student is None:
-        keep = check_indices(cfg.student_layers if cfg.student_layers is not None else every_other(n_teacher),
-                             n_teacher, "distill.student_layers")
-        return keep_layers(copy.deepcopy(teacher), keep), keep, cfg.layer_map or keep
-    if cfg.student_layers is not None:
-        raise UserError("distill.student_layers picks teacher layers for a student built from the teacher; "
-                        "with distill.student set, use distill.layer_map to pair layers")
-    return None
 
 
 def build_student(cfg: DistillConfig, teacher, teacher_tok, labels: list[str], trust_remote_code: bool = False):
@@ -106,7 +63,7 @@ def build_student(cfg: DistillConfig, teacher, teacher_tok, labels: list[str], t
     built = student_from_teacher(cfg, teacher)
     if built is not None:
         return built
-    _check_tokenizer(cfg.student, teacher_tok, trust_remote_code)
+    check_tokenizer(cfg.student, teacher_tok, trust_remote_code)
     s_config = AutoConfig.from_pretrained(resolve_source(cfg.student), trust_remote_code=trust_remote_code)
     if any(a.endswith("ForSequenceClassification") for a in s_config.architectures or []):
         _check_labels(s_config, labels, f"distill.student {cfg.student!r}")
@@ -114,37 +71,10 @@ def build_student(cfg: DistillConfig, teacher, teacher_tok, labels: list[str], t
     return student, None, cfg.layer_map
 
 
-def _warn_if_larger(student, teacher) -> tuple[int, int]:
-    from deploykit.models import count_parameters
-
-    n_s, n_t = count_parameters(student), count_parameters(teacher)
-    if n_s > n_t:
-        # printed even under --quiet: the run is allowed, but it is almost certainly not what was meant
-        console.print(f"warning: distill: the student ({n_s / 1e6:.2f}M parameters) is larger than the "
-                      f"teacher ({n_t / 1e6:.2f}M); distillation is meant to shrink a model")
-    return n_s, n_t
-
-
 def _split_metrics(logits, labels) -> dict[str, float]:
     from deploykit.evaluate import metrics
 
     return metrics(np.asarray(logits), labels)
-
-
-def save_student(model, tokenizer, recipe: Recipe, parent: Artifact | None, out_dir: Path, metrics: dict,
-                 labels: list[str] | None, *, teacher: dict, kept: list[int] | None, layer_map,
-                 max_length: int | None = None) -> dict:
-    """Write the student folder (weights, tokenizer, manifest with its teacher and layers) atomically."""
-    cfg = recipe.distill
-    with staging(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        return write_manifest(
-            tmp, stage="distill", format="pytorch", parent=parent,
-            config=recipe.model_dump(include={"model", "data", "distill"}), metrics=metrics, labels=labels,
-            teacher=teacher, student={"source": cfg.student or "teacher layers", "layers_kept": kept,
-                                      "layer_map": layer_map, "layers": num_layers(model.config)},
-            **({"max_length": max_length} if max_length else {}))
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
@@ -163,14 +93,14 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
 
         return run_causal(recipe, parent, out_dir)
     trust = recipe.model.trust_remote_code
-    teacher_src = _teacher_source(cfg, parent)
+    teacher_src = teacher_source(cfg, parent)
     set_seed(cfg.seed)
     task = load_task(recipe.data)
     tokenizer = load_tokenizer(teacher_src, trust)
     teacher = load_classifier(teacher_src, trust_remote_code=trust)
     _check_labels(teacher.config, task.labels, f"teacher {teacher_src}")
     student, kept, layer_map = build_student(cfg, teacher, tokenizer, task.labels, trust)
-    n_student, n_teacher = _warn_if_larger(student, teacher)
+    n_student, n_teacher = warn_if_larger(student, teacher)
 
     max_len = fit_max_length(recipe.data.max_length, teacher.config, tokenizer, task,
                              recorded=parent.manifest.get("max_length") if parent is not None else None)

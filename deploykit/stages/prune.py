@@ -14,7 +14,6 @@ the in-memory model's logits, else the stage fails and writes nothing.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import random
 import shutil
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.artifact import Artifact, scratch, staging, write_manifest
 from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
 from deploykit.data import Split, batches
@@ -139,16 +138,6 @@ def _recovery_rows(recipe: Recipe, task) -> Split:
     return full.take(idx)
 
 
-@contextlib.contextmanager
-def _scratch(folder: Path):
-    """A work folder (recovery checkpoints, the rewritten tokenizer) removed however the stage ends."""
-    shutil.rmtree(folder, ignore_errors=True)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """Prune `parent` (or `recipe.model.source`) as `recipe.prune` says; write a plain HF folder to `out_dir`."""
     from transformers import set_seed
@@ -189,7 +178,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         if cfg.recovery else None
     out_dir = Path(out_dir).resolve()
     work = out_dir.with_name(f".{out_dir.name}.work")
-    with _scratch(work):
+    with scratch(work):
         kept = Kept.start(shape)
         for step in range(1, cfg.steps + 1):
             prune_step(model, cfg, target, step, importance, kept)

@@ -1,0 +1,94 @@
+"""Distillation pieces shared by the encoder and causal-LM `deploykit distill`: the teacher, the student, its folder.
+
+    from deploykit.distillation import save_student, student_from_teacher, teacher_source
+    teacher_src = teacher_source(recipe.distill, parent)          # distill.teacher, else the parent folder
+    student, kept, layer_map = student_from_teacher(recipe.distill, teacher)   # None: distill.student is set
+
+deploykit/stages/distill.py (encoder classifiers) and deploykit/llm/distill.py (causal LMs) train the
+student their own way; where the teacher comes from, how a student is cut from its layers or checked
+against its tokenizer, the size warning and the saved folder with its manifest are the same, and live here.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.config import DistillConfig, Recipe
+from deploykit.console import console
+from deploykit.errors import UserError
+from deploykit.training import num_layers
+
+
+def teacher_source(cfg: DistillConfig, parent: Artifact | None) -> str:
+    """The teacher's folder or hub id: `distill.teacher`, else the parent artifact (a PyTorch folder)."""
+    if cfg.teacher is not None:
+        return cfg.teacher
+    if parent is None:
+        raise UserError("distill needs a teacher: --from FOLDER (a fine-tuned model) or distill.teacher")
+    if parent.format != "pytorch":
+        raise UserError(f"{parent.path}: the teacher must be a PyTorch model folder, not {parent.format}; "
+                        "distil before export/quantize")
+    return str(parent.path)
+
+
+def check_tokenizer(student_src: str, teacher_tok, trust_remote_code: bool) -> None:
+    """UserError in one line unless the separate student `student_src` has the teacher's vocabulary."""
+    from deploykit.models import load_tokenizer
+
+    try:
+        student_tok = load_tokenizer(student_src, trust_remote_code)
+    except UserError:
+        raise UserError(f"distill.student {student_src!r}: no tokenizer could be loaded; the student folder "
+                        "must hold the tokenizer it shares with the teacher") from None
+    s_vocab, t_vocab = student_tok.get_vocab(), teacher_tok.get_vocab()
+    if s_vocab != t_vocab:
+        example = next((t for t in t_vocab if s_vocab.get(t) != t_vocab[t]), None) or next(iter(s_vocab))
+        raise UserError(f"distill.student {student_src!r}: its tokenizer differs from the teacher's "
+                        f"({len(s_vocab)} vs {len(t_vocab)} tokens, first difference at {example!r}); "
+                        "the student must use the teacher's vocabulary")
+
+
+def student_from_teacher(cfg: DistillConfig, teacher):
+    """(student, kept layers, layer map) built from the teacher's own layers, or None when `distill.student`
+    names a separate model. Shared by the encoder and causal-LM distillation."""
+    from deploykit.layers import check_indices, every_other, keep_layers
+
+    n_teacher = num_layers(teacher.config)
+    if cfg.student is None:
+        keep = check_indices(cfg.student_layers if cfg.student_layers is not None else every_other(n_teacher),
+                             n_teacher, "distill.student_layers")
+        return keep_layers(copy.deepcopy(teacher), keep), keep, cfg.layer_map or keep
+    if cfg.student_layers is not None:
+        raise UserError("distill.student_layers picks teacher layers for a student built from the teacher; "
+                        "with distill.student set, use distill.layer_map to pair layers")
+    return None
+
+
+def warn_if_larger(student, teacher) -> tuple[int, int]:
+    """(student, teacher) parameter counts; a warning, even under --quiet, when the student is larger."""
+    from deploykit.models import count_parameters
+
+    n_s, n_t = count_parameters(student), count_parameters(teacher)
+    if n_s > n_t:
+        # printed even under --quiet: the run is allowed, but it is almost certainly not what was meant
+        console.print(f"warning: distill: the student ({n_s / 1e6:.2f}M parameters) is larger than the "
+                      f"teacher ({n_t / 1e6:.2f}M); distillation is meant to shrink a model")
+    return n_s, n_t
+
+
+def save_student(model, tokenizer, recipe: Recipe, parent: Artifact | None, out_dir: Path, metrics: dict,
+                 labels: list[str] | None, *, teacher: dict, kept: list[int] | None, layer_map,
+                 max_length: int | None = None) -> dict:
+    """Write the student folder (weights, tokenizer, manifest with its teacher and layers) atomically."""
+    cfg = recipe.distill
+    with staging(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        return write_manifest(
+            tmp, stage="distill", format="pytorch", parent=parent,
+            config=recipe.model_dump(include={"model", "data", "distill"}), metrics=metrics, labels=labels,
+            teacher=teacher, student={"source": cfg.student or "teacher layers", "layers_kept": kept,
+                                      "layer_map": layer_map, "layers": num_layers(model.config)},
+            **({"max_length": max_length} if max_length else {}))
