@@ -8,7 +8,8 @@ stack, it is the only path whose graph ONNX Runtime's transformer optimizer fuse
 (Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization). Every transform is followed by
 a parity check against PyTorch on real task texts; a drift beyond `export.atol` fails the command.
 The folder is what Optimum's ORTModel classes read: model.onnx, config.json, tokenizer files, plus
-deploykit's manifest.json.
+deploykit's manifest.json. The engine is `deploykit.onnx.export.export_onnx` (deploykit/onnx/); this
+module is the stage around it: inputs, pass-through of ONNX parents, causal LMs, the manifest.
 """
 
 from __future__ import annotations
