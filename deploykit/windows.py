@@ -143,6 +143,10 @@ def pooled_metrics(text_of) -> Callable:
 
     Args:
         text_of: the dataset's `text_of` column (the Trainer evaluates in dataset order).
+
+    Returns:
+        compute(EvalPrediction of [windows, labels] logits) -> {"accuracy", "macro_f1", "texts"}: percent, and
+        how many texts were scored (so a manifest shows its scores are per text, not per window).
     """
     text_of = np.asarray(text_of, dtype=np.int64)
     n_texts = int(text_of.max()) + 1 if len(text_of) else 0
@@ -153,7 +157,7 @@ def pooled_metrics(text_of) -> Callable:
 
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
         out = metrics(pool(np.asarray(logits), text_of, n_texts), np.asarray(pred.label_ids)[first])
-        out.pop("n")
+        out["texts"] = out.pop("n")
         return out
 
     return compute

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import FILLER
 
-import deploykit.windows as windows
+from deploykit import windows
 from deploykit.config import DataConfig, build_recipe
 from deploykit.data import Split, to_dataset
 from deploykit.errors import UserError
@@ -36,7 +36,7 @@ def model(tiny_bert):
 
 def by_hand(model, tok, text: str, max_length: int = MAX, stride: int | None = STRIDE) -> np.ndarray:
     """One text's logits: the mean over its overflow windows, each run alone (or the truncated text)."""
-    kw = dict(stride=stride, return_overflowing_tokens=True) if stride is not None else {}
+    kw = {"stride": stride, "return_overflowing_tokens": True} if stride is not None else {}
     ids = tok(text, truncation=True, max_length=max_length, **kw)["input_ids"]
     ids = ids if isinstance(ids[0], list) else [ids]
     with torch.no_grad():
@@ -101,6 +101,7 @@ def test_one_row_at_a_time_scores_one_window_per_call(model, tok):
 def test_training_rows_are_windows_labelled_with_their_text(tok, monkeypatch):
     said = []
     monkeypatch.setattr(windows, "log", said.append)
+    monkeypatch.setattr(windows, "_SAID", set())
     split = Split([LONG, SHORT, LONGER], None, [1, 1, 0])
     ds = to_dataset(split, tok, MAX, STRIDE, "train")
     _, text_of = windows.encode_windows(split, tok, MAX, STRIDE)
@@ -109,8 +110,8 @@ def test_training_rows_are_windows_labelled_with_their_text(tok, monkeypatch):
     plain = to_dataset(split, tok, MAX)
     assert len(plain) == 3 and windows.TEXT_OF not in plain.column_names
     split_into = len(text_of) - 1  # every window but the short text's one
-    assert said == [f"data.long_texts windows (train): 2 of 3 texts split into {split_into} windows (stride 4); "
-                    f"{len(text_of)} rows in all"]
+    assert said == [(f"data.long_texts windows (train): 2 of 3 texts split into {split_into} windows (stride 4); "
+                     f"{len(text_of)} rows in all")]
     to_dataset(split, tok, MAX, STRIDE, "train")
     assert len(said) == 1  # once per split and process
 
@@ -121,7 +122,7 @@ def test_pooled_metrics_score_texts_not_windows():
         label_ids = np.array([1, 1, 1, 0])
 
     # per window 2 of 4 are right; per text the mean [0.67, 1.0] of text 0 is label 1: both texts right
-    assert windows.pooled_metrics([0, 0, 0, 1])(Pred())["accuracy"] == 100.0
+    assert windows.pooled_metrics([0, 0, 0, 1])(Pred()) == {"accuracy": 100.0, "macro_f1": 100.0, "texts": 2}
     with pytest.raises(ValueError, match="4 window logits for 3 windows"):
         windows.pool(Pred.predictions, np.array([0, 0, 1]), 2)
 
@@ -157,7 +158,7 @@ def test_recipe_refuses_a_bad_stride_generation_and_pairs():
 
 
 def test_evaluate_artifact_pools_when_the_recipe_or_the_manifest_asks(tiny_bert, monkeypatch):
-    import deploykit.evaluate as evaluate
+    from deploykit import evaluate
     from deploykit.artifact import Artifact
 
     strides, real = [], evaluate.predict
