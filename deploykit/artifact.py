@@ -132,6 +132,9 @@ def write_manifest(folder: Path, *, stage: str, format: str, parent: Artifact | 
     }
     if parent is not None and "max_length" not in manifest and parent.manifest.get("max_length"):
         manifest["max_length"] = parent.manifest["max_length"]  # the length the model was trained with
+    if parent is not None and "window_stride" not in manifest and parent.manifest.get("window_stride") is not None:
+        # a model trained on windows is scored on windows (deploykit/windows.py), wherever it goes next
+        manifest.update(long_texts="windows", window_stride=parent.manifest["window_stride"])
     manifest.setdefault("hash", config_hash(stage, config, manifest["parent"]))
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     return manifest

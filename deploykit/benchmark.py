@@ -35,6 +35,7 @@ from deploykit.data import Split, encode
 from deploykit.errors import UserError
 from deploykit.evaluate import EVAL_BATCH, eval_batch_size, metrics, predict
 from deploykit.footprint import parameter_count, peak_memory, rss_mb, size_mb
+from deploykit.lineage import trained_stride
 from deploykit.runtimes import LABELS, Loaded, Unavailable, load_runtime, plan, unavailable
 
 BLOCK = 25              # timed batch-1 calls of one runtime before the next runtime takes over
@@ -279,7 +280,10 @@ def _quality(row: Row, inputs: Inputs, split: Split, cache: dict) -> None:
     if key not in cache:
         row.loaded.prepare(row.threads)
         batch = eval_batch_size(art.onnx_path if art.format == "onnx" else None)
-        logits = predict(row.loaded.predict, split, inputs.tokenizer(art), inputs.max_length, batch_size=batch)
+        tokenizer = inputs.tokenizer(art)
+        # a model trained on windows (its manifest records window_stride) is scored on pooled windows
+        stride = trained_stride(art, inputs.max_length, tokenizer)
+        logits = predict(row.loaded.predict, split, tokenizer, inputs.max_length, batch_size=batch, stride=stride)
         cache[key] = {**metrics(logits, split.labels), "eval_batch": batch}
     m = cache[key]
     row.quality = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "eval_n": m["n"], "eval_batch": m["eval_batch"]}

@@ -95,6 +95,13 @@ class DataConfig(Section):
     max_length: Annotated[int, Field(ge=8, le=65536)] | Literal["auto"] = Field(
         "auto", description="tokens per input; auto: the 99th percentile of the training and "
                                             "validation rows' lengths, within the model's positions")
+    long_texts: Literal["truncate", "windows"] = Field(
+        "truncate", description="classification, texts longer than max_length: truncate (keep the first max_length "
+                                "tokens) or windows (split into max_length-token windows overlapping by window_stride; "
+                                "each window trains as a row with its text's label, and a text's logits are the mean "
+                                "of its windows' logits, see deploykit/windows.py)")
+    window_stride: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="long_texts windows: tokens consecutive windows share; auto: a quarter of max_length")
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
     seed: int = 42
@@ -115,7 +122,25 @@ class DataConfig(Section):
             raise ValueError("give exactly one of data.name (a named dataset) or data.path (a file or folder)")
         if self.task == "classification" and (self.prompt_template or self.response_column or self.system_prompt):
             raise ValueError("prompt_template / response_column / system_prompt need task: generation")
+        self._check_windows()
         return self
+
+    def _check_windows(self) -> None:
+        if self.long_texts == "truncate":
+            if self.window_stride != "auto":
+                raise ValueError("window_stride applies to long_texts: windows (it is truncate)")
+            return
+        if self.task != "classification":
+            raise ValueError("long_texts: windows applies to task: classification; a causal LM's prompts are "
+                             "cut by max_length (use long_texts: truncate)")
+        if self.text_pair_column is not None:
+            # only_second windows leave room that varies with the first text, and none when it is long
+            raise ValueError("long_texts: windows reads single texts; with text_pair_column set use "
+                             "long_texts: truncate")
+        if isinstance(self.window_stride, int) and isinstance(self.max_length, int) \
+                and self.window_stride >= self.max_length:
+            raise ValueError(f"window_stride {self.window_stride} must be smaller than max_length "
+                             f"{self.max_length} (windows would never advance)")
 
 
 class TrainConfig(Section):

@@ -326,14 +326,25 @@ def encode(split: Split, tokenizer, max_length: int, padding: bool | str = False
     return tokenizer(*args, truncation=True, max_length=max_length, padding=padding, **kw)
 
 
-def to_dataset(split: Split, tokenizer, max_length: int):
-    """A `datasets.Dataset` of token ids + `labels`, padded later by the collator (dynamic padding)."""
+def to_dataset(split: Split, tokenizer, max_length: int, stride: int | None = None, where: str = ""):
+    """A `datasets.Dataset` of token ids + `labels`, padded later by the collator (dynamic padding).
+
+    With `stride` (`data.long_texts: windows`, see deploykit/windows.py) each text gives one row per window,
+    labelled with the text's label, plus a `text_of` column (the split row it came from) by which evaluation
+    pools the windows' logits; `where` names the split in the log line that counts the windows.
+    """
     import datasets
 
-    enc = encode(split, tokenizer, max_length)
+    if stride is None:
+        enc, labels, extra = encode(split, tokenizer, max_length), list(split.labels), {}
+    else:
+        from deploykit.windows import TEXT_OF, encode_windows, say
+
+        enc, text_of = encode_windows(split, tokenizer, max_length, stride)
+        say(text_of, len(split), stride, where)
+        labels, extra = [split.labels[i] for i in text_of], {TEXT_OF: text_of.tolist()}
     cols = {k: list(v) for k, v in enc.items()}
-    cols["labels"] = list(split.labels)
-    return datasets.Dataset.from_dict(cols)
+    return datasets.Dataset.from_dict({**cols, "labels": labels, **extra})
 
 
 def batches(split: Split, tokenizer, batch_size: int, max_length: int,

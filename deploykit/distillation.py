@@ -80,8 +80,11 @@ def warn_if_larger(student, teacher) -> tuple[int, int]:
 
 def save_student(model, tokenizer, recipe: Recipe, parent: Artifact | None, out_dir: Path, metrics: dict,
                  labels: list[str] | None, *, teacher: dict, kept: list[int] | None, layer_map,
-                 max_length: int | None = None) -> dict:
-    """Write the student folder (weights, tokenizer, manifest with its teacher and layers) atomically."""
+                 max_length: int | None = None, stride: int | None = None) -> dict:
+    """Write the student folder (weights, tokenizer, manifest with its teacher and layers) atomically; `stride`
+    (long_texts windows) is recorded for the stages and predictor that follow."""
+    from deploykit.windows import recorded
+
     cfg = recipe.distill
     with staging(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -91,4 +94,4 @@ def save_student(model, tokenizer, recipe: Recipe, parent: Artifact | None, out_
             config=recipe.model_dump(include={"model", "data", "distill"}), metrics=metrics, labels=labels,
             teacher=teacher, student={"source": cfg.student or "teacher layers", "layers_kept": kept,
                                       "layer_map": layer_map, "layers": num_layers(model.config)},
-            **({"max_length": max_length} if max_length else {}))
+            **({"max_length": max_length} if max_length else {}), **recorded(stride))

@@ -88,8 +88,20 @@ def ort_predictor(session) -> Predictor:
     return run
 
 
-def predict(predictor: Predictor, split: Split, tokenizer, max_length: int, batch_size: int = 64) -> np.ndarray:
-    """Logits for every row of `split`, in order; rows are batched by length to waste little padding."""
+def predict(predictor: Predictor, split: Split, tokenizer, max_length: int, batch_size: int = 64,
+            stride: int | None = None) -> np.ndarray:
+    """Logits [rows, labels] for every row of `split`, in order; rows are batched by length to waste little padding.
+
+    `stride` (from `windows.stride_for`): each text is scored as windows of `max_length` tokens overlapping by
+    `stride`, and its row is the mean of their logits (deploykit/windows.py); None truncates.
+
+    Raises:
+        UserError: `stride` with sentence pairs.
+    """
+    if stride is not None:
+        from deploykit.windows import score
+
+        return score(predictor, split, tokenizer, max_length, stride, batch_size)
     lengths = [len(t) + (len(p) if split.pairs else 0)
                for t, p in zip(split.texts, split.pairs or split.texts)]
     order = np.argsort(lengths, kind="stable")
@@ -132,18 +144,24 @@ def eval_batch_size(onnx_path: str | Path | None) -> int:
 
 
 def evaluate_artifact(artifact, split: Split, max_length: int | str, batch_size: int | None = None,
-                      task=None) -> dict[str, float]:
+                      task=None, data=None) -> dict[str, float]:
     """Metrics of `artifact` on `split`; `batch_size` None picks `eval_batch_size` of its graph.
 
-    `max_length` "auto" is the length the artifact's manifest records, else measured on `task`'s rows."""
+    `max_length` "auto" is the length the artifact's manifest records, else measured on `task`'s rows.
+    Long texts are scored as pooled windows when `data` (the recipe's DataConfig) says `long_texts: windows`
+    or the manifest records a `window_stride` (`windows.stride_for`)."""
     from transformers import AutoTokenizer
+
+    from deploykit.windows import stride_for
 
     tokenizer = AutoTokenizer.from_pretrained(artifact.path)
     if batch_size is None:
         batch_size = eval_batch_size(artifact.onnx_path if artifact.format == "onnx" else None)
     max_length = fit_max_length(max_length, artifact.path, tokenizer, task or split,
                                 recorded=artifact.manifest.get("max_length"))
-    return metrics(predict(artifact_predictor(artifact), split, tokenizer, max_length, batch_size), split.labels)
+    stride = stride_for(data, max_length, tokenizer, artifact.manifest)
+    return metrics(predict(artifact_predictor(artifact), split, tokenizer, max_length, batch_size, stride),
+                   split.labels)
 
 
 def check_gate(stage: str, reference: float, value: float, max_drop: float, knob: str,

@@ -169,7 +169,7 @@ def _gate_value(recipe: Recipe, artifact: Artifact, task) -> float:
         return evaluate_causal(artifact.path, split, recipe.data, with_perplexity=False)[recipe.gate.metric]
     from deploykit.evaluate import evaluate_artifact
 
-    return evaluate_artifact(artifact, split, recipe.data.max_length, task=task)[recipe.gate.metric]
+    return evaluate_artifact(artifact, split, recipe.data.max_length, task=task, data=recipe.data)[recipe.gate.metric]
 
 
 def load_any_task(cfg):

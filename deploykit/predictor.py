@@ -12,7 +12,9 @@ What a raw session would leave to the caller happens inside: the artifact's own 
 the length the model was trained on, int64 inputs, `token_type_ids` (zeros) for graphs that want them when
 the tokenizer gives none, rows sorted by length into batches (results come back in input order), and
 dynamic-INT8 graphs scored one row at a time (`evaluate.eval_batch_size`: their activation scales span the
-batch, so a row's answer would depend on its neighbours).
+batch, so a row's answer would depend on its neighbours). A model trained with `data.long_texts: windows`
+(its manifest records `window_stride`) scores a long text as windows and answers with the mean of their logits
+(deploykit/windows.py).
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ import numpy as np
 
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.errors import UserError
+from deploykit.lineage import trained_length, trained_on_pairs, trained_stride
 from deploykit.runtimes import READS
 
 RUNTIMES = ("auto", *READS)
 # runtimes a user may reach for that deploykit does not run yet: named, so the refusal says so
 NOT_YET = ("openvino",)
 FUNCTIONS = ("softmax", "sigmoid", "none")
-FALLBACK_LENGTH = 512  # a model with no position table and a tokenizer with no limit
 # transformers builds a tokenizer of special tokens only from a tokenizer_config.json alone: every word then
 # becomes [UNK] and the model answers confidently from nothing, so a folder needs one of these
 TOKENIZER_FILES = "tokenizer.json, vocab.txt, vocab.json + merges.txt or a sentencepiece *.model"
@@ -152,7 +154,9 @@ class ClassifierPredictor:
         runtime: torch, torch-bf16, ort, ort-cuda or tensorrt.
         batch_invariant: False for a graph that quantizes activations at run time (dynamic INT8): a row's
             logits would depend on its batch neighbours, so such a graph is scored one row at a time.
-        max_length: inputs are truncated to this many tokens (the trained length).
+        max_length: inputs are truncated to this many tokens (the trained length), or cut into windows of it.
+        window_stride: tokens consecutive windows share when the model was trained on windows (its manifest
+            records `window_stride`): a text's logits are then the mean of its windows'; None truncates.
         trained_on_pairs: whether the recipe that trained the model read sentence pairs
             (data.text_pair_column); None when the folder does not say.
     """
@@ -192,11 +196,12 @@ class ClassifierPredictor:
         self._max_batch = None
         onnx = artifact.onnx_path if READS[self.runtime] == "onnx" else None
         self.batch_invariant = eval_batch_size(onnx) > 1
-        self.max_length = _trained_length(artifact, self.config, self.tokenizer, max_length)
-        self.trained_on_pairs = _trained_on_pairs(artifact)
+        self.max_length = trained_length(artifact, self.config, self.tokenizer, max_length)
+        self.trained_on_pairs = trained_on_pairs(artifact)
         self._pairs_warned = False
         if self.runtime == "tensorrt":
             self._fit_engine_profile(artifact)
+        self.window_stride = trained_stride(artifact, self.max_length, self.tokenizer)
 
     def _fit_engine_profile(self, artifact: Artifact) -> None:
         """An engine takes only the shapes its optimization profile covers: cap batches and lengths to its
@@ -210,7 +215,7 @@ class ClassifierPredictor:
 
     def __repr__(self) -> str:
         return (f"ClassifierPredictor({self.name!r}, runtime={self.runtime!r}, labels={self.labels}, "
-                f"max_length={self.max_length}, batch_invariant={self.batch_invariant})")
+                f"max_length={self.max_length}, window_stride={self.window_stride}, batch_invariant={self.batch_invariant})")
 
     def logits(self, inputs, batch_size: int = 32) -> np.ndarray:
         """Raw model outputs, one row per input, in input order.
@@ -222,10 +227,12 @@ class ClassifierPredictor:
             batch_size: rows per forward pass (1 whatever is asked for a graph that is not batch-invariant).
 
         Returns:
-            float32 array [rows, len(labels)].
+            float32 array [rows, len(labels)]; with `window_stride` set, row i is the mean of the logits of
+            input i's windows (one window, and the truncated answer, for a text that fits).
 
         Raises:
-            UserError: an empty list, an input that is not text, pairs mixed with single texts.
+            UserError: an empty list, an input that is not text, pairs mixed with single texts, pairs given to
+                a model that scores windows.
         """
         texts, pairs = _rows(inputs)
         return self._logits(texts, pairs, batch_size)
@@ -243,6 +250,13 @@ class ClassifierPredictor:
         if pairs is not None and (message := self.pair_warning()):
             warnings.warn(message, stacklevel=3)
         split = Split(texts, pairs, [0] * len(texts))
+        if self.window_stride is not None:
+            from deploykit.windows import score
+
+            # no log line: a server would print one per request
+            logits = score(self._predict, split, self.tokenizer, self.max_length, self.window_stride, batch_size,
+                           announce=False)
+            return logits.astype(np.float32)
         return predict(self._predict, split, self.tokenizer, self.max_length, batch_size).astype(np.float32)
 
     def pair_warning(self) -> str | None:
@@ -373,52 +387,6 @@ def _parts(item, n: int) -> tuple[str, str | None]:
     shown = repr(item) if len(repr(item)) <= 40 else repr(item)[:37] + "..."
     raise UserError(f"inputs: item {n} is {type(item).__name__} {shown}; each input must be a str, a (text, "
                     "text_pair) tuple of two str, or {\"text\": ..., \"text_pair\": ...}")
-
-
-def _trained_length(artifact: Artifact, config, tokenizer, asked: int | None) -> int:
-    """`asked`, else the manifest's max_length (or its recipe's data.max_length, or its parent's), else the
-    model's position limit; always cut to what the position table holds (`data.fit_max_length`)."""
-    from deploykit.data import fit_max_length
-
-    if asked is not None:
-        if not isinstance(asked, int) or asked < 1:
-            raise UserError(f"max_length={asked!r} must be a positive integer")
-        return fit_max_length(asked, config, tokenizer)
-    for manifest in _lineage(artifact):
-        length = manifest.get("max_length", ((manifest.get("config") or {}).get("data") or {}).get("max_length"))
-        if isinstance(length, int) and not isinstance(length, bool) and length > 0:
-            return fit_max_length(length, config, tokenizer)
-    limit = getattr(tokenizer, "model_max_length", None)
-    limit = limit if isinstance(limit, int) and 0 < limit < 1_000_000 else FALLBACK_LENGTH
-    return fit_max_length(limit, config, tokenizer)
-
-
-def _trained_on_pairs(artifact: Artifact) -> bool | None:
-    """True/False from the first recipe in the folder's lineage that has a data section; None without one."""
-    for manifest in _lineage(artifact):
-        data = (manifest.get("config") or {}).get("data")
-        if isinstance(data, dict) and "text_pair_column" in data:
-            return data["text_pair_column"] is not None
-    return None
-
-
-def _lineage(artifact: Artifact):
-    """The folder's manifest, then its parents' (4 manifests at most): an export folder records only its own
-    section, its parent (when still there) trained the model."""
-    manifest, hops = artifact.manifest, 0
-    while isinstance(manifest, dict) and hops < 4:
-        yield manifest
-        manifest, hops = _parent_manifest(manifest), hops + 1
-
-
-def _parent_manifest(manifest: dict) -> dict | None:
-    path = (manifest.get("parent") or {}).get("path")
-    if not isinstance(path, str) or not Path(path).is_absolute():
-        return None
-    try:
-        return json.loads((Path(path) / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _torch_device(runtime: str, device: str | None) -> str:

@@ -88,6 +88,21 @@ def write_task(folder: Path, n_train: int = 64, n_dev: int = 32, n_test: int = 3
     return folder
 
 
+def write_long_task(folder: Path) -> Path:
+    """Rows of 30 filler words with the one sentiment word somewhere among them (33 tokens with [CLS]/[SEP]):
+    3 windows each at max_length 16, stride 4 (`data.long_texts: windows`); 48 train, 16 dev, 16 test."""
+    folder.mkdir(parents=True)
+    for name, n, seed in (("train", 48, 1), ("dev", 16, 2), ("test", 16, 3)):
+        rng = random.Random(seed)
+        rows = []
+        for i in range(n):
+            words = [rng.choice(FILLER) for _ in range(30)]
+            words.insert(rng.randrange(31), rng.choice(POSITIVE if i % 2 else NEGATIVE))
+            rows.append(f"{' '.join(words)}\t{i % 2}")
+        (folder / f"{name}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return folder
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     import torch

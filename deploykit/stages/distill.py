@@ -26,7 +26,12 @@ from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
 from deploykit.distillation import check_tokenizer, save_student, student_from_teacher, teacher_source, warn_if_larger
 from deploykit.errors import UserError
-from deploykit.training import build_trainer, check_replicas, num_layers, training_record
+from deploykit.training import (
+    build_trainer,
+    check_replicas,
+    num_layers,
+    training_record,
+)
 
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")  # what HF writes when a model was saved without label names
 
@@ -71,10 +76,16 @@ def build_student(cfg: DistillConfig, teacher, teacher_tok, labels: list[str], t
     return student, None, cfg.layer_map
 
 
-def _split_metrics(logits, labels) -> dict[str, float]:
+def _split_metrics(ds, split) -> dict[str, float]:
+    """The teacher's metrics on a split from its cached logits (pooled per text when `ds` holds windows)."""
     from deploykit.evaluate import metrics
+    from deploykit.kd import TEACHER_LOGITS
+    from deploykit.windows import TEXT_OF, pool, windowed
 
-    return metrics(np.asarray(logits), labels)
+    logits = np.asarray(ds[TEACHER_LOGITS])
+    if windowed(ds):
+        return metrics(pool(logits, np.asarray(ds[TEXT_OF]), len(split)), split.labels)
+    return metrics(logits, ds["labels"])
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
@@ -82,8 +93,10 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     from transformers import DataCollatorWithPadding, set_seed
 
     from deploykit.data import fit_max_length, load_task, to_dataset
-    from deploykit.kd import TEACHER_LOGITS, DistillTrainer, add_teacher_logits
+    from deploykit.kd import DistillTrainer, add_teacher_logits
     from deploykit.models import load_classifier, load_tokenizer
+    from deploykit.window_metrics import evaluate_pooled, pool_metrics_of
+    from deploykit.windows import stride_for
 
     cfg = recipe.distill
     if recipe.data is None:
@@ -104,21 +117,24 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
 
     max_len = fit_max_length(recipe.data.max_length, teacher.config, tokenizer, task,
                              recorded=parent.manifest.get("max_length") if parent is not None else None)
+    stride = stride_for(recipe.data, max_len, tokenizer, parent.manifest if parent is not None else None)
     collator = DataCollatorWithPadding(tokenizer)
     # teacher logits on validation/test are computed once here: they give the teacher's own metrics,
     # and the student's evaluation loss reuses them instead of running the teacher every epoch
-    evals = {name: add_teacher_logits(to_dataset(split, tokenizer, max_len), teacher, collator, cfg.eval_batch_size)
+    evals = {name: add_teacher_logits(to_dataset(split, tokenizer, max_len, stride, name), teacher, collator,
+                                      cfg.eval_batch_size)
              for name, split in (("validation", task.validation), ("test", task.test)) if split is not None}
-    teacher_metrics = {name: _split_metrics(ds[TEACHER_LOGITS], ds["labels"]) for name, ds in evals.items()}
+    teacher_metrics = {name: _split_metrics(ds, task.split(name)) for name, ds in evals.items()}
 
     out_dir = Path(out_dir).resolve()
     work = out_dir.with_name(f".{out_dir.name}.work")
     shutil.rmtree(work, ignore_errors=True)
-    trainer = build_trainer(student, cfg, work, tokenizer, to_dataset(task.train, tokenizer, max_len),
+    trainer = build_trainer(student, cfg, work, tokenizer, to_dataset(task.train, tokenizer, max_len, stride, "train"),
                             evals["validation"], stage="distill", trainer_cls=DistillTrainer, teacher=teacher,
                             temperature=cfg.temperature, alpha_kd=cfg.alpha_kd, alpha_ce=cfg.alpha_ce,
                             alpha_hidden=cfg.alpha_hidden, alpha_attention=cfg.alpha_attention,
                             layer_map=layer_map, cache_teacher_logits=cfg.cache_teacher_logits)
+    pool_metrics_of(trainer, evals["validation"])  # windows: keep the checkpoint best per text
     log(f"distill: teacher {n_teacher / 1e6:.1f}M params / {num_layers(teacher.config)} layers -> student "
         f"{n_student / 1e6:.1f}M / {num_layers(student.config)} layers"
         + (f" (teacher layers {kept})" if kept else f" ({cfg.student})")
@@ -127,11 +143,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     result = trainer.train()
     seconds = time.time() - start
 
-    val = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
-    test = None
-    if "test" in evals:
-        test = {k.removeprefix("test_"): v for k, v in
-                trainer.evaluate(evals["test"], metric_key_prefix="test").items()}
+    val = evaluate_pooled(trainer, evals["validation"], "eval")
+    test = evaluate_pooled(trainer, evals["test"], "test") if "test" in evals else None
     ddp = check_replicas(trainer.model)
     metrics = {"validation": val, "test": test, "teacher": teacher_metrics,
                **training_record(trainer, result, seconds, cfg.epochs),
@@ -140,7 +153,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         return Artifact(out_dir, {"stage": "distill", "format": "pytorch", "metrics": metrics})
     manifest = save_student(trainer.model, tokenizer, recipe, parent, out_dir, metrics, task.labels,
                             teacher={"source": teacher_src, "layers": num_layers(teacher.config), "parameters": n_teacher},
-                            kept=kept, layer_map=trainer.layer_map, max_length=max_len)
+                            kept=kept, layer_map=trainer.layer_map, max_length=max_len, stride=stride)
     shutil.rmtree(work, ignore_errors=True)
     log(f"distill: validation accuracy {val.get('accuracy')} (teacher {teacher_metrics['validation']['accuracy']})"
         + (f", test accuracy {test.get('accuracy')} (teacher {teacher_metrics['test']['accuracy']})" if test else "")

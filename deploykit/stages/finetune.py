@@ -29,6 +29,8 @@ from deploykit.training import (
     training_record,
     world_info,
 )
+from deploykit.window_metrics import pool_metrics_of
+from deploykit.windows import recorded, stride_for
 
 
 def _freeze(model, freeze_embeddings: bool, freeze_layers: int) -> int:
@@ -71,25 +73,29 @@ def _classification_job(recipe: Recipe, source: str):
     from deploykit.data import fit_max_length, load_task, to_dataset
     from deploykit.llm.finetune import Job
     from deploykit.models import load_classifier, load_tokenizer
+    from deploykit.window_metrics import evaluate_pooled
+    from deploykit.windows import stride_for
 
     task = load_task(recipe.data)
     tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
     model = load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
                             revision=recipe.model.revision)
     max_len = fit_max_length(recipe.data.max_length, model.config, tokenizer, task)
+    stride = stride_for(recipe.data, max_len, tokenizer)  # data.long_texts: windows (deploykit/windows.py)
+    validation = to_dataset(task.validation, tokenizer, max_len, stride, "validation")
 
     def score(trainer, trained, split: str) -> dict | None:
-        # through the Trainer: the same batching and metrics as its per-epoch evaluation
+        # through the Trainer: the same batching and metrics as its per-epoch evaluation (per text with windows)
         if split == "test" and task.test is None:
             return None
         if split == "validation":
-            return {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
-        return {k.removeprefix("test_"): v for k, v in trainer.evaluate(
-            to_dataset(task.test, tokenizer, max_len), metric_key_prefix="test").items()}
+            return evaluate_pooled(trainer, validation, "eval")
+        return evaluate_pooled(trainer, to_dataset(task.test, tokenizer, max_len, stride, "test"), "test")
 
-    return Job(model, tokenizer, to_dataset(task.train, tokenizer, max_len),
-               to_dataset(task.validation, tokenizer, max_len), None, "accuracy", task.labels, score,
-               f"{len(task.train)} train / {len(task.validation)} validation rows, max_length {max_len}", max_len)
+    windows = f", windows overlapping by {stride} tokens" if stride is not None else ""
+    return Job(model, tokenizer, to_dataset(task.train, tokenizer, max_len, stride, "train"), validation, None,
+               "accuracy", task.labels, score, f"{len(task.train)} train / {len(task.validation)} validation rows, "
+               f"max_length {max_len}{windows}", max_len)
 
 
 # what the Trainer writes into a checkpoint before trainer_state.json, which it writes last
@@ -153,6 +159,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
     head_lr = head_rate(cfg.head_learning_rate, cfg.learning_rate) if head else None
     trainer = build_trainer(model, cfg, work, tokenizer, job.train_ds, job.eval_ds, layer_decay=cfg.layer_lr_decay,
                             collator=job.collator, best_metric=job.best_metric, head_lr=head_lr, head=head)
+    pool_metrics_of(trainer, job.eval_ds)  # windows: the checkpoint kept is the best per text, not per window
     log(f"finetune: {n_params / 1e6:.1f}M params, strategy {cfg.strategy}, {job.summary}, "
         f"bf16 {trainer.args.bf16}, world size {world_info()[1]}, epochs {cfg.epochs}, evaluated every "
         f"{trainer.args.eval_steps or 'epoch'} steps"
@@ -162,6 +169,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
     seconds = time.time() - start
 
     model = trainer.model
+    window_record = {} if causal else recorded(stride_for(recipe.data, job.max_length, tokenizer))
     if causal:  # scored by generation, faster with LoRA merged
         loss = trainer.evaluate()["eval_loss"]
         model = model.merge_and_unload() if cfg.strategy == "lora" else model
@@ -188,7 +196,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
         manifest = write_manifest(tmp, stage="finetune", format="pytorch", parent=parent,
                                   config=recipe.model_dump(include={"model", "data", "finetune"}),
                                   metrics=metrics, source=source, labels=job.labels,
-                                  max_length=job.max_length)
+                                  max_length=job.max_length, **window_record)
     shutil.rmtree(work, ignore_errors=True)
     key = "exact_match" if causal else "accuracy"
     log(f"finetune: validation {key} {val.get(key)}" + (f", test {key} {test.get(key)}" if test else "")

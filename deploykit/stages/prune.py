@@ -28,6 +28,8 @@ from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
 from deploykit.data import Split, batches
 from deploykit.errors import CheckError, UserError
+from deploykit.window_metrics import pool_metrics_of
+from deploykit.windows import recorded, stride_for
 
 VOCAB_CHECK_TEXTS = 256  # training texts on which the vocabulary-pruned model must match the unpruned one
 BATCH = 16  # rows per importance / reload-check batch: enough signal, little memory
@@ -46,12 +48,12 @@ def _tensor_batches(split: Split, tokenizer, n_batches: int, batch_size: int, ma
     return out
 
 
-def _evaluate(model, split: Split | None, tokenizer, max_length: int) -> dict | None:
+def _evaluate(model, split: Split | None, tokenizer, max_length: int, stride: int | None = None) -> dict | None:
     from deploykit.evaluate import metrics, predict, torch_predictor
 
     if split is None:
         return None
-    return metrics(predict(torch_predictor(model), split, tokenizer, max_length), split.labels)
+    return metrics(predict(torch_predictor(model), split, tokenizer, max_length, stride=stride), split.labels)
 
 
 def _init_projection(projection: torch.nn.Linear, channels: list[int]) -> None:
@@ -79,6 +81,7 @@ def _recover(model, teacher, recipe: Recipe, datasets: tuple, tokenizer, work: P
                   alpha_kd=d.alpha_kd, alpha_ce=d.alpha_ce, alpha_hidden=cfg.hidden_kd,
                   layer_map=list(kept.layers) if cfg.hidden_kd else None, cache_teacher_logits=True)
     trainer = build_trainer(model, cfg.recovery, work, tokenizer, datasets[0], datasets[1], stage="prune", **kd)
+    pool_metrics_of(trainer, datasets[1])  # windows: the recovery checkpoint kept is the best per text
     if getattr(trainer, "projection", None) is not None:
         _init_projection(trainer.projection, kept.channels)
     trainer.train()
@@ -167,15 +170,16 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     target = plan(cfg, shape, arch_of(model))  # every bad request fails here, before any work
     max_len = fit_max_length(recipe.data.max_length, model.config, tokenizer, task,
                              recorded=parent.manifest.get("max_length") if parent is not None else None)
+    stride = stride_for(recipe.data, max_len, tokenizer, parent.manifest if parent is not None else None)
     train = _recovery_rows(recipe, task)
     importance = _tensor_batches(train, tokenizer, cfg.importance_batches, BATCH, max_len, seed)
 
     start = time.time()
     before = {**measure(model, cfg.macs_seq_len), "shape": shape.as_dict(),
-              "validation": _evaluate(model, task.validation, tokenizer, max_len)}
+              "validation": _evaluate(model, task.validation, tokenizer, max_len, stride)}
     teacher = copy.deepcopy(model).eval() if cfg.recovery and cfg.distill_from_parent else None
-    datasets = (to_dataset(train, tokenizer, max_len), to_dataset(task.validation, tokenizer, max_len)) \
-        if cfg.recovery else None
+    datasets = (to_dataset(train, tokenizer, max_len, stride, "train"),
+                to_dataset(task.validation, tokenizer, max_len, stride, "validation")) if cfg.recovery else None
     out_dir = Path(out_dir).resolve()
     work = out_dir.with_name(f".{out_dir.name}.work")
     with scratch(work):
@@ -190,9 +194,9 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
             tokenizer, kept_tokens, vocab_diff = _prune_vocab(model, tokenizer, recipe, work / "tokenizer", max_len)
         model.eval()
         after = {**measure(model, cfg.macs_seq_len), "shape": shape_of(model).as_dict(),
-                 "validation": _evaluate(model, task.validation, tokenizer, max_len)}
+                 "validation": _evaluate(model, task.validation, tokenizer, max_len, stride)}
         metrics = {"before": before, "after": after,
-                   "test": _evaluate(model, task.test, tokenizer, max_len),
+                   "test": _evaluate(model, task.test, tokenizer, max_len, stride),
                    "parameters_ratio": round(after["parameters"] / before["parameters"], 4),
                    "macs_ratio": round(after["macs"] / before["macs"], 4),
                    "vocab_max_logit_diff": vocab_diff, "seconds": round(time.time() - start, 1)}
@@ -203,7 +207,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
             metrics["reload_max_logit_diff"] = check_reload(model, tmp, check)
             manifest = write_manifest(tmp, stage="prune", format="pytorch", parent=parent,
                                       config=recipe.model_dump(include={"model", "data", "prune"}), metrics=metrics,
-                                      source=source, labels=task.labels, max_length=max_len,
+                                      source=source, labels=task.labels, max_length=max_len, **recorded(stride),
                                       kept={**kept.summary(), "tokens": kept_tokens})
     log(f"prune: parameters {before['parameters'] / 1e6:.2f}M -> {after['parameters'] / 1e6:.2f}M, "
         f"MACs x{metrics['macs_ratio']:.2f}, validation accuracy {before['validation']['accuracy']} -> "

@@ -57,10 +57,11 @@ def _calibration_feeds(recipe: Recipe, task, tokenizer, names: list[str]) -> lis
     return _feeds(rows, tokenizer, names, CALIBRATION_BATCH, cfg.calibration_seq_len, cfg.calibration_seq_len)
 
 
-def _accuracy(onnx_path: Path, split, tokenizer, max_length: int) -> dict[str, float]:
+def _accuracy(onnx_path: Path, split, tokenizer, max_length: int, stride: int | None = None) -> dict[str, float]:
     from deploykit.evaluate import eval_batch_size, metrics, ort_predictor, ort_session, predict
 
-    logits = predict(ort_predictor(ort_session(onnx_path)), split, tokenizer, max_length, eval_batch_size(onnx_path))
+    logits = predict(ort_predictor(ort_session(onnx_path)), split, tokenizer, max_length, eval_batch_size(onnx_path),
+                     stride)
     return metrics(logits, split.labels)
 
 
@@ -122,6 +123,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     from deploykit.onnx.ops import file_size, graph_inputs, load_onnx, quantized_op_counts
     from deploykit.quant.gate import gate
     from deploykit.quant.int8 import Int8Settings, preprocess, quantize, sensitivity
+    from deploykit.windows import recorded, stride_for
 
     cfg = recipe.quantize
     if parent is None:
@@ -145,6 +147,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         parity = task.validation.head(recipe.export.parity_samples if recipe.export else 64)
         float_onnx, side, export_report = _float_source(recipe, parent, work, parity, settings.op_types, max_length)
         tokenizer = AutoTokenizer.from_pretrained(side)
+        stride = stride_for(recipe.data, max_length, tokenizer, parent.manifest)  # data.long_texts: windows
         names = graph_inputs(float_onnx)
         calib = _calibration_feeds(recipe, task, tokenizer, names) if cfg.mode == "static" else None
         pre = work / "pre.onnx"
@@ -162,7 +165,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
             return sensitivity(pre, settings, feeds, calibration=calib, calibration_cache=cache)
 
         def validation(path: Path) -> dict:
-            return _accuracy(path, task.validation, tokenizer, max_length)
+            return _accuracy(path, task.validation, tokenizer, max_length, stride)
 
         result = gate(cfg.max_drop, cfg.max_float_nodes, validation, int8, rank, pre)
         shutil.copy2(result.model, tmp / "model.onnx")
@@ -171,13 +174,13 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
                    "size_bytes": {"float": file_size(float_onnx), "int8": file_size(tmp / "model.onnx")},
                    "quantized_ops": quantized_op_counts(load_onnx(tmp / "model.onnx", load_weights=False))}
         if task.test is not None:
-            metrics["test"] = {"float": _accuracy(pre, task.test, tokenizer, max_length),
-                               "int8": _accuracy(tmp / "model.onnx", task.test, tokenizer, max_length)}
+            metrics["test"] = {"float": _accuracy(pre, task.test, tokenizer, max_length, stride),
+                               "int8": _accuracy(tmp / "model.onnx", task.test, tokenizer, max_length, stride)}
         manifest = write_manifest(tmp, stage="quantize", format="onnx", parent=parent,
                                   config=recipe.model_dump(include={"data", "quantize"}), metrics=metrics,
                                   onnx_file="model.onnx", int8=settings.describe(), float_nodes=result.float_nodes,
                                   tries=result.tries, sensitivity=result.ranking,
-                                  export=export_report, max_length=max_length)
+                                  export=export_report, max_length=max_length, **recorded(stride))
     sizes = metrics["size_bytes"]
     log(f"quantize: {metrics['quantized_ops']['quantized_matmuls']} INT8 matmuls, {len(result.float_nodes)} nodes "
         f"float, {sizes['float'] / 1e6:.1f} -> {sizes['int8'] / 1e6:.1f} MB, validation "

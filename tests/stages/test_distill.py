@@ -169,3 +169,26 @@ def test_student_larger_than_the_teacher_warns(tmp_path, tiny_task, capsys):
     bigger = make_tiny_model(tmp_path / "s", "bert", num_hidden_layers=3)
     run_stage("distill", recipe(tiny_task, student=str(bigger), max_steps=1, epochs=1), teacher, tmp_path / "out")
     assert "is larger than the teacher" in capsys.readouterr().err
+
+
+def test_windows_pool_the_teachers_and_the_students_scores(tmp_path):
+    from conftest import write_long_task
+
+    from deploykit.artifact import load_artifact
+    from deploykit.data import load_task
+    from deploykit.evaluate import evaluate_artifact
+
+    teacher = make_tiny_model(tmp_path / "teacher", "bert", num_hidden_layers=4)
+    r = build_recipe({"data": {"path": str(write_long_task(tmp_path / "long")), "max_length": 16,
+                               "label_names": LABELS, "long_texts": "windows", "window_stride": 4},
+                      "distill": {**FAST, "epochs": 1, "teacher": str(teacher)}})
+    art = run_stage("distill", r, None, tmp_path / "student")
+    m = art.manifest
+    assert (m["long_texts"], m["window_stride"]) == ("windows", 4)
+    # per text, not per window (3 windows a text): 16 validation texts
+    assert m["metrics"]["teacher"]["validation"]["n"] == 16
+    want = evaluate_artifact(load_artifact(teacher), load_task(r.data).validation, 16, data=r.data)
+    assert m["metrics"]["teacher"]["validation"]["accuracy"] == want["accuracy"]
+    again = evaluate_artifact(load_artifact(tmp_path / "student"), load_task(r.data).validation, 16)
+    assert m["metrics"]["validation"]["accuracy"] == again["accuracy"]
+    assert m["metrics"]["validation"]["texts"] == m["metrics"]["test"]["texts"] == 16  # the student's: per text too

@@ -201,3 +201,31 @@ def test_one_log_line_per_epoch_and_early_stopping_on_a_flat_metric(tiny_bert, t
     epoch_lines = [line for line in lines if line.startswith("finetune: epoch")]
     assert [line.split()[2] for line in epoch_lines] == ["1.00", "2.00"] and not any("nan" in x for x in lines)
     assert "did not find eval_accuracy" not in caplog.text
+
+
+def test_windows_train_on_every_window_and_report_pooled_metrics(tiny_bert, tmp_path, monkeypatch):
+    from conftest import write_long_task
+
+    from deploykit import windows
+    from deploykit.artifact import load_artifact
+    from deploykit.data import load_task
+    from deploykit.evaluate import evaluate_artifact
+
+    said = []
+    monkeypatch.setattr(windows, "log", said.append)
+    monkeypatch.setattr(windows, "_SAID", set())  # lines other tests' splits of the same size already said
+    r = build_recipe({"model": {"source": str(tiny_bert)},
+                      "data": {"path": str(write_long_task(tmp_path / "long")), "max_length": 16, "long_texts": "windows",
+                               "window_stride": 4},
+                      "finetune": {**FAST, "epochs": 1}})
+    art = run_stage("finetune", r, None, tmp_path / "ft")
+    m = art.manifest
+    assert (m["max_length"], m["long_texts"], m["window_stride"]) == (16, "windows", 4)
+    # 33 tokens of text in windows of 14 that advance by 10: 3 windows a text, each a training row
+    lines = [f"data.long_texts windows ({split}): {n} of {n} texts split into {3 * n} windows (stride 4); "
+             f"{3 * n} rows in all" for split, n in (("validation", 16), ("train", 48), ("test", 16))]
+    assert said[:3] == lines, said
+    task = load_task(r.data)
+    for split in ("validation", "test"):  # the stage's scores are per text: what pooled evaluation gives
+        again = evaluate_artifact(load_artifact(tmp_path / "ft"), task.split(split), 16)  # stride from the manifest
+        assert again["n"] == m["metrics"][split]["texts"] == 16 and m["metrics"][split]["accuracy"] == again["accuracy"]

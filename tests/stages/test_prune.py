@@ -228,3 +228,25 @@ def test_a_head_of_another_label_count_is_refused_not_reinitialised(tiny_bert, t
     cfg = build_recipe({"data": {"path": str(task), "max_length": 32}, "prune": {"ffn": 0.5}})
     with pytest.raises(UserError, match="has 2 labels but the data has 3"):
         run_stage("prune", cfg, tiny_bert, tmp_path / "pruned")
+
+
+def test_a_parent_trained_on_windows_is_pruned_and_scored_on_windows(tiny_bert, tmp_path, monkeypatch):
+    """The recipe says truncate (the default), the parent's manifest records window_stride: windows win, as
+    the trained max_length does, and the pruned folder records them too."""
+    from conftest import write_long_task
+
+    from deploykit import windows
+
+    said = []
+    monkeypatch.setattr(windows, "log", said.append)
+    monkeypatch.setattr(windows, "_SAID", set())  # lines other tests' splits of the same size already said
+    (tiny_bert / "manifest.json").write_text(json.dumps(
+        {"stage": "finetune", "format": "pytorch", "max_length": 16, "long_texts": "windows", "window_stride": 4}))
+    r = build_recipe({"model": {"source": str(tiny_bert)},
+                      "data": {"path": str(write_long_task(tmp_path / "long")), "max_length": "auto"},
+                      "prune": {"importance_batches": 2, "macs_seq_len": 16, "ffn": 0.5}})
+    art = run_stage("prune", r, tiny_bert, tmp_path / "pruned")
+    assert (art.manifest["max_length"], art.manifest["window_stride"]) == (16, 4)
+    # validation before and after, and test, scored as 3 windows a text
+    assert said.count("data.long_texts windows: 16 of 16 texts split into 48 windows (stride 4); 48 rows in all") == 1
+    assert art.metrics["before"]["validation"]["n"] == art.metrics["after"]["validation"]["n"] == 16

@@ -1,0 +1,78 @@
+"""What a model folder's lineage says it was trained with: the length, single texts or pairs, windows.
+
+    trained_length(load_artifact("runs/sst2/quantize"), config, tokenizer, None)   # 64, from the manifests
+
+An export or quantize folder records only its own section; its parent (when still there) trained the model,
+so each answer walks the folder's manifest, then its parents'. `deploykit.load` reads these.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from deploykit.artifact import Artifact
+from deploykit.errors import UserError
+
+FALLBACK_LENGTH = 512  # a model with no position table and a tokenizer with no limit
+
+
+def trained_length(artifact: Artifact, config, tokenizer, asked: int | None) -> int:
+    """`asked`, else the manifest's max_length (or its recipe's data.max_length, or its parent's), else the
+    model's position limit; always cut to what the position table holds (`data.fit_max_length`)."""
+    from deploykit.data import fit_max_length
+
+    if asked is not None:
+        if not isinstance(asked, int) or asked < 1:
+            raise UserError(f"max_length={asked!r} must be a positive integer")
+        return fit_max_length(asked, config, tokenizer)
+    for manifest in _lineage(artifact):
+        length = manifest.get("max_length", ((manifest.get("config") or {}).get("data") or {}).get("max_length"))
+        if isinstance(length, int) and not isinstance(length, bool) and length > 0:
+            return fit_max_length(length, config, tokenizer)
+    limit = getattr(tokenizer, "model_max_length", None)
+    limit = limit if isinstance(limit, int) and 0 < limit < 1_000_000 else FALLBACK_LENGTH
+    return fit_max_length(limit, config, tokenizer)
+
+
+def trained_on_pairs(artifact: Artifact) -> bool | None:
+    """True/False from the first recipe in the folder's lineage that has a data section; None without one."""
+    for manifest in _lineage(artifact):
+        data = (manifest.get("config") or {}).get("data")
+        if isinstance(data, dict) and "text_pair_column" in data:
+            return data["text_pair_column"] is not None
+    return None
+
+
+def _lineage(artifact: Artifact):
+    """The folder's manifest, then its parents' (4 manifests at most): an export folder records only its own
+    section, its parent (when still there) trained the model."""
+    manifest, hops = artifact.manifest, 0
+    while isinstance(manifest, dict) and hops < 4:
+        yield manifest
+        manifest, hops = _parent_manifest(manifest), hops + 1
+
+
+def _parent_manifest(manifest: dict) -> dict | None:
+    path = (manifest.get("parent") or {}).get("path")
+    if not isinstance(path, str) or not Path(path).is_absolute():
+        return None
+    try:
+        return json.loads((Path(path) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def trained_stride(artifact: Artifact, max_length: int, tokenizer) -> int | None:
+    """The window overlap the model was trained and scored with (`data.long_texts: windows`), else None.
+
+    The first manifest in the lineage that records `window_stride` (stages write it, later ones inherit it)
+    gives it; a stride too large for `max_length` (one cut by `max_length=` or an engine profile) is lowered
+    to the largest a window of that length takes, rather than refused.
+    """
+    for manifest in _lineage(artifact):
+        stride = manifest.get("window_stride")
+        if isinstance(stride, int) and not isinstance(stride, bool) and stride >= 0:
+            room = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+            return max(0, min(stride, room - 1))
+    return None
