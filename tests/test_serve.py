@@ -248,6 +248,31 @@ def test_max_batch_caps_a_call_and_a_failing_request_does_not_fail_its_neighbour
     assert max(len(rows) for rows, _ in predictor.calls) <= 4
 
 
+def test_only_a_lone_one_row_request_runs_on_the_event_loop_thread():
+    threads = []
+
+    def infer(rows):
+        threads.append((len(rows), threading.current_thread().name))
+        return np.zeros((len(rows), 2), dtype=np.float32)
+
+    async def main():
+        loop_thread = threading.current_thread().name
+        batcher = Batcher(infer, max_batch=32, max_wait_s=0.0)
+        batcher.start()
+        await batcher.submit(["one"])                        # alone, one row: no hand-off
+        await batcher.submit(["a", "b"])                     # two rows: the worker thread
+        batcher.arriving += 1                                # another request is being received
+        await batcher.submit(["one"])
+        batcher.arriving -= 1
+        await asyncio.gather(*(batcher.submit([f"r{i}"]) for i in range(3)))  # queued together
+        await batcher.stop()
+        return loop_thread
+
+    loop_thread = asyncio.run(main())
+    assert threads[0] == (1, loop_thread)
+    assert all(name.startswith("deploykit-infer") for _, name in threads[1:]), threads
+
+
 def test_the_listening_socket_is_tcp_so_replies_go_out_at_once():
     from deploykit.serve import _bind
 
