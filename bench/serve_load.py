@@ -85,8 +85,9 @@ def cpu_seconds() -> float:
 def start_server(folder: Path, args) -> tuple[subprocess.Popen, str, list[str]]:
     argv = [sys.executable, "-m", "deploykit.cli", "serve", str(folder), "--port", "0",
             "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
-    if args.threads:
-        argv += ["--threads", str(args.threads)]
+    threads = args.server_threads or args.threads
+    if threads:
+        argv += ["--threads", str(threads)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     for line in proc.stderr:
@@ -206,6 +207,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1000, help="timed requests per concurrency level")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     ap.add_argument("--threads", type=int, default=None, help="runtime threads (server and offline alike)")
+    ap.add_argument("--server-threads", type=int, default=None,
+                    help="the server's runtime threads only (default: --threads, else deploykit serve's own default)")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--offline-calls", type=int, default=500, help="timed batch-1 calls offline")
@@ -233,7 +236,8 @@ def main() -> None:
     p50 = (before["p50_ms"] + after["p50_ms"]) / 2
     thr = (before["throughput"] + after["throughput"]) / 2
     print(f"{args.folder} on {before['runtime']}, batching {'on' if before['batch_invariant'] else 'off'} "
-          f"(--max-batch {args.max_batch}, --max-wait-ms {args.max_wait_ms:g}), threads {args.threads or 'default'}")
+          f"(--max-batch {args.max_batch}, --max-wait-ms {args.max_wait_ms:g}), threads "
+          f"{args.threads or 'default'} offline, {args.server_threads or args.threads or 'default'} in the server")
     print(cpu_line())
     started = next((line.strip() for line in log if line.startswith("serve:")), "?")
     print(f"server: {started}; exit code {code} after SIGTERM\n")
