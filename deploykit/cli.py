@@ -304,7 +304,7 @@ def predict(model: Annotated[Path, typer.Argument(help="a model folder deploykit
             text_pair_column: Annotated[Optional[str], typer.Option("--text-pair-column",
                                                                     help="second text of a sentence pair")] = None,
             top_k: Annotated[int, typer.Option("--top-k", min=1, help="labels per row, best first")] = 1,
-            runtime: Annotated[str, typer.Option(help="auto, torch, torch-bf16, ort, ort-cuda or tensorrt")] = "auto",
+            runtime: Annotated[str, typer.Option(help="auto, torch, torch-bf16, ort, ort-cuda, openvino or tensorrt")] = "auto",
             threads: Annotated[Optional[int], typer.Option(min=1, help="intra-op threads of the runtime")] = None,
             batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
             json_lines: Annotated[bool, typer.Option("--json", help="one JSON object per row")] = False,
@@ -330,7 +330,7 @@ def serve(folder: Annotated[Path, typer.Argument(help="a classifier artifact fol
           max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="most rows per model call")] = 32,
           max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0.0, help="longest wait for more rows "
                                                      "before a call, while other requests are arriving")] = 5.0,
-          runtime: Annotated[str, typer.Option(help="auto, ort or torch (as deploykit.predictor.load)")] = "auto",
+          runtime: Annotated[str, typer.Option(help="auto, ort, openvino or torch (as deploykit.predictor.load)")] = "auto",
           threads: Annotated[Optional[int], typer.Option(min=1, help="intra-op threads of the runtime")] = None,
           max_request_rows: Annotated[int, typer.Option("--max-request-rows", min=1, help="most texts per request (more: 413)")] = 256,
           max_body_bytes: Annotated[str, typer.Option("--max-body-bytes", help="largest request body, e.g. 1MB, 512KB (more: 413)")] = "1MB",

@@ -329,7 +329,7 @@ class BenchConfig(Section):
     """`deploykit bench`: latency, throughput, memory, size and accuracy per artifact x runtime x target."""
 
     targets: list[Literal["cpu", "edge", "gpu"]] = Field(default_factory=lambda: ["cpu"])
-    runtimes: list[Literal["torch", "torch-bf16", "ort", "ort-cuda", "tensorrt"]] | None = Field(
+    runtimes: list[Literal["torch", "torch-bf16", "ort", "ort-cuda", "openvino", "tensorrt"]] | None = Field(
         None, description="default: every runtime that applies to each artifact")
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32])
     latency_samples: int = Field(200, ge=1)

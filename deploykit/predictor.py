@@ -32,8 +32,6 @@ from deploykit.lineage import trained_length, trained_on_pairs, trained_stride
 from deploykit.runtimes import READS
 
 RUNTIMES = ("auto", *READS)
-# runtimes a user may reach for that deploykit does not run yet: named, so the refusal says so
-NOT_YET = ("openvino",)
 FUNCTIONS = ("softmax", "sigmoid", "none")
 # transformers builds a tokenizer of special tokens only from a tokenizer_config.json alone: every word then
 # becomes [UNK] and the model answers confidently from nothing, so a folder needs one of these
@@ -48,7 +46,7 @@ def load(path: str | Path, runtime: str = "auto", threads: int | None = None, de
         path: a stage output (PyTorch, ONNX FP32/INT8, TensorRT), a HF folder or a .onnx file beside its
             config.json and tokenizer.
         runtime: "auto" (ONNX Runtime for ONNX folders, torch for PyTorch ones, TensorRT for engines), or
-            one of torch, torch-bf16, ort, ort-cuda, tensorrt. A causal LM takes auto, ort or torch.
+            one of torch, torch-bf16, ort, ort-cuda, openvino, tensorrt. A causal LM takes auto, ort or torch.
         threads: intra-op threads; None leaves the runtime's default (all cores). torch's is process-wide.
         device: None or "cpu"; "cuda" runs torch on the GPU and picks ort-cuda for ONNX folders.
         max_length: truncation length; default the one the model was trained with.
@@ -125,8 +123,6 @@ def check_threads(threads) -> None:
 
 def resolve_runtime(fmt: str, runtime: str, device: str | None) -> str:
     """The runtime that will run an artifact of format `fmt`; a one-line UserError for one that cannot."""
-    if runtime in NOT_YET:
-        raise UserError(f"runtime {runtime!r} is not supported yet; use one of {', '.join(RUNTIMES)}")
     if runtime not in RUNTIMES:
         raise UserError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     cuda = device is not None and str(device).startswith("cuda")
@@ -140,8 +136,9 @@ def resolve_runtime(fmt: str, runtime: str, device: str | None) -> str:
         runs = [r for r in READS if READS[r] == fmt]
         raise UserError(f"runtime {runtime or 'auto'!r} cannot run {fmt} artifacts; use "
                         f"{' or '.join(runs) or 'another folder'}")
-    if (cuda and runtime == "ort") or (device == "cpu" and runtime in ("ort-cuda", "tensorrt")):
-        raise UserError(f"runtime {runtime} with device={device!r}: ort runs on the CPU, ort-cuda and tensorrt on cuda")
+    if (cuda and runtime in ("ort", "openvino")) or (device == "cpu" and runtime in ("ort-cuda", "tensorrt")):
+        raise UserError(f"runtime {runtime} with device={device!r}: ort and openvino run on the CPU, ort-cuda and "
+                        "tensorrt on cuda")
     return runtime
 
 
@@ -151,7 +148,7 @@ class ClassifierPredictor:
     Attributes:
         name: the folder's name (the model name a server publishes).
         labels: id2label in id order.
-        runtime: torch, torch-bf16, ort, ort-cuda or tensorrt.
+        runtime: torch, torch-bf16, ort, ort-cuda, openvino or tensorrt.
         batch_invariant: False for a graph that quantizes activations at run time (dynamic INT8): a row's
             logits would depend on its batch neighbours, so such a graph is scored one row at a time.
         max_length: inputs are truncated to this many tokens (the trained length), or cut into windows of it.

@@ -63,7 +63,7 @@ def _figure():
 
 
 # one look per row across all plots: colour = artifact, marker = runtime, line/fill = target
-MARKERS = {"torch": "o", "torch-bf16": "s", "ort": "^", "ort-cuda": "v", "tensorrt": "D"}
+MARKERS = {"torch": "o", "torch-bf16": "s", "ort": "^", "ort-cuda": "v", "openvino": "P", "tensorrt": "D"}
 LINES = {"cpu": "-", "edge": "--", "gpu": ":"}
 
 

@@ -10,7 +10,11 @@
 | torch-bf16 | pytorch  | cpu, edge, gpu  |
 | ort        | onnx     | cpu, edge       |
 | ort-cuda   | onnx     | gpu             |
+| openvino   | onnx     | cpu, edge       |
 | tensorrt   | tensorrt | gpu             |
+
+`openvino` (the `openvino` extra) compiles the same ONNX graph for the CPU with the latency hint; it is
+measured only when `bench.runtimes` names it.
 
 A runtime that this machine cannot run (no CUDA GPU, no `tensorrt` package) is not an error: the
 benchmark keeps a skipped row whose note says what is missing.
@@ -18,6 +22,7 @@ benchmark keeps a skipped row whose note says what is missing.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +33,14 @@ import numpy as np
 from deploykit.errors import UserError
 from deploykit.evaluate import Predictor, ort_predictor, ort_session, torch_predictor
 
-READS = {"torch": "pytorch", "torch-bf16": "pytorch", "ort": "onnx", "ort-cuda": "onnx", "tensorrt": "tensorrt"}
+READS = {"torch": "pytorch", "torch-bf16": "pytorch", "ort": "onnx", "ort-cuda": "onnx", "openvino": "onnx",
+         "tensorrt": "tensorrt"}
 TARGETS = {"torch": ("cpu", "edge", "gpu"), "torch-bf16": ("cpu", "edge", "gpu"), "ort": ("cpu", "edge"),
-           "ort-cuda": ("gpu",), "tensorrt": ("gpu",)}
+           "ort-cuda": ("gpu",), "openvino": ("cpu", "edge"), "tensorrt": ("gpu",)}
 # what `bench.runtimes: null` measures for each artifact format
 AUTO = {"pytorch": ["torch", "torch-bf16"], "onnx": ["ort", "ort-cuda"], "tensorrt": ["tensorrt"]}
 LABELS = {"torch": "PyTorch FP32", "torch-bf16": "PyTorch bf16", "ort": "ONNX Runtime CPU",
-          "ort-cuda": "ONNX Runtime CUDA", "tensorrt": "TensorRT"}
+          "ort-cuda": "ONNX Runtime CUDA", "openvino": "OpenVINO CPU", "tensorrt": "TensorRT"}
 
 
 class Unavailable(Exception):
@@ -95,6 +101,8 @@ def unavailable(runtime: str, target: str) -> str | None:
             import tensorrt  # noqa: F401
         except ImportError:
             return "the tensorrt package is not installed (pip install 'deploykit[tensorrt]' on a GPU machine)"
+    if runtime == "openvino" and importlib.util.find_spec("openvino") is None:
+        return "the openvino package is not installed (pip install 'deploykit[openvino]')"
     return None
 
 
@@ -121,6 +129,8 @@ def load_runtime(artifact, runtime: str, threads: int | None, device: str = "cpu
         loaded = Loaded(ort_predictor(session), _nothing, "cpu")
     elif runtime == "ort-cuda":
         loaded = _load_ort_cuda(artifact.onnx_path)
+    elif runtime == "openvino":
+        loaded = _load_openvino(artifact.onnx_path, threads)
     else:
         from deploykit.tensorrt import EngineRunner
 
@@ -176,3 +186,38 @@ def _load_ort_cuda(onnx_path: Path) -> Loaded:
         raise Unavailable(f"ONNX Runtime fell back to {session.get_providers()[0]}; "
                           "check the CUDA/cuDNN libraries onnxruntime-gpu needs")
     return Loaded(ort_predictor(session), _nothing, "cuda")
+
+
+def _load_openvino(onnx_path: Path, threads: int | None) -> Loaded:
+    """The ONNX graph compiled by OpenVINO for the CPU with the latency hint, its thread count fixed when it is
+    compiled (as an ORT session's is), inputs fed as ONNX Runtime's predictor feeds them (int64, zero
+    token_type_ids when the tokenizer gives none); one inference request reused for every call.
+
+    Raises:
+        Unavailable: openvino is not installed, or cannot compile this graph (the message names the cause).
+    """
+    why = unavailable("openvino", "cpu")
+    if why:
+        raise Unavailable(why)
+    import openvino as ov
+
+    core = ov.Core()
+    # f32 named: on CPUs with native bf16 OpenVINO would otherwise run float graphs in bf16, and the same
+    # artifact would answer differently from one machine to the next
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+              **({"INFERENCE_NUM_THREADS": int(threads)} if threads else {})}
+    try:
+        compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+    except RuntimeError as err:  # an operator or shape OpenVINO's CPU plugin does not take
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise Unavailable(f"OpenVINO could not compile {onnx_path.name}: {first}") from None
+    names = [p.get_any_name() for p in compiled.inputs]
+    request, output = compiled.create_infer_request(), compiled.outputs[0]
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {k: np.asarray(batch[k], dtype=np.int64) for k in names if k in batch}
+        feed.update({k: np.zeros_like(feed["input_ids"]) for k in names if k not in feed})
+        # the request's output tensor is overwritten by the next call: hand the caller its own copy
+        return np.array(request.infer(feed)[output], dtype=np.float32)
+
+    return Loaded(run, _nothing, "cpu")

@@ -47,6 +47,10 @@ def test_plan_picks_runtimes_by_format_and_target():
     runtimes, note = plan("onnx", "cpu", ["torch"])
     assert runtimes == ["torch"] and "reads a onnx artifact" in note
     assert plan("onnx", "cpu", ["torch", "ort", "ort-cuda"]) == (["ort"], None)
+    # OpenVINO reads the same ONNX folders on the CPU targets, when bench.runtimes names it
+    assert plan("onnx", "edge", ["ort", "openvino"]) == (["ort", "openvino"], None)
+    runtimes, note = plan("onnx", "gpu", ["openvino"])
+    assert runtimes == ["openvino"] and "runs on target cpu or edge" in note
 
 
 def test_one_row_per_artifact_runtime_target(measured):

@@ -163,7 +163,7 @@ def test_bad_input_is_one_line_exit_2(final, tiny_chain, tiny_llama, tmp_path):
     one_line_error(invoke(final), "no texts")
     one_line_error(invoke(final, "a film", "--file", "-"), "not both")
     one_line_error(invoke(tmp_path / "missing", "a film"), "artifact not found")
-    one_line_error(invoke(final, "a film", "--runtime", "openvino"), "not supported yet")
+    one_line_error(invoke(final, "a film", "--runtime", "tvm"), "unknown runtime 'tvm'")
     one_line_error(invoke(tiny_llama, "a film"), "is a causal LM; add --generate")
     one_line_error(invoke(final, "a film", "--generate"), "--generate needs a causal LM")
     rows = write(tmp_path / "rows.tsv", [{"sentence": "a film", "label": "1"}])

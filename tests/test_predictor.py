@@ -1,5 +1,6 @@
 """deploykit.load on every artifact kind of recipes/tiny-ci.yaml: pipeline-shaped results, runtimes, per-row INT8."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -254,7 +255,8 @@ def test_causal_lm_folder_gives_the_generator(tiny_llama):
 @pytest.mark.parametrize("call, message", [
     (lambda c: load(c["finetune"].parent / "missing"), "artifact not found"),
     (lambda c: load(c["finetune"].parent.parent / "task"), "not a model folder"),
-    (lambda c: load(c["finetune"], runtime="openvino"), "not supported yet; use one of auto, torch"),
+    (lambda c: load(c["finetune"], runtime="openvino"), "cannot run pytorch artifacts; use torch or torch-bf16"),
+    (lambda c: load(c["export"], runtime="openvino", device="cuda"), "ort and openvino run on the CPU"),
     (lambda c: load(c["finetune"], runtime="tvm"), "unknown runtime 'tvm'"),
     (lambda c: load(c["finetune"], runtime="ort"), "cannot run pytorch artifacts; use torch or torch-bf16"),
     (lambda c: load(c["export"], runtime="torch"), "cannot run onnx artifacts; use ort or ort-cuda"),
@@ -335,3 +337,36 @@ def test_import_deploykit_stays_cheap_and_load_is_there():
             "from deploykit import load; assert load is deploykit.load and 'deploykit.predictor' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert deploykit.load is load
+
+
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                    reason="needs the openvino package (pip install 'deploykit[openvino]')")
+
+
+@needs_openvino
+@pytest.mark.parametrize("kind", ["export", "raw"])
+def test_openvino_runs_float_onnx_folders_as_onnx_runtime_does(tiny_chain, kind):
+    # the padding-free export and a plain one; f32 inference precision on every CPU (bf16-native ones included)
+    reference = load(tiny_chain[kind], runtime="ort").logits(TEXTS)
+    openvino = load(tiny_chain[kind], runtime="openvino", threads=1)
+    assert openvino.runtime == "openvino" and openvino.batch_invariant
+    np.testing.assert_allclose(openvino.logits(TEXTS), reference, atol=1e-4)
+    np.testing.assert_allclose(openvino.logits(TEXTS, batch_size=1), reference, atol=1e-4)
+
+
+@needs_openvino
+def test_openvino_runs_the_static_int8_graph_close_to_onnx_runtime(tiny_chain):
+    # INT8 kernels round differently from ORT's; the answers stay those of the same model
+    reference = load(tiny_chain["quantize"], runtime="ort").logits(TEXTS)
+    got = load(tiny_chain["quantize"], runtime="openvino").logits(TEXTS)
+    assert got.shape == reference.shape and got.dtype == np.float32
+    assert np.abs(got - reference).max() < 0.1 * np.abs(reference).max() + 1e-3
+
+
+def test_openvino_missing_is_one_line(tiny_chain, monkeypatch):
+    import deploykit.runtimes as runtimes
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(runtimes.importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    with pytest.raises(UserError, match=r"runtime openvino cannot run here: the openvino package is not installed"):
+        load(tiny_chain["export"], runtime="openvino")

@@ -161,3 +161,10 @@ def test_encoder_report_is_unchanged_by_the_generation_kind(tmp_path):
     md = markdown(report(ROWS))
     assert "TTFT" not in md and md.count("![") == 3
     assert "\n| artifact | runtime | target | threads | accuracy % | macro-F1 % | p50 ms |" in md
+
+
+def test_every_runtime_has_a_plot_marker():
+    from deploykit.report import MARKERS
+    from deploykit.runtimes import LABELS, READS, TARGETS
+
+    assert set(MARKERS) == set(READS) == set(LABELS) == set(TARGETS)
