@@ -74,16 +74,19 @@ def ort_session(onnx_path: str | Path, threads: int | None = None, providers: li
         raise UserError(f"{onnx_path}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})") from None
 
 
+def graph_feed(batch: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """The tokenizer's batch as an ONNX graph's int64 inputs `names`; an input the tokenizer did not give (e.g.
+    a BERT graph's token_type_ids) is zeros. Shared by every runtime that reads ONNX graphs."""
+    feed = {k: np.asarray(batch[k], dtype=np.int64) for k in names if k in batch}
+    feed.update({k: np.zeros_like(feed["input_ids"]) for k in names if k not in feed})
+    return feed
+
+
 def ort_predictor(session) -> Predictor:
     names = [i.name for i in session.get_inputs()]
 
     def run(batch: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {k: np.asarray(batch[k], dtype=np.int64) for k in names if k in batch}
-        missing = [k for k in names if k not in feed]
-        if missing:
-            # e.g. a BERT graph fed by a tokenizer that gives no token_type_ids
-            feed.update({k: np.zeros_like(feed["input_ids"]) for k in missing})
-        return session.run(None, feed)[0]
+        return session.run(None, graph_feed(batch, names))[0]
 
     return run
 

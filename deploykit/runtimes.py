@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from deploykit.errors import UserError
-from deploykit.evaluate import Predictor, ort_predictor, ort_session, torch_predictor
+from deploykit.evaluate import Predictor, graph_feed, ort_predictor, ort_session, torch_predictor
 
 READS = {"torch": "pytorch", "torch-bf16": "pytorch", "ort": "onnx", "ort-cuda": "onnx", "openvino": "onnx",
          "tensorrt": "tensorrt"}
@@ -190,8 +190,8 @@ def _load_ort_cuda(onnx_path: Path) -> Loaded:
 
 def _load_openvino(onnx_path: Path, threads: int | None) -> Loaded:
     """The ONNX graph compiled by OpenVINO for the CPU with the latency hint, its thread count fixed when it is
-    compiled (as an ORT session's is), inputs fed as ONNX Runtime's predictor feeds them (int64, zero
-    token_type_ids when the tokenizer gives none); one inference request reused for every call.
+    compiled (as an ORT session's is), inputs fed as ONNX Runtime's are (`evaluate.graph_feed`); one inference
+    request reused for every call.
 
     Raises:
         Unavailable: openvino is not installed, or cannot compile this graph (the message names the cause).
@@ -215,9 +215,7 @@ def _load_openvino(onnx_path: Path, threads: int | None) -> Loaded:
     request, output = compiled.create_infer_request(), compiled.outputs[0]
 
     def run(batch: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {k: np.asarray(batch[k], dtype=np.int64) for k in names if k in batch}
-        feed.update({k: np.zeros_like(feed["input_ids"]) for k in names if k not in feed})
         # the request's output tensor is overwritten by the next call: hand the caller its own copy
-        return np.array(request.infer(feed)[output], dtype=np.float32)
+        return np.array(request.infer(graph_feed(batch, names))[output], dtype=np.float32)
 
     return Loaded(run, _nothing, "cpu")

@@ -1,0 +1,67 @@
+"""What `deploykit.load` refuses before a model runs, each in one line naming the fix: an unknown runtime or
+one that cannot read the folder's format, a device it does not run on, a thread count that is not a positive
+integer, a folder without tokenizer files or with a tokenizer that is not the model's.
+
+    runtime = resolve_runtime("onnx", "auto", device=None)   # "ort" ("ort-cuda" with device="cuda")
+    check_tokenizer_files(Path("runs/sst2-minilm/quantize"))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploykit.errors import UserError
+from deploykit.runtimes import READS
+
+RUNTIMES = ("auto", *READS)
+# transformers builds a tokenizer of special tokens only from a tokenizer_config.json alone: every word then
+# becomes [UNK] and the model answers confidently from nothing, so a folder needs one of these
+TOKENIZER_FILES = "tokenizer.json, vocab.txt, vocab.json + merges.txt or a sentencepiece *.model"
+
+
+def check_tokenizer_files(folder: Path) -> None:
+    """Refuse a folder whose tokenizer has no vocabulary file: it would load as special tokens only."""
+    if ((folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
+            or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()) or any(folder.glob("*.model"))):
+        return
+    raise UserError(f"{folder}: no tokenizer files ({TOKENIZER_FILES}); copy them from the folder the model came "
+                    "from (the stage output), or every word would be read as unknown")
+
+
+def check_vocabulary(folder: Path, tokenizer, config) -> None:
+    """Refuse a tokenizer far smaller than the model's embedding table (another model's, or a stub).
+
+    A vocabulary-pruned model has its config.vocab_size cut to its tokenizer's, so it passes; half is a margin
+    wide enough for tokenizers that count their added tokens differently from the model.
+    """
+    size = getattr(config, "vocab_size", None)
+    if isinstance(size, int) and len(tokenizer) < size / 2:
+        raise UserError(f"{folder}: the tokenizer holds {len(tokenizer)} tokens but config.json's vocab_size is "
+                        f"{size}; the tokenizer files ({TOKENIZER_FILES}) are missing or not this model's: copy "
+                        "them from the folder the model came from")
+
+
+def check_threads(threads) -> None:
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise UserError(f"threads={threads!r} must be a positive integer, or None for the runtime's default")
+
+
+def resolve_runtime(fmt: str, runtime: str, device: str | None) -> str:
+    """The runtime that will run an artifact of format `fmt`; a one-line UserError for one that cannot."""
+    if runtime not in RUNTIMES:
+        raise UserError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    cuda = device is not None and str(device).startswith("cuda")
+    if device is not None and not cuda and device != "cpu":
+        raise UserError(f"device={device!r}: use cpu or cuda")
+    if runtime == "auto":
+        runtime = {"pytorch": "torch", "onnx": "ort-cuda" if cuda else "ort", "tensorrt": "tensorrt"}.get(fmt, "")
+    # a TensorRT folder keeps the ONNX it was built from, so ONNX Runtime can run it where TensorRT cannot
+    readable = READS.get(runtime) == fmt or (fmt == "tensorrt" and READS.get(runtime) == "onnx")
+    if not readable:
+        runs = [r for r in READS if READS[r] == fmt]
+        raise UserError(f"runtime {runtime or 'auto'!r} cannot run {fmt} artifacts; use "
+                        f"{' or '.join(runs) or 'another folder'}")
+    if (cuda and runtime in ("ort", "openvino")) or (device == "cpu" and runtime in ("ort-cuda", "tensorrt")):
+        raise UserError(f"runtime {runtime} with device={device!r}: ort and openvino run on the CPU, ort-cuda and "
+                        "tensorrt on cuda")
+    return runtime
