@@ -26,12 +26,7 @@ from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
 from deploykit.distillation import check_tokenizer, save_student, student_from_teacher, teacher_source, warn_if_larger
 from deploykit.errors import UserError
-from deploykit.training import (
-    build_trainer,
-    check_replicas,
-    num_layers,
-    training_record,
-)
+from deploykit.training import build_trainer, check_replicas, num_layers, training_record
 
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")  # what HF writes when a model was saved without label names
 

@@ -74,7 +74,6 @@ def _classification_job(recipe: Recipe, source: str):
     from deploykit.llm.finetune import Job
     from deploykit.models import load_classifier, load_tokenizer
     from deploykit.window_metrics import evaluate_pooled
-    from deploykit.windows import stride_for
 
     task = load_task(recipe.data)
     tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
