@@ -225,25 +225,28 @@ class TorchGenerator(_Generator):
         import torch
 
         cache = {"past": None}
+        # a model that just trained on the GPU (finetune, distill, prune recovery) is still there: feed it there
+        device = next(self.model.parameters()).device
 
         @torch.inference_mode()
         def step(ids, mask, pos):
-            out = self.model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                             position_ids=torch.from_numpy(pos), past_key_values=cache["past"],
-                             use_cache=True, logits_to_keep=1)
+            feed = {k: torch.from_numpy(v).to(device) for k, v in
+                    (("input_ids", ids), ("attention_mask", mask), ("position_ids", pos))}
+            out = self.model(**feed, past_key_values=cache["past"], use_cache=True, logits_to_keep=1)
             cache["past"] = out.past_key_values
-            return out.logits[:, -1].float().numpy()
+            return out.logits[:, -1].float().cpu().numpy()
 
         return step
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
 
+        device = next(self.model.parameters()).device
+        feed = {"input_ids": np.asarray(input_ids, dtype=np.int64), "position_ids": position_ids(attention_mask),
+                "attention_mask": np.asarray(attention_mask, dtype=np.int64)}
         with torch.inference_mode():
-            out = self.model(input_ids=torch.from_numpy(np.asarray(input_ids, dtype=np.int64)),
-                             attention_mask=torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)),
-                             position_ids=torch.from_numpy(position_ids(attention_mask)), use_cache=False)
-        return out.logits.float().numpy()
+            out = self.model(**{k: torch.from_numpy(v).to(device) for k, v in feed.items()}, use_cache=False)
+        return out.logits.float().cpu().numpy()
 
 
 def _past_layout(session, config) -> tuple[list[str], list[str], tuple[int, int], np.dtype]:
