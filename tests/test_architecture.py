@@ -95,7 +95,7 @@ def _is_stage(module: str) -> bool:
 def test_the_reader_sees_function_level_and_package_imports():
     graph = import_graph()
     # both are imports inside a function body
-    assert "deploykit.llm.quantize_stage" in graph["deploykit.stages.quantize"]
+    assert "deploykit.llm.quantize_stage" in graph["deploykit.kinds.generation"]
     assert {"deploykit.onnx.ops", "deploykit.onnx.export"} <= graph["deploykit.tensorrt"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -129,3 +129,19 @@ def test_no_new_module_over_400_lines():
     assert not new, f"modules over {MAX_LINES} lines: {new}; split them by meaning"
     shrunk = sorted(KNOWN_LONG - long)
     assert not shrunk, f"{shrunk} are {MAX_LINES} lines or fewer now: take them off KNOWN_LONG"
+
+
+def test_stages_and_the_runner_ask_the_kind_table_not_the_task_name():
+    """`data.task` is looked up in deploykit.kinds.KINDS; no stage or the pipeline compares it with a kind's name."""
+    import re
+    import typing
+
+    from deploykit.config import DataConfig
+    from deploykit.kinds import KINDS
+
+    offenders = [f"{path.relative_to(PACKAGE.parent)}:{i}"
+                 for path in [*sorted((PACKAGE / "stages").glob("*.py")), PACKAGE / "pipeline.py"]
+                 for i, line in enumerate(path.read_text().splitlines(), 1)
+                 if re.search(r"\btask\s*[!=]=\s*[\"']|[\"']\s*[!=]=\s*\S*\btask\b", line)]
+    assert not offenders, f"branches on the task's name (ask deploykit.kinds.kind_of instead): {offenders}"
+    assert set(typing.get_args(DataConfig.model_fields["task"].annotation)) == set(KINDS)

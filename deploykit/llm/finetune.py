@@ -9,31 +9,12 @@ data with loss on response tokens only, the collator, and quality measured by ge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
-
 from deploykit.config import Recipe
-
-
-@dataclass
-class Job:
-    """What the finetune stage trains and how it scores the result, per task kind."""
-
-    model: Any
-    tokenizer: Any
-    train_ds: Any
-    eval_ds: Any
-    collator: Any
-    best_metric: str                       # Trainer's metric_for_best_model (without eval_)
-    labels: list[str] | None
-    score: Callable[[Any, Any, str], dict | None]   # (trainer, trained model, split name) -> metrics
-    summary: str
-    max_length: int | None = None            # the resolved data.max_length the model was trained with
+from deploykit.kinds.base import Job
 
 
 def prepare(recipe: Recipe, source: str) -> Job:
-    from deploykit.llm.data import (SFTCollator, check_chat_template, check_length, load_chat_task, pad_id,
-                                    sft_dataset)
+    from deploykit.llm.data import SFTCollator, check_chat_template, check_length, load_chat_task, pad_id, sft_dataset
     from deploykit.llm.quality import evaluate_causal
     from deploykit.models import load_causal_lm, load_tokenizer
 
@@ -46,12 +27,15 @@ def prepare(recipe: Recipe, source: str) -> Job:
     train_ds = sft_dataset(task.train, tokenizer, cfg, packing=recipe.finetune.packing)
     eval_ds = sft_dataset(task.validation, tokenizer, cfg)
 
-    def score(trainer, trained, split: str) -> dict | None:
-        if split == "test" and task.test is None:
-            return None
-        return evaluate_causal(trained, task.split(split), cfg, tokenizer=tokenizer,
-                               with_perplexity=split != "test")
+    def finish(trainer, trained, merge: bool):
+        # the loss through the Trainer, then answers by generation, which is faster with LoRA merged
+        loss = trainer.evaluate()["eval_loss"]
+        trained = (trained.merge_and_unload() if merge else trained).eval()
+        val = {"loss": loss, **evaluate_causal(trained, task.validation, cfg, tokenizer=tokenizer)}
+        test = None if task.test is None else evaluate_causal(trained, task.test, cfg, tokenizer=tokenizer,
+                                                              with_perplexity=False)
+        return trained, val, test
 
-    return Job(model, tokenizer, train_ds, eval_ds, SFTCollator(pad_id(tokenizer)), "loss", task.labels, score,
+    return Job(model, tokenizer, train_ds, eval_ds, SFTCollator(pad_id(tokenizer)), "loss", task.labels, finish,
                f"{len(task.train)} train / {len(task.validation)} validation prompts "
-               f"({len(train_ds)} rows{' packed' if recipe.finetune.packing else ''})")
+               f"({len(train_ds)} rows{' packed' if recipe.finetune.packing else ''})", lora_task="CAUSAL_LM")

@@ -21,7 +21,7 @@ import torch
 from deploykit.config import PruneConfig
 from deploykit.errors import UserError
 from deploykit.layers import check_indices, keep_layers, layer_list
-from deploykit.pruning.arch import Arch, Shape, arch_of, shape_of, sub, sync_config
+from deploykit.pruning.arch import Arch, Shape, arch_of, sub, sync_config
 from deploykit.pruning.importance import accumulate_gradients, group_importance, layer_scores
 
 

@@ -19,6 +19,7 @@ from deploykit.artifact import Artifact, check_out_dir, load_artifact, staging, 
 from deploykit.config import BenchConfig, Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
+from deploykit.kinds import kind_of
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
@@ -84,11 +85,9 @@ def _measure(recipe: Recipe, cfg: BenchConfig, artifacts: list[Artifact], baseli
     from deploykit.data import load_task
     from deploykit.report import write_reports
 
-    if recipe.data.task == "generation":
-        from deploykit.llm.bench_stage import run_many as run_many_causal
-
+    if (own := kind_of(recipe.data.task).runner("bench")) is not None:
         subjects = _subjects(artifacts)
-        run_many_causal(recipe, [s.artifact for s in subjects], [s.name for s in subjects], tmp)
+        own(recipe, [s.artifact for s in subjects], [s.name for s in subjects], tmp)
         return
     task = load_task(recipe.data)
     if cfg.eval_split == "test" and task.test is None:

@@ -26,6 +26,7 @@ from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
 from deploykit.distillation import check_tokenizer, save_student, student_from_teacher, teacher_source, warn_if_larger
 from deploykit.errors import UserError
+from deploykit.kinds import kind_of
 from deploykit.training import build_trainer, check_replicas, num_layers, training_record
 
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")  # what HF writes when a model was saved without label names
@@ -96,10 +97,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     cfg = recipe.distill
     if recipe.data is None:
         raise UserError("distill needs a data section (or --data NAME_OR_PATH)")
-    if recipe.data.task == "generation":
-        from deploykit.llm.distill import run as run_causal
-
-        return run_causal(recipe, parent, out_dir)
+    if (own := kind_of(recipe.data.task).runner("distill")) is not None:
+        return own(recipe, parent, out_dir)
     trust = recipe.model.trust_remote_code
     teacher_src = teacher_source(cfg, parent)
     set_seed(cfg.seed)

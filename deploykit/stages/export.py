@@ -20,6 +20,7 @@ from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
+from deploykit.kinds import kind_of
 from deploykit.onnx.export import copy_onnx_folder, export_onnx
 
 
@@ -50,26 +51,6 @@ def _pass_through(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
     return Artifact(Path(out_dir).resolve(), manifest)
 
 
-def _export_causal(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
-    """A causal LM with its KV cache as inputs/outputs; parity = the same greedy tokens on task prompts."""
-    from transformers import AutoTokenizer
-
-    from deploykit.llm.data import load_chat_task, render_prompt
-    from deploykit.llm.onnx_export import export_causal_lm
-    from deploykit.onnx.ops import file_size
-
-    cfg = recipe.export
-    tokenizer = AutoTokenizer.from_pretrained(parent.path)
-    prompts = [render_prompt(tokenizer, p, recipe.data)
-               for p in load_chat_task(recipe.data).validation.prompts[: min(cfg.parity_samples, 20)]]
-    with staging(out_dir) as tmp:
-        report = export_causal_lm(parent.path, tokenizer, tmp, opset=cfg.opset, parity_prompts=prompts)
-        metrics = {"parity": report["parity"], "size_bytes": file_size(tmp / "model.onnx")}
-        manifest = write_manifest(tmp, stage="export", format="onnx", parent=parent,
-                                  config=recipe.model_dump(include={"export"}), metrics=metrics, **report)
-    return Artifact(Path(out_dir).resolve(), manifest)
-
-
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """Export `parent` into `out_dir`: PyTorch to ONNX, PyTorch or ONNX to a TensorRT engine.
 
@@ -88,8 +69,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         return _pass_through(recipe, parent, out_dir)
     if parent.format != "pytorch":
         raise UserError(f"{parent.path}: a {parent.format} artifact cannot be exported to ONNX; give the PyTorch model")
-    if recipe.data is not None and recipe.data.task == "generation":
-        return _export_causal(recipe, parent, out_dir)
+    if recipe.data is not None and (own := kind_of(recipe.data.task).runner("export")) is not None:
+        return own(recipe, parent, out_dir)  # a causal LM with its KV cache (deploykit/llm/export_stage.py)
     texts, pairs, max_length = _parity_texts(recipe, cfg.parity_samples)
     if max_length == "auto":
         max_length = parent.manifest.get("max_length") or "auto"

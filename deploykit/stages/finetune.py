@@ -20,6 +20,7 @@ from deploykit.artifact import Artifact, staging, work_dir, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
+from deploykit.kinds import kind_of
 from deploykit.training import (
     build_trainer,
     check_replicas,
@@ -30,7 +31,6 @@ from deploykit.training import (
     world_info,
 )
 from deploykit.window_metrics import pool_metrics_of
-from deploykit.windows import recorded, stride_for
 
 
 def _freeze(model, freeze_embeddings: bool, freeze_layers: int) -> int:
@@ -56,45 +56,16 @@ def _lora_targets(model) -> list[str] | None:
     return next((t for t in LORA_TARGETS if set(t) <= leaf_names), None)
 
 
-def _apply_lora(model, cfg, causal: bool = False):
-    from peft import LoraConfig, TaskType, get_peft_model
+def _apply_lora(model, cfg, task_type: str):
+    from peft import LoraConfig, get_peft_model
 
-    # SEQ_CLS makes peft train and save the fresh classifier head too (modules_to_save)
-    task_type = TaskType.CAUSAL_LM if causal else TaskType.SEQ_CLS
+    # the kind's peft TaskType: SEQ_CLS makes peft train and save a fresh classifier head too (modules_to_save)
     lora = LoraConfig(task_type=task_type, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                       target_modules=cfg.target_modules or _lora_targets(model))
     try:
         return get_peft_model(model, lora)
     except ValueError as err:
         raise UserError(f"finetune.lora: {str(err).splitlines()[0]} (set finetune.lora.target_modules)") from None
-
-
-def _classification_job(recipe: Recipe, source: str):
-    from deploykit.data import fit_max_length, load_task, to_dataset
-    from deploykit.llm.finetune import Job
-    from deploykit.models import load_classifier, load_tokenizer
-    from deploykit.window_metrics import evaluate_pooled
-
-    task = load_task(recipe.data)
-    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
-    model = load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
-                            revision=recipe.model.revision)
-    max_len = fit_max_length(recipe.data.max_length, model.config, tokenizer, task)
-    stride = stride_for(recipe.data, max_len, tokenizer)  # data.long_texts: windows (deploykit/windows.py)
-    validation = to_dataset(task.validation, tokenizer, max_len, stride, "validation")
-
-    def score(trainer, trained, split: str) -> dict | None:
-        # through the Trainer: the same batching and metrics as its per-epoch evaluation (per text with windows)
-        if split == "test" and task.test is None:
-            return None
-        if split == "validation":
-            return evaluate_pooled(trainer, validation, "eval")
-        return evaluate_pooled(trainer, to_dataset(task.test, tokenizer, max_len, stride, "test"), "test")
-
-    windows = f", windows overlapping by {stride} tokens" if stride is not None else ""
-    return Job(model, tokenizer, to_dataset(task.train, tokenizer, max_len, stride, "train"), validation, None,
-               "accuracy", task.labels, score, f"{len(task.train)} train / {len(task.validation)} validation rows, "
-               f"max_length {max_len}{windows}", max_len)
 
 
 # what the Trainer writes into a checkpoint before trainer_state.json, which it writes last
@@ -135,18 +106,13 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
     source = str(parent.path) if parent is not None else recipe.model.source
     resolve_source(source)  # a wrong model source fails before minutes of data loading
     set_seed(cfg.seed)
-    causal = recipe.data.task == "generation"
-    if causal:
-        from deploykit.llm.finetune import prepare
-
-        job = prepare(recipe, source)
-    else:
-        job = _classification_job(recipe, source)
+    kind = kind_of(recipe.data.task)
+    job = kind.finetune_job(recipe, source)
     model, tokenizer = job.model, job.tokenizer
     n_params = count_parameters(model)
     frozen = _freeze(model, cfg.freeze_embeddings, cfg.freeze_layers) if cfg.strategy == "partial" else 0
     if cfg.strategy == "lora":
-        model = _apply_lora(model, cfg.lora, causal)
+        model = _apply_lora(model, cfg.lora, job.lora_task)
 
     out_dir = Path(out_dir).resolve()
     work = work_dir(out_dir, fresh=not resume)  # checkpoints live here for --resume
@@ -167,17 +133,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - start
 
-    model = trainer.model
-    window_record = {} if causal else recorded(stride_for(recipe.data, job.max_length, tokenizer))
-    if causal:  # scored by generation, faster with LoRA merged
-        loss = trainer.evaluate()["eval_loss"]
-        model = model.merge_and_unload() if cfg.strategy == "lora" else model
-        model.eval()
-        val = {"loss": loss, **job.score(trainer, model, "validation")}
-        test = job.score(trainer, model, "test")
-    else:
-        val, test = job.score(trainer, model, "validation"), job.score(trainer, model, "test")
-        model = model.merge_and_unload() if cfg.strategy == "lora" else model
+    model, val, test = job.finish(trainer, trainer.model, cfg.strategy == "lora")
     ddp = check_replicas(model)
 
     metrics = {
@@ -195,9 +151,9 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
         manifest = write_manifest(tmp, stage="finetune", format="pytorch", parent=parent,
                                   config=recipe.model_dump(include={"model", "data", "finetune"}),
                                   metrics=metrics, source=source, labels=job.labels,
-                                  max_length=job.max_length, **window_record)
+                                  max_length=job.max_length, **job.record)
     shutil.rmtree(work, ignore_errors=True)
-    key = "exact_match" if causal else "accuracy"
+    key = kind.metric
     log(f"finetune: validation {key} {val.get(key)}" + (f", test {key} {test.get(key)}" if test else "")
         + f" in {seconds:.0f}s")
     return Artifact(out_dir, manifest)

@@ -28,6 +28,7 @@ from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
 from deploykit.data import Split, batches
 from deploykit.errors import CheckError, UserError
+from deploykit.kinds import kind_of
 from deploykit.window_metrics import pool_metrics_of
 from deploykit.windows import recorded, stride_for
 
@@ -154,10 +155,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     cfg = recipe.prune
     if recipe.data is None:
         raise UserError("prune needs a data section (or --data NAME_OR_PATH) for importance and evaluation")
-    if recipe.data.task == "generation":
-        from deploykit.llm.prune_stage import run as run_causal
-
-        return run_causal(recipe, parent, out_dir)
+    if (own := kind_of(recipe.data.task).runner("prune")) is not None:
+        return own(recipe, parent, out_dir)
     source = str(parent.path) if parent is not None else recipe.model.source
     seed = recipe.data.seed
     set_seed(seed)

@@ -27,6 +27,7 @@ from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
+from deploykit.kinds import kind_of
 
 SENSITIVITY_ROWS = 128
 CALIBRATION_BATCH = 16
@@ -131,10 +132,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     if recipe.data is None:
         raise UserError("quantize needs a data section (or --data NAME_OR_PATH): the gate evaluates on its "
                         "validation split")
-    if recipe.data.task == "generation":
-        from deploykit.llm.quantize_stage import run as run_causal
-
-        return run_causal(recipe, parent, out_dir)
+    if (own := kind_of(recipe.data.task).runner("quantize")) is not None:
+        return own(recipe, parent, out_dir)
     if cfg.mode == "weight_only":
         raise UserError("quantize.mode weight_only is for causal LMs; use dynamic or static for encoders")
     task = load_task(recipe.data)

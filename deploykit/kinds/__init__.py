@@ -1,0 +1,27 @@
+"""Task kinds: everything that differs per `data.task`, in one table.
+
+    from deploykit.kinds import kind_of
+    kind = kind_of(recipe.data.task)          # a Kind (deploykit/kinds/base.py)
+    task = kind.load_task(recipe.data)
+
+A stage does what every kind shares (checks, staging, manifest, log, gate) and asks the kind for the rest:
+the task data, the fine-tuning job, the gate's score, and, for a kind whose whole stage differs (causal LMs
+distil, prune, quantize, export and bench through deploykit/llm/), that stage's runner. A new kind is one
+module here with a `KIND` and one entry below; no stage, runner or report branches on the task's name.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from deploykit.errors import UserError
+
+# data.task -> the module holding its KIND; imported on first use (a kind pulls in its own heavy libraries)
+KINDS = {"classification": "deploykit.kinds.classification", "generation": "deploykit.kinds.generation"}
+
+
+def kind_of(task: str):
+    """The `Kind` of `data.task`; UserError naming the kinds there are for an unknown one."""
+    if task not in KINDS:
+        raise UserError(f"data.task {task!r}: use one of {', '.join(KINDS)}")
+    return importlib.import_module(KINDS[task]).KIND

@@ -1,0 +1,30 @@
+"""deploykit.kinds: the one task-kind table and what each kind answers for."""
+
+import pytest
+
+from deploykit.errors import UserError
+from deploykit.kinds import KINDS, kind_of
+
+
+def test_every_kind_loads_and_names_itself():
+    for name in KINDS:
+        kind = kind_of(name)
+        assert kind.name == name and kind.metric in ("accuracy", "exact_match")
+        assert callable(kind.load_task) and callable(kind.finetune_job) and callable(kind.gate_value)
+
+
+def test_an_unknown_kind_is_one_line_naming_the_kinds():
+    with pytest.raises(UserError, match="data.task 'ner': use one of classification, generation"):
+        kind_of("ner")
+
+
+def test_classification_runs_every_stage_through_the_shared_bodies():
+    assert all(kind_of("classification").runner(s) is None
+               for s in ("finetune", "distill", "prune", "quantize", "export", "bench"))
+
+
+def test_generation_owns_the_stages_after_finetune():
+    kind = kind_of("generation")
+    assert kind.runner("finetune") is None  # the Trainer loop is shared; its Job differs
+    assert all(callable(kind.runner(s)) for s in ("distill", "prune", "quantize", "export", "bench"))
+
