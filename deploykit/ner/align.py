@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
 from deploykit.console import log
 from deploykit.errors import UserError
-from deploykit.windows import AUTO_FRACTION
+from deploykit.windows import stride_for
 
 IGNORE = -100  # the label id torch's cross entropy skips (ignore_index)
 _SAID: set[tuple] = set()  # window counts logged in this process: every stage encodes the same splits
@@ -73,18 +74,13 @@ def inside_ids(labels: list[str]) -> list[int]:
 
 
 def window_stride(stride: int | str, max_length: int, tokenizer) -> int:
-    """Pieces consecutive windows share: "auto" is a quarter of max_length, as deploykit/windows.py's.
+    """Pieces consecutive windows share: "auto" is a quarter of max_length.
 
     Raises:
         UserError: a stride that leaves a window no new pieces (>= max_length less the special tokens).
     """
-    if stride == "auto":
-        stride = max_length // AUTO_FRACTION
-    room = max_length - tokenizer.num_special_tokens_to_add(pair=False)
-    if not 0 <= stride < room:
-        raise UserError(f"data.window_stride {stride} must be >= 0 and below the {room} word pieces a window of "
-                        f"max_length {max_length} holds; lower data.window_stride")
-    return int(stride)
+    # deploykit/windows.py's rule for the classifier's windows, so both task kinds read data.window_stride alike
+    return stride_for(SimpleNamespace(long_texts="windows", window_stride=stride), max_length, tokenizer)
 
 
 def encode_words(tokens: list[list[str]], tokenizer, max_length: int, stride: int | str = "auto",
@@ -141,25 +137,21 @@ def _place(out: Windows, enc, s: int, rows: list[int], stride: int, tags: list[i
             raise RuntimeError(f"sentence {s}: the tokenizer's windows do not overlap by {stride} pieces")
         starts.append(start)
         whole[start:] = ids
-    piece_word = [None] * len(whole)  # the word of every piece of the whole sentence
+    first: dict[int, int] = {}  # word -> its first and last piece in the whole sentence
+    last: dict[int, int] = {}
     for k, pos in enumerate(content):
         for i, p in enumerate(pos):
-            piece_word[starts[k] + i] = word_ids[k][p]
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for q, w in enumerate(piece_word):
-        first.setdefault(w, q)
-        last[w] = q
-    for k, (r, pos) in enumerate(zip(rows, content)):
-        if tags is not None:
-            row = [IGNORE] * len(word_ids[k])
-            for i, p in enumerate(pos):
-                w = word_ids[k][p]
-                if first[w] == starts[k] + i:
-                    row[p] = tags[w]
-                elif inside is not None:
-                    row[p] = inside[tags[w]]
-            out.labels.append(row)
+            first.setdefault(word_ids[k][p], starts[k] + i)
+            last[word_ids[k][p]] = starts[k] + i  # windows come in order: the last one seen is the last piece
+    for k, pos in enumerate(content if tags is not None else []):
+        row = [IGNORE] * len(word_ids[k])
+        for i, p in enumerate(pos):
+            w = word_ids[k][p]
+            if first[w] == starts[k] + i:
+                row[p] = tags[w]
+            elif inside is not None:
+                row[p] = inside[tags[w]]
+        out.labels.append(row)
     for w in range(out.n_words[s]):
         if w not in first:
             out.unscored.append((s, w))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit.console import log
-from deploykit.data import SPLIT_STEMS
+from deploykit.data import SPLIT_STEMS, _find_file
 from deploykit.errors import UserError
 from deploykit.ner.config import TagDataConfig
 from deploykit.ner.readers import Sentences, read_conll, read_jsonl
@@ -119,12 +119,9 @@ def to_split(s: Sentences, labels: list[str], given: bool) -> tuple[TagSplit, in
 
 
 def _find(folder: Path, split: str, explicit: str | None) -> Path | None:
+    """data.<split>_file resolved as deploykit/data.py does, else the first <stem><suffix> in `folder`."""
     if explicit:
-        p = Path(explicit)
-        p = p if p.is_absolute() or p.exists() else folder / explicit
-        if not p.is_file():
-            raise UserError(f"{p}: data file not found (data.{split}_file)")
-        return p
+        return _find_file(folder, split, explicit)
     return next((folder / f"{stem}{suffix}" for stem in SPLIT_STEMS[split] for suffix in SUFFIXES
                  if (folder / f"{stem}{suffix}").is_file()), None)
 

@@ -150,6 +150,6 @@ def test_padding_side_and_words_without_pieces(minilm_tok):
 
 
 def test_a_stride_without_room_is_refused(minilm_tok):
-    with pytest.raises(UserError, match=r"data.window_stride 14 must be >= 0 and below the 14 word pieces"):
+    with pytest.raises(UserError, match=r"data.window_stride 14 must be >= 0 and below the 14 text tokens"):
         encode_words([WORDS], minilm_tok, max_length=16, stride=14)
     assert len(encode_words([WORDS * 5], minilm_tok, max_length=16)) > 1  # auto: a quarter of max_length

@@ -147,6 +147,8 @@ def test_folder_of_conll_and_jsonl_splits(tmp_path):
     write_jsonl(tmp_path / "dev.jsonl", [sentence("Peter in Bonn", "B-PER O B-GPE")])
     with pytest.raises(UserError, match=r"dev\.jsonl: line 1: tag 'B-GPE' never appears in the training data"):
         load_tags(TagDataConfig(path=str(tmp_path)))
+    with pytest.raises(UserError, match=r"nope\.jsonl: data file not found \(data.validation_file\)"):
+        load_tags(TagDataConfig(path=str(tmp_path), validation_file="nope.jsonl"))
     (tmp_path / "train.txt").unlink()
     with pytest.raises(UserError, match=r"no train file \(train.jsonl/.conll/.txt/.tsv/.iob/.bio\)"):
         load_tags(TagDataConfig(path=str(tmp_path)))
