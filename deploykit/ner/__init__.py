@@ -1,0 +1,9 @@
+"""Token classification (named-entity recognition): reading tagged sentences, aligning word tags with word
+pieces in overlapping windows, and the entity-level metric.
+
+    from deploykit.ner.data import load_tags
+    from deploykit.ner.align import encode_words, words_from_windows
+    from deploykit.ner.metric import entity_scores
+
+These are the pieces the `token_classification` task kind is built from; no stage calls them yet.
+"""

@@ -1,0 +1,169 @@
+"""Tagged sentences for token classification: files or a folder, IOB2 tags checked, labels as ids.
+
+    from deploykit.ner.config import TagDataConfig
+    task = load_tags(TagDataConfig(path="../shared/data/conll2003"))
+    task.validation.tokens[1], task.validation.tags[1]   # ['LONDON', '1996-08-30'], [1, 0]
+    task.labels                                          # ['O', 'B-LOC', 'I-LOC', 'B-MISC', ...]
+
+A folder holds train.* and optionally dev.* / validation.* and test.* (stems as deploykit/data.py's
+SPLIT_STEMS), each .jsonl or CoNLL columns (.conll, .txt, .tsv, .iob, .bio); with no validation file a seeded
+share of train is held out. Tags follow IOB2: O, B-TYPE, I-TYPE. An I- tag that starts an entity (after O,
+after another type, or first in a sentence: IOB1 writes those) is counted and logged once per file, not
+refused: seqeval reads it as an entity start, as conlleval does.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploykit.console import log
+from deploykit.data import SPLIT_STEMS, _find_file
+from deploykit.errors import UserError
+from deploykit.ner.config import TagDataConfig
+from deploykit.ner.readers import Sentences, read_conll, read_jsonl
+
+SUFFIXES = (".jsonl", ".conll", ".txt", ".tsv", ".iob", ".bio")
+TAG = re.compile(r"O|[BI]-\S+")
+
+
+@dataclass
+class TagSplit:
+    """Sentences with a tag id per word: `tags[i][j]` indexes `TagData.labels`."""
+
+    tokens: list[list[str]]
+    tags: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_words(self) -> int:
+        return sum(len(t) for t in self.tokens)
+
+    def take(self, idx: list[int]) -> TagSplit:
+        return TagSplit([self.tokens[i] for i in idx], [self.tags[i] for i in idx])
+
+
+@dataclass
+class TagData:
+    """The splits, the label of each id, and per file read (train, validation, test) how many I- tags started
+    an entity (after O, another type, or the sentence start)."""
+
+    train: TagSplit
+    validation: TagSplit
+    test: TagSplit | None
+    labels: list[str]
+    source: str
+    stray_inside: dict[str, int]
+
+
+def label_list(tags: list[list[str]]) -> list[str]:
+    """"O" first, then B-TYPE, I-TYPE for every type seen, types sorted: both of a pair even if one is unseen,
+    so that every B- has the I- that `label_all_tokens` gives the pieces after a word's first."""
+    types = sorted({t[2:] for sentence in tags for t in sentence if t != "O"})
+    return ["O"] + [f"{p}-{name}" for name in types for p in "BI"]
+
+
+def check_scheme(s: Sentences, names: list[str] | None = None) -> int:
+    """Refuse a tag outside IOB2 (or outside `names`); return how many I- tags start an entity.
+
+    Raises:
+        UserError: naming the file and the line of the first such tag.
+    """
+    stray, first = 0, None
+    allowed = set(names) if names is not None else None
+    for i, sentence in enumerate(s.tags):
+        prev = "O"  # a sentence starts outside any entity
+        for j, tag in enumerate(sentence):
+            if allowed is not None and tag not in allowed:
+                raise UserError(f"{s.origin}: {s.where(i, j)}: tag {tag!r} is not in data.label_names "
+                                f"({', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
+            if not TAG.fullmatch(tag):
+                raise UserError(f"{s.origin}: {s.where(i, j)}: tag {tag!r} is outside the IOB2 scheme "
+                                "(O, B-TYPE, I-TYPE)")
+            if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
+                stray += 1
+                first = first or s.where(i, j)
+            prev = tag
+    if stray:
+        log(f"{s.origin}: {stray:,} I- tag{'s' * (stray != 1)} start an entity (after O, another type or the "
+            f"sentence start; first at {first}): read as entity starts, as conlleval does")
+    return stray
+
+
+def read_file(path: Path, cfg: TagDataConfig) -> Sentences:
+    """A .jsonl file by its columns, anything else as CoNLL columns."""
+    if path.suffix == ".jsonl":
+        return read_jsonl(path, cfg.tokens_column, cfg.tags_column, cfg.label_names)
+    return read_conll(path, cfg.label_names)
+
+
+def to_split(s: Sentences, labels: list[str], given: bool) -> tuple[TagSplit, int]:
+    """Ids of `s`'s tags in `labels` (`given`: they are data.label_names, else train's tags), and how many
+    I- tags start an entity (`check_scheme`).
+
+    Raises:
+        UserError: a tag outside the scheme or the labels (naming its line).
+    """
+    stray = check_scheme(s, labels if given else None)
+    ids = {name: i for i, name in enumerate(labels)}
+    for i, sentence in enumerate(s.tags):
+        for j, tag in enumerate(sentence):
+            if tag not in ids:
+                raise UserError(f"{s.origin}: {s.where(i, j)}: tag {tag!r} never appears in the training data; "
+                                "list every tag in data.label_names")
+    return TagSplit(s.tokens, [[ids[t] for t in sentence] for sentence in s.tags]), stray
+
+
+def _find(folder: Path, split: str, explicit: str | None) -> Path | None:
+    """data.<split>_file resolved as deploykit/data.py does, else the first <stem><suffix> in `folder`."""
+    if explicit:
+        return _find_file(folder, split, explicit)
+    return next((folder / f"{stem}{suffix}" for stem in SPLIT_STEMS[split] for suffix in SUFFIXES
+                 if (folder / f"{stem}{suffix}").is_file()), None)
+
+
+def hold_out(split: TagSplit, fraction: float, seed: int) -> tuple[TagSplit, TagSplit]:
+    """(rest, held_out): `fraction` of the sentences (at least one), drawn with `seed`, both in file order."""
+    idx = list(range(len(split)))
+    random.Random(seed).shuffle(idx)
+    held = set(idx[: max(1, round(len(idx) * fraction))])
+    return (split.take([i for i in range(len(split)) if i not in held]), split.take(sorted(held)))
+
+
+def load_tags(cfg: TagDataConfig) -> TagData:
+    """Train / validation / test as `TagSplit`s with ids into one label list.
+
+    Raises:
+        UserError: a missing path or train file, or any fault of the files (one line naming file and line).
+    """
+    root = Path(cfg.path).expanduser()
+    if not root.exists():
+        raise UserError(f"{root}: data path not found (data.path)")
+    if root.is_file():
+        files = {"train": root, "validation": None, "test": None}
+    else:
+        files = {s: _find(root, s, getattr(cfg, f"{s}_file")) for s in SPLIT_STEMS}
+        if files["train"] is None:
+            raise UserError(f"{root}: no train file (train{'/'.join(SUFFIXES)}); set data.train_file")
+        for split in ("validation", "test"):  # as deploykit/data.py: a file named as train is split, not reused
+            if files[split] is not None and files[split].resolve() == files["train"].resolve():
+                files[split] = None
+    bad = next((n for n in cfg.label_names or [] if not TAG.fullmatch(n)), None)
+    if bad is not None:
+        raise UserError(f"data.label_names: {bad!r} is not an IOB2 tag (O, B-TYPE, I-TYPE)")
+    raw = {s: read_file(p, cfg) for s, p in files.items() if p is not None}
+    labels = list(cfg.label_names) if cfg.label_names else label_list(raw["train"].tags)
+    done = {s: to_split(sentences, labels, cfg.label_names is not None) for s, sentences in raw.items()}
+    splits = {s: split for s, (split, _) in done.items()}
+    train, validation = splits["train"], splits.get("validation")
+    if validation is None:
+        # seed + 1, as deploykit/data.py draws its validation rows: the same recipe holds out the same share
+        train, validation = hold_out(train, cfg.validation_split, cfg.seed + 1)
+    if len(train) == 0:
+        raise UserError(f"data {root}: too few sentences to train and validate")
+    return TagData(train, validation, splits.get("test"), labels, str(root),
+                   {s: stray for s, (_, stray) in done.items()})
