@@ -339,6 +339,9 @@ class BenchConfig(Section):
     eval_split: Literal["validation", "test"] = "test"
     baseline: bool = Field(True, description="add the standard recipe (plain ONNX + ORT dynamic INT8) as a row; "
                                              "causal LMs: the original GGUF file's quality and size")
+    openvino_peer: bool = Field(True, description="classifiers: add the teacher as an Intel-CPU user deploys it "
+                                                  "(OpenVINO IR + NNCF static INT8) as a row, where openvino and "
+                                                  "nncf are installed (the openvino extra)")
     new_tokens: int = Field(32, ge=2, description="generation: tokens every timed run decodes")
     quick: bool = False
 

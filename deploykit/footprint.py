@@ -121,6 +121,10 @@ def model_files(artifact: Artifact) -> list[Path]:
         from deploykit.runtimes import engine_path
 
         return [engine_path(artifact)]
+    if artifact.format == "openvino":
+        from deploykit.runtimes import ir_path
+
+        return [ir_path(artifact), ir_path(artifact).with_suffix(".bin")]
     return sorted(artifact.path.glob("*.safetensors")) or sorted(artifact.path.glob("pytorch_model*.bin"))
 
 
@@ -136,7 +140,7 @@ def parameter_count(artifact: Artifact) -> int | None:
 
         graph = onnx.load(str(artifact.onnx_path), load_external_data=False)
         return int(sum(math.prod(t.dims) for t in graph.graph.initializer))
-    if artifact.format == "tensorrt":
+    if artifact.format in ("tensorrt", "openvino"):
         return artifact.metrics.get("parameters")
     files = model_files(artifact)
     if files and files[0].suffix == ".safetensors":

@@ -1,5 +1,6 @@
 """The headline table of a `deploykit run`: final artifact vs the fine-tuned FP32 PyTorch teacher and
-vs the standard recipe (plain ONNX + ORT dynamic INT8), all from one bench report.
+vs the fastest peer (the standard recipe, plain ONNX + ORT dynamic INT8, or OpenVINO IR + NNCF static INT8),
+all from one bench report.
 
     python -m deploykit.headline runs/sst2-minilm/bench/report.json
 
@@ -21,13 +22,18 @@ TARGETS = {"accuracy_drop_max": 1.0, "latency_speedup_min": 10.0, "throughput_ga
            "e2e_ratio_max": 1.5}
 
 
+# the peer rows bench adds (Subject names), as the headline names them
+PEERS = {"baseline": "standard recipe (ONNX + ORT dynamic INT8)", "openvino-nncf": "OpenVINO IR + NNCF static INT8"}
+
+
 def _row(rows: list[dict], *, target: str, pick) -> dict | None:
     found = [r for r in rows if r.get("target") == target and r.get("status") == "ok" and pick(r)]
     return min(found, key=lambda r: r["latency_ms"]["p50"]) if found else None
 
 
 def headline(report: dict, teacher: str, final: str, target: str = "cpu") -> dict:
-    """Pick the teacher's PyTorch FP32 row, the final artifact's fastest row and the baseline row."""
+    """Pick the teacher's PyTorch FP32 row, the final artifact's fastest row and the fastest peer row (the
+    standard recipe or OpenVINO + NNCF: every row bench marks `baseline`)."""
     rows = report["rows"]
     t = _row(rows, target=target, pick=lambda r: Path(r["artifact"]) == Path(teacher) and r["runtime"] == "torch")
     f = _row(rows, target=target, pick=lambda r: Path(r["artifact"]) == Path(final) and not r.get("baseline"))
@@ -68,8 +74,8 @@ def to_markdown(h: dict) -> str:
     big = h["throughput_batch"]
     lines = [f"| model ({h['target']}) | runtime | accuracy % | p50 batch-1 ms | sent/s @{big} | size MB |",
              "| --- | --- | --- | --- | --- | --- |"]
-    for label, r in (("fine-tuned teacher", h["teacher"]), ("standard recipe (ONNX + ORT dynamic INT8)", h["baseline"]),
-                     ("deploykit final", h["final"])):
+    peer = f"fastest peer: {PEERS.get((h['baseline'] or {}).get('name'), (h['baseline'] or {}).get('name'))}"
+    for label, r in (("fine-tuned teacher", h["teacher"]), (peer, h["baseline"]), ("deploykit final", h["final"])):
         if r is not None:
             lines.append(f"| {label} | {r['runtime_label']} | {r['accuracy']:.2f} | {r['latency_ms']['p50']:.2f} | "
                          f"{r['throughput'].get(str(big), float('nan'))} | {r['size_mb']:.2f} |")
@@ -78,7 +84,7 @@ def to_markdown(h: dict) -> str:
               f"| accuracy drop vs teacher | {h['accuracy_drop']:.2f} pt | ≤ {TARGETS['accuracy_drop_max']} pt | {m['accuracy']} |",
               f"| batch-1 p50 speed-up vs teacher | {h['latency_speedup']}× | ≥ {TARGETS['latency_speedup_min']}× | {m['latency']} |",
               f"| batch-{big} throughput gain vs teacher | {h['throughput_gain']}× | ≥ {TARGETS['throughput_gain_min']}× | {m['throughput']} |",
-              f"| batch-1 p50 speed-up vs standard recipe | {h['vs_baseline_speedup']}× | ≥ {TARGETS['vs_baseline_speedup_min']}× | {m['vs_baseline']} |",
+              f"| batch-1 p50 speed-up vs the fastest peer | {h['vs_baseline_speedup']}× | ≥ {TARGETS['vs_baseline_speedup_min']}× | {m['vs_baseline']} |",
               f"| size vs teacher | {h['size_ratio']}× | ≤ {TARGETS['size_ratio_max']}× | {m['size']} |"]
     if h.get("e2e_ratio") is not None:
         lines.append(f"| end-to-end batch-1 p50 (text in, label out: deploykit.load) vs model only | "

@@ -54,11 +54,12 @@ def resolve_runtime(fmt: str, runtime: str, device: str | None) -> str:
     if device is not None and not cuda and device != "cpu":
         raise UserError(f"device={device!r}: use cpu or cuda")
     if runtime == "auto":
-        runtime = {"pytorch": "torch", "onnx": "ort-cuda" if cuda else "ort", "tensorrt": "tensorrt"}.get(fmt, "")
+        runtime = {"pytorch": "torch", "onnx": "ort-cuda" if cuda else "ort", "openvino": "openvino",
+                   "tensorrt": "tensorrt"}.get(fmt, "")
     # a TensorRT folder keeps the ONNX it was built from, so ONNX Runtime can run it where TensorRT cannot
-    readable = READS.get(runtime) == fmt or (fmt == "tensorrt" and READS.get(runtime) == "onnx")
+    readable = fmt in READS.get(runtime, ()) or (fmt == "tensorrt" and "onnx" in READS.get(runtime, ()))
     if not readable:
-        runs = [r for r in READS if READS[r] == fmt]
+        runs = [r for r in READS if fmt in READS[r]]
         raise UserError(f"runtime {runtime or 'auto'!r} cannot run {fmt} artifacts; use "
                         f"{' or '.join(runs) or 'another folder'}")
     if (cuda and runtime in ("ort", "openvino")) or (device == "cpu" and runtime in ("ort-cuda", "tensorrt")):

@@ -131,8 +131,8 @@ class ClassifierPredictor:
         check_tokenizer_files(folder)
         self.tokenizer = load_tokenizer(str(folder))
         check_vocabulary(folder, self.tokenizer, self.config)
-        target = artifact if READS[self.runtime] == artifact.format else Artifact(
-            artifact.path, {**artifact.manifest, "format": READS[self.runtime]})
+        target = artifact if artifact.format in READS[self.runtime] else Artifact(
+            artifact.path, {**artifact.manifest, "format": READS[self.runtime][0]})
         try:
             loaded = load_runtime(target, self.runtime, threads, device=_torch_device(self.runtime, device))
         except Unavailable as err:
@@ -140,7 +140,7 @@ class ClassifierPredictor:
         loaded.prepare(threads)
         self._predict = loaded.predict
         self._max_batch = None
-        onnx = artifact.onnx_path if READS[self.runtime] == "onnx" else None
+        onnx = artifact.onnx_path if target.format == "onnx" else None
         self.batch_invariant = eval_batch_size(onnx) > 1
         self.max_length = trained_length(artifact, self.config, self.tokenizer, max_length)
         self.trained_on_pairs = trained_on_pairs(artifact)

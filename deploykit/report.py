@@ -287,6 +287,8 @@ def method_lines(report: dict) -> list[str]:
                                 "multi-threaded ones most" if busy else "."))
     if m.get("baseline"):
         lines.append(f"Baseline: {m['baseline']}.")
+    if m.get("peer"):
+        lines.append(f"Peer: {m['peer']}.")
     if m["quick"]:
         lines.append("QUICK RUN (--quick): few iterations; a smoke test, not a measurement.")
     return lines

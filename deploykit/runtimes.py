@@ -10,11 +10,12 @@
 | torch-bf16 | pytorch  | cpu, edge, gpu  |
 | ort        | onnx     | cpu, edge       |
 | ort-cuda   | onnx     | gpu             |
-| openvino   | onnx     | cpu, edge       |
+| openvino   | onnx, openvino (IR) | cpu, edge |
 | tensorrt   | tensorrt | gpu             |
 
 `openvino` (the `openvino` extra) compiles the same ONNX graph for the CPU with the latency hint; it is
-measured only when `bench.runtimes` names it.
+measured on ONNX folders only when `bench.runtimes` names it. OpenVINO IR folders (format `openvino`: the
+bench's OpenVINO + NNCF peer row, deploykit/quant/ov_peer.py) run on it alone.
 
 A runtime that this machine cannot run (no CUDA GPU, no `tensorrt` package) is not an error: the
 benchmark keeps a skipped row whose note says what is missing.
@@ -33,12 +34,14 @@ import numpy as np
 from deploykit.errors import UserError
 from deploykit.evaluate import Predictor, graph_feed, ort_predictor, ort_session, torch_predictor
 
-READS = {"torch": "pytorch", "torch-bf16": "pytorch", "ort": "onnx", "ort-cuda": "onnx", "openvino": "onnx",
-         "tensorrt": "tensorrt"}
+# the artifact formats each runtime reads, the first its own (a folder of another format is read as that one)
+READS = {"torch": ("pytorch",), "torch-bf16": ("pytorch",), "ort": ("onnx",), "ort-cuda": ("onnx",),
+         "openvino": ("onnx", "openvino"), "tensorrt": ("tensorrt",)}
 TARGETS = {"torch": ("cpu", "edge", "gpu"), "torch-bf16": ("cpu", "edge", "gpu"), "ort": ("cpu", "edge"),
            "ort-cuda": ("gpu",), "openvino": ("cpu", "edge"), "tensorrt": ("gpu",)}
 # what `bench.runtimes: null` measures for each artifact format
-AUTO = {"pytorch": ["torch", "torch-bf16"], "onnx": ["ort", "ort-cuda"], "tensorrt": ["tensorrt"]}
+AUTO = {"pytorch": ["torch", "torch-bf16"], "onnx": ["ort", "ort-cuda"], "openvino": ["openvino"],
+        "tensorrt": ["tensorrt"]}
 LABELS = {"torch": "PyTorch FP32", "torch-bf16": "PyTorch bf16", "ort": "ONNX Runtime CPU",
           "ort-cuda": "ONNX Runtime CUDA", "openvino": "OpenVINO CPU", "tensorrt": "TensorRT"}
 
@@ -72,7 +75,8 @@ def plan(fmt: str, target: str, requested: list[str] | None) -> tuple[list[str],
     Returns:
         (runtimes, None) when some apply; otherwise ([one runtime], why) for a single skipped row.
     """
-    readers = [r for r in (requested or AUTO.get(fmt, [])) if READS[r] == fmt]
+    # an IR folder has one runtime whatever bench.runtimes asks for the ONNX rows
+    readers = [r for r in (requested if requested and fmt != "openvino" else AUTO.get(fmt, [])) if fmt in READS[r]]
     here = [r for r in readers if target in TARGETS[r]]
     if here:
         return here, None
@@ -106,6 +110,11 @@ def unavailable(runtime: str, target: str) -> str | None:
     return None
 
 
+def ir_path(artifact) -> Path:
+    """The OpenVINO IR graph (model.xml; its weights in model.bin beside it) of an `openvino` artifact."""
+    return artifact.path / artifact.manifest.get("ir_file", "model.xml")
+
+
 def engine_path(artifact) -> Path:
     """The serialized TensorRT engine of a tensorrt artifact (written by `deploykit export --format tensorrt`)."""
     from deploykit.tensorrt import ENGINE_FILE
@@ -119,8 +128,9 @@ def load_runtime(artifact, runtime: str, threads: int | None, device: str = "cpu
     ORT sessions are created with spinning off, so that idle ORT threads do not steal the cores of the
     next artifact measured in the same process.
     """
-    if READS[runtime] != artifact.format:
-        raise UserError(f"{artifact.path}: runtime {runtime} reads {READS[runtime]} artifacts, not {artifact.format}")
+    if artifact.format not in READS[runtime]:
+        raise UserError(f"{artifact.path}: runtime {runtime} reads {' or '.join(READS[runtime])} artifacts, "
+                        f"not {artifact.format}")
     start = time.perf_counter()
     if runtime in ("torch", "torch-bf16"):
         loaded = _load_torch(artifact, bf16=runtime == "torch-bf16", threads=threads, device=device)
@@ -130,7 +140,7 @@ def load_runtime(artifact, runtime: str, threads: int | None, device: str = "cpu
     elif runtime == "ort-cuda":
         loaded = _load_ort_cuda(artifact.onnx_path)
     elif runtime == "openvino":
-        loaded = _load_openvino(artifact.onnx_path, threads)
+        loaded = _load_openvino(ir_path(artifact) if artifact.format == "openvino" else artifact.onnx_path, threads)
     else:
         from deploykit.tensorrt import EngineRunner
 
@@ -189,7 +199,7 @@ def _load_ort_cuda(onnx_path: Path) -> Loaded:
 
 
 def _load_openvino(onnx_path: Path, threads: int | None) -> Loaded:
-    """The ONNX graph compiled by OpenVINO for the CPU with the latency hint, its thread count fixed when it is
+    """The ONNX graph (or OpenVINO IR) compiled by OpenVINO for the CPU with the latency hint, its thread count fixed when it is
     compiled (as an ORT session's is), inputs fed as ONNX Runtime's are (`evaluate.graph_feed`); one inference
     request reused for every call.
 

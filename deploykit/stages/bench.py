@@ -98,6 +98,9 @@ def _measure(recipe: Recipe, cfg: BenchConfig, artifacts: list[Artifact], baseli
     baseline, teacher = _baseline(cfg, artifacts, baseline_source, tmp / "baseline")
     if baseline is not None:
         subjects.append(baseline)
+    peer = _openvino_peer(recipe, cfg, teacher, task, tmp / "openvino") if teacher is not None else None
+    if peer is not None:
+        subjects.append(peer)
     settings = Settings.from_config(cfg)
     log(f"bench: {len(subjects)} artifacts x {', '.join(settings.targets)} on {len(split)} {cfg.eval_split} texts"
         + (" (--quick: a smoke test, not a measurement)" if cfg.quick else ""))
@@ -107,7 +110,7 @@ def _measure(recipe: Recipe, cfg: BenchConfig, artifacts: list[Artifact], baseli
     for row in result["rows"]:  # the baseline's row names where it will be, not the temporary folder
         if str(row.get("artifact", "")).startswith(staged):
             row["artifact"] = str(out_dir) + row["artifact"][len(staged):]
-    report = _report(recipe, cfg, result, teacher)
+    report = _report(recipe, cfg, result, teacher, peer is not None)
     paths = write_reports(report, tmp)
     for row in result["rows"]:
         if row["status"] == "skipped":
@@ -125,7 +128,7 @@ def _is_report(artifact: Artifact) -> bool:
 def _checked(artifact: Artifact) -> Artifact:
     if artifact.format == "onnx" and not artifact.onnx_path.is_file():
         raise UserError(f"{artifact.path}: manifest says onnx but {artifact.onnx_path.name} is missing")
-    if artifact.format not in ("pytorch", "onnx", "tensorrt"):
+    if artifact.format not in ("pytorch", "onnx", "openvino", "tensorrt"):
         raise UserError(f"{artifact.path}: a {artifact.format} folder is not a model to benchmark")
     return artifact
 
@@ -176,13 +179,34 @@ def _baseline(cfg: BenchConfig, artifacts: list[Artifact], source: Path | None, 
     return Subject("baseline", standard_baseline(teacher.path, out_dir), baseline=True), teacher.path
 
 
-def _report(recipe: Recipe, cfg: BenchConfig, result: dict, teacher: Path | None) -> dict:
+def _openvino_peer(recipe: Recipe, cfg: BenchConfig, teacher: Path, task, out_dir: Path):
+    """The OpenVINO IR + NNCF static INT8 row built from the same teacher as the baseline, or None (off, or
+    openvino/nncf missing: one log line)."""
+    from deploykit.benchmark import Subject
+    from deploykit.quant.ov_peer import calibration_rows, openvino_nncf_peer, peer_missing
+
+    if not cfg.openvino_peer:
+        return None
+    why = peer_missing()
+    if why:
+        log(f"bench: no OpenVINO + NNCF peer row: {why}")
+        return None
+    rows = task.train.take(calibration_rows(len(task.train), recipe.data.seed))
+    log(f"bench: building the OpenVINO + NNCF INT8 peer from {teacher} ({len(rows)} calibration rows)")
+    art = openvino_nncf_peer(teacher, out_dir, rows.texts, rows.pairs, _max_length(recipe, load_artifact(teacher), task))
+    return Subject("openvino-nncf", art, baseline=True)
+
+
+def _report(recipe: Recipe, cfg: BenchConfig, result: dict, teacher: Path | None, peer: bool = False) -> dict:
     from deploykit.artifact import library_versions
     from deploykit.hardware import describe
+    from deploykit.quant.ov_peer import CALIBRATION_ROWS
 
     recipe_text = "standard recipe (plain ONNX + ONNX Runtime dynamic INT8, avx512_vnni preset)"
     method = {**result["method"], "split": cfg.eval_split, "quick": cfg.quick,
-              "baseline": None if teacher is None else f"{recipe_text}, built from {teacher}"}
+              "baseline": None if teacher is None else f"{recipe_text}, built from {teacher}",
+              "peer": "openvino-nncf: plain ONNX export -> OpenVINO IR -> NNCF static INT8 (ModelType.TRANSFORMER, "
+                      f"{CALIBRATION_ROWS} training rows), built from the same teacher" if peer else None}
     return {
         "title": recipe.name or (recipe.data.name or Path(recipe.data.path or "").name),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

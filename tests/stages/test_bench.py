@@ -17,6 +17,7 @@ from deploykit.data import load_task
 from deploykit.errors import UserError
 from deploykit.evaluate import evaluate_artifact
 from deploykit.pipeline import run_stage
+from deploykit.quant.ov_peer import peer_missing
 from deploykit.stages.bench import fine_tuned_teacher, run_many
 
 ROW_KEYS = {"name", "artifact", "stage", "format", "baseline", "runtime", "runtime_label", "target", "device",
@@ -149,7 +150,8 @@ def test_cli_bench_quick(tiny, tmp_path):
 
 def test_baseline_row_is_the_standard_recipe(tiny, tmp_path):
     model, _, task = tiny
-    out = run_many(recipe(task, targets=["edge"]), [model], tmp_path / "bench", baseline_source=model)
+    out = run_many(recipe(task, targets=["edge"], openvino_peer=False), [model], tmp_path / "bench",
+                   baseline_source=model)
     report = json.loads((out / "report.json").read_text())
     base = [r for r in report["rows"] if r["baseline"]]
     assert [(b["name"], b["format"], b["runtime"], b["status"]) for b in base] == [("baseline", "onnx", "ort", "ok")]
@@ -165,9 +167,27 @@ def test_baseline_row_is_the_standard_recipe(tiny, tmp_path):
 def test_baseline_from_the_teacher_when_on(tiny, tmp_path):
     model, onnx, task = tiny
     out = run_many(recipe(task, targets=["edge"], baseline=True, runtimes=["ort"]), [onnx, model], tmp_path / "b")
-    rows = json.loads((out / "report.json").read_text())["rows"]
-    assert [(r["name"], r["baseline"]) for r in rows] == [("onnx", False), ("bert", False), ("baseline", True)]
+    report = json.loads((out / "report.json").read_text())
+    rows = report["rows"]
+    # the OpenVINO + NNCF peer is built from the same teacher where openvino and nncf are installed (the dev extra)
+    peer = [("openvino-nncf", True)] if peer_missing() is None else []
+    assert [(r["name"], r["baseline"]) for r in rows] == [("onnx", False), ("bert", False), ("baseline", True), *peer]
     assert rows[1]["status"] == "skipped" and "reads a pytorch artifact" in rows[1]["note"]
+    if peer:
+        assert (rows[3]["format"], rows[3]["runtime"], rows[3]["status"]) == ("openvino", "openvino", "ok")
+        assert rows[3]["size_mb"] > 0 and 0 <= rows[3]["accuracy"] <= 100
+        assert "NNCF static INT8" in report["method"]["peer"] and "Peer: openvino-nncf" in (out / "report.md").read_text()
+        assert (out / "openvino" / "model.xml").is_file()
+
+
+def test_no_peer_row_without_openvino_and_nncf(tiny, tmp_path, monkeypatch):
+    import deploykit.quant.ov_peer as ov_peer
+
+    model, onnx, task = tiny
+    monkeypatch.setattr(ov_peer, "peer_missing", lambda: "the nncf package is not installed")
+    out = run_many(recipe(task, targets=["edge"], baseline=True, runtimes=["ort"]), [onnx, model], tmp_path / "b")
+    report = json.loads((out / "report.json").read_text())
+    assert [r["name"] for r in report["rows"]] == ["onnx", "bert", "baseline"] and report["method"]["peer"] is None
 
 
 def test_an_interrupted_bench_leaves_no_half_written_folder(tiny, tmp_path, monkeypatch):

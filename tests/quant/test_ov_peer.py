@@ -1,0 +1,59 @@
+"""The OpenVINO + NNCF peer (`deploykit.quant.ov_peer`) on tiny BERT: an OpenVINO IR with NNCF's INT8
+FakeQuantize nodes, run by deploykit's `openvino` runtime like any other row."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from deploykit.quant.ov_peer import CALIBRATION_ROWS, calibration_rows, openvino_nncf_peer
+
+HAS_PEER = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
+needs_peer = pytest.mark.skipif(not HAS_PEER, reason="needs openvino and nncf (pip install 'deploykit[openvino]')")
+TEXTS = [f"a {w} film about {v} people" for w in ("fine", "dull", "long", "short", "bright") for v in ("old", "young")]
+
+
+def test_calibration_rows_are_300_seeded_training_rows():
+    rows = calibration_rows(1000, seed=3)
+    assert len(rows) == CALIBRATION_ROWS == 300 and rows == sorted(set(rows)) and rows == calibration_rows(1000, 3)
+    assert rows != calibration_rows(1000, 4) and calibration_rows(20) == list(range(20))
+
+
+@needs_peer
+def test_peer_is_an_int8_ir_that_deploykit_load_runs_on_openvino(tiny_bert, tmp_path):
+    import openvino as ov
+
+    from deploykit.predictor import load
+
+    art = openvino_nncf_peer(tiny_bert, tmp_path / "peer", TEXTS, max_length=32)
+    assert art.manifest["stage"] == "peer" and art.format == "openvino" and art.manifest["ir_file"] == "model.xml"
+    assert (art.path / "model.bin").is_file() and (art.path / "tokenizer.json").is_file()
+    assert art.metrics["calibration_rows"] == len(TEXTS)
+    ops = [op.get_type_name() for op in ov.Core().read_model(str(art.path / "model.xml")).get_ops()]
+    assert ops.count("FakeQuantize") >= 12  # NNCF's INT8: activations and weights of every linear layer
+    peer, teacher = load(art.path), load(tiny_bert)
+    assert peer.runtime == "openvino"
+    got, want = peer.logits(TEXTS), teacher.logits(TEXTS)
+    assert got.shape == want.shape == (len(TEXTS), 2) and got.dtype == np.float32
+    assert np.abs(got - want).max() < 0.25 * max(1.0, float(np.abs(want).max()))  # INT8, not another model
+
+
+def test_a_pytorch_folder_is_required(tmp_path):
+    from deploykit.errors import UserError
+
+    if not HAS_PEER:
+        with pytest.raises(UserError, match="pip install 'deploykit\\[openvino\\]'"):
+            openvino_nncf_peer(tmp_path, tmp_path / "out", TEXTS)
+        return
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.onnx").write_bytes(b"")
+    with pytest.raises(UserError, match="starts from a PyTorch model folder, not onnx"):
+        openvino_nncf_peer(tmp_path / "m", tmp_path / "out", TEXTS)
+
+
+def test_an_ir_folder_is_read_by_openvino_alone():
+    from deploykit.runtimes import plan
+
+    assert plan("openvino", "cpu", ["ort"]) == (["openvino"], None)
+    assert plan("openvino", "edge", None) == (["openvino"], None)
+    assert plan("openvino", "gpu", None)[1] == "openvino runs on target cpu or edge, not gpu"
