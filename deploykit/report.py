@@ -21,6 +21,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from deploykit.runtimes import RUNTIMES
+
 PLOTS = {"pareto": "Accuracy vs batch-1 latency (p50); the line is the Pareto front per target",
          "size": "Size on disk of each artifact's model files",
          "throughput": "Throughput by batch size"}
@@ -63,7 +65,7 @@ def _figure():
 
 
 # one look per row across all plots: colour = artifact, marker = runtime, line/fill = target
-MARKERS = {"torch": "o", "torch-bf16": "s", "ort": "^", "ort-cuda": "v", "openvino": "P", "tensorrt": "D"}
+MARKERS = {name: rt.marker for name, rt in RUNTIMES.items()}
 LINES = {"cpu": "-", "edge": "--", "gpu": ":"}
 
 

@@ -4,14 +4,8 @@
     loaded = load_runtime(load_artifact("runs/sst2/quantize"), "ort", threads=2)
     loaded.prepare(2); loaded.predict(dict(tokenizer(["a fine film"], return_tensors="np")))  # logits (1, 2)
 
-| runtime    | reads    | runs on         |
-| ---------- | -------- | --------------- |
-| torch      | pytorch  | cpu, edge, gpu  |
-| torch-bf16 | pytorch  | cpu, edge, gpu  |
-| ort        | onnx     | cpu, edge       |
-| ort-cuda   | onnx     | gpu             |
-| openvino   | onnx, openvino (IR) | cpu, edge |
-| tensorrt   | tensorrt | gpu             |
+`RUNTIMES` (at the end) is the one table of runtimes: what each reads, where it runs, how reports and V2
+clients name it, and its loader; READS, TARGETS, LABELS and AUTO are its columns.
 
 `openvino` (the `openvino` extra) compiles the same ONNX graph for the CPU with the latency hint; it is
 measured on ONNX folders only when `bench.runtimes` names it. OpenVINO IR folders (format `openvino`: the
@@ -33,17 +27,6 @@ import numpy as np
 
 from deploykit.errors import UserError
 from deploykit.evaluate import Predictor, graph_feed, ort_predictor, ort_session, torch_predictor
-
-# the artifact formats each runtime reads, the first its own (a folder of another format is read as that one)
-READS = {"torch": ("pytorch",), "torch-bf16": ("pytorch",), "ort": ("onnx",), "ort-cuda": ("onnx",),
-         "openvino": ("onnx", "openvino"), "tensorrt": ("tensorrt",)}
-TARGETS = {"torch": ("cpu", "edge", "gpu"), "torch-bf16": ("cpu", "edge", "gpu"), "ort": ("cpu", "edge"),
-           "ort-cuda": ("gpu",), "openvino": ("cpu", "edge"), "tensorrt": ("gpu",)}
-# what `bench.runtimes: null` measures for each artifact format
-AUTO = {"pytorch": ["torch", "torch-bf16"], "onnx": ["ort", "ort-cuda"], "openvino": ["openvino"],
-        "tensorrt": ["tensorrt"]}
-LABELS = {"torch": "PyTorch FP32", "torch-bf16": "PyTorch bf16", "ort": "ONNX Runtime CPU",
-          "ort-cuda": "ONNX Runtime CUDA", "openvino": "OpenVINO CPU", "tensorrt": "TensorRT"}
 
 
 class Unavailable(Exception):
@@ -132,28 +115,26 @@ def load_runtime(artifact, runtime: str, threads: int | None, device: str = "cpu
         raise UserError(f"{artifact.path}: runtime {runtime} reads {' or '.join(READS[runtime])} artifacts, "
                         f"not {artifact.format}")
     start = time.perf_counter()
-    if runtime in ("torch", "torch-bf16"):
-        loaded = _load_torch(artifact, bf16=runtime == "torch-bf16", threads=threads, device=device)
-    elif runtime == "ort":
-        session = ort_session(artifact.onnx_path, threads, spinning=False)
-        loaded = Loaded(ort_predictor(session), _nothing, "cpu")
-    elif runtime == "ort-cuda":
-        loaded = _load_ort_cuda(artifact.onnx_path)
-    elif runtime == "openvino":
-        loaded = _load_openvino(ir_path(artifact) if artifact.format == "openvino" else artifact.onnx_path, threads)
-    else:
-        from deploykit.tensorrt import EngineRunner
-
-        if not engine_path(artifact).is_file():
-            raise UserError(f"{engine_path(artifact)}: TensorRT engine not found "
-                            "(build one with `deploykit export --format tensorrt`)")
-        loaded = Loaded(EngineRunner(engine_path(artifact)), _nothing, "cuda")
+    loaded = RUNTIMES[runtime].load(artifact, threads, device)
     loaded.load_seconds = time.perf_counter() - start
     return loaded
 
 
 def _nothing(threads: int | None) -> None:
     return None
+
+
+def _load_ort(artifact, threads: int | None, device: str) -> Loaded:
+    return Loaded(ort_predictor(ort_session(artifact.onnx_path, threads, spinning=False)), _nothing, "cpu")
+
+
+def _load_tensorrt(artifact, threads: int | None, device: str) -> Loaded:
+    from deploykit.tensorrt import EngineRunner
+
+    if not engine_path(artifact).is_file():
+        raise UserError(f"{engine_path(artifact)}: TensorRT engine not found "
+                        "(build one with `deploykit export --format tensorrt`)")
+    return Loaded(EngineRunner(engine_path(artifact)), _nothing, "cuda")
 
 
 def _load_torch(artifact, bf16: bool, threads: int | None, device: str) -> Loaded:
@@ -229,3 +210,47 @@ def _load_openvino(onnx_path: Path, threads: int | None) -> Loaded:
         return np.array(request.infer(graph_feed(batch, names))[output], dtype=np.float32)
 
     return Loaded(run, _nothing, "cpu")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One runtime: what it reads, where it runs, how reports and V2 clients name it, and how it loads.
+
+    Attributes:
+        reads: artifact formats it runs, its own first (a folder of another format is read as that one).
+        targets: bench targets it runs on (cpu, edge, gpu).
+        auto_for: formats for which `bench.runtimes: null` (and deploykit.load's auto, by order) pick it.
+        label: its name in report tables; marker: its matplotlib marker in report plots.
+        platform: its KServe V2 / Triton platform name (served model metadata).
+        load: (artifact, threads, device) -> Loaded.
+    """
+
+    reads: tuple[str, ...]
+    targets: tuple[str, ...]
+    auto_for: tuple[str, ...]
+    label: str
+    marker: str
+    platform: str
+    load: Callable[..., Loaded]
+
+
+# the one runtime table: adding a runtime is one entry here, a loader above and its availability in unavailable()
+RUNTIMES = {
+    "torch": Runtime(("pytorch",), ("cpu", "edge", "gpu"), ("pytorch",), "PyTorch FP32", "o", "pytorch_torch",
+                     lambda art, threads, device: _load_torch(art, False, threads, device)),
+    "torch-bf16": Runtime(("pytorch",), ("cpu", "edge", "gpu"), ("pytorch",), "PyTorch bf16", "s", "pytorch_torch",
+                          lambda art, threads, device: _load_torch(art, True, threads, device)),
+    "ort": Runtime(("onnx",), ("cpu", "edge"), ("onnx",), "ONNX Runtime CPU", "^", "onnxruntime_onnx", _load_ort),
+    "ort-cuda": Runtime(("onnx",), ("gpu",), ("onnx",), "ONNX Runtime CUDA", "v", "onnxruntime_onnx",
+                        lambda art, threads, device: _load_ort_cuda(art.onnx_path)),
+    "openvino": Runtime(("onnx", "openvino"), ("cpu", "edge"), ("openvino",), "OpenVINO CPU", "P", "openvino",
+                        lambda art, threads, device: _load_openvino(
+                            ir_path(art) if art.format == "openvino" else art.onnx_path, threads)),
+    "tensorrt": Runtime(("tensorrt",), ("gpu",), ("tensorrt",), "TensorRT", "D", "tensorrt_plan", _load_tensorrt),
+}
+# views of the table for the callers that need one column
+READS = {name: rt.reads for name, rt in RUNTIMES.items()}
+TARGETS = {name: rt.targets for name, rt in RUNTIMES.items()}
+LABELS = {name: rt.label for name, rt in RUNTIMES.items()}
+AUTO = {fmt: [name for name, rt in RUNTIMES.items() if fmt in rt.auto_for]
+        for fmt in dict.fromkeys(f for rt in RUNTIMES.values() for f in rt.auto_for)}

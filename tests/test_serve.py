@@ -45,6 +45,8 @@ class FakePredictor:
 
     def logits(self, inputs, batch_size: int = 32) -> np.ndarray:
         self.calls.append((list(inputs), batch_size))
+        if self.delay:  # a served fake says when a request is in the model: tests signal it then, not after a sleep
+            print("fake model: scoring", file=sys.stderr, flush=True)
         time.sleep(self.delay)
         if self.fail_on and any(self.fail_on in str(row) for row in inputs):
             raise ValueError(f"cannot score {self.fail_on!r}")
@@ -325,6 +327,13 @@ class Server:
         assert self.url, f"the server did not start: {''.join(self.lines)}"
         threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True).start()
 
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        """Until a line of the server's stderr holds `text` (the drain thread appends them)."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in list(self.lines)):
+            assert time.monotonic() < deadline, f"no {text!r} from the server: {''.join(self.lines)}"
+            time.sleep(0.01)
+
     def stop(self, timeout: float = 30) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
@@ -342,14 +351,10 @@ def test_sigterm_lets_a_request_in_the_model_finish_then_exits_0(tmp_path):
     tests = str(Path(__file__).resolve().parent)
     (tmp_path / "config.json").write_text("{}")  # a folder load_artifact takes; the fake predictor ignores it
     with Server([sys.executable, "-c", FAKE_SERVE.format(tests=tests, folder=str(tmp_path), extra=[])]) as server:
-        with httpx.Client(base_url=server.url) as keep_alive:
-            times = []
-            for _ in range(10):
-                start = time.perf_counter()
-                assert keep_alive.get("/v2/health/live").status_code == 200
-                times.append(time.perf_counter() - start)
-        # a reply is not held back by Nagle + the client's delayed ACK (~40 ms a request before TCP_NODELAY)
-        assert sorted(times)[5] < 0.02, times
+        with httpx.Client(base_url=server.url) as keep_alive:  # a kept-alive connection answers again and again
+            assert all(keep_alive.get("/v2/health/live").status_code == 200 for _ in range(10))
+        # (that replies are not held back by Nagle is asserted without a clock, on the socket itself:
+        # test_the_listening_socket_is_tcp_so_replies_go_out_at_once; a timed assertion failed under load)
         answer: dict = {}
 
         def slow():  # the fake model takes 1 s: SIGTERM lands while it computes
@@ -357,7 +362,7 @@ def test_sigterm_lets_a_request_in_the_model_finish_then_exits_0(tmp_path):
 
         client = threading.Thread(target=slow)
         client.start()
-        time.sleep(0.4)
+        server.wait_for("fake model: scoring")  # SIGTERM while the request is in the model, however busy the box
         code = server.stop()
         client.join(30)
     assert code == 0, "".join(server.lines)

@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import deploykit
+from deploykit.runtimes import RUNTIMES
 from deploykit.serve.batching import Batcher, ShuttingDown
 from deploykit.serve.metrics import Metrics
 from deploykit.serve.protocol import (
@@ -49,9 +50,8 @@ from deploykit.serve.protocol import (
 )
 
 log = logging.getLogger("deploykit.serve")
-# ONNX Runtime / PyTorch runtime names as Triton spells its platforms
-PLATFORMS = {"ort": "onnxruntime_onnx", "ort-cuda": "onnxruntime_onnx", "torch": "pytorch_torch",
-             "torch-bf16": "pytorch_torch", "tensorrt": "tensorrt_plan"}
+# runtime names as Triton spells its platforms
+PLATFORMS = {name: rt.platform for name, rt in RUNTIMES.items()}
 
 Handler = Callable[[Request], Awaitable[Response]]
 
