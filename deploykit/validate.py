@@ -112,7 +112,7 @@ def _task(recipe: Recipe):
 
     task = load_any_task(recipe.data)
     labels = getattr(task, "labels", None)
-    if recipe.data.task == "classification" and labels is not None and len(labels) < 2:
+    if recipe.data.task in ("classification", "token_classification") and labels is not None and len(labels) < 2:
         raise UserError(f"data {getattr(task, 'source', '')}: the training rows hold {len(labels)} label "
                         f"({', '.join(map(str, labels))}); a classifier needs at least two")
     return task
