@@ -26,6 +26,9 @@ def recipe_problems(recipe: Recipe, out_dir: Path | None = None) -> list[str]:
     if recipe.data is None:
         found.append("recipe has no data section; every stage needs the task data")
     else:
+        from deploykit.kinds import kind_of
+
+        _checked(found, kind_of(recipe.data.task).check_run, recipe, recipe.stages())  # what `run` refuses first
         _checked(found, _task, recipe)
         if config is not None:
             _checked(found, _max_length, recipe, config)
