@@ -66,16 +66,24 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
 
 
+# DataConfig fields only one task reads: set for another task they would silently do nothing
+TASK_FIELDS = {"generation": ("prompt_template", "response_column", "system_prompt"),
+               "token_classification": ("tokens_column", "tags_column", "label_all_tokens")}
+TEXT_FIELDS = ("text_column", "text_pair_column", "label_column", "column_names", "long_texts")  # not tagged words
+
+
 class DataConfig(Section):
-    """A labelled text-classification task: local files, a local mirror, or a hub dataset.
+    """A labelled task (text classification, token classification, generation): local files, a local mirror,
+    or a hub dataset.
 
     `name` is looked up as `<data_dir>/<name>/` first (data_dir, else $DEPLOYKIT_DATA_DIR), then on
     the hub with `datasets.load_dataset(name, hub_config)`. `path` is a file or a folder holding
     train/dev/test files (.csv, .tsv, .jsonl).
     """
 
-    task: Literal["classification", "generation"] = Field(
-        "classification", description="generation: train a causal LM to answer prompts (see prompt_template)")
+    task: Literal["classification", "generation", "token_classification"] = Field(
+        "classification", description="generation: train a causal LM to answer prompts (see prompt_template); "
+                                      "token_classification: a tag per word (NER, IOB2; see tokens_column)")
     name: str | None = None
     path: str | None = None
     data_dir: str | None = None
@@ -115,22 +123,34 @@ class DataConfig(Section):
     chat_template: bool = Field(
         True, description="generation: render turns with the tokenizer's chat template; false: "
                           "'<prompt>\\nAnswer: <response>' for base models without one")
+    # ---- task: token_classification (deploykit/ner/): sentences longer than max_length always become windows
+    tokens_column: str = Field("tokens", description="token_classification, JSONL: the column holding each "
+                                                     "sentence's words")
+    tags_column: str = Field("ner_tags", description="token_classification, JSONL: the column holding each word's "
+                                                     "tag (IOB2 strings, or ids named by label_names)")
+    label_all_tokens: bool = Field(
+        False, description="token_classification: train on every word piece (the I- version of the word's tag on "
+                           "the pieces after the first) instead of the first piece only")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if (self.name is None) == (self.path is None):
             raise ValueError("give exactly one of data.name (a named dataset) or data.path (a file or folder)")
-        if self.task == "classification" and (self.prompt_template or self.response_column or self.system_prompt):
-            raise ValueError("prompt_template / response_column / system_prompt need task: generation")
+        for task, names in TASK_FIELDS.items():
+            if self.task != task and any(getattr(self, n) for n in names if n in self.model_fields_set):
+                raise ValueError(f"{' / '.join(names)} need task: {task}")
+        if self.task == "token_classification" and (given := [n for n in TEXT_FIELDS if n in self.model_fields_set]):
+            raise ValueError(f"{' / '.join(given)} do not apply to task: token_classification (it reads "
+                             "tokens_column / tags_column; long sentences always become windows, see window_stride)")
         self._check_windows()
         return self
 
     def _check_windows(self) -> None:
-        if self.long_texts == "truncate":
+        if self.long_texts == "truncate" and self.task != "token_classification":
             if self.window_stride != "auto":
                 raise ValueError("window_stride applies to long_texts: windows (it is truncate)")
             return
-        if self.task != "classification":
+        if self.task == "generation":
             raise ValueError("long_texts: windows applies to task: classification; a causal LM's prompts are "
                              "cut by max_length (use long_texts: truncate)")
         if self.text_pair_column is not None:
@@ -353,9 +373,15 @@ class GateConfig(Section):
     max_drop: float = Field(1.0, ge=0, description="accuracy points a stage may lose vs the fine-tuned teacher")
     max_step_drop: float | None = Field(None, ge=0, description="accuracy points a stage may lose vs its own input "
                                                                 "(default: max_drop)")
-    metric: Literal["accuracy", "macro_f1", "exact_match"] = Field(
-        "accuracy", description="default: accuracy for classification, exact_match for generation tasks")
+    metric: Literal["accuracy", "macro_f1", "exact_match", "f1"] = Field(
+        "accuracy", description="default: accuracy for classification, exact_match for generation, f1 (entity-level) "
+                                "for token_classification")
     split: Literal["validation", "test"] = "validation"
+
+
+# the gate metrics each data.task computes; the first is the default
+GATE_METRICS = {"classification": ("accuracy", "macro_f1"), "generation": ("exact_match",),
+                "token_classification": ("f1",)}
 
 
 class Recipe(Section):
@@ -384,14 +410,15 @@ class Recipe(Section):
     def _gate_fits_task(self) -> Recipe:
         if self.data is None:
             return self
-        generation = self.data.task == "generation"
-        if generation and "metric" not in self.gate.model_fields_set:
-            self.gate.metric = "exact_match"  # the documented default for generation tasks
-        if generation and self.gate.metric != "exact_match":
-            raise ValueError(f"gate.metric {self.gate.metric} does not apply to data.task generation; "
-                             "set gate.metric: exact_match")
-        if not generation and self.gate.metric == "exact_match":
-            raise ValueError("gate.metric exact_match needs data.task: generation")
+        allowed = GATE_METRICS[self.data.task]
+        if "metric" not in self.gate.model_fields_set and self.gate.metric not in allowed:
+            self.gate.metric = allowed[0]  # the documented default for the task
+        if self.gate.metric not in allowed:
+            needs = next((t for t, ms in GATE_METRICS.items() if ms == (self.gate.metric,)), None)
+            if needs is not None:
+                raise ValueError(f"gate.metric {self.gate.metric} needs data.task: {needs}")
+            raise ValueError(f"gate.metric {self.gate.metric} does not apply to data.task {self.data.task}; "
+                             f"set gate.metric: {' or '.join(allowed)}")
         return self
 
     def stages(self) -> list[str]:

@@ -43,6 +43,14 @@ class Split:
     def head(self, n: int | None) -> Split:
         return self if n is None or n >= len(self) else self.take(list(range(n)))
 
+    # what becomes of a row longer than max_length (the `data.max_length: auto` log line says it)
+    longer = "truncated"
+
+    def token_ids(self, tokenizer) -> list[list[int]]:
+        """Every row's token ids, special tokens included, untruncated."""
+        args = (self.texts,) if self.pairs is None else (self.texts, self.pairs)
+        return tokenizer(*args, truncation=False, verbose=False)["input_ids"]
+
 
 @dataclass
 class TaskData:
@@ -243,13 +251,13 @@ AUTO_SAMPLE = 10000
 
 
 def token_lengths(split: Split, tokenizer, limit: int = AUTO_SAMPLE, seed: int = 0) -> list[int]:
-    """Tokens per row (special tokens included, untruncated) of up to `limit` rows drawn with `seed`."""
+    """Tokens per row (special tokens included, untruncated) of up to `limit` rows drawn with `seed`.
+
+    `split` is a `Split` or any split with `take` and `token_ids` (deploykit/ner/data.py's TagSplit of words)."""
     idx = list(range(len(split)))
     if len(idx) > limit:
         idx = sorted(random.Random(seed).sample(idx, limit))
-    part = split.take(idx)
-    args = (part.texts,) if part.pairs is None else (part.texts, part.pairs)
-    return [len(ids) for ids in tokenizer(*args, truncation=False, verbose=False)["input_ids"]]
+    return [len(ids) for ids in split.take(idx).token_ids(tokenizer)]
 
 
 def auto_max_length(task: TaskData | Split, tokenizer, usable: int | None = None) -> int:
@@ -257,11 +265,12 @@ def auto_max_length(task: TaskData | Split, tokenizer, usable: int | None = None
 
     Taken over the training rows *and* the validation rows, whichever is longer: a training file of short
     phrases (SST-2: median 7 words) scored on sentences (median 19) would otherwise truncate the inputs the
-    model is judged on. One log line gives the length and the share of rows it truncates.
+    model is judged on. One log line gives the length and the share of rows it truncates. `task` may also be
+    tagged words (deploykit/ner/data.py's TagData or TagSplit), whose longer sentences become windows.
     """
-    splits = [task] if isinstance(task, Split) else [task.train, task.validation]
+    splits = [task.train, task.validation] if hasattr(task, "validation") else [task]
     first = splits[0]
-    key = (tuple(len(s) for s in splits), first.texts[0] if len(first) else "", type(tokenizer).__name__,
+    key = (tuple(len(s) for s in splits), repr(first.take([0])) if len(first) else "", type(tokenizer).__name__,
            len(tokenizer), usable)
     if key in _AUTO:
         return _AUTO[key]
@@ -279,7 +288,7 @@ def auto_max_length(task: TaskData | Split, tokenizer, usable: int | None = None
     cut = sum(n > value for n in every) / len(every)
     where = f" (the model holds {usable})" if usable is not None and value == usable else ""
     log(f"data.max_length auto: {value} tokens{where}, the {AUTO_PERCENTILE}th percentile of {len(every):,} "
-        f"training and validation rows; {cut:.1%} of them are truncated (longest {max(every)})")
+        f"training and validation rows; {cut:.1%} of them are {first.longer} (longest {max(every)})")
     _AUTO[key] = value
     return value
 

@@ -186,18 +186,22 @@ def check_loaded_weights(model, info: dict, source: str, path: str) -> None:
                     "belong to this config.json")
 
 
-# the transformers Auto class each task kind needs: a config whose model_type it maps is supported
-TASK_MODELS = {"classification": "sequence classifier (AutoModelForSequenceClassification)",
-               "generation": "causal LM (AutoModelForCausalLM)"}
+# the transformers Auto class each task kind needs (what it is called, its class, transformers' table of the
+# model types it builds): a config whose model_type it maps is supported
+TASK_MODELS = {
+    "classification": ("sequence classifier", "AutoModelForSequenceClassification",
+                       "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"),
+    "generation": ("causal LM", "AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
+    "token_classification": ("token classifier", "AutoModelForTokenClassification",
+                             "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES"),
+}
 
 
 def supported_model_types(task: str) -> dict[str, str]:
-    """model_type -> model class name that transformers can build for `task` (classification or generation)."""
+    """model_type -> model class name that transformers can build for `task` (a key of TASK_MODELS)."""
     from transformers.models.auto import modeling_auto
 
-    if task == "generation":
-        return dict(modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
-    return dict(modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
+    return dict(getattr(modeling_auto, TASK_MODELS[task][2]))
 
 
 def check_architecture(config, task: str, source: str) -> None:
@@ -208,7 +212,7 @@ def check_architecture(config, task: str, source: str) -> None:
     A config with remote code (`auto_map`) is accepted when it maps the needed Auto class.
     """
     model_type = getattr(config, "model_type", None)
-    auto = "AutoModelForCausalLM" if task == "generation" else "AutoModelForSequenceClassification"
+    what, auto, _ = TASK_MODELS[task]
     known = sorted(supported_model_types(task))
     shown = ", ".join(k for k in ("bert", "roberta", "distilbert", "llama", "qwen2", "mistral") if k in known)
     if getattr(config, "is_encoder_decoder", False):
@@ -216,7 +220,7 @@ def check_architecture(config, task: str, source: str) -> None:
                         f"takes encoder or decoder-only models ({shown}, ...)")
     if model_type in known or auto in (getattr(config, "auto_map", None) or {}):
         return
-    raise UserError(f"model source {source!r}: model_type {model_type!r} is not a {TASK_MODELS[task]}; "
+    raise UserError(f"model source {source!r}: model_type {model_type!r} is not a {what} ({auto}); "
                     f"give one of the {len(known)} model types transformers has one for (e.g. {shown})")
 
 
@@ -244,13 +248,14 @@ def _pretrained_args(source: str) -> tuple[str, dict[str, Any]]:
     return resolve_source(source), {}
 
 
-def load_tokenizer(source: str, trust_remote_code: bool = False):
-    """AutoTokenizer for any source kind; a GGUF file carries its own tokenizer and chat template."""
+def load_tokenizer(source: str, trust_remote_code: bool = False, **options: Any):
+    """AutoTokenizer for any source kind; a GGUF file carries its own tokenizer and chat template. `options`
+    go to `from_pretrained` (add_prefix_space=True for a byte-level BPE tokenizer reading pre-split words)."""
     from transformers import AutoTokenizer
 
     path, kwargs = _pretrained_args(source)
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs, **options)
     except OSError as err:
         raise _hub_hint(source, err) from None
     except _config_errors() as err:
@@ -298,8 +303,10 @@ def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, 
 
 
 def load_classifier(source: str, *, labels: list[str] | None = None, trust_remote_code: bool = False,
-                    revision: str | None = None, new_head: bool = True, **kwargs: Any):
+                    revision: str | None = None, new_head: bool = True, task: str = "classification", **kwargs: Any):
     """AutoModelForSequenceClassification from safetensors; `labels` sets num_labels/id2label/label2id.
+
+    `task="token_classification"` loads an AutoModelForTokenClassification (a tag per token) the same way.
 
     A fresh classifier head (e.g. on the packaged MiniLM, a sentence encoder) is initialised from
     the torch seed, so callers seed first. A checkpoint whose trained head has another label count than
@@ -309,16 +316,21 @@ def load_classifier(source: str, *, labels: list[str] | None = None, trust_remot
     Raises:
         UserError: the source, its config or its weights cannot be read, or it is not a classifier type.
     """
-    from transformers import AutoModelForSequenceClassification
+    import transformers
 
+    auto = getattr(transformers, TASK_MODELS[task][1])
     path = resolve_source(source)
     config = load_config(source, trust_remote_code=trust_remote_code, revision=revision)
-    check_architecture(config, "classification", source)
+    check_architecture(config, task, source)
     if labels is not None:
         kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                       label2id={name: i for i, name in enumerate(labels)})
-        trained_head = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
-        if trained_head and config.num_labels != len(labels):
+        head = TASK_MODELS[task][1].removeprefix("AutoModel")  # "ForSequenceClassification"
+        heads = [a for a in config.architectures or [] if a.endswith(("ForSequenceClassification",
+                                                                        "ForTokenClassification"))]
+        if heads and not heads[0].endswith(head):
+            kwargs.setdefault("ignore_mismatched_sizes", True)  # the other task's head: a fresh one for this task
+        elif heads and config.num_labels != len(labels):
             if not new_head:
                 raise UserError(f"model {source!r} has {config.num_labels} labels but the data has {len(labels)}; "
                                 "give the model fine-tuned on this task")
@@ -328,7 +340,7 @@ def load_classifier(source: str, *, labels: list[str] | None = None, trust_remot
                 f"the head is re-initialised ({config.num_labels} → {len(labels)} labels)")
             kwargs.setdefault("ignore_mismatched_sizes", True)
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        model, info = auto.from_pretrained(
             path, trust_remote_code=trust_remote_code, revision=revision, use_safetensors=True,
             output_loading_info=True, **kwargs)
     except _load_errors() as err:

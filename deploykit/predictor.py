@@ -57,6 +57,10 @@ def load(path: str | Path, runtime: str = "auto", threads: int | None = None, de
             a causal LM does not take.
     """
     artifact = load_artifact(path)
+    if _archs(artifact) and all(a.endswith("ForTokenClassification") for a in _archs(artifact)):
+        # a text classifier's runtimes would read its per-token head as a per-text one: wrong answers, no error
+        raise UserError(f"{artifact.path}: a token classifier (data.task token_classification); deploykit.load "
+                        "does not serve those yet: load it with AutoModelForTokenClassification.from_pretrained")
     if is_causal_lm(artifact):
         return _load_generator(artifact, runtime, threads, device, max_length)
     return ClassifierPredictor(artifact, runtime=runtime, threads=threads, device=device, max_length=max_length)
@@ -67,12 +71,17 @@ def is_causal_lm(artifact: Artifact) -> bool:
     data = (artifact.manifest.get("config") or {}).get("data") or {}
     if isinstance(data, dict) and data.get("task") == "generation":
         return True
+    return any(a.endswith("ForCausalLM") for a in _archs(artifact))
+
+
+def _archs(artifact: Artifact) -> list[str]:
+    """The architectures the folder's config.json names ([] without a readable one)."""
     try:
         config = json.loads((artifact.path / "config.json").read_text())
     except (OSError, ValueError):
-        return False
+        return []
     archs = config.get("architectures") if isinstance(config, dict) else None
-    return any(str(a).endswith("ForCausalLM") for a in archs or [])
+    return [str(a) for a in archs or []] if isinstance(archs, list) else []
 
 
 def _load_generator(artifact: Artifact, runtime: str, threads: int | None, device: str | None,

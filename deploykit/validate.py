@@ -26,6 +26,9 @@ def recipe_problems(recipe: Recipe, out_dir: Path | None = None) -> list[str]:
     if recipe.data is None:
         found.append("recipe has no data section; every stage needs the task data")
     else:
+        from deploykit.kinds import kind_of
+
+        _checked(found, kind_of(recipe.data.task).check_run, recipe, recipe.stages())  # what `run` refuses first
         _checked(found, _task, recipe)
         if config is not None:
             _checked(found, _max_length, recipe, config)
@@ -112,7 +115,7 @@ def _task(recipe: Recipe):
 
     task = load_any_task(recipe.data)
     labels = getattr(task, "labels", None)
-    if recipe.data.task == "classification" and labels is not None and len(labels) < 2:
+    if recipe.data.task in ("classification", "token_classification") and labels is not None and len(labels) < 2:
         raise UserError(f"data {getattr(task, 'source', '')}: the training rows hold {len(labels)} label "
                         f"({', '.join(map(str, labels))}); a classifier needs at least two")
     return task

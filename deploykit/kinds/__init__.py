@@ -17,7 +17,8 @@ import importlib
 from deploykit.errors import UserError
 
 # data.task -> the module holding its KIND; imported on first use (a kind pulls in its own heavy libraries)
-KINDS = {"classification": "deploykit.kinds.classification", "generation": "deploykit.kinds.generation"}
+KINDS = {"classification": "deploykit.kinds.classification", "generation": "deploykit.kinds.generation",
+         "token_classification": "deploykit.kinds.token_classification"}
 
 
 def kind_of(task: str):

@@ -23,6 +23,9 @@ class Job:
     max_length: int | None = None            # the resolved data.max_length the model was trained with
     lora_task: str = "SEQ_CLS"               # peft TaskType: SEQ_CLS also trains and saves a fresh head
     record: dict = field(default_factory=dict)  # extra manifest fields (the windows a classifier scores)
+    # the Trainer's compute_metrics for eval_ds (EvalPrediction -> {best_metric: ...}), or None for the
+    # Trainer's default; early stopping and the checkpoint kept follow what it scores (per text, per sentence)
+    compute_metrics: Callable[[Any], dict] | None = None
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ def finetune_job(recipe, source: str) -> Job:
     """A classifier with a fresh head for the task's labels, tokenized rows (windows where asked), scored per text."""
     from deploykit.data import fit_max_length, to_dataset
     from deploykit.models import load_classifier, load_tokenizer
-    from deploykit.window_metrics import evaluate_pooled
-    from deploykit.windows import recorded, stride_for
+    from deploykit.window_metrics import evaluate_pooled, pooled_metrics
+    from deploykit.windows import TEXT_OF, recorded, stride_for, windowed
 
     task = load_task(recipe.data)
     tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
@@ -37,7 +37,9 @@ def finetune_job(recipe, source: str) -> Job:
     windows = f", windows overlapping by {stride} tokens" if stride is not None else ""
     return Job(model, tokenizer, to_dataset(task.train, tokenizer, max_len, stride, "train"), validation, None,
                "accuracy", task.labels, finish, f"{len(task.train)} train / {len(task.validation)} validation rows, "
-               f"max_length {max_len}{windows}", max_len, record=recorded(stride))
+               f"max_length {max_len}{windows}", max_len, record=recorded(stride),
+               # windows: the checkpoint kept is the best per text, not per window
+               compute_metrics=pooled_metrics(validation[TEXT_OF]) if windowed(validation) else None)
 
 
 def gate_value(recipe, artifact, task) -> float:

@@ -5,5 +5,5 @@ pieces in overlapping windows, and the entity-level metric.
     from deploykit.ner.align import encode_words, words_from_windows
     from deploykit.ner.metric import entity_scores
 
-These are the pieces the `token_classification` task kind is built from; no stage calls them yet.
+These are the pieces the `token_classification` task kind (deploykit/kinds/token_classification.py) is built from.
 """

@@ -1,7 +1,7 @@
 """Tagged sentences for token classification: files or a folder, IOB2 tags checked, labels as ids.
 
-    from deploykit.ner.config import TagDataConfig
-    task = load_tags(TagDataConfig(path="../shared/data/conll2003"))
+    from deploykit.config import DataConfig
+    task = load_tags(DataConfig(task="token_classification", path="../shared/data/conll2003"))
     task.validation.tokens[1], task.validation.tags[1]   # ['LONDON', '1996-08-30'], [1, 0]
     task.labels                                          # ['O', 'B-LOC', 'I-LOC', 'B-MISC', ...]
 
@@ -19,10 +19,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploykit.config import DataConfig
 from deploykit.console import log
-from deploykit.data import SPLIT_STEMS, _find_file
+from deploykit.data import SPLIT_STEMS, _find_file, _local_folder
 from deploykit.errors import UserError
-from deploykit.ner.config import TagDataConfig
 from deploykit.ner.readers import Sentences, read_conll, read_jsonl
 
 SUFFIXES = (".jsonl", ".conll", ".txt", ".tsv", ".iob", ".bio")
@@ -46,6 +46,13 @@ class TagSplit:
     def take(self, idx: list[int]) -> TagSplit:
         return TagSplit([self.tokens[i] for i in idx], [self.tags[i] for i in idx])
 
+    # a sentence longer than max_length is not cut: it becomes overlapping windows (deploykit/ner/align.py)
+    longer = "split into windows"
+
+    def token_ids(self, tokenizer) -> list[list[int]]:
+        """Every sentence's word-piece ids, special tokens included, unwindowed (for `data.max_length: auto`)."""
+        return tokenizer(self.tokens, is_split_into_words=True, truncation=False, verbose=False)["input_ids"]
+
 
 @dataclass
 class TagData:
@@ -58,6 +65,12 @@ class TagData:
     labels: list[str]
     source: str
     stray_inside: dict[str, int]
+
+    def split(self, name: str) -> TagSplit:
+        """"train", "validation" or "test" (UserError when there is no test split)."""
+        if name == "test" and self.test is None:
+            raise UserError(f"data {self.source}: has no test split (add a test file or data.test_split)")
+        return {"train": self.train, "validation": self.validation, "test": self.test}[name]
 
 
 def label_list(tags: list[list[str]]) -> list[str]:
@@ -94,7 +107,7 @@ def check_scheme(s: Sentences, names: list[str] | None = None) -> int:
     return stray
 
 
-def read_file(path: Path, cfg: TagDataConfig) -> Sentences:
+def read_file(path: Path, cfg: DataConfig) -> Sentences:
     """A .jsonl file by its columns, anything else as CoNLL columns."""
     if path.suffix == ".jsonl":
         return read_jsonl(path, cfg.tokens_column, cfg.tags_column, cfg.label_names)
@@ -134,13 +147,21 @@ def hold_out(split: TagSplit, fraction: float, seed: int) -> tuple[TagSplit, Tag
     return (split.take([i for i in range(len(split)) if i not in held]), split.take(sorted(held)))
 
 
-def load_tags(cfg: TagDataConfig) -> TagData:
-    """Train / validation / test as `TagSplit`s with ids into one label list.
+def load_tags(cfg: DataConfig) -> TagData:
+    """Train / validation / test as `TagSplit`s with ids into one label list (`data.task: token_classification`).
+
+    data.path, or data.name as a folder under data.data_dir ($DEPLOYKIT_DATA_DIR), as deploykit/data.py finds
+    it; data.test_split, max_train_samples and max_eval_samples act as they do for classifiers.
 
     Raises:
-        UserError: a missing path or train file, or any fault of the files (one line naming file and line).
+        UserError: a missing path or train file, a hub name, or any fault of the files (one line naming file
+            and line).
     """
-    root = Path(cfg.path).expanduser()
+    root = _local_folder(cfg)
+    if root is None:
+        raise UserError(f"data.name {cfg.name!r}: no folder {cfg.name} under data.data_dir / $DEPLOYKIT_DATA_DIR; "
+                        "token_classification reads local files only so far: set data.path to a .jsonl or CoNLL "
+                        "file or folder")
     if not root.exists():
         raise UserError(f"{root}: data path not found (data.path)")
     if root.is_file():
@@ -159,11 +180,16 @@ def load_tags(cfg: TagDataConfig) -> TagData:
     labels = list(cfg.label_names) if cfg.label_names else label_list(raw["train"].tags)
     done = {s: to_split(sentences, labels, cfg.label_names is not None) for s, sentences in raw.items()}
     splits = {s: split for s, (split, _) in done.items()}
-    train, validation = splits["train"], splits.get("validation")
+    train, validation, test = splits["train"], splits.get("validation"), splits.get("test")
+    # seeds as deploykit/data.py draws its held-out rows: the same recipe holds out the same share
+    if test is None and cfg.test_split > 0:
+        train, test = hold_out(train, cfg.test_split, cfg.seed)
     if validation is None:
-        # seed + 1, as deploykit/data.py draws its validation rows: the same recipe holds out the same share
         train, validation = hold_out(train, cfg.validation_split, cfg.seed + 1)
+    if cfg.max_train_samples and cfg.max_train_samples < len(train):
+        train = train.take(sorted(random.Random(cfg.seed).sample(range(len(train)), cfg.max_train_samples)))
+    if cfg.max_eval_samples:
+        validation = validation.take(list(range(min(cfg.max_eval_samples, len(validation)))))
     if len(train) == 0:
         raise UserError(f"data {root}: too few sentences to train and validate")
-    return TagData(train, validation, splits.get("test"), labels, str(root),
-                   {s: stray for s, (_, stray) in done.items()})
+    return TagData(train, validation, test, labels, str(root), {s: stray for s, (_, stray) in done.items()})

@@ -6,8 +6,10 @@
 
 Strategies: full, partial (frozen embeddings / first N layers), layer-wise LR decay (any strategy),
 LoRA (peft, merged into the base weights on save). Evaluates every epoch, keeps the best checkpoint,
-stops early, resumes with --resume. The output folder loads with plain
-`AutoModelForSequenceClassification.from_pretrained` and holds a manifest.json.
+stops early, resumes with --resume. What is trained and how it is scored comes from the task's kind
+(deploykit/kinds/). The output folder loads with plain `AutoModelForSequenceClassification.from_pretrained`
+(`AutoModelForTokenClassification` for data.task token_classification, `AutoModelForCausalLM` for
+generation) and holds a manifest.json.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from deploykit.training import (
     training_record,
     world_info,
 )
-from deploykit.window_metrics import pool_metrics_of
 
 
 def _freeze(model, freeze_embeddings: bool, freeze_layers: int) -> int:
@@ -124,7 +125,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
     head_lr = head_rate(cfg.head_learning_rate, cfg.learning_rate) if head else None
     trainer = build_trainer(model, cfg, work, tokenizer, job.train_ds, job.eval_ds, layer_decay=cfg.layer_lr_decay,
                             collator=job.collator, best_metric=job.best_metric, head_lr=head_lr, head=head)
-    pool_metrics_of(trainer, job.eval_ds)  # windows: the checkpoint kept is the best per text, not per window
+    if job.compute_metrics is not None:  # the kind's score picks the checkpoint kept (per text, per sentence)
+        trainer.compute_metrics = job.compute_metrics
     log(f"finetune: {n_params / 1e6:.1f}M params, strategy {cfg.strategy}, {job.summary}, "
         f"bf16 {trainer.args.bf16}, world size {world_info()[1]}, epochs {cfg.epochs}, evaluated every "
         f"{trainer.args.eval_steps or 'epoch'} steps"

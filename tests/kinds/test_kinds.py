@@ -9,12 +9,12 @@ from deploykit.kinds import KINDS, kind_of
 def test_every_kind_loads_and_names_itself():
     for name in KINDS:
         kind = kind_of(name)
-        assert kind.name == name and kind.metric in ("accuracy", "exact_match")
+        assert kind.name == name and kind.metric in ("accuracy", "exact_match", "f1")
         assert callable(kind.load_task) and callable(kind.finetune_job) and callable(kind.gate_value)
 
 
 def test_an_unknown_kind_is_one_line_naming_the_kinds():
-    with pytest.raises(UserError, match="data.task 'ner': use one of classification, generation"):
+    with pytest.raises(UserError, match="data.task 'ner': use one of classification, generation, token_classification"):
         kind_of("ner")
 
 
@@ -28,3 +28,9 @@ def test_generation_owns_the_stages_after_finetune():
     assert kind.runner("finetune") is None  # the Trainer loop is shared; its Job differs
     assert all(callable(kind.runner(s)) for s in ("distill", "prune", "quantize", "export", "bench"))
 
+
+
+def test_token_classification_runs_finetune_and_refuses_the_rest():
+    kind = kind_of("token_classification")
+    assert kind.runner("finetune") is None and kind.metric == "f1"
+    assert all(callable(kind.runner(s)) for s in ("distill", "prune", "quantize", "export", "bench"))

@@ -153,3 +153,21 @@ def test_a_stride_without_room_is_refused(minilm_tok):
     with pytest.raises(UserError, match=r"data.window_stride 14 must be >= 0 and below the 14 text tokens"):
         encode_words([WORDS], minilm_tok, max_length=16, stride=14)
     assert len(encode_words([WORDS * 5], minilm_tok, max_length=16)) > 1  # auto: a quarter of max_length
+
+
+def test_the_kind_gives_a_byte_level_tokenizer_a_prefix_space_before_every_word(tmp_path):
+    """Saved with add_prefix_space=False, a RoBERTa-type tokenizer would encode every word as if it began the text;
+    the token_classification kind reloads it with the prefix space its training sentences had."""
+    from conftest import tiny_config
+    from transformers import RobertaTokenizerFast
+
+    from deploykit.kinds.token_classification import _tokenizer
+
+    bpe_tokenizer().save_pretrained(tmp_path / "bpe")
+    plain = RobertaTokenizerFast.from_pretrained(tmp_path / "bpe", add_prefix_space=False)
+    plain.save_pretrained(tmp_path / "model")
+    tiny_config("roberta").save_pretrained(tmp_path / "model")
+    words = [["Peter", "met", "Brussels"]]
+    want = bpe_tokenizer()(words, is_split_into_words=True)["input_ids"]
+    assert plain(words, is_split_into_words=True)["input_ids"] != want
+    assert _tokenizer(str(tmp_path / "model"), False)(words, is_split_into_words=True)["input_ids"] == want

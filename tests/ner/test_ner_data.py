@@ -12,11 +12,17 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_DATA
 
+from deploykit.config import DataConfig
 from deploykit.errors import UserError
 from deploykit.ner import data as ner_data
-from deploykit.ner.config import TagDataConfig
 from deploykit.ner.data import label_list, load_tags
 from deploykit.ner.readers import read_conll, read_jsonl
+
+
+def tagged(**data) -> DataConfig:
+    """A recipe's data section for tagged sentences."""
+    return DataConfig(task="token_classification", **data)
+
 
 LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 
@@ -54,7 +60,7 @@ def test_jsonl_string_tags_become_ids_of_an_o_first_label_list(tmp_path):
     labels = label_list(s.tags)
     # O first, then a B-/I- pair per type, types sorted: I-LOC is listed although only B-LOC was seen
     assert labels == ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
-    task = load_tags(TagDataConfig(path=str(tmp_path / "train.jsonl"), validation_split=0.34))
+    task = load_tags(tagged(path=str(tmp_path / "train.jsonl"), validation_split=0.34))
     assert task.labels == labels
     assert len(task.train) + len(task.validation) == 3 and len(task.validation) == 1
 
@@ -86,13 +92,13 @@ def test_tokens_and_tags_of_different_lengths_name_the_line(tmp_path):
 def test_a_tag_outside_the_scheme_or_the_names_names_its_line(tmp_path, tag, names, message):
     write_jsonl(tmp_path / "train.jsonl", [ROWS[0], ROWS[2], sentence("in London", f"O {tag}")])
     with pytest.raises(UserError, match=message):
-        load_tags(TagDataConfig(path=str(tmp_path), label_names=names))
+        load_tags(tagged(path=str(tmp_path), label_names=names))
 
 
 def test_a_label_name_outside_the_scheme_is_refused(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", ROWS)
     with pytest.raises(UserError, match=r"data.label_names: 'PER' is not an IOB2 tag"):
-        load_tags(TagDataConfig(path=str(tmp_path), label_names=["O", "PER"]))
+        load_tags(tagged(path=str(tmp_path), label_names=["O", "PER"]))
 
 
 def test_empty_file_and_bad_json_are_one_line_errors(tmp_path):
@@ -115,7 +121,7 @@ def test_i_after_o_or_another_type_is_counted_and_logged_once(tmp_path, monkeypa
             sentence("Peter London", "B-PER I-LOC"), sentence("Peter Blackburn", "B-PER I-PER")]
     write_jsonl(tmp_path / "train.jsonl", rows)
     write_jsonl(tmp_path / "dev.jsonl", rows[3:])
-    task = load_tags(TagDataConfig(path=str(tmp_path)))
+    task = load_tags(tagged(path=str(tmp_path)))
     assert task.stray_inside == {"train": 3, "validation": 0}
     assert len(said) == 1 and "3 I- tags start an entity" in said[0] and "first at line 1" in said[0]
     assert task.train.tags[0] == [task.labels.index("I-PER")] * 2  # kept as written, not rewritten to B-
@@ -130,7 +136,7 @@ def test_conll_columns_tag_last_docstart_skipped(tmp_path):
     assert [s.where(0, 2), s.where(1, 1), s.where(2)] == ["line 5", "line 8", "line 10"]
     path.write_text(CONLL.replace("Blackburn NNP I-NP I-PER", "Blackburn NNP I-NP I_PER"))
     with pytest.raises(UserError, match=r"train\.conll: line 8: tag 'I_PER' is outside the IOB2 scheme"):
-        load_tags(TagDataConfig(path=str(path)))
+        load_tags(tagged(path=str(path)))
     path.write_text(CONLL.replace("rejects VBZ B-VP O", "rejects"))
     with pytest.raises(UserError, match=r"train\.conll: line 4 has one column \('rejects'\)"):
         read_conll(path)
@@ -140,24 +146,24 @@ def test_folder_of_conll_and_jsonl_splits(tmp_path):
     (tmp_path / "train.txt").write_text(CONLL)
     write_jsonl(tmp_path / "dev.jsonl", [sentence("Peter in BRUSSELS", "B-PER O B-LOC")])
     (tmp_path / "test.conll").write_text("EU B-ORG\n")
-    task = load_tags(TagDataConfig(path=str(tmp_path)))
+    task = load_tags(tagged(path=str(tmp_path)))
     assert (len(task.train), len(task.validation), len(task.test)) == (3, 1, 1)
     ids = {name: i for i, name in enumerate(task.labels)}
     assert task.validation.tags == [[ids["B-PER"], ids["O"], ids["B-LOC"]]]
     write_jsonl(tmp_path / "dev.jsonl", [sentence("Peter in Bonn", "B-PER O B-GPE")])
     with pytest.raises(UserError, match=r"dev\.jsonl: line 1: tag 'B-GPE' never appears in the training data"):
-        load_tags(TagDataConfig(path=str(tmp_path)))
+        load_tags(tagged(path=str(tmp_path)))
     with pytest.raises(UserError, match=r"nope\.jsonl: data file not found \(data.validation_file\)"):
-        load_tags(TagDataConfig(path=str(tmp_path), validation_file="nope.jsonl"))
+        load_tags(tagged(path=str(tmp_path), validation_file="nope.jsonl"))
     (tmp_path / "train.txt").unlink()
     with pytest.raises(UserError, match=r"no train file \(train.jsonl/.conll/.txt/.tsv/.iob/.bio\)"):
-        load_tags(TagDataConfig(path=str(tmp_path)))
+        load_tags(tagged(path=str(tmp_path)))
 
 
 def test_held_out_validation_is_seeded_and_disjoint(tmp_path):
     rows = [sentence(f"word{i} London", "O B-LOC") for i in range(40)]
     write_jsonl(tmp_path / "train.jsonl", rows)
-    cfg = TagDataConfig(path=str(tmp_path), validation_split=0.25, seed=3)
+    cfg = tagged(path=str(tmp_path), validation_split=0.25, seed=3)
     a, b = load_tags(cfg), load_tags(cfg)
     assert a.validation.tokens == b.validation.tokens and len(a.validation) == 10 and len(a.train) == 30
     assert not {t[0] for t in a.train.tokens} & {t[0] for t in a.validation.tokens}
@@ -171,7 +177,7 @@ def test_real_conll2003_dev_loads():
         pytest.skip(f"real data not found at {SHARED_DATA} (set DEPLOYKIT_DATA_DIR)")
     s = read_jsonl(dev)
     assert len(s.tokens) == 3250 and sum(map(len, s.tokens)) == 51362
-    task = load_tags(TagDataConfig(path=str(dev)))  # one file: train, with a seeded share held out
+    task = load_tags(tagged(path=str(dev)))  # one file: train, with a seeded share held out
     assert len(task.train) + len(task.validation) == 3250
     assert task.train.n_words + task.validation.n_words == 51362
     assert task.labels == ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]

@@ -1,0 +1,203 @@
+"""`data.task: token_classification` (deploykit/kinds/token_classification.py): finetune on a tiny BERT, windows,
+the gate's entity F1, the manifest, and the one-line refusals of the stages that do not take it yet."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from conftest import MINILM, tiny_config
+
+import deploykit
+from deploykit.config import DataConfig, build_recipe
+from deploykit.errors import UserError
+from deploykit.kinds import kind_of
+
+FIRST = ["john", "mary", "peter", "anna", "kofi", "ingrid"]
+SURNAMES = ["smith", "lewandowski", "okonkwo", "taylor", "blackburn", "jones"]  # some are several word pieces
+CITIES = ["paris", "london", "brussels", "kinshasa", "berlin", "madrid"]
+FILLER = ["the", "meeting", "was", "held", "on", "friday", "and", "a", "report", "said", "it", "went", "well"]
+FAST = {"epochs": 6, "learning_rate": 5e-3, "batch_size": 8, "eval_batch_size": 16, "warmup_ratio": 0.0,
+        "early_stopping_patience": None, "logging_steps": 1000, "bf16": "off"}
+
+
+def sentence(rng: random.Random, n_filler: int) -> tuple[list[str], list[str]]:
+    """Filler words with "mr <first name> [<surname>]" (PER) and "in <city>" (LOC) among them: learnable in seconds."""
+    words = [rng.choice(FILLER) for _ in range(n_filler)]
+    tags = ["O"] * n_filler
+    spans = [(["mr", rng.choice(FIRST)] + ([rng.choice(SURNAMES)] if rng.random() < 0.5 else []), "PER"),
+             (["in", rng.choice(CITIES)], "LOC")]
+    rng.shuffle(spans)
+    # two gaps between filler words, filled right to left so that neither span splits the other
+    for at, (span, kind) in sorted(zip(rng.sample(range(n_filler + 1), 2), spans), key=lambda x: -x[0]):
+        words[at:at] = span
+        tags[at:at] = ["O"] + [("B-" if i == 0 else "I-") + kind for i in range(len(span) - 1)]
+    return words, tags
+
+
+def write_ner(folder: Path, n_filler: tuple[int, int] = (2, 6), sizes=(128, 32, 32)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n, seed in zip(("train", "dev", "test"), sizes, (1, 2, 3)):
+        if not n:
+            continue
+        rng = random.Random(seed)
+        rows = [dict(zip(("tokens", "ner_tags"), sentence(rng, rng.randint(*n_filler)))) for _ in range(n)]
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def tiny_body(tmp_path) -> Path:
+    """A tiny BERT without a task head (as the packaged MiniLM is) and the MiniLM tokenizer."""
+    import torch
+    from transformers import AutoModel
+
+    from deploykit.models import load_tokenizer
+
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-body"
+    AutoModel.from_config(tiny_config("bert")).save_pretrained(folder)
+    load_tokenizer(MINILM).save_pretrained(folder)
+    return folder
+
+
+def ner_recipe(model: Path, data: Path, stages: dict | None = None, **data_keys):
+    return build_recipe({"model": {"source": str(model)},
+                         "data": {"task": "token_classification", "path": str(data), **data_keys},
+                         **(stages if stages is not None else {"finetune": FAST})})
+
+
+def test_run_finetunes_entities_and_gates_on_the_saved_folder(tiny_body, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    from deploykit.artifact import load_artifact
+    from deploykit.pipeline import run_recipe
+
+    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"))
+    assert recipe.gate.metric == "f1"
+    state = run_recipe(recipe, tmp_path / "run")
+    out = tmp_path / "run" / "finetune"
+    m = json.loads((out / "manifest.json").read_text())
+    val = m["metrics"]["validation"]
+    assert val["f1"] >= 90, val
+    assert set(val["per_type"]) == {"PER", "LOC"} and val["sentences"] == 32 and val["entities"] == 64
+    assert {"precision", "recall", "loss"} <= set(val) and m["metrics"]["test"]["f1"] >= 90
+    assert m["labels"] == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"] and m["task"] == "token_classification"
+    assert m["config"]["data"]["task"] == "token_classification" and isinstance(m["max_length"], int)
+    # the kept checkpoint followed entity F1; the gate re-scores the saved folder and agrees with the manifest
+    assert m["metrics"]["best_checkpoint"].startswith("checkpoint-")
+    assert state["reference"] == pytest.approx(val["f1"], abs=1e-6)
+    task = kind_of("token_classification").load_task(recipe.data)
+    assert kind_of("token_classification").gate_value(recipe, load_artifact(out), task) == pytest.approx(val["f1"])
+    model, info = AutoModelForTokenClassification.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    assert model.config.id2label[3] == "B-PER" and model.config.num_labels == 5
+    with pytest.raises(UserError, match="a token classifier .* deploykit.load does not serve those yet"):
+        deploykit.load(out)
+
+
+def test_sentences_longer_than_max_length_become_windows_and_every_word_is_scored(tiny_body, tmp_path):
+    from deploykit.pipeline import run_stage
+
+    data = write_ner(tmp_path / "ner", n_filler=(14, 26))  # 20-33 words, 22-40 pieces with [CLS]/[SEP]
+    recipe = ner_recipe(tiny_body, data, max_length=16, window_stride=4)
+    art = run_stage("finetune", recipe, None, tmp_path / "ft")
+    val = art.metrics["validation"]
+    assert art.manifest["max_length"] == 16 and art.manifest["window_stride"] == 4
+    assert val["windows"] > 2 * val["sentences"] and val["sentences"] == 32 and val["entities"] == 64
+    assert val["f1"] >= 80, val
+
+
+def test_lora_merges_into_a_plain_token_classifier(tiny_body, tmp_path):
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from deploykit.pipeline import run_stage
+
+    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner", sizes=(32, 16, 0)),
+                        {"finetune": {**FAST, "epochs": 1, "strategy": "lora"}})
+    art = run_stage("finetune", recipe, None, tmp_path / "ft")
+    model, info = AutoModelForTokenClassification.from_pretrained(tmp_path / "ft", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not any("lora" in k for k in model.state_dict())
+    fresh = AutoModelForTokenClassification.from_pretrained(tiny_body, num_labels=5)
+    assert not torch.equal(model.classifier.weight, fresh.classifier.weight)  # TOKEN_CLS trains and saves the head
+    assert art.metrics["test"] is None and art.metrics["validation"]["f1"] >= 0
+
+
+@pytest.mark.parametrize("stage", ["distill", "prune", "quantize", "export", "bench"])
+def test_unsupported_stages_refuse_in_one_line(stage):
+    runner = kind_of("token_classification").runner(stage)
+    with pytest.raises(UserError, match=f"^{stage}: data.task token_classification is not supported by this "
+                                        "stage yet; finetune is") as err:
+        runner(None, None, None)
+    assert "\n" not in str(err.value)
+
+
+def test_a_chain_past_finetune_is_refused_before_anything_trains(tmp_path):
+    from deploykit.pipeline import run_recipe
+
+    recipe = ner_recipe(tmp_path / "no-model-needed", tmp_path / "no-data-needed",
+                        {"finetune": FAST, "prune": {"ffn": 0.5}, "export": {}})
+    with pytest.raises(UserError, match="^prune: data.task token_classification is not supported"):
+        run_recipe(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_single_stage_command_refuses_too(tiny_body, tmp_path):
+    from deploykit.pipeline import run_stage
+
+    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"quantize": {}})
+    with pytest.raises(UserError, match="^quantize: data.task token_classification is not supported"):
+        run_stage("quantize", recipe, tiny_body, tmp_path / "q")
+
+
+def test_a_token_classifier_recipe_validates(tiny_body, tmp_path):
+    from deploykit.validate import recipe_problems
+
+    assert recipe_problems(ner_recipe(tiny_body, write_ner(tmp_path / "ner")), tmp_path / "run") == []
+    missing = ner_recipe(tiny_body, tmp_path / "nowhere")
+    assert recipe_problems(missing) == [f"{tmp_path / 'nowhere'}: data path not found (data.path)"]
+    chain = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "export": {}})
+    assert [p.split(";")[0] for p in recipe_problems(chain)] == [
+        "export: data.task token_classification is not supported by this stage yet"]
+
+
+def test_the_data_section_refuses_keys_of_other_tasks():
+    base = {"task": "token_classification", "path": "x"}
+    assert DataConfig(**base).tokens_column == "tokens" and DataConfig(**base).tags_column == "ner_tags"
+    with pytest.raises(ValueError, match="tokens_column / tags_column / label_all_tokens need task: "
+                                         "token_classification"):
+        DataConfig(path="x", tags_column="tags")
+    with pytest.raises(ValueError, match="text_column do not apply to task: token_classification"):
+        DataConfig(**base, text_column="sentence")
+    with pytest.raises(ValueError, match="long_texts do not apply"):
+        DataConfig(**base, long_texts="windows")
+    with pytest.raises(ValueError, match="need task: generation"):
+        DataConfig(**base, prompt_template="{tokens}")
+    assert DataConfig(**base, window_stride=8, max_length=32).window_stride == 8  # windows are always on
+
+
+def test_the_gate_metric_is_entity_f1():
+    recipe = {"data": {"task": "token_classification", "path": "x"}, "finetune": {}}
+    assert build_recipe(recipe).gate.metric == "f1"
+    with pytest.raises(UserError, match="gate.metric accuracy does not apply to data.task token_classification; "
+                                        "set gate.metric: f1"):
+        build_recipe({**recipe, "gate": {"metric": "accuracy"}})
+    with pytest.raises(UserError, match="gate.metric f1 needs data.task: token_classification"):
+        build_recipe({"data": {"path": "x"}, "gate": {"metric": "f1"}})
+
+
+def test_max_length_auto_is_the_99th_percentile_of_word_pieces(tmp_path):
+    from deploykit.data import auto_max_length
+    from deploykit.models import load_tokenizer
+    from deploykit.ner.data import load_tags
+
+    task = load_tags(DataConfig(task="token_classification", path=str(write_ner(tmp_path / "ner", (14, 26)))))
+    tok = load_tokenizer(MINILM)
+    lengths = sorted(len(tok(w, is_split_into_words=True)["input_ids"]) for w in task.train.tokens
+                     + task.validation.tokens)
+    value = auto_max_length(task, tok)
+    assert value % 8 == 0 and value >= lengths[int(0.99 * (len(lengths) - 1))] and value - 8 < lengths[-1]
