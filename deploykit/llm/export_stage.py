@@ -11,6 +11,7 @@ from pathlib import Path
 
 from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe
+from deploykit.errors import UserError
 
 
 def run(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
@@ -22,6 +23,9 @@ def run(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
     from deploykit.onnx.ops import file_size
 
     cfg = recipe.export
+    if recipe.data is None:
+        raise UserError(f"export: {parent.path} is a causal LM, checked on the greedy answers to task prompts; "
+                        "give the recipe's data section (--recipe RECIPE or --data NAME_OR_PATH)")
     tokenizer = AutoTokenizer.from_pretrained(parent.path)
     prompts = [render_prompt(tokenizer, p, recipe.data)
                for p in load_chat_task(recipe.data).validation.prompts[: min(cfg.parity_samples, 20)]]

@@ -20,7 +20,7 @@ from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
-from deploykit.kinds import kind_of
+from deploykit.kinds import kind_of, task_of
 from deploykit.onnx.export import copy_onnx_folder, export_onnx
 
 
@@ -69,7 +69,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         return _pass_through(recipe, parent, out_dir)
     if parent.format != "pytorch":
         raise UserError(f"{parent.path}: a {parent.format} artifact cannot be exported to ONNX; give the PyTorch model")
-    if recipe.data is not None and (own := kind_of(recipe.data.task).runner("export")) is not None:
+    task = recipe.data.task if recipe.data is not None else task_of(parent)  # --from FOLDER alone: its kind
+    if (own := kind_of(task).runner("export")) is not None:
         return own(recipe, parent, out_dir)  # a causal LM with its KV cache (deploykit/llm/export_stage.py)
     texts, pairs, max_length = _parity_texts(recipe, cfg.parity_samples)
     if max_length == "auto":

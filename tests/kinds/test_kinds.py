@@ -34,3 +34,28 @@ def test_token_classification_runs_finetune_and_refuses_the_rest():
     kind = kind_of("token_classification")
     assert kind.runner("finetune") is None and kind.metric == "f1"
     assert all(callable(kind.runner(s)) for s in ("distill", "prune", "quantize", "export", "bench"))
+
+
+def test_an_artifact_names_its_kind(tmp_path, tiny_llama, tiny_bert):
+    import json
+
+    from deploykit.artifact import load_artifact
+    from deploykit.kinds import task_of
+
+    assert task_of(load_artifact(tiny_llama)) == "generation"  # a plain folder: its architecture says
+    assert task_of(load_artifact(tiny_bert)) == "classification"
+    folder = tmp_path / "ner"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"]}))
+    (folder / "manifest.json").write_text(json.dumps({"stage": "finetune", "format": "pytorch",
+                                                      "config": {"data": {"task": "token_classification"}}}))
+    assert task_of(load_artifact(folder)) == "token_classification"  # the manifest first
+
+
+def test_a_causal_lm_export_without_data_is_one_line(tiny_llama, tmp_path):
+    from deploykit.config import build_recipe
+    from deploykit.pipeline import run_stage
+
+    with pytest.raises(UserError, match="is a causal LM, checked on the greedy answers to task prompts"):
+        run_stage("export", build_recipe({"export": {}}), tiny_llama, tmp_path / "x")
+    assert not (tmp_path / "x").exists()

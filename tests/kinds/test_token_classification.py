@@ -96,6 +96,11 @@ def test_run_finetunes_entities_and_gates_on_the_saved_folder(tiny_body, tmp_pat
     assert model.config.id2label[3] == "B-PER" and model.config.num_labels == 5
     with pytest.raises(UserError, match="a token classifier .* deploykit.load does not serve those yet"):
         deploykit.load(out)
+    # a stage given only the folder (no data section) takes the folder's kind from its manifest
+    from deploykit.pipeline import run_stage
+
+    with pytest.raises(UserError, match="^export: data.task token_classification is not supported"):
+        run_stage("export", build_recipe({"export": {}}), out, tmp_path / "x")
 
 
 def test_sentences_longer_than_max_length_become_windows_and_every_word_is_scored(tiny_body, tmp_path):
