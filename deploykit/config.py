@@ -137,9 +137,13 @@ class DataConfig(Section):
         if (self.name is None) == (self.path is None):
             raise ValueError("give exactly one of data.name (a named dataset) or data.path (a file or folder)")
         for task, names in TASK_FIELDS.items():
-            if self.task != task and any(getattr(self, n) for n in names if n in self.model_fields_set):
+            # a field of another kind that is set away from its default (a dumped and rebuilt section sets them all)
+            if self.task != task and any(getattr(self, n) != type(self).model_fields[n].default
+                                         for n in names if n in self.model_fields_set):
                 raise ValueError(f"{' / '.join(names)} need task: {task}")
-        if self.task == "token_classification" and (given := [n for n in TEXT_FIELDS if n in self.model_fields_set]):
+        given = [n for n in TEXT_FIELDS
+                 if n in self.model_fields_set and getattr(self, n) != type(self).model_fields[n].default]
+        if self.task == "token_classification" and given:
             raise ValueError(f"{' / '.join(given)} do not apply to task: token_classification (it reads "
                              "tokens_column / tags_column; long sentences always become windows, see window_stride)")
         self._check_windows()

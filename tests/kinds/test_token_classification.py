@@ -177,7 +177,7 @@ def test_the_data_section_refuses_keys_of_other_tasks():
                                          "token_classification"):
         DataConfig(path="x", tags_column="tags")
     with pytest.raises(ValueError, match="text_column do not apply to task: token_classification"):
-        DataConfig(**base, text_column="sentence")
+        DataConfig(**base, text_column="review")
     with pytest.raises(ValueError, match="long_texts do not apply"):
         DataConfig(**base, long_texts="windows")
     with pytest.raises(ValueError, match="need task: generation"):
@@ -206,3 +206,13 @@ def test_max_length_auto_is_the_99th_percentile_of_word_pieces(tmp_path):
                      + task.validation.tokens)
     value = auto_max_length(task, tok)
     assert value % 8 == 0 and value >= lengths[int(0.99 * (len(lengths) - 1))] and value - 8 < lengths[-1]
+
+
+def test_a_dumped_and_rebuilt_data_section_of_any_kind_validates():
+    """The CLI and stage manifests rebuild sections from `model_dump()`, which sets every field to its value."""
+    from deploykit.config import DataConfig
+
+    for data in ({"path": "x"}, {"path": "x", "task": "token_classification"},
+                 {"path": "x", "task": "generation", "response_column": "output"}):
+        cfg = DataConfig(**data)
+        assert DataConfig(**cfg.model_dump()) == cfg
