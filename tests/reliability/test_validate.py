@@ -105,6 +105,7 @@ def test_max_length_beyond_the_positions_is_reported(recipe, monkeypatch):
 
     lines = []
     monkeypatch.setattr(data, "log", lines.append)
+    monkeypatch.setattr(data, "_CUTS_LOGGED", set())  # said once per process: another test may have said it
     result = validate(recipe(data={"max_length": 512}))  # the tiny BERT has 128 positions
     assert result.exit_code == 0, result.output
     assert any("512" in line and "128" in line for line in lines), lines
