@@ -332,7 +332,11 @@ class TensorRTConfig(Section):
 
 
 class ExportConfig(Section):
-    """`deploykit export`: ONNX (checked against PyTorch, fused) or a TensorRT engine."""
+    """`deploykit export`: ONNX (checked against PyTorch, fused) or a TensorRT engine.
+
+    In a recipe with a quantize section, `format: onnx` settings are those of quantize's float export (the
+    graph it quantizes) and no export stage runs; `format: tensorrt` runs after quantize on its INT8 graph.
+    """
 
     format: Literal["onnx", "tensorrt"] = "onnx"
     opset: int = Field(17, ge=17)
@@ -426,8 +430,14 @@ class Recipe(Section):
         return self
 
     def stages(self) -> list[str]:
-        """The stages present in this recipe, in the fixed order they run."""
-        return [s for s in STAGES if getattr(self, s) is not None]
+        """The stages present in this recipe, in the fixed order they run.
+
+        With a quantize section, an ONNX `export:` section configures quantize's own float export (the
+        graph it quantizes) rather than running as a stage of its own: after quantize it would only copy
+        the INT8 graph. An export to TensorRT builds its engine from quantize's output and stays a stage.
+        """
+        exported_by_quantize = self.quantize is not None and self.export is not None and self.export.format == "onnx"
+        return [s for s in STAGES if getattr(self, s) is not None and not (s == "export" and exported_by_quantize)]
 
 
 def build_recipe(tree: dict | None, overrides: list[str] | None = None, origin: str = "recipe") -> Recipe:

@@ -9,7 +9,9 @@ stack, it is the only path whose graph ONNX Runtime's transformer optimizer fuse
 a parity check against PyTorch on real task texts; a drift beyond `export.atol` fails the command.
 The folder is what Optimum's ORTModel classes read: model.onnx, config.json, tokenizer files, plus
 deploykit's manifest.json. The engine is `deploykit.onnx.export.export_onnx` (deploykit/onnx/); this
-module is the stage around it: inputs, pass-through of ONNX parents, causal LMs, the manifest.
+module is the stage around it: inputs, causal LMs, the manifest. In `deploykit run`, a recipe with a quantize
+section has no export stage for ONNX: quantize exports its PyTorch parent with the `export:` settings itself
+(`Recipe.stages`), so no run folder holds a copy of the INT8 graph posing as an export.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of, task_of
-from deploykit.onnx.export import copy_onnx_folder, export_onnx
+from deploykit.onnx.export import export_onnx
 
 
 def _parity_texts(recipe: Recipe, n: int) -> tuple[list[str] | None, list[str] | None, int]:
@@ -34,27 +36,11 @@ def _parity_texts(recipe: Recipe, n: int) -> tuple[list[str] | None, list[str] |
     return split.texts, split.pairs, recipe.data.max_length
 
 
-def _pass_through(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
-    """An ONNX parent (the quantize stage's INT8 model, in `deploykit run`) is checked and copied."""
-    from deploykit.evaluate import ort_session
-    from deploykit.onnx.ops import file_size, load_onnx
-
-    load_onnx(parent.onnx_path, min_opset=13, load_weights=False)
-    ort_session(parent.onnx_path)  # a graph ONNX Runtime cannot load fails here, in one line
-    with staging(out_dir) as tmp:
-        copy_onnx_folder(parent, tmp)
-        manifest = write_manifest(tmp, stage="export", format="onnx", parent=parent,
-                                  config=recipe.model_dump(include={"export"}),
-                                  metrics={"size_bytes": file_size(tmp / parent.onnx_path.name)},
-                                  onnx_file=parent.onnx_path.name, passed_through=True)
-    log(f"export: {parent.path} is already ONNX; checked and copied to {out_dir}")
-    return Artifact(Path(out_dir).resolve(), manifest)
-
-
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """Export `parent` into `out_dir`: PyTorch to ONNX, PyTorch or ONNX to a TensorRT engine.
 
-    An ONNX parent with `format: onnx` (the quantize stage runs first in a recipe) is passed through.
+    An ONNX parent is refused for `format: onnx` in one line (it is exported already; copying it would make
+    a second artifact of one graph).
     """
     from deploykit.onnx.ops import file_size
 
@@ -66,7 +52,11 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
 
         return run_tensorrt(recipe, parent, out_dir)
     if parent.format == "onnx":
-        return _pass_through(recipe, parent, out_dir)
+        from deploykit.onnx.ops import load_onnx
+
+        load_onnx(parent.onnx_path, load_weights=False)  # a broken file is named as such first
+        raise UserError(f"{parent.path} is ONNX already (stage {parent.stage or 'unknown'}): use it as it is, "
+                        "export its PyTorch parent, or build a TensorRT engine from it with --format tensorrt")
     if parent.format != "pytorch":
         raise UserError(f"{parent.path}: a {parent.format} artifact cannot be exported to ONNX; give the PyTorch model")
     task = recipe.data.task if recipe.data is not None else task_of(parent)  # --from FOLDER alone: its kind

@@ -123,13 +123,22 @@ def test_bad_inputs(tiny_bert, tmp_path):
         run_stage("export", export_recipe(), None, tmp_path / "none")
 
 
-def test_an_onnx_parent_passes_through(tiny_bert, tiny_task, tmp_path):
-    # in `deploykit run`, quantize (an INT8 ONNX) comes before export
+def test_an_onnx_parent_is_refused_not_copied(tiny_bert, tiny_task, tmp_path):
     cfg = build_recipe({"data": {"path": str(tiny_task), "max_length": 32}, "quantize": {}, "export": {}})
     int8 = run_stage("quantize", cfg, tiny_bert, tmp_path / "quantize")
-    art = run_stage("export", cfg, int8.path, tmp_path / "export")
-    assert art.format == "onnx" and art.manifest["passed_through"] is True
-    assert (art.path / "model.onnx").read_bytes() == int8.onnx_path.read_bytes()
+    with pytest.raises(UserError, match="is ONNX already .*--format tensorrt"):
+        run_stage("export", cfg, int8.path, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+
+
+def test_with_quantize_the_onnx_export_section_configures_quantize_not_a_stage(tiny_task):
+    data = {"path": str(tiny_task)}
+    assert build_recipe({"data": data, "prune": {}, "quantize": {}, "export": {}, "bench": {}}).stages() == [
+        "prune", "quantize", "bench"]
+    # alone, export is the stage; to TensorRT, it builds its engine from quantize's graph
+    assert build_recipe({"data": data, "export": {}}).stages() == ["export"]
+    trt = build_recipe({"data": data, "quantize": {}, "export": {"format": "tensorrt"}})
+    assert trt.stages() == ["quantize", "export"]
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="this machine can build engines")
