@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from deploykit.artifact import load_artifact
-from deploykit.benchmark import Settings, Subject, measure
+from deploykit.bench_plan import Settings, Subject
+from deploykit.benchmark import measure
 from deploykit.config import build_recipe
 from deploykit.data import load_task
 from deploykit.evaluate import evaluate_artifact

@@ -1,10 +1,12 @@
 """Measure artifacts side by side in one process: batch-1 latency, throughput, memory, size, accuracy.
 
-    from deploykit.benchmark import Settings, Subject, measure
+    from deploykit.bench_plan import Settings, Subject
+    from deploykit.benchmark import measure
     rows = measure([Subject("finetune", load_artifact("runs/sst2/finetune"))], task.test,
                    Settings.from_config(BenchConfig(quick=True)), max_length=64)
 
-`deploykit bench ARTIFACT...` (deploykit/stages/bench.py) calls this and writes the reports.
+`deploykit bench ARTIFACT...` (deploykit/stages/bench.py) calls this and writes the reports; which rows
+exist (artifact x runtime x target) is deploykit/bench_plan.py's.
 What keeps the figures comparable:
 - every artifact sees the same texts: real sentences of the evaluation split at their natural token
   lengths (batch 1 is never padded; a larger batch is padded to its longest sentence);
@@ -23,124 +25,30 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from deploykit.artifact import Artifact
+from deploykit.bench_plan import (
+    BLOCK,
+    BLOCK_WARMUP,
+    THROUGHPUT_BATCHES,
+    Row,
+    Settings,
+    Subject,
+    bf16_device,
+    cores,
+    plan_rows,
+)
 from deploykit.console import progress
 from deploykit.data import Split, encode
 from deploykit.errors import UserError
 from deploykit.evaluate import EVAL_BATCH, eval_batch_size, metrics, predict
 from deploykit.footprint import parameter_count, peak_memory, rss_mb, size_mb
 from deploykit.lineage import trained_stride
-from deploykit.runtimes import LABELS, Loaded, Unavailable, load_runtime, plan, unavailable
-
-BLOCK = 25              # timed batch-1 calls of one runtime before the next runtime takes over
-BLOCK_WARMUP = 2        # untimed calls that open every block (absorb the switch between runtimes)
-THROUGHPUT_ROUNDS = 2   # each batch size is measured in this many interleaved blocks per runtime
-THROUGHPUT_BATCHES = 16  # distinct batches per batch size, cycled
-EDGE_MAX_BATCH = 8      # the edge target measures small batches only
-QUICK_EVAL = 64         # --quick evaluates accuracy on this many examples
-
-
-@dataclass
-class Settings:
-    """What to measure and how long; `from_config` turns a BenchConfig (and --quick) into this."""
-
-    targets: list[str]
-    runtimes: list[str] | None
-    batch_sizes: list[int]
-    latency_samples: int
-    warmup: int
-    min_time_s: float
-    eval_samples: int | None
-    throughput_rounds: int = THROUGHPUT_ROUNDS
-    memory: str = "subprocess"  # or "in-process"
-
-    @classmethod
-    def from_config(cls, cfg) -> Settings:
-        common = {"targets": list(dict.fromkeys(cfg.targets)), "runtimes": cfg.runtimes,
-                  "batch_sizes": sorted(set(cfg.batch_sizes))}
-        if cfg.quick:
-            # a smoke test: few calls, a short eval, and no subprocess per runtime for memory
-            return cls(**common, latency_samples=min(cfg.latency_samples, 10), warmup=min(cfg.warmup, 1),
-                       min_time_s=min(cfg.min_time_s, 0.05), eval_samples=min(cfg.eval_samples or QUICK_EVAL,
-                                                                              QUICK_EVAL),
-                       throughput_rounds=1, memory="in-process")
-        return cls(**common, latency_samples=cfg.latency_samples, warmup=cfg.warmup,
-                   min_time_s=cfg.min_time_s, eval_samples=cfg.eval_samples)
-
-
-@dataclass
-class Subject:
-    """One artifact to measure, under a display name; `baseline` marks the standard-recipe row."""
-
-    name: str
-    artifact: Artifact
-    baseline: bool = False
-
-
-@dataclass
-class Row:
-    subject: Subject
-    runtime: str
-    target: str
-    threads: int
-    batch_sizes: list[int]
-    skip: str | None = None  # why this row is not measured here
-    note: str | None = None  # what a reader should know about a measured row
-    loaded: Loaded | None = None
-    latencies_ms: list[float] = field(default_factory=list)
-    work: dict[int, list[float]] = field(default_factory=dict)  # batch size -> [sentences, seconds]
-    memory: dict[str, Any] = field(default_factory=dict)
-    quality: dict[str, Any] = field(default_factory=dict)
-    e2e_ms: list[float] = field(default_factory=list)  # text in, label out through deploykit.load
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def target_threads(target: str) -> int:
-    """Intra-op threads per target: edge is one core; cpu (and the host side of gpu) all cores."""
-    return 1 if target == "edge" else cores()
-
-
-def target_batches(target: str, batch_sizes: list[int]) -> list[int]:
-    if target != "edge":
-        return batch_sizes
-    return [b for b in batch_sizes if b <= EDGE_MAX_BATCH] or batch_sizes[:1]
-
-
-def plan_rows(subjects: list[Subject], settings: Settings) -> list[Row]:
-    """One row per artifact x runtime x target; runtimes this machine lacks get a note, not an error."""
-    rows = []
-    for subject in subjects:
-        for target in settings.targets:
-            runtimes, note = plan(subject.artifact.format, target, settings.runtimes)
-            for runtime in runtimes:
-                rows.append(Row(subject, runtime, target, target_threads(target),
-                                target_batches(target, settings.batch_sizes),
-                                skip=note or unavailable(runtime, target), note=_caveat(runtime, target)))
-    return rows
-
-
-def _bf16_device(target: str) -> str:
-    return "cuda" if target == "gpu" else "cpu"
-
-
-def _caveat(runtime: str, target: str) -> str | None:
-    from deploykit.hardware import bf16_supported
-
-    if runtime != "torch-bf16" or bf16_supported(_bf16_device(target)):
-        return None
-    if target == "gpu":
-        return "bf16 is emulated on this GPU (compute capability below 8.0): expect it slower than FP32"
-    return "bf16 is emulated here (no AVX512_BF16 or AMX): expect it slower than FP32"
-
+from deploykit.runtimes import LABELS, Unavailable, load_runtime
 
 # ---------------------------------------------------------------- inputs
 
@@ -407,7 +315,7 @@ def row_dict(row: Row, settings: Settings) -> dict[str, Any]:
         "baseline": row.subject.baseline, "runtime": row.runtime, "runtime_label": LABELS[row.runtime],
         "target": row.target, "device": row.loaded.device if ok else None, "threads": row.threads,
         "status": "ok" if ok else "skipped", "note": row.skip or row.note,
-        "bf16_native": bf16_supported(_bf16_device(row.target)) if row.runtime == "torch-bf16" else None,
+        "bf16_native": bf16_supported(bf16_device(row.target)) if row.runtime == "torch-bf16" else None,
         "latency_ms": _percentiles(row.latencies_ms),
         "e2e_latency_ms": _percentiles(row.e2e_ms),
         "throughput": {str(b): round(s / t, 1) for b, (s, t) in sorted(row.work.items())} if ok else None,

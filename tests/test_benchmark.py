@@ -10,7 +10,8 @@ from conftest import make_tiny_model, write_task
 from tiny_onnx import export_tiny_onnx
 
 from deploykit.artifact import load_artifact
-from deploykit.benchmark import Settings, Subject, measure, plan_rows
+from deploykit.bench_plan import Settings, Subject, plan_rows
+from deploykit.benchmark import measure
 from deploykit.config import BenchConfig, DataConfig
 from deploykit.data import load_task
 from deploykit.evaluate import evaluate_artifact
@@ -194,10 +195,10 @@ def test_gpu_runtimes_say_what_this_machine_lacks(cuda, providers, tensorrt, exp
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_row_says_when_bf16_is_emulated(native, monkeypatch):
     import deploykit.hardware as hw
-    from deploykit.benchmark import _caveat
+    from deploykit.bench_plan import caveat
 
     monkeypatch.setattr(hw, "bf16_supported", lambda device=None: native)
     for target in ("cpu", "gpu"):
-        note = _caveat("torch-bf16", target)
+        note = caveat("torch-bf16", target)
         assert (note is None) is native and (native or "emulated" in note)
-    assert _caveat("torch", "cpu") is None
+    assert caveat("torch", "cpu") is None

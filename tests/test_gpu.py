@@ -32,7 +32,8 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def measured(tiny):
-    from deploykit.benchmark import Settings, Subject, measure
+    from deploykit.bench_plan import Settings, Subject
+    from deploykit.benchmark import measure
     from deploykit.config import BenchConfig
 
     torch_art, onnx_art, split, _ = tiny
@@ -114,7 +115,7 @@ def test_tensorrt_row_needs_only_the_package_here(tmp_path):
     import importlib.util
 
     from deploykit.artifact import load_artifact
-    from deploykit.benchmark import Settings, Subject, plan_rows
+    from deploykit.bench_plan import Settings, Subject, plan_rows
     from deploykit.config import BenchConfig
 
     folder = tmp_path / "trt"

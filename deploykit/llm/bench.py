@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from deploykit.benchmark import _caveat  # the encoder bench's note on emulated bf16, same wording
+from deploykit.bench_plan import caveat  # the encoder bench's note on emulated bf16, same wording
 from deploykit.errors import UserError
 from deploykit.footprint import peak_rss_mb, rss_mb, run_child
 
@@ -170,7 +170,7 @@ def _row(t: _Timed, batch: int, new_tokens: int, threads: int, lengths: list[int
     return {
         "name": t.subject.name, "folder": str(t.subject.folder), "runtime": t.runtime,
         "runtime_label": RUNTIMES[t.runtime], "baseline": t.subject.baseline, "reference": False,
-        "status": "ok", "note": t.subject.note or _caveat(t.runtime, "cpu"), "batch_size": batch, "threads": threads,
+        "status": "ok", "note": t.subject.note or caveat(t.runtime, "cpu"), "batch_size": batch, "threads": threads,
         "new_tokens": new_tokens, "decoded_tokens": t.decoded[batch], "runs": len(t.ttft_s[batch]),
         "prompt_tokens": f"median {int(np.median(lengths))}, {min(lengths)} to {max(lengths)}",
         "ttft_ms": _percentiles_ms(t.ttft_s[batch]),

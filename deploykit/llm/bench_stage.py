@@ -22,7 +22,7 @@ TIMED_PROMPTS = 64  # prompts cycled over the timed runs
 
 
 def run_many(recipe: Recipe, artifacts: list, names: list[str], out_dir: Path) -> Path:
-    from deploykit.benchmark import target_threads
+    from deploykit.bench_plan import target_threads
     from deploykit.llm.bench import GenSubject, generation_report, measure_generation, reference_row
     from deploykit.llm.data import load_chat_task, render_prompt
     from deploykit.llm.quality import evaluate_causal

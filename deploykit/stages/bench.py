@@ -81,7 +81,8 @@ def _max_length(recipe: Recipe, artifact: Artifact, task) -> int:
 def _measure(recipe: Recipe, cfg: BenchConfig, artifacts: list[Artifact], baseline_source: Path | None,
              tmp: Path, out_dir: Path) -> None:
     """Build the baseline and write the reports into `tmp`, staging's folder that becomes `out_dir`."""
-    from deploykit.benchmark import Settings, measure
+    from deploykit.bench_plan import Settings
+    from deploykit.benchmark import measure
     from deploykit.data import load_task
     from deploykit.report import write_reports
 
@@ -135,7 +136,7 @@ def _checked(artifact: Artifact) -> Artifact:
 
 def _subjects(artifacts: list[Artifact]):
     """Display names: the stage that wrote the artifact, else its folder name; made unique."""
-    from deploykit.benchmark import Subject
+    from deploykit.bench_plan import Subject
 
     subjects, seen = [], set()
     for art in artifacts:
@@ -161,7 +162,7 @@ def fine_tuned_teacher(artifacts: list[Artifact]) -> Artifact | None:
 
 def _baseline(cfg: BenchConfig, artifacts: list[Artifact], source: Path | None, out_dir: Path):
     """(the baseline Subject, the model it was built from), or (None, None) when there is none."""
-    from deploykit.benchmark import Subject
+    from deploykit.bench_plan import Subject
 
     if source is None and not cfg.baseline:
         return None, None
@@ -182,7 +183,7 @@ def _baseline(cfg: BenchConfig, artifacts: list[Artifact], source: Path | None, 
 def _openvino_peer(recipe: Recipe, cfg: BenchConfig, teacher: Path, task, out_dir: Path):
     """The OpenVINO IR + NNCF static INT8 row built from the same teacher as the baseline, or None (off, or
     openvino/nncf missing: one log line)."""
-    from deploykit.benchmark import Subject
+    from deploykit.bench_plan import Subject
     from deploykit.quant.ov_peer import calibration_rows, openvino_nncf_peer, peer_missing
 
     if not cfg.openvino_peer:
