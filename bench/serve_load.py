@@ -4,11 +4,13 @@
 
 1. Offline: the artifact loaded in this process with `deploykit.predictor.load` (tokenization included, as
    the server does it): batch-1 p50 latency and batch-32 throughput on sst2/test.tsv sentences.
-2. Online: `deploykit serve` started as a subprocess on a free 127.0.0.1 port, driven by an aiohttp
-   ClientSession at each concurrency (a semaphore keeps exactly that many requests in flight, over as many
-   keep-alive connections), each request one sentence on POST /predict. Latency is measured at the client,
-   from send to parsed reply. aiohttp rather than httpx: on the server's own cores the client's CPU is taken
-   from the server, and httpx spent 1.5-2 ms of CPU a request here (`pip install aiohttp`).
+2. Online: `deploykit serve` started as a subprocess on a free 127.0.0.1 port, driven at each concurrency
+   by exactly that many requests in flight over as many keep-alive connections, each request one sentence on
+   POST /predict; latency is measured at the client, from send to parsed reply. `--client raw` (the default)
+   is a minimal HTTP/1.1 client on asyncio streams (pre-encoded requests, replies read by Content-Length,
+   every reply's JSON parsed and checked), as load generators such as wrk are: on the server's own 2 cores
+   every CPU-millisecond the client spends is taken from the server. `--client aiohttp` drives it with an
+   aiohttp ClientSession instead (0.2-0.3 ms of client CPU a request here; httpx spent 1.5-2 ms).
 3. The offline figures again, once the server has stopped (this box's speed drifts; both are printed,
    their mean is what the targets compare against).
 
@@ -130,7 +132,8 @@ async def wait_ready(url: str, timeout: float = 120) -> None:
     raise SystemExit(f"{url} was not ready within {timeout:.0f} s")
 
 
-async def drive(url: str, texts: list[str], concurrency: int, requests: int, pid: int) -> dict[str, float]:
+async def drive(url: str, texts: list[str], concurrency: int, requests: int, pid: int,
+                client_kind: str = "raw") -> dict[str, float]:
     """`requests` POST /predict of one sentence each, `concurrency` in flight; client-side latencies."""
     latencies: list[float] = []
     errors = dropped = 0
@@ -146,17 +149,24 @@ async def drive(url: str, texts: list[str], concurrency: int, requests: int, pid
             await asyncio.sleep(0.05)
 
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    raw = RawPool(url, concurrency) if client_kind == "raw" else None
     async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as client:
+
+        async def post(i: int) -> tuple[int, bytes]:
+            if raw is not None:
+                return await raw.post(i % len(bodies), bodies)
+            async with client.post("/predict", data=bodies[i % len(bodies)], headers=headers) as reply:
+                return reply.status, await reply.read()
 
         async def one(i: int, timed: bool) -> None:
             nonlocal errors, dropped
             async with gate:
                 start = time.perf_counter()
                 try:
-                    async with client.post("/predict", data=bodies[i % len(bodies)], headers=headers) as reply:
-                        status, body = reply.status, await reply.read()
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    dropped += timed  # no reply at all: refused, reset or timed out
+                    status, body = await post(i)
+                except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError, asyncio.TimeoutError,
+                        ValueError):
+                    dropped += timed  # no reply at all, or no HTTP reply: refused, reset, cut or timed out
                     return
                 try:
                     ok = status == 200 and len(json.loads(body)["predictions"]) == 1
@@ -176,6 +186,8 @@ async def drive(url: str, texts: list[str], concurrency: int, requests: int, pid
         cpu = (sum(server.cpu_times()[:2]) - cpu[0], sum(os.times()[:2]) - cpu[1])
         sampler.cancel()
         after = await batch_stats(client)
+    if raw is not None:
+        raw.close()
     calls = after[1] - before[1]
     ms = [x * 1000 for x in latencies] or [float("nan")]
     return {"concurrency": concurrency, "requests": requests, "errors": errors, "dropped": dropped,
@@ -183,6 +195,51 @@ async def drive(url: str, texts: list[str], concurrency: int, requests: int, pid
             "throughput": len(latencies) / wall, "rss_mb": peak["rss"] / 2**20,
             "batch": (after[0] - before[0]) / calls if calls else float("nan"),
             "server_cpu": cpu[0] * 1000 / requests, "client_cpu": cpu[1] * 1000 / requests}
+
+
+class RawPool:
+    """`size` keep-alive HTTP/1.1 connections for POST /predict; a request takes one and gives it back.
+
+    What it skips compared with a general client (and why that is safe here): no redirects, cookies or
+    chunked replies (uvicorn answers these JSON bodies with a Content-Length; a reply without one counts
+    as dropped), one request per connection at a time.
+    """
+
+    def __init__(self, url: str, size: int) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.host, self.port = host, int(port)
+        self.idle: asyncio.Queue = asyncio.Queue()
+        for _ in range(size):
+            self.idle.put_nowait(None)  # opened on first use
+        self.open: list[asyncio.StreamWriter] = []
+        self.head = f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+
+    async def post(self, key: int, bodies: list[bytes]) -> tuple[int, bytes]:
+        conn = await self.idle.get()
+        try:
+            if conn is None:
+                conn = await asyncio.open_connection(self.host, self.port)
+                self.open.append(conn[1])
+            reader, writer = conn
+            body = bodies[key]
+            async with asyncio.timeout(60):
+                writer.write(f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                if not head.startswith(b"HTTP/1.1 ") or length is None:
+                    raise ValueError(f"not an HTTP/1.1 reply with a Content-Length: {head[:80]!r}")
+                reply = int(head[9:12]), await reader.readexactly(int(length.group(1)))
+        except BaseException:
+            if conn is not None:
+                conn[1].close()
+            self.idle.put_nowait(None)  # a broken connection is replaced by a fresh one
+            raise
+        self.idle.put_nowait(conn)
+        return reply
+
+    def close(self) -> None:
+        for writer in self.open:
+            writer.close()
 
 
 async def batch_stats(client: aiohttp.ClientSession) -> tuple[float, float]:
@@ -212,6 +269,8 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--offline-calls", type=int, default=500, help="timed batch-1 calls offline")
+    ap.add_argument("--client", choices=["raw", "aiohttp"], default="raw",
+                    help="the load generator: a minimal HTTP/1.1 client (default) or aiohttp")
     args = ap.parse_args()
     if not args.folder.is_dir():
         raise SystemExit(f"{args.folder}: not an artifact folder (run the main job first, or name one)")
@@ -228,7 +287,7 @@ def main() -> None:
     proc, url, log = start_server(args.folder, args)
     try:
         asyncio.run(wait_ready(url))
-        rows = [asyncio.run(drive(url, texts, c, args.requests, proc.pid)) for c in args.concurrency]
+        rows = [asyncio.run(drive(url, texts, c, args.requests, proc.pid, args.client)) for c in args.concurrency]
     finally:
         code = stop_server(proc)
     after = offline(args.folder, texts, args.threads, args.offline_calls)
@@ -237,7 +296,8 @@ def main() -> None:
     thr = (before["throughput"] + after["throughput"]) / 2
     print(f"{args.folder} on {before['runtime']}, batching {'on' if before['batch_invariant'] else 'off'} "
           f"(--max-batch {args.max_batch}, --max-wait-ms {args.max_wait_ms:g}), threads "
-          f"{args.threads or 'default'} offline, {args.server_threads or args.threads or 'default'} in the server")
+          f"{args.threads or 'default'} offline, {args.server_threads or args.threads or 'default'} in the server; "
+          f"client {args.client}")
     print(cpu_line())
     started = next((line.strip() for line in log if line.startswith("serve:")), "?")
     print(f"server: {started}; exit code {code} after SIGTERM\n")
