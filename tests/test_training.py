@@ -151,6 +151,17 @@ def test_epochs_auto_stops_at_the_cap_and_says_so(tiny_bert, tiny_task, tmp_path
     assert "max_epochs 1" in trainer.stopping.reason
 
 
+def test_at_the_cap_a_run_whose_last_evaluations_did_not_improve_is_not_called_improving(tiny_bert, tiny_task,
+                                                                                         tmp_path):
+    # a learning rate of ~0: the first evaluation stays the best, the later ones only tie it
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=1,
+                            early_stopping_patience=100)
+    trainer.train()
+    assert trainer.state.global_step >= 4  # at least two evaluations
+    assert "max_epochs 1 reached, the last" in trainer.stopping.reason
+    assert "did not improve" in trainer.stopping.reason and "still improving" not in trainer.stopping.reason
+
+
 def test_the_wall_clock_budget_stops_training_and_keeps_an_evaluated_checkpoint(tiny_bert, tiny_task, tmp_path):
     trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", max_minutes=1e-6, eval_steps=1000, max_epochs=50)
     trainer.train()
