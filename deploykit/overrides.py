@@ -77,7 +77,7 @@ def format_validation_error(err: ValidationError, origin: str, overrides: list[s
         item, exact = found
         origin = f"--set {item}" if exact or origin == "command line" else f"{origin} with --set {item}"
     if first["type"] == "extra_forbidden":
-        return f"{origin}: unknown key '{loc}' (check the spelling; see deploykit/config.py for the schema)"
+        return f"{origin}: unknown key '{loc}' (check the spelling; see deploykit/config/ for the schema)"
     msg = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
     got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"

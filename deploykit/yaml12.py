@@ -1,4 +1,4 @@
-"""Recipe YAML by the YAML 1.2 core schema, with duplicated keys refused (used by deploykit/config.py).
+"""Recipe YAML by the YAML 1.2 core schema, with duplicated keys refused (used by deploykit/config/).
 
     read_yaml("bf16: off\nseed: 010")     # {"bf16": "off", "seed": 10}; YAML 1.1 would give False and 8
 

