@@ -184,7 +184,12 @@ def _finish(splits: dict[str, Split], labels: list[str], cfg: DataConfig, source
     return TaskData(train, validation, test, labels, source)
 
 
-def _load_hub(cfg: DataConfig) -> TaskData:
+def hub_dataset(cfg: DataConfig):
+    """`datasets.load_dataset(data.name, data.hub_config)` with a train split, for a name with no local folder.
+
+    Raises:
+        UserError: the dataset is neither local nor reachable on the hub, or it has no train split.
+    """
     root = cfg.data_dir or os.environ.get("DEPLOYKIT_DATA_DIR")
     local = f"{root}/{cfg.name}" if root else "no data.data_dir or $DEPLOYKIT_DATA_DIR set"
     try:
@@ -195,6 +200,14 @@ def _load_hub(cfg: DataConfig) -> TaskData:
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise UserError(f"dataset {cfg.name!r}: not found locally ({local}) nor on the hub ({reason}); "
                         "set data.data_dir to a local mirror or data.path to your files") from None
+    if "train" not in ds:
+        raise UserError(f"dataset {cfg.name!r}: no train split on the hub (splits: {', '.join(ds)}); "
+                        "set data.path to your files")
+    return ds
+
+
+def _load_hub(cfg: DataConfig) -> TaskData:
+    ds = hub_dataset(cfg)
     feature = ds["train"].features.get(cfg.label_column)
     names = getattr(feature, "names", None)
     rows = {s: [dict(r) for r in ds[s] if r.get(cfg.label_column, -1) != -1] for s in ds}

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from deploykit.config import DataConfig
 from deploykit.console import log
-from deploykit.data import SPLIT_STEMS, _find_file, _local_folder
+from deploykit.data import SPLIT_STEMS, _find_file, _local_folder, hub_dataset
 from deploykit.errors import UserError
-from deploykit.ner.readers import Sentences, read_conll, read_jsonl
+from deploykit.ner.readers import Sentences, from_records, read_conll, read_jsonl
 
 SUFFIXES = (".jsonl", ".conll", ".txt", ".tsv", ".iob", ".bio")
 TAG = re.compile(r"O|[BI]-\S+")
@@ -147,21 +147,42 @@ def hold_out(split: TagSplit, fraction: float, seed: int) -> tuple[TagSplit, Tag
     return (split.take([i for i in range(len(split)) if i not in held]), split.take(sorted(held)))
 
 
+def read_hub(cfg: DataConfig) -> tuple[dict[str, Sentences], list[str] | None]:
+    """A hub dataset's train / validation / test as Sentences, and the tag names of its tags column when that
+    is a sequence of `ClassLabel` (conll2003, wnut_17: ids in the rows, names in the features), else
+    data.label_names (None when neither: the tags are strings)."""
+    ds = hub_dataset(cfg)
+    feature = ds["train"].features.get(cfg.tags_column)
+    declared = getattr(getattr(feature, "feature", None), "names", None)  # Sequence(ClassLabel) / List(ClassLabel)
+    names = list(cfg.label_names or declared or []) or None
+    return {split: from_records([dict(row) for row in ds[split]], cfg.tokens_column, cfg.tags_column, names,
+                                f"hub:{cfg.name}/{split}")
+            for split in ("train", "validation", "test") if split in ds}, names
+
+
 def load_tags(cfg: DataConfig) -> TagData:
     """Train / validation / test as `TagSplit`s with ids into one label list (`data.task: token_classification`).
 
     data.path, or data.name as a folder under data.data_dir ($DEPLOYKIT_DATA_DIR), as deploykit/data.py finds
-    it; data.test_split, max_train_samples and max_eval_samples act as they do for classifiers.
+    it, else data.name on the hub (`read_hub`); data.test_split, max_train_samples and max_eval_samples act as
+    they do for classifiers.
 
     Raises:
-        UserError: a missing path or train file, a hub name, or any fault of the files (one line naming file
-            and line).
+        UserError: a missing path or train file, a hub dataset that cannot be read, or any fault of the files
+            (one line naming file and line, or hub split and row).
     """
     root = _local_folder(cfg)
-    if root is None:
-        raise UserError(f"data.name {cfg.name!r}: no folder {cfg.name} under data.data_dir / $DEPLOYKIT_DATA_DIR; "
-                        "token_classification reads local files only so far: set data.path to a .jsonl or CoNLL "
-                        "file or folder")
+    bad = next((n for n in cfg.label_names or [] if not TAG.fullmatch(n)), None)
+    if bad is not None:
+        raise UserError(f"data.label_names: {bad!r} is not an IOB2 tag (O, B-TYPE, I-TYPE)")
+    if root is None:  # a hub dataset
+        raw, names = read_hub(cfg)
+        bad = next((n for n in names or [] if not TAG.fullmatch(n)), None)
+        if bad is not None:
+            raise UserError(f"hub:{cfg.name}: tag name {bad!r} is not an IOB2 tag (O, B-TYPE, I-TYPE); set "
+                            "data.label_names to the IOB2 names in id order")
+        return _tag_data(cfg, raw, list(names) if names else label_list(raw["train"].tags), names is not None,
+                         f"hub:{cfg.name}")
     if not root.exists():
         raise UserError(f"{root}: data path not found (data.path)")
     if root.is_file():
@@ -173,12 +194,14 @@ def load_tags(cfg: DataConfig) -> TagData:
         for split in ("validation", "test"):  # as deploykit/data.py: a file named as train is split, not reused
             if files[split] is not None and files[split].resolve() == files["train"].resolve():
                 files[split] = None
-    bad = next((n for n in cfg.label_names or [] if not TAG.fullmatch(n)), None)
-    if bad is not None:
-        raise UserError(f"data.label_names: {bad!r} is not an IOB2 tag (O, B-TYPE, I-TYPE)")
     raw = {s: read_file(p, cfg) for s, p in files.items() if p is not None}
     labels = list(cfg.label_names) if cfg.label_names else label_list(raw["train"].tags)
-    done = {s: to_split(sentences, labels, cfg.label_names is not None) for s, sentences in raw.items()}
+    return _tag_data(cfg, raw, labels, cfg.label_names is not None, str(root))
+
+
+def _tag_data(cfg: DataConfig, raw: dict[str, Sentences], labels: list[str], given: bool, root: str) -> TagData:
+    """TagData from the sentences read per split: tags as ids into `labels`, held-out splits where missing."""
+    done = {s: to_split(sentences, labels, given) for s, sentences in raw.items()}
     splits = {s: split for s, (split, _) in done.items()}
     train, validation, test = splits["train"], splits.get("validation"), splits.get("test")
     # seeds as deploykit/data.py draws its held-out rows: the same recipe holds out the same share
@@ -192,4 +215,4 @@ def load_tags(cfg: DataConfig) -> TagData:
         validation = validation.take(list(range(min(cfg.max_eval_samples, len(validation)))))
     if len(train) == 0:
         raise UserError(f"data {root}: too few sentences to train and validate")
-    return TagData(train, validation, test, labels, str(root), {s: stray for s, (_, stray) in done.items()})
+    return TagData(train, validation, test, labels, root, {s: stray for s, (_, stray) in done.items()})

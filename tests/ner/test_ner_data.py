@@ -182,3 +182,49 @@ def test_real_conll2003_dev_loads():
     assert task.train.n_words + task.validation.n_words == 51362
     assert task.labels == ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
     assert task.stray_inside == {"train": 0}
+
+
+# ---- hub datasets: tags as a sequence of ClassLabel ids (conll2003's layout), names from the features
+
+def _hub(monkeypatch, names, rows_per_split):
+    import datasets
+
+    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                  "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names))})
+    ds = datasets.DatasetDict({split: datasets.Dataset.from_list(rows, features=features)
+                               for split, rows in rows_per_split.items()})
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: asked.append((name, config)) or ds)
+    return asked
+
+
+def test_hub_classlabel_tags_take_the_names_the_dataset_declares(monkeypatch):
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    train = [{"tokens": ["Ana", "Lima", "lives", "in", "Porto"], "ner_tags": [1, 2, 0, 0, 3]}] * 9
+    dev = [{"tokens": ["Porto", "Alegre"], "ner_tags": [3, 4]}]
+    asked = _hub(monkeypatch, names, {"train": train, "validation": dev})
+    task = load_tags(DataConfig(task="token_classification", name="some/conll-like", hub_config="en"))
+    assert asked == [("some/conll-like", "en")]
+    assert task.labels == names  # the declared id order, not the order tags first appear
+    assert task.validation.tokens == [["Porto", "Alegre"]] and task.validation.tags == [[3, 4]]
+    assert len(task.train) == 9 and task.train.tags[0] == [1, 2, 0, 0, 3]
+
+
+def test_hub_rows_with_unequal_lengths_and_non_iob_names_are_one_line_errors(monkeypatch):
+    _hub(monkeypatch, ["O", "B-PER"], {"train": [{"tokens": ["Ana", "x"], "ner_tags": [1]}]})
+    with pytest.raises(UserError, match=r"hub:d/train: row 1 has 2 tokens but 1 tags"):
+        load_tags(DataConfig(task="token_classification", name="d"))
+    _hub(monkeypatch, ["O", "PER"], {"train": [{"tokens": ["Ana"], "ner_tags": [1]}]})
+    with pytest.raises(UserError, match=r"hub:d: tag name 'PER' is not an IOB2 tag .*data.label_names"):
+        load_tags(DataConfig(task="token_classification", name="d"))
+
+
+def test_a_hub_dataset_out_of_reach_names_the_local_folder_and_the_fix(monkeypatch, tmp_path):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach the Hugging Face Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(UserError, match=r"dataset 'conll2003': not found locally .* nor on the hub .*data.path"):
+        load_tags(DataConfig(task="token_classification", name="conll2003", data_dir=str(tmp_path)))
