@@ -9,11 +9,11 @@ each gets, and why a row is skipped (a runtime this machine lacks) or needs a ca
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from deploykit.artifact import Artifact
+from deploykit.hardware import cores
 from deploykit.runtimes import Loaded, plan, unavailable
 
 BLOCK = 25              # timed batch-1 calls of one runtime before the next runtime takes over
@@ -76,10 +76,6 @@ class Row:
     memory: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
     e2e_ms: list[float] = field(default_factory=list)  # text in, label out through deploykit.load
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def target_threads(target: str) -> int:

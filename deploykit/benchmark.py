@@ -39,7 +39,6 @@ from deploykit.bench_plan import (
     Settings,
     Subject,
     bf16_device,
-    cores,
     plan_rows,
 )
 from deploykit.console import progress
@@ -47,6 +46,7 @@ from deploykit.data import Split, encode
 from deploykit.errors import UserError
 from deploykit.evaluate import EVAL_BATCH, eval_batch_size, metrics, predict
 from deploykit.footprint import parameter_count, peak_memory, rss_mb, size_mb
+from deploykit.hardware import cores
 from deploykit.lineage import trained_stride
 from deploykit.runtimes import LABELS, Unavailable, load_runtime
 

@@ -331,7 +331,8 @@ def serve(folder: Annotated[Path, typer.Argument(help="a classifier artifact fol
           max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", min=0.0, help="longest wait for more rows "
                                                      "before a call, while other requests are arriving")] = 5.0,
           runtime: Annotated[str, typer.Option(help="auto, ort, openvino or torch (as deploykit.predictor.load)")] = "auto",
-          threads: Annotated[Optional[int], typer.Option(min=1, help="intra-op threads of the runtime")] = None,
+          threads: Annotated[Optional[int], typer.Option(min=1, help="intra-op threads of the runtime (default: "
+                                                        "every core but one, kept for the event loop)")] = None,
           max_request_rows: Annotated[int, typer.Option("--max-request-rows", min=1, help="most texts per request (more: 413)")] = 256,
           max_body_bytes: Annotated[str, typer.Option("--max-body-bytes", help="largest request body, e.g. 1MB, 512KB (more: 413)")] = "1MB",
           access_log: Annotated[bool, typer.Option("--access-log", help="log every request (uvicorn's access log)")] = False,

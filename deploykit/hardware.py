@@ -12,6 +12,11 @@ import platform
 
 
 @functools.lru_cache(maxsize=1)
+def cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a container's or taskset's share, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:

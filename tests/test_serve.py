@@ -499,3 +499,25 @@ def test_a_bad_folder_is_one_line_exit_2(tmp_path, tiny_llama):
     assert causal.exit_code == 2 and "a causal LM; deploykit serve takes text classifiers" in causal.output
     bad_size = CliRunner().invoke(app, ["serve", str(tmp_path), "--max-body-bytes", "lots"])
     assert bad_size.exit_code == 2 and "--max-body-bytes 'lots'" in bad_size.output
+
+
+@pytest.mark.parametrize("cores, given, expected", [(2, None, 1), (1, None, 1), (16, None, 15), (2, 2, 2)])
+def test_the_runtime_gets_every_core_but_the_event_loops_unless_threads_is_given(cores, given, expected,
+                                                                                 monkeypatch, tmp_path):
+    import deploykit.hardware
+    import deploykit.predictor
+    from deploykit.serve import serve
+
+    asked = []
+
+    def fake_load(folder, runtime="auto", threads=None):
+        asked.append(threads)
+        raise UserError("stop here: only the thread count is under test")
+
+    monkeypatch.setattr(deploykit.hardware, "cores", lambda: cores)
+    monkeypatch.setattr(deploykit.predictor, "load", fake_load)
+    monkeypatch.setattr(deploykit.predictor, "is_causal_lm", lambda artifact: False)
+    monkeypatch.setattr("deploykit.artifact.load_artifact", lambda folder: None)
+    with pytest.raises(UserError, match="stop here"):
+        serve(tmp_path, threads=given)
+    assert asked == [expected]

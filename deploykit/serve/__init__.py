@@ -49,7 +49,7 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch:
     if is_causal_lm(load_artifact(folder)):
         raise UserError(f"{folder}: a causal LM; deploykit serve takes text classifiers "
                         "(answer prompts with `deploykit generate`)")
-    predictor = load(folder, runtime=runtime, threads=threads)
+    predictor = load(folder, runtime=runtime, threads=threads or default_threads())
     app = build_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, max_request_rows=max_request_rows,
                     max_body_bytes=max_body_bytes)
     sock = _bind(host, port)
@@ -71,6 +71,16 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch:
         raise Stopped(f"serve: stopped {url} on {why}, with {cut} request{'s' * (cut != 1)} cut off (503)",
                       130 if server.stopped_by == signal.SIGINT else 143)
     _say(f"serve: stopped {url}")
+
+
+def default_threads() -> int:
+    """The runtime's intra-op threads when --threads is not given: every core but one, which the event loop
+    keeps for receiving, parsing and tokenizing the next requests while a batch runs (measured on 2 cores,
+    bench/README.md "Serving": 1 thread instead of 2 halved the batch-1 gap to offline and served more at
+    concurrency 32)."""
+    from deploykit.hardware import cores
+
+    return max(1, cores() - 1)
 
 
 class Stopped(DeploykitError):
