@@ -41,6 +41,19 @@ def check_vocabulary(folder: Path, tokenizer, config) -> None:
                         "them from the folder the model came from")
 
 
+def unicode_fault(text: str) -> str | None:
+    """Why `text` cannot be tokenized ("a lone surrogate at character 3"); None for valid Unicode.
+
+    A lone surrogate ("\\ud800", what Python's surrogateescape makes of undecodable bytes) is a str the
+    tokenizers library refuses with a TypeError.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"a lone surrogate at character {err.start}"
+    return None
+
+
 def check_threads(threads) -> None:
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise UserError(f"threads={threads!r} must be a positive integer, or None for the runtime's default")

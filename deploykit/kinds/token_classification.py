@@ -17,8 +17,8 @@ from deploykit.errors import UserError
 from deploykit.kinds.base import Job, Kind
 
 NAME = "token_classification"
-SUPPORTED = ("finetune",)  # the stages that run this kind today
-UNSUPPORTED = ("distill", "prune", "quantize", "export", "bench")
+SUPPORTED = ("finetune", "export")  # the stages that run this kind today
+UNSUPPORTED = ("distill", "prune", "quantize", "bench")
 
 
 def load_task(cfg):
@@ -119,57 +119,121 @@ def finetune_job(recipe, source: str) -> Job:
                compute_metrics=sentence_metrics(val_win, task.validation, task.labels))
 
 
-def score_folder(folder, split, labels: list[str], max_length: int, stride: int, batch_size: int = 32) -> dict:
-    """`entity_scores` of the PyTorch token classifier in `folder` on `split`'s sentences, in windows."""
+def score_folder(folder, split, labels: list[str], max_length: int, stride: int, batch_size: int = 32,
+                 onnx_path=None) -> dict:
+    """`entity_scores` of the token classifier in `folder` (PyTorch, or the ONNX graph `onnx_path` beside its
+    config and tokenizer) on `split`'s sentences, in windows."""
     import numpy as np
-    import torch
-    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
+    from transformers import AutoConfig, DataCollatorForTokenClassification
 
+    from deploykit.evaluate import ort_predictor, ort_session, torch_predictor
     from deploykit.models import load_tokenizer
     from deploykit.ner.align import encode_words
     from deploykit.ner.metric import window_scores
 
     tokenizer = load_tokenizer(str(folder))
     tokenizer.padding_side = "right"  # words_from_windows reads piece positions from the left
-    model = AutoModelForTokenClassification.from_pretrained(folder, use_safetensors=True).eval()
-    tags = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    config = AutoConfig.from_pretrained(folder)
+    tags = [config.id2label[i] for i in range(config.num_labels)]
     if tags != list(labels):
         raise UserError(f"{folder}: the model's tags ({', '.join(tags)}) are not the data's ({', '.join(labels)}); "
                         "give data.label_names in the model's order")
+    if onnx_path is not None:
+        predict = ort_predictor(ort_session(onnx_path))
+    else:
+        from transformers import AutoModelForTokenClassification
+
+        predict = torch_predictor(AutoModelForTokenClassification.from_pretrained(folder, use_safetensors=True))
     windows = encode_words(split.tokens, tokenizer, max_length, stride)
-    rows, collate = windows.rows(), DataCollatorForTokenClassification(tokenizer)
+    rows, collate = windows.rows(), DataCollatorForTokenClassification(tokenizer, return_tensors="np")
     logits = []
-    with torch.inference_mode():
-        for i in range(0, len(rows), batch_size):
-            batch = collate(rows[i:i + batch_size])
-            logits += list(model(**batch).logits.float().numpy())  # one [seq, tags] array per window
+    for i in range(0, len(rows), batch_size):
+        logits += list(predict(dict(collate(rows[i:i + batch_size]))))  # one [seq, tags] array per window
     return window_scores([np.asarray(x) for x in logits], windows, split.tags, labels)
 
 
 def gate_value(recipe, artifact, task) -> float:
-    """Entity F1 of a PyTorch artifact folder on `recipe.gate.split`, with the length and window stride it was
-    trained with (its manifest's), else the recipe's."""
+    """Entity F1 of a PyTorch or ONNX artifact folder on `recipe.gate.split`, with the length and window stride it
+    was trained with (its manifests'), else the recipe's."""
     from transformers import AutoConfig
 
     from deploykit.lineage import trained_length, trained_stride
     from deploykit.models import load_tokenizer
     from deploykit.ner.align import window_stride
 
-    if artifact.format != "pytorch":
+    if artifact.format not in ("pytorch", "onnx"):
         raise UserError(f"{artifact.path}: a {artifact.format} artifact of data.task {NAME} cannot be scored yet; "
-                        "only PyTorch folders (finetune's output) are")
+                        "only PyTorch and ONNX folders are")
     tokenizer = load_tokenizer(str(artifact.path))
     max_len = trained_length(artifact, AutoConfig.from_pretrained(artifact.path), tokenizer, None)
     stride = trained_stride(artifact, max_len, tokenizer)
     if stride is None:
         stride = window_stride(recipe.data.window_stride, max_len, tokenizer)
-    return score_folder(artifact.path, task.split(recipe.gate.split), task.labels, max_len, stride)[recipe.gate.metric]
+    onnx = artifact.onnx_path if artifact.format == "onnx" else None
+    return score_folder(artifact.path, task.split(recipe.gate.split), task.labels, max_len, stride,
+                        onnx_path=onnx)[recipe.gate.metric]
+
+
+def _check_export(recipe) -> None:
+    """Refuse the classifier-only export rewrites when a recipe asks for them: both read position 0 alone."""
+    cfg = recipe.export
+    asked = [k for k in ("trim_last_layer", "remove_padding") if k in cfg.model_fields_set and getattr(cfg, k)]
+    if asked:
+        raise UserError(f"export.{asked[0]}: data.task {NAME} exports every position with its padding (the "
+                        f"rewrite keeps only position 0, a text classifier's); remove export.{asked[0]} or set it false")
+    if cfg.format != "onnx":
+        raise UserError(f"export.format {cfg.format}: data.task {NAME} exports to ONNX only here; set export.format onnx")
+
+
+def _parity_texts(recipe, n: int) -> list[str] | None:
+    """Up to `n` validation sentences, words joined by spaces (None without a data section: built-in texts)."""
+    if recipe.data is None:
+        return None
+    return [" ".join(words) for words in load_task(recipe.data).validation.tokens[:n]]
+
+
+def export(recipe, parent, out_dir):
+    """`deploykit export` of a PyTorch token classifier: the plain graph (every position, padding kept), logits
+    [batch, seq, labels] checked against PyTorch on every real token, fused where the architecture allows."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from deploykit.artifact import Artifact, staging, write_manifest
+    from deploykit.console import log
+    from deploykit.lineage import trained_length, trained_stride
+    from deploykit.models import load_tokenizer
+    from deploykit.onnx.export import export_onnx
+    from deploykit.onnx.ops import file_size
+
+    _check_export(recipe)
+    cfg = recipe.export
+    tokenizer = load_tokenizer(str(parent.path))
+    max_len = trained_length(parent, AutoConfig.from_pretrained(parent.path), tokenizer, None)
+    stride = trained_stride(parent, max_len, tokenizer)
+    with staging(out_dir) as tmp:
+        report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=cfg.optimize, atol=cfg.atol,
+                             texts=_parity_texts(recipe, cfg.parity_samples), max_length=max_len)
+        metrics = {"parity_max_abs_diff": max(report["parity"].values()), "size_bytes": file_size(tmp / "model.onnx")}
+        # the trained length and windows travel with the graph: deploykit.load reads them without the parent
+        manifest = write_manifest(tmp, stage="export", format="onnx", parent=parent, task=NAME, max_length=max_len,
+                                  config=recipe.model_dump(include={"export"}), metrics=metrics,
+                                  **({"window_stride": stride} if stride is not None else {}), **report)
+    log(f"export: {out_dir}/model.onnx (per-token logits), parity {metrics['parity_max_abs_diff']:.1e} over every "
+        f"token, fused {report['fused_ops'] or 'nothing'}")
+    return Artifact(Path(out_dir).resolve(), manifest)
+
+
+def _predictor(artifact, **options):
+    from deploykit.ner.predict import EntityPredictor
+
+    return EntityPredictor(artifact, **options)
 
 
 def _refusal(stage: str):
     def refuse(*args, **kwargs):
-        raise UserError(f"{stage}: data.task {NAME} is not supported by this stage yet; {', '.join(SUPPORTED)} is "
-                        "(gated on entity F1; its folder loads with AutoModelForTokenClassification.from_pretrained)")
+        raise UserError(f"{stage}: data.task {NAME} is not supported by this stage yet; {' and '.join(SUPPORTED)} "
+                        "are (gated on entity F1; deploykit.load serves their folders)")
 
     return refuse
 
@@ -179,7 +243,10 @@ def check_run(recipe, stages: list[str]) -> None:
     for stage in stages:
         if stage not in SUPPORTED:
             _refusal(stage)()
+    if "export" in stages:
+        _check_export(recipe)
 
 
 KIND = Kind(name=NAME, metric="f1", load_task=load_task, finetune_job=finetune_job, gate_value=gate_value,
-            check_run=check_run, runners={stage: _refusal(stage) for stage in UNSUPPORTED})
+            check_run=check_run, runners={"export": export, **{stage: _refusal(stage) for stage in UNSUPPORTED}},
+            predictor=_predictor)
