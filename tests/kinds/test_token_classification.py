@@ -75,7 +75,7 @@ def test_run_finetunes_entities_and_gates_on_the_saved_folder(tiny_body, tmp_pat
     from deploykit.artifact import load_artifact
     from deploykit.pipeline import run_recipe
 
-    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"))
+    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "export": {}})
     assert recipe.gate.metric == "f1"
     state = run_recipe(recipe, tmp_path / "run")
     out = tmp_path / "run" / "finetune"
@@ -94,13 +94,23 @@ def test_run_finetunes_entities_and_gates_on_the_saved_folder(tiny_body, tmp_pat
     model, info = AutoModelForTokenClassification.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"]
     assert model.config.id2label[3] == "B-PER" and model.config.num_labels == 5
-    with pytest.raises(UserError, match="a token classifier .* deploykit.load does not serve those yet"):
-        deploykit.load(out)
+    # export: per-token ONNX, gated on the graph's own entity F1 (within a rounding of the PyTorch folder's)
+    exported = json.loads((tmp_path / "run" / "export" / "manifest.json").read_text())
+    assert exported["task"] == "token_classification" and exported["max_length"] == m["max_length"]
+    assert exported["window_stride"] == m["window_stride"] and exported["parity_rows"] == 33  # 32 dev + 1 alone
+    assert state["stages"]["export"]["gate"]["value"] == pytest.approx(val["f1"], abs=0.5)
+    # deploykit.load: the same entities from the PyTorch folder and from the graph, on text never seen
+    text = "The report said mr peter smith went well in brussels on friday"
+    torch_groups, onnx_groups = deploykit.load(out)(text), deploykit.load(tmp_path / "run" / "export")(text)
+    assert [(g["entity_group"], text[g["start"]:g["end"]]) for g in torch_groups] == [
+        ("PER", "peter smith"), ("LOC", "brussels")]
+    assert [(g["entity_group"], g["word"], g["start"], g["end"]) for g in onnx_groups] == [
+        (g["entity_group"], g["word"], g["start"], g["end"]) for g in torch_groups]
     # a stage given only the folder (no data section) takes the folder's kind from its manifest
     from deploykit.pipeline import run_stage
 
-    with pytest.raises(UserError, match="^export: data.task token_classification is not supported"):
-        run_stage("export", build_recipe({"export": {}}), out, tmp_path / "x")
+    alone = run_stage("export", build_recipe({"export": {"optimize": False}}), out, tmp_path / "x")
+    assert alone.manifest["task"] == "token_classification" and alone.manifest["parity_rows"] == 9  # built-in texts
 
 
 def test_sentences_longer_than_max_length_become_windows_and_every_word_is_scored(tiny_body, tmp_path):
@@ -132,11 +142,11 @@ def test_lora_merges_into_a_plain_token_classifier(tiny_body, tmp_path):
     assert art.metrics["test"] is None and art.metrics["validation"]["f1"] >= 0
 
 
-@pytest.mark.parametrize("stage", ["distill", "prune", "quantize", "export", "bench"])
+@pytest.mark.parametrize("stage", ["distill", "prune", "quantize", "bench"])
 def test_unsupported_stages_refuse_in_one_line(stage):
     runner = kind_of("token_classification").runner(stage)
     with pytest.raises(UserError, match=f"^{stage}: data.task token_classification is not supported by this "
-                                        "stage yet; finetune is") as err:
+                                        "stage yet; finetune and export are") as err:
         runner(None, None, None)
     assert "\n" not in str(err.value)
 
@@ -166,8 +176,12 @@ def test_a_token_classifier_recipe_validates(tiny_body, tmp_path):
     missing = ner_recipe(tiny_body, tmp_path / "nowhere")
     assert recipe_problems(missing) == [f"{tmp_path / 'nowhere'}: data path not found (data.path)"]
     chain = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "export": {}})
+    assert recipe_problems(chain, tmp_path / "run2") == []
+    chain = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "quantize": {}, "export": {}})
     assert [p.split(";")[0] for p in recipe_problems(chain)] == [
-        "export: data.task token_classification is not supported by this stage yet"]
+        "quantize: data.task token_classification is not supported by this stage yet"]
+    padded = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "export": {"remove_padding": True}})
+    assert [p.split(":")[0] for p in recipe_problems(padded)] == ["export.remove_padding"]
 
 
 def test_the_data_section_refuses_keys_of_other_tasks():
