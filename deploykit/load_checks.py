@@ -1,6 +1,7 @@
 """What `deploykit.load` refuses before a model runs, each in one line naming the fix: an unknown runtime or
 one that cannot read the folder's format, a device it does not run on, a thread count that is not a positive
-integer, a folder without tokenizer files or with a tokenizer that is not the model's.
+integer, a folder without tokenizer files or with a tokenizer that is not the model's; and `unicode_fault`, the
+text no tokenizer takes (shared by every predictor and the server).
 
     runtime = resolve_runtime("onnx", "auto", device=None)   # "ort" ("ort-cuda" with device="cuda")
     check_tokenizer_files(Path("runs/sst2-minilm/quantize"))

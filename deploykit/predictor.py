@@ -30,8 +30,7 @@ import numpy as np
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.errors import UserError
 from deploykit.lineage import trained_length, trained_on_pairs, trained_stride
-from deploykit.load_checks import (check_threads, check_tokenizer_files, check_vocabulary, resolve_runtime,
-                                   unicode_fault)
+from deploykit.load_checks import check_threads, check_tokenizer_files, check_vocabulary, resolve_runtime, unicode_fault
 from deploykit.runtimes import READS
 
 FUNCTIONS = ("softmax", "sigmoid", "none")

@@ -2,13 +2,17 @@
 
     # recipe: data: {task: token_classification, path: ../shared/data/conll2003}   (tokens / ner_tags JSONL or CoNLL)
     deploykit finetune --recipe ner.yaml --out runs/ner/finetune
-    deploykit run ner.yaml --out runs/ner            # finetune only, gated on data.gate.split's F1
+    deploykit export --from runs/ner/finetune --out runs/ner/export     # per-token logits, checked on every token
+    deploykit run ner.yaml --out runs/ner            # finetune (+ export), each gated on data.gate.split's F1
+    deploykit.load("runs/ner/export")("Peter Blackburn flew to Brussels")   # entity groups (deploykit/ner/predict.py)
 
 finetune trains an AutoModelForTokenClassification on word-piece windows (deploykit/ner/align.py: a word's first
 piece carries its tag, a sentence longer than max_length becomes overlapping windows, never truncated). Every
 evaluation puts the windows back one tag per word and scores whole sentences (deploykit/ner/metric.py), so early
-stopping, the checkpoint kept, the manifest and the gate all follow entity F1. The stages after finetune do not
-take this kind yet: each refuses in one line, and `deploykit run` refuses such a chain before anything trains.
+stopping, the checkpoint kept, the manifest and the gate all follow entity F1; the gate scores ONNX folders the
+same way. export writes the plain graph (logits [batch, seq, labels]; the classifier-only rewrites that keep
+position 0 alone are refused when asked for). distill, prune, quantize and bench do not take this kind yet: each
+refuses in one line, and `deploykit run` refuses such a chain before anything trains.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     import deploykit
     ner = deploykit.load("runs/conll-minilm/export")     # ONNX Runtime for ONNX folders, torch for PyTorch ones
-    ner("Peter Blackburn flew to Brussels")
+    ner("Peter Blackburn flew to Brussels")              # the shape of the answer (scores illustrative):
     # [{'entity_group': 'PER', 'score': 0.99, 'word': 'peter blackburn', 'start': 0, 'end': 15},
     #  {'entity_group': 'LOC', 'score': 0.98, 'word': 'brussels', 'start': 24, 'end': 32}]
     ner.logits(["Peter Blackburn flew to Brussels"])[0]   # float32 [word pieces, labels]
