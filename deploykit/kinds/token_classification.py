@@ -3,7 +3,8 @@
     # recipe: data: {task: token_classification, path: ../shared/data/conll2003}   (tokens / ner_tags JSONL or CoNLL)
     deploykit finetune --recipe ner.yaml --out runs/ner/finetune
     deploykit export --from runs/ner/finetune --out runs/ner/export     # per-token logits, checked on every token
-    deploykit run ner.yaml --out runs/ner            # finetune (+ export), each gated on data.gate.split's F1
+    deploykit quantize --from runs/ner/finetune --recipe ner.yaml --out runs/ner/quantize   # dynamic INT8
+    deploykit run ner.yaml --out runs/ner            # finetune (+ quantize, export), each gated on data.gate.split's F1
     deploykit.load("runs/ner/export")("Peter Blackburn flew to Brussels")   # entity groups (deploykit/ner/predict.py)
 
 finetune trains an AutoModelForTokenClassification on word-piece windows (deploykit/ner/align.py: a word's first
@@ -11,7 +12,8 @@ piece carries its tag, a sentence longer than max_length becomes overlapping win
 evaluation puts the windows back one tag per word and scores whole sentences (deploykit/ner/metric.py), so early
 stopping, the checkpoint kept, the manifest and the gate all follow entity F1; the gate scores ONNX folders the
 same way. export writes the plain graph (logits [batch, seq, labels]; the classifier-only rewrites that keep
-position 0 alone are refused when asked for). distill, prune, quantize and bench do not take this kind yet: each
+position 0 alone are refused when asked for); quantize makes it dynamic INT8 under the same F1 gate
+(deploykit/ner/quantize.py; static INT8 is refused). distill, prune and bench do not take this kind yet: each
 refuses in one line, and `deploykit run` refuses such a chain before anything trains.
 """
 
@@ -21,8 +23,8 @@ from deploykit.errors import UserError
 from deploykit.kinds.base import Job, Kind
 
 NAME = "token_classification"
-SUPPORTED = ("finetune", "export")  # the stages that run this kind today
-UNSUPPORTED = ("distill", "prune", "quantize", "bench")
+SUPPORTED = ("finetune", "quantize", "export")  # the stages that run this kind today
+UNSUPPORTED = ("distill", "prune", "bench")
 
 
 def load_task(cfg):
@@ -130,7 +132,7 @@ def score_folder(folder, split, labels: list[str], max_length: int, stride: int,
     import numpy as np
     from transformers import AutoConfig, DataCollatorForTokenClassification
 
-    from deploykit.evaluate import ort_predictor, ort_session, torch_predictor
+    from deploykit.evaluate import eval_batch_size, ort_predictor, ort_session, torch_predictor
     from deploykit.models import load_tokenizer
     from deploykit.ner.align import encode_words
     from deploykit.ner.metric import window_scores
@@ -144,6 +146,7 @@ def score_folder(folder, split, labels: list[str], max_length: int, stride: int,
                         "give data.label_names in the model's order")
     if onnx_path is not None:
         predict = ort_predictor(ort_session(onnx_path))
+        batch_size = min(batch_size, eval_batch_size(onnx_path))  # dynamic INT8: one window at a time
     else:
         from transformers import AutoModelForTokenClassification
 
@@ -156,23 +159,30 @@ def score_folder(folder, split, labels: list[str], max_length: int, stride: int,
     return window_scores([np.asarray(x) for x in logits], windows, split.tags, labels)
 
 
-def gate_value(recipe, artifact, task) -> float:
-    """Entity F1 of a PyTorch or ONNX artifact folder on `recipe.gate.split`, with the length and window stride it
-    was trained with (its manifests'), else the recipe's."""
+def trained_windows(recipe, artifact) -> tuple[int, int | None]:
+    """(max_length, window stride) the artifact was trained with (its manifests'); the stride falls back to the
+    recipe's data.window_stride, or None without a data section (the predictor's "auto")."""
     from transformers import AutoConfig
 
     from deploykit.lineage import trained_length, trained_stride
     from deploykit.models import load_tokenizer
     from deploykit.ner.align import window_stride
 
-    if artifact.format not in ("pytorch", "onnx"):
-        raise UserError(f"{artifact.path}: a {artifact.format} artifact of data.task {NAME} cannot be scored yet; "
-                        "only PyTorch and ONNX folders are")
     tokenizer = load_tokenizer(str(artifact.path))
     max_len = trained_length(artifact, AutoConfig.from_pretrained(artifact.path), tokenizer, None)
     stride = trained_stride(artifact, max_len, tokenizer)
-    if stride is None:
+    if stride is None and recipe.data is not None:
         stride = window_stride(recipe.data.window_stride, max_len, tokenizer)
+    return max_len, stride
+
+
+def gate_value(recipe, artifact, task) -> float:
+    """Entity F1 of a PyTorch or ONNX artifact folder on `recipe.gate.split`, with the length and window stride it
+    was trained with (its manifests'), else the recipe's."""
+    if artifact.format not in ("pytorch", "onnx"):
+        raise UserError(f"{artifact.path}: a {artifact.format} artifact of data.task {NAME} cannot be scored yet; "
+                        "only PyTorch and ONNX folders are")
+    max_len, stride = trained_windows(recipe, artifact)
     onnx = artifact.onnx_path if artifact.format == "onnx" else None
     return score_folder(artifact.path, task.split(recipe.gate.split), task.labels, max_len, stride,
                         onnx_path=onnx)[recipe.gate.metric]
@@ -201,20 +211,14 @@ def export(recipe, parent, out_dir):
     [batch, seq, labels] checked against PyTorch on every real token, fused where the architecture allows."""
     from pathlib import Path
 
-    from transformers import AutoConfig
-
     from deploykit.artifact import Artifact, staging, write_manifest
     from deploykit.console import log
-    from deploykit.lineage import trained_length, trained_stride
-    from deploykit.models import load_tokenizer
     from deploykit.onnx.export import export_onnx
     from deploykit.onnx.ops import file_size
 
     _check_export(recipe)
     cfg = recipe.export
-    tokenizer = load_tokenizer(str(parent.path))
-    max_len = trained_length(parent, AutoConfig.from_pretrained(parent.path), tokenizer, None)
-    stride = trained_stride(parent, max_len, tokenizer)
+    max_len, stride = trained_windows(recipe, parent)
     with staging(out_dir) as tmp:
         report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=cfg.optimize, atol=cfg.atol,
                              texts=_parity_texts(recipe, cfg.parity_samples), max_length=max_len)
@@ -228,6 +232,20 @@ def export(recipe, parent, out_dir):
     return Artifact(Path(out_dir).resolve(), manifest)
 
 
+def quantize(recipe, parent, out_dir):
+    """`deploykit quantize` (dynamic INT8) of a token classifier, gated on entity F1 (deploykit/ner/quantize.py)."""
+    from deploykit.ner.quantize import run
+
+    task = load_task(recipe.data)
+    max_len, stride = trained_windows(recipe, parent)
+
+    def score(folder, onnx_path, split) -> dict:
+        return score_folder(folder, split, task.labels, max_len, stride, onnx_path=onnx_path)
+
+    n = recipe.export.parity_samples if recipe.export else 64
+    return run(recipe, parent, out_dir, score, task, max_len, stride, _parity_texts(recipe, n))
+
+
 def _predictor(artifact, **options):
     from deploykit.ner.predict import EntityPredictor
 
@@ -236,7 +254,7 @@ def _predictor(artifact, **options):
 
 def _refusal(stage: str):
     def refuse(*args, **kwargs):
-        raise UserError(f"{stage}: data.task {NAME} is not supported by this stage yet; {' and '.join(SUPPORTED)} "
+        raise UserError(f"{stage}: data.task {NAME} is not supported by this stage yet; {', '.join(SUPPORTED)} "
                         "are (gated on entity F1; deploykit.load serves their folders)")
 
     return refuse
@@ -249,8 +267,12 @@ def check_run(recipe, stages: list[str]) -> None:
             _refusal(stage)()
     if "export" in stages:
         _check_export(recipe)
+    if "quantize" in stages:
+        from deploykit.ner.quantize import check_mode
+
+        check_mode(recipe.quantize)
 
 
 KIND = Kind(name=NAME, metric="f1", load_task=load_task, finetune_job=finetune_job, gate_value=gate_value,
-            check_run=check_run, runners={"export": export, **{stage: _refusal(stage) for stage in UNSUPPORTED}},
-            predictor=_predictor)
+            check_run=check_run, predictor=_predictor,
+            runners={"export": export, "quantize": quantize, **{stage: _refusal(stage) for stage in UNSUPPORTED}})
