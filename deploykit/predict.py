@@ -212,7 +212,7 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
     """What `deploykit predict` does: check, read, load, predict, print or write. Returns the rows done."""
     from deploykit import console
     from deploykit.artifact import load_artifact
-    from deploykit.predictor import is_causal_lm, load
+    from deploykit.predictor import ClassifierPredictor, is_causal_lm, load
 
     if out is not None and str(out) == "-":  # stdout, as for --file -
         out, json_lines = None, True
@@ -229,6 +229,9 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
     if generate and pairs is not None:
         raise UserError("predict: --generate answers single texts; drop --text-pair-column")
     predictor = load(model, runtime=runtime, threads=threads)
+    if not generate and not isinstance(predictor, ClassifierPredictor):
+        raise UserError(f"{model}: a token classifier; deploykit predict prints one label per text: get its entity "
+                        "groups in Python with deploykit.load(folder)(texts)")
     if pairs is not None and (warning := predictor.pair_warning()):
         console.log(f"predict: warning: {warning}")
     # a bar only on a terminal: rich's transient bar leaves an empty line in a redirected stderr

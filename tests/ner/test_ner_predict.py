@@ -178,3 +178,13 @@ def test_parity_reads_every_real_token_and_fails_loudly_on_drift(tmp_path, monke
     monkeypatch.setattr("deploykit.onnx.parity.ort_logits", lambda path, b: drifted)
     with pytest.raises(ParityError, match=r"after export differ from PyTorch by 5.00e-01 > export.atol 0.0001"):
         check_parity(tmp_path / "model.onnx", reference, batches, 1e-4, "export")
+
+
+def test_predict_and_serve_refuse_a_token_classifier_in_one_line(bert_folder):
+    from deploykit.predict import predict_command
+    from deploykit.serve import serve
+
+    with pytest.raises(UserError, match="a token classifier; deploykit predict prints one label per text"):
+        predict_command(bert_folder, ["Peter flew to Brussels"], echo=lambda line: None)
+    with pytest.raises(UserError, match="a token classifier; deploykit serve takes text classifiers"):
+        serve(bert_folder, port=0)
