@@ -1,6 +1,7 @@
 """What `deploykit.load` refuses before a model runs, each in one line naming the fix: an unknown runtime or
 one that cannot read the folder's format, a device it does not run on, a thread count that is not a positive
-integer, a folder without tokenizer files or with a tokenizer that is not the model's.
+integer, a folder without tokenizer files or with a tokenizer that is not the model's; and `unicode_fault`, the
+text no tokenizer takes (shared by every predictor and the server).
 
     runtime = resolve_runtime("onnx", "auto", device=None)   # "ort" ("ort-cuda" with device="cuda")
     check_tokenizer_files(Path("runs/sst2-minilm/quantize"))
@@ -39,6 +40,19 @@ def check_vocabulary(folder: Path, tokenizer, config) -> None:
         raise UserError(f"{folder}: the tokenizer holds {len(tokenizer)} tokens but config.json's vocab_size is "
                         f"{size}; the tokenizer files ({TOKENIZER_FILES}) are missing or not this model's: copy "
                         "them from the folder the model came from")
+
+
+def unicode_fault(text: str) -> str | None:
+    """Why `text` cannot be tokenized ("a lone surrogate at character 3"); None for valid Unicode.
+
+    A lone surrogate ("\\ud800", what Python's surrogateescape makes of undecodable bytes) is a str the
+    tokenizers library refuses with a TypeError.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"a lone surrogate at character {err.start}"
+    return None
 
 
 def check_threads(threads) -> None:

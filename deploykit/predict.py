@@ -212,6 +212,7 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
     """What `deploykit predict` does: check, read, load, predict, print or write. Returns the rows done."""
     from deploykit import console
     from deploykit.artifact import load_artifact
+    from deploykit.kinds import kind_of, task_of
     from deploykit.predictor import is_causal_lm, load
 
     if out is not None and str(out) == "-":  # stdout, as for --file -
@@ -228,6 +229,9 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
         raise UserError("predict: --top-k applies to classifiers, not to --generate")
     if generate and pairs is not None:
         raise UserError("predict: --generate answers single texts; drop --text-pair-column")
+    if kind_of(task_of(load_artifact(model))).predictor is not None:  # a token classifier's entity groups
+        raise UserError(f"{model}: a token classifier; deploykit predict prints one label per text: get its entity "
+                        "groups in Python with deploykit.load(folder)(texts)")
     predictor = load(model, runtime=runtime, threads=threads)
     if pairs is not None and (warning := predictor.pair_warning()):
         console.log(f"predict: warning: {warning}")

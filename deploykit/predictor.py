@@ -7,6 +7,7 @@
     clf.logits([("a premise", "a hypothesis")])        # float32 [1, labels]
     gen = deploykit.load("runs/sst2-smollm2/quantize")  # a causal LM: deploykit.llm.generate's generator
     gen.generate([prompt], max_new_tokens=16)
+    ner = deploykit.load("runs/conll-minilm/export")      # a token classifier: entity groups (deploykit/ner/predict.py)
 
 What a raw session would leave to the caller happens inside: the artifact's own tokenizer, truncation to
 the length the model was trained on, int64 inputs, `token_type_ids` (zeros) for graphs that want them when
@@ -29,7 +30,7 @@ import numpy as np
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.errors import UserError
 from deploykit.lineage import trained_length, trained_on_pairs, trained_stride
-from deploykit.load_checks import check_threads, check_tokenizer_files, check_vocabulary, resolve_runtime
+from deploykit.load_checks import check_threads, check_tokenizer_files, check_vocabulary, resolve_runtime, unicode_fault
 from deploykit.runtimes import READS
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
@@ -49,20 +50,22 @@ def load(path: str | Path, runtime: str = "auto", threads: int | None = None, de
         max_length: truncation length; default the one the model was trained with.
 
     Returns:
-        A `ClassifierPredictor`, or for a causal LM the `deploykit.llm.generate` generator (`.generate`).
+        A `ClassifierPredictor`; for a causal LM the `deploykit.llm.generate` generator (`.generate`); for a token
+        classifier the `deploykit.ner.predict.EntityPredictor` (entity groups, as the token-classification pipeline).
 
     Raises:
         UserError: one line for a missing folder, a folder that holds no model or no tokenizer files (or a
             tokenizer far smaller than the model's vocabulary), an unknown or unavailable runtime, or an option
             a causal LM does not take.
     """
+    from deploykit.kinds import kind_of, task_of
+
     artifact = load_artifact(path)
-    if _archs(artifact) and all(a.endswith("ForTokenClassification") for a in _archs(artifact)):
-        # a text classifier's runtimes would read its per-token head as a per-text one: wrong answers, no error
-        raise UserError(f"{artifact.path}: a token classifier (data.task token_classification); deploykit.load "
-                        "does not serve those yet: load it with AutoModelForTokenClassification.from_pretrained")
     if is_causal_lm(artifact):
         return _load_generator(artifact, runtime, threads, device, max_length)
+    # a kind with its own outputs (a token classifier's entity groups) loads its own predictor
+    if (own := kind_of(task_of(artifact)).predictor) is not None:
+        return own(artifact, runtime=runtime, threads=threads, device=device, max_length=max_length)
     return ClassifierPredictor(artifact, runtime=runtime, threads=threads, device=device, max_length=max_length)
 
 
@@ -306,19 +309,6 @@ def _rows(inputs) -> tuple[list[str], list[str] | None]:
                         f"{'a pair' if not paired[0] else 'a single text'}, item 0 is not; give all single texts "
                         "or all (text, text_pair) pairs")
     return texts, pairs if all(paired) else None
-
-
-def unicode_fault(text: str) -> str | None:
-    """Why `text` cannot be tokenized ("a lone surrogate at character 3"); None for valid Unicode.
-
-    A lone surrogate ("\\ud800", what Python's surrogateescape makes of undecodable bytes) is a str the
-    tokenizers library refuses with a TypeError.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        return f"a lone surrogate at character {err.start}"
-    return None
 
 
 def _one(item, n: int) -> tuple[str, str | None]:

@@ -518,6 +518,7 @@ def test_the_runtime_gets_every_core_but_the_event_loops_unless_threads_is_given
     monkeypatch.setattr(deploykit.predictor, "load", fake_load)
     monkeypatch.setattr(deploykit.predictor, "is_causal_lm", lambda artifact: False)
     monkeypatch.setattr("deploykit.artifact.load_artifact", lambda folder: None)
+    monkeypatch.setattr("deploykit.kinds.task_of", lambda artifact: "classification")
     with pytest.raises(UserError, match="stop here"):
         serve(tmp_path, threads=given)
     assert asked == [expected]

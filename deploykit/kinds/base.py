@@ -41,6 +41,8 @@ class Kind:
         runners: stage name -> a function that runs that whole stage for this kind, with the stage's own
             arguments (`bench` takes (recipe, artifacts, names, out_dir)); a stage not here runs its shared body.
         check_run: (recipe, stage names) -> None; raises UserError for a chain this kind cannot gate.
+        predictor: (artifact, runtime=, threads=, device=, max_length=) -> what `deploykit.load` gives for a
+            folder of this kind; None: the text classifier's `deploykit.predictor.ClassifierPredictor`.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Kind:
     gate_value: Callable[[Any, Any, Any], float]
     runners: dict[str, Callable[..., Any]] = field(default_factory=dict)
     check_run: Callable[[Any, list[str]], None] = lambda recipe, stages: None
+    predictor: Callable[..., Any] | None = None
 
     def runner(self, stage: str) -> Callable[..., Any] | None:
         """This kind's own runner for `stage`, or None where the stage's shared body serves it."""

@@ -127,16 +127,8 @@ def _place(out: Windows, enc, s: int, rows: list[int], stride: int, tags: list[i
     """Labels of sentence `s`'s windows `rows`, and the window that predicts each of its words."""
     word_ids = [enc.word_ids(r) for r in rows]
     content = [[p for p, w in enumerate(ids) if w is not None] for ids in word_ids]
-    # window k holds pieces [start_k, start_k + len_k) of the whole sentence: the tokenizer's overflow starts
-    # each window `stride` pieces before the previous one ends; checked, as the rest depends on it
-    starts, whole = [], []
-    for k, (r, pos) in enumerate(zip(rows, content)):
-        ids = [enc["input_ids"][r][p] for p in pos]
-        start = 0 if k == 0 else starts[-1] + len(content[k - 1]) - stride
-        if k and stride and whole[start:start + stride] != ids[:stride]:
-            raise RuntimeError(f"sentence {s}: the tokenizer's windows do not overlap by {stride} pieces")
-        starts.append(start)
-        whole[start:] = ids
+    starts = window_starts([[enc["input_ids"][r][p] for p in pos] for r, pos in zip(rows, content)], stride,
+                           f"sentence {s}")
     first: dict[int, int] = {}  # word -> its first and last piece in the whole sentence
     last: dict[int, int] = {}
     for k, pos in enumerate(content):
@@ -156,11 +148,36 @@ def _place(out: Windows, enc, s: int, rows: list[int], stride: int, tags: list[i
         if w not in first:
             out.unscored.append((s, w))
             continue
-        # the windows holding the word's first piece; context = pieces of the window on its nearer side
-        best = max((min(first[w] - starts[k], starts[k] + len(content[k]) - 1 - last[w]), -k)
-                   for k in range(len(rows)) if starts[k] <= first[w] < starts[k] + len(content[k]))
-        k = -best[1]
+        k = max_context(starts, [len(pos) for pos in content], first[w], last[w])
         out.owned[rows[k]].append((w, content[k][first[w] - starts[k]]))
+
+
+def window_starts(pieces: list[list[int]], stride: int, what: str) -> list[int]:
+    """Where each window's pieces (special tokens left out) start in the whole text's pieces.
+
+    The tokenizer's overflow starts each window `stride` pieces before the previous one ends; checked, as
+    everything read back per word or piece depends on it.
+
+    Raises:
+        RuntimeError: consecutive windows of `what` do not share `stride` pieces.
+    """
+    starts: list[int] = []
+    whole: list[int] = []
+    for k, ids in enumerate(pieces):
+        start = 0 if k == 0 else starts[-1] + len(pieces[k - 1]) - stride
+        if k and stride and whole[start:start + stride] != ids[:stride]:
+            raise RuntimeError(f"{what}: the tokenizer's windows do not overlap by {stride} pieces")
+        starts.append(start)
+        whole[start:] = ids
+    return starts
+
+
+def max_context(starts: list[int], lengths: list[int], first: int, last: int) -> int:
+    """The window that predicts the span of whole-text pieces [first, last] (a word, or one piece): among those
+    holding `first`, the one with the most pieces on the span's nearer side, ties to the earlier window."""
+    best = max((min(first - starts[k], starts[k] + lengths[k] - 1 - last), -k)
+               for k in range(len(starts)) if starts[k] <= first < starts[k] + lengths[k])
+    return -best[1]
 
 
 def _say(out: Windows, stride: int, max_length: int) -> None:

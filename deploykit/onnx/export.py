@@ -34,12 +34,15 @@ FUSABLE = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert
 
 
 def _load_model(model_or_dir):
-    """A float32 classifier in eval mode with eager attention (sdpa does not fuse into Attention)."""
-    from transformers import AutoModelForSequenceClassification
+    """A float32 classifier in eval mode with eager attention (sdpa does not fuse into Attention); a folder whose
+    config names a *ForTokenClassification architecture loads its per-token head (logits [batch, seq, labels])."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     if isinstance(model_or_dir, (str, Path)):
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_or_dir, attn_implementation="eager", use_safetensors=True)
+        archs = AutoConfig.from_pretrained(model_or_dir).architectures or []
+        auto = AutoModelForTokenClassification if any(str(a).endswith("ForTokenClassification") for a in archs) \
+            else AutoModelForSequenceClassification
+        model = auto.from_pretrained(model_or_dir, attn_implementation="eager", use_safetensors=True)
     else:
         model = model_or_dir
         model.set_attn_implementation("eager")
@@ -58,7 +61,8 @@ def _input_names(model, tokenizer) -> list[str]:
     return names
 
 
-def _torchscript_export(model, names: list[str], sample: dict[str, np.ndarray], path: Path, opset: int) -> None:
+def _torchscript_export(model, names: list[str], sample: dict[str, np.ndarray], path: Path, opset: int,
+                        per_token: bool = False) -> None:
     import torch
 
     class LogitsOnly(torch.nn.Module):
@@ -71,7 +75,8 @@ def _torchscript_export(model, names: list[str], sample: dict[str, np.ndarray], 
             return self.inner(**dict(zip(names, tensors))).logits
 
     axes = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
-    axes["logits"] = {0: "batch_size"}
+    # a token classifier's logits [batch, seq, labels] follow the input's length too
+    axes["logits"] = {0: "batch_size", 1: "sequence_length"} if per_token else {0: "batch_size"}
     args = tuple(torch.from_numpy(sample[n]) for n in names)
     with warnings.catch_warnings(), torch.inference_mode():
         # the TorchScript exporter is deprecated and says so; it is still the path that fuses fully
@@ -181,7 +186,7 @@ def export_onnx(model_or_dir, tokenizer, out_dir: str | Path, *, opset: int = MI
     else:
         rewriting = trimmed_last_layer(model) if rewrite["trim_last_layer"] else nullcontext()
     with rewriting:
-        _torchscript_export(model, names, _widest(batches), onnx_path, opset)
+        _torchscript_export(model, names, _widest(batches), onnx_path, opset, per_token=reference[0].ndim == 3)
     # the reference logits came from the untouched model: parity covers the rewrite too
     report = {"onnx_file": onnx_path.name, "opset": opset, "inputs": names, "rewrite": rewrite,
               "parity_rows": sum(len(b["input_ids"]) for b in batches),

@@ -75,7 +75,7 @@ def test_run_finetunes_entities_and_gates_on_the_saved_folder(tiny_body, tmp_pat
     from deploykit.artifact import load_artifact
     from deploykit.pipeline import run_recipe
 
-    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"))
+    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "quantize": {}, "export": {}})
     assert recipe.gate.metric == "f1"
     state = run_recipe(recipe, tmp_path / "run")
     out = tmp_path / "run" / "finetune"
@@ -94,13 +94,28 @@ def test_run_finetunes_entities_and_gates_on_the_saved_folder(tiny_body, tmp_pat
     model, info = AutoModelForTokenClassification.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"]
     assert model.config.id2label[3] == "B-PER" and model.config.num_labels == 5
-    with pytest.raises(UserError, match="a token classifier .* deploykit.load does not serve those yet"):
-        deploykit.load(out)
+    # quantize: dynamic INT8 of the per-token graph, gated on its own entity F1; export passes it through
+    q = json.loads((tmp_path / "run" / "quantize" / "manifest.json").read_text())
+    assert q["task"] == "token_classification" and q["max_length"] == m["max_length"]
+    assert q["window_stride"] == m["window_stride"] and q["metrics"]["quantized_ops"]["quantized_matmuls"] >= 8
+    assert q["metrics"]["validation"]["int8"]["f1"] >= val["f1"] - 0.5 and q["export"]["parity_rows"] == 33
+    assert state["stages"]["quantize"]["gate"]["value"] == pytest.approx(q["metrics"]["validation"]["int8"]["f1"])
+    assert state["stages"]["export"]["gate"]["value"] == pytest.approx(q["metrics"]["validation"]["int8"]["f1"])
+    # deploykit.load: the same entities from the PyTorch folder and from the INT8 graph, on text never seen
+    text = "The report said mr peter smith went well in brussels on friday"
+    torch_groups, int8_groups = deploykit.load(out)(text), deploykit.load(tmp_path / "run" / "export")(text)
+    assert [(g["entity_group"], text[g["start"]:g["end"]]) for g in torch_groups] == [
+        ("PER", "peter smith"), ("LOC", "brussels")]
+    assert [(g["entity_group"], g["word"], g["start"], g["end"]) for g in int8_groups] == [
+        (g["entity_group"], g["word"], g["start"], g["end"]) for g in torch_groups]
     # a stage given only the folder (no data section) takes the folder's kind from its manifest
     from deploykit.pipeline import run_stage
 
-    with pytest.raises(UserError, match="^export: data.task token_classification is not supported"):
-        run_stage("export", build_recipe({"export": {}}), out, tmp_path / "x")
+    alone = run_stage("export", build_recipe({"export": {"optimize": False}}), out, tmp_path / "x")
+    assert alone.manifest["task"] == "token_classification" and alone.manifest["parity_rows"] == 9  # built-in texts
+    assert alone.manifest["max_length"] == m["max_length"] and alone.manifest["window_stride"] == m["window_stride"]
+    assert [(g["entity_group"], g["word"], g["start"], g["end"]) for g in deploykit.load(alone.path)(text)] == [
+        (g["entity_group"], g["word"], g["start"], g["end"]) for g in torch_groups]
 
 
 def test_sentences_longer_than_max_length_become_windows_and_every_word_is_scored(tiny_body, tmp_path):
@@ -132,11 +147,11 @@ def test_lora_merges_into_a_plain_token_classifier(tiny_body, tmp_path):
     assert art.metrics["test"] is None and art.metrics["validation"]["f1"] >= 0
 
 
-@pytest.mark.parametrize("stage", ["distill", "prune", "quantize", "export", "bench"])
+@pytest.mark.parametrize("stage", ["distill", "prune", "bench"])
 def test_unsupported_stages_refuse_in_one_line(stage):
     runner = kind_of("token_classification").runner(stage)
     with pytest.raises(UserError, match=f"^{stage}: data.task token_classification is not supported by this "
-                                        "stage yet; finetune is") as err:
+                                        "stage yet; finetune, quantize, export are") as err:
         runner(None, None, None)
     assert "\n" not in str(err.value)
 
@@ -154,9 +169,13 @@ def test_a_chain_past_finetune_is_refused_before_anything_trains(tmp_path):
 def test_the_single_stage_command_refuses_too(tiny_body, tmp_path):
     from deploykit.pipeline import run_stage
 
-    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"quantize": {}})
-    with pytest.raises(UserError, match="^quantize: data.task token_classification is not supported"):
+    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"prune": {"ffn": 0.5}})
+    with pytest.raises(UserError, match="^prune: data.task token_classification is not supported"):
+        run_stage("prune", recipe, tiny_body, tmp_path / "p")
+    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"quantize": {"mode": "static"}})
+    with pytest.raises(UserError, match="^quantize.mode static: data.task token_classification is quantized dynamic"):
         run_stage("quantize", recipe, tiny_body, tmp_path / "q")
+    assert not (tmp_path / "q").exists()
 
 
 def test_a_token_classifier_recipe_validates(tiny_body, tmp_path):
@@ -166,8 +185,14 @@ def test_a_token_classifier_recipe_validates(tiny_body, tmp_path):
     missing = ner_recipe(tiny_body, tmp_path / "nowhere")
     assert recipe_problems(missing) == [f"{tmp_path / 'nowhere'}: data path not found (data.path)"]
     chain = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "export": {}})
+    assert recipe_problems(chain, tmp_path / "run2") == []
+    chain = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "distill": {}, "export": {}})
     assert [p.split(";")[0] for p in recipe_problems(chain)] == [
-        "export: data.task token_classification is not supported by this stage yet"]
+        "distill: data.task token_classification is not supported by this stage yet"]
+    static = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "quantize": {"mode": "static"}})
+    assert [p.split(":")[0] for p in recipe_problems(static)] == ["quantize.mode static"]
+    padded = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "export": {"remove_padding": True}})
+    assert [p.split(":")[0] for p in recipe_problems(padded)] == ["export.remove_padding"]
 
 
 def test_the_data_section_refuses_keys_of_other_tasks():
