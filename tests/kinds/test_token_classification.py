@@ -94,16 +94,17 @@ def test_run_finetunes_entities_and_gates_on_the_saved_folder(tiny_body, tmp_pat
     model, info = AutoModelForTokenClassification.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"]
     assert model.config.id2label[3] == "B-PER" and model.config.num_labels == 5
-    # quantize: dynamic INT8 of the per-token graph, gated on its own entity F1; export passes it through
+    # quantize: dynamic INT8 of the per-token graph, gated on its own entity F1; with quantize in the recipe
+    # the export section configures quantize's float export and runs no stage of its own
     q = json.loads((tmp_path / "run" / "quantize" / "manifest.json").read_text())
     assert q["task"] == "token_classification" and q["max_length"] == m["max_length"]
     assert q["window_stride"] == m["window_stride"] and q["metrics"]["quantized_ops"]["quantized_matmuls"] >= 8
     assert q["metrics"]["validation"]["int8"]["f1"] >= val["f1"] - 0.5 and q["export"]["parity_rows"] == 33
     assert state["stages"]["quantize"]["gate"]["value"] == pytest.approx(q["metrics"]["validation"]["int8"]["f1"])
-    assert state["stages"]["export"]["gate"]["value"] == pytest.approx(q["metrics"]["validation"]["int8"]["f1"])
+    assert "export" not in state["stages"] and not (tmp_path / "run" / "export").exists()
     # deploykit.load: the same entities from the PyTorch folder and from the INT8 graph, on text never seen
     text = "The report said mr peter smith went well in brussels on friday"
-    torch_groups, int8_groups = deploykit.load(out)(text), deploykit.load(tmp_path / "run" / "export")(text)
+    torch_groups, int8_groups = deploykit.load(out)(text), deploykit.load(tmp_path / "run" / "quantize")(text)
     assert [(g["entity_group"], text[g["start"]:g["end"]]) for g in torch_groups] == [
         ("PER", "peter smith"), ("LOC", "brussels")]
     assert [(g["entity_group"], g["word"], g["start"], g["end"]) for g in int8_groups] == [
