@@ -194,6 +194,13 @@ def load_tags(cfg: DataConfig) -> TagData:
         for split in ("validation", "test"):  # as deploykit/data.py: a file named as train is split, not reused
             if files[split] is not None and files[split].resolve() == files["train"].resolve():
                 files[split] = None
+        # data.test_file naming the file that would also be found as validation (conll2003's dev.jsonl, the set
+        # every paper reports on): it is the test set, and validation is held out of train, never the same rows
+        if cfg.test_file and not cfg.validation_file and files["validation"] is not None \
+                and files["test"] is not None and files["validation"].resolve() == files["test"].resolve():
+            files["validation"] = None
+            log(f"data: {files['test'].name} is data.test_file; validation is a seeded "
+                f"{cfg.validation_split:.0%} of {files['train'].name}")
     raw = {s: read_file(p, cfg) for s, p in files.items() if p is not None}
     labels = list(cfg.label_names) if cfg.label_names else label_list(raw["train"].tags)
     return _tag_data(cfg, raw, labels, cfg.label_names is not None, str(root))

@@ -228,3 +228,20 @@ def test_a_hub_dataset_out_of_reach_names_the_local_folder_and_the_fix(monkeypat
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(UserError, match=r"dataset 'conll2003': not found locally .* nor on the hub .*data.path"):
         load_tags(DataConfig(task="token_classification", name="conll2003", data_dir=str(tmp_path)))
+
+
+def test_a_test_file_that_would_be_found_as_validation_is_test_only(tmp_path):
+    # conll2003/dev.jsonl is the set papers report on: named as data.test_file, checkpoints and gates must use
+    # rows held out of train instead, never the rows that are reported
+    folder = tmp_path / "conll"
+    folder.mkdir()
+    row = {"tokens": ["Ana", "runs"], "ner_tags": ["B-PER", "O"]}
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(row) for _ in range(20)) + "\n")
+    (folder / "dev.jsonl").write_text(json.dumps({"tokens": ["Porto"], "ner_tags": ["B-LOC"]}) + "\n")
+    task = load_tags(DataConfig(task="token_classification", path=str(folder), test_file="dev.jsonl",
+                                label_names=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]))
+    assert task.test.tokens == [["Porto"]]
+    assert len(task.validation) == 2 and len(task.train) == 18 and ["Porto"] not in task.validation.tokens
+    same = load_tags(DataConfig(task="token_classification", path=str(folder),
+                                label_names=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]))
+    assert same.validation.tokens == [["Porto"]] and same.test is None  # unnamed, dev.jsonl is validation
