@@ -332,13 +332,20 @@ class TensorRTConfig(Section):
 
 
 class ExportConfig(Section):
-    """`deploykit export`: ONNX (checked against PyTorch, fused) or a TensorRT engine.
+    """`deploykit export`: ONNX (checked against PyTorch, fused), a TensorRT engine, or for Llama-type causal LMs
+    one GGUF file for llama.cpp (deploykit/llm/gguf_export.py).
 
     In a recipe with a quantize section, `format: onnx` settings are those of quantize's float export (the
     graph it quantizes) and no export stage runs; `format: tensorrt` runs after quantize on its INT8 graph.
     """
 
-    format: Literal["onnx", "tensorrt"] = "onnx"
+    format: Literal["onnx", "tensorrt", "gguf"] = "onnx"
+    gguf_type: Literal["f16", "q8_0", "f32", "q2_k", "q3_k_m", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k"] = Field(
+        "f16", description="format gguf: f16 (default: what llama.cpp's converter writes and its quantizer reads; "
+        "checked token for token), q8_0 (half the size; greedy agreement gated by gguf_min_agreement), f32; the "
+        "K-quants need llama.cpp's llama-quantize on PATH")
+    gguf_min_agreement: float = Field(0.9, ge=0, le=1, description="format gguf: the least share of greedy tokens "
+                                      "the file must generate as the PyTorch model does on the parity prompts")
     opset: int = Field(17, ge=17)
     atol: float = Field(1e-4, gt=0)
     optimize: bool = True
@@ -427,6 +434,13 @@ class Recipe(Section):
                 raise ValueError(f"gate.metric {self.gate.metric} needs data.task: {needs}")
             raise ValueError(f"gate.metric {self.gate.metric} does not apply to data.task {self.data.task}; "
                              f"set gate.metric: {' or '.join(allowed)}")
+        return self
+
+    @model_validator(mode="after")
+    def _gguf_reads_pytorch(self) -> Recipe:
+        if self.export is not None and self.export.format == "gguf" and self.quantize is not None:
+            raise ValueError("export.format gguf writes the PyTorch model (llama.cpp quantizes it itself: "
+                             "export.gguf_type); after quantize its input would be the INT8 ONNX graph: drop quantize")
         return self
 
     def stages(self) -> list[str]:

@@ -66,13 +66,13 @@ def permute_qk(weight: np.ndarray, heads: int) -> np.ndarray:
 
 def tensor_type(name: str, weight: np.ndarray, gguf_type: str):
     """The GGML type one tensor is stored as: norms F32; rows Q8_0 cannot block (not a multiple of 32) F16."""
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     if weight.ndim == 1 or gguf_type == "f32":
-        return T.F32
-    if gguf_type == "q8_0" and weight.shape[-1] % GGML_QUANT_SIZES[T.Q8_0][0] == 0:
-        return T.Q8_0
-    return T.F16
+        return GGMLQuantizationType.F32
+    if gguf_type == "q8_0" and weight.shape[-1] % GGML_QUANT_SIZES[GGMLQuantizationType.Q8_0][0] == 0:
+        return GGMLQuantizationType.Q8_0
+    return GGMLQuantizationType.F16
 
 
 def stored(weight: np.ndarray, qtype) -> np.ndarray:
