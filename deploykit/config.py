@@ -344,8 +344,10 @@ class ExportConfig(Section):
         "f16", description="format gguf: f16 (default: what llama.cpp's converter writes and its quantizer reads; "
         "checked token for token), q8_0 (half the size; greedy agreement gated by gguf_min_agreement), f32; the "
         "K-quants need llama.cpp's llama-quantize on PATH")
-    gguf_min_agreement: float = Field(0.9, ge=0, le=1, description="format gguf: the least share of greedy tokens "
-                                      "the file must generate as the PyTorch model does on the parity prompts")
+    gguf_min_agreement: float = Field(0.85, ge=0, le=1, description="format gguf: the least share of positions along "
+                                      "the PyTorch model's greedy answers to the parity prompts where the file predicts "
+                                      "the same next token (SmolLM2 q8_0: 0.909, one flip in 11; the margin lets a "
+                                      "near tie flip on a few prompts)")
     opset: int = Field(17, ge=17)
     atol: float = Field(1e-4, gt=0)
     optimize: bool = True

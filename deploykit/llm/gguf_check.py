@@ -82,7 +82,7 @@ def _tokenizer_check(tokenizer, reread, prompts: list[str]) -> None:
 
 
 def check_gguf(model, tokenizer, path: str | Path, gguf_type: str, prompts: list[str], *, new_tokens: int = 16,
-               min_agreement: float = 0.9, atol: float = 1e-4) -> dict:
+               min_agreement: float = 0.85, atol: float = 1e-4) -> dict:
     """Read `path` back and compare it with `model` on `prompts` (the three comparisons above).
 
     Returns:

@@ -117,7 +117,7 @@ def test_float_files_give_the_same_greedy_tokens(exported, gguf_type):
     assert parity["prompts"] == 20 and parity["new_tokens"] == 16
     if gguf_type == "f32":
         assert parity["agreement"] == 1.0 and parity["prefill_max_abs_diff"] == 0.0
-    assert parity["agreement"] >= parity["min_agreement"] == 0.9
+    assert parity["agreement"] >= parity["min_agreement"] == 0.85
 
 
 def test_deploykit_load_reads_the_export_and_generates_as_pytorch(exported, tiny_llama):
@@ -137,7 +137,7 @@ def test_q8_0_is_quantized_and_agreement_recorded(exported):
     assert m["tensor_types"] == {"Q8_0": 15, "F32": 5}
     parity = m["metrics"]["parity"]
     assert parity["stored_tokens_equal"] is True  # the file holds exactly the Q8_0 round trip of the weights
-    assert 0.9 <= parity["agreement"] <= 1.0
+    assert 0.85 <= parity["agreement"] <= 1.0
     assert m["size_bytes"] < json.loads((exported("f16") / "manifest.json").read_text())["size_bytes"]
 
 
@@ -156,7 +156,7 @@ def test_agreement_below_the_bound_fails(tiny_llama, task, tmp_path, monkeypatch
 
     # q8_0 may agree fully on the tiny model: make the measured agreement low instead
     monkeypatch.setattr(check, "top1_agreement", lambda *args: 0.5)
-    with pytest.raises(ParityError, match="under export.gguf_min_agreement 0.9"):
+    with pytest.raises(ParityError, match="under export.gguf_min_agreement 0.85"):
         run_stage("export", recipe(tiny_llama, task, gguf_type="q8_0"), tiny_llama, tmp_path / "export")
     assert list(tmp_path.iterdir()) == []
 
@@ -209,5 +209,5 @@ def test_smollm2_q8_0_file_answers_like_pytorch(tmp_path):
     report = write_gguf(model, tokenizer, tmp_path / "model.gguf", "q8_0", name="smollm2")
     assert report["tensors"] == 272 and report["tied_embeddings"] and report["tensor_types"]["Q8_0"] == 211
     parity = check_gguf(model, tokenizer, tmp_path / "model.gguf", "q8_0", [prompt], new_tokens=4)
-    assert parity["stored_tokens_equal"] and parity["agreement"] >= 0.9
+    assert parity["stored_tokens_equal"] and parity["agreement"] >= 0.85
     assert TorchGenerator(str(tmp_path / "model.gguf")).generate([prompt], 4).texts(tokenizer)[0].startswith(" Paris")
