@@ -192,9 +192,9 @@ def quantize(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = N
 @edge
 def export(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None,
            out: OutOpt = None, set_: SetOpt = None,
-           format: Annotated[Optional[str], typer.Option("--format", help="onnx or tensorrt")] = None,
+           format: Annotated[Optional[str], typer.Option("--format", help="onnx, tensorrt or gguf (causal LMs)")] = None,
            force: ForceOpt = False, quiet: QuietOpt = False):
-    """Export to ONNX (parity-checked, fused) or build a TensorRT engine."""
+    """Export to ONNX (parity-checked, fused), build a TensorRT engine, or write a causal LM as GGUF."""
     _quiet(quiet)
     cfg = build("export", recipe, set_, data=data, data_dir=data_dir,
                 extra=[f"export.format={format}"] if format else None)

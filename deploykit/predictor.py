@@ -70,7 +70,10 @@ def load(path: str | Path, runtime: str = "auto", threads: int | None = None, de
 
 
 def is_causal_lm(artifact: Artifact) -> bool:
-    """True for a decoder folder: its config names a *ForCausalLM architecture, or its recipe task is generation."""
+    """True for a decoder folder: its config names a *ForCausalLM architecture, or its recipe task is generation,
+    or it holds a GGUF export (only causal LMs are written as GGUF)."""
+    if artifact.format == "gguf":
+        return True
     data = (artifact.manifest.get("config") or {}).get("data") or {}
     if isinstance(data, dict) and data.get("task") == "generation":
         return True
@@ -99,6 +102,10 @@ def _load_generator(artifact: Artifact, runtime: str, threads: int | None, devic
     if max_length is not None:
         raise UserError(f"{artifact.path}: max_length applies to classifiers; a causal LM takes max_new_tokens "
                         "in generate()")
+    if artifact.format == "gguf":  # the file carries its tokenizer; transformers reads it dequantised, for torch
+        if runtime == "ort":
+            raise UserError(f"{artifact.path}: a GGUF export runs on runtime torch here (or in llama.cpp), not ort")
+        return load_generator(artifact.path / artifact.manifest.get("gguf_file", "model.gguf"), threads=threads)
     check_tokenizer_files(artifact.path)
     return load_generator(artifact.path, runtime=runtime, threads=threads)
 

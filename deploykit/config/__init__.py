@@ -76,6 +76,13 @@ class Recipe(Section):
                              f"set gate.metric: {' or '.join(allowed)}")
         return self
 
+    @model_validator(mode="after")
+    def _gguf_reads_pytorch(self) -> Recipe:
+        if self.export is not None and self.export.format == "gguf" and self.quantize is not None:
+            raise ValueError("export.format gguf writes the PyTorch model (llama.cpp quantizes it itself: "
+                             "export.gguf_type); after quantize its input would be the INT8 ONNX graph: drop quantize")
+        return self
+
     def stages(self) -> list[str]:
         """The stages present in this recipe, in the fixed order they run.
 

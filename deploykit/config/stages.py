@@ -177,13 +177,22 @@ class TensorRTConfig(Section):
 
 
 class ExportConfig(Section):
-    """`deploykit export`: ONNX (checked against PyTorch, fused) or a TensorRT engine.
+    """`deploykit export`: ONNX (checked against PyTorch, fused), a TensorRT engine, or for Llama-type causal LMs
+    one GGUF file for llama.cpp (deploykit/llm/gguf_export.py).
 
     In a recipe with a quantize section, `format: onnx` settings are those of quantize's float export (the
     graph it quantizes) and no export stage runs; `format: tensorrt` runs after quantize on its INT8 graph.
     """
 
-    format: Literal["onnx", "tensorrt"] = "onnx"
+    format: Literal["onnx", "tensorrt", "gguf"] = "onnx"
+    gguf_type: Literal["f16", "q8_0", "f32", "q2_k", "q3_k_m", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k"] = Field(
+        "f16", description="format gguf: f16 (default: what llama.cpp's converter writes and its quantizer reads; "
+        "checked token for token), q8_0 (half the size; greedy agreement gated by gguf_min_agreement), f32; the "
+        "K-quants need llama.cpp's llama-quantize on PATH")
+    gguf_min_agreement: float = Field(0.85, ge=0, le=1, description="format gguf: the least share of positions along "
+                                      "the PyTorch model's greedy answers to the parity prompts where the file predicts "
+                                      "the same next token (SmolLM2 q8_0: 0.909, one flip in 11; the margin lets a "
+                                      "near tie flip on a few prompts)")
     opset: int = Field(17, ge=17)
     atol: float = Field(1e-4, gt=0)
     optimize: bool = True

@@ -40,6 +40,7 @@ class Kind:
         gate_value: (recipe, artifact, task data) -> the gate metric of `artifact` on `recipe.gate.split`.
         runners: stage name -> a function that runs that whole stage for this kind, with the stage's own
             arguments (`bench` takes (recipe, artifacts, names, out_dir)); a stage not here runs its shared body.
+            `gguf` is export's `format: gguf`, which only a kind with a GGUF writer has (causal LMs).
         check_run: (recipe, stage names) -> None; raises UserError for a chain this kind cannot gate.
         predictor: (artifact, runtime=, threads=, device=, max_length=) -> what `deploykit.load` gives for a
             folder of this kind; None: the text classifier's `deploykit.predictor.ClassifierPredictor`.

@@ -1,6 +1,6 @@
 """Causal LMs (instruction SFT, answers scored by generation): every stage after finetune is its own runner in
 deploykit/llm/, because what it trains, cuts, quantizes and times differs throughout (KV cache, top-k KD, KV
-groups, 4-bit weights, TTFT and decode tokens/s)."""
+groups, 4-bit weights, TTFT and decode tokens/s). `gguf` is export's `format: gguf` (one file for llama.cpp)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,12 @@ def _export(recipe, parent, out_dir):
     return run(recipe, parent, out_dir)
 
 
+def _gguf(recipe, parent, out_dir):
+    from deploykit.llm.export_stage import run_gguf
+
+    return run_gguf(recipe, parent, out_dir)
+
+
 def _bench(recipe, artifacts, names, out_dir):
     from deploykit.llm.bench_stage import run_many
 
@@ -82,4 +88,5 @@ def _bench(recipe, artifacts, names, out_dir):
 
 KIND = Kind(name="generation", metric="exact_match", load_task=load_task, finetune_job=finetune_job,
             gate_value=gate_value, check_run=check_run,
-            runners={"distill": _distill, "prune": _prune, "quantize": _quantize, "export": _export, "bench": _bench})
+            runners={"distill": _distill, "prune": _prune, "quantize": _quantize, "export": _export, "gguf": _gguf,
+                     "bench": _bench})

@@ -1,8 +1,12 @@
-"""`deploykit export` for causal LMs: the decoder with its KV cache as graph inputs and outputs.
+"""`deploykit export` for causal LMs: the decoder with its KV cache as an ONNX graph, or one GGUF file.
 
     deploykit export --from runs/sst2-smollm2/prune --recipe recipes/sst2-smollm2.yaml --out runs/x/export
+    deploykit export --from runs/sst2-smollm2/prune --recipe recipes/sst2-smollm2.yaml --format gguf \\
+        --set export.gguf_type=q8_0 --out runs/x/gguf
 
-Parity is the same greedy tokens as PyTorch on up to 20 validation prompts (deploykit/llm/onnx_export.py).
+ONNX parity is the same greedy tokens as PyTorch on up to 20 validation prompts (deploykit/llm/onnx_export.py).
+GGUF (Llama-type models, deploykit/llm/gguf_export.py) is read back and compared on the same prompts
+(deploykit/llm/gguf_check.py); the folder holds model.gguf and the manifest.
 """
 
 from __future__ import annotations
@@ -13,25 +17,57 @@ from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe
 from deploykit.errors import UserError
 
+GGUF_FILE = "model.gguf"
+
+
+def _parity_prompts(recipe: Recipe, parent: Artifact, tokenizer) -> list[str]:
+    """Up to 20 validation prompts of the recipe's task, rendered as the model is fed them."""
+    from deploykit.llm.data import load_chat_task, render_prompt
+
+    if recipe.data is None:
+        raise UserError(f"export: {parent.path} is a causal LM, checked on the greedy answers to task prompts; "
+                        "give the recipe's data section (--recipe RECIPE or --data NAME_OR_PATH)")
+    return [render_prompt(tokenizer, p, recipe.data)
+            for p in load_chat_task(recipe.data).validation.prompts[: min(recipe.export.parity_samples, 20)]]
+
 
 def run(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
     """A causal LM with its KV cache as inputs/outputs; parity = the same greedy tokens on task prompts."""
     from transformers import AutoTokenizer
 
-    from deploykit.llm.data import load_chat_task, render_prompt
     from deploykit.llm.onnx_export import export_causal_lm
     from deploykit.onnx.ops import file_size
 
     cfg = recipe.export
-    if recipe.data is None:
-        raise UserError(f"export: {parent.path} is a causal LM, checked on the greedy answers to task prompts; "
-                        "give the recipe's data section (--recipe RECIPE or --data NAME_OR_PATH)")
     tokenizer = AutoTokenizer.from_pretrained(parent.path)
-    prompts = [render_prompt(tokenizer, p, recipe.data)
-               for p in load_chat_task(recipe.data).validation.prompts[: min(cfg.parity_samples, 20)]]
+    prompts = _parity_prompts(recipe, parent, tokenizer)
     with staging(out_dir) as tmp:
         report = export_causal_lm(parent.path, tokenizer, tmp, opset=cfg.opset, parity_prompts=prompts)
         metrics = {"parity": report["parity"], "size_bytes": file_size(tmp / "model.onnx")}
         manifest = write_manifest(tmp, stage="export", format="onnx", parent=parent,
                                   config=recipe.model_dump(include={"export"}), metrics=metrics, **report)
+    return Artifact(Path(out_dir).resolve(), manifest)
+
+
+def run_gguf(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
+    """A Llama-type causal LM as one GGUF file (export.gguf_type), read back and compared with PyTorch."""
+    from deploykit.console import log
+    from deploykit.llm.gguf_check import check_gguf
+    from deploykit.llm.gguf_export import check_exportable, write_gguf
+    from deploykit.models import load_causal_lm, load_config, load_tokenizer
+
+    cfg = recipe.export
+    source = str(parent.path)
+    check_exportable(load_config(source), cfg.gguf_type, source)  # one line before any weights load
+    tokenizer = load_tokenizer(source)
+    prompts = _parity_prompts(recipe, parent, tokenizer)
+    model = load_causal_lm(source)
+    with staging(out_dir) as tmp:
+        report = write_gguf(model, tokenizer, tmp / GGUF_FILE, cfg.gguf_type, name=Path(source).name)
+        parity = check_gguf(model, tokenizer, tmp / GGUF_FILE, cfg.gguf_type, prompts,
+                            min_agreement=cfg.gguf_min_agreement)
+        metrics = {"parity": parity, "size_bytes": report["size_bytes"]}
+        manifest = write_manifest(tmp, stage="export", format="gguf", parent=parent, gguf_file=GGUF_FILE,
+                                  config=recipe.model_dump(include={"export"}), metrics=metrics, **report)
+    log(f"export: {out_dir}/{GGUF_FILE}, {cfg.gguf_type}, {report['size_bytes'] / 2**20:.1f} MiB")
     return Artifact(Path(out_dir).resolve(), manifest)

@@ -325,8 +325,11 @@ class OrtGenerator(_Generator):
 
 
 def load_generator(folder, runtime: str = "auto", threads: int | None = None) -> TorchGenerator | OrtGenerator:
-    """A generator for a model folder: `ort`, `torch`, or `auto` (ORT when model.onnx is present)."""
+    """A generator for a model folder: `ort`, `torch`, or `auto` (ORT when model.onnx is present); a .gguf file
+    runs on torch (transformers dequantises it)."""
     folder = Path(folder)
+    if folder.suffix == ".gguf" and runtime in ("auto", "torch", "pytorch"):
+        return TorchGenerator(str(folder), threads=threads)
     if runtime == "auto":
         runtime = "ort" if (folder / "model.onnx").is_file() else "torch"
     if runtime in ("ort", "onnxruntime"):

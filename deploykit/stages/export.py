@@ -2,6 +2,7 @@
 
     deploykit export --from runs/sst2/finetune --data sst2 --out runs/sst2/export
     deploykit export --from runs/sst2/finetune --format tensorrt --set export.tensorrt.max_seq=128
+    deploykit export --from runs/chat/prune --recipe recipes/sst2-smollm2.yaml --format gguf   # llama.cpp
 
 ONNX goes through the TorchScript exporter (`dynamo=False`) with eager attention: measured on this
 stack, it is the only path whose graph ONNX Runtime's transformer optimizer fuses completely
@@ -36,6 +37,19 @@ def _parity_texts(recipe: Recipe, n: int) -> tuple[list[str] | None, list[str] |
     return split.texts, split.pairs, recipe.data.max_length
 
 
+def _gguf(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
+    """One GGUF file for llama.cpp, written by the kind that has a writer (causal LMs); refused elsewhere."""
+    if parent.format != "pytorch":
+        raise UserError(f"{parent.path} is an artifact of format {parent.format} (stage {parent.stage or 'unknown'}): "
+                        "export --format gguf writes a PyTorch causal-LM folder; give its PyTorch parent "
+                        "(the finetune, distill or prune output)")
+    task = recipe.data.task if recipe.data is not None else task_of(parent)
+    if (write := kind_of(task).runner("gguf")) is None:
+        raise UserError(f"export.format gguf is for Llama-type causal LMs; {parent.path} is a {task} model: "
+                        "use export.format onnx")
+    return write(recipe, parent, out_dir)
+
+
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """Export `parent` into `out_dir`: PyTorch to ONNX, PyTorch or ONNX to a TensorRT engine.
 
@@ -51,6 +65,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         from deploykit.tensorrt import run_tensorrt
 
         return run_tensorrt(recipe, parent, out_dir)
+    if cfg.format == "gguf":
+        return _gguf(recipe, parent, out_dir)
     if parent.format == "onnx":
         from deploykit.onnx.ops import load_onnx
 
