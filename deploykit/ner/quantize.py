@@ -35,8 +35,8 @@ def run(recipe, parent: Artifact, out_dir: Path, score: Callable[[Path, Path, ob
     """
     from deploykit.ner.align import encode_words
     from deploykit.onnx.export import copy_side_files, export_onnx
-    from deploykit.onnx.ops import file_size, graph_inputs, load_onnx, quantized_op_counts
-    from deploykit.quant.gate import gate
+    from deploykit.onnx.ops import graph_inputs, load_onnx, quantized_op_counts
+    from deploykit.quant.gate import gate, gate_metrics
     from deploykit.quant.int8 import Int8Settings, preprocess, quantize, sensitivity
 
     cfg = recipe.quantize
@@ -80,9 +80,7 @@ def run(recipe, parent: Artifact, out_dir: Path, score: Callable[[Path, Path, ob
                       pre, metric="f1")
         shutil.copy2(result.model, tmp / "model.onnx")
         copy_side_files(side, tmp, float_onnx.name)
-        metrics = {"validation": {"float": result.reference, "int8": result.metrics, "drop": result.tries[-1]["drop"]},
-                   "size_bytes": {"float": file_size(float_onnx), "int8": file_size(tmp / "model.onnx")},
-                   "quantized_ops": quantized_op_counts(load_onnx(tmp / "model.onnx", load_weights=False))}
+        metrics = gate_metrics(result, float_onnx, tmp / "model.onnx")
         if task.test is not None:
             metrics["test"] = {"float": score(side, pre, task.test), "int8": score(side, tmp / "model.onnx", task.test)}
         manifest = write_manifest(tmp, stage="quantize", format="onnx", parent=parent,

@@ -71,3 +71,13 @@ def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict]
                             f"{limit} nodes float; raise quantize.max_float_nodes or quantize.max_drop, "
                             "or try --mode static")
         k = min(max(1, 2 * k), limit)
+
+
+def gate_metrics(result: GateResult, float_onnx: Path, int8_onnx: Path) -> dict:
+    """The manifest's metrics of a gated INT8 graph, for every task kind: validation scores of the float and
+    INT8 graphs and the last try's drop, both files' sizes (bytes), and the INT8 graph's quantized op counts."""
+    from deploykit.onnx.ops import file_size, load_onnx, quantized_op_counts
+
+    return {"validation": {"float": result.reference, "int8": result.metrics, "drop": result.tries[-1]["drop"]},
+            "size_bytes": {"float": file_size(float_onnx), "int8": file_size(int8_onnx)},
+            "quantized_ops": quantized_op_counts(load_onnx(int8_onnx, load_weights=False))}

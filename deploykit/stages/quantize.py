@@ -121,8 +121,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
 
     from deploykit.data import fit_max_length, load_task
     from deploykit.onnx.export import copy_side_files
-    from deploykit.onnx.ops import file_size, graph_inputs, load_onnx, quantized_op_counts
-    from deploykit.quant.gate import gate
+    from deploykit.onnx.ops import graph_inputs
+    from deploykit.quant.gate import gate, gate_metrics
     from deploykit.quant.int8 import Int8Settings, preprocess, quantize, sensitivity
     from deploykit.windows import recorded, stride_for
 
@@ -169,9 +169,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         result = gate(cfg.max_drop, cfg.max_float_nodes, validation, int8, rank, pre)
         shutil.copy2(result.model, tmp / "model.onnx")
         copy_side_files(side, tmp, float_onnx.name)
-        metrics = {"validation": {"float": result.reference, "int8": result.metrics, "drop": result.tries[-1]["drop"]},
-                   "size_bytes": {"float": file_size(float_onnx), "int8": file_size(tmp / "model.onnx")},
-                   "quantized_ops": quantized_op_counts(load_onnx(tmp / "model.onnx", load_weights=False))}
+        metrics = gate_metrics(result, float_onnx, tmp / "model.onnx")
         if task.test is not None:
             metrics["test"] = {"float": _accuracy(pre, task.test, tokenizer, max_length, stride),
                                "int8": _accuracy(tmp / "model.onnx", task.test, tokenizer, max_length, stride)}
