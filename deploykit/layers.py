@@ -9,30 +9,22 @@ from __future__ import annotations
 
 import torch
 
+from deploykit.architectures import layer_count_field, layer_paths, resolve, supporting
 from deploykit.errors import UserError
-
-# config field that holds the layer count, per model_type; everything else uses num_hidden_layers
-LAYER_COUNT_FIELD = {"distilbert": "n_layers"}
 
 
 def layer_list(model) -> torch.nn.ModuleList:
-    """The ModuleList of transformer blocks (BERT/RoBERTa `encoder.layer`, DistilBERT `transformer.layer`,
-    Llama-type `model.layers`), found under any task head."""
+    """The ModuleList of transformer blocks, found under any task head at one of the architecture table's
+    `layers` paths (BERT `encoder.layer`, DistilBERT `transformer.layer`, Llama-type `layers`): by structure,
+    so a model type outside the table that keeps its layers the same way works too."""
     base = getattr(model, "base_model", model)
-    for path in ("encoder.layer", "transformer.layer", "layers", "model.layers"):
-        node = base
-        for part in path.split("."):
-            node = getattr(node, part, None)
-            if node is None:
-                break
+    # "model.layers": a causal LM whose base_model is the task model itself
+    for path in (*layer_paths(), "model.layers"):
+        node = resolve(base, path)
         if isinstance(node, torch.nn.ModuleList):
             return node
     raise UserError(f"{type(model).__name__}: cannot find its transformer layers "
-                    "(supported: BERT, RoBERTa, DistilBERT, Llama-type models)")
-
-
-def count_field(config) -> str:
-    return LAYER_COUNT_FIELD.get(getattr(config, "model_type", ""), "num_hidden_layers")
+                    f"(supported: {', '.join(supporting())})")
 
 
 def every_other(n_layers: int) -> list[int]:
@@ -66,7 +58,7 @@ def keep_layers(model, keep: list[int]):
     for name, child in parent.named_children():
         if child is layers:
             setattr(parent, name, kept)
-    setattr(model.config, count_field(model.config), len(keep))
+    setattr(model.config, layer_count_field(model.config), len(keep))
     if getattr(model.config, "layer_types", None):
         model.config.layer_types = [model.config.layer_types[i] for i in keep]
     return model

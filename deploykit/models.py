@@ -22,6 +22,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from deploykit.architectures import ARCHITECTURES
 from deploykit.errors import UserError
 
 PACKAGE_PREFIX = "package:"
@@ -214,7 +215,8 @@ def check_architecture(config, task: str, source: str) -> None:
     model_type = getattr(config, "model_type", None)
     what, auto, _ = TASK_MODELS[task]
     known = sorted(supported_model_types(task))
-    shown = ", ".join(k for k in ("bert", "roberta", "distilbert", "llama", "qwen2", "mistral") if k in known)
+    # examples: the architecture table's types that every stage takes, pruning included
+    shown = ", ".join(k for k, a in ARCHITECTURES.items() if (a.prune or a.decoder_prune) and k in known)
     if getattr(config, "is_encoder_decoder", False):
         raise UserError(f"model source {source!r}: model_type {model_type!r} is an encoder-decoder model; deploykit "
                         f"takes encoder or decoder-only models ({shown}, ...)")

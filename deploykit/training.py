@@ -15,24 +15,26 @@ from pathlib import Path
 
 import numpy as np
 
+from deploykit.architectures import layer_count_field, layer_paths
 from deploykit.config import TrainConfig
 from deploykit.console import log, quiet
 from deploykit.hardware import bf16_supported
 
-_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+# `.layer.3.` / `.layers.3.`: the last names of the architecture table's layer paths, then the index
+_LAYER = re.compile(rf"\.(?:{'|'.join(sorted({p.rsplit('.', 1)[-1] for p in layer_paths()}))})\.(\d+)\.")
 
 
 def layer_index(param_name: str) -> int | None:
-    """`bert.encoder.layer.3.attention...` -> 3 (BERT, RoBERTa, DistilBERT, Llama naming)."""
+    """`bert.encoder.layer.3.attention...` -> 3 (the naming of every entry of deploykit.architectures)."""
     m = _LAYER.search(param_name)
     return int(m.group(1)) if m else None
 
 
 def num_layers(config) -> int:
-    for key in ("num_hidden_layers", "n_layers", "num_layers"):
-        if getattr(config, key, None):
-            return int(getattr(config, key))
-    raise ValueError(f"cannot tell the layer count of a {type(config).__name__}")
+    n = getattr(config, layer_count_field(config), None)
+    if not n:
+        raise ValueError(f"cannot tell the layer count of a {type(config).__name__}")
+    return int(n)
 
 
 def world_info() -> tuple[int, int]:

@@ -54,7 +54,7 @@ class LoraConfig(Section):
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     target_modules: list[str] | None = Field(
-        default=None, description="module names to adapt; default: the attention projections peft knows for the architecture")
+        default=None, description="module names to adapt; default: the query/value projections of deploykit/architectures.py")
 
 
 class FinetuneConfig(TrainConfig):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from deploykit.architectures import supporting
 from deploykit.errors import UserError
 from deploykit.layers import check_indices, layer_list
 from deploykit.pruning.arch import Shape
@@ -37,7 +38,7 @@ def causal_shape(config) -> Shape:
     missing = [f for f in FIELDS if getattr(config, f, None) is None]
     if missing:
         raise UserError(f"prune: {getattr(config, 'model_type', '?')!r} is not a Llama-type decoder "
-                        f"(config lacks {', '.join(missing)}); supported: Llama, Qwen2, Mistral")
+                        f"(config lacks {', '.join(missing)}); supported: {', '.join(supporting('decoder_prune'))}")
     heads = config.num_attention_heads
     return Shape(layers=config.num_hidden_layers, hidden=config.hidden_size, heads=heads,
                  head_size=getattr(config, "head_dim", None) or config.hidden_size // heads,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploykit.architectures import supporting
 from deploykit.artifact import Artifact
 from deploykit.console import log
 from deploykit.errors import UserError
@@ -29,8 +30,6 @@ from deploykit.onnx.parity import BUILTIN_TEXTS, check_parity, parity_batches, t
 from deploykit.onnx.trim import can_trim, trimmed_last_layer
 
 MIN_OPSET = 17
-# architectures whose graphs ONNX Runtime's `bert` optimizer knows how to fuse
-FUSABLE = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert"}
 
 
 def _load_model(model_or_dir):
@@ -198,7 +197,8 @@ def export_onnx(model_or_dir, tokenizer, out_dir: str | Path, *, opset: int = MI
         report["static_shapes"] = _constant_shapes(onnx_path)
         report["parity"]["shapes"] = check_parity(onnx_path, reference, batches, atol, "shapes")
     model_type = model.config.model_type
-    if optimize and model_type in FUSABLE:
+    # the architecture table's `fuse`: graphs ONNX Runtime's `bert` optimizer knows how to fuse
+    if optimize and model_type in supporting("fuse"):
         fused_path = out_dir / "model.fused.onnx"
         report["fused_ops"] = fuse(onnx_path, fused_path, model.config, embeddings=fuse_embeddings)
         report["parity"]["optimize"] = check_parity(fused_path, reference, batches, atol, "optimize")

@@ -22,7 +22,8 @@ from __future__ import annotations
 import inspect
 from contextlib import contextmanager
 
-from deploykit.onnx.trim import TRIMMABLE, encoder_layers, layer_parts
+from deploykit.architectures import ARCHITECTURES, supporting
+from deploykit.onnx.trim import encoder_layers, layer_parts
 
 
 def _packed_encoder_module(parts: list, holder: dict, trim: bool):
@@ -86,8 +87,8 @@ def _packed_encoder_module(parts: list, holder: dict, trim: bool):
 def can_pack(model, tokenizer, input_names: list[str]) -> str | None:
     """None when `model` can be packed, else the reason it cannot."""
     model_type = getattr(model.config, "model_type", None)
-    if model_type not in TRIMMABLE:
-        return f"model type {model_type!r} (known: {sorted(TRIMMABLE)})"
+    if model_type not in supporting("trim"):
+        return f"model type {model_type!r} (known: {supporting('trim')})"
     if "attention_mask" not in input_names:
         return "no attention_mask input"
     if getattr(tokenizer, "padding_side", "right") != "right":
@@ -101,7 +102,7 @@ def packed_encoder(model, trim: bool = True):
     its last layer (eval mode: dropout is skipped); the original encoder is put back on exit."""
     model_type = model.config.model_type
     base = model.base_model
-    attr = "transformer" if model_type == "distilbert" else "encoder"
+    attr = ARCHITECTURES[model_type].layers.rpartition(".")[0]  # the encoder module the layers sit in
     original = getattr(base, attr)
     holder: dict = {}
     parts = [layer_parts(layer, model_type) for layer in encoder_layers(model, model_type)]

@@ -15,11 +15,12 @@ ops (bench/README.md). The export's parity check against the untouched PyTorch m
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-# architectures whose sequence-classification head reads position 0 of the last hidden state, and
-# whose layers `layer_parts` knows; anything else exports untouched
-TRIMMABLE = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"}
+from deploykit.architectures import ARCHITECTURES, architecture, resolve, supporting
+
+# the architectures it applies to are those of deploykit.architectures with an `encoder_layer` (their
+# sequence-classification head reads position 0 of the last hidden state); anything else exports untouched
 
 
 @dataclass
@@ -39,22 +40,15 @@ class LayerParts:
 
 
 def layer_parts(layer, model_type: str) -> LayerParts:
-    """The modules of one encoder layer of a `TRIMMABLE` architecture (shared with `deploykit.onnx.packing`)."""
-    if model_type == "distilbert":
-        att = layer.attention
-        return LayerParts(att.q_lin, att.k_lin, att.v_lin, att.n_heads, att.attention_head_size, att.out_lin,
-                          layer.sa_layer_norm, layer.ffn.lin1, layer.ffn.activation, layer.ffn.lin2,
-                          layer.output_layer_norm)
-    att = layer.attention.self
-    return LayerParts(att.query, att.key, att.value, att.num_attention_heads, att.attention_head_size,
-                      layer.attention.output.dense, layer.attention.output.LayerNorm, layer.intermediate.dense,
-                      layer.intermediate.intermediate_act_fn, layer.output.dense, layer.output.LayerNorm)
+    """The modules of one encoder layer, at the paths its architecture's `encoder_layer` names (shared with
+    `deploykit.onnx.packing`)."""
+    names = ARCHITECTURES[model_type].encoder_layer
+    return LayerParts(**{f.name: resolve(layer, getattr(names, f.name)) for f in fields(LayerParts)})
 
 
 def encoder_layers(model, model_type: str):
-    """The ModuleList of encoder layers (DistilBERT keeps them under `transformer`)."""
-    base = model.base_model
-    return base.transformer.layer if model_type == "distilbert" else base.encoder.layer
+    """The ModuleList of encoder layers, at its architecture's `layers` path."""
+    return resolve(model.base_model, ARCHITECTURES[model_type].layers)
 
 
 def _first_token_layer(parts: LayerParts):
@@ -95,7 +89,8 @@ def _first_token_layer(parts: LayerParts):
 
 
 def can_trim(model) -> bool:
-    return getattr(model.config, "model_type", None) in TRIMMABLE and len(encoder_layers(model, model.config.model_type)) > 0
+    model_type = getattr(model.config, "model_type", None)
+    return model_type in supporting("trim") and len(encoder_layers(model, model_type)) > 0
 
 
 @contextmanager
@@ -103,8 +98,9 @@ def trimmed_last_layer(model):
     """Within the block, `model`'s last encoder layer outputs position 0 only (the model must be in eval
     mode: dropout is skipped); the original layer is put back on exit."""
     model_type = model.config.model_type
+    architecture(model_type, "trim")  # a one-line ValueError naming the types it knows
     if not can_trim(model):
-        raise ValueError(f"no last-layer trim for model type {model_type!r}; known: {sorted(TRIMMABLE)}")
+        raise ValueError(f"no last-layer trim for model type {model_type!r}: it has no layers")
     layers = encoder_layers(model, model_type)
     original = layers[-1]
     layers[-1] = _first_token_layer(layer_parts(original, model_type))

@@ -3,8 +3,8 @@
     arch = arch_of(model)            # Arch for BERT, RoBERTa, DistilBERT or Llama-type models
     shape_of(model)                  # Shape(layers=6, hidden=384, heads=12, head_size=32, ffn=1536, vocab=30522, kv_heads=12)
 
-One dict literal maps a config's `model_type` to its field and module names; nothing else
-in deploykit.pruning depends on an architecture's naming.
+The field and module names come from the one architecture table (`deploykit.architectures`, an entry's
+`prune`); nothing else in deploykit.pruning depends on an architecture's naming.
 """
 
 from __future__ import annotations
@@ -15,50 +15,18 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from deploykit.architectures import Arch, architecture, layer_count_field
 from deploykit.errors import UserError
-from deploykit.layers import count_field, layer_list
-
-
-@dataclass(frozen=True)
-class Arch:
-    """Names of one architecture's config fields and modules (module paths are relative to a layer)."""
-
-    hidden: str                       # config field of the residual width
-    heads: str                        # config field of the attention head count
-    ffn: str                          # config field of the FFN intermediate width
-    query: str                        # query projection, the root of a head group
-    ffn_in: tuple[str, ...]           # FFN projections whose output rows are the intermediate neurons
-    attention: str                    # attention module whose head-count attributes follow the pruning
-    head_attrs: tuple[str, ...]       # its attributes that hold the head count
-    all_head_attrs: tuple[str, ...]   # its attributes that hold heads x head size
-    explicit_head_dim: bool = False   # config carries head_dim, so fewer heads alone is expressible
-    dense_head: str | None = None     # hidden->hidden layer after the encoder (pooler), from the model root
-
-
-BERT = dict(hidden="hidden_size", heads="num_attention_heads", ffn="intermediate_size",
-            query="attention.self.query", ffn_in=("intermediate.dense",), attention="attention.self",
-            head_attrs=("num_attention_heads",), all_head_attrs=("all_head_size",))
-
-ARCHS = {
-    "bert": Arch(**BERT, dense_head="bert.pooler.dense"),
-    "roberta": Arch(**BERT, dense_head="classifier.dense"),
-    "distilbert": Arch(hidden="dim", heads="n_heads", ffn="hidden_dim", query="attention.q_lin",
-                       ffn_in=("ffn.lin1",), attention="attention", head_attrs=("n_heads",),
-                       all_head_attrs=("dim",), dense_head="pre_classifier"),
-    "llama": Arch(hidden="hidden_size", heads="num_attention_heads", ffn="intermediate_size",
-                  query="self_attn.q_proj", ffn_in=("mlp.gate_proj", "mlp.up_proj"), attention="self_attn",
-                  head_attrs=(), all_head_attrs=(), explicit_head_dim=True),
-}
+from deploykit.layers import layer_list
 
 
 def arch_of(model_or_config) -> Arch:
-    """The Arch entry for a model or config; a UserError names the supported types otherwise."""
-    config = getattr(model_or_config, "config", model_or_config)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in ARCHS:
-        raise UserError(f"prune: architecture {model_type!r} is not supported "
-                        f"(supported: {', '.join(sorted(ARCHS))})")
-    return ARCHS[model_type]
+    """The architecture table's entry for a model or config that structured pruning supports (its names are
+    in `Arch.prune`); a UserError names the supported types otherwise."""
+    try:
+        return architecture(model_or_config, "prune")
+    except ValueError as err:
+        raise UserError(f"prune: {err}") from None
 
 
 @dataclass
@@ -82,7 +50,7 @@ def shape_of(model_or_config) -> Shape:
     arch = arch_of(config)
     hidden, heads = getattr(config, arch.hidden), getattr(config, arch.heads)
     head_size = getattr(config, "head_dim", None) if arch.explicit_head_dim else None
-    return Shape(layers=getattr(config, count_field(config)), hidden=hidden, heads=heads,
+    return Shape(layers=getattr(config, layer_count_field(config)), hidden=hidden, heads=heads,
                  head_size=head_size or hidden // heads, ffn=getattr(config, arch.ffn),
                  vocab=config.vocab_size, kv_heads=getattr(config, "num_key_value_heads", None) or heads)
 
@@ -102,22 +70,22 @@ def sync_config(model) -> None:
     layers = layer_list(model)
     if len(layers):
         first = layers[0]
-        query = sub(first, arch.query)
+        query = sub(first, arch.prune.query)
         head_size = shape_of(config).head_size
         heads = query.out_features // head_size
         setattr(config, arch.heads, heads)
-        setattr(config, arch.ffn, sub(first, arch.ffn_in[0]).out_features)
+        setattr(config, arch.ffn, sub(first, arch.prune.ffn_in[0]).out_features)
         for layer in layers:
-            attention = sub(layer, arch.attention)
-            for name in arch.head_attrs:
+            attention = sub(layer, arch.prune.attention)
+            for name in arch.prune.head_attrs:
                 setattr(attention, name, heads)
-            for name in arch.all_head_attrs:
+            for name in arch.prune.all_head_attrs:
                 setattr(attention, name, heads * head_size)
         if arch.explicit_head_dim and hasattr(config, "num_key_value_heads"):
-            kv_heads = sub(first, "self_attn.k_proj").out_features // head_size
+            kv_heads = sub(first, arch.prune.key).out_features // head_size
             config.num_key_value_heads = kv_heads
             for layer in layers:
-                sub(layer, arch.attention).num_key_value_groups = heads // kv_heads
+                sub(layer, arch.prune.attention).num_key_value_groups = heads // kv_heads
     setattr(config, arch.hidden, model.get_input_embeddings().embedding_dim)
     config.vocab_size = model.get_input_embeddings().num_embeddings
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
+from deploykit.architectures import Arch
 from deploykit.config import PruneConfig
 from deploykit.errors import UserError
 from deploykit.layers import check_indices, keep_layers, layer_list
-from deploykit.pruning.arch import Arch, Shape, arch_of, sub, sync_config
+from deploykit.pruning.arch import Shape, arch_of, sub, sync_config
 from deploykit.pruning.importance import accumulate_gradients, group_importance, layer_scores
 
 
@@ -205,7 +206,7 @@ def prune_ffn(model, graph, arch: Arch, n_keep: int, importance, kept: Kept) -> 
     import torch_pruning as tp
 
     for i, layer in enumerate(layer_list(model)):
-        root = sub(layer, arch.ffn_in[0])
+        root = sub(layer, arch.prune.ffn_in[0])
         if root.out_features > n_keep:
             drop = _prune_least(graph, root, tp.prune_linear_out_channels, root.out_features, n_keep, importance)
             kept.ffn[i] = _drop(kept.ffn[i], drop)
@@ -216,7 +217,7 @@ def prune_heads(model, graph, arch: Arch, n_keep: int, head_size: int, importanc
     import torch_pruning as tp
 
     for i, layer in enumerate(layer_list(model)):
-        query = sub(layer, arch.query)
+        query = sub(layer, arch.prune.query)
         if query.out_features // head_size > n_keep:
             drop = _prune_least(graph, query, tp.prune_linear_out_channels, query.out_features, n_keep,
                                 importance, block=head_size)
@@ -234,7 +235,7 @@ def prune_residual(model, graph, arch: Arch, n_keep: int, importance, kept: Kept
     drop = _prune_least(graph, embeddings, tp.prune_embedding_out_channels, embeddings.embedding_dim, n_keep,
                         importance)
     kept.channels = _drop(kept.channels, drop)
-    if arch.dense_head is not None:
+    if arch.prune.dense_head is not None:
         # the config sizes the pooler (hidden -> hidden) with the same hidden_size
-        dense = model.get_submodule(arch.dense_head)
+        dense = model.get_submodule(arch.prune.dense_head)
         _prune_least(graph, dense, tp.prune_linear_out_channels, dense.out_features, n_keep, importance)

@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+from deploykit.architectures import default_lora_targets
 from deploykit.artifact import Artifact, staging, work_dir, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
@@ -48,13 +49,11 @@ def _freeze(model, freeze_embeddings: bool, freeze_layers: int) -> int:
     return frozen
 
 
-# attention query/value projections by naming family (BERT/RoBERTa, DistilBERT, Llama-type)
-LORA_TARGETS = (["query", "value"], ["q_lin", "v_lin"], ["q_proj", "v_proj"])
-
-
 def _lora_targets(model) -> list[str] | None:
+    """The first of the architecture table's LoRA target sets (attention query/value projections) whose
+    modules the model has: by name, so a type outside the table with the same naming gets one too."""
     leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    return next((t for t in LORA_TARGETS if set(t) <= leaf_names), None)
+    return next((list(t) for t in default_lora_targets() if set(t) <= leaf_names), None)
 
 
 def _apply_lora(model, cfg, task_type: str):
