@@ -17,8 +17,9 @@ import numpy as np
 
 from deploykit.architectures import layer_count_field, layer_paths
 from deploykit.config import TrainConfig
-from deploykit.console import log, quiet
+from deploykit.console import quiet
 from deploykit.hardware import bf16_supported
+from deploykit.training_callbacks import EpochLog, Stopping, early_stopping
 
 # `.layer.3.` / `.layers.3.`: the last names of the architecture table's layer paths, then the index
 _LAYER = re.compile(rf"\.(?:{'|'.join(sorted({p.rsplit('.', 1)[-1] for p in layer_paths()}))})\.(\d+)\.")
@@ -274,108 +275,6 @@ def _trainer_class(base, layer_decay: float, head_lr: float | None = None, head:
     return GroupedLRTrainer
 
 
-class _EpochLog:
-    """Prints one line per evaluation during training (epoch, accuracy, macro-F1) through deploykit's
-    console. Evaluations after training (the kept checkpoint, the test split) are the stage's own summary
-    line: logged here they would carry the last epoch's number and, for the test split, no `eval_` keys."""
-
-    def __init__(self, stage: str):
-        from transformers import TrainerCallback
-
-        class CB(TrainerCallback):
-            training = False
-
-            def on_train_begin(self, args, state, control, **kw):
-                self.training = True
-
-            def on_train_end(self, args, state, control, **kw):
-                self.training = False
-
-            def on_evaluate(self, args, state, control, metrics=None, **kw):
-                if not self.training:
-                    return
-                if state.is_world_process_zero and metrics and "eval_accuracy" not in metrics:
-                    log(f"{stage}: epoch {state.epoch:.2f} loss {metrics.get('eval_loss', float('nan')):.4f}")
-                elif state.is_world_process_zero and metrics:
-                    log(f"{stage}: epoch {state.epoch:.2f} accuracy {metrics['eval_accuracy']:.2f} "
-                        f"macro-F1 {metrics.get('eval_macro_f1', float('nan')):.2f} "
-                        f"loss {metrics.get('eval_loss', float('nan')):.4f}")
-
-        self.callback = CB()
-
-
-def _early_stopping(base):
-    """EarlyStoppingCallback that ignores evaluations without the validation metric (the stages' test-split
-    evaluation after training, `metric_key_prefix="test"`), which it would otherwise warn about."""
-
-    class EarlyStopping(base):
-        def on_evaluate(self, args, state, control, metrics=None, **kw):
-            name = args.metric_for_best_model
-            if metrics is None or (name if name.startswith("eval_") else f"eval_{name}") not in metrics:
-                return
-            super().on_evaluate(args, state, control, metrics=metrics, **kw)
-
-    return EarlyStopping
-
-
-class _Stopping:
-    """Stops training at the wall-clock budget and says why training stopped (one log line, `.reason`).
-
-    The budget is checked after every optimizer step; the step that passes it is evaluated and saved, so
-    the best checkpoint so far (that one included) is what the Trainer loads at the end.
-    """
-
-    def __init__(self, stage: str, cfg: TrainConfig, early, metric: str, has_eval: bool):
-        import time
-
-        from transformers import TrainerCallback
-
-        outer = self
-        self.reason: str | None = None
-
-        class CB(TrainerCallback):
-            start = 0.0
-
-            def on_train_begin(self, args, state, control, **kw):
-                self.start = time.monotonic()
-                outer.reason = None
-
-            def on_step_end(self, args, state, control, **kw):
-                if cfg.max_minutes and time.monotonic() - self.start > cfg.max_minutes * 60:
-                    outer.reason = f"the wall-clock budget of {cfg.max_minutes:g} min (max_minutes) ran out"
-                    control.should_training_stop = True
-                    control.should_save = True
-                    control.should_evaluate = has_eval
-
-            def on_evaluate(self, args, state, control, metrics=None, **kw):
-                if early is not None and early.early_stopping_patience_counter >= early.early_stopping_patience \
-                        and outer.reason is None:
-                    outer.reason = (f"validation {metric} did not improve for {early.early_stopping_patience} "
-                                    "evaluations (early_stopping_patience)")
-
-            def on_train_end(self, args, state, control, **kw):
-                if outer.reason is None:
-                    if args.max_steps > 0 and state.global_step >= args.max_steps:
-                        outer.reason = f"max_steps {args.max_steps} reached"
-                    elif cfg.epochs == "auto":
-                        waited = early.early_stopping_patience_counter if early is not None else 0
-                        # "still improving" only when the last evaluation was the best so far
-                        trend = ("still improving" if not waited else
-                                 f"the last {waited} evaluation(s) did not improve (early_stopping_patience "
-                                 f"{early.early_stopping_patience})")
-                        outer.reason = f"the cap of max_epochs {cfg.max_epochs:g} reached, {trend}"
-                    else:
-                        outer.reason = f"the {cfg.epochs:g} epochs asked for are done"
-                if state.is_world_process_zero:
-                    best = ""
-                    if state.best_metric is not None and state.best_model_checkpoint:
-                        best = (f"; keeps the best evaluation ({Path(state.best_model_checkpoint).name}, "
-                                f"{metric} {state.best_metric:.4g})")
-                    log(f"{stage}: stopped at epoch {state.epoch or 0:.2f}: {outer.reason}{best}")
-
-        self.callback = CB()
-
-
 def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval_ds, *, layer_decay: float = 1.0,
                   stage: str = "finetune", trainer_cls=None, collator=None, best_metric: str = "accuracy",
                   head_lr: float | None = None, head: frozenset[str] = frozenset(), **trainer_kwargs):
@@ -404,12 +303,12 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
         n_rows = None
     args = training_args(cfg, Path(work), has_eval=has_eval, n_rows=n_rows, metric_for_best_model=best_metric,
                          greater_is_better=not by_loss)
-    callbacks = [_EpochLog(stage).callback]
+    callbacks = [EpochLog(stage).callback]
     early = None
     if cfg.early_stopping_patience and has_eval:
-        early = _early_stopping(EarlyStoppingCallback)(early_stopping_patience=cfg.early_stopping_patience)
+        early = early_stopping(EarlyStoppingCallback)(early_stopping_patience=cfg.early_stopping_patience)
         callbacks.append(early)
-    stopping = _Stopping(stage, cfg, early, best_metric, has_eval)
+    stopping = Stopping(stage, cfg, early, best_metric, has_eval)
     callbacks.append(stopping.callback)
     cls = _float32_results(_trainer_class(trainer_cls or Trainer, layer_decay, head_lr, head))
     trainer = cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,

@@ -1,0 +1,113 @@
+"""The Trainer callbacks every training stage gets (deploykit/training.py's build_trainer adds them): one log
+line per evaluation, early stopping that ignores the test-split evaluation, and the wall-clock budget with the
+one line that says why training stopped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploykit.config import TrainConfig
+from deploykit.console import log
+
+
+class EpochLog:
+    """Prints one line per evaluation during training (epoch, accuracy, macro-F1) through deploykit's
+    console. Evaluations after training (the kept checkpoint, the test split) are the stage's own summary
+    line: logged here they would carry the last epoch's number and, for the test split, no `eval_` keys."""
+
+    def __init__(self, stage: str):
+        from transformers import TrainerCallback
+
+        class CB(TrainerCallback):
+            training = False
+
+            def on_train_begin(self, args, state, control, **kw):
+                self.training = True
+
+            def on_train_end(self, args, state, control, **kw):
+                self.training = False
+
+            def on_evaluate(self, args, state, control, metrics=None, **kw):
+                if not self.training:
+                    return
+                if state.is_world_process_zero and metrics and "eval_accuracy" not in metrics:
+                    log(f"{stage}: epoch {state.epoch:.2f} loss {metrics.get('eval_loss', float('nan')):.4f}")
+                elif state.is_world_process_zero and metrics:
+                    log(f"{stage}: epoch {state.epoch:.2f} accuracy {metrics['eval_accuracy']:.2f} "
+                        f"macro-F1 {metrics.get('eval_macro_f1', float('nan')):.2f} "
+                        f"loss {metrics.get('eval_loss', float('nan')):.4f}")
+
+        self.callback = CB()
+
+
+def early_stopping(base):
+    """EarlyStoppingCallback that ignores evaluations without the validation metric (the stages' test-split
+    evaluation after training, `metric_key_prefix="test"`), which it would otherwise warn about."""
+
+    class EarlyStopping(base):
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            name = args.metric_for_best_model
+            if metrics is None or (name if name.startswith("eval_") else f"eval_{name}") not in metrics:
+                return
+            super().on_evaluate(args, state, control, metrics=metrics, **kw)
+
+    return EarlyStopping
+
+
+class Stopping:
+    """Stops training at the wall-clock budget and says why training stopped (one log line, `.reason`).
+
+    The budget is checked after every optimizer step; the step that passes it is evaluated and saved, so
+    the best checkpoint so far (that one included) is what the Trainer loads at the end.
+    """
+
+    def __init__(self, stage: str, cfg: TrainConfig, early, metric: str, has_eval: bool):
+        import time
+
+        from transformers import TrainerCallback
+
+        outer = self
+        self.reason: str | None = None
+
+        class CB(TrainerCallback):
+            start = 0.0
+
+            def on_train_begin(self, args, state, control, **kw):
+                self.start = time.monotonic()
+                outer.reason = None
+
+            def on_step_end(self, args, state, control, **kw):
+                if cfg.max_minutes and time.monotonic() - self.start > cfg.max_minutes * 60:
+                    outer.reason = f"the wall-clock budget of {cfg.max_minutes:g} min (max_minutes) ran out"
+                    control.should_training_stop = True
+                    control.should_save = True
+                    control.should_evaluate = has_eval
+
+            def on_evaluate(self, args, state, control, metrics=None, **kw):
+                if early is not None and early.early_stopping_patience_counter >= early.early_stopping_patience \
+                        and outer.reason is None:
+                    outer.reason = (f"validation {metric} did not improve for {early.early_stopping_patience} "
+                                    "evaluations (early_stopping_patience)")
+
+            def on_train_end(self, args, state, control, **kw):
+                if outer.reason is None:
+                    if args.max_steps > 0 and state.global_step >= args.max_steps:
+                        outer.reason = f"max_steps {args.max_steps} reached"
+                    elif cfg.epochs == "auto":
+                        waited = early.early_stopping_patience_counter if early is not None else 0
+                        # "still improving" only when the last evaluation was the best so far
+                        trend = ("still improving" if not waited else
+                                 f"the last {waited} evaluation(s) did not improve (early_stopping_patience "
+                                 f"{early.early_stopping_patience})")
+                        outer.reason = f"the cap of max_epochs {cfg.max_epochs:g} reached, {trend}"
+                    else:
+                        outer.reason = f"the {cfg.epochs:g} epochs asked for are done"
+                if state.is_world_process_zero:
+                    best = ""
+                    if state.best_metric is not None and state.best_model_checkpoint:
+                        best = (f"; keeps the best evaluation ({Path(state.best_model_checkpoint).name}, "
+                                f"{metric} {state.best_metric:.4g})")
+                    log(f"{stage}: stopped at epoch {state.epoch or 0:.2f}: {outer.reason}{best}")
+
+        self.callback = CB()
