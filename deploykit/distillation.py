@@ -78,6 +78,13 @@ def warn_if_larger(student, teacher) -> tuple[int, int]:
     return n_s, n_t
 
 
+def describe(teacher, student, n_teacher: int, n_student: int, kept, cfg: DistillConfig, data: str) -> str:
+    """The distill stage's opening line: both models' sizes and depths, how the student was made, the data."""
+    return (f"distill: teacher {n_teacher / 1e6:.1f}M params / {num_layers(teacher.config)} layers -> student "
+            f"{n_student / 1e6:.1f}M / {num_layers(student.config)} layers"
+            + (f" (teacher layers {kept})" if kept else f" ({cfg.student})") + f", {data}")
+
+
 def save_student(model, tokenizer, recipe: Recipe, parent: Artifact | None, out_dir: Path, metrics: dict,
                  labels: list[str] | None, *, teacher: dict, kept: list[int] | None, layer_map,
                  max_length: int | None = None, stride: int | None = None) -> dict:

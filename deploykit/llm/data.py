@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from deploykit.config import DataConfig
 from deploykit.data import SPLIT_STEMS, _find_file, _label_vocab, _local_folder, usable_positions
-from deploykit.records import column, label_keys, read_rows, where
 from deploykit.errors import UserError
+from deploykit.records import column, label_keys, read_rows, where
 
 PLAIN_ANSWER = "\nAnswer: "  # prompt/response separator when data.chat_template is false
 
@@ -107,14 +107,9 @@ def _rows_local(cfg: DataConfig, folder) -> tuple[dict[str, list[dict]], dict[st
 
 
 def _rows_hub(cfg: DataConfig) -> tuple[dict[str, list[dict]], dict[str, str]]:
-    try:
-        import datasets
+    from deploykit.data import hub_dataset
 
-        ds = datasets.load_dataset(cfg.name, cfg.hub_config)
-    except Exception as err:  # noqa: BLE001 - hub failures come in many types; all mean "not available"
-        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise UserError(f"dataset {cfg.name!r}: not found locally nor on the hub ({reason}); "
-                        "set data.data_dir to a local mirror or data.path to your files") from None
+    ds = hub_dataset(cfg)
     names = {"train": "train", "validation": "validation", "test": "test"}
     return ({ours: [dict(r) for r in ds[hub]] for ours, hub in names.items() if hub in ds},
             {ours: f"hub:{cfg.name}/{hub}" for ours, hub in names.items() if hub in ds})

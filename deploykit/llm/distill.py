@@ -44,7 +44,7 @@ def build_causal_student(cfg, teacher, tokenizer, trust_remote_code: bool):
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     from transformers import set_seed
 
-    from deploykit.distillation import save_student, teacher_source, warn_if_larger
+    from deploykit.distillation import describe, save_student, teacher_source, warn_if_larger
     from deploykit.llm.data import SFTCollator, check_chat_template, load_chat_task, pad_id, sft_dataset
     from deploykit.llm.kd import CausalDistillTrainer
     from deploykit.llm.quality import evaluate_causal
@@ -72,10 +72,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
                             best_metric="loss", teacher=teacher, temperature=cfg.temperature, alpha_kd=cfg.alpha_kd,
                             alpha_ce=cfg.alpha_ce, alpha_hidden=cfg.alpha_hidden, layer_map=layer_map,
                             cache_teacher_logits=cfg.cache_teacher_logits, topk=cfg.topk)
-    log(f"distill: teacher {n_teacher / 1e6:.1f}M params / {num_layers(teacher.config)} layers -> student "
-        f"{n_student / 1e6:.1f}M / {num_layers(student.config)} layers"
-        + (f" (teacher layers {kept})" if kept else f" ({cfg.student})")
-        + f", {len(task.train)} train / {len(task.validation)} validation prompts, top-{cfg.topk} teacher")
+    log(describe(teacher, student, n_teacher, n_student, kept, cfg,
+                 f"{len(task.train)} train / {len(task.validation)} validation prompts, top-{cfg.topk} teacher"))
     start = time.time()
     result = trainer.train()
     seconds = time.time() - start

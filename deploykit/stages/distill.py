@@ -24,7 +24,14 @@ import numpy as np
 from deploykit.artifact import Artifact
 from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
-from deploykit.distillation import check_tokenizer, save_student, student_from_teacher, teacher_source, warn_if_larger
+from deploykit.distillation import (
+    check_tokenizer,
+    describe,
+    save_student,
+    student_from_teacher,
+    teacher_source,
+    warn_if_larger,
+)
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
 from deploykit.training import build_trainer, check_replicas, num_layers, training_record
@@ -129,10 +136,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
                             alpha_hidden=cfg.alpha_hidden, alpha_attention=cfg.alpha_attention,
                             layer_map=layer_map, cache_teacher_logits=cfg.cache_teacher_logits)
     pool_metrics_of(trainer, evals["validation"])  # windows: keep the checkpoint best per text
-    log(f"distill: teacher {n_teacher / 1e6:.1f}M params / {num_layers(teacher.config)} layers -> student "
-        f"{n_student / 1e6:.1f}M / {num_layers(student.config)} layers"
-        + (f" (teacher layers {kept})" if kept else f" ({cfg.student})")
-        + f", {len(task.train)} train / {len(task.validation)} validation rows, bf16 {trainer.args.bf16}")
+    log(describe(teacher, student, n_teacher, n_student, kept, cfg,
+                 f"{len(task.train)} train / {len(task.validation)} validation rows, bf16 {trainer.args.bf16}"))
     start = time.time()
     result = trainer.train()
     seconds = time.time() - start
