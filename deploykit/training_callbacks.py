@@ -92,15 +92,15 @@ class Stopping:
 
             def on_train_end(self, args, state, control, **kw):
                 if outer.reason is None:
+                    waited = early.early_stopping_patience_counter if early is not None else 0
+                    # "still improving" only when the last evaluation was the best so far
+                    trend = ("" if cfg.epochs != "auto" else ", still improving" if not waited else
+                             f", the last {waited} evaluation(s) did not improve (early_stopping_patience "
+                             f"{early.early_stopping_patience})")
                     if args.max_steps > 0 and state.global_step >= args.max_steps:
-                        outer.reason = f"max_steps {args.max_steps} reached"
+                        outer.reason = f"the step budget max_steps {args.max_steps} reached{trend}"
                     elif cfg.epochs == "auto":
-                        waited = early.early_stopping_patience_counter if early is not None else 0
-                        # "still improving" only when the last evaluation was the best so far
-                        trend = ("still improving" if not waited else
-                                 f"the last {waited} evaluation(s) did not improve (early_stopping_patience "
-                                 f"{early.early_stopping_patience})")
-                        outer.reason = f"the cap of max_epochs {cfg.max_epochs:g} reached, {trend}"
+                        outer.reason = f"the cap of max_epochs {cfg.max_epochs:g} reached{trend}"
                     else:
                         outer.reason = f"the {cfg.epochs:g} epochs asked for are done"
                 if state.is_world_process_zero:

@@ -162,6 +162,14 @@ def test_at_the_cap_a_run_whose_last_evaluations_did_not_improve_is_not_called_i
     assert "did not improve" in trainer.stopping.reason and "still improving" not in trainer.stopping.reason
 
 
+def test_a_step_budget_caps_epochs_auto_and_says_so(tiny_bert, tiny_task, tmp_path):
+    # the default recipe caps training in steps (the same compute on any data), not epochs
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", max_steps=3, early_stopping_patience=100)
+    trainer.train()
+    assert trainer.state.global_step == 3
+    assert trainer.stopping.reason.startswith("the step budget max_steps 3 reached, ")
+
+
 def test_the_wall_clock_budget_stops_training_and_keeps_an_evaluated_checkpoint(tiny_bert, tiny_task, tmp_path):
     trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", max_minutes=1e-6, eval_steps=1000, max_epochs=50)
     trainer.train()
