@@ -230,7 +230,8 @@ def is_autocast_wrapped(model) -> bool:
 
 
 def _float32_results(base):
-    """`base` Trainer whose evaluations run in float32 and whose `train()` hands back an unwrapped model.
+    """`base` Trainer whose evaluations run in float32, in dataset order, and whose `train()` hands back an
+    unwrapped model.
 
     bf16 changes only the training steps: the per-epoch evaluation that picks the best checkpoint, the
     scores a stage writes into its manifest and everything done with the model afterwards see the same
@@ -238,6 +239,16 @@ def _float32_results(base):
     """
 
     class Float32Results(base):
+        def _get_eval_sampler(self, eval_dataset):
+            # transformers 5 batches evaluation by length too when training does (train_sampling_strategy
+            # group_by_length): predictions then come back permuted, and every score that maps them back to
+            # rows by position (a text's windows pooled, a sentence's tagged words) would pair the wrong rows
+            from torch.utils.data import SequentialSampler
+
+            if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
+                return None
+            return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
         def evaluate(self, *args, **kwargs):
             with float32_forward(self.model):
                 return super().evaluate(*args, **kwargs)
