@@ -29,7 +29,8 @@ import pytest
 import yaml
 from conftest import REPO, write_task
 
-STAGES = ["finetune", "distill", "prune", "quantize", "export", "bench"]
+# the export section below configures quantize's float export and runs no stage of its own (Recipe.stages)
+STAGES = ["finetune", "distill", "prune", "quantize", "bench"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
        "COLUMNS": "200"}  # wide enough that no log line the cases wait for is wrapped
 for _name in ("DEPLOYKIT_QUIET", "DEPLOYKIT_DEBUG"):
@@ -117,8 +118,6 @@ POINTS = {
     "prune-recovery": Point("prune", line="prune: step 1/1"),
     # quantize works inside staging() from the start: ONNX export, calibration, the gate
     "quantize-staging": Point("quantize", glob=".quantize.tmp-*"),
-    # export of the INT8 parent is a check and a copy (tens of milliseconds): signalled on its log line
-    "export-start": Point("export", line="export -> "),
     # the standard-recipe baseline is built inside staging() in bench's own staging folder
     "bench-baseline": Point("bench", glob=".bench.tmp-*/.baseline.tmp-*"),
     # logged when every row is built and the timing starts
@@ -136,7 +135,6 @@ CASES = [
     pytest.param("distill-training", signal.SIGKILL, id="distill-SIGKILL-training"),
     pytest.param("prune-recovery", signal.SIGINT, id="prune-SIGINT-recovery"),
     pytest.param("quantize-staging", signal.SIGKILL, id="quantize-SIGKILL-staging"),
-    pytest.param("export-start", signal.SIGTERM, id="export-SIGTERM-start"),
     pytest.param("bench-baseline", signal.SIGKILL, id="bench-SIGKILL-baseline"),
     pytest.param("bench-measure", signal.SIGINT, id="bench-SIGINT-measure"),
 ]
@@ -161,7 +159,7 @@ def interrupt(cmd: list[str], run: Path, point: Point, sig: signal.Signals) -> t
         for line in proc.stderr:
             lines.append(line)
             if point.line and re.match(point.line, line):
-                send()  # at once, from this thread: the export stage lasts tens of milliseconds
+                send()  # at once, from this thread: a short step may be over before the main loop looks
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -224,11 +222,11 @@ def assert_same_run(run: Path, ref: Path) -> None:
     for stage in ("finetune", "distill", "prune"):
         assert tensors(run / stage / "model.safetensors") == tensors(ref / stage / "model.safetensors"), stage
     # the ONNX graphs come out of the same weights through deterministic passes: bit-equal, no tolerance
-    for stage in ("quantize", "export", "bench/baseline"):
+    for stage in ("quantize", "bench/baseline"):
         (ops, init), (ref_ops, ref_init) = (onnx_graph(r / stage / "model.onnx") for r in (run, ref))
         assert ops == ref_ops and init.keys() == ref_init.keys(), stage
         assert all(init[k].dtype == ref_init[k].dtype and np.array_equal(init[k], ref_init[k]) for k in init), stage
-    for stage in STAGES[:-2]:  # export and the baseline record sizes only
+    for stage in STAGES[:-1]:  # the bench and its baseline record sizes only
         got, want = (json.loads((r / stage / "manifest.json").read_text())["metrics"] for r in (run, ref))
         assert scores(got) == scores(want) and scores(want), stage
     state, ref_state = (json.loads((r / "pipeline.json").read_text()) for r in (run, ref))
