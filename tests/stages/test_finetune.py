@@ -188,10 +188,10 @@ def test_packaged_minilm_learns_sst2(shared_data, tmp_path):
 def test_one_log_line_per_epoch_and_early_stopping_on_a_flat_metric(tiny_bert, tiny_task, tmp_path, monkeypatch,
                                                                      caplog):
     # a learning rate too small to move the accuracy: with patience 1 training stops after epoch 2 of 4
-    import deploykit.training as training
+    import deploykit.training_callbacks as callbacks
 
     lines = []
-    monkeypatch.setattr(training, "log", lines.append)
+    monkeypatch.setattr(callbacks, "log", lines.append)
     out = tmp_path / "ft"
     run_stage("finetune", recipe(tiny_bert, tiny_task, epochs=4, learning_rate=1e-9, early_stopping_patience=1),
               None, out)
