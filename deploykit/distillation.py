@@ -4,8 +4,8 @@
     teacher_src = teacher_source(recipe.distill, parent)          # distill.teacher, else the parent folder
     student, kept, layer_map = student_from_teacher(recipe.distill, teacher)   # None: distill.student is set
 
-deploykit/stages/distill.py (encoder classifiers) and deploykit/llm/distill.py (causal LMs) train the
-student their own way; where the teacher comes from, how a student is cut from its layers or checked
+Each kind's `distill_job` (deploykit/kinds/classification.py, deploykit/ner/distill.py, deploykit/llm/distill.py)
+loads and scores its models its own way; where the teacher comes from, how a student is cut from its layers or checked
 against its tokenizer, the size warning and the saved folder with its manifest are the same, and live here.
 """
 
@@ -66,6 +66,17 @@ def student_from_teacher(cfg: DistillConfig, teacher):
     return None
 
 
+def build_student(cfg: DistillConfig, teacher, tokenizer, load, trust_remote_code: bool = False):
+    """(student, kept teacher layers or None, layer map or None for the uniform default): cut from the teacher's
+    layers (`distill.student_layers`, default every other one), else `load(distill.student)`, a separate model that
+    must share the teacher's vocabulary (UserError otherwise)."""
+    built = student_from_teacher(cfg, teacher)
+    if built is not None:
+        return built
+    check_tokenizer(cfg.student, tokenizer, trust_remote_code)
+    return load(cfg.student), None, cfg.layer_map
+
+
 def warn_if_larger(student, teacher) -> tuple[int, int]:
     """(student, teacher) parameter counts; a warning, even under --quiet, when the student is larger."""
     from deploykit.models import count_parameters
@@ -87,11 +98,9 @@ def describe(teacher, student, n_teacher: int, n_student: int, kept, cfg: Distil
 
 def save_student(model, tokenizer, recipe: Recipe, parent: Artifact | None, out_dir: Path, metrics: dict,
                  labels: list[str] | None, *, teacher: dict, kept: list[int] | None, layer_map,
-                 max_length: int | None = None, stride: int | None = None) -> dict:
-    """Write the student folder (weights, tokenizer, manifest with its teacher and layers) atomically; `stride`
-    (long_texts windows) is recorded for the stages and predictor that follow."""
-    from deploykit.windows import recorded
-
+                 max_length: int | None = None, **record) -> dict:
+    """Write the student folder (weights, tokenizer, manifest with its teacher and layers) atomically; `record`
+    (the kind's extra manifest fields, e.g. the window stride) is kept for the stages and predictor that follow."""
     cfg = recipe.distill
     with staging(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -101,4 +110,4 @@ def save_student(model, tokenizer, recipe: Recipe, parent: Artifact | None, out_
             config=recipe.model_dump(include={"model", "data", "distill"}), metrics=metrics, labels=labels,
             teacher=teacher, student={"source": cfg.student or "teacher layers", "layers_kept": kept,
                                       "layer_map": layer_map, "layers": num_layers(model.config)},
-            **({"max_length": max_length} if max_length else {}), **recorded(stride))
+            **({"max_length": max_length} if max_length else {}), **record)

@@ -28,6 +28,62 @@ class Job:
     compute_metrics: Callable[[Any], dict] | None = None
 
 
+@dataclass
+class DistillJob:
+    """What the distill stage trains for one kind: a frozen teacher, a student, their data and KD trainer.
+
+    The stage seeds, builds the Trainer (`trainer_cls` with the recipe's KD weights and `trainer_args`), trains,
+    saves the student folder with its manifest and logs; the kind loads the models and data and scores them.
+    """
+
+    teacher: Any
+    student: Any
+    tokenizer: Any
+    kept: list[int] | None                 # teacher layers the student was cut from (None: a separate student)
+    layer_map: Any                          # student layer i learns from teacher layer layer_map[i]; None: uniform
+    train_ds: Any
+    eval_ds: Any
+    trainer_cls: Any                        # a deploykit.kd.DistillTrainer subclass: the kind's KD loss
+    labels: list[str] | None
+    summary: str                            # the data half of the stage's opening log line
+    # trainer -> (student validation metrics, test metrics or None, {"validation": ..., "test": ...} of the teacher)
+    finish: Callable[[Any], tuple[dict, dict | None, dict]]
+    trainer_args: dict = field(default_factory=dict)  # collator, best_metric, ... for deploykit.training.build_trainer
+    # the Trainer's compute_metrics (the kind's score picks the checkpoint kept), or None for build_trainer's
+    compute_metrics: Callable[[Any], dict] | None = None
+    cache_teacher_logits: bool = True       # False: per-token logits of every row are too large to cache
+    max_length: int | None = None
+    record: dict = field(default_factory=dict)  # extra manifest fields (window stride, task)
+
+
+@dataclass
+class PruneJob:
+    """What the prune stage needs from an encoder kind: the trained model, batches that rank its units, how the
+    model is scored, and what its recovery fine-tune trains on.
+
+    The stage plans the cut (deploykit/pruning/units.py), prunes in steps with recovery between them, checks
+    the saved folder against the model, writes the manifest and logs; the kind loads and scores.
+    """
+
+    model: Any
+    tokenizer: Any
+    labels: list[str] | None
+    importance: list[dict]                  # tensor batches with labels: their loss gradients rank the units
+    # (model, tokenizer) -> tensor batches on which the reloaded folder must give the model's logits
+    check_batches: Callable[[Any, Any], list[dict]]
+    # (model, tokenizer, "validation" | "test") -> the kind's metrics on that split, None where there is none
+    evaluate: Callable[[Any, Any, str], dict | None]
+    recovery_data: Callable[[], tuple[Any, Any]]  # (train, validation) datasets of the recovery fine-tune
+    trainer_cls: Any                        # the recovery's KD trainer (a deploykit.kd.DistillTrainer)
+    # (model, tokenizer, scratch folder, max_length) -> (tokenizer, kept token ids, max logit change); None: refused
+    prune_vocab: Callable[[Any, Any, Any, int], tuple[Any, Any, float]] | None = None
+    trainer_args: dict = field(default_factory=dict)  # collator, best_metric, ... for build_trainer
+    compute_metrics: Callable[[Any], dict] | None = None  # the recovery checkpoint kept follows this score
+    cache_teacher_logits: bool = True
+    max_length: int | None = None
+    record: dict = field(default_factory=dict)  # extra manifest fields (window stride, task)
+
+
 @dataclass(frozen=True)
 class Kind:
     """One `data.task`: its data, fine-tuning job, gate score and the stages it runs its own way.
@@ -37,6 +93,9 @@ class Kind:
         metric: the quality figure logs and reports lead with ("accuracy", "exact_match").
         load_task: DataConfig -> the task's splits (deploykit.data.TaskData or a chat task).
         finetune_job: (recipe, model source) -> Job.
+        distill_job: (recipe, teacher source, parent artifact or None) -> DistillJob; None: distill refuses the kind.
+        prune_job: (recipe, model source, parent artifact or None) -> PruneJob for the encoder pruning engine;
+            None: a kind with its own prune runner, or one prune refuses.
         gate_value: (recipe, artifact, task data) -> the gate metric of `artifact` on `recipe.gate.split`.
         runners: stage name -> a function that runs that whole stage for this kind, with the stage's own
             arguments (`bench` takes (recipe, artifacts, names, out_dir)); a stage not here runs its shared body.
@@ -51,6 +110,8 @@ class Kind:
     load_task: Callable[[Any], Any]
     finetune_job: Callable[[Any, str], Job]
     gate_value: Callable[[Any, Any, Any], float]
+    distill_job: Callable[[Any, str, Any], DistillJob] | None = None
+    prune_job: Callable[[Any, str, Any], PruneJob] | None = None
     runners: dict[str, Callable[..., Any]] = field(default_factory=dict)
     check_run: Callable[[Any, list[str]], None] = lambda recipe, stages: None
     predictor: Callable[..., Any] | None = None

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from deploykit.kinds.base import Job, Kind
+import re
+
+from deploykit.errors import UserError
+from deploykit.kinds.base import DistillJob, Job, Kind
+
+_DEFAULT_LABEL = re.compile(r"LABEL_\d+")  # what HF writes when a model was saved without label names
 
 
 def load_task(cfg):
@@ -42,6 +47,85 @@ def finetune_job(recipe, source: str) -> Job:
                compute_metrics=pooled_metrics(validation[TEXT_OF]) if windowed(validation) else None)
 
 
+def check_labels(config, labels: list[str], what: str) -> None:
+    """Refuse a model whose label set differs from the data's (HF default LABEL_i names match any names)."""
+    names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    if len(names) != len(labels) or (names != labels and not all(_DEFAULT_LABEL.fullmatch(n) for n in names)):
+        raise UserError(f"{what}: labels {names} differ from the data's {labels}; distil on the task the "
+                        "teacher was fine-tuned on (data.label_names sets the data's names)")
+
+
+def build_student(cfg, teacher, tokenizer, labels: list[str], trust_remote_code: bool = False):
+    """(student, kept teacher layers or None, layer map or None): cut from the teacher's layers, else the
+    classifier `distill.student` with the task's labels (a trained head with other labels is refused)."""
+    from transformers import AutoConfig
+
+    from deploykit.distillation import build_student as build
+    from deploykit.models import load_classifier, resolve_source
+
+    def load(source: str):
+        config = AutoConfig.from_pretrained(resolve_source(source), trust_remote_code=trust_remote_code)
+        if any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+            check_labels(config, labels, f"distill.student {source!r}")
+        return load_classifier(source, labels=labels, trust_remote_code=trust_remote_code)
+
+    return build(cfg, teacher, tokenizer, load, trust_remote_code)
+
+
+def _teacher_scores(ds, split) -> dict[str, float]:
+    """The teacher's metrics on a split from its cached logits (pooled per text when `ds` holds windows)."""
+    import numpy as np
+
+    from deploykit.evaluate import metrics
+    from deploykit.kd import TEACHER_LOGITS
+    from deploykit.windows import TEXT_OF, pool, windowed
+
+    logits = np.asarray(ds[TEACHER_LOGITS])
+    if windowed(ds):
+        return metrics(pool(logits, np.asarray(ds[TEXT_OF]), len(split)), split.labels)
+    return metrics(logits, ds["labels"])
+
+
+def distill_job(recipe, teacher_src: str, parent) -> DistillJob:
+    """KD on per-text logits: the teacher's logits on validation/test computed once (its own metrics, and the
+    student's evaluation loss reuses them), windows where the teacher was trained on them."""
+    from transformers import DataCollatorWithPadding
+
+    from deploykit.data import fit_max_length, to_dataset
+    from deploykit.kd import DistillTrainer, add_teacher_logits
+    from deploykit.models import load_classifier, load_tokenizer
+    from deploykit.window_metrics import evaluate_pooled, pooled_metrics
+    from deploykit.windows import TEXT_OF, recorded, stride_for, windowed
+
+    cfg, trust = recipe.distill, recipe.model.trust_remote_code
+    task = load_task(recipe.data)
+    tokenizer = load_tokenizer(teacher_src, trust)
+    teacher = load_classifier(teacher_src, trust_remote_code=trust)
+    check_labels(teacher.config, task.labels, f"teacher {teacher_src}")
+    student, kept, layer_map = build_student(cfg, teacher, tokenizer, task.labels, trust)
+    manifest = parent.manifest if parent is not None else None
+    max_len = fit_max_length(recipe.data.max_length, teacher.config, tokenizer, task,
+                             recorded=manifest.get("max_length") if manifest else None)
+    stride = stride_for(recipe.data, max_len, tokenizer, manifest)
+    collator = DataCollatorWithPadding(tokenizer)
+    evals = {name: add_teacher_logits(to_dataset(split, tokenizer, max_len, stride, name), teacher, collator,
+                                      cfg.eval_batch_size)
+             for name, split in (("validation", task.validation), ("test", task.test)) if split is not None}
+    teacher_metrics = {name: _teacher_scores(ds, task.split(name)) for name, ds in evals.items()}
+
+    def finish(trainer):
+        test = evaluate_pooled(trainer, evals["test"], "test") if "test" in evals else None
+        return evaluate_pooled(trainer, evals["validation"], "eval"), test, teacher_metrics
+
+    validation = evals["validation"]
+    return DistillJob(teacher, student, tokenizer, kept, layer_map,
+                      to_dataset(task.train, tokenizer, max_len, stride, "train"), validation, DistillTrainer,
+                      task.labels, f"{len(task.train)} train / {len(task.validation)} validation rows", finish,
+                      # windows: keep the checkpoint best per text, not per window
+                      compute_metrics=pooled_metrics(validation[TEXT_OF]) if windowed(validation) else None,
+                      max_length=max_len, record=recorded(stride))
+
+
 def gate_value(recipe, artifact, task) -> float:
     from deploykit.evaluate import evaluate_artifact
 
@@ -49,5 +133,11 @@ def gate_value(recipe, artifact, task) -> float:
     return evaluate_artifact(artifact, split, recipe.data.max_length, task=task, data=recipe.data)[recipe.gate.metric]
 
 
+def prune_job(recipe, source: str, parent):
+    from deploykit.pruning.text_job import prune_job as job
+
+    return job(recipe, source, parent)
+
+
 KIND = Kind(name="classification", metric="accuracy", load_task=load_task, finetune_job=finetune_job,
-            gate_value=gate_value)
+            gate_value=gate_value, distill_job=distill_job, prune_job=prune_job)

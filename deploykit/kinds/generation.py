@@ -1,6 +1,7 @@
-"""Causal LMs (instruction SFT, answers scored by generation): every stage after finetune is its own runner in
-deploykit/llm/, because what it trains, cuts, quantizes and times differs throughout (KV cache, top-k KD, KV
-groups, 4-bit weights, TTFT and decode tokens/s). `gguf` is export's `format: gguf` (one file for llama.cpp)."""
+"""Causal LMs (instruction SFT, answers scored by generation): distill is a job like finetune (top-k next-token KD,
+deploykit/llm/distill.py); prune, quantize, export and bench are their own runners in deploykit/llm/, because
+what they cut, quantize and time differs throughout (KV cache, KV groups, 4-bit weights, TTFT and decode
+tokens/s). `gguf` is export's `format: gguf` (one file for llama.cpp)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,10 @@ def check_run(recipe, stages: list[str]) -> None:
                         "responses; recast a labelled task as generation (no response_column) to chain stages")
 
 
-def _distill(recipe, parent, out_dir):
-    from deploykit.llm.distill import run
+def distill_job(recipe, teacher_src: str, parent):
+    from deploykit.llm.distill import distill_job as job
 
-    return run(recipe, parent, out_dir)
+    return job(recipe, teacher_src, parent)
 
 
 def _prune(recipe, parent, out_dir):
@@ -87,6 +88,6 @@ def _bench(recipe, artifacts, names, out_dir):
 
 
 KIND = Kind(name="generation", metric="exact_match", load_task=load_task, finetune_job=finetune_job,
-            gate_value=gate_value, check_run=check_run,
-            runners={"distill": _distill, "prune": _prune, "quantize": _quantize, "export": _export, "gguf": _gguf,
+            gate_value=gate_value, check_run=check_run, distill_job=distill_job,
+            runners={"prune": _prune, "quantize": _quantize, "export": _export, "gguf": _gguf,
                      "bench": _bench})

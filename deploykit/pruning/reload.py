@@ -22,17 +22,23 @@ def _first_line(err: Exception) -> str:
 
 
 def _auto_class(model):
-    """The Auto class a user would reload `model` with: causal LM for a decoder LM, else classifier."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    """The Auto class a user would reload `model` with: causal LM for a decoder LM, token classifier for a tagger,
+    else sequence classifier."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(getattr(model.config, "model_type", None))
-    return AutoModelForCausalLM if causal == type(model).__name__ else AutoModelForSequenceClassification
+    if causal == type(model).__name__:
+        return AutoModelForCausalLM
+    if type(model).__name__.endswith("ForTokenClassification"):
+        return AutoModelForTokenClassification
+    return AutoModelForSequenceClassification
 
 
 def check_reload(model, folder, inputs: list[dict[str, torch.Tensor]], atol: float = 1e-5) -> float:
     """Reload `folder` with plain `from_pretrained` and compare: `AutoModelForCausalLM` for a causal LM
-    (e.g. LlamaForCausalLM), `AutoModelForSequenceClassification` otherwise.
+    (e.g. LlamaForCausalLM), `AutoModelForTokenClassification` for a tagger, `AutoModelForSequenceClassification`
+    otherwise.
 
     Args:
         model: the in-memory model that was saved to `folder`.

@@ -19,21 +19,24 @@ def test_an_unknown_kind_is_one_line_naming_the_kinds():
 
 
 def test_classification_runs_every_stage_through_the_shared_bodies():
-    assert all(kind_of("classification").runner(s) is None
-               for s in ("finetune", "distill", "prune", "quantize", "export", "bench"))
+    kind = kind_of("classification")
+    assert all(kind.runner(s) is None for s in ("finetune", "distill", "prune", "quantize", "export", "bench"))
+    assert callable(kind.distill_job) and callable(kind.prune_job)
 
 
-def test_generation_owns_the_stages_after_finetune():
+def test_generation_trains_through_jobs_and_owns_the_later_stages():
     kind = kind_of("generation")
-    assert kind.runner("finetune") is None  # the Trainer loop is shared; its Job differs
-    assert all(callable(kind.runner(s)) for s in ("distill", "prune", "quantize", "export", "bench"))
+    # the Trainer loops of finetune and distill are shared; their jobs differ
+    assert kind.runner("finetune") is None and kind.runner("distill") is None and callable(kind.distill_job)
+    assert kind.prune_job is None  # KV groups: its own pruning runner
+    assert all(callable(kind.runner(s)) for s in ("prune", "quantize", "export", "bench"))
 
 
-
-def test_token_classification_runs_finetune_and_refuses_the_rest():
+def test_token_classification_trains_through_jobs_and_refuses_bench():
     kind = kind_of("token_classification")
-    assert kind.runner("finetune") is None and kind.metric == "f1"
-    assert all(callable(kind.runner(s)) for s in ("distill", "prune", "quantize", "export", "bench"))
+    assert kind.metric == "f1" and callable(kind.distill_job) and callable(kind.prune_job)
+    assert all(kind.runner(s) is None for s in ("finetune", "distill", "prune"))
+    assert all(callable(kind.runner(s)) for s in ("quantize", "export", "bench"))
 
 
 def test_an_artifact_names_its_kind(tmp_path, tiny_llama, tiny_bert):

@@ -1,5 +1,6 @@
 """`data.task: token_classification` (deploykit/kinds/token_classification.py): finetune on a tiny BERT, windows,
-the gate's entity F1, the manifest, and the one-line refusals of the stages that do not take it yet."""
+the gate's entity F1, the manifest, per-token distillation, and the one-line refusals of the stages that do not take
+it yet."""
 
 from __future__ import annotations
 
@@ -151,11 +152,67 @@ def test_lora_merges_into_a_plain_token_classifier(tiny_body, tmp_path):
     assert art.metrics["test"] is None and art.metrics["validation"]["f1"] >= 0
 
 
-@pytest.mark.parametrize("stage", ["distill", "prune", "bench"])
-def test_unsupported_stages_refuse_in_one_line(stage):
+def test_distill_then_prune_train_per_token_and_keep_every_sentence_scored(tiny_body, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    from deploykit.pipeline import run_recipe
+
+    distill = {**FAST, "epochs": 8, "learning_rate": 3e-3, "alpha_hidden": 0.5}
+    prune = {"ffn": 0.5, "recovery": {**FAST, "epochs": 3, "learning_rate": 2e-3}}
+    stages = {"finetune": FAST, "distill": distill, "prune": prune, "quantize": {}, "gate": {"max_drop": 50}}
+    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), stages)
+    state = run_recipe(recipe, tmp_path / "run")
+    run = tmp_path / "run"
+    teacher = json.loads((run / "finetune" / "manifest.json").read_text())
+    m = json.loads((run / "distill" / "manifest.json").read_text())
+    # distill re-scores the teacher on the same windows: finetune's own entity F1, split by split
+    for split in ("validation", "test"):
+        assert m["metrics"]["teacher"][split]["f1"] == pytest.approx(teacher["metrics"][split]["f1"], abs=1e-9)
+    val = m["metrics"]["validation"]
+    assert val["f1"] >= 80 and set(val["per_type"]) == {"PER", "LOC"} and val["sentences"] == 32
+    assert m["student"]["layers"] == 1 and m["student"]["layers_kept"] == [1]  # every other layer, the last kept
+    assert m["task"] == "token_classification" and m["window_stride"] == teacher["window_stride"]
+    assert m["max_length"] == teacher["max_length"] and m["labels"] == teacher["labels"]
+    assert state["stages"]["distill"]["gate"]["value"] == pytest.approx(val["f1"])
+    student = AutoModelForTokenClassification.from_pretrained(run / "distill")
+    assert student.config.num_hidden_layers == 1 and list(student.config.id2label.values()) == teacher["labels"]
+    # prune: half the FFN neurons, recovered per token from the student; the folder reloads as a token classifier
+    p = json.loads((run / "prune" / "manifest.json").read_text())
+    assert p["metrics"]["before"]["validation"]["f1"] == pytest.approx(val["f1"], abs=1e-9)
+    assert p["metrics"]["after"]["shape"]["ffn"] == m_ffn(run / "distill") // 2
+    assert p["metrics"]["reload_max_logit_diff"] < 1e-4 and p["metrics"]["after"]["validation"]["f1"] >= 60
+    assert p["task"] == "token_classification" and p["window_stride"] == teacher["window_stride"]
+    assert state["stages"]["prune"]["gate"]["value"] == pytest.approx(p["metrics"]["after"]["validation"]["f1"])
+    q = json.loads((run / "quantize" / "manifest.json").read_text())
+    assert q["window_stride"] == teacher["window_stride"] and q["metrics"]["validation"]["int8"]["f1"] >= 50
+    # every artifact of the chain tags the same way through deploykit.load
+    text = "the meeting was held in paris on friday"
+    for stage in ("distill", "prune", "quantize"):
+        assert [(g["entity_group"], g["word"]) for g in deploykit.load(run / stage)(text)] == [("LOC", "paris")], stage
+
+
+def m_ffn(folder: Path) -> int:
+    return json.loads((folder / "config.json").read_text())["intermediate_size"]
+
+
+def test_distill_refuses_a_teacher_with_other_tags(tiny_body, tmp_path):
+    from deploykit.pipeline import run_stage
+
+    data = write_ner(tmp_path / "ner")
+    teacher = run_stage("finetune", ner_recipe(tiny_body, data, {"finetune": {**FAST, "epochs": 1}}), None,
+                        tmp_path / "t")
+    recipe = ner_recipe(tiny_body, data, {"distill": FAST}, label_names=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
+    with pytest.raises(UserError, match=r"^teacher .*: the model's tags \(O, B-LOC, I-LOC, B-PER, I-PER\) are not "
+                                        r"the data's \(O, B-PER, I-PER, B-LOC, I-LOC\)") as err:
+        run_stage("distill", recipe, teacher.path, tmp_path / "d")
+    assert "\n" not in str(err.value) and not (tmp_path / "d").exists()
+
+
+def test_unsupported_stages_refuse_in_one_line():
+    stage = "bench"
     runner = kind_of("token_classification").runner(stage)
     with pytest.raises(UserError, match=f"^{stage}: data.task token_classification is not supported by this "
-                                        "stage yet; finetune, quantize, export are") as err:
+                                        "stage yet; finetune, distill, prune, quantize, export are") as err:
         runner(None, None, None)
     assert "\n" not in str(err.value)
 
@@ -164,8 +221,12 @@ def test_a_chain_past_finetune_is_refused_before_anything_trains(tmp_path):
     from deploykit.pipeline import run_recipe
 
     recipe = ner_recipe(tmp_path / "no-model-needed", tmp_path / "no-data-needed",
-                        {"finetune": FAST, "prune": {"ffn": 0.5}, "export": {}})
-    with pytest.raises(UserError, match="^prune: data.task token_classification is not supported"):
+                        {"finetune": FAST, "export": {}, "bench": {}})
+    with pytest.raises(UserError, match="^bench: data.task token_classification is not supported"):
+        run_recipe(recipe, tmp_path / "run")
+    recipe = ner_recipe(tmp_path / "no-model-needed", tmp_path / "no-data-needed",
+                        {"finetune": FAST, "prune": {"ffn": 0.5, "vocab": True}})
+    with pytest.raises(UserError, match="^prune.vocab: data.task token_classification keeps its whole vocabulary"):
         run_recipe(recipe, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
@@ -173,9 +234,10 @@ def test_a_chain_past_finetune_is_refused_before_anything_trains(tmp_path):
 def test_the_single_stage_command_refuses_too(tiny_body, tmp_path):
     from deploykit.pipeline import run_stage
 
-    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"prune": {"ffn": 0.5}})
-    with pytest.raises(UserError, match="^prune: data.task token_classification is not supported"):
+    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"prune": {"ffn": 0.5, "recovery_min_words": 5}})
+    with pytest.raises(UserError, match="^prune.recovery_min_words counts the words of text rows"):
         run_stage("prune", recipe, tiny_body, tmp_path / "p")
+    assert not (tmp_path / "p").exists()
     recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"quantize": {"mode": "static"}})
     with pytest.raises(UserError, match="^quantize.mode static: data.task token_classification is quantized dynamic"):
         run_stage("quantize", recipe, tiny_body, tmp_path / "q")
@@ -190,9 +252,9 @@ def test_a_token_classifier_recipe_validates(tiny_body, tmp_path):
     assert recipe_problems(missing) == [f"{tmp_path / 'nowhere'}: data path not found (data.path)"]
     chain = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "export": {}})
     assert recipe_problems(chain, tmp_path / "run2") == []
-    chain = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "distill": {}, "export": {}})
+    chain = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "export": {}, "bench": {}})
     assert [p.split(";")[0] for p in recipe_problems(chain)] == [
-        "distill: data.task token_classification is not supported by this stage yet"]
+        "bench: data.task token_classification is not supported by this stage yet"]
     static = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "quantize": {"mode": "static"}})
     assert [p.split(":")[0] for p in recipe_problems(static)] == ["quantize.mode static"]
     padded = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "export": {"remove_padding": True}})

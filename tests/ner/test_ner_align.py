@@ -161,7 +161,7 @@ def test_the_kind_gives_a_byte_level_tokenizer_a_prefix_space_before_every_word(
     from conftest import tiny_config
     from transformers import RobertaTokenizerFast
 
-    from deploykit.kinds.token_classification import _tokenizer
+    from deploykit.ner.scoring import tokenizer_for as _tokenizer
 
     bpe_tokenizer().save_pretrained(tmp_path / "bpe")
     plain = RobertaTokenizerFast.from_pretrained(tmp_path / "bpe", add_prefix_space=False)

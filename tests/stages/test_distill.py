@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from deploykit.cli import app
 from deploykit.config import DistillConfig, build_recipe
 from deploykit.errors import UserError
+from deploykit.kinds.classification import build_student
 from deploykit.layers import layer_list
 from deploykit.models import load_tokenizer
 from deploykit.pipeline import run_stage
-from deploykit.stages.distill import build_student
 from tests.conftest import make_tiny_model
 
 FAST = {"epochs": 2, "learning_rate": 3e-3, "batch_size": 16, "eval_batch_size": 32, "warmup_ratio": 0.0,

@@ -100,7 +100,7 @@ def test_hidden_kd_without_a_parent_to_learn_from_is_refused(tiny_bert, tiny_tas
 
 def test_recovery_rows_are_the_long_ones_of_the_whole_training_file(tiny_bert, tiny_task):
     from deploykit.data import load_task
-    from deploykit.stages.prune import _recovery_rows
+    from deploykit.pruning.text_job import recovery_rows as _recovery_rows
 
     train = tiny_task / "train.tsv"
     lines = train.read_text().splitlines()
@@ -131,7 +131,7 @@ def test_recovery_rows_are_the_long_ones_of_the_whole_training_file(tiny_bert, t
 
 def test_recovery_rows_count_both_texts_of_a_pair(tiny_bert, tmp_path):
     from deploykit.data import load_task
-    from deploykit.stages.prune import _recovery_rows
+    from deploykit.pruning.text_job import recovery_rows as _recovery_rows
 
     folder = tmp_path / "pairs"
     folder.mkdir()

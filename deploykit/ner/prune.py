@@ -1,0 +1,80 @@
+"""The token classifier's prune job (data.task token_classification): the encoder pruning engine on word-piece
+windows, scored by entity F1 over words, recovered with per-token KD from the unpruned model.
+
+    deploykit prune --from runs/ner/distill --recipe ner.yaml --set prune.ffn=0.5 --out runs/ner/prune
+
+FFN neurons, width (residual channels with whole heads) and depth are cut as for text classifiers
+(deploykit/stages/prune.py); the per-token head keeps every tag. Vocabulary pruning is refused: a tagger reads
+words its training sentences never held, and a piece cut from the vocabulary would turn such a word into
+[UNK] (a piece any word may split into cannot be proven kept from the training text alone).
+"""
+
+from __future__ import annotations
+
+import random
+
+from deploykit.console import log
+from deploykit.errors import UserError
+from deploykit.kinds.base import PruneJob
+
+TASK = "token_classification"
+BATCH = 16  # windows per importance / reload-check batch
+
+
+def check_units(cfg) -> None:
+    """UserError in one line for what a token classifier's pruning does not take."""
+    if cfg.vocab:
+        raise UserError(f"prune.vocab: data.task {TASK} keeps its whole vocabulary (a word never seen in training "
+                        "may split into pieces the training sentences do not hold); set prune.vocab false")
+    if cfg.recovery_min_words:
+        raise UserError(f"prune.recovery_min_words counts the words of text rows; data.task {TASK} ranks and "
+                        "recovers on every training sentence: remove it")
+
+
+def prune_job(recipe, source: str, parent) -> PruneJob:
+    """The token classifier in `source`, its head kept, ranked on a seeded sample of training windows."""
+    from transformers import DataCollatorForTokenClassification
+
+    from deploykit.data import fit_max_length
+    from deploykit.evaluate import torch_predictor
+    from deploykit.models import load_classifier
+    from deploykit.ner.align import window_stride
+    from deploykit.ner.data import load_tags
+    from deploykit.ner.distill import TokenDistillTrainer
+    from deploykit.ner.scoring import as_dataset, check_tags, encode, score_with, sentence_metrics, tokenizer_for
+
+    cfg, data, trust = recipe.prune, recipe.data, recipe.model.trust_remote_code
+    check_units(cfg)
+    task = load_tags(data)
+    tokenizer = tokenizer_for(source, trust)
+    model = load_classifier(source, labels=task.labels, trust_remote_code=trust, revision=recipe.model.revision,
+                            new_head=False, task=TASK)
+    check_tags(model.config, task.labels, source)
+    manifest = parent.manifest if parent is not None else None
+    max_len = fit_max_length(data.max_length, model.config, tokenizer, task,
+                             recorded=manifest.get("max_length") if manifest else None)
+    stride = window_stride(data.window_stride, max_len, tokenizer)
+    train_win = encode(task.train, tokenizer, max_len, data, task.labels)
+    val_win = encode(task.validation, tokenizer, max_len, data, task.labels)
+    log(f"prune: importance and recovery on all {len(task.train)} training sentences ({len(train_win)} windows)")
+    collate = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")
+
+    def tensors(rows: list[dict]) -> list[dict]:
+        return [dict(collate(rows[i:i + BATCH])) for i in range(0, len(rows), BATCH)]
+
+    train_rows = train_win.rows()
+    picked = sorted(random.Random(data.seed).sample(range(len(train_rows)),
+                                                    min(len(train_rows), cfg.importance_batches * BATCH)))
+    splits = {"validation": task.validation, "test": task.test}
+
+    def evaluate(model, tokenizer, split: str) -> dict | None:
+        rows = splits[split]
+        return None if rows is None else score_with(torch_predictor(model), tokenizer, rows, task.labels, max_len,
+                                                    stride)
+
+    return PruneJob(model, tokenizer, task.labels, tensors([train_rows[i] for i in picked]),
+                    lambda model, tokenizer: tensors(val_win.rows()[:2 * BATCH]), evaluate,
+                    lambda: (as_dataset(train_win), as_dataset(val_win)), TokenDistillTrainer,
+                    trainer_args={"collator": DataCollatorForTokenClassification(tokenizer), "best_metric": "f1"},
+                    compute_metrics=sentence_metrics(val_win, task.validation, task.labels),
+                    cache_teacher_logits=False, max_length=max_len, record={"task": TASK, "window_stride": stride})
