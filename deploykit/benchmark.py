@@ -162,9 +162,9 @@ def _throughput_block(row: Row, batches: list[dict], batch: int, seconds: float)
 E2E_RUNTIMES = ("torch", "ort")
 
 
-def _e2e_block(row: Row, inputs: Inputs, pool: dict) -> None:
+def _e2e_block(row: Row, inputs: Inputs, pool: dict, predictor=None) -> None:
     """Batch-1 latency of `deploykit.load(artifact)(text)`: tokenizer, model and post-processing, beside the
-    model-only latency of the same row on the same texts."""
+    model-only latency of the same row on the same texts; `predictor`: the kind's (default: a text classifier)."""
     from deploykit.predictor import ClassifierPredictor
 
     if row.loaded is None:
@@ -172,8 +172,8 @@ def _e2e_block(row: Row, inputs: Inputs, pool: dict) -> None:
     art = row.subject.artifact
     key = (art.path, row.runtime, row.threads)
     if key not in pool:
-        pool[key] = ClassifierPredictor(art, runtime=row.runtime, threads=row.threads,
-                                        max_length=inputs.max_length)
+        pool[key] = (predictor or ClassifierPredictor)(art, runtime=row.runtime, threads=row.threads,
+                                                       max_length=inputs.max_length)
     clf = pool[key]
     row.loaded.prepare(row.threads)  # torch's thread count is process-wide: the row's own
     texts = [inputs.split.texts[i] for i in inputs.latency_idx]
@@ -182,23 +182,33 @@ def _e2e_block(row: Row, inputs: Inputs, pool: dict) -> None:
     _timed(clf, calls, row.e2e_ms)
 
 
-def _quality(row: Row, inputs: Inputs, split: Split, cache: dict) -> None:
+def _quality(row: Row, inputs: Inputs, split: Split, cache: dict, score=None) -> None:
+    """The row's quality on `split`: accuracy and macro-F1 of its texts, or the kind's `score`."""
     art = row.subject.artifact
     key = (art.path, row.runtime, row.loaded.device)
     if key not in cache:
         row.loaded.prepare(row.threads)
         batch = eval_batch_size(art.onnx_path if art.format == "onnx" else None)
         tokenizer = inputs.tokenizer(art)
-        # a model trained on windows (its manifest records window_stride) is scored on pooled windows
-        stride = trained_stride(art, inputs.max_length, tokenizer)
-        logits = predict(row.loaded.predict, split, tokenizer, inputs.max_length, batch_size=batch, stride=stride)
-        cache[key] = {**metrics(logits, split.labels), "eval_batch": batch}
-    m = cache[key]
-    row.quality = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "eval_n": m["n"], "eval_batch": m["eval_batch"]}
+        if score is not None:
+            cache[key] = {**score(row.loaded.predict, tokenizer, art, inputs.max_length, batch, len(split)),
+                          "eval_batch": batch}
+        else:
+            # a model trained on windows (its manifest records window_stride) is scored on pooled windows
+            stride = trained_stride(art, inputs.max_length, tokenizer)
+            logits = predict(row.loaded.predict, split, tokenizer, inputs.max_length, batch_size=batch, stride=stride)
+            m = metrics(logits, split.labels)
+            cache[key] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "eval_n": m["n"], "eval_batch": batch}
+    row.quality = dict(cache[key])
 
 
-def measure(subjects: list[Subject], split: Split, settings: Settings, max_length: int) -> dict[str, Any]:
+def measure(subjects: list[Subject], split: Split, settings: Settings, max_length: int, score=None,
+            predictor=None) -> dict[str, Any]:
     """Measure every artifact x runtime x target on `split`.
+
+    `score` and `predictor` come from the task's kind (deploykit/kinds/base.py `bench_texts`, `predictor`): how a
+    row's quality is scored on the first `eval_samples` texts, and what the end-to-end latency calls; None: a
+    text classifier's accuracy and `deploykit.predictor.ClassifierPredictor`.
 
     Returns:
         {"rows": one report row (dict) per artifact x runtime x target, "method": how they were measured}.
@@ -219,9 +229,9 @@ def measure(subjects: list[Subject], split: Split, settings: Settings, max_lengt
     for target in settings.targets:
         steps += _timing_steps(functools.partial(live, target), inputs, settings)
     predictors: dict = {}
-    steps += [lambda r=r: _e2e_block(r, inputs, predictors) for r in rows
+    steps += [lambda r=r: _e2e_block(r, inputs, predictors, predictor) for r in rows
               if not r.skip and r.runtime in E2E_RUNTIMES and r.target != "gpu"]
-    steps.append(lambda: [_quality(r, inputs, eval_split, quality) for r in rows if r.loaded is not None])
+    steps.append(lambda: [_quality(r, inputs, eval_split, quality, score) for r in rows if r.loaded is not None])
     if settings.memory == "subprocess":
         steps += [lambda r=r: _memory_step(r, inputs, max_length) for r in rows if not r.skip]
     threads_before = _torch_threads()
@@ -325,5 +335,6 @@ def row_dict(row: Row, settings: Settings) -> dict[str, Any]:
         "parameters": parameter_count(art),
         "accuracy": row.quality.get("accuracy"), "macro_f1": row.quality.get("macro_f1"),
         "eval_n": row.quality.get("eval_n"), "eval_batch": row.quality.get("eval_batch"),
+        **row.quality,  # a kind's own figures (entity F1, precision, recall)
     }
 

@@ -34,7 +34,10 @@ def _row(rows: list[dict], *, target: str, pick) -> dict | None:
 def headline(report: dict, teacher: str, final: str, target: str = "cpu") -> dict:
     """Pick the teacher's PyTorch FP32 row, the final artifact's fastest row and the fastest peer row (the
     standard recipe or OpenVINO + NNCF: every row bench marks `baseline`)."""
+    from deploykit.report import quality_columns
+
     rows = report["rows"]
+    key, label = quality_columns(report)[0]  # accuracy, or the kind's lead figure (entity F1)
     t = _row(rows, target=target, pick=lambda r: Path(r["artifact"]) == Path(teacher) and r["runtime"] == "torch")
     f = _row(rows, target=target, pick=lambda r: Path(r["artifact"]) == Path(final) and not r.get("baseline"))
     b = _row(rows, target=target, pick=lambda r: bool(r.get("baseline")))
@@ -47,7 +50,7 @@ def headline(report: dict, teacher: str, final: str, target: str = "cpu") -> dic
 
     out = {
         "target": target, "teacher": t, "final": f, "baseline": b, "throughput_batch": big,
-        "accuracy_drop": round(t["accuracy"] - f["accuracy"], 3),
+        "metric": [key, label], "accuracy_drop": round(t[key] - f[key], 3),
         "latency_speedup": ratio(t["latency_ms"]["p50"], f["latency_ms"]["p50"]),
         "throughput_gain": ratio(f["throughput"][str(big)], t["throughput"].get(str(big))),
         "vs_baseline_speedup": ratio(b["latency_ms"]["p50"], f["latency_ms"]["p50"]) if b else None,
@@ -72,16 +75,17 @@ def headline(report: dict, teacher: str, final: str, target: str = "cpu") -> dic
 
 def to_markdown(h: dict) -> str:
     big = h["throughput_batch"]
-    lines = [f"| model ({h['target']}) | runtime | accuracy % | p50 batch-1 ms | sent/s @{big} | size MB |",
+    key, label = h.get("metric") or ("accuracy", "accuracy %")
+    lines = [f"| model ({h['target']}) | runtime | {label} | p50 batch-1 ms | sent/s @{big} | size MB |",
              "| --- | --- | --- | --- | --- | --- |"]
     peer = f"fastest peer: {PEERS.get((h['baseline'] or {}).get('name'), (h['baseline'] or {}).get('name'))}"
-    for label, r in (("fine-tuned teacher", h["teacher"]), (peer, h["baseline"]), ("deploykit final", h["final"])):
+    for name, r in (("fine-tuned teacher", h["teacher"]), (peer, h["baseline"]), ("deploykit final", h["final"])):
         if r is not None:
-            lines.append(f"| {label} | {r['runtime_label']} | {r['accuracy']:.2f} | {r['latency_ms']['p50']:.2f} | "
+            lines.append(f"| {name} | {r['runtime_label']} | {r[key]:.2f} | {r['latency_ms']['p50']:.2f} | "
                          f"{r['throughput'].get(str(big), float('nan'))} | {r['size_mb']:.2f} |")
     m = h["met"]
     lines += ["", "| measure | value | target | met |", "| --- | --- | --- | --- |",
-              f"| accuracy drop vs teacher | {h['accuracy_drop']:.2f} pt | ≤ {TARGETS['accuracy_drop_max']} pt | {m['accuracy']} |",
+              f"| {label.removesuffix(' %')} drop vs teacher | {h['accuracy_drop']:.2f} pt | ≤ {TARGETS['accuracy_drop_max']} pt | {m['accuracy']} |",
               f"| batch-1 p50 speed-up vs teacher | {h['latency_speedup']}× | ≥ {TARGETS['latency_speedup_min']}× | {m['latency']} |",
               f"| batch-{big} throughput gain vs teacher | {h['throughput_gain']}× | ≥ {TARGETS['throughput_gain_min']}× | {m['throughput']} |",
               f"| batch-1 p50 speed-up vs the fastest peer | {h['vs_baseline_speedup']}× | ≥ {TARGETS['vs_baseline_speedup_min']}× | {m['vs_baseline']} |",

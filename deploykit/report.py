@@ -32,6 +32,15 @@ GENERATION_PLOTS = {"quality_speed": "Quality vs decode tokens/s at the smallest
                     "ttft": "Time to first token (p50) by batch size"}
 
 
+DEFAULT_METRICS = [["accuracy", "accuracy %"], ["macro_f1", "macro-F1 %"]]
+
+
+def quality_columns(report: dict) -> list[list[str]]:
+    """The report's quality columns, [row key, label]; the first leads (plots, headline). Reports written
+    before the kinds said theirs are a text classifier's."""
+    return report.get("method", {}).get("metrics") or DEFAULT_METRICS
+
+
 def is_generation(report: dict) -> bool:
     return report.get("kind") == "generation"
 
@@ -73,19 +82,20 @@ def _colors(rows: list[dict]) -> dict[str, str]:
     return {name: f"C{i % 10}" for i, name in enumerate(dict.fromkeys(r["name"] for r in rows))}
 
 
-def plot_pareto(rows: list[dict], path: Path) -> None:
+def plot_pareto(rows: list[dict], path: Path, metric: tuple[str, str] = ("accuracy", "accuracy %")) -> None:
     from matplotlib.lines import Line2D
 
+    key, label = metric
     plt, (fig, ax) = _figure()
     colors = _colors(rows)
-    pts = [r for r in rows if r["latency_ms"] and r["accuracy"] is not None]
+    pts = [r for r in rows if r["latency_ms"] and r.get(key) is not None]
     for r in pts:
         marker = "*" if r["baseline"] else MARKERS[r["runtime"]]
-        ax.scatter(r["latency_ms"]["p50"], r["accuracy"], marker=marker, s=160 if r["baseline"] else 50,
+        ax.scatter(r["latency_ms"]["p50"], r[key], marker=marker, s=160 if r["baseline"] else 50,
                    edgecolors=colors[r["name"]], linewidths=1.5,
                    facecolors="none" if r["target"] == "edge" else colors[r["name"]])
     for target in dict.fromkeys(r["target"] for r in pts):
-        front = pareto_front([(r["latency_ms"]["p50"], r["accuracy"]) for r in pts if r["target"] == target])
+        front = pareto_front([(r["latency_ms"]["p50"], r[key]) for r in pts if r["target"] == target])
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="grey", alpha=0.7,
                 linestyle=LINES[target])
     handles = [Line2D([], [], color=c, marker="o", linestyle="", label=n) for n, c in colors.items()]
@@ -97,8 +107,9 @@ def plot_pareto(rows: list[dict], path: Path) -> None:
     lats = [r["latency_ms"]["p50"] for r in pts]
     if lats and max(lats) > 10 * min(lats):
         ax.set_xscale("log")
-    _finish(plt, fig, ax, path, "batch-1 latency p50 (ms, lower is better)", "accuracy (%)",
-            "Accuracy vs latency (★ = standard-recipe baseline)", handles)
+    name = label.removesuffix(" %")
+    _finish(plt, fig, ax, path, "batch-1 latency p50 (ms, lower is better)", f"{name} (%)",
+            f"{name[0].upper() + name[1:]} vs latency (★ = standard-recipe baseline)", handles)
 
 
 def plot_size(rows: list[dict], path: Path) -> None:
@@ -210,14 +221,15 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def table(report: dict) -> tuple[list[str], list[list[str]]]:
     """Header and cells shared by the Markdown and HTML tables."""
     batches = report["method"]["batch_sizes"]
-    head = (["artifact", "runtime", "target", "threads", "accuracy %", "macro-F1 %", "p50 ms", "p90 ms", "p99 ms"]
+    quality = quality_columns(report)
+    head = (["artifact", "runtime", "target", "threads", *(label for _, label in quality), "p50 ms", "p90 ms", "p99 ms"]
             + [f"sent/s @{b}" for b in batches] + ["peak RSS MB", "model RSS MB", "size MB", "params M", "note"])
     body = []
     for r in report["rows"]:
         lat = r["latency_ms"] or {}
         tput = r["throughput"] or {}
         body.append([r["name"] + (" (baseline)" if r["baseline"] else ""), r["runtime_label"], r["target"],
-                     _fmt(r["threads"]), _fmt(r["accuracy"]), _fmt(r["macro_f1"]), _fmt(lat.get("p50")),
+                     _fmt(r["threads"]), *(_fmt(r.get(key)) for key, _ in quality), _fmt(lat.get("p50")),
                      _fmt(lat.get("p90")), _fmt(lat.get("p99"))]
                     + [_fmt(tput.get(str(b)), 1) for b in batches]
                     + [_fmt(r["peak_rss_mb"], 1), _fmt(r["model_rss_mb"], 1), _fmt(r["size_mb"]), _fmt(r["parameters"] / 1e6 if r["parameters"] else None), r["note"] or ""])
@@ -276,7 +288,8 @@ def method_lines(report: dict) -> list[str]:
         f"{m['throughput_rounds']} rotating blocks per batch size, {m['min_time_s']} s per batch size in all.",
         f"ONNX Runtime spinning: {'on' if m['ort_spinning'] else 'off'} (session.intra_op.allow_spinning=0).",
         f"Memory: {m['memory']}.",
-        f"Accuracy and macro-F1: {m['eval_n']} examples of the {m['split']} split, in length-sorted batches of "
+        f"{' and '.join(label.removesuffix(' %') for _, label in quality_columns(report))}: {m['eval_n']} "
+        f"examples of the {m['split']} split, in length-sorted batches of "
         f"{m.get('eval_batch', 64)}, one row at a time for graphs that quantize activations at run time (dynamic INT8: its "
         "scales span the batch, so batching changes its predictions).",
         "Targets: cpu = all cores, edge = 1 thread and batches up to 8, gpu = CUDA device.",
@@ -361,7 +374,7 @@ def _plots(report: dict) -> dict[str, Callable[[Path], None]]:
                 "ttft": lambda p: plot_by_batch(ok, p, lambda r: r["ttft_ms"]["p50"],
                                                 "time to first token p50 (ms, lower is better)",
                                                 "Time to first token by batch size")}
-    return {"pareto": lambda p: plot_pareto(ok, p), "size": lambda p: plot_size(rows, p),
+    return {"pareto": lambda p: plot_pareto(ok, p, tuple(quality_columns(report)[0])), "size": lambda p: plot_size(rows, p),
             "throughput": lambda p: plot_throughput(ok, p)}
 
 

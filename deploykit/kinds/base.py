@@ -103,6 +103,12 @@ class Kind:
         check_run: (recipe, stage names) -> None; raises UserError for a chain this kind cannot gate.
         predictor: (artifact, runtime=, threads=, device=, max_length=) -> what `deploykit.load` gives for a
             folder of this kind; None: the text classifier's `deploykit.predictor.ClassifierPredictor`.
+        bench_metrics: the quality columns of a bench report, (row key, column label); the first one leads
+            (plots, headline).
+        bench_texts: (recipe, task data, split name) -> (the texts bench times, as a deploykit.data.Split, and
+            score(predict, tokenizer, artifact, max_length, batch_size, n) -> {metric: value, "eval_n": rows} of the
+            first n rows);
+            None: the split itself, scored by accuracy (text classification).
     """
 
     name: str
@@ -115,6 +121,8 @@ class Kind:
     runners: dict[str, Callable[..., Any]] = field(default_factory=dict)
     check_run: Callable[[Any, list[str]], None] = lambda recipe, stages: None
     predictor: Callable[..., Any] | None = None
+    bench_metrics: tuple[tuple[str, str], ...] = (("accuracy", "accuracy %"), ("macro_f1", "macro-F1 %"))
+    bench_texts: Callable[[Any, Any, str], tuple[Any, Callable[..., dict]]] | None = None
 
     def runner(self, stage: str) -> Callable[..., Any] | None:
         """This kind's own runner for `stage`, or None where the stage's shared body serves it."""

@@ -6,7 +6,7 @@
     deploykit prune --from runs/ner/distill --recipe ner.yaml --out runs/ner/prune        # FFN, width, depth
     deploykit export --from runs/ner/finetune --out runs/ner/export     # per-token logits, checked on every token
     deploykit quantize --from runs/ner/finetune --recipe ner.yaml --out runs/ner/quantize   # dynamic INT8
-    deploykit run ner.yaml --out runs/ner            # finetune, distill, prune, quantize: gated on F1
+    deploykit run ner.yaml --out runs/ner            # every stage, each gated on F1, then bench
     deploykit.load("runs/ner/export")("Peter Blackburn flew to Brussels")   # entity groups (deploykit/ner/predict.py)
 
 finetune trains an AutoModelForTokenClassification on word-piece windows (deploykit/ner/align.py: a word's first
@@ -17,8 +17,8 @@ same way. distill cuts a student from the teacher's layers and trains it on the 
 word piece (deploykit/ner/distill.py); prune cuts FFN neurons, width and depth and recovers the same way
 (deploykit/ner/prune.py; vocabulary pruning is refused). export writes the plain graph (logits [batch, seq,
 labels]; the classifier-only rewrites that keep position 0 alone are refused when asked for); quantize makes it
-dynamic INT8 under the same F1 gate (deploykit/ner/quantize.py; static INT8 is refused). bench does not take this
-kind yet: it refuses in one line, and `deploykit run` refuses such a chain before anything trains.
+dynamic INT8 under the same F1 gate (deploykit/ner/quantize.py; static INT8 is refused). bench times the
+sentences as text and scores every row by entity F1 (`bench_texts`), beside the standard-recipe row.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ from deploykit.ner.scoring import (
 )
 
 NAME = "token_classification"
-SUPPORTED = ("finetune", "distill", "prune", "quantize", "export")  # the stages that run this kind today
-UNSUPPORTED = ("bench",)
 
 
 def load_task(cfg):
@@ -165,25 +163,36 @@ def quantize(recipe, parent, out_dir):
     return run(recipe, parent, out_dir, score, task, max_len, stride, _parity_texts(recipe, n))
 
 
+def bench_texts(recipe, task, split_name: str):
+    """The split's sentences (words joined by spaces, as a user's text arrives) for timing, and a score of entity F1
+    over words on the first n sentences in windows of the artifact's trained length and stride."""
+    from deploykit.data import Split
+    from deploykit.lineage import trained_stride
+    from deploykit.ner.align import window_stride
+    from deploykit.ner.scoring import score_with
+
+    tags = task.split(split_name)
+    texts = Split([" ".join(words) for words in tags.tokens], None, [0] * len(tags.tokens))
+
+    def score(predict, tokenizer, artifact, max_length: int, batch_size: int, n: int) -> dict:
+        stride = trained_stride(artifact, max_length, tokenizer)
+        if stride is None:  # a plain folder (the standard-recipe row): the recipe's windows
+            stride = window_stride(recipe.data.window_stride, max_length, tokenizer)
+        rows = tags.take(list(range(min(n, len(tags.tokens)))))
+        m = score_with(predict, tokenizer, rows, task.labels, max_length, stride, batch_size)
+        return {"f1": m["f1"], "precision": m["precision"], "recall": m["recall"], "eval_n": m["n"]}
+
+    return texts, score
+
+
 def _predictor(artifact, **options):
     from deploykit.ner.predict import EntityPredictor
 
     return EntityPredictor(artifact, **options)
 
 
-def _refusal(stage: str):
-    def refuse(*args, **kwargs):
-        raise UserError(f"{stage}: data.task {NAME} is not supported by this stage yet; {', '.join(SUPPORTED)} "
-                        "are (gated on entity F1; deploykit.load serves their folders)")
-
-    return refuse
-
-
 def check_run(recipe, stages: list[str]) -> None:
-    """Refuse a chain with a stage this kind does not run yet, before the first stage trains."""
-    for stage in stages:
-        if stage not in SUPPORTED:
-            _refusal(stage)()
+    """Refuse a chain asking what this kind's stages do not take, before the first stage trains."""
     if "export" in stages:
         _check_export(recipe)
     if "quantize" in stages:
@@ -198,4 +207,6 @@ def check_run(recipe, stages: list[str]) -> None:
 
 KIND = Kind(name=NAME, metric="f1", load_task=load_task, finetune_job=finetune_job, gate_value=gate_value,
             distill_job=distill_job, prune_job=prune_job, check_run=check_run, predictor=_predictor,
-            runners={"export": export, "quantize": quantize, **{stage: _refusal(stage) for stage in UNSUPPORTED}})
+            bench_metrics=(("f1", "entity F1 %"), ("precision", "precision %"), ("recall", "recall %")),
+            bench_texts=bench_texts,
+            runners={"export": export, "quantize": quantize})

@@ -83,35 +83,41 @@ def _measure(recipe: Recipe, cfg: BenchConfig, artifacts: list[Artifact], baseli
     """Build the baseline and write the reports into `tmp`, staging's folder that becomes `out_dir`."""
     from deploykit.bench_plan import Settings
     from deploykit.benchmark import measure
-    from deploykit.data import load_task
     from deploykit.report import write_reports
 
-    if (own := kind_of(recipe.data.task).runner("bench")) is not None:
+    kind = kind_of(recipe.data.task)
+    if (own := kind.runner("bench")) is not None:
         subjects = _subjects(artifacts)
         own(recipe, [s.artifact for s in subjects], [s.name for s in subjects], tmp)
         return
-    task = load_task(recipe.data)
+    task = kind.load_task(recipe.data)
     if cfg.eval_split == "test" and task.test is None:
         raise UserError(f"data {task.source}: no test split to benchmark on; set bench.eval_split=validation "
                         "(or add a test file, or data.test_split)")
-    split = task.split(cfg.eval_split)
+    # the texts every row is timed on, and how a row is scored (None: accuracy of the split's labels)
+    split, score = kind.bench_texts(recipe, task, cfg.eval_split) if kind.bench_texts else (
+        task.split(cfg.eval_split), None)
     subjects = _subjects(artifacts)
     baseline, teacher = _baseline(cfg, artifacts, baseline_source, tmp / "baseline")
     if baseline is not None:
         subjects.append(baseline)
-    peer = _openvino_peer(recipe, cfg, teacher, task, tmp / "openvino") if teacher is not None else None
+    peer = None
+    if teacher is not None and score is None:
+        peer = _openvino_peer(recipe, cfg, teacher, task, tmp / "openvino")
+    elif teacher is not None and cfg.openvino_peer:
+        log(f"bench: no OpenVINO + NNCF peer row: it is built for text classifiers, not data.task {kind.name}")
     if peer is not None:
         subjects.append(peer)
     settings = Settings.from_config(cfg)
     log(f"bench: {len(subjects)} artifacts x {', '.join(settings.targets)} on {len(split)} {cfg.eval_split} texts"
         + (" (--quick: a smoke test, not a measurement)" if cfg.quick else ""))
     max_length = min(_max_length(recipe, s.artifact, task) for s in subjects)  # what all can take
-    result = measure(subjects, split, settings, max_length)
+    result = measure(subjects, split, settings, max_length, score=score, predictor=kind.predictor)
     staged = str(tmp.resolve())
     for row in result["rows"]:  # the baseline's row names where it will be, not the temporary folder
         if str(row.get("artifact", "")).startswith(staged):
             row["artifact"] = str(out_dir) + row["artifact"][len(staged):]
-    report = _report(recipe, cfg, result, teacher, peer is not None)
+    report = _report(recipe, cfg, result, teacher, peer is not None, kind.bench_metrics)
     paths = write_reports(report, tmp)
     for row in result["rows"]:
         if row["status"] == "skipped":
@@ -198,13 +204,14 @@ def _openvino_peer(recipe: Recipe, cfg: BenchConfig, teacher: Path, task, out_di
     return Subject("openvino-nncf", art, baseline=True)
 
 
-def _report(recipe: Recipe, cfg: BenchConfig, result: dict, teacher: Path | None, peer: bool = False) -> dict:
+def _report(recipe: Recipe, cfg: BenchConfig, result: dict, teacher: Path | None, peer: bool = False,
+            metrics: tuple[tuple[str, str], ...] = (("accuracy", "accuracy %"), ("macro_f1", "macro-F1 %"))) -> dict:
     from deploykit.artifact import library_versions
     from deploykit.hardware import describe
     from deploykit.quant.ov_peer import CALIBRATION_ROWS
 
     recipe_text = "standard recipe (plain ONNX + ONNX Runtime dynamic INT8, avx512_vnni preset)"
-    method = {**result["method"], "split": cfg.eval_split, "quick": cfg.quick,
+    method = {**result["method"], "split": cfg.eval_split, "quick": cfg.quick, "metrics": [list(m) for m in metrics],
               "baseline": None if teacher is None else f"{recipe_text}, built from {teacher}",
               "peer": "openvino-nncf: plain ONNX export -> OpenVINO IR -> NNCF static INT8 (ModelType.TRANSFORMER, "
                       f"{CALIBRATION_ROWS} training rows), built from the same teacher" if peer else None}

@@ -32,11 +32,12 @@ def test_generation_trains_through_jobs_and_owns_the_later_stages():
     assert all(callable(kind.runner(s)) for s in ("prune", "quantize", "export", "bench"))
 
 
-def test_token_classification_trains_through_jobs_and_refuses_bench():
+def test_token_classification_trains_through_jobs_and_benches_through_the_shared_body():
     kind = kind_of("token_classification")
     assert kind.metric == "f1" and callable(kind.distill_job) and callable(kind.prune_job)
-    assert all(kind.runner(s) is None for s in ("finetune", "distill", "prune"))
-    assert all(callable(kind.runner(s)) for s in ("quantize", "export", "bench"))
+    assert all(kind.runner(s) is None for s in ("finetune", "distill", "prune", "bench"))
+    assert callable(kind.bench_texts) and kind.bench_metrics[0] == ("f1", "entity F1 %")
+    assert all(callable(kind.runner(s)) for s in ("quantize", "export"))
 
 
 def test_an_artifact_names_its_kind(tmp_path, tiny_llama, tiny_bert):
