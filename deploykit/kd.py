@@ -103,6 +103,15 @@ def length_ordered_batches(dataset, collator, columns: list[str], batch_size: in
         yield idx, collator([{c: rows[k][c] for c in columns} for k in range(len(idx))])
 
 
+def teacher_batches(dataset, teacher, collator, columns: list[str], batch_size: int, device=None):
+    """Yield (dataset row indices, collated batch of `columns` on the teacher's device), shortest rows first;
+    the teacher is put in eval mode. `device`: where the teacher runs; default, where its parameters are."""
+    teacher.eval()
+    device = device or next(teacher.parameters()).device
+    for idx, batch in length_ordered_batches(dataset, collator, columns, batch_size):
+        yield idx, {k: v.to(device) for k, v in batch.items()}
+
+
 @torch.inference_mode()
 def add_teacher_logits(dataset, teacher, collator, batch_size: int = 64, device=None):
     """Return `dataset` with a `teacher_logits` column: the teacher's logits for each example, computed once.
@@ -120,13 +129,10 @@ def add_teacher_logits(dataset, teacher, collator, batch_size: int = 64, device=
     """
     if TEACHER_LOGITS in dataset.column_names:
         return dataset
-    teacher.eval()
-    device = device or next(teacher.parameters()).device
     cols = [c for c in dataset.column_names if c in _forward_args(teacher) and c != "labels"]
     out: list[list[float]] = [None] * len(dataset)  # type: ignore[list-item]
-    for idx, batch in length_ordered_batches(dataset, collator, cols, batch_size):
-        logits = teacher(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
-        for i, row in zip(idx, logits.tolist()):
+    for idx, batch in teacher_batches(dataset, teacher, collator, cols, batch_size, device):
+        for i, row in zip(idx, teacher(**batch).logits.float().cpu().tolist()):
             out[i] = row
     return dataset.add_column(TEACHER_LOGITS, out)
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from deploykit.errors import UserError
-from deploykit.kd import DistillTrainer, kd_loss, length_ordered_batches
+from deploykit.kd import DistillTrainer, kd_loss, teacher_batches
 
 TOPK_VALUES = "teacher_topk_values"    # per example: (response tokens, k) teacher logits, largest first
 TOPK_INDICES = "teacher_topk_indices"  # per example: (response tokens, k) their token ids
@@ -122,16 +122,14 @@ def add_teacher_topk(dataset, teacher, collator, k: int = 32, batch_size: int = 
 
     if TOPK_VALUES in dataset.column_names:
         return dataset
-    teacher.eval()
-    device = device or next(teacher.parameters()).device
     cols = [c for c in ("input_ids", "attention_mask", "labels") if c in dataset.column_names]
     values: list = [None] * len(dataset)
     indices: list = [None] * len(dataset)
-    for idx, batch in length_ordered_batches(dataset, collator, cols, batch_size):
+    for idx, batch in teacher_batches(dataset, teacher, collator, cols, batch_size, device):
         labels = batch.pop("labels")
-        logits = teacher(**{n: t.to(device) for n, t in batch.items()}, use_cache=False).logits
+        logits = teacher(**batch, use_cache=False).logits
         for b, i in enumerate(idx):
-            v, ix = teacher_topk(logits[b:b + 1], labels[b:b + 1].to(device), k)
+            v, ix = teacher_topk(logits[b:b + 1], labels[b:b + 1], k)
             values[i], indices[i] = v.cpu().tolist(), ix.cpu().tolist()
     dataset = dataset.add_column(TOPK_VALUES, values, feature=List(List(Value("float32"))))
     return dataset.add_column(TOPK_INDICES, indices, feature=List(List(Value("int32"))))

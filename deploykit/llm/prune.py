@@ -26,7 +26,7 @@ from deploykit.errors import UserError
 from deploykit.layers import check_indices, layer_list
 from deploykit.pruning.arch import Shape
 from deploykit.pruning.importance import accumulate_gradients, element_scores
-from deploykit.pruning.units import Kept, drop_depth
+from deploykit.pruning.units import Kept, drop_depth, removed_count
 
 IMPORTANCE = ("l2", "taylor")
 # config fields a Llama-type decoder must carry for this module to know its shapes
@@ -43,19 +43,6 @@ def causal_shape(config) -> Shape:
     return Shape(layers=config.num_hidden_layers, hidden=config.hidden_size, heads=heads,
                  head_size=getattr(config, "head_dim", None) or config.hidden_size // heads,
                  ffn=config.intermediate_size, vocab=config.vocab_size, kv_heads=config.num_key_value_heads)
-
-
-def _count(field: str, ratio: float, total: int, unit: str) -> int:
-    """Units removed per layer for `ratio`; a UserError when that removes none or all of them."""
-    if not ratio:
-        return 0
-    n = round(ratio * total)
-    if n >= total:
-        raise UserError(f"prune.{field}={ratio} leaves no {unit} of {total}; use a ratio below {(total - 1) / total:.4f}")
-    if n == 0:
-        raise UserError(f"prune.{field}={ratio} removes less than one {unit} of {total}; "
-                        f"use at least {1 / total:.4f}")
-    return n
 
 
 def prune_causal(model, *, ffn: float = 0.0, kv_groups: float = 0.0, depth: float = 0.0,
@@ -81,12 +68,12 @@ def prune_causal(model, *, ffn: float = 0.0, kv_groups: float = 0.0, depth: floa
         raise UserError(f"prune.importance={importance!r}: use one of {', '.join(IMPORTANCE)}")
     if importance == "taylor" and not batches:
         raise UserError("prune.importance=taylor needs training batches for its gradients; give data or use l2")
-    n_ffn = _count("ffn", ffn, shape.ffn, "FFN neuron")
-    n_groups = _count("kv_groups", kv_groups, shape.kv_heads, "KV group")
+    n_ffn = removed_count("ffn", ffn, shape.ffn, "FFN neuron")
+    n_groups = removed_count("kv_groups", kv_groups, shape.kv_heads, "KV group")
     if depth and drop_layers:
         raise UserError("prune: give prune.depth (by importance) or prune.drop_layers (explicit), not both")
     explicit = check_indices(list(drop_layers), shape.layers, "prune.drop_layers") if drop_layers else None
-    n_layers = len(explicit) if explicit else _count("depth", depth, shape.layers, "layer")
+    n_layers = len(explicit) if explicit else removed_count("depth", depth, shape.layers, "layer")
     if explicit and n_layers >= shape.layers:
         raise UserError(f"prune.drop_layers removes all {shape.layers} layers; keep at least one")
 

@@ -75,7 +75,7 @@ def plan(cfg: PruneConfig, shape: Shape, arch: Arch) -> Target:
         if shape.kv_heads != shape.heads:
             raise UserError(f"prune.heads={cfg.heads}: grouped-query attention ({shape.heads} query / "
                             f"{shape.kv_heads} key-value heads) is not supported yet; use prune.ffn or prune.depth")
-        target.heads = _heads_removed("heads", cfg.heads, _removed(cfg.heads, shape.heads), shape.heads)
+        target.heads = removed_count("heads", cfg.heads, shape.heads, "attention head")
     if cfg.width:
         if arch.explicit_head_dim:
             raise UserError(f"prune.width={cfg.width}: not supported for this architecture; use prune.heads "
@@ -85,7 +85,7 @@ def plan(cfg: PruneConfig, shape: Shape, arch: Arch) -> Target:
             raise UserError(f"prune.width={cfg.width} removes {channels} of {shape.hidden} channels, not whole "
                             f"heads of {shape.head_size}; use a multiple of 1/{shape.heads} "
                             f"(e.g. {1 / shape.heads:.4f} per head)")
-        target.heads = _heads_removed("width", cfg.width, channels // shape.head_size, shape.heads)
+        target.heads = removed_count("width", cfg.width, shape.heads, "attention head", channels // shape.head_size)
         target.residual = True
     if cfg.ffn:
         target.ffn = _removed(cfg.ffn, shape.ffn)
@@ -107,13 +107,22 @@ def plan(cfg: PruneConfig, shape: Shape, arch: Arch) -> Target:
     return target
 
 
-def _heads_removed(field: str, ratio: float, removed: int, heads: int) -> int:
-    if removed >= heads:
-        raise UserError(f"prune.{field}={ratio} leaves no attention head of {heads}; use a smaller ratio")
-    if removed == 0:
-        raise UserError(f"prune.{field}={ratio} removes less than one head of {heads}; "
-                        f"use at least {1 / heads:.4f}")
-    return removed
+def removed_count(field: str, ratio: float, total: int, unit: str, removed: int | None = None) -> int:
+    """How many of `total` units `prune.<field>=ratio` removes (per layer): `removed` when the caller counted them
+    (heads that a width cut takes), else the ratio rounded; 0 for ratio 0. Encoders and causal LMs share it.
+
+    Raises:
+        UserError: the count removes every unit, or none although the ratio asked for some.
+    """
+    if not ratio:
+        return 0
+    n = round(ratio * total) if removed is None else removed
+    if n >= total:
+        raise UserError(f"prune.{field}={ratio} leaves no {unit} of {total}; use a ratio below {(total - 1) / total:.4f}")
+    if n == 0:
+        raise UserError(f"prune.{field}={ratio} removes less than one {unit} of {total}; "
+                        f"use at least {1 / total:.4f}")
+    return n
 
 
 def prune_step(model, cfg: PruneConfig, target: Target, step: int, batches: list[dict], kept: Kept) -> None:
