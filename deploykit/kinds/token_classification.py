@@ -106,12 +106,11 @@ def gate_value(recipe, artifact, task) -> float:
 
 
 def _check_export(recipe) -> None:
-    """Refuse the classifier-only export rewrites when a recipe asks for them: both read position 0 alone."""
+    """Refuse the classifier-only last-layer trim when a recipe asks for it: it keeps position 0 alone."""
     cfg = recipe.export
-    asked = [k for k in ("trim_last_layer", "remove_padding") if k in cfg.model_fields_set and getattr(cfg, k)]
-    if asked:
-        raise UserError(f"export.{asked[0]}: data.task {NAME} exports every position with its padding (the "
-                        f"rewrite keeps only position 0, a text classifier's); remove export.{asked[0]} or set it false")
+    if "trim_last_layer" in cfg.model_fields_set and cfg.trim_last_layer:
+        raise UserError(f"export.trim_last_layer: data.task {NAME} tags every position (the trim keeps only "
+                        "position 0, a text classifier's); remove export.trim_last_layer or set it false")
     if cfg.format != "onnx":
         raise UserError(f"export.format {cfg.format}: data.task {NAME} exports to ONNX only here; set export.format onnx")
 
@@ -130,6 +129,7 @@ def export(recipe, parent, out_dir):
 
     from deploykit.artifact import Artifact, staging, write_manifest
     from deploykit.console import log
+    from deploykit.ner.quantize import padding_free
     from deploykit.onnx.export import export_onnx
     from deploykit.onnx.ops import file_size
 
@@ -138,7 +138,8 @@ def export(recipe, parent, out_dir):
     max_len, stride = trained_windows(recipe, parent)
     with staging(out_dir) as tmp:
         report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=cfg.optimize, atol=cfg.atol,
-                             texts=_parity_texts(recipe, cfg.parity_samples), max_length=max_len)
+                             texts=_parity_texts(recipe, cfg.parity_samples), max_length=max_len,
+                             remove_padding=padding_free(cfg))
         metrics = {"parity_max_abs_diff": max(report["parity"].values()), "size_bytes": file_size(tmp / "model.onnx")}
         # the trained length and windows travel with the graph: deploykit.load reads them without the parent
         manifest = write_manifest(tmp, stage="export", format="onnx", parent=parent, task=NAME, max_length=max_len,

@@ -51,7 +51,8 @@ def run(recipe, parent: Artifact, out_dir: Path, score: Callable[[Path, Path, ob
             export = recipe.export
             export_report = export_onnx(parent.path, None, side, optimize=cfg.optimize,
                                         atol=export.atol if export else 1e-4, texts=texts, max_length=max_length,
-                                        fuse_embeddings="Gather" not in settings.op_types)
+                                        fuse_embeddings="Gather" not in settings.op_types,
+                                        remove_padding=padding_free(export))
             float_onnx = side / "model.onnx"
         elif parent.format == "onnx":
             side, float_onnx = parent.path, parent.onnx_path
@@ -91,6 +92,13 @@ def run(recipe, parent: Artifact, out_dir: Path, score: Callable[[Path, Path, ob
     log(f"quantize: {metrics['quantized_ops']['quantized_matmuls']} INT8 matmuls, {len(result.float_nodes)} nodes "
         f"float, validation entity F1 {result.metrics['f1']:.2f} (float {result.reference['f1']:.2f})")
     return Artifact(Path(out_dir).resolve(), manifest)
+
+
+def padding_free(export_cfg) -> bool:
+    """Whether a token classifier's graph skips padding: only when the recipe asks (`export.remove_padding: true`
+    written out; its default is a text classifier's). The packed encoder then scatters every real token back
+    (deploykit/onnx/packing.py without the last-layer trim), so logits keep their [batch, seq, labels] shape."""
+    return bool(export_cfg is not None and "remove_padding" in export_cfg.model_fields_set and export_cfg.remove_padding)
 
 
 def check_mode(cfg) -> None:

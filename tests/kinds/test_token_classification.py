@@ -256,8 +256,8 @@ def test_a_token_classifier_recipe_validates(tiny_body, tmp_path):
         "may split into pieces the training sentences do not hold)"]
     static = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "quantize": {"mode": "static"}})
     assert [p.split(":")[0] for p in recipe_problems(static)] == ["quantize.mode static"]
-    padded = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "export": {"remove_padding": True}})
-    assert [p.split(":")[0] for p in recipe_problems(padded)] == ["export.remove_padding"]
+    trimmed = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "export": {"trim_last_layer": True}})
+    assert [p.split(":")[0] for p in recipe_problems(trimmed)] == ["export.trim_last_layer"]
 
 
 def test_the_data_section_refuses_keys_of_other_tasks():

@@ -149,16 +149,33 @@ def test_export_checks_every_token_and_the_onnx_folder_gives_the_same_groups(any
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-def test_export_refuses_the_classifier_rewrites_when_asked(bert_folder, tmp_path):
+def test_export_refuses_the_last_layer_trim_when_asked(bert_folder, tmp_path):
     from deploykit.pipeline import run_stage
 
-    for key in ("trim_last_layer", "remove_padding"):
-        with pytest.raises(UserError, match=f"^export.{key}: data.task token_classification exports every position"):
-            run_stage("export", build_recipe({"export": {key: True}}), bert_folder, tmp_path / key)
-        assert not (tmp_path / key).exists()
+    with pytest.raises(UserError, match="^export.trim_last_layer: data.task token_classification tags every position"):
+        run_stage("export", build_recipe({"export": {"trim_last_layer": True}}), bert_folder, tmp_path / "trim")
+    assert not (tmp_path / "trim").exists()
     # asked off: the plain export it always is
-    run_stage("export", build_recipe({"export": {"trim_last_layer": False, "optimize": False}}), bert_folder,
-              tmp_path / "plain")
+    plain = run_stage("export", build_recipe({"export": {"trim_last_layer": False, "optimize": False}}), bert_folder,
+                      tmp_path / "plain")
+    assert plain.manifest["rewrite"] == {"remove_padding": False, "trim_last_layer": False}
+
+
+def test_the_padding_free_export_scatters_every_token_back(any_folder, tmp_path):
+    from deploykit.pipeline import run_stage
+
+    art = run_stage("export", build_recipe({"export": {"remove_padding": True, "optimize": False}}), any_folder,
+                    tmp_path / "packed")
+    manifest = art.manifest
+    # the packed encoder without the trim: checked on every real token of padded batches of 8 and of one row
+    assert manifest["rewrite"] == {"remove_padding": True, "trim_last_layer": False}
+    assert manifest["parity_rows"] == 9 and max(manifest["parity"].values()) <= 1e-4
+    torch_ner, packed = deploykit.load(any_folder), deploykit.load(art.path)
+    for batch_size in (1, 3):
+        for mine, expected in zip(packed(TEXTS, batch_size=batch_size), torch_ner(TEXTS)):
+            assert_same_groups(mine, expected)
+    for a, b in zip(packed.logits(TEXTS), torch_ner.logits(TEXTS)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
 
 
 def test_parity_reads_every_real_token_and_fails_loudly_on_drift(tmp_path, monkeypatch):
