@@ -150,16 +150,17 @@ def generation_markdown(h: dict) -> str:
     return "\n".join(lines)
 
 
+# the headline of a report, by its "kind" (absent: a classifier's): (rows and ratios, markdown)
+HEADLINES = {"classification": (headline, to_markdown), "generation": (generation_headline, generation_markdown)}
+
+
 def write(report_path: Path, teacher: str, final: str, warnings: list[str] | None = None) -> str:
     """headline.md / headline.json beside the report; `warnings` (e.g. an under-trained teacher, which makes
     every drop look small) head both, since the ratios alone would read as a success."""
     report = json.loads(Path(report_path).read_text())
-    if report.get("kind") == "generation":
-        h = generation_headline(report, teacher, final)
-        text = generation_markdown(h)
-    else:
-        h = headline(report, teacher, final)
-        text = to_markdown(h)
+    pick, render = HEADLINES[report.get("kind", "classification")]
+    h = pick(report, teacher, final)
+    text = render(h)
     h["warnings"] = list(warnings or [])
     if h["warnings"]:
         text = "\n".join(f"**warning:** {w}" for w in h["warnings"]) + "\n\n" + text

@@ -4,7 +4,8 @@ import base64
 import json
 from html.parser import HTMLParser
 
-from deploykit.report import markdown, pareto_front, write_reports
+from deploykit.plots import pareto_front
+from deploykit.report import markdown, write_reports
 
 
 def row(name, runtime, target="cpu", *, acc=90.0, p50=5.0, size=20.0, baseline=False, skipped=False):
@@ -164,7 +165,7 @@ def test_encoder_report_is_unchanged_by_the_generation_kind(tmp_path):
 
 
 def test_every_runtime_has_a_plot_marker():
-    from deploykit.report import MARKERS
+    from deploykit.plots import MARKERS
     from deploykit.runtimes import LABELS, READS, TARGETS
 
     assert set(MARKERS) == set(READS) == set(LABELS) == set(TARGETS)
