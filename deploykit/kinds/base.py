@@ -84,6 +84,29 @@ class PruneJob:
     record: dict = field(default_factory=dict)  # extra manifest fields (window stride, task)
 
 
+@dataclass
+class QuantizeScorer:
+    """How the quantize stage reads one float graph's folder (config + tokenizer beside the graph): scores, the
+    batches that rank nodes by sensitivity and calibrate static INT8, and what the manifest records."""
+
+    # (graph path, "validation" | "test") -> the kind's metrics of that graph on the split
+    score: Callable[[Any, str], dict]
+    sensitivity_feeds: Callable[[], list[dict]]  # graph-ready batches the keep-float ranking reads
+    calibration_feeds: Callable[[], list[dict]] | None  # static INT8's calibration batches; None: static refused
+    has_test: bool
+    record: dict = field(default_factory=dict)  # extra manifest fields (window stride, task)
+
+
+@dataclass
+class QuantizeJob:
+    """What the quantize stage needs from a kind: how a PyTorch parent's float graph is exported and how the
+    graphs are scored. The stage exports (or takes the ONNX parent), quantizes, gates, writes and logs."""
+
+    max_length: int
+    export_args: dict                       # deploykit.onnx.export.export_onnx keyword arguments (parity texts, rewrites)
+    scorer: Callable[[Any, list[str]], QuantizeScorer]  # (folder beside the float graph, graph inputs) -> scorer
+
+
 @dataclass(frozen=True)
 class Kind:
     """One `data.task`: its data, fine-tuning job, gate score and the stages it runs its own way.
@@ -96,6 +119,8 @@ class Kind:
         distill_job: (recipe, teacher source, parent artifact or None) -> DistillJob; None: distill refuses the kind.
         prune_job: (recipe, model source, parent artifact or None) -> PruneJob for the encoder pruning engine;
             None: a kind with its own prune runner, or one prune refuses.
+        quantize_job: (recipe, parent artifact) -> QuantizeJob for ONNX Runtime INT8 of an encoder; None: a kind
+            with its own quantize runner.
         gate_value: (recipe, artifact, task data) -> the gate metric of `artifact` on `recipe.gate.split`.
         runners: stage name -> a function that runs that whole stage for this kind, with the stage's own
             arguments (`bench` takes (recipe, artifacts, names, out_dir)); a stage not here runs its shared body.
@@ -118,6 +143,7 @@ class Kind:
     gate_value: Callable[[Any, Any, Any], float]
     distill_job: Callable[[Any, str, Any], DistillJob] | None = None
     prune_job: Callable[[Any, str, Any], PruneJob] | None = None
+    quantize_job: Callable[[Any, Any], QuantizeJob] | None = None
     runners: dict[str, Callable[..., Any]] = field(default_factory=dict)
     check_run: Callable[[Any, list[str]], None] = lambda recipe, stages: None
     predictor: Callable[..., Any] | None = None

@@ -139,5 +139,11 @@ def prune_job(recipe, source: str, parent):
     return job(recipe, source, parent)
 
 
+def quantize_job(recipe, parent):
+    from deploykit.quant.text_job import quantize_job as job
+
+    return job(recipe, parent)
+
+
 KIND = Kind(name="classification", metric="accuracy", load_task=load_task, finetune_job=finetune_job,
-            gate_value=gate_value, distill_job=distill_job, prune_job=prune_job)
+            gate_value=gate_value, distill_job=distill_job, prune_job=prune_job, quantize_job=quantize_job)

@@ -28,6 +28,7 @@ from deploykit.kinds.base import Job, Kind
 from deploykit.ner.scoring import (
     as_dataset,
     encode,
+    parity_texts,
     score_folder,
     scored,
     sentence_metrics,
@@ -115,13 +116,6 @@ def _check_export(recipe) -> None:
         raise UserError(f"export.format {cfg.format}: data.task {NAME} exports to ONNX only here; set export.format onnx")
 
 
-def _parity_texts(recipe, n: int) -> list[str] | None:
-    """Up to `n` validation sentences, words joined by spaces (None without a data section: built-in texts)."""
-    if recipe.data is None:
-        return None
-    return [" ".join(words) for words in load_task(recipe.data).validation.tokens[:n]]
-
-
 def export(recipe, parent, out_dir):
     """`deploykit export` of a PyTorch token classifier: the plain graph (every position, padding kept), logits
     [batch, seq, labels] checked against PyTorch on every real token, fused where the architecture allows."""
@@ -138,7 +132,7 @@ def export(recipe, parent, out_dir):
     max_len, stride = trained_windows(recipe, parent)
     with staging(out_dir) as tmp:
         report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=cfg.optimize, atol=cfg.atol,
-                             texts=_parity_texts(recipe, cfg.parity_samples), max_length=max_len,
+                             texts=parity_texts(recipe, cfg.parity_samples), max_length=max_len,
                              remove_padding=padding_free(cfg))
         metrics = {"parity_max_abs_diff": max(report["parity"].values()), "size_bytes": file_size(tmp / "model.onnx")}
         # the trained length and windows travel with the graph: deploykit.load reads them without the parent
@@ -150,18 +144,10 @@ def export(recipe, parent, out_dir):
     return Artifact(Path(out_dir).resolve(), manifest)
 
 
-def quantize(recipe, parent, out_dir):
-    """`deploykit quantize` (dynamic INT8) of a token classifier, gated on entity F1 (deploykit/ner/quantize.py)."""
-    from deploykit.ner.quantize import run
+def quantize_job(recipe, parent):
+    from deploykit.ner.quantize import quantize_job as job
 
-    task = load_task(recipe.data)
-    max_len, stride = trained_windows(recipe, parent)
-
-    def score(folder, onnx_path, split) -> dict:
-        return score_folder(folder, split, task.labels, max_len, stride, onnx_path=onnx_path)
-
-    n = recipe.export.parity_samples if recipe.export else 64
-    return run(recipe, parent, out_dir, score, task, max_len, stride, _parity_texts(recipe, n))
+    return job(recipe, parent)
 
 
 def bench_texts(recipe, task, split_name: str):
@@ -210,4 +196,4 @@ KIND = Kind(name=NAME, metric="f1", load_task=load_task, finetune_job=finetune_j
             distill_job=distill_job, prune_job=prune_job, check_run=check_run, predictor=_predictor,
             bench_metrics=(("f1", "entity F1 %"), ("precision", "precision %"), ("recall", "recall %")),
             bench_texts=bench_texts,
-            runners={"export": export, "quantize": quantize})
+            quantize_job=quantize_job, runners={"export": export})

@@ -132,3 +132,13 @@ def trained_windows(recipe, artifact) -> tuple[int, int | None]:
     return max_len, stride
 
 
+
+
+def parity_texts(recipe, n: int) -> list[str] | None:
+    """Up to `n` validation sentences, words joined by spaces, for an export's parity check (None without a data
+    section: the export's built-in texts)."""
+    from deploykit.ner.data import load_tags
+
+    if recipe.data is None:
+        return None
+    return [" ".join(words) for words in load_tags(recipe.data).validation.tokens[:n]]

@@ -11,17 +11,19 @@ float (1, 2, 4, ... up to `quantize.max_float_nodes`) until the gate holds, or t
 every try's figures (the loop is `deploykit.quant.gate`, the INT8 steps `deploykit.quant.int8`).
 `deploykit.quant.baseline.standard_baseline` builds the by-hand recipe (Optimum's avx512_vnni dynamic
 preset on a plain export) that `deploykit bench` compares against.
+
+How the float graph is exported and how a graph is scored come from the task's kind (`Kind.quantize_job`):
+text classifiers (deploykit/quant/text_job.py: accuracy, static calibration on training rows), token
+classifiers (deploykit/ner/quantize.py: entity F1 over words, dynamic only); causal LMs quantize weights
+with their own runner (deploykit/llm/quantize_stage.py).
 """
 
 from __future__ import annotations
 
-import random
 import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
-
-import numpy as np
 
 from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe
@@ -29,44 +31,8 @@ from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
 
-SENSITIVITY_ROWS = 128
-CALIBRATION_BATCH = 16
 
-
-def _feeds(split, tokenizer, names: list[str], batch_size: int, max_length: int,
-           fixed_length: int | None = None) -> list[dict[str, np.ndarray]]:
-    """Graph-ready batches; a graph input the tokenizer does not give (token_type_ids) is zeros."""
-    from deploykit.data import batches
-
-    out = []
-    for enc, _ in batches(split, tokenizer, batch_size, max_length, fixed_length):
-        ids = np.asarray(enc["input_ids"], dtype=np.int64)
-        out.append({n: np.asarray(enc[n], dtype=np.int64) if n in enc else np.zeros_like(ids) for n in names})
-    return out
-
-
-def _calibration_feeds(recipe: Recipe, task, tokenizer, names: list[str]) -> list[dict[str, np.ndarray]]:
-    """`calibration_samples` seeded training rows, padded to one fixed length (ORT's histogram
-    calibrators stack every batch, so shapes must agree)."""
-    cfg = recipe.quantize
-    if len(task.train) < cfg.calibration_samples:
-        raise UserError(f"quantize.calibration_samples={cfg.calibration_samples} but the training split has only "
-                        f"{len(task.train)} rows; lower quantize.calibration_samples")
-    idx = list(range(len(task.train)))
-    random.Random(recipe.data.seed).shuffle(idx)
-    rows = task.train.take(sorted(idx[:cfg.calibration_samples]))
-    return _feeds(rows, tokenizer, names, CALIBRATION_BATCH, cfg.calibration_seq_len, cfg.calibration_seq_len)
-
-
-def _accuracy(onnx_path: Path, split, tokenizer, max_length: int, stride: int | None = None) -> dict[str, float]:
-    from deploykit.evaluate import eval_batch_size, metrics, ort_predictor, ort_session, predict
-
-    logits = predict(ort_predictor(ort_session(onnx_path)), split, tokenizer, max_length, eval_batch_size(onnx_path),
-                     stride)
-    return metrics(logits, split.labels)
-
-
-def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts,
+def _float_source(recipe: Recipe, parent: Artifact, work: Path, export_args: dict,
                   op_types: list[str], max_length: int) -> tuple[Path, Path, dict | None]:
     """(float .onnx, folder holding its config + tokenizer, export report or None)."""
     from deploykit.onnx.ops import load_onnx, quantized_op_counts
@@ -82,10 +48,8 @@ def _float_source(recipe: Recipe, parent: Artifact, work: Path, texts,
         optimize = recipe.quantize.optimize and recipe.quantize.preset != "tensorrt"
         # quantizing Gather means the word table: keep it a Gather (fused, it would stay float in
         # EmbedLayerNormalization: 19.7 MB instead of 6.1 for the default recipe's pruned student)
-        report = export_onnx(parent.path, None, folder, optimize=optimize, atol=export.atol,
-                             texts=texts.texts, pairs=texts.pairs, max_length=max_length,
-                             fuse_embeddings="Gather" not in op_types, trim_last_layer=export.trim_last_layer,
-                             remove_padding=export.remove_padding)
+        report = export_onnx(parent.path, None, folder, optimize=optimize, atol=export.atol, max_length=max_length,
+                             fuse_embeddings="Gather" not in op_types, **export_args)
         return folder / "model.onnx", folder, report
     if parent.format != "onnx":
         raise UserError(f"{parent.path}: a {parent.format} artifact cannot be quantized; give a PyTorch or ONNX one")
@@ -116,15 +80,16 @@ def _warn_unquantized_layers(onnx_path: Path, settings) -> None:
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
-    """INT8-quantize `parent` (PyTorch: exported first; ONNX: used as is) into `out_dir`."""
-    from transformers import AutoTokenizer
+    """INT8-quantize `parent` (PyTorch: exported first; ONNX: used as is) into `out_dir`.
 
-    from deploykit.data import fit_max_length, load_task
+    Raises:
+        UserError: no input or data, a mode or artifact the kind cannot take, too few calibration rows.
+        GateError: no try within `quantize.max_float_nodes` keeps the kind's metric within `quantize.max_drop`.
+    """
     from deploykit.onnx.export import copy_side_files
     from deploykit.onnx.ops import graph_inputs
     from deploykit.quant.gate import gate, gate_metrics
     from deploykit.quant.int8 import Int8Settings, preprocess, quantize, sensitivity
-    from deploykit.windows import recorded, stride_for
 
     cfg = recipe.quantize
     if parent is None:
@@ -132,23 +97,25 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     if recipe.data is None:
         raise UserError("quantize needs a data section (or --data NAME_OR_PATH): the gate evaluates on its "
                         "validation split")
-    if (own := kind_of(recipe.data.task).runner("quantize")) is not None:
+    kind = kind_of(recipe.data.task)
+    if (own := kind.runner("quantize")) is not None:
         return own(recipe, parent, out_dir)
+    if kind.quantize_job is None:
+        raise UserError(f"quantize: data.task {kind.name} cannot be quantized to INT8 yet")
+    job = kind.quantize_job(recipe, parent)  # a mode the kind does not take is refused here
     if cfg.mode == "weight_only":
         raise UserError("quantize.mode weight_only is for causal LMs; use dynamic or static for encoders")
-    task = load_task(recipe.data)
-    max_length = fit_max_length(recipe.data.max_length, parent.path, AutoTokenizer.from_pretrained(parent.path), task,
-                                recorded=parent.manifest.get("max_length"))
     settings = Int8Settings.for_preset(cfg.preset, cfg.mode, per_channel=cfg.per_channel, op_types=cfg.op_types,
                                        calibration=cfg.calibration)
     with tempfile.TemporaryDirectory(prefix="deploykit-quantize-") as tmpdir, staging(out_dir) as tmp:
         work = Path(tmpdir)
-        parity = task.validation.head(recipe.export.parity_samples if recipe.export else 64)
-        float_onnx, side, export_report = _float_source(recipe, parent, work, parity, settings.op_types, max_length)
-        tokenizer = AutoTokenizer.from_pretrained(side)
-        stride = stride_for(recipe.data, max_length, tokenizer, parent.manifest)  # data.long_texts: windows
-        names = graph_inputs(float_onnx)
-        calib = _calibration_feeds(recipe, task, tokenizer, names) if cfg.mode == "static" else None
+        float_onnx, side, export_report = _float_source(recipe, parent, work, job.export_args, settings.op_types,
+                                                        job.max_length)
+        scorer = job.scorer(side, graph_inputs(float_onnx))
+        if cfg.mode == "static" and scorer.calibration_feeds is None:
+            raise UserError(f"quantize.mode static: data.task {kind.name} is quantized dynamic only here; "
+                            "set quantize.mode dynamic")
+        calib = scorer.calibration_feeds() if cfg.mode == "static" else None
         pre = work / "pre.onnx"
         preprocess(float_onnx, pre)
         _warn_unquantized_layers(pre, settings)
@@ -160,26 +127,22 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
             return work / f"int8-{attempt}.onnx"
 
         def rank() -> list[tuple[str, float]]:
-            feeds = _feeds(task.validation.head(SENSITIVITY_ROWS), tokenizer, names, 32, max_length)
-            return sensitivity(pre, settings, feeds, calibration=calib, calibration_cache=cache)
+            return sensitivity(pre, settings, scorer.sensitivity_feeds(), calibration=calib, calibration_cache=cache)
 
-        def validation(path: Path) -> dict:
-            return _accuracy(path, task.validation, tokenizer, max_length, stride)
-
-        result = gate(cfg.max_drop, cfg.max_float_nodes, validation, int8, rank, pre)
+        result = gate(cfg.max_drop, cfg.max_float_nodes, lambda path: scorer.score(path, "validation"), int8, rank,
+                      pre, metric=kind.metric)
         shutil.copy2(result.model, tmp / "model.onnx")
         copy_side_files(side, tmp, float_onnx.name)
         metrics = gate_metrics(result, float_onnx, tmp / "model.onnx")
-        if task.test is not None:
-            metrics["test"] = {"float": _accuracy(pre, task.test, tokenizer, max_length, stride),
-                               "int8": _accuracy(tmp / "model.onnx", task.test, tokenizer, max_length, stride)}
+        if scorer.has_test:
+            metrics["test"] = {"float": scorer.score(pre, "test"), "int8": scorer.score(tmp / "model.onnx", "test")}
         manifest = write_manifest(tmp, stage="quantize", format="onnx", parent=parent,
                                   config=recipe.model_dump(include={"data", "quantize"}), metrics=metrics,
                                   onnx_file="model.onnx", int8=settings.describe(), float_nodes=result.float_nodes,
                                   tries=result.tries, sensitivity=result.ranking,
-                                  export=export_report, max_length=max_length, **recorded(stride))
-    sizes = metrics["size_bytes"]
+                                  export=export_report, max_length=job.max_length, **scorer.record)
+    sizes, key = metrics["size_bytes"], kind.metric
     log(f"quantize: {metrics['quantized_ops']['quantized_matmuls']} INT8 matmuls, {len(result.float_nodes)} nodes "
-        f"float, {sizes['float'] / 1e6:.1f} -> {sizes['int8'] / 1e6:.1f} MB, validation "
-        f"{result.metrics['accuracy']:.2f} (float {result.reference['accuracy']:.2f})")
+        f"float, {sizes['float'] / 1e6:.1f} -> {sizes['int8'] / 1e6:.1f} MB, validation {key} "
+        f"{result.metrics[key]:.2f} (float {result.reference[key]:.2f})")
     return Artifact(Path(out_dir).resolve(), manifest)
