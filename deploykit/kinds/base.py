@@ -85,6 +85,16 @@ class PruneJob:
 
 
 @dataclass
+class ExportJob:
+    """What the export stage asks a kind for: export_onnx's keyword arguments (parity texts, max_length,
+    rewrites), the manifest fields the graph carries (trained length, windows, task) and a log note."""
+
+    args: dict
+    record: dict = field(default_factory=dict)
+    note: str = ""                          # what the log line says of the graph ("per-token logits")
+
+
+@dataclass
 class QuantizeScorer:
     """How the quantize stage reads one float graph's folder (config + tokenizer beside the graph): scores, the
     batches that rank nodes by sensitivity and calibrate static INT8, and what the manifest records."""
@@ -103,7 +113,7 @@ class QuantizeJob:
     graphs are scored. The stage exports (or takes the ONNX parent), quantizes, gates, writes and logs."""
 
     max_length: int
-    export_args: dict                       # deploykit.onnx.export.export_onnx keyword arguments (parity texts, rewrites)
+    export_args: dict  # export_onnx keyword arguments of a PyTorch parent's float graph (parity texts, rewrites)
     scorer: Callable[[Any, list[str]], QuantizeScorer]  # (folder beside the float graph, graph inputs) -> scorer
 
 
@@ -121,6 +131,8 @@ class Kind:
             None: a kind with its own prune runner, or one prune refuses.
         quantize_job: (recipe, parent artifact) -> QuantizeJob for ONNX Runtime INT8 of an encoder; None: a kind
             with its own quantize runner.
+        export_job: (recipe, PyTorch parent artifact) -> ExportJob for its ONNX export; None: a kind with its own
+            export runner.
         gate_value: (recipe, artifact, task data) -> the gate metric of `artifact` on `recipe.gate.split`.
         runners: stage name -> a function that runs that whole stage for this kind, with the stage's own
             arguments (`bench` takes (recipe, artifacts, names, out_dir)); a stage not here runs its shared body.
@@ -144,6 +156,7 @@ class Kind:
     distill_job: Callable[[Any, str, Any], DistillJob] | None = None
     prune_job: Callable[[Any, str, Any], PruneJob] | None = None
     quantize_job: Callable[[Any, Any], QuantizeJob] | None = None
+    export_job: Callable[[Any, Any], ExportJob] | None = None
     runners: dict[str, Callable[..., Any]] = field(default_factory=dict)
     check_run: Callable[[Any, list[str]], None] = lambda recipe, stages: None
     predictor: Callable[..., Any] | None = None

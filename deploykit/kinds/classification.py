@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from deploykit.errors import UserError
-from deploykit.kinds.base import DistillJob, Job, Kind
+from deploykit.kinds.base import DistillJob, ExportJob, Job, Kind
 
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")  # what HF writes when a model was saved without label names
 
@@ -139,6 +139,21 @@ def prune_job(recipe, source: str, parent):
     return job(recipe, source, parent)
 
 
+def export_job(recipe, parent) -> ExportJob:
+    """Parity on up to `export.parity_samples` validation texts (built-in ones without a data section), at the
+    trained length; the recipe's rewrites (padding removal, last-layer trim)."""
+    cfg = recipe.export
+    if recipe.data is None:
+        return ExportJob({"texts": None, "pairs": None, "max_length": 128, "trim_last_layer": cfg.trim_last_layer,
+                          "remove_padding": cfg.remove_padding})
+    split = load_task(recipe.data).validation.head(cfg.parity_samples)
+    max_length = recipe.data.max_length
+    if max_length == "auto":
+        max_length = parent.manifest.get("max_length") or "auto"
+    return ExportJob({"texts": split.texts, "pairs": split.pairs, "max_length": max_length,
+                      "trim_last_layer": cfg.trim_last_layer, "remove_padding": cfg.remove_padding})
+
+
 def quantize_job(recipe, parent):
     from deploykit.quant.text_job import quantize_job as job
 
@@ -146,4 +161,5 @@ def quantize_job(recipe, parent):
 
 
 KIND = Kind(name="classification", metric="accuracy", load_task=load_task, finetune_job=finetune_job,
-            gate_value=gate_value, distill_job=distill_job, prune_job=prune_job, quantize_job=quantize_job)
+            gate_value=gate_value, distill_job=distill_job, prune_job=prune_job, quantize_job=quantize_job,
+            export_job=export_job)

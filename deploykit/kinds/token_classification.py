@@ -24,7 +24,7 @@ sentences as text and scores every row by entity F1 (`bench_texts`), beside the 
 from __future__ import annotations
 
 from deploykit.errors import UserError
-from deploykit.kinds.base import Job, Kind
+from deploykit.kinds.base import ExportJob, Job, Kind
 from deploykit.ner.scoring import (
     as_dataset,
     encode,
@@ -116,32 +116,19 @@ def _check_export(recipe) -> None:
         raise UserError(f"export.format {cfg.format}: data.task {NAME} exports to ONNX only here; set export.format onnx")
 
 
-def export(recipe, parent, out_dir):
-    """`deploykit export` of a PyTorch token classifier: the plain graph (every position, padding kept), logits
-    [batch, seq, labels] checked against PyTorch on every real token, fused where the architecture allows."""
-    from pathlib import Path
-
-    from deploykit.artifact import Artifact, staging, write_manifest
-    from deploykit.console import log
+def export_job(recipe, parent) -> ExportJob:
+    """The plain graph (every position; padding-free when asked), logits [batch, seq, labels] checked against
+    PyTorch on every real token; the trained length and windows travel with the graph (deploykit.load reads
+    them without the parent)."""
     from deploykit.ner.quantize import padding_free
-    from deploykit.onnx.export import export_onnx
-    from deploykit.onnx.ops import file_size
 
     _check_export(recipe)
     cfg = recipe.export
     max_len, stride = trained_windows(recipe, parent)
-    with staging(out_dir) as tmp:
-        report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=cfg.optimize, atol=cfg.atol,
-                             texts=parity_texts(recipe, cfg.parity_samples), max_length=max_len,
-                             remove_padding=padding_free(cfg))
-        metrics = {"parity_max_abs_diff": max(report["parity"].values()), "size_bytes": file_size(tmp / "model.onnx")}
-        # the trained length and windows travel with the graph: deploykit.load reads them without the parent
-        manifest = write_manifest(tmp, stage="export", format="onnx", parent=parent, task=NAME, max_length=max_len,
-                                  config=recipe.model_dump(include={"export"}), metrics=metrics,
-                                  **({"window_stride": stride} if stride is not None else {}), **report)
-    log(f"export: {out_dir}/model.onnx (per-token logits), parity {metrics['parity_max_abs_diff']:.1e} over every "
-        f"token, fused {report['fused_ops'] or 'nothing'}")
-    return Artifact(Path(out_dir).resolve(), manifest)
+    return ExportJob({"texts": parity_texts(recipe, cfg.parity_samples), "max_length": max_len,
+                      "trim_last_layer": False, "remove_padding": padding_free(cfg)},
+                     {"task": NAME, "max_length": max_len, **({"window_stride": stride} if stride is not None else {})},
+                     " (per-token logits, parity over every real token)")
 
 
 def quantize_job(recipe, parent):
@@ -196,4 +183,4 @@ KIND = Kind(name=NAME, metric="f1", load_task=load_task, finetune_job=finetune_j
             distill_job=distill_job, prune_job=prune_job, check_run=check_run, predictor=_predictor,
             bench_metrics=(("f1", "entity F1 %"), ("precision", "precision %"), ("recall", "recall %")),
             bench_texts=bench_texts,
-            quantize_job=quantize_job, runners={"export": export})
+            quantize_job=quantize_job, export_job=export_job)

@@ -10,7 +10,8 @@ stack, it is the only path whose graph ONNX Runtime's transformer optimizer fuse
 a parity check against PyTorch on real task texts; a drift beyond `export.atol` fails the command.
 The folder is what Optimum's ORTModel classes read: model.onnx, config.json, tokenizer files, plus
 deploykit's manifest.json. The engine is `deploykit.onnx.export.export_onnx` (deploykit/onnx/); this
-module is the stage around it: inputs, causal LMs, the manifest. In `deploykit run`, a recipe with a quantize
+module is the stage around it: inputs, the manifest, and the kind's `export_job` (parity texts, trained
+length, the rewrites it takes); causal LMs export with their KV cache through their own runner. In `deploykit run`, a recipe with a quantize
 section has no export stage for ONNX: quantize exports its PyTorch parent with the `export:` settings itself
 (`Recipe.stages`), so no run folder holds a copy of the INT8 graph posing as an export.
 """
@@ -25,16 +26,6 @@ from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of, task_of
 from deploykit.onnx.export import export_onnx
-
-
-def _parity_texts(recipe: Recipe, n: int) -> tuple[list[str] | None, list[str] | None, int]:
-    """Up to `n` validation texts of the recipe's task (None without a data section), and max_length."""
-    if recipe.data is None:
-        return None, None, 128
-    from deploykit.data import load_task
-
-    split = load_task(recipe.data).validation.head(n)
-    return split.texts, split.pairs, recipe.data.max_length
 
 
 def _gguf(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
@@ -75,19 +66,15 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
                         "export its PyTorch parent, or build a TensorRT engine from it with --format tensorrt")
     if parent.format != "pytorch":
         raise UserError(f"{parent.path}: a {parent.format} artifact cannot be exported to ONNX; give the PyTorch model")
-    task = recipe.data.task if recipe.data is not None else task_of(parent)  # --from FOLDER alone: its kind
-    if (own := kind_of(task).runner("export")) is not None:
+    kind = kind_of(recipe.data.task if recipe.data is not None else task_of(parent))  # --from FOLDER alone: its kind
+    if (own := kind.runner("export")) is not None:
         return own(recipe, parent, out_dir)  # a causal LM with its KV cache (deploykit/llm/export_stage.py)
-    texts, pairs, max_length = _parity_texts(recipe, cfg.parity_samples)
-    if max_length == "auto":
-        max_length = parent.manifest.get("max_length") or "auto"
+    job = kind.export_job(recipe, parent)
     with staging(out_dir) as tmp:
-        report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=cfg.optimize, atol=cfg.atol,
-                             texts=texts, pairs=pairs, max_length=max_length, trim_last_layer=cfg.trim_last_layer,
-                             remove_padding=cfg.remove_padding)
+        report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=cfg.optimize, atol=cfg.atol, **job.args)
         metrics = {"parity_max_abs_diff": max(report["parity"].values()), "size_bytes": file_size(tmp / "model.onnx")}
         manifest = write_manifest(tmp, stage="export", format="onnx", parent=parent,
-                                  config=recipe.model_dump(include={"export"}), metrics=metrics, **report)
-    log(f"export: {out_dir}/model.onnx, parity {metrics['parity_max_abs_diff']:.1e}, "
+                                  config=recipe.model_dump(include={"export"}), metrics=metrics, **job.record, **report)
+    log(f"export: {out_dir}/model.onnx{job.note}, parity {metrics['parity_max_abs_diff']:.1e}, "
         f"fused {report['fused_ops'] or 'nothing'}")
     return Artifact(Path(out_dir).resolve(), manifest)

@@ -21,7 +21,8 @@ def test_an_unknown_kind_is_one_line_naming_the_kinds():
 def test_classification_runs_every_stage_through_the_shared_bodies():
     kind = kind_of("classification")
     assert all(kind.runner(s) is None for s in ("finetune", "distill", "prune", "quantize", "export", "bench"))
-    assert callable(kind.distill_job) and callable(kind.prune_job) and callable(kind.quantize_job)
+    assert kind.runners == {} and callable(kind.distill_job) and callable(kind.prune_job)
+    assert callable(kind.quantize_job) and callable(kind.export_job)
 
 
 def test_generation_trains_through_jobs_and_owns_the_later_stages():
@@ -32,12 +33,12 @@ def test_generation_trains_through_jobs_and_owns_the_later_stages():
     assert all(callable(kind.runner(s)) for s in ("prune", "quantize", "export", "bench"))
 
 
-def test_token_classification_trains_through_jobs_and_benches_through_the_shared_body():
+def test_token_classification_runs_every_stage_through_the_shared_bodies():
     kind = kind_of("token_classification")
     assert kind.metric == "f1" and callable(kind.distill_job) and callable(kind.prune_job)
-    assert all(kind.runner(s) is None for s in ("finetune", "distill", "prune", "quantize", "bench"))
+    # every stage runs its shared body: no whole-stage runner is left for this kind
+    assert kind.runners == {} and callable(kind.quantize_job) and callable(kind.export_job)
     assert callable(kind.bench_texts) and kind.bench_metrics[0] == ("f1", "entity F1 %")
-    assert callable(kind.quantize_job) and callable(kind.runner("export"))
 
 
 def test_an_artifact_names_its_kind(tmp_path, tiny_llama, tiny_bert):
