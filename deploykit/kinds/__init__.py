@@ -4,10 +4,12 @@
     kind = kind_of(recipe.data.task)          # a Kind (deploykit/kinds/base.py)
     task = kind.load_task(recipe.data)
 
-A stage does what every kind shares (checks, staging, manifest, log, gate) and asks the kind for the rest:
-the task data, the fine-tuning job, the gate's score, and, for a kind whose whole stage differs (causal LMs
-distil, prune, quantize, export and bench through deploykit/llm/), that stage's runner. A new kind is one
-module here with a `KIND` and one entry below; no stage, runner or report branches on the task's name.
+A stage does what every kind shares (checks, staging, training loop, manifest, log, gate) and asks the kind for
+the rest: the task data, the jobs of finetune, distill, prune, quantize and export (kinds/base.py: what is
+loaded, trained, exported and how it is scored), the gate's score, bench's columns and scoring, the predictor.
+Causal LMs still prune, quantize, export and bench through whole-stage runners in deploykit/llm/ (KV groups,
+4-bit weights, KV-cache graphs, decode timing). A new kind is one module here with a `KIND` and one entry below;
+no stage, runner or report branches on the task's name.
 """
 
 from __future__ import annotations
