@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from deploykit import records
 from deploykit.config import DataConfig
 from deploykit.console import log
-from deploykit import records
 from deploykit.errors import UserError
 from deploykit.records import INTEGER, SUFFIXES, label_keys, read_rows, where
 

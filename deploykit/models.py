@@ -198,6 +198,24 @@ TASK_MODELS = {
 }
 
 
+def task_of(artifact) -> str:
+    """The `data.task` an artifact was trained for (a key of TASK_MODELS, as of deploykit.kinds.KINDS), from its
+    manifest, else its config's architecture (a stage run without a data section, e.g. `deploykit export --from
+    FOLDER`, still takes the artifact's kind); classification when neither says."""
+    import json
+
+    data = (artifact.manifest.get("config") or {}).get("data") or {}
+    task = data.get("task") if isinstance(data, dict) else None
+    if task in TASK_MODELS:
+        return task
+    try:  # a plain Hugging Face folder: its architecture says
+        archs = json.loads((artifact.path / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        archs = []
+    heads = {"ForCausalLM": "generation", "ForTokenClassification": "token_classification"}
+    return next((kind for a in archs for head, kind in heads.items() if str(a).endswith(head)), "classification")
+
+
 def supported_model_types(task: str) -> dict[str, str]:
     """model_type -> model class name that transformers can build for `task` (a key of TASK_MODELS)."""
     from transformers.models.auto import modeling_auto

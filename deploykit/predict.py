@@ -42,7 +42,8 @@ def read_texts(texts: list[str], file: Path | None, text_column: str = "sentence
         if text_pair_column:
             raise UserError("predict: --text-pair-column reads a column of --file; TEXT arguments are single texts")
         return list(texts), None
-    from deploykit.records import SUFFIXES, read_rows, texts as column_texts
+    from deploykit.records import SUFFIXES, read_rows
+    from deploykit.records import texts as column_texts
 
     if str(file) != "-" and file.is_dir():
         raise UserError(f"{file}: is a folder; give a file ({', '.join(SUFFIXES + LINES)}) or - for stdin")

@@ -141,8 +141,7 @@ def _load_torch(artifact, bf16: bool, threads: int | None, device: str) -> Loade
     import torch
     import transformers
 
-    from deploykit.kinds import task_of
-    from deploykit.models import TASK_MODELS
+    from deploykit.models import TASK_MODELS, task_of
 
     # the folder's own head: a sequence classifier, or a token classifier (logits per token)
     model = getattr(transformers, TASK_MODELS[task_of(artifact)][1]).from_pretrained(artifact.path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 
 from deploykit.errors import UserError
+from deploykit.models import task_of  # noqa: F401 - kinds.task_of: the kind of an artifact, beside kind_of
 
 # data.task -> the module holding its KIND; imported on first use (a kind pulls in its own heavy libraries)
 KINDS = {"classification": "deploykit.kinds.classification", "generation": "deploykit.kinds.generation",
@@ -28,21 +29,3 @@ def kind_of(task: str):
     if task not in KINDS:
         raise UserError(f"data.task {task!r}: use one of {', '.join(KINDS)}")
     return importlib.import_module(KINDS[task]).KIND
-
-
-def task_of(artifact) -> str:
-    """The `data.task` an artifact was trained for, from its manifest, else its config's architecture (a stage run
-    without a data section, e.g. `deploykit export --from FOLDER`, still takes the artifact's kind); classification
-    when neither says."""
-    import json
-
-    data = (artifact.manifest.get("config") or {}).get("data") or {}
-    task = data.get("task") if isinstance(data, dict) else None
-    if task in KINDS:
-        return task
-    try:  # a plain Hugging Face folder: its architecture says
-        archs = json.loads((artifact.path / "config.json").read_text()).get("architectures") or []
-    except (OSError, ValueError, AttributeError):
-        archs = []
-    heads = {"ForCausalLM": "generation", "ForTokenClassification": "token_classification"}
-    return next((kind for a in archs for head, kind in heads.items() if str(a).endswith(head)), "classification")

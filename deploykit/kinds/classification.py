@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from deploykit.errors import UserError
-from deploykit.kinds.base import DistillJob, ExportJob, Job, Kind
+from deploykit.jobs import DistillJob, ExportJob, Job
+from deploykit.kinds.base import Kind
 
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")  # what HF writes when a model was saved without label names
 

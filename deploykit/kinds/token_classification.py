@@ -24,7 +24,8 @@ sentences as text and scores every row by entity F1 (`bench_texts`), beside the 
 from __future__ import annotations
 
 from deploykit.errors import UserError
-from deploykit.kinds.base import ExportJob, Job, Kind
+from deploykit.jobs import ExportJob, Job
+from deploykit.kinds.base import Kind
 from deploykit.ner.scoring import (
     as_dataset,
     encode,

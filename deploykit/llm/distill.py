@@ -15,7 +15,7 @@ from __future__ import annotations
 from deploykit.artifact import Artifact
 from deploykit.config import Recipe
 from deploykit.errors import UserError
-from deploykit.kinds.base import DistillJob
+from deploykit.jobs import DistillJob
 
 
 def teacher_quality(parent: Artifact | None, source: str) -> dict | None:

@@ -10,7 +10,7 @@ data with loss on response tokens only, the collator, and quality measured by ge
 from __future__ import annotations
 
 from deploykit.config import Recipe
-from deploykit.kinds.base import Job
+from deploykit.jobs import Job
 
 
 def prepare(recipe: Recipe, source: str) -> Job:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from deploykit.jobs import DistillJob
 from deploykit.kd import DistillTrainer, kd_loss
-from deploykit.kinds.base import DistillJob
 
 TASK = "token_classification"
 IGNORED = -100  # the label of a position no loss reads (transformers' CrossEntropyLoss ignore_index)

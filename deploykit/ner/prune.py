@@ -15,7 +15,7 @@ import random
 
 from deploykit.console import log
 from deploykit.errors import UserError
-from deploykit.kinds.base import PruneJob
+from deploykit.jobs import PruneJob
 
 TASK = "token_classification"
 BATCH = 16  # windows per importance / reload-check batch

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploykit.errors import UserError
-from deploykit.kinds.base import QuantizeJob, QuantizeScorer
+from deploykit.jobs import QuantizeJob, QuantizeScorer
 
 TASK = "token_classification"
 SENSITIVITY_SENTENCES = 64  # validation sentences the keep-float ranking reads

@@ -19,7 +19,7 @@ from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.data import Split, batches
 from deploykit.errors import CheckError, UserError
-from deploykit.kinds.base import PruneJob
+from deploykit.jobs import PruneJob
 
 VOCAB_CHECK_TEXTS = 256  # training texts on which the vocabulary-pruned model must match the unpruned one
 BATCH = 16  # rows per importance / reload-check batch: enough signal, little memory

@@ -18,7 +18,7 @@ import numpy as np
 
 from deploykit.config import Recipe
 from deploykit.errors import UserError
-from deploykit.kinds.base import QuantizeJob, QuantizeScorer
+from deploykit.jobs import QuantizeJob, QuantizeScorer
 
 SENSITIVITY_ROWS = 128
 CALIBRATION_BATCH = 16

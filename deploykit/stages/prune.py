@@ -29,8 +29,8 @@ from deploykit.artifact import Artifact, scratch, staging, write_manifest
 from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
+from deploykit.jobs import PruneJob
 from deploykit.kinds import kind_of
-from deploykit.kinds.base import PruneJob
 
 
 def _init_projection(projection: torch.nn.Linear, channels: list[int]) -> None:
