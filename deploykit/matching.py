@@ -9,6 +9,9 @@ pruned model recovers on inputs unlike the ones it serves, and loses most on the
 picks the largest subset of the training rows whose word-count histogram matches the validation
 rows' (stratified by validation length deciles), and keeps every row when the two already match,
 so it needs no per-dataset threshold (it replaces `prune.recovery_min_words: 15`, tuned on SST-2).
+`data.validation_rows: matched` holds out validation rows the same way (deploykit.data), so that early stopping,
+the checkpoint kept and the gates read rows shaped like the test rows. Splits are deploykit.data.Split (texts,
+pairs); this module reads their texts only and imports nothing of the package, so data.py can call it.
 """
 
 from __future__ import annotations
@@ -17,21 +20,19 @@ import random
 
 import numpy as np
 
-from deploykit.data import Split
-
 BINS = 10  # validation length deciles
 # training rows count as matching when their median length is within this factor of validation's
 MATCH_RATIO = 0.8
 MIN_ROWS = 256  # a resampled set smaller than this is too little to recover on: keep every row instead
 
 
-def words(split: Split) -> np.ndarray:
+def words(split) -> np.ndarray:
     """Words per row (both texts of a pair)."""
     pairs = split.pairs or [""] * len(split)
     return np.asarray([len(t.split()) + len(p.split()) for t, p in zip(split.texts, pairs)])
 
 
-def length_matched(train: Split, target: Split, seed: int = 0, name: str = "validation") -> tuple[list[int] | None, str]:
+def length_matched(train, target, seed: int = 0, name: str = "validation") -> tuple[list[int] | None, str]:
     """Indices of training rows whose length distribution matches `target`'s, or None for all rows.
 
     Only the lengths of `target`'s texts are read, never its labels; `name` names it in the note.

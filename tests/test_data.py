@@ -187,3 +187,42 @@ def test_max_length_auto_is_the_default_and_numbers_below_8_are_refused():
     assert DataConfig(name="x").max_length == "auto"
     with pytest.raises(ValueError, match="greater than or equal to 8"):
         DataConfig(name="x", max_length=4)
+
+
+def _lengths_task(folder, test_words=(15, 25)):
+    """train: 3,000 phrases of 2-4 words and 800 sentences of 15-25; test: 200 rows of `test_words` words."""
+    import random
+
+    rng = random.Random(0)
+    folder.mkdir()
+
+    def rows(n, lo, hi):
+        return "".join(f"{' '.join(['word'] * rng.randint(lo, hi))} {i}\t{i % 2}\n" for i in range(n))
+
+    (folder / "train.tsv").write_text("sentence\tlabel\n" + rows(3000, 2, 4) + rows(800, 15, 25))
+    (folder / "test.tsv").write_text("sentence\tlabel\n" + rows(200, *test_words))
+    return folder
+
+
+def test_matched_validation_rows_are_shaped_like_the_test_rows(tmp_path):
+    folder = _lengths_task(tmp_path / "t")
+    matched = load_task(DataConfig(path=str(folder), validation_rows="matched", max_eval_samples=300))
+    words = [len(t.split()) for t in matched.validation.texts]
+    # the held-out rows have the test rows' lengths (the shortest decile stands for the test rows below 16 words),
+    # and they left the training rows
+    assert len(matched.validation) == 300 and sorted(words)[150] >= 15 and sum(w >= 15 for w in words) >= 0.85 * 300
+    assert len(matched.train) == 3800 - 300 and not set(matched.train.texts) & set(matched.validation.texts)
+    # the default: a stratified random share, mostly phrases
+    plain = load_task(DataConfig(path=str(folder)))
+    assert len(plain.validation) == 380 and sorted(len(t.split()) for t in plain.validation.texts)[190] <= 5
+
+
+def test_matched_validation_falls_back_to_a_random_share_when_lengths_match(tmp_path):
+    folder = _lengths_task(tmp_path / "t", test_words=(2, 4))
+    task = load_task(DataConfig(path=str(folder), validation_rows="matched"))
+    assert len(task.validation) == 380 and len(task.train) == 3800 - 380
+
+
+def test_validation_rows_belong_to_text_classification():
+    with pytest.raises(ValueError, match="validation_rows need task: classification"):
+        DataConfig(path="x", task="token_classification", validation_rows="matched")

@@ -25,7 +25,8 @@ class ModelConfig(Section):
 
 
 # DataConfig fields only one task reads: set for another task they would silently do nothing
-TASK_FIELDS = {"generation": ("prompt_template", "response_column", "system_prompt"),
+TASK_FIELDS = {"classification": ("validation_rows",),
+               "generation": ("prompt_template", "response_column", "system_prompt"),
                "token_classification": ("tokens_column", "tags_column", "label_all_tokens")}
 TEXT_FIELDS = ("text_column", "text_pair_column", "label_column", "column_names", "long_texts")  # not tagged words
 
@@ -57,6 +58,11 @@ class DataConfig(Section):
     label_names: list[str] | None = Field(
         default=None, description="names for integer labels 0..K-1 (written to config.json)")
     validation_split: float = Field(0.1, gt=0, lt=1)
+    validation_rows: Literal["random", "matched"] = Field(
+        "random", description="validation held out of train: random = a stratified share (validation_split); "
+                              "matched = rows of train resampled to the test rows' lengths (deploykit/matching.py), "
+                              "so that early stopping and the checkpoint kept read rows shaped like the test rows "
+                              "(training phrases vs test sentences); as many as max_eval_samples, else the share")
     test_split: float = Field(0.0, ge=0, lt=1)
     max_length: Annotated[int, Field(ge=8, le=65536)] | Literal["auto"] = Field(
         "auto", description="tokens per input; auto: the 99th percentile of the training and "
