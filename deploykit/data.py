@@ -171,8 +171,10 @@ def _finish(splits: dict[str, Split], labels: list[str], cfg: DataConfig, source
     if test is None and cfg.test_split > 0:
         train, test = stratified_split(train, cfg.test_split, cfg.seed)
     validation = splits.get("validation")
-    if validation is None and cfg.validation_rows == "matched" and test is not None:
-        train, validation = _matched_holdout(train, test, cfg)
+    if cfg.validation_rows == "matched" and test is not None:
+        from deploykit.matching import matched_validation
+
+        train, validation = matched_validation(train, validation, test, cfg)
     if validation is None:
         train, validation = stratified_split(train, cfg.validation_split, cfg.seed + 1)
     if cfg.max_train_samples:
@@ -184,22 +186,6 @@ def _finish(splits: dict[str, Split], labels: list[str], cfg: DataConfig, source
     if len(train) == 0 or len(validation) == 0:
         raise UserError(f"data {source}: too few rows to train and validate")
     return TaskData(train, validation, test, labels, source)
-
-
-def _matched_holdout(train: Split, test: Split, cfg: DataConfig) -> tuple[Split, Split | None]:
-    """(rest, held out): validation rows drawn from the training rows whose lengths match the test rows' (their
-    texts only, never their labels); (train, None) when the lengths already match or too few rows would."""
-    from deploykit.matching import length_matched
-
-    idx, note = length_matched(train, test, cfg.seed + 1, "test")
-    if idx is None:
-        log(f"data.validation_rows matched: {note}; a random share is held out")
-        return train, None
-    n = min(len(idx) // 2, cfg.max_eval_samples or round(cfg.validation_split * len(train)))
-    held = sorted(random.Random(cfg.seed + 1).sample(idx, n))  # half the pool at most: train keeps long rows too
-    held_set = set(held)
-    log(f"data.validation_rows matched: {n:,} validation rows from {note}")
-    return train.take([i for i in range(len(train)) if i not in held_set]), train.take(held)
 
 
 def hub_dataset(cfg: DataConfig):

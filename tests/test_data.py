@@ -217,6 +217,16 @@ def test_matched_validation_rows_are_shaped_like_the_test_rows(tmp_path):
     assert len(plain.validation) == 380 and sorted(len(t.split()) for t in plain.validation.texts)[190] <= 5
 
 
+def test_matched_validation_resamples_a_validation_file_and_leaves_train_alone(tmp_path):
+    folder = _lengths_task(tmp_path / "t")
+    (folder / "train.tsv").rename(folder / "dev.tsv")  # the phrases and sentences become the validation file
+    (folder / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"short row {i}\t{i % 2}\n" for i in range(50)))
+    task = load_task(DataConfig(path=str(folder), validation_rows="matched", max_eval_samples=400))
+    words = [len(t.split()) for t in task.validation.texts]
+    assert len(task.train) == 50 and len(task.validation) == 400  # 618 matching rows, capped by max_eval_samples
+    assert sorted(words)[200] >= 15 and sum(w >= 15 for w in words) >= 0.85 * 400
+
+
 def test_matched_validation_falls_back_to_a_random_share_when_lengths_match(tmp_path):
     folder = _lengths_task(tmp_path / "t", test_words=(2, 4))
     task = load_task(DataConfig(path=str(folder), validation_rows="matched"))

@@ -59,10 +59,10 @@ class DataConfig(Section):
         default=None, description="names for integer labels 0..K-1 (written to config.json)")
     validation_split: float = Field(0.1, gt=0, lt=1)
     validation_rows: Literal["random", "matched"] = Field(
-        "random", description="validation held out of train: random = a stratified share (validation_split); "
-                              "matched = rows of train resampled to the test rows' lengths (deploykit/matching.py), "
-                              "so that early stopping and the checkpoint kept read rows shaped like the test rows "
-                              "(training phrases vs test sentences); as many as max_eval_samples, else the share")
+        "random", description="random: the validation file, else a stratified share of train (validation_split); "
+                              "matched: the validation file's rows, else rows held out of train, resampled to the "
+                              "test rows' lengths (deploykit/matching.py), so that early stopping and the checkpoint "
+                              "kept read rows shaped like the test rows (training phrases vs test sentences)")
     test_split: float = Field(0.0, ge=0, lt=1)
     max_length: Annotated[int, Field(ge=8, le=65536)] | Literal["auto"] = Field(
         "auto", description="tokens per input; auto: the 99th percentile of the training and "
