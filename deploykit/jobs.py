@@ -65,11 +65,11 @@ class DistillJob:
 
 @dataclass
 class PruneJob:
-    """What the prune stage needs from an encoder kind: the trained model, batches that rank its units, how the
+    """What the prune stage needs from a kind: the trained model, how its units are cut and ranked, how the
     model is scored, and what its recovery fine-tune trains on.
 
-    The stage plans the cut (deploykit/pruning/units.py), prunes in steps with recovery between them, checks
-    the saved folder against the model, writes the manifest and logs; the kind loads and scores.
+    The stage checks the request (`cut.check`) before any work, prunes in steps with recovery between them, checks
+    the saved folder against the model, writes the manifest and logs; the kind loads, cuts and scores.
     """
 
     model: Any
@@ -86,25 +86,74 @@ class PruneJob:
     prune_vocab: Callable[[Any, Any, Any, int], tuple[Any, Any, float]] | None = None
     trainer_args: dict = field(default_factory=dict)  # collator, best_metric, ... for build_trainer
     compute_metrics: Callable[[Any], dict] | None = None  # the recovery checkpoint kept follows this score
-    cache_teacher_logits: bool = True
+    # the recovery KD trainer's kind-specific arguments, from the distill section (or its defaults)
+    kd_args: Callable[[Any], dict] = lambda distill: {"cache_teacher_logits": True}
+    distill_defaults: dict = field(default_factory=dict)  # DistillConfig fields when the recipe has no distill
     max_length: int | None = None
     record: dict = field(default_factory=dict)  # extra manifest fields (window stride, task)
+    # how units are cut: check(model, cfg) (UserError before any work), step(model, cfg, step, importance),
+    # shape(model) -> dict, summary() -> the manifest's kept units, recovery_kd(cfg) -> hidden-state KD arguments,
+    # start_projection(projection); deploykit/pruning/units.py EncoderCut, deploykit/llm/prune_job.py CausalCut
+    cut: Any = field(kw_only=True)
 
 
 @dataclass
 class ExportJob:
-    """What the export stage asks a kind for: export_onnx's keyword arguments (parity texts, max_length,
-    rewrites), the manifest fields the graph carries (trained length, windows, task) and a log note."""
+    """What the export stage asks a kind for: how its PyTorch parent becomes a checked `model.onnx` (with config and
+    tokenizer) in a folder, what the manifest records of it, and the facts of the log line.
 
-    args: dict
-    record: dict = field(default_factory=dict)
-    note: str = ""                          # what the log line says of the graph ("per-token logits")
+    Encoders: deploykit/onnx/export.py `encoder_export_job` (parity on logits, fusions, rewrites); causal LMs:
+    deploykit/llm/export_job.py (the decoder with its KV cache, parity on greedy tokens).
+    """
+
+    write: Callable[[Any], dict]            # (folder) -> the export report (parity, inputs, ...); writes the graph
+    metrics: Callable[[dict], dict]         # report -> the manifest's parity metrics (size_bytes is added)
+    describe: Callable[[dict], str]         # report -> what the log line says after the graph's path
+    record: dict = field(default_factory=dict)  # extra manifest fields (trained length, windows, task)
+
+
+class QuantizeJob:
+    """What the quantize stage runs for a kind: the float graph, its INT8 tries and their scores, the keep-float
+    ranking, and what the artifact holds. The stage stages the folder, runs deploykit.quant.gate's loop over
+    these methods, writes the manifest and logs.
+
+    Encoders: deploykit/quant/encoder_job.py (ONNX Runtime dynamic / static QDQ INT8 of the exported graph);
+    causal LMs: deploykit/llm/quantize_job.py (the KV-cache decoder, dynamic INT8 or 4/8-bit MatMulNBits weights).
+    """
+
+    metric: str                                # the key of `score`'s result the gate compares
+    advice: str = ""                           # what else a failed gate suggests (", or try --mode static")
+
+    def prepare(self, work) -> Any:
+        """Export or take the float graph into the scratch folder `work`; returns what the gate scores as float."""
+        raise NotImplementedError
+
+    def int8(self, float_nodes: list[str], attempt: int) -> Any:
+        """Try number `attempt`: the INT8 model with `float_nodes` kept float (or wider); returns its path."""
+        raise NotImplementedError
+
+    def rank(self) -> list[tuple[str, float]]:
+        """Nodes most likely to hurt in INT8 first (computed only when the first try fails the gate)."""
+        raise NotImplementedError
+
+    def score(self, path) -> dict:
+        """The kind's metrics of the model at `path` on the validation split."""
+        raise NotImplementedError
+
+    def finish(self, result, out) -> tuple[dict, dict]:
+        """Copy the accepted model (`result`, a deploykit.quant.gate.GateResult) with its side files into `out`;
+        returns (the manifest's metrics, its other fields)."""
+        raise NotImplementedError
+
+    def describe(self, result, metrics: dict) -> str:
+        """The stage's closing log line."""
+        raise NotImplementedError
 
 
 @dataclass
 class QuantizeScorer:
-    """How the quantize stage reads one float graph's folder (config + tokenizer beside the graph): scores, the
-    batches that rank nodes by sensitivity and calibrate static INT8, and what the manifest records."""
+    """How an encoder's quantize job reads one float graph's folder (config + tokenizer beside the graph): scores,
+    the batches that rank nodes by sensitivity and calibrate static INT8, and what the manifest records."""
 
     # (graph path, "validation" | "test") -> the kind's metrics of that graph on the split
     score: Callable[[Any, str], dict]
@@ -115,10 +164,11 @@ class QuantizeScorer:
 
 
 @dataclass
-class QuantizeJob:
-    """What the quantize stage needs from a kind: how a PyTorch parent's float graph is exported and how the
-    graphs are scored. The stage exports (or takes the ONNX parent), quantizes, gates, writes and logs."""
+class EncoderQuantize:
+    """What an encoder kind says about its INT8 (deploykit/quant/encoder_job.py runs it): how a PyTorch parent's
+    float graph is exported and how the graphs are scored."""
 
     max_length: int
     export_args: dict  # export_onnx keyword arguments of a PyTorch parent's float graph (parity texts, rewrites)
     scorer: Callable[[Any, list[str]], QuantizeScorer]  # (folder beside the float graph, graph inputs) -> scorer
+    metric: str = "accuracy"  # the kind's gate metric

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from deploykit.errors import UserError
-from deploykit.evaluate import Predictor, graph_feed, ort_predictor, ort_session, torch_predictor
+from deploykit.evaluate import Predictor, ort_predictor, ort_session, torch_predictor
 
 
 class Unavailable(Exception):
@@ -183,9 +183,9 @@ def _load_ort_cuda(onnx_path: Path) -> Loaded:
 
 
 def _load_openvino(onnx_path: Path, threads: int | None) -> Loaded:
-    """The ONNX graph (or OpenVINO IR) compiled by OpenVINO for the CPU with the latency hint, its thread count fixed when it is
-    compiled (as an ORT session's is), inputs fed as ONNX Runtime's are (`evaluate.graph_feed`); one inference
-    request reused for every call.
+    """The ONNX graph (or OpenVINO IR) compiled by OpenVINO for the CPU with the latency hint, its thread count fixed
+    when it is compiled (as an ORT session's is), inputs fed as ONNX Runtime's are (`evaluate.graph_feed`), one
+    static-shape model per sequence bucket where padding cannot change the logits (deploykit/ov_runtime.py).
 
     Raises:
         Unavailable: openvino is not installed, or cannot compile this graph (the message names the cause).
@@ -193,26 +193,14 @@ def _load_openvino(onnx_path: Path, threads: int | None) -> Loaded:
     why = unavailable("openvino", "cpu")
     if why:
         raise Unavailable(why)
-    import openvino as ov
+    from deploykit.ov_runtime import openvino_predictor
 
-    core = ov.Core()
-    # f32 named: on CPUs with native bf16 OpenVINO would otherwise run float graphs in bf16, and the same
-    # artifact would answer differently from one machine to the next
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-              **({"INFERENCE_NUM_THREADS": int(threads)} if threads else {})}
     try:
-        compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+        predict = openvino_predictor(onnx_path, threads)
     except RuntimeError as err:  # an operator or shape OpenVINO's CPU plugin does not take
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise Unavailable(f"OpenVINO could not compile {onnx_path.name}: {first}") from None
-    names = [p.get_any_name() for p in compiled.inputs]
-    request, output = compiled.create_infer_request(), compiled.outputs[0]
-
-    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
-        # the request's output tensor is overwritten by the next call: hand the caller its own copy
-        return np.array(request.infer(graph_feed(batch, names))[output], dtype=np.float32)
-
-    return Loaded(run, _nothing, "cpu")
+    return Loaded(predict, _nothing, "cpu")
 
 
 @dataclass(frozen=True)

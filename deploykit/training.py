@@ -291,9 +291,9 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
                   head_lr: float | None = None, head: frozenset[str] = frozenset(), **trainer_kwargs):
     """A Trainer with deploykit's defaults; `trainer_cls` lets distillation swap the loss.
 
-    `best_metric="loss"` (causal LMs) keeps the checkpoint with the lowest validation loss; classifiers
-    keep the most accurate one. Evaluation runs every `eval_interval` steps; with `epochs: auto` training
-    runs until early stopping, `max_epochs` or `max_minutes`, and the trainer's `stopping.reason` says which.
+    `best_metric="loss"` (causal LMs) or `cfg.stop_on: loss` (distillation's default) keeps the checkpoint with
+    the lowest validation loss and stops on it; otherwise the one best on `best_metric`. Evaluation runs every
+    `eval_interval` steps; with `epochs: auto` training runs until early stopping, `max_epochs` or `max_minutes`, and the trainer's `stopping.reason` says which.
     `head`/`head_lr`: modules of a freshly initialised head and their learning rate.
 
     Raises:
@@ -307,6 +307,10 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
     if cfg.epochs == "auto" and not has_eval:
         raise UserError(f"{stage}.epochs: auto stops on the validation metric, but there are no validation rows; "
                         f"give {stage}.epochs a number")
+    # stop_on loss (distill's default) still scores every evaluation with the task's metric, for the log
+    scored = best_metric != "loss"
+    if cfg.stop_on == "loss":
+        best_metric = "loss"
     by_loss = best_metric == "loss"
     try:
         n_rows = len(train_ds)
@@ -324,7 +328,7 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
     cls = _float32_results(_trainer_class(trainer_cls or Trainer, layer_decay, head_lr, head))
     trainer = cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                data_collator=collator or DataCollatorWithPadding(tokenizer),
-               compute_metrics=None if by_loss else compute_metrics, callbacks=callbacks, **trainer_kwargs)
+               compute_metrics=compute_metrics if scored else None, callbacks=callbacks, **trainer_kwargs)
     if quiet():
         from transformers.trainer_callback import PrinterCallback
 

@@ -10,9 +10,13 @@ from pathlib import Path
 from deploykit.config import TrainConfig
 from deploykit.console import log
 
+# the scores an evaluation line shows, where the kind computes them: text classifiers, token classifiers
+SCORES = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("f1", "entity F1"), ("precision", "precision"),
+          ("recall", "recall"))
+
 
 class EpochLog:
-    """Prints one line per evaluation during training (epoch, accuracy, macro-F1) through deploykit's
+    """Prints one line per evaluation during training (epoch, the kind's scores, loss) through deploykit's
     console. Evaluations after training (the kept checkpoint, the test split) are the stage's own summary
     line: logged here they would carry the last epoch's number and, for the test split, no `eval_` keys."""
 
@@ -31,12 +35,10 @@ class EpochLog:
             def on_evaluate(self, args, state, control, metrics=None, **kw):
                 if not self.training:
                     return
-                if state.is_world_process_zero and metrics and "eval_accuracy" not in metrics:
-                    log(f"{stage}: epoch {state.epoch:.2f} loss {metrics.get('eval_loss', float('nan')):.4f}")
-                elif state.is_world_process_zero and metrics:
-                    log(f"{stage}: epoch {state.epoch:.2f} accuracy {metrics['eval_accuracy']:.2f} "
-                        f"macro-F1 {metrics.get('eval_macro_f1', float('nan')):.2f} "
-                        f"loss {metrics.get('eval_loss', float('nan')):.4f}")
+                if state.is_world_process_zero and metrics:
+                    scores = "".join(f" {label} {metrics[f'eval_{key}']:.2f}" for key, label in SCORES
+                                     if isinstance(metrics.get(f"eval_{key}"), (int, float)))
+                    log(f"{stage}: epoch {state.epoch:.2f}{scores} loss {metrics.get('eval_loss', float('nan')):.4f}")
 
         self.callback = CB()
 

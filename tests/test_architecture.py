@@ -95,7 +95,7 @@ def _is_stage(module: str) -> bool:
 def test_the_reader_sees_function_level_and_package_imports():
     graph = import_graph()
     # both are imports inside a function body
-    assert "deploykit.llm.quantize_stage" in graph["deploykit.kinds.generation"]
+    assert "deploykit.llm.quantize_job" in graph["deploykit.kinds.generation"]
     assert {"deploykit.onnx.ops", "deploykit.onnx.export"} <= graph["deploykit.tensorrt"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None

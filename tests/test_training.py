@@ -144,6 +144,26 @@ def test_epochs_auto_stops_after_patience_evaluations_without_improvement(tiny_b
     assert record["best_checkpoint"] == "checkpoint-2"
 
 
+def test_stop_on_loss_follows_the_validation_loss_and_still_scores_the_metric(tiny_bert, tiny_task, tmp_path):
+    # distillation's default: the flat loss of a learning rate of ~0 ends training after 2 evaluations, and
+    # every evaluation still reports accuracy for the log
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50,
+                            stop_on="loss")
+    trainer.train()
+    assert trainer.args.metric_for_best_model == "loss" and trainer.args.greater_is_better is False
+    assert trainer.state.global_step == 3 * 2
+    assert "validation loss did not improve for 2 evaluations" in trainer.stopping.reason
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert len(evals) == 3 and all("eval_accuracy" in h for h in evals)
+
+
+def test_distillation_stops_on_its_loss_and_other_training_on_the_metric():
+    from deploykit.config import DistillConfig, FinetuneConfig
+
+    assert DistillConfig().stop_on == "loss"
+    assert FinetuneConfig().stop_on == "metric" and TrainConfig().stop_on == "metric"
+
+
 def test_epochs_auto_stops_at_the_cap_and_says_so(tiny_bert, tiny_task, tmp_path):
     trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", max_epochs=1, early_stopping_patience=100)
     trainer.train()
@@ -222,3 +242,22 @@ def test_batches_group_rows_of_similar_length(tiny_bert, tiny_task, tmp_path):
     plain = _auto_trainer(tiny_bert, tiny_task, tmp_path / "p")
     assert not isinstance(plain._get_train_sampler(), LengthGroupedSampler)
     assert training.grouped(TrainConfig(batch_size=32), 60614) and not training.grouped(TrainConfig(batch_size=32), 6000)
+
+
+def test_an_evaluation_line_shows_the_scores_the_kind_computes(monkeypatch):
+    from types import SimpleNamespace
+
+    import deploykit.training_callbacks as callbacks
+
+    lines = []
+    monkeypatch.setattr(callbacks, "log", lines.append)
+    cb = callbacks.EpochLog("distill").callback
+    state = SimpleNamespace(epoch=1.0, is_world_process_zero=True)
+    cb.on_train_begin(None, state, None)
+    cb.on_evaluate(None, state, None, metrics={"eval_f1": 88.123, "eval_precision": 87.5, "eval_recall": 88.75,
+                                               "eval_f1_PER": 95.0, "eval_loss": 0.2023})
+    cb.on_evaluate(None, state, None, metrics={"eval_accuracy": 90.5, "eval_macro_f1": 90.25, "eval_loss": 0.3})
+    cb.on_evaluate(None, state, None, metrics={"eval_loss": 1.5})  # a causal LM: the loss alone
+    assert lines == ["distill: epoch 1.00 entity F1 88.12 precision 87.50 recall 88.75 loss 0.2023",
+                     "distill: epoch 1.00 accuracy 90.50 macro-F1 90.25 loss 0.3000",
+                     "distill: epoch 1.00 loss 1.5000"]

@@ -18,12 +18,12 @@ class Kind:
         load_task: DataConfig -> the task's splits (deploykit.data.TaskData or a chat task).
         finetune_job: (recipe, model source) -> Job.
         distill_job: (recipe, teacher source, parent artifact or None) -> DistillJob; None: distill refuses the kind.
-        prune_job: (recipe, model source, parent artifact or None) -> PruneJob for the encoder pruning engine;
-            None: a kind with its own prune runner, or one prune refuses.
-        quantize_job: (recipe, parent artifact) -> QuantizeJob for ONNX Runtime INT8 of an encoder; None: a kind
-            with its own quantize runner.
-        export_job: (recipe, PyTorch parent artifact) -> ExportJob for its ONNX export; None: a kind with its own
-            export runner.
+        prune_job: (recipe, model source, parent artifact or None) -> PruneJob (with the kind's cut);
+            None: prune refuses the kind.
+        quantize_job: (recipe, parent artifact) -> QuantizeJob (deploykit/jobs.py: the float graph, INT8 tries,
+            scores, ranking); None: quantize refuses the kind.
+        export_job: (recipe, PyTorch parent artifact) -> ExportJob for its ONNX export; None: export refuses the
+            kind.
         gate_value: (recipe, artifact, task data) -> the gate metric of `artifact` on `recipe.gate.split`.
         runners: stage name -> a function that runs that whole stage for this kind, with the stage's own
             arguments (`bench` takes (recipe, artifacts, names, out_dir)); a stage not here runs its shared body.

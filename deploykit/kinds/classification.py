@@ -143,16 +143,18 @@ def prune_job(recipe, source: str, parent):
 def export_job(recipe, parent) -> ExportJob:
     """Parity on up to `export.parity_samples` validation texts (built-in ones without a data section), at the
     trained length; the recipe's rewrites (padding removal, last-layer trim)."""
+    from deploykit.onnx.export import encoder_export_job
+
     cfg = recipe.export
+    rewrites = {"trim_last_layer": cfg.trim_last_layer, "remove_padding": cfg.remove_padding}
     if recipe.data is None:
-        return ExportJob({"texts": None, "pairs": None, "max_length": 128, "trim_last_layer": cfg.trim_last_layer,
-                          "remove_padding": cfg.remove_padding})
+        return encoder_export_job(parent.path, cfg, {"texts": None, "pairs": None, "max_length": 128, **rewrites})
     split = load_task(recipe.data).validation.head(cfg.parity_samples)
     max_length = recipe.data.max_length
     if max_length == "auto":
         max_length = parent.manifest.get("max_length") or "auto"
-    return ExportJob({"texts": split.texts, "pairs": split.pairs, "max_length": max_length,
-                      "trim_last_layer": cfg.trim_last_layer, "remove_padding": cfg.remove_padding})
+    return encoder_export_job(parent.path, cfg, {"texts": split.texts, "pairs": split.pairs, "max_length": max_length,
+                                                 **rewrites})
 
 
 def quantize_job(recipe, parent):
@@ -161,6 +163,14 @@ def quantize_job(recipe, parent):
     return job(recipe, parent)
 
 
+def check_run(recipe, stages: list[str]) -> None:
+    """Refuse a quantize mode encoders do not take before the first stage trains."""
+    if "quantize" in stages:
+        from deploykit.quant.encoder_job import check_mode
+
+        check_mode(recipe.quantize)
+
+
 KIND = Kind(name="classification", metric="accuracy", load_task=load_task, finetune_job=finetune_job,
             gate_value=gate_value, distill_job=distill_job, prune_job=prune_job, quantize_job=quantize_job,
-            export_job=export_job)
+            export_job=export_job, check_run=check_run)

@@ -1,7 +1,8 @@
-"""Causal LMs (instruction SFT, answers scored by generation): distill is a job like finetune (top-k next-token KD,
-deploykit/llm/distill.py); prune, quantize, export and bench are their own runners in deploykit/llm/, because
-what they cut, quantize and time differs throughout (KV cache, KV groups, 4-bit weights, TTFT and decode
-tokens/s). `gguf` is export's `format: gguf` (one file for llama.cpp)."""
+"""Causal LMs (instruction SFT, answers scored by generation): every stage but bench takes a job like finetune
+(top-k next-token KD, deploykit/llm/distill.py; KV groups, deploykit/llm/prune_job.py; the decoder with its KV cache,
+deploykit/llm/export_job.py; INT8 or 4-bit weights, deploykit/llm/quantize_job.py); bench is its own runner
+(deploykit/llm/bench_stage.py: TTFT and decode tokens/s). `gguf` is export's `format: gguf` (one file
+for llama.cpp)."""
 
 from __future__ import annotations
 
@@ -57,26 +58,26 @@ def distill_job(recipe, teacher_src: str, parent):
     return job(recipe, teacher_src, parent)
 
 
-def _prune(recipe, parent, out_dir):
-    from deploykit.llm.prune_stage import run
+def prune_job(recipe, source: str, parent):
+    from deploykit.llm.prune_job import prune_job as job
 
-    return run(recipe, parent, out_dir)
-
-
-def _quantize(recipe, parent, out_dir):
-    from deploykit.llm.quantize_stage import run
-
-    return run(recipe, parent, out_dir)
+    return job(recipe, source, parent)
 
 
-def _export(recipe, parent, out_dir):
-    from deploykit.llm.export_stage import run
+def quantize_job(recipe, parent):
+    from deploykit.llm.quantize_job import quantize_job as job
 
-    return run(recipe, parent, out_dir)
+    return job(recipe, parent)
+
+
+def export_job(recipe, parent):
+    from deploykit.llm.export_job import export_job as job
+
+    return job(recipe, parent)
 
 
 def _gguf(recipe, parent, out_dir):
-    from deploykit.llm.export_stage import run_gguf
+    from deploykit.llm.export_job import run_gguf
 
     return run_gguf(recipe, parent, out_dir)
 
@@ -88,6 +89,5 @@ def _bench(recipe, artifacts, names, out_dir):
 
 
 KIND = Kind(name="generation", metric="exact_match", load_task=load_task, finetune_job=finetune_job,
-            gate_value=gate_value, check_run=check_run, distill_job=distill_job,
-            runners={"prune": _prune, "quantize": _quantize, "export": _export, "gguf": _gguf,
-                     "bench": _bench})
+            gate_value=gate_value, check_run=check_run, distill_job=distill_job, prune_job=prune_job,
+            export_job=export_job, quantize_job=quantize_job, runners={"gguf": _gguf, "bench": _bench})

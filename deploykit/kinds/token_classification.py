@@ -17,7 +17,7 @@ same way. distill cuts a student from the teacher's layers and trains it on the 
 word piece (deploykit/ner/distill.py); prune cuts FFN neurons, width and depth and recovers the same way
 (deploykit/ner/prune.py; vocabulary pruning is refused). export writes the plain graph (logits [batch, seq,
 labels]; the classifier-only rewrites that keep position 0 alone are refused when asked for); quantize makes it
-dynamic INT8 under the same F1 gate (deploykit/ner/quantize.py; static INT8 is refused). bench times the
+dynamic or static INT8 under the same F1 gate (deploykit/ner/quantize.py). bench times the
 sentences as text and scores every row by entity F1 (`bench_texts`), beside the standard-recipe row.
 """
 
@@ -122,14 +122,17 @@ def export_job(recipe, parent) -> ExportJob:
     PyTorch on every real token; the trained length and windows travel with the graph (deploykit.load reads
     them without the parent)."""
     from deploykit.ner.quantize import padding_free
+    from deploykit.onnx.export import encoder_export_job
 
     _check_export(recipe)
     cfg = recipe.export
     max_len, stride = trained_windows(recipe, parent)
-    return ExportJob({"texts": parity_texts(recipe, cfg.parity_samples), "max_length": max_len,
-                      "trim_last_layer": False, "remove_padding": padding_free(cfg)},
-                     {"task": NAME, "max_length": max_len, **({"window_stride": stride} if stride is not None else {})},
-                     " (per-token logits, parity over every real token)")
+    args = {"texts": parity_texts(recipe, cfg.parity_samples), "max_length": max_len, "trim_last_layer": False,
+            "remove_padding": padding_free(cfg)}
+    return encoder_export_job(parent.path, cfg, args,
+                              {"task": NAME, "max_length": max_len,
+                               **({"window_stride": stride} if stride is not None else {})},
+                              " (per-token logits, parity over every real token)")
 
 
 def quantize_job(recipe, parent):
@@ -171,7 +174,7 @@ def check_run(recipe, stages: list[str]) -> None:
     if "export" in stages:
         _check_export(recipe)
     if "quantize" in stages:
-        from deploykit.ner.quantize import check_mode
+        from deploykit.quant.encoder_job import check_mode
 
         check_mode(recipe.quantize)
     if "prune" in stages:

@@ -64,19 +64,9 @@ def prune_causal(model, *, ffn: float = 0.0, kv_groups: float = 0.0, depth: floa
         kept layer the kept KV groups, query heads and FFN neurons; `shape` before and after.
     """
     shape = causal_shape(model.config)
-    if importance not in IMPORTANCE:
-        raise UserError(f"prune.importance={importance!r}: use one of {', '.join(IMPORTANCE)}")
-    if importance == "taylor" and not batches:
-        raise UserError("prune.importance=taylor needs training batches for its gradients; give data or use l2")
-    n_ffn = removed_count("ffn", ffn, shape.ffn, "FFN neuron")
-    n_groups = removed_count("kv_groups", kv_groups, shape.kv_heads, "KV group")
-    if depth and drop_layers:
-        raise UserError("prune: give prune.depth (by importance) or prune.drop_layers (explicit), not both")
-    explicit = check_indices(list(drop_layers), shape.layers, "prune.drop_layers") if drop_layers else None
-    n_layers = len(explicit) if explicit else removed_count("depth", depth, shape.layers, "layer")
-    if explicit and n_layers >= shape.layers:
-        raise UserError(f"prune.drop_layers removes all {shape.layers} layers; keep at least one")
-
+    n_ffn, n_groups, n_layers, explicit = causal_counts(shape, ffn=ffn, kv_groups=kv_groups, depth=depth,
+                                                        drop_layers=drop_layers, importance=importance,
+                                                        has_batches=bool(batches))
     kept = Kept.start(shape)
     if n_layers:
         _gradients(model, importance, batches)
@@ -95,6 +85,28 @@ def prune_causal(model, *, ffn: float = 0.0, kv_groups: float = 0.0, depth: floa
     model.zero_grad(set_to_none=True)
     sync_causal_config(model, shape)
     return summary(kept, shape, causal_shape(model.config))
+
+
+def causal_counts(shape: Shape, *, ffn: float, kv_groups: float, depth: float, drop_layers: list[int] | None,
+                  importance: str, has_batches: bool) -> tuple[int, int, int, list[int] | None]:
+    """(FFN neurons per layer, KV groups per layer, layers, explicit layer indices or None) that `prune_causal`
+    removes; UserError in one line for a request the model cannot take. No work is done."""
+    if importance not in IMPORTANCE:
+        raise UserError(f"prune.importance={importance!r}: use one of {', '.join(IMPORTANCE)}")
+    if importance == "taylor" and not has_batches:
+        raise UserError("prune.importance=taylor needs training batches for its gradients; give data or use l2")
+    n_ffn = removed_count("ffn", ffn, shape.ffn, "FFN neuron")
+    n_groups = removed_count("kv_groups", kv_groups, shape.kv_heads, "KV group")
+    if depth and drop_layers:
+        raise UserError("prune: give prune.depth (by importance) or prune.drop_layers (explicit), not both")
+    explicit = check_indices(list(drop_layers), shape.layers, "prune.drop_layers") if drop_layers else None
+    n_layers = len(explicit) if explicit else removed_count("depth", depth, shape.layers, "layer")
+    if explicit and n_layers >= shape.layers:
+        raise UserError(f"prune.drop_layers removes all {shape.layers} layers; keep at least one")
+    if not (n_ffn or n_groups or n_layers):
+        raise UserError("prune: nothing to prune; set prune.ffn, prune.heads (KV groups), prune.depth or "
+                        "prune.drop_layers")
+    return n_ffn, n_groups, n_layers, explicit
 
 
 def _gradients(model, importance: str, batches) -> None:

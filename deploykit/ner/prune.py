@@ -16,6 +16,7 @@ import random
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.jobs import PruneJob
+from deploykit.pruning.units import EncoderCut
 
 TASK = "token_classification"
 BATCH = 16  # windows per importance / reload-check batch
@@ -77,4 +78,6 @@ def prune_job(recipe, source: str, parent) -> PruneJob:
                     lambda: (as_dataset(train_win), as_dataset(val_win)), TokenDistillTrainer,
                     trainer_args={"collator": DataCollatorForTokenClassification(tokenizer), "best_metric": "f1"},
                     compute_metrics=sentence_metrics(val_win, task.validation, task.labels),
-                    cache_teacher_logits=False, max_length=max_len, record={"task": TASK, "window_stride": stride})
+                    # per-token logits of every window are too large to cache: the teacher runs live
+                    kd_args=lambda distill: {"cache_teacher_logits": False}, max_length=max_len,
+                    record={"task": TASK, "window_stride": stride}, cut=EncoderCut())

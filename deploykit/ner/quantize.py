@@ -1,34 +1,34 @@
-"""The token classifier's quantize job (data.task token_classification): dynamic INT8 of its per-token graph,
-gated on entity F1.
+"""The token classifier's quantize job (data.task token_classification): dynamic or static INT8 of its per-token
+graph, gated on entity F1.
 
-    deploykit quantize --from runs/ner/finetune --recipe ner.yaml --out runs/ner/quantize   # quantize.mode: dynamic
+    deploykit quantize --from runs/ner/finetune --recipe ner.yaml --out runs/ner/quantize   # quantize.mode: static
 
 The float graph is the plain export (`deploykit/onnx/export.py`: every position, checked on every real token;
 padding-free when `export.remove_padding: true` is written out); deploykit/stages/quantize.py quantizes its
 MatMuls (and Gather with `quantize.op_types`) with activation scales computed at run time, and the gate scores
 the INT8 graph's entity F1 on the validation split (one window per batch: a dynamic graph's scales span the batch),
-keeping the most sensitive nodes float until it loses at most `quantize.max_drop` points. Static INT8 (calibration
-on fixed-length batches) is not built for this kind: it is refused in one line.
+keeping the most sensitive nodes float until it loses at most `quantize.max_drop` points. Static INT8 calibrates
+its activation ranges on `quantize.calibration_samples` seeded training sentences, as windows padded to the
+trained window length (ORT's histogram calibrators stack the batches, so every batch has one shape).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from deploykit.errors import UserError
-from deploykit.jobs import QuantizeJob, QuantizeScorer
+from deploykit.jobs import EncoderQuantize, QuantizeScorer
+from deploykit.ner.align import encode_words
 
 TASK = "token_classification"
 SENSITIVITY_SENTENCES = 64  # validation sentences the keep-float ranking reads
+CALIBRATION_BATCH = 16      # windows per calibration batch
 
 
-def quantize_job(recipe, parent) -> QuantizeJob:
+def quantize_job(recipe, parent):
     """The token classifier `parent` at its trained length and window stride (its manifests', else the recipe's)."""
-    from deploykit.ner.align import encode_words
     from deploykit.ner.data import load_tags
     from deploykit.ner.scoring import parity_texts, score_folder, trained_windows
 
-    check_mode(recipe.quantize)
     task = load_tags(recipe.data)
     max_len, stride = trained_windows(recipe, parent)
     n = recipe.export.parity_samples if recipe.export else 64
@@ -41,15 +41,21 @@ def quantize_job(recipe, parent) -> QuantizeJob:
             windows = encode_words(task.validation.tokens[:SENSITIVITY_SENTENCES], tokenizer, max_len, stride)
             # one window per feed (dynamic scales span a batch), all padded to one width: the ranking stacks them
             width = max(len(ids) for ids in windows.encoding["input_ids"])
-            return [{n: _padded(windows.encoding[n][i], n, width, tokenizer) for n in names if n in windows.encoding}
-                    for i in range(len(windows))]
+            return [_feed(windows, [i], names, width, tokenizer) for i in range(len(windows))]
+
+        def calibration_feeds() -> list[dict]:
+            return _calibration_feeds(recipe.quantize, recipe.data.seed, task.train, tokenizer, names, max_len, stride)
 
         return QuantizeScorer(lambda path, split: score_folder(side, splits[split], task.labels, max_len, stride,
                                                                onnx_path=path),
-                              sensitivity_feeds, None, task.test is not None, {"task": TASK, "window_stride": stride})
+                              sensitivity_feeds, calibration_feeds, task.test is not None,
+                              {"task": TASK, "window_stride": stride})
 
-    return QuantizeJob(max_len, {"texts": parity_texts(recipe, n), "trim_last_layer": False,
-                                 "remove_padding": padding_free(recipe.export)}, scorer)
+    from deploykit.quant.encoder_job import EncoderQuantizeJob
+
+    return EncoderQuantizeJob(recipe, parent, EncoderQuantize(
+        max_len, {"texts": parity_texts(recipe, n), "trim_last_layer": False,
+                  "remove_padding": padding_free(recipe.export)}, scorer, "f1"))
 
 
 def padding_free(export_cfg) -> bool:
@@ -59,10 +65,30 @@ def padding_free(export_cfg) -> bool:
     return bool(export_cfg is not None and "remove_padding" in export_cfg.model_fields_set and export_cfg.remove_padding)
 
 
-def check_mode(cfg) -> None:
-    if cfg.mode != "dynamic":
-        raise UserError(f"quantize.mode {cfg.mode}: data.task token_classification is quantized dynamic only here "
-                        "(static calibration is not built for per-token graphs); set quantize.mode dynamic")
+def _calibration_feeds(cfg, seed: int, train, tokenizer, names: list[str], max_len: int, stride) -> list[dict]:
+    """Batches of CALIBRATION_BATCH windows of `cfg.calibration_samples` seeded training sentences, each padded
+    to `max_len` (no window is longer); the windows past the last full batch are left out."""
+    from deploykit.quant.int8 import calibration_sample
+
+    picked = calibration_sample(len(train), cfg.calibration_samples, seed, "sentences")
+    windows = encode_words(train.take(picked).tokens, tokenizer, max_len, stride)
+    n = max(CALIBRATION_BATCH, len(windows) - len(windows) % CALIBRATION_BATCH)
+    rows = list(range(min(n, len(windows))))
+    return [_feed(windows, rows[i:i + CALIBRATION_BATCH], names, max_len, tokenizer)
+            for i in range(0, len(rows), CALIBRATION_BATCH)]
+
+
+def _feed(windows, rows: list[int], names: list[str], width: int, tokenizer) -> dict:
+    """The graph inputs `names` of windows `rows` as int64 [len(rows), width] arrays, padded on the right; an input
+    the tokenizer does not give (token_type_ids) is zeros."""
+    import numpy as np
+
+    def column(name: str) -> np.ndarray:
+        if name not in windows.encoding:
+            return np.zeros((len(rows), width), dtype=np.int64)
+        return np.concatenate([_padded(windows.encoding[name][i], name, width, tokenizer) for i in rows])
+
+    return {name: column(name) for name in names}
 
 
 def _tokenizer(folder: Path):

@@ -223,3 +223,20 @@ def copy_side_files(src_folder: Path, dest: Path, onnx_name: str) -> None:
     for item in src_folder.iterdir():
         if item.is_file() and item.suffix != ".onnx" and item.name not in ("manifest.json", onnx_name + ".data"):
             shutil.copy2(item, dest / item.name)
+
+
+def encoder_export_job(parent_path: str | Path, cfg, args: dict, record: dict | None = None, note: str = ""):
+    """The export stage's job for an encoder: `export_onnx` of `parent_path` with the export section `cfg` (opset,
+    fusions, atol) and the kind's `args` (parity texts, trained length, rewrites); `note` names what the graph
+    outputs in the log line (e.g. " (per-token logits, ...)")."""
+    from deploykit.jobs import ExportJob
+
+    def write(folder: Path) -> dict:
+        return export_onnx(parent_path, None, folder, opset=cfg.opset, optimize=cfg.optimize, atol=cfg.atol, **args)
+
+    def describe(report: dict) -> str:
+        return (f"{note}, parity {max(report['parity'].values()):.1e}, "
+                f"fused {report['fused_ops'] or 'nothing'}")
+
+    return ExportJob(write, lambda report: {"parity_max_abs_diff": max(report["parity"].values())}, describe,
+                     record or {})

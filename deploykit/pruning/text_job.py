@@ -20,6 +20,7 @@ from deploykit.console import log
 from deploykit.data import Split, batches
 from deploykit.errors import CheckError, UserError
 from deploykit.jobs import PruneJob
+from deploykit.pruning.units import EncoderCut
 
 VOCAB_CHECK_TEXTS = 256  # training texts on which the vocabulary-pruned model must match the unpruned one
 BATCH = 16  # rows per importance / reload-check batch: enough signal, little memory
@@ -126,4 +127,4 @@ def prune_job(recipe: Recipe, source: str, parent) -> PruneJob:
         lambda model, tokenizer: tensor_batches(task.validation, tokenizer, 2, BATCH, max_len, seed), evaluate,
         lambda: (to_dataset(train, tokenizer, max_len, stride, "train"), validation), DistillTrainer,
         prune_vocab=lambda model, tokenizer, scratch, length: prune_vocab(model, tokenizer, recipe, scratch, length),
-        compute_metrics=pooled, max_length=max_len, record=recorded(stride))
+        compute_metrics=pooled, max_length=max_len, record=recorded(stride), cut=EncoderCut())

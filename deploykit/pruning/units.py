@@ -22,7 +22,7 @@ from deploykit.architectures import Arch
 from deploykit.config import PruneConfig
 from deploykit.errors import UserError
 from deploykit.layers import check_indices, keep_layers, layer_list
-from deploykit.pruning.arch import Shape, arch_of, sub, sync_config
+from deploykit.pruning.arch import Shape, arch_of, shape_of, sub, sync_config
 from deploykit.pruning.importance import accumulate_gradients, group_importance, layer_scores
 
 
@@ -244,7 +244,54 @@ def prune_residual(model, graph, arch: Arch, n_keep: int, importance, kept: Kept
     drop = _prune_least(graph, embeddings, tp.prune_embedding_out_channels, embeddings.embedding_dim, n_keep,
                         importance)
     kept.channels = _drop(kept.channels, drop)
-    if arch.prune.dense_head is not None:
+    dense = dense_head(model, arch)
+    if dense is not None:
         # the config sizes the pooler (hidden -> hidden) with the same hidden_size
-        dense = model.get_submodule(arch.prune.dense_head)
         _prune_least(graph, dense, tp.prune_linear_out_channels, dense.out_features, n_keep, importance)
+
+
+def dense_head(model, arch: Arch) -> torch.nn.Linear | None:
+    """The hidden -> hidden layer after the encoder (BERT's pooler, RoBERTa's classifier.dense), where this head
+    class has one: a token classifier reads the hidden states directly (BERT's is built without its pooler)."""
+    if arch.prune.dense_head is None:
+        return None
+    try:
+        dense = model.get_submodule(arch.prune.dense_head)
+    except AttributeError:  # no such module, or a None on the way (bert.pooler of a token classifier)
+        return None
+    return dense if isinstance(dense, torch.nn.Linear) else None
+
+
+class EncoderCut:
+    """The prune stage's cut for encoders (text and token classifiers): plans every unit against the model before
+    any work, prunes to the schedule's sizes step by step, and lets a recovery learn each pruned layer's hidden
+    states from the parent layer it was cut from (`prune.hidden_kd`)."""
+
+    def check(self, model, cfg: PruneConfig) -> None:
+        """UserError in one line for a request this model cannot take (`plan`)."""
+        shape = shape_of(model)
+        self.target = plan(cfg, shape, arch_of(model))
+        self.kept = Kept.start(shape)
+
+    def step(self, model, cfg: PruneConfig, step: int, batches: list[dict]) -> None:
+        prune_step(model, cfg, self.target, step, batches, self.kept)
+
+    @staticmethod
+    def shape(model) -> dict:
+        return shape_of(model).as_dict()
+
+    def summary(self) -> dict:
+        return self.kept.summary()
+
+    def recovery_kd(self, cfg: PruneConfig) -> dict:
+        """The recovery trainer's hidden-state terms: each kept layer learns from the parent layer it was."""
+        return {"alpha_hidden": cfg.hidden_kd, "layer_map": list(self.kept.layers) if cfg.hidden_kd else None}
+
+    def start_projection(self, projection: torch.nn.Linear) -> None:
+        """Start the student -> parent hidden-state projection as the channel selection width pruning made:
+        the kept channels then match from the first step and only the removed ones must be learned."""
+        channels = self.kept.channels
+        with torch.no_grad():
+            projection.weight.zero_()
+            projection.bias.zero_()
+            projection.weight[channels, torch.arange(len(channels))] = 1.0

@@ -5,9 +5,9 @@
                   float_model=Path("pre.onnx"))
     result.model, result.float_nodes, result.tries   # the accepted INT8 graph and how it got there
 
-The encoder quantize stage (deploykit/stages/quantize.py) and the causal-LM one
-(deploykit/llm/quantize_stage.py) pass their own quantize / evaluate / rank callables; the loop, the
-doubling of float nodes (1, 2, 4, ...) and the one-line GateError with every try's figures are shared.
+deploykit/stages/quantize.py runs it over every kind's QuantizeJob (deploykit/quant/encoder_job.py,
+deploykit/llm/quantize_job.py), each with its own quantize / evaluate / rank methods; the loop, the doubling of
+float nodes (1, 2, 4, ...) and the one-line GateError with every try's figures are shared.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class GateResult:
 
 def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict],
          quantize: Callable[[list[str], int], Path], rank: Callable[[], list[tuple[str, float]]],
-         float_model: Path, metric: str = "accuracy") -> GateResult:
+         float_model: Path, metric: str = "accuracy", advice: str = "") -> GateResult:
     """Quantize, evaluate, and keep the most sensitive nodes in float (1, 2, 4, ... of them) until the
     INT8 model loses at most `max_drop` points against `float_model`; GateError with every try's
     accuracy otherwise.
@@ -47,6 +47,7 @@ def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict]
         rank: the sensitivity ranking, computed only if the first try fails.
         float_model: the float graph the drop is measured against.
         metric: the key of `evaluate`'s result that the gate compares (exact_match for causal LMs).
+        advice: what else the GateError suggests (", or try --mode static"), where the job has an alternative.
     """
     result = GateResult(float_model, evaluate(float_model), {})
     k = 0
@@ -68,8 +69,7 @@ def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict]
             figures = ", ".join(f"{len(t['float_nodes'])} float: {t[metric]:.2f}" for t in result.tries)
             raise GateError(f"gate failed after quantize: INT8 validation {metric} ({figures}) vs float "
                             f"{result.reference[metric]:.2f} loses more than max_drop {max_drop} with up to "
-                            f"{limit} nodes float; raise quantize.max_float_nodes or quantize.max_drop, "
-                            "or try --mode static")
+                            f"{limit} nodes float; raise quantize.max_float_nodes or quantize.max_drop{advice}")
         k = min(max(1, 2 * k), limit)
 
 

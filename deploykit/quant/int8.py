@@ -68,6 +68,24 @@ class Int8Settings:
                 "activations": activations, "weights": "int8 symmetric"}
 
 
+def calibration_sample(n_rows: int, samples: int, seed: int, unit: str = "rows") -> list[int]:
+    """`samples` seeded indices of `n_rows` training rows, ascending: static INT8's calibration set.
+
+    Raises:
+        UserError: the training split has fewer rows than `quantize.calibration_samples` asks for.
+    """
+    import random
+
+    from deploykit.errors import UserError
+
+    if n_rows < samples:
+        raise UserError(f"quantize.calibration_samples={samples} but the training split has only {n_rows} {unit}; "
+                        "lower quantize.calibration_samples")
+    idx = list(range(n_rows))
+    random.Random(seed).shuffle(idx)
+    return sorted(idx[:samples])
+
+
 def preprocess(src: Path, dst: Path) -> None:
     """`quant_pre_process` (shape inference + basic graph optimization), required before quantizing.
 

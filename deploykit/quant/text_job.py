@@ -1,7 +1,7 @@
 """The text classifier's quantize job (data.task classification): its float export, calibration and scores.
 
     from deploykit.quant.text_job import quantize_job
-    job = quantize_job(recipe, parent)          # a deploykit.kinds.base.QuantizeJob
+    job = quantize_job(recipe, parent)          # a deploykit.quant.encoder_job.EncoderQuantizeJob
 
 deploykit/stages/quantize.py exports (or takes the ONNX parent), quantizes and gates; this module says how the
 float graph is exported (the recipe's `export:` rewrites, parity on validation texts), which training rows
@@ -11,14 +11,12 @@ windows where the model was trained on them).
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
 
 from deploykit.config import Recipe
-from deploykit.errors import UserError
-from deploykit.jobs import QuantizeJob, QuantizeScorer
+from deploykit.jobs import EncoderQuantize, QuantizeScorer
 
 SENSITIVITY_ROWS = 128
 CALIBRATION_BATCH = 16
@@ -39,13 +37,10 @@ def feeds(split, tokenizer, names: list[str], batch_size: int, max_length: int,
 def calibration_feeds(recipe: Recipe, task, tokenizer, names: list[str]) -> list[dict[str, np.ndarray]]:
     """`calibration_samples` seeded training rows, padded to one fixed length (ORT's histogram
     calibrators stack every batch, so shapes must agree)."""
+    from deploykit.quant.int8 import calibration_sample
+
     cfg = recipe.quantize
-    if len(task.train) < cfg.calibration_samples:
-        raise UserError(f"quantize.calibration_samples={cfg.calibration_samples} but the training split has only "
-                        f"{len(task.train)} rows; lower quantize.calibration_samples")
-    idx = list(range(len(task.train)))
-    random.Random(recipe.data.seed).shuffle(idx)
-    rows = task.train.take(sorted(idx[:cfg.calibration_samples]))
+    rows = task.train.take(calibration_sample(len(task.train), cfg.calibration_samples, recipe.data.seed))
     return feeds(rows, tokenizer, names, CALIBRATION_BATCH, cfg.calibration_seq_len, cfg.calibration_seq_len)
 
 
@@ -58,7 +53,7 @@ def accuracy(onnx_path: Path, split, tokenizer, max_length: int, stride: int | N
     return metrics(logits, split.labels)
 
 
-def quantize_job(recipe: Recipe, parent) -> QuantizeJob:
+def quantize_job(recipe: Recipe, parent):
     """The classifier `parent` at its trained length; the export follows the recipe's `export:` section."""
     from transformers import AutoTokenizer
 
@@ -81,6 +76,8 @@ def quantize_job(recipe: Recipe, parent) -> QuantizeJob:
             lambda: feeds(task.validation.head(SENSITIVITY_ROWS), tokenizer, names, 32, max_length),
             lambda: calibration_feeds(recipe, task, tokenizer, names), task.test is not None, recorded(stride))
 
-    return QuantizeJob(max_length, {"texts": parity.texts, "pairs": parity.pairs,
-                                    "trim_last_layer": export.trim_last_layer,
-                                    "remove_padding": export.remove_padding}, scorer)
+    from deploykit.quant.encoder_job import EncoderQuantizeJob
+
+    return EncoderQuantizeJob(recipe, parent, EncoderQuantize(
+        max_length, {"texts": parity.texts, "pairs": parity.pairs, "trim_last_layer": export.trim_last_layer,
+                     "remove_padding": export.remove_padding}, scorer, "accuracy"))

@@ -10,10 +10,11 @@ stack, it is the only path whose graph ONNX Runtime's transformer optimizer fuse
 a parity check against PyTorch on real task texts; a drift beyond `export.atol` fails the command.
 The folder is what Optimum's ORTModel classes read: model.onnx, config.json, tokenizer files, plus
 deploykit's manifest.json. The engine is `deploykit.onnx.export.export_onnx` (deploykit/onnx/); this
-module is the stage around it: inputs, the manifest, and the kind's `export_job` (parity texts, trained
-length, the rewrites it takes); causal LMs export with their KV cache through their own runner. In `deploykit run`, a recipe with a quantize
-section has no export stage for ONNX: quantize exports its PyTorch parent with the `export:` settings itself
-(`Recipe.stages`), so no run folder holds a copy of the INT8 graph posing as an export.
+module is the stage around it: inputs, the manifest and the log, and the kind's `export_job` (parity texts,
+trained length, the rewrites it takes; causal LMs: the decoder with its KV cache, deploykit/llm/export_job.py).
+In `deploykit run`, a recipe with a quantize section has no export stage for ONNX: quantize exports its PyTorch
+parent with the `export:` settings itself (`Recipe.stages`), so no run folder holds a copy of the INT8 graph posing
+as an export.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of, task_of
-from deploykit.onnx.export import export_onnx
 
 
 def _gguf(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
@@ -67,14 +67,13 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     if parent.format != "pytorch":
         raise UserError(f"{parent.path}: a {parent.format} artifact cannot be exported to ONNX; give the PyTorch model")
     kind = kind_of(recipe.data.task if recipe.data is not None else task_of(parent))  # --from FOLDER alone: its kind
-    if (own := kind.runner("export")) is not None:
-        return own(recipe, parent, out_dir)  # a causal LM with its KV cache (deploykit/llm/export_stage.py)
-    job = kind.export_job(recipe, parent)
+    if kind.export_job is None:
+        raise UserError(f"export: data.task {kind.name} cannot be exported to ONNX yet")
+    job = kind.export_job(recipe, parent)  # what the kind's graph cannot take is refused here
     with staging(out_dir) as tmp:
-        report = export_onnx(parent.path, None, tmp, opset=cfg.opset, optimize=cfg.optimize, atol=cfg.atol, **job.args)
-        metrics = {"parity_max_abs_diff": max(report["parity"].values()), "size_bytes": file_size(tmp / "model.onnx")}
+        report = job.write(tmp)
+        metrics = {**job.metrics(report), "size_bytes": file_size(tmp / "model.onnx")}
         manifest = write_manifest(tmp, stage="export", format="onnx", parent=parent,
                                   config=recipe.model_dump(include={"export"}), metrics=metrics, **job.record, **report)
-    log(f"export: {out_dir}/model.onnx{job.note}, parity {metrics['parity_max_abs_diff']:.1e}, "
-        f"fused {report['fused_ops'] or 'nothing'}")
+    log(f"export: {out_dir}/model.onnx{job.describe(report)}")
     return Artifact(Path(out_dir).resolve(), manifest)

@@ -11,9 +11,9 @@ The schedule prunes in `steps` steps, each optionally followed by a short recove
 distils from the unpruned model. The output is reloaded with plain `from_pretrained` and must give
 the in-memory model's logits, else the stage fails and writes nothing.
 
-What is loaded, ranked, scored and recovered on comes from the task's kind (`Kind.prune_job`): text
-classifiers (deploykit/pruning/text_job.py), token classifiers (deploykit/ner/prune.py); causal LMs prune KV
-groups with their own runner (deploykit/llm/prune_stage.py).
+What is loaded, cut, ranked, scored and recovered on comes from the task's kind (`Kind.prune_job`): text
+classifiers (deploykit/pruning/text_job.py) and token classifiers (deploykit/ner/prune.py) cut encoder units
+(deploykit/pruning/units.py EncoderCut), causal LMs FFN neurons, KV groups and layers (deploykit/llm/prune_job.py).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
 from deploykit.artifact import Artifact, scratch, staging, write_manifest
 from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
@@ -33,35 +31,23 @@ from deploykit.jobs import PruneJob
 from deploykit.kinds import kind_of
 
 
-def _init_projection(projection: torch.nn.Linear, channels: list[int]) -> None:
-    """Start the student -> parent hidden-state projection as the channel selection width pruning made:
-    the kept channels then match from the first step and only the removed ones must be learned."""
-    with torch.no_grad():
-        projection.weight.zero_()
-        projection.bias.zero_()
-        projection.weight[channels, torch.arange(len(channels))] = 1.0
-
-
-def _recover(model, teacher, recipe: Recipe, job: PruneJob, datasets: tuple, work: Path, kept):
+def _recover(model, teacher, recipe: Recipe, job: PruneJob, datasets: tuple, work: Path):
     """Short fine-tune of the pruned model; distils from the unpruned `teacher` when one is given."""
     from deploykit.training import build_trainer
 
     cfg = recipe.prune
     kd = {}
     if teacher is not None:
-        # the distillation section's loss weights when the recipe has one, else its defaults
-        d = recipe.distill or DistillConfig()
-        # each pruned layer learns from the parent layer it was cut from
-        kd = dict(trainer_cls=job.trainer_cls, teacher=teacher, temperature=d.temperature,
-                  alpha_kd=d.alpha_kd, alpha_ce=d.alpha_ce, alpha_hidden=cfg.hidden_kd,
-                  layer_map=list(kept.layers) if cfg.hidden_kd else None,
-                  cache_teacher_logits=job.cache_teacher_logits)
+        # the distillation section's loss weights when the recipe has one, else the kind's defaults
+        d = recipe.distill or DistillConfig(**job.distill_defaults)
+        kd = dict(trainer_cls=job.trainer_cls, teacher=teacher, temperature=d.temperature, alpha_kd=d.alpha_kd,
+                  alpha_ce=d.alpha_ce, **job.cut.recovery_kd(cfg), **job.kd_args(d))
     trainer = build_trainer(model, cfg.recovery, work, job.tokenizer, datasets[0], datasets[1], stage="prune",
                             **job.trainer_args, **kd)
     if job.compute_metrics is not None:  # the kind's score picks the recovery checkpoint kept
         trainer.compute_metrics = job.compute_metrics
     if getattr(trainer, "projection", None) is not None:
-        _init_projection(trainer.projection, kept.channels)
+        job.cut.start_projection(trainer.projection)
     trainer.train()
     shutil.rmtree(work, ignore_errors=True)
     return trainer.model
@@ -76,46 +62,45 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """
     from transformers import set_seed
 
-    from deploykit.pruning.arch import arch_of, measure, shape_of
+    from deploykit.pruning.arch import measure
     from deploykit.pruning.reload import check_reload
-    from deploykit.pruning.units import Kept, plan, prune_step
 
     cfg = recipe.prune
     if recipe.data is None:
         raise UserError("prune needs a data section (or --data NAME_OR_PATH) for importance and evaluation")
     kind = kind_of(recipe.data.task)
-    if (own := kind.runner("prune")) is not None:
-        return own(recipe, parent, out_dir)
     if kind.prune_job is None:
         raise UserError(f"prune: data.task {kind.name} cannot be pruned yet")
     source = str(parent.path) if parent is not None else recipe.model.source
     set_seed(recipe.data.seed)
     job = kind.prune_job(recipe, source, parent)
-    model, tokenizer = job.model, job.tokenizer
-    shape = shape_of(model)
-    target = plan(cfg, shape, arch_of(model))  # every bad request fails here, before any work
+    model, tokenizer, cut = job.model, job.tokenizer, job.cut
+    cut.check(model, cfg)  # every bad request fails here, before any work
 
     start = time.time()
-    before = {**measure(model, cfg.macs_seq_len), "shape": shape.as_dict(),
+    before = {**measure(model, cfg.macs_seq_len), "shape": cut.shape(model),
               "validation": job.evaluate(model, tokenizer, "validation")}
     teacher = copy.deepcopy(model).eval() if cfg.recovery and cfg.distill_from_parent else None
     datasets = job.recovery_data() if cfg.recovery else None
     out_dir = Path(out_dir).resolve()
     work = out_dir.with_name(f".{out_dir.name}.work")
+    pruned = None
     with scratch(work):
-        kept = Kept.start(shape)
         for step in range(1, cfg.steps + 1):
-            prune_step(model, cfg, target, step, job.importance, kept)
-            log(f"prune: step {step}/{cfg.steps}: {shape_of(model).as_dict()}")
+            cut.step(model, cfg, step, job.importance)
+            log(f"prune: step {step}/{cfg.steps}: {cut.shape(model)}")
             if cfg.recovery:
-                model = _recover(model, teacher, recipe, job, datasets, work / f"step{step}", kept)
+                if step == cfg.steps:  # what recovery is worth: the model as the last cut left it
+                    pruned = {"validation": job.evaluate(model.eval(), tokenizer, "validation")}
+                model = _recover(model, teacher, recipe, job, datasets, work / f"step{step}")
         kept_tokens, vocab_diff = None, None
         if cfg.vocab:
             tokenizer, kept_tokens, vocab_diff = job.prune_vocab(model, tokenizer, work / "tokenizer", job.max_length)
         model.eval()
-        after = {**measure(model, cfg.macs_seq_len), "shape": shape_of(model).as_dict(),
+        after = {**measure(model, cfg.macs_seq_len), "shape": cut.shape(model),
                  "validation": job.evaluate(model, tokenizer, "validation")}
-        metrics = {"before": before, "after": after, "test": job.evaluate(model, tokenizer, "test"),
+        metrics = {"before": before, "after": after, "before_recovery": pruned,
+                   "test": job.evaluate(model, tokenizer, "test"),
                    "parameters_ratio": round(after["parameters"] / before["parameters"], 4),
                    "macs_ratio": round(after["macs"] / before["macs"], 4),
                    "vocab_max_logit_diff": vocab_diff, "seconds": round(time.time() - start, 1)}
@@ -127,9 +112,9 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
             manifest = write_manifest(tmp, stage="prune", format="pytorch", parent=parent,
                                       config=recipe.model_dump(include={"model", "data", "prune"}), metrics=metrics,
                                       source=source, labels=job.labels, max_length=job.max_length, **job.record,
-                                      kept={**kept.summary(), "tokens": kept_tokens})
-    key = kind.metric
+                                      kept={**cut.summary(), "tokens": kept_tokens})
+    val = after["validation"]
+    key = kind.metric if kind.metric in val else next(iter(val))  # a causal LM without exact answers: perplexity
     log(f"prune: parameters {before['parameters'] / 1e6:.2f}M -> {after['parameters'] / 1e6:.2f}M, "
-        f"MACs x{metrics['macs_ratio']:.2f}, validation {key} {before['validation'][key]} -> "
-        f"{after['validation'][key]}")
+        f"MACs x{metrics['macs_ratio']:.2f}, validation {key} {before['validation'][key]} -> {val[key]}")
     return Artifact(out_dir, manifest)

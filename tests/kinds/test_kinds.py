@@ -25,12 +25,12 @@ def test_classification_runs_every_stage_through_the_shared_bodies():
     assert callable(kind.quantize_job) and callable(kind.export_job)
 
 
-def test_generation_trains_through_jobs_and_owns_the_later_stages():
+def test_generation_runs_every_stage_but_bench_through_jobs():
     kind = kind_of("generation")
-    # the Trainer loops of finetune and distill are shared; their jobs differ
-    assert kind.runner("finetune") is None and kind.runner("distill") is None and callable(kind.distill_job)
-    assert kind.prune_job is None  # KV groups: its own pruning runner
-    assert all(callable(kind.runner(s)) for s in ("prune", "quantize", "export", "bench"))
+    # the stage bodies are shared; the jobs differ (KV groups, the KV-cache graph, 4-bit weights)
+    assert all(kind.runner(s) is None for s in ("finetune", "distill", "prune", "quantize", "export"))
+    assert all(callable(j) for j in (kind.distill_job, kind.prune_job, kind.quantize_job, kind.export_job))
+    assert set(kind.runners) == {"bench", "gguf"}  # decode timing; export's format: gguf
 
 
 def test_token_classification_runs_every_stage_through_the_shared_bodies():
@@ -64,3 +64,18 @@ def test_a_causal_lm_export_without_data_is_one_line(tiny_llama, tmp_path):
     with pytest.raises(UserError, match="is a causal LM, checked on the greedy answers to task prompts"):
         run_stage("export", build_recipe({"export": {}}), tiny_llama, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("task", ["classification", "token_classification"])
+def test_an_encoder_chain_asking_for_weight_only_int8_is_refused_before_anything_trains(task, tmp_path):
+    from deploykit.config import build_recipe
+    from deploykit.pipeline import run_recipe
+    from deploykit.validate import recipe_problems
+
+    recipe = build_recipe({"model": {"source": str(tmp_path / "no-model-needed")},
+                           "data": {"task": task, "path": str(tmp_path / "no-data-needed")},
+                           "finetune": {"epochs": 1}, "quantize": {"mode": "weight_only", "bits": 4}})
+    with pytest.raises(UserError, match="^quantize.mode weight_only is for causal LMs; use dynamic or static"):
+        run_recipe(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert any(p.startswith("quantize.mode weight_only is for causal LMs") for p in recipe_problems(recipe))

@@ -123,6 +123,50 @@ def test_run_finetunes_entities_and_gates_on_the_saved_folder(tiny_body, tmp_pat
         (g["entity_group"], g["word"], g["start"], g["end"]) for g in torch_groups]
 
 
+def test_static_int8_calibrates_on_training_windows_and_keeps_the_entities(tiny_body, tmp_path):
+    from deploykit.pipeline import run_recipe, run_stage
+
+    # padding-free export, so that calibration's padded windows and the scored ones meet the packed graph
+    data = write_ner(tmp_path / "ner", n_filler=(2, 30))
+    run_recipe(ner_recipe(tiny_body, data, max_length=24), tmp_path / "run")
+    out = tmp_path / "run" / "finetune"
+    f1 = json.loads((out / "manifest.json").read_text())["metrics"]["validation"]["f1"]
+    static = ner_recipe(tiny_body, data, {"export": {"remove_padding": True, "optimize": False},
+                                          "quantize": {"mode": "static", "calibration_samples": 40,
+                                                       "optimize": False, "max_drop": 5.0}}, max_length=24)
+    art = run_stage("quantize", static, out, tmp_path / "q")
+    q = art.manifest
+    assert q["int8"]["mode"] == "static" and q["metrics"]["quantized_ops"]["quantized_matmuls"] >= 8
+    assert q["metrics"]["validation"]["int8"]["f1"] >= f1 - 5.0 and q["task"] == "token_classification"
+    text = "The report said mr peter smith went well in brussels on friday"
+    assert [(g["entity_group"], g["word"]) for g in deploykit.load(tmp_path / "q")(text)] == [
+        (g["entity_group"], g["word"]) for g in deploykit.load(out)(text)]
+    # more calibration sentences than the training split holds: one line naming the knob
+    too_many = static.model_copy(update={"quantize": static.quantize.model_copy(update={"calibration_samples": 10**6})})
+    with pytest.raises(UserError, match="^quantize.calibration_samples=1000000 but the training split has only"):
+        run_stage("quantize", too_many, out, tmp_path / "q2")
+    assert not (tmp_path / "q2").exists()
+
+
+def test_calibration_batches_are_full_windows_of_one_width(tiny_body, tmp_path):
+    from deploykit.config import QuantizeConfig
+    from deploykit.models import load_tokenizer
+    from deploykit.ner.data import load_tags
+    from deploykit.ner.quantize import CALIBRATION_BATCH, _calibration_feeds
+
+    task = load_tags(DataConfig(task="token_classification", path=str(write_ner(tmp_path / "ner", (2, 30)))))
+    tok = load_tokenizer(str(tiny_body))
+    feeds = _calibration_feeds(QuantizeConfig(calibration_samples=50), 0, task.train, tok,
+                               ["input_ids", "attention_mask", "token_type_ids"], 16, 4)
+    # long sentences became several windows: more than 50 rows, cut to whole batches of 16, each 16 pieces wide
+    assert len(feeds) >= 4 and all(f["input_ids"].shape == (CALIBRATION_BATCH, 16) for f in feeds)
+    assert all(f["input_ids"].dtype.name == "int64" and not f["token_type_ids"].any() for f in feeds)
+    assert all((f["attention_mask"][:, 0] == 1).all() for f in feeds)
+    again = _calibration_feeds(QuantizeConfig(calibration_samples=50), 0, task.train, tok,
+                               ["input_ids", "attention_mask", "token_type_ids"], 16, 4)
+    assert all((a["input_ids"] == b["input_ids"]).all() for a, b in zip(feeds, again))  # seeded
+
+
 def test_sentences_longer_than_max_length_become_windows_and_every_word_is_scored(tiny_body, tmp_path):
     from deploykit.pipeline import run_stage
 
@@ -236,10 +280,6 @@ def test_the_single_stage_command_refuses_too(tiny_body, tmp_path):
     with pytest.raises(UserError, match="^prune.recovery_min_words counts the words of text rows"):
         run_stage("prune", recipe, tiny_body, tmp_path / "p")
     assert not (tmp_path / "p").exists()
-    recipe = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"quantize": {"mode": "static"}})
-    with pytest.raises(UserError, match="^quantize.mode static: data.task token_classification is quantized dynamic"):
-        run_stage("quantize", recipe, tiny_body, tmp_path / "q")
-    assert not (tmp_path / "q").exists()
 
 
 def test_a_token_classifier_recipe_validates(tiny_body, tmp_path):
@@ -255,7 +295,7 @@ def test_a_token_classifier_recipe_validates(tiny_body, tmp_path):
         "prune.vocab: data.task token_classification keeps its whole vocabulary (a word never seen in training "
         "may split into pieces the training sentences do not hold)"]
     static = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "quantize": {"mode": "static"}})
-    assert [p.split(":")[0] for p in recipe_problems(static)] == ["quantize.mode static"]
+    assert recipe_problems(static, tmp_path / "run3") == []
     trimmed = ner_recipe(tiny_body, write_ner(tmp_path / "ner"), {"finetune": FAST, "export": {"trim_last_layer": True}})
     assert [p.split(":")[0] for p in recipe_problems(trimmed)] == ["export.trim_last_layer"]
 

@@ -68,6 +68,21 @@ def test_prune_removes_kv_groups_and_ffn_and_reloads(tiny_llama, tiny_task, tmp_
     assert model(torch.tensor([[1, 2, 3]])).logits.shape[-1] == cfg.vocab_size
 
 
+def test_a_cut_the_model_cannot_take_is_refused_before_any_answer_is_generated(tiny_llama, tiny_task, tmp_path,
+                                                                                 monkeypatch):
+    import deploykit.llm.quality
+
+    # scoring generates answers (minutes on a real model): a bad request must fail first
+    monkeypatch.setattr(deploykit.llm.quality, "evaluate_causal",
+                        lambda *a, **k: pytest.fail("the model was scored before the request was checked"))
+    with pytest.raises(UserError, match="^prune.kv_groups=0.9 leaves no KV group of 2"):
+        run_stage("prune", recipe(tiny_llama, tiny_task, prune={"importance": "l2", "heads": 0.9}), tiny_llama,
+                  tmp_path / "p")
+    with pytest.raises(UserError, match="^prune: nothing to prune"):
+        run_stage("prune", recipe(tiny_llama, tiny_task, prune={"importance": "l2"}), tiny_llama, tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+
+
 @pytest.mark.parametrize("unit, message", [({"width": 0.5}, "prune.width is for encoders"),
                                            ({"vocab": True}, "prune.vocab is for encoder"),
                                            ({"ffn": 0.5, "hidden_kd": 1.0, "recovery": {"max_steps": 1}},
@@ -79,3 +94,20 @@ def test_prune_bad_requests_on_causal_lms(tiny_llama, tiny_task, tmp_path, unit,
         run_stage("prune", recipe(tiny_llama, tiny_task, prune={"importance": "l2", **unit}), tiny_llama,
                   tmp_path / "p")
     assert not (tmp_path / "p").exists()
+
+
+def test_export_writes_the_decoder_with_its_kv_cache_through_the_shared_stage(tiny_llama, tiny_task, tmp_path,
+                                                                              capsys):
+    from deploykit.onnx.ops import graph_inputs
+
+    out = tmp_path / "export"
+    art = run_stage("export", recipe(tiny_llama, tiny_task, export={"parity_samples": 3}), tiny_llama, out)
+    m = json.loads((out / "manifest.json").read_text())
+    assert (m["stage"], m["format"], art.metrics["parity"]["prompts"]) == ("export", "onnx", 3)
+    assert art.metrics["size_bytes"] == (out / "model.onnx").stat().st_size
+    assert any(name.startswith("past_key_values") for name in graph_inputs(out / "model.onnx"))
+    assert "the same greedy tokens as PyTorch on 3 prompts" in " ".join(capsys.readouterr().err.split())
+    # without a data section there are no task prompts to check the answers on: one line, nothing written
+    with pytest.raises(UserError, match="is a causal LM, checked on the greedy answers to task prompts"):
+        run_stage("export", build_recipe({"export": {}}), tiny_llama, tmp_path / "x")
+    assert not (tmp_path / "x").exists()

@@ -32,9 +32,10 @@ def token_classifier(folder: Path, arch: str, seed: int = 0) -> Path:
     import torch
     from transformers import AutoModelForTokenClassification
 
-    tokenizer = minilm_tokenizer() if arch == "bert" else bpe_tokenizer()
-    extra = {} if arch == "bert" else {"vocab_size": len(tokenizer), "pad_token_id": 1, "bos_token_id": 0,
-                                       "eos_token_id": 2}
+    wordpiece = arch in ("bert", "distilbert")  # DistilBERT: BERT's vocabulary, no token_type_ids
+    tokenizer = minilm_tokenizer() if wordpiece else bpe_tokenizer()
+    extra = {} if wordpiece else {"vocab_size": len(tokenizer), "pad_token_id": 1, "bos_token_id": 0,
+                                  "eos_token_id": 2}
     config = tiny_config(arch, labels=len(LABELS), id2label=dict(enumerate(LABELS)),
                          label2id={name: i for i, name in enumerate(LABELS)}, **extra)
     torch.manual_seed(seed)
@@ -51,7 +52,7 @@ def bert_folder(tmp_path_factory) -> Path:
     return token_classifier(tmp_path_factory.mktemp("ner") / "tiny-bert-ner", "bert")
 
 
-@pytest.fixture(scope="module", params=["bert", "roberta"])
+@pytest.fixture(scope="module", params=["bert", "roberta", "distilbert"])
 def any_folder(request, tmp_path_factory) -> Path:
     return token_classifier(tmp_path_factory.mktemp("ner") / f"tiny-{request.param}-ner", request.param)
 

@@ -64,6 +64,8 @@ def test_iterative_schedule_with_distilled_recovery(tiny_bert, tiny_task, tmp_pa
     shape = art.manifest["metrics"]["after"]["shape"]
     assert (shape["hidden"], shape["heads"], shape["ffn"], shape["layers"]) == (32, 2, 64, 2)
     assert art.manifest["metrics"]["test"]["n"] == 32
+    # what the last cut left before its recovery, scored on the same rows as before and after
+    assert art.manifest["metrics"]["before_recovery"]["validation"]["n"] == 32
     assert not (tmp_path / ".pruned.work").exists()
 
 

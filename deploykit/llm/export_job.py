@@ -1,4 +1,5 @@
-"""`deploykit export` for causal LMs: the decoder with its KV cache as an ONNX graph, or one GGUF file.
+"""`deploykit export` for causal LMs: the decoder with its KV cache as an ONNX graph (the export stage's job), or
+one GGUF file (`format: gguf`).
 
     deploykit export --from runs/sst2-smollm2/prune --recipe recipes/sst2-smollm2.yaml --out runs/x/export
     deploykit export --from runs/sst2-smollm2/prune --recipe recipes/sst2-smollm2.yaml --format gguf \\
@@ -31,22 +32,27 @@ def _parity_prompts(recipe: Recipe, parent: Artifact, tokenizer) -> list[str]:
             for p in load_chat_task(recipe.data).validation.prompts[: min(recipe.export.parity_samples, 20)]]
 
 
-def run(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
-    """A causal LM with its KV cache as inputs/outputs; parity = the same greedy tokens on task prompts."""
+def export_job(recipe: Recipe, parent: Artifact):
+    """The export stage's job for a causal LM: the decoder with its KV cache as inputs/outputs; parity = the same
+    greedy tokens as PyTorch on task prompts."""
     from transformers import AutoTokenizer
 
+    from deploykit.jobs import ExportJob
     from deploykit.llm.onnx_export import export_causal_lm
-    from deploykit.onnx.ops import file_size
 
     cfg = recipe.export
     tokenizer = AutoTokenizer.from_pretrained(parent.path)
-    prompts = _parity_prompts(recipe, parent, tokenizer)
-    with staging(out_dir) as tmp:
-        report = export_causal_lm(parent.path, tokenizer, tmp, opset=cfg.opset, parity_prompts=prompts)
-        metrics = {"parity": report["parity"], "size_bytes": file_size(tmp / "model.onnx")}
-        manifest = write_manifest(tmp, stage="export", format="onnx", parent=parent,
-                                  config=recipe.model_dump(include={"export"}), metrics=metrics, **report)
-    return Artifact(Path(out_dir).resolve(), manifest)
+    prompts = _parity_prompts(recipe, parent, tokenizer)  # a missing data section fails before any export
+
+    def write(folder: Path) -> dict:
+        return export_causal_lm(parent.path, tokenizer, folder, opset=cfg.opset, parity_prompts=prompts)
+
+    def describe(report: dict) -> str:
+        parity = report["parity"]
+        return (f" (with its KV cache), the same greedy tokens as PyTorch on {parity['prompts']} prompts, prefill Δ "
+                f"{parity['prefill_max_abs_diff']:.1e}")
+
+    return ExportJob(write, lambda report: {"parity": report["parity"]}, describe)
 
 
 def run_gguf(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
