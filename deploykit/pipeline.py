@@ -248,6 +248,6 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
             from deploykit.headline import write
 
             state["headline"] = write(out_dir / "bench" / "report.json", str(teacher.path), str(artifacts[-1].path),
-                                      state.get("warnings"))
+                                      state.get("warnings"), recipe.bench.headline.model_dump())
         _save_state(out_dir, state)
     return state

@@ -55,3 +55,31 @@ def test_end_to_end_latency_is_judged_against_the_model_alone():
     assert "| end-to-end batch-1 p50 (text in, label out: deploykit.load) vs model only | 0.80 ms, 1.6× | ≤ 1.5× | False |" \
         in to_markdown(h)
     assert "e2e" not in headline(REPORT, "/r/finetune", "/r/quantize")["met"]  # older reports: not judged
+
+
+def test_the_recipe_sets_its_own_bars_and_the_rest_stay_the_defaults():
+    from deploykit.config import HeadlineConfig
+
+    bars = HeadlineConfig(accuracy_drop_max=0.3, latency_speedup_min=25.0).model_dump()
+    h = headline(REPORT, "/r/finetune", "/r/quantize", targets=bars)
+    assert h["targets"]["accuracy_drop_max"] == 0.3 and h["targets"]["size_ratio_max"] == 0.1  # unset: default
+    assert h["met"]["accuracy"] is False and h["met"]["latency"] is False  # 0.5 pt, 20x against 0.3 pt, 25x
+    assert h["met"]["vs_baseline"] is True
+    md = to_markdown(h)
+    assert "| ≤ 0.3 pt | False |" in md and "| ≥ 25.0× | False |" in md
+
+
+def test_a_recipe_headline_section_is_validated_and_reaches_the_written_headline(tmp_path):
+    import json
+
+    from deploykit.config import build_recipe
+    from deploykit.errors import UserError
+    from deploykit.headline import write
+
+    with pytest.raises(UserError, match="latency_speedup"):
+        build_recipe({"data": {"name": "sst2"}, "bench": {"headline": {"latency_speedup": 5}}})
+    recipe = build_recipe({"data": {"name": "sst2"}, "bench": {"headline": {"size_ratio_max": 0.01}}})
+    (tmp_path / "report.json").write_text(json.dumps(REPORT))
+    text = write(tmp_path / "report.json", "/r/finetune", "/r/quantize", targets=recipe.bench.headline.model_dump())
+    assert "| size vs teacher | 0.056× | ≤ 0.01× | False |" in text
+    assert json.loads((tmp_path / "headline.json").read_text())["targets"]["size_ratio_max"] == 0.01

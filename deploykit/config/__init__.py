@@ -22,6 +22,7 @@ from deploykit.config.stages import (
     ExportConfig,
     FinetuneConfig,
     GateConfig,
+    HeadlineConfig,
     LoraConfig,
     PruneConfig,
     QuantizeConfig,
@@ -35,7 +36,7 @@ from deploykit.yaml12 import DuplicateKeyError, read_yaml
 # the recipe's public schema: every section, importable from deploykit.config
 __all__ = ["STAGES", "AutoOrPositive", "Section", "TASK_FIELDS", "TEXT_FIELDS", "DataConfig", "ModelConfig",
            "GATE_METRICS", "BenchConfig", "DistillConfig", "ExportConfig", "FinetuneConfig", "GateConfig",
-           "LoraConfig", "PruneConfig", "QuantizeConfig", "TensorRTConfig", "TrainConfig", "Recipe",
+           "HeadlineConfig", "LoraConfig", "PruneConfig", "QuantizeConfig", "TensorRTConfig", "TrainConfig", "Recipe",
            "build_recipe", "load_recipe", "parse_override"]
 
 
