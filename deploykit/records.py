@@ -67,6 +67,9 @@ def _read_table(path: Path, text: str, column_names: list[str] | None) -> list[R
     # Python's csv module, not pandas: every field stays the string written (pandas turns "NA" or "1.0" into
     # floats), newline="" keeps quoted line breaks, and QUOTE_NONE reads GLUE TSVs whose texts hold raw quotes
     tsv = path.suffix == ".tsv"
+    # the csv module refuses a field over 131,072 characters (a long document is a valid text): no field can be
+    # longer than the file, so that is the limit; an unclosed quote is named by the record it swallows below
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text, newline=""), **({"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}))
     header, rows, last = column_names, [], 0
     try:
@@ -81,6 +84,8 @@ def _read_table(path: Path, text: str, column_names: list[str] | None) -> list[R
                 continue
             if len(fields) != len(header):
                 hint = "a tab inside a text?" if tsv else "an unquoted comma inside a text? quote that field"
+                if not tsv and reader.line_num - start >= 2 and any('"' in f or "\n" in f for f in fields):
+                    hint = f"a quote opened on line {start} and never closed? the record runs to line {reader.line_num}"
                 against = "data.column_names has" if column_names else "the header has"
                 raise UserError(f"{path}: line {start} has {len(fields)} field{'s' * (len(fields) != 1)}, {against} "
                                 f"{len(header)} ({hint}); fix that line or remove it")

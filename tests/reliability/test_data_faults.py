@@ -245,3 +245,15 @@ def test_a_jsonl_text_that_is_not_text_is_refused_in_one_line(tmp_path, value, k
                  + "".join(f'{{"sentence": "row {i}", "label": {i % 2}}}\n' for i in range(20)))
     with pytest.raises(UserError, match=rf"train.jsonl: line 2: column 'sentence' is {kind}, not text"):
         load_task(DataConfig(path=str(f)))
+
+
+def test_a_csv_text_longer_than_the_csv_modules_field_limit_is_read_whole(tmp_path):
+    long_text = "a long review, " * 20_000  # 300,000 characters: over csv's default 131,072 field limit
+    d = write(tmp_path, "train.csv", f'text,label\n"{long_text}",neg\n' + "".join(f"{t},{y}\n" for t, y in ROWS))
+    assert (long_text, "neg") in all_rows(load(d))
+
+
+def test_an_unclosed_quote_names_the_line_it_opened_on(tmp_path):
+    body = "".join(f"{t},{y}\n" for t, y in ROWS[:4]) + '"never closed,neg\n' + "".join(f"{t},{y}\n" for t, y in ROWS[4:])
+    with pytest.raises(UserError, match=r"train.csv: line 6 .*a quote opened on line 6 and never closed"):
+        load(write(tmp_path, "train.csv", "text,label\n" + body))
