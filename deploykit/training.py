@@ -329,12 +329,26 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
     trainer = cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                data_collator=collator or DataCollatorWithPadding(tokenizer),
                compute_metrics=compute_metrics if scored else None, callbacks=callbacks, **trainer_kwargs)
-    if quiet():
-        from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        trainer.remove_callback(PrinterCallback)  # with tqdm off, it prints every log dict instead
+    # both print every raw log dict ({'loss': '0.2376', 'grad_norm': ...}) every logging_steps; EpochLog's one
+    # line per evaluation is what a run shows, and the progress bar stays where tqdm is on
+    trainer.remove_callback(PrinterCallback)
+    if not quiet():
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_bar_only(ProgressCallback))
     trainer.stopping = stopping
     return trainer
+
+
+def _bar_only(base):
+    """ProgressCallback that keeps the bars and drops its tqdm.write of every log dict."""
+
+    class BarOnly(base):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            return None
+
+    return BarOnly()
 
 
 def training_record(trainer, result, seconds: float, planned_epochs: float | str) -> dict:

@@ -261,3 +261,20 @@ def test_an_evaluation_line_shows_the_scores_the_kind_computes(monkeypatch):
     assert lines == ["distill: epoch 1.00 entity F1 88.12 precision 87.50 recall 88.75 loss 0.2023",
                      "distill: epoch 1.00 accuracy 90.50 macro-F1 90.25 loss 0.3000",
                      "distill: epoch 1.00 loss 1.5000"]
+
+
+@pytest.mark.parametrize("is_quiet", [False, True])
+def test_training_prints_no_raw_log_dicts(is_quiet, tiny_bert, tiny_task, tmp_path, capsys, monkeypatch):
+    # the Trainer's own callbacks print {'loss': ..., 'grad_norm': ...} every logging step; a run shows one
+    # line per evaluation instead (and the progress bar, unless quiet)
+    from deploykit import console
+
+    monkeypatch.setitem(console._quiet, "on", is_quiet)
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", max_epochs=1, logging_steps=1)
+    names = {type(c).__name__ for c in trainer.callback_handler.callbacks}
+    assert "PrinterCallback" not in names and "ProgressCallback" not in names
+    assert ("BarOnly" in names) is not is_quiet
+    trainer.train()
+    out = capsys.readouterr()
+    assert "'loss'" not in out.out + out.err and "grad_norm" not in out.out + out.err
+    assert any("loss" in h for h in trainer.state.log_history)  # still logged, for the manifest
