@@ -109,7 +109,9 @@ def _measure(recipe: Recipe, cfg: BenchConfig, artifacts: list[Artifact], baseli
     if peer is not None:
         subjects.append(peer)
     settings = Settings.from_config(cfg)
-    log(f"bench: {len(subjects)} artifacts x {', '.join(settings.targets)} on {len(split)} {cfg.eval_split} texts"
+    scored = min(len(split), settings.eval_samples or len(split))
+    log(f"bench: {len(subjects)} artifacts x {', '.join(settings.targets)}, timed on {len(split)} {cfg.eval_split} "
+        f"texts, scored on {'all ' if scored == len(split) else ''}{scored}"
         + (" (--quick: a smoke test, not a measurement)" if cfg.quick else ""))
     max_length = min(_max_length(recipe, s.artifact, task) for s in subjects)  # what all can take
     result = measure(subjects, split, settings, max_length, score=score, predictor=kind.predictor)
