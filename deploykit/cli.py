@@ -313,7 +313,8 @@ def predict(model: Annotated[Path, typer.Argument(help="a model folder deploykit
             generate: Annotated[bool, typer.Option("--generate", help="a causal LM: answer each text")] = False,
             max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="with --generate")] = 64,
             quiet: QuietOpt = False):
-    """Classify texts with a model folder: `label  score  text` per row, or JSON lines (--json, --out)."""
+    """Classify texts with a model folder: `label  score  text` per row (a token classifier: its entity groups),
+    or JSON lines (--json, --out)."""
     _quiet(quiet)
     from deploykit.predict import predict_command
 

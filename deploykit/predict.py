@@ -180,6 +180,18 @@ def classify(clf, texts: list[str], pairs: list[str] | None, top_k: int = 1, bat
             yield record
 
 
+def entities(tagger, texts: list[str], batch_size: int = 32, progress: bool = False) -> Iterator[dict]:
+    """A token classifier's entity groups per text, as the pipeline's aggregation_strategy="simple" gives them:
+    {"text", "entities": [{"entity_group", "score", "word", "start", "end"}, ...]} (offsets in characters)."""
+    from deploykit.console import progress as bar
+
+    starts = range(0, len(texts), CHUNK)
+    for start in bar(starts, total=len(starts), description="predict") if progress else starts:
+        part = texts[start:start + CHUNK]
+        for text, groups in zip(part, tagger(part, batch_size=batch_size)):
+            yield {"text": text, "entities": groups}
+
+
 def answer(gen, texts: list[str], max_new_tokens: int, batch_size: int = 8, progress: bool = False) -> Iterator[dict]:
     """A causal LM's greedy answer per text (the chat template applied where the tokenizer has one)."""
     from deploykit.console import progress as bar
@@ -195,9 +207,13 @@ def answer(gen, texts: list[str], max_new_tokens: int, batch_size: int = 8, prog
 
 
 def human_line(record: dict, width: int) -> str:
-    """`label  score  text[:60]`; with top_k, every label and score before the text."""
+    """`label  score  text[:60]`; with top_k, every label and score before the text; a token classifier's entity
+    groups as `TYPE word score | ...` before the text."""
     if "answer" in record:
         return record["answer"]
+    if "entities" in record:  # `TYPE word score` per group, then the text
+        found = " | ".join(f"{g['entity_group']} {g['word']} {g['score']:.4f}" for g in record["entities"])
+        return f"{found or '(no entities)'}  {' '.join(record['text'].split())[:SHOWN]}"
     shown = record["text"] if "text_pair" not in record else f"{record['text']} / {record['text_pair']}"
     shown = " ".join(shown.split())[:SHOWN]  # one line: a text's own line breaks and tabs become spaces
     ranked = record.get("top_k") or [record]
@@ -230,9 +246,11 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
         raise UserError("predict: --top-k applies to classifiers, not to --generate")
     if generate and pairs is not None:
         raise UserError("predict: --generate answers single texts; drop --text-pair-column")
-    if kind_of(task_of(load_artifact(model))).predictor is not None:  # a token classifier's entity groups
-        raise UserError(f"{model}: a token classifier; deploykit predict prints one label per text: get its entity "
-                        "groups in Python with deploykit.load(folder)(texts)")
+    tagger = kind_of(task_of(load_artifact(model))).predictor is not None  # a token classifier: entity groups
+    if tagger and top_k != 1:
+        raise UserError(f"{model}: a token classifier gives entity groups, not ranked labels; drop --top-k")
+    if tagger and pairs is not None:
+        raise UserError(f"{model}: a token classifier tags single texts; drop --text-pair-column")
     predictor = load(model, runtime=runtime, threads=threads)
     if pairs is not None and (warning := predictor.pair_warning()):
         console.log(f"predict: warning: {warning}")
@@ -241,6 +259,8 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
     if generate:
         records = answer(predictor, texts, max_new_tokens, batch_size=min(batch_size, 8), progress=progress)
         width = 0
+    elif tagger:
+        records, width = entities(predictor, texts, batch_size=batch_size, progress=progress), 0
     else:
         records = classify(predictor, texts, pairs, top_k=top_k, batch_size=batch_size, progress=progress)
         width = max(map(len, predictor.labels))

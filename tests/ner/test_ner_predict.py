@@ -198,11 +198,34 @@ def test_parity_reads_every_real_token_and_fails_loudly_on_drift(tmp_path, monke
         check_parity(tmp_path / "model.onnx", reference, batches, 1e-4, "export")
 
 
-def test_predict_and_serve_refuse_a_token_classifier_in_one_line(bert_folder):
+def test_predict_prints_the_entity_groups_of_each_text(bert_folder, tmp_path):
+    from deploykit.predict import predict_command
+
+    lines: list[str] = []
+    predict_command(bert_folder, TEXTS[:2], json_lines=True, echo=lines.append)
+    records = [json.loads(line) for line in lines]
+    assert [r["text"] for r in records] == TEXTS[:2]
+    for record, theirs in zip(records, pipeline_groups(bert_folder, TEXTS[:2], "simple")):
+        assert_same_groups(record["entities"], theirs)
+    shown: list[str] = []
+    predict_command(bert_folder, TEXTS[:1], echo=shown.append)
+    first = records[0]["entities"][0]
+    assert shown[0].startswith(f"{first['entity_group']} {first['word']} {first['score']:.4f}")
+    assert shown[0].endswith(TEXTS[0])
+    out = tmp_path / "entities.jsonl"
+    predict_command(bert_folder, TEXTS, out=out, echo=lambda line: None)
+    assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == TEXTS
+
+
+def test_predict_refuses_options_a_token_classifier_has_no_use_for_and_serve_refuses_it(bert_folder, tmp_path):
     from deploykit.predict import predict_command
     from deploykit.serve import serve
 
-    with pytest.raises(UserError, match="a token classifier; deploykit predict prints one label per text"):
-        predict_command(bert_folder, ["Peter flew to Brussels"], echo=lambda line: None)
+    with pytest.raises(UserError, match="a token classifier gives entity groups, not ranked labels; drop --top-k"):
+        predict_command(bert_folder, ["Peter flew to Brussels"], top_k=2, echo=lambda line: None)
+    rows = tmp_path / "pairs.tsv"
+    rows.write_text("sentence\tother\nPeter flew\tto Brussels\n")
+    with pytest.raises(UserError, match="a token classifier tags single texts; drop --text-pair-column"):
+        predict_command(bert_folder, [], file=rows, text_pair_column="other", echo=lambda line: None)
     with pytest.raises(UserError, match="a token classifier; deploykit serve takes text classifiers"):
         serve(bert_folder, port=0)
