@@ -325,7 +325,8 @@ def predict(model: Annotated[Path, typer.Argument(help="a model folder deploykit
 
 @app.command()
 @edge
-def serve(folder: Annotated[Path, typer.Argument(help="a classifier artifact folder (PyTorch, ONNX, INT8 ONNX)")],
+def serve(folder: Annotated[Path, typer.Argument(help="a text or token classifier artifact folder (PyTorch, ONNX, "
+                                                     "INT8 ONNX)")],
           host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
           port: Annotated[int, typer.Option(min=0, max=65535, help="0: any free port (the startup line names it)")] = 8000,
           max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="most rows per model call")] = 32,

@@ -496,7 +496,7 @@ def test_a_bad_folder_is_one_line_exit_2(tmp_path, tiny_llama):
     result = CliRunner().invoke(app, ["serve", str(tmp_path / "missing"), "--port", "0"])
     assert result.exit_code == 2 and result.output.startswith("error: ") and "Traceback" not in result.output
     causal = CliRunner().invoke(app, ["serve", str(tiny_llama), "--port", "0"])
-    assert causal.exit_code == 2 and "a causal LM; deploykit serve takes text classifiers" in causal.output
+    assert causal.exit_code == 2 and "a causal LM; deploykit serve takes text and token classifiers" in causal.output
     bad_size = CliRunner().invoke(app, ["serve", str(tmp_path), "--max-body-bytes", "lots"])
     assert bad_size.exit_code == 2 and "--max-body-bytes 'lots'" in bad_size.output
 

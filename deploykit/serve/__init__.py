@@ -43,16 +43,12 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch:
     import uvicorn
 
     from deploykit.artifact import load_artifact
-    from deploykit.kinds import kind_of, task_of
     from deploykit.predictor import is_causal_lm, load
     from deploykit.serve.app import build_app
 
     if is_causal_lm(load_artifact(folder)):
-        raise UserError(f"{folder}: a causal LM; deploykit serve takes text classifiers "
+        raise UserError(f"{folder}: a causal LM; deploykit serve takes text and token classifiers "
                         "(answer prompts with `deploykit generate`)")
-    if kind_of(task_of(load_artifact(folder))).predictor is not None:  # a token classifier's entity groups
-        raise UserError(f"{folder}: a token classifier; deploykit serve takes text classifiers (entity groups: "
-                        "deploykit.load(folder)(texts) in Python)")
     predictor = load(folder, runtime=runtime, threads=threads or default_threads())
     app = build_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, max_request_rows=max_request_rows,
                     max_body_bytes=max_body_bytes)

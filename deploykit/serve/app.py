@@ -38,6 +38,7 @@ import deploykit
 from deploykit.runtimes import RUNTIMES
 from deploykit.serve.batching import Batcher, ShuttingDown
 from deploykit.serve.metrics import Metrics
+from deploykit.serve.outputs import check_request, outputs_for
 from deploykit.serve.protocol import (
     TEXT,
     TEXT_PAIR,
@@ -46,7 +47,6 @@ from deploykit.serve.protocol import (
     parse_infer,
     parse_json,
     parse_predict,
-    predictions,
 )
 
 log = logging.getLogger("deploykit.serve")
@@ -58,10 +58,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_request_rows: int = 256,
               max_body_bytes: int = 1_000_000) -> Starlette:
-    """A Starlette app serving `predictor` (deploykit.predictor.load's ClassifierPredictor or alike).
+    """A Starlette app serving `predictor` (what deploykit.predictor.load gives for a text or token classifier).
 
     Args:
-        predictor: has .name, .labels, .runtime, .batch_invariant and .logits(rows, batch_size).
+        predictor: has .name, .labels, .runtime, .max_length, .batch_invariant, and .logits(rows, batch_size)
+            (a text classifier: label, score, logits) or is an EntityPredictor (entity groups per text).
         max_batch: most rows per model call; requests are combined only when predictor.batch_invariant.
         max_wait_ms: longest wait for more rows before a call, while other requests are arriving.
         max_request_rows: most texts in one request (more: 413).
@@ -71,10 +72,10 @@ def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_r
     combine = bool(predictor.batch_invariant)
     # a graph whose rows depend on their neighbours is scored one row at a time, inside one request too
     batch_size = max_batch if combine else 1
-    batcher = Batcher(lambda rows: predictor.logits(rows, batch_size=batch_size), max_batch=max_batch,
+    served = outputs_for(predictor)  # what differs between text and token classifiers
+    batcher = Batcher(lambda rows: served.infer(rows, batch_size), max_batch=max_batch,
                       max_wait_s=max_wait_ms / 1000, combine=combine, metrics=metrics)
     name, labels = predictor.name, list(predictor.labels)
-    function = _score_function(predictor)
 
     def endpoint(path: str) -> Callable[[Handler], Handler]:
         """The HTTP edge: ClientError -> its status and {"error"}, anything else -> 500 logged; metrics for all."""
@@ -106,6 +107,10 @@ def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_r
 
         return wrap
 
+    def _checked(parsed: tuple, with_top_k: bool = False) -> tuple:
+        check_request(served, parsed[0], parsed[1] if with_top_k else 1)
+        return parsed
+
     def model_or_404(request: Request) -> None:
         asked = request.path_params["model"]
         if asked != name:
@@ -135,11 +140,10 @@ def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_r
     @endpoint("/v2/models/{model}")
     async def model_metadata(request: Request) -> Response:
         model_or_404(request)
-        tensors = [{"name": TEXT, "datatype": "BYTES", "shape": [-1]},
-                   {"name": TEXT_PAIR, "datatype": "BYTES", "shape": [-1], "optional": True}]
-        outputs = [{"name": "label", "datatype": "BYTES", "shape": [-1]},
-                   {"name": "score", "datatype": "FP32", "shape": [-1]},
-                   {"name": "logits", "datatype": "FP32", "shape": [-1, len(labels)]}]
+        tensors = [{"name": TEXT, "datatype": "BYTES", "shape": [-1]}]
+        if served.pairs:
+            tensors.append({"name": TEXT_PAIR, "datatype": "BYTES", "shape": [-1], "optional": True})
+        outputs = served.metadata()
         return JSONResponse({"name": name, "versions": [], "platform": PLATFORMS.get(predictor.runtime, predictor.runtime),
                              "inputs": tensors, "outputs": outputs,
                              "parameters": {"labels": labels, "max_length": predictor.max_length,
@@ -153,13 +157,14 @@ def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_r
     @endpoint("/v2/models/{model}/infer")
     async def infer(request: Request) -> Response:
         model_or_404(request)
-        (_, outputs), doc, logits = await score(request, lambda d: parse_infer(d, max_request_rows))
-        return JSONResponse(infer_response(name, doc.get("id"), logits, labels, outputs, function))
+        (_, outputs), doc, results = await score(request, lambda d: _checked(parse_infer(d, max_request_rows,
+                                                                                       served.names)))
+        return JSONResponse(infer_response(name, doc.get("id"), served.tensors(results, outputs)))
 
     @endpoint("/predict")
     async def predict(request: Request) -> Response:
-        (_, top_k), _, logits = await score(request, lambda d: parse_predict(d, max_request_rows))
-        return JSONResponse({"predictions": predictions(logits, labels, top_k, function)})
+        (_, top_k), _, results = await score(request, lambda d: _checked(parse_predict(d, max_request_rows), True))
+        return JSONResponse({"predictions": served.predictions(results, top_k)})
 
     @endpoint("/metrics")
     async def prometheus(request: Request) -> Response:
@@ -206,13 +211,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         raise ClientError("the client closed the connection before the body was complete") from None
     return b"".join(chunks)
-
-
-def _score_function(predictor) -> str:
-    """softmax, sigmoid (one label, multi-label) or none (regression): what the predictor's pipeline-shaped
-    results apply to this model's logits, so that the server's scores are the predictor's."""
-    pick = getattr(predictor, "_function", None)
-    return pick(None) if callable(pick) else "softmax"
 
 
 def _error(message: str, status: int) -> JSONResponse:

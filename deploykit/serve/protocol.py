@@ -17,12 +17,10 @@ import json
 import math
 from typing import Any
 
-import numpy as np
-
-from deploykit.predictor import apply_function, unicode_fault
+from deploykit.predictor import unicode_fault
 
 TEXT, TEXT_PAIR = "text", "text_pair"
-OUTPUTS = ("label", "score", "logits")
+OUTPUTS = ("label", "score", "logits")  # a text classifier's; a token classifier's: ("entities",)
 
 
 class ClientError(Exception):
@@ -69,8 +67,9 @@ def parse_predict(doc: dict[str, Any], max_rows: int) -> tuple[list[Any], int | 
     return rows, top_k
 
 
-def parse_infer(doc: dict[str, Any], max_rows: int) -> tuple[list[Any], list[str]]:
-    """Rows and requested output names of a V2 inference request (BYTES `text`, optional `text_pair`)."""
+def parse_infer(doc: dict[str, Any], max_rows: int, offered: tuple[str, ...] = OUTPUTS) -> tuple[list[Any], list[str]]:
+    """Rows and requested output names (of `offered`) of a V2 inference request (BYTES `text`, optional
+    `text_pair`)."""
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ClientError('"inputs" must be a non-empty list of tensors ([{"name": "text", "shape": [n], '
@@ -93,48 +92,28 @@ def parse_infer(doc: dict[str, Any], max_rows: int) -> tuple[list[Any], list[str
         if len(tensors[TEXT_PAIR]) != len(rows):
             raise ClientError(f"{TEXT_PAIR!r} has {len(tensors[TEXT_PAIR])} elements for {len(rows)} texts")
         rows = list(zip(rows, tensors[TEXT_PAIR]))
-    return rows, _requested_outputs(doc.get("outputs"))
+    return rows, _requested_outputs(doc.get("outputs"), offered)
 
 
-def infer_response(model: str, request_id: Any, logits: np.ndarray, labels: list[str], outputs: list[str],
-                   function: str = "softmax") -> dict[str, Any]:
-    """The V2 response: top label (BYTES), its score (FP32, after `function`) and the logits (FP32 [rows, labels])."""
-    scores = apply_function(logits, function)
-    top = scores.argmax(-1)
-    n = len(logits)
-    tensors = {
-        "label": {"shape": [n], "datatype": "BYTES", "data": [labels[i] for i in top]},
-        "score": {"shape": [n], "datatype": "FP32", "data": [row[i].item() for row, i in zip(scores, top)]},
-        "logits": {"shape": [n, logits.shape[1]], "datatype": "FP32", "data": logits.ravel().tolist()},
-    }
+def infer_response(model: str, request_id: Any, tensors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The V2 response around the output tensors the model built (deploykit/serve/outputs.py)."""
     body: dict[str, Any] = {"model_name": model}
     if request_id is not None:
         body["id"] = request_id
-    body["outputs"] = [{"name": name, **tensors[name]} for name in outputs]
+    body["outputs"] = tensors
     return body
 
 
-def predictions(logits: np.ndarray, labels: list[str], top_k: int | None, function: str = "softmax") -> list[Any]:
-    """HF text-classification pipeline results, as ClassifierPredictor.__call__ gives them for a list of texts:
-    one {"label", "score"} per row for top_k=1, else each row's best top_k (None: all), highest first."""
-    out: list[Any] = []
-    for row in apply_function(logits, function):
-        order = np.argsort(-row, kind="stable")[:top_k]
-        ranked = [{"label": labels[i], "score": row[i].item()} for i in order]
-        out.append(ranked[0] if top_k == 1 else ranked)
-    return out
-
-
-def _requested_outputs(requested: Any) -> list[str]:
+def _requested_outputs(requested: Any, offered: tuple[str, ...]) -> list[str]:
     if requested is None:
-        return list(OUTPUTS)
+        return list(offered)
     if not isinstance(requested, list) or not requested:
         raise ClientError('"outputs" must be a non-empty list of {"name": ...} objects, or left out for all')
     names = []
     for i, out in enumerate(requested):
         name = out.get("name") if isinstance(out, dict) else None
-        if name not in OUTPUTS:
-            raise ClientError(f"outputs[{i}]: unknown output {json.dumps(name)} (this model has {', '.join(OUTPUTS)})")
+        if name not in offered:
+            raise ClientError(f"outputs[{i}]: unknown output {json.dumps(name)} (this model has {', '.join(offered)})")
         parameters = out.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise ClientError(f"outputs[{i}].parameters must be an object, not {_kind(parameters)}")

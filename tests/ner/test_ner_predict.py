@@ -217,9 +217,8 @@ def test_predict_prints_the_entity_groups_of_each_text(bert_folder, tmp_path):
     assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == TEXTS
 
 
-def test_predict_refuses_options_a_token_classifier_has_no_use_for_and_serve_refuses_it(bert_folder, tmp_path):
+def test_predict_refuses_options_a_token_classifier_has_no_use_for(bert_folder, tmp_path):
     from deploykit.predict import predict_command
-    from deploykit.serve import serve
 
     with pytest.raises(UserError, match="a token classifier gives entity groups, not ranked labels; drop --top-k"):
         predict_command(bert_folder, ["Peter flew to Brussels"], top_k=2, echo=lambda line: None)
@@ -227,5 +226,31 @@ def test_predict_refuses_options_a_token_classifier_has_no_use_for_and_serve_ref
     rows.write_text("sentence\tother\nPeter flew\tto Brussels\n")
     with pytest.raises(UserError, match="a token classifier tags single texts; drop --text-pair-column"):
         predict_command(bert_folder, [], file=rows, text_pair_column="other", echo=lambda line: None)
-    with pytest.raises(UserError, match="a token classifier; deploykit serve takes text classifiers"):
-        serve(bert_folder, port=0)
+
+
+def test_the_server_answers_a_token_classifiers_entity_groups_on_v2_and_predict(bert_folder):
+    from starlette.testclient import TestClient
+
+    from deploykit.serve.app import build_app
+
+    predictor = deploykit.load(bert_folder)
+    theirs = pipeline_groups(bert_folder, TEXTS, "simple")
+    with TestClient(build_app(predictor, max_request_rows=8)) as c:
+        got = c.post("/predict", json={"texts": TEXTS}).json()["predictions"]
+        for ours, want in zip(got, theirs):
+            assert_same_groups(ours, want)
+        body = {"id": "n1", "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": TEXTS[:2]}]}
+        out = c.post(f"/v2/models/{predictor.name}/infer", json=body).json()
+        assert out["id"] == "n1" and [o["name"] for o in out["outputs"]] == ["entities"]
+        tensor = out["outputs"][0]
+        assert tensor["datatype"] == "BYTES" and tensor["shape"] == [2]
+        assert [json.loads(d) for d in tensor["data"]] == got[:2]
+        meta = c.get(f"/v2/models/{predictor.name}").json()
+        assert [t["name"] for t in meta["inputs"]] == ["text"] and meta["outputs"][0]["name"] == "entities"
+        for bad, message in [({"texts": ["x"], "top_k": 2}, "entity groups, not ranked labels"),
+                             ({"texts": ["x"], "text_pairs": ["y"]}, "tags single texts")]:
+            reply = c.post("/predict", json=bad)
+            assert reply.status_code == 400 and message in reply.json()["error"]
+        asked = {**body, "outputs": [{"name": "label"}]}
+        reply = c.post(f"/v2/models/{predictor.name}/infer", json=asked)
+        assert reply.status_code == 400 and 'unknown output "label" (this model has entities)' in reply.json()["error"]
