@@ -34,7 +34,9 @@ def main() -> None:
     machine = describe()
     results = []
     for bf16 in ("off", "on"):
+        # one epoch, not the recipe's step budget with early stopping: both runs then take the same steps
         recipe = load_recipe(RECIPE, [f"data.max_train_samples={args.rows}", f"finetune.bf16={bf16}",
+                                      "finetune.epochs=1", "finetune.max_steps=-1",
                                       "distill=null", "prune=null", "quantize=null", "bench=null", *args.sets])
         art = run_stage("finetune", recipe, None, Path(args.out) / bf16, force=True)
         test = evaluate_artifact(art, load_task(recipe.data).test, recipe.data.max_length)
