@@ -37,8 +37,10 @@ import numpy as np
 from deploykit.bench_plan import caveat  # the encoder bench's note on emulated bf16, same wording
 from deploykit.errors import UserError
 from deploykit.footprint import peak_rss_mb, rss_mb, run_child
+from deploykit.runtimes import LABELS
 
-RUNTIMES = {"torch": "PyTorch FP32", "torch-bf16": "PyTorch bf16", "ort": "ONNX Runtime CPU"}
+# the runtimes a causal LM is timed on; their labels are the one runtime table's (deploykit/runtimes.py)
+GENERATION_RUNTIMES = ("torch", "torch-bf16", "ort")
 NO_LLAMA_CPP = ("llama.cpp speed not measured: llama-cpp-python has no wheel for this machine; exact match "
                 "and perplexity are those of the GGUF weights dequantised in PyTorch (the same weights)")
 
@@ -62,8 +64,8 @@ class GenSubject:
 def resolve_runtime(folder: str | Path, runtime: str) -> str:
     if runtime == "auto":
         return "ort" if (Path(folder) / "model.onnx").is_file() else "torch"
-    if runtime not in RUNTIMES:
-        raise UserError(f"bench: runtime={runtime!r} is not one of auto, {', '.join(RUNTIMES)}")
+    if runtime not in GENERATION_RUNTIMES:
+        raise UserError(f"bench: runtime={runtime!r} is not one of auto, {', '.join(GENERATION_RUNTIMES)}")
     return runtime
 
 
@@ -169,7 +171,7 @@ def _row(t: _Timed, batch: int, new_tokens: int, threads: int, lengths: list[int
     size, params = _size(t.subject.folder)
     return {
         "name": t.subject.name, "folder": str(t.subject.folder), "runtime": t.runtime,
-        "runtime_label": RUNTIMES[t.runtime], "baseline": t.subject.baseline, "reference": False,
+        "runtime_label": LABELS[t.runtime], "baseline": t.subject.baseline, "reference": False,
         "status": "ok", "note": t.subject.note or caveat(t.runtime, "cpu"), "batch_size": batch, "threads": threads,
         "new_tokens": new_tokens, "decoded_tokens": t.decoded[batch], "runs": len(t.ttft_s[batch]),
         "prompt_tokens": f"median {int(np.median(lengths))}, {min(lengths)} to {max(lengths)}",
