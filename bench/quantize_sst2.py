@@ -8,7 +8,7 @@ dynamic INT8 with Optimum's avx512_vnni preset, `deploykit/quant/baseline.py::st
 INT8 (`deploykit quantize --int8`: fused export, this CPU's preset, accuracy gate on sst2/dev.tsv), once
 per accuracy budget given with --max-drop (default: the recipe default 0.5, and 0.1).
 Accuracy is on sst2/test.tsv (dynamic INT8 one row at a time: its activation scales span the batch; its
-accuracy in length-sorted batches of 64 is printed beside it). Latency and throughput come from `deploykit.benchmark.measure`, which
+accuracy in length-sorted batches of 64 is printed beside it). Latency and throughput come from `deploykit.measure.benchmark.measure`, which
 interleaves the models in blocks of calls on real test sentences (2 threads, ORT spinning off), and
 from a paired comparison: adjacent blocks of each model, their latency ratio to the standard recipe.
 """
@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from deploykit.artifact import load_artifact
-from deploykit.bench_plan import Settings, Subject
-from deploykit.benchmark import measure
 from deploykit.config import build_recipe
 from deploykit.data import load_task
 from deploykit.evaluate import evaluate_artifact
 from deploykit.hardware import describe
+from deploykit.measure.bench_plan import Settings, Subject
+from deploykit.measure.benchmark import measure
 from deploykit.pipeline import run_stage
 from deploykit.quant.baseline import standard_baseline
 

@@ -245,7 +245,7 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         report = run_many(recipe, [a.path for a in artifacts], out_dir / "bench", baseline_source=baseline)
         state["report"] = str(report)
         if teacher is not None and len(artifacts) > 1:
-            from deploykit.headline import write
+            from deploykit.measure.headline import write
 
             state["headline"] = write(out_dir / "bench" / "report.json", str(teacher.path), str(artifacts[-1].path),
                                       state.get("warnings"), recipe.bench.headline.model_dump())

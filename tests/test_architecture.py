@@ -145,3 +145,13 @@ def test_stages_and_the_runner_ask_the_kind_table_not_the_task_name():
                  if re.search(r"\btask\s*[!=]=\s*[\"']|[\"']\s*[!=]=\s*\S*\btask\b", line)]
     assert not offenders, f"branches on the task's name (ask deploykit.kinds.kind_of instead): {offenders}"
     assert set(typing.get_args(DataConfig.model_fields["task"].annotation)) == set(KINDS)
+
+
+def test_measurement_never_reaches_into_stages_the_pipeline_or_the_cli():
+    """deploykit.measure reads artifacts (engines, runtimes); the bench stage calls it, never the other way."""
+    graph = import_graph()
+    assert any(m.startswith("deploykit.measure.") for m in graph)
+    wrong = sorted(f"{m} imports {t}" for m, targets in graph.items() if m.startswith("deploykit.measure")
+                   for t in targets if t in ("deploykit.pipeline", "deploykit.cli", "deploykit.stages")
+                   or _is_stage(t))
+    assert not wrong, f"measurement imports what runs stages: {wrong}"

@@ -1,4 +1,4 @@
-"""deploykit/benchmark.py, runtimes.py and footprint.py on a tiny BERT (PyTorch and ONNX) with --quick settings."""
+"""deploykit/measure/benchmark.py, runtimes.py and footprint.py on a tiny BERT (PyTorch and ONNX) with --quick settings."""
 
 import json
 import os
@@ -10,12 +10,12 @@ from conftest import make_tiny_model, write_task
 from tiny_onnx import export_tiny_onnx
 
 from deploykit.artifact import load_artifact
-from deploykit.bench_plan import Settings, Subject, plan_rows
-from deploykit.benchmark import measure
 from deploykit.config import BenchConfig, DataConfig
 from deploykit.data import load_task
 from deploykit.evaluate import evaluate_artifact
-from deploykit.footprint import parameter_count, peak_memory, size_mb
+from deploykit.measure.bench_plan import Settings, Subject, plan_rows
+from deploykit.measure.benchmark import measure
+from deploykit.measure.footprint import parameter_count, peak_memory, size_mb
 from deploykit.models import count_parameters
 from deploykit.runtimes import plan
 
@@ -129,7 +129,7 @@ def test_peak_memory_in_a_fresh_process(tiny):
 
 
 def test_latency_texts_are_the_same_for_every_artifact(tiny):
-    from deploykit.benchmark import Inputs
+    from deploykit.measure.benchmark import Inputs
 
     torch_art, onnx_art, split = tiny
     inputs = Inputs(split, Settings.from_config(BenchConfig(quick=True)), max_length=32)
@@ -141,7 +141,7 @@ def test_latency_texts_are_the_same_for_every_artifact(tiny):
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to tell cpu from edge")
 def test_each_target_runs_with_its_own_thread_count(tiny, monkeypatch):
-    import deploykit.benchmark as bench
+    import deploykit.measure.benchmark as bench
 
     torch_art, _, split = tiny
     seen, real = set(), bench.load_runtime
@@ -195,7 +195,7 @@ def test_gpu_runtimes_say_what_this_machine_lacks(cuda, providers, tensorrt, exp
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_row_says_when_bf16_is_emulated(native, monkeypatch):
     import deploykit.hardware as hw
-    from deploykit.bench_plan import caveat
+    from deploykit.measure.bench_plan import caveat
 
     monkeypatch.setattr(hw, "bf16_supported", lambda device=None: native)
     for target in ("cpu", "gpu"):

@@ -32,9 +32,9 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def measured(tiny):
-    from deploykit.bench_plan import Settings, Subject
-    from deploykit.benchmark import measure
     from deploykit.config import BenchConfig
+    from deploykit.measure.bench_plan import Settings, Subject
+    from deploykit.measure.benchmark import measure
 
     torch_art, onnx_art, split, _ = tiny
     settings = Settings.from_config(BenchConfig(quick=True, targets=["cpu", "gpu"]))
@@ -115,8 +115,8 @@ def test_tensorrt_row_needs_only_the_package_here(tmp_path):
     import importlib.util
 
     from deploykit.artifact import load_artifact
-    from deploykit.bench_plan import Settings, Subject, plan_rows
     from deploykit.config import BenchConfig
+    from deploykit.measure.bench_plan import Settings, Subject, plan_rows
 
     folder = tmp_path / "trt"
     folder.mkdir()

@@ -3,7 +3,7 @@
 import pytest
 
 from deploykit.errors import UserError
-from deploykit.headline import headline, to_markdown
+from deploykit.measure.headline import headline, to_markdown
 
 
 def row(artifact, runtime, p50, tput, size, acc, baseline=False, target="cpu"):
@@ -74,7 +74,7 @@ def test_a_recipe_headline_section_is_validated_and_reaches_the_written_headline
 
     from deploykit.config import build_recipe
     from deploykit.errors import UserError
-    from deploykit.headline import write
+    from deploykit.measure.headline import write
 
     with pytest.raises(UserError, match="latency_speedup"):
         build_recipe({"data": {"name": "sst2"}, "bench": {"headline": {"latency_speedup": 5}}})

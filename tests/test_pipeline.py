@@ -127,7 +127,7 @@ def test_the_under_trained_margin_grows_on_few_rows():
 
 
 def test_the_headline_leads_with_the_warnings(tmp_path):
-    from deploykit.headline import write
+    from deploykit.measure.headline import write
 
     rows = [{"artifact": str(tmp_path / a), "runtime": r, "target": "cpu", "status": "ok", "accuracy": acc,
              "latency_ms": {"p50": ms}, "throughput": {"32": tput}, "size_mb": mb, "runtime_label": r}

@@ -1,11 +1,11 @@
-"""deploykit/report.py: report.json / report.md / report.html and the plots, from hand-made rows."""
+"""deploykit/measure/report.py: report.json / report.md / report.html and the plots, from hand-made rows."""
 
 import base64
 import json
 from html.parser import HTMLParser
 
-from deploykit.plots import pareto_front
-from deploykit.report import markdown, write_reports
+from deploykit.measure.plots import pareto_front
+from deploykit.measure.report import markdown, write_reports
 
 
 def row(name, runtime, target="cpu", *, acc=90.0, p50=5.0, size=20.0, baseline=False, skipped=False):
@@ -165,7 +165,7 @@ def test_encoder_report_is_unchanged_by_the_generation_kind(tmp_path):
 
 
 def test_every_runtime_has_a_plot_marker():
-    from deploykit.plots import MARKERS
+    from deploykit.measure.plots import MARKERS
     from deploykit.runtimes import LABELS, READS, TARGETS
 
     assert set(MARKERS) == set(READS) == set(LABELS) == set(TARGETS)

@@ -4,7 +4,7 @@ from deploykit.runtimes import AUTO, LABELS, READS, RUNTIMES, TARGETS
 
 
 def test_the_columns_are_views_of_the_one_table():
-    from deploykit.plots import MARKERS
+    from deploykit.measure.plots import MARKERS
     from deploykit.serve.app import PLATFORMS
 
     for table in (READS, TARGETS, LABELS, MARKERS, PLATFORMS):

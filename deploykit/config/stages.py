@@ -220,7 +220,7 @@ class ExportConfig(Section):
 
 class HeadlineConfig(Section):
     """The bars `deploykit run`'s headline checks the final artifact against, vs the fine-tuned teacher and the
-    fastest peer; each unset bar is the kind's default (deploykit/headline.py TARGETS, GENERATION_TARGETS)."""
+    fastest peer; each unset bar is the kind's default (deploykit/measure/headline.py TARGETS, GENERATION_TARGETS)."""
 
     accuracy_drop_max: float | None = Field(None, ge=0, description="points of the report's lead metric "
                                                                     "(accuracy, entity F1) the final may lose")

@@ -19,7 +19,7 @@ What keeps the figures comparable:
   runtimes on few cores inflates them (STACK.md, "Measuring several runtimes in one process");
   ONNX Runtime sessions run with spinning off for the same reason;
 - memory is the peak RSS of a fresh process that loads the model and runs the largest batch
-  (deploykit/footprint.py's approach: `python -m deploykit.llm.bench SPEC.json`).
+  (deploykit/measure/footprint.py's approach: `python -m deploykit.llm.bench SPEC.json`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from deploykit.bench_plan import caveat  # the encoder bench's note on emulated bf16, same wording
 from deploykit.errors import UserError
-from deploykit.footprint import peak_rss_mb, rss_mb, run_child
+from deploykit.measure.bench_plan import caveat  # the encoder bench's note on emulated bf16, same wording
+from deploykit.measure.footprint import peak_rss_mb, rss_mb, run_child
 from deploykit.runtimes import LABELS
 
 # the runtimes a causal LM is timed on; their labels are the one runtime table's (deploykit/runtimes.py)
@@ -158,7 +158,7 @@ def _percentiles_ms(seconds: list[float]) -> dict[str, float]:
 
 def _size(folder: str | Path) -> tuple[float | None, int | None]:
     from deploykit.artifact import load_artifact
-    from deploykit.footprint import parameter_count, size_mb
+    from deploykit.measure.footprint import parameter_count, size_mb
 
     path = Path(folder)
     if path.is_file():
@@ -206,7 +206,7 @@ def reference_row(name: str, gguf_source: str, *, exact_match: float | None = No
 
 
 def generation_report(rows: list[dict], *, title: str, eval_note: str | None = None) -> dict[str, Any]:
-    """The dict `deploykit.report.write_reports` renders, for generation rows (kind = "generation")."""
+    """The dict `deploykit.measure.report.write_reports` renders, for generation rows (kind = "generation")."""
     from deploykit.artifact import library_versions
     from deploykit.hardware import describe
 

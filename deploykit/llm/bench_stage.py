@@ -22,12 +22,12 @@ TIMED_PROMPTS = 64  # prompts cycled over the timed runs
 
 
 def run_many(recipe: Recipe, artifacts: list, names: list[str], out_dir: Path) -> Path:
-    from deploykit.bench_plan import target_threads
     from deploykit.llm.bench import GenSubject, generation_report, measure_generation, reference_row
     from deploykit.llm.data import load_chat_task, render_prompt
     from deploykit.llm.quality import evaluate_causal
+    from deploykit.measure.bench_plan import target_threads
+    from deploykit.measure.report import write_reports
     from deploykit.models import is_gguf, load_causal_lm, load_tokenizer
-    from deploykit.report import write_reports
 
     cfg = recipe.bench or BenchConfig()
     if "gpu" in cfg.targets:

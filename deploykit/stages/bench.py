@@ -3,7 +3,7 @@
     deploykit bench runs/sst2/finetune runs/sst2/quantize --data sst2 --quick --out runs/sst2/bench
     deploykit bench runs/sst2/*/ --recipe recipes/sst2-minilm.yaml --target cpu --target edge
 
-Every artifact of one call is measured in the same process on the same texts (deploykit/benchmark.py
+Every artifact of one call is measured in the same process on the same texts (deploykit/measure/benchmark.py
 says how). Unless `bench.baseline` is off, a baseline row is added: the standard recipe (plain ONNX
 export + ONNX Runtime dynamic INT8, avx512_vnni preset) built from `--baseline MODEL`, or else from the
 fine-tuned teacher of the first PyTorch artifact, so every report shows what a user would get without
@@ -81,9 +81,9 @@ def _max_length(recipe: Recipe, artifact: Artifact, task) -> int:
 def _measure(recipe: Recipe, cfg: BenchConfig, artifacts: list[Artifact], baseline_source: Path | None,
              tmp: Path, out_dir: Path) -> None:
     """Build the baseline and write the reports into `tmp`, staging's folder that becomes `out_dir`."""
-    from deploykit.bench_plan import Settings
-    from deploykit.benchmark import measure
-    from deploykit.report import write_reports
+    from deploykit.measure.bench_plan import Settings
+    from deploykit.measure.benchmark import measure
+    from deploykit.measure.report import write_reports
 
     kind = kind_of(recipe.data.task)
     if (own := kind.runner("bench")) is not None:
@@ -144,7 +144,7 @@ def _checked(artifact: Artifact) -> Artifact:
 
 def _subjects(artifacts: list[Artifact]):
     """Display names: the stage that wrote the artifact, else its folder name; made unique."""
-    from deploykit.bench_plan import Subject
+    from deploykit.measure.bench_plan import Subject
 
     subjects, seen = [], set()
     for art in artifacts:
@@ -170,7 +170,7 @@ def fine_tuned_teacher(artifacts: list[Artifact]) -> Artifact | None:
 
 def _baseline(cfg: BenchConfig, artifacts: list[Artifact], source: Path | None, out_dir: Path):
     """(the baseline Subject, the model it was built from), or (None, None) when there is none."""
-    from deploykit.bench_plan import Subject
+    from deploykit.measure.bench_plan import Subject
 
     if source is None and not cfg.baseline:
         return None, None
@@ -191,7 +191,7 @@ def _baseline(cfg: BenchConfig, artifacts: list[Artifact], source: Path | None, 
 def _openvino_peer(recipe: Recipe, cfg: BenchConfig, teacher: Path, task, out_dir: Path):
     """The OpenVINO IR + NNCF static INT8 row built from the same teacher as the baseline, or None (off, or
     openvino/nncf missing: one log line)."""
-    from deploykit.bench_plan import Subject
+    from deploykit.measure.bench_plan import Subject
     from deploykit.quant.ov_peer import calibration_rows, openvino_nncf_peer, peer_missing
 
     if not cfg.openvino_peer:

@@ -191,26 +191,26 @@ def test_no_peer_row_without_openvino_and_nncf(tiny, tmp_path, monkeypatch):
 
 
 def test_an_interrupted_bench_leaves_no_half_written_folder(tiny, tmp_path, monkeypatch):
-    import deploykit.benchmark
+    import deploykit.measure.benchmark
 
     model, _, task = tiny
-    real = deploykit.benchmark.measure
+    real = deploykit.measure.benchmark.measure
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C mid-measurement, after the baseline was built
 
-    monkeypatch.setattr(deploykit.benchmark, "measure", interrupted)
+    monkeypatch.setattr(deploykit.measure.benchmark, "measure", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_many(recipe(task, targets=["edge"], runtimes=["torch"]), [model], tmp_path / "b1", baseline_source=model)
     assert list(tmp_path.iterdir()) == []  # neither b1/ nor a temporary folder
 
-    monkeypatch.setattr(deploykit.benchmark, "measure", real)
+    monkeypatch.setattr(deploykit.measure.benchmark, "measure", real)
     out = run_many(recipe(task, targets=["edge"], runtimes=["torch"]), [model], tmp_path / "b1", baseline_source=model)
     assert all((out / f).is_file() for f in ("report.json", "report.md", "report.html", "baseline/manifest.json"))
     rows = json.loads((out / "report.json").read_text())["rows"]
     assert next(r for r in rows if r["baseline"])["artifact"] == str(out / "baseline")
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    monkeypatch.setattr(deploykit.benchmark, "measure", interrupted)
+    monkeypatch.setattr(deploykit.measure.benchmark, "measure", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_many(recipe(task, targets=["edge"], runtimes=["torch"]), [model], out, baseline_source=model)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the earlier report unchanged

@@ -1,9 +1,9 @@
 """The PNG plots of a bench report (matplotlib, Agg backend: no display needed), one function per figure.
 
-    from deploykit.plots import plot_pareto
+    from deploykit.measure.plots import plot_pareto
     plot_pareto(rows, Path("pareto.png"), ("f1", "entity F1 %"))    # quality vs batch-1 latency, Pareto front
 
-deploykit/report.py decides which plots a report gets and embeds them in report.html.
+deploykit/measure/report.py decides which plots a report gets and embeds them in report.html.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """What one `deploykit bench` call measures: artifacts x runtimes x targets as rows, with their settings.
 
-    from deploykit.bench_plan import Settings, Subject, plan_rows
+    from deploykit.measure.bench_plan import Settings, Subject, plan_rows
     rows = plan_rows([Subject("final", load_artifact("runs/sst2/quantize"))], Settings.from_config(BenchConfig()))
 
-deploykit/benchmark.py measures the rows; this module decides which exist, how many threads and batch sizes
+deploykit/measure/benchmark.py measures the rows; this module decides which exist, how many threads and batch sizes
 each gets, and why a row is skipped (a runtime this machine lacks) or needs a caveat (emulated bf16).
 """
 

@@ -1,13 +1,13 @@
 """A model's footprint: size on disk, parameter count, and peak resident memory in a fresh process.
 
-    from deploykit.footprint import parameter_count, peak_memory, size_mb
+    from deploykit.measure.footprint import parameter_count, peak_memory, size_mb
     size_mb(art), parameter_count(art)   # (22.4, 22762754) for an INT8 ONNX MiniLM
     peak_memory(load_artifact("runs/sst2/quantize"), "ort", threads=2, device="cpu", batch=split.head(32),
                 max_length=64)   # {'peak_rss_mb': 316.3, 'model_rss_mb': 24.5, 'memory_method': ...}
 
 Why memory is measured in a subprocess: in the benchmark process every runtime is loaded at once and the allocator keeps
 freed memory, so neither RSS deltas nor the process peak can be pinned on one model. The child is
-`python -m deploykit.footprint SPEC.json`; it prints one JSON line.
+`python -m deploykit.measure.footprint SPEC.json`; it prints one JSON line.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def peak_memory(artifact: Artifact, runtime: str, threads: int, device: str, bat
     """
     spec = {"path": str(artifact.path), "manifest": artifact.manifest, "runtime": runtime, "threads": threads,
             "device": device, "texts": batch.texts, "pairs": batch.pairs, "max_length": max_length}
-    out = run_child("deploykit.footprint", spec, f"{artifact.path} ({runtime})")
+    out = run_child("deploykit.measure.footprint", spec, f"{artifact.path} ({runtime})")
     return {"peak_rss_mb": out["peak_rss_mb"], "model_rss_mb": round(out["peak_rss_mb"] - out["base_rss_mb"], 1),
             "memory_method": f"subprocess: peak RSS of a fresh process running batch {len(batch)}"
             + (f"; GPU: {out['gpu_peak_mb']} MB allocated at peak" if "gpu_peak_mb" in out else "")}

@@ -2,7 +2,7 @@
 vs the fastest peer (the standard recipe, plain ONNX + ORT dynamic INT8, or OpenVINO IR + NNCF static INT8),
 all from one bench report.
 
-    python -m deploykit.headline runs/sst2-minilm/bench/report.json [recipes/sst2-minilm.yaml]
+    python -m deploykit.measure.headline runs/sst2-minilm/bench/report.json [recipes/sst2-minilm.yaml]
 
 The bars checked are the recipe's `bench.headline` (each unset one: the kind's default below).
 
@@ -43,7 +43,7 @@ def headline(report: dict, teacher: str, final: str, target: str = "cpu", target
     """Pick the teacher's PyTorch FP32 row, the final artifact's fastest row and the fastest peer row (the
     standard recipe or OpenVINO + NNCF: every row bench marks `baseline`), and check the ratios against
     `targets` (the recipe's `bench.headline`; unset keys: TARGETS)."""
-    from deploykit.report import quality_columns
+    from deploykit.measure.report import quality_columns
 
     goal = bars(TARGETS, targets)
 

@@ -1,12 +1,12 @@
 """Measure artifacts side by side in one process: batch-1 latency, throughput, memory, size, accuracy.
 
-    from deploykit.bench_plan import Settings, Subject
-    from deploykit.benchmark import measure
+    from deploykit.measure.bench_plan import Settings, Subject
+    from deploykit.measure.benchmark import measure
     rows = measure([Subject("finetune", load_artifact("runs/sst2/finetune"))], task.test,
                    Settings.from_config(BenchConfig(quick=True)), max_length=64)
 
 `deploykit bench ARTIFACT...` (deploykit/stages/bench.py) calls this and writes the reports; which rows
-exist (artifact x runtime x target) is deploykit/bench_plan.py's.
+exist (artifact x runtime x target) is deploykit/measure/bench_plan.py's.
 What keeps the figures comparable:
 - every artifact sees the same texts: real sentences of the evaluation split at their natural token
   lengths (batch 1 is never padded; a larger batch is padded to its longest sentence);
@@ -31,7 +31,13 @@ from typing import Any, Callable
 import numpy as np
 
 from deploykit.artifact import Artifact
-from deploykit.bench_plan import (
+from deploykit.console import progress
+from deploykit.data import Split, encode
+from deploykit.errors import UserError
+from deploykit.evaluate import EVAL_BATCH, eval_batch_size, metrics, predict
+from deploykit.hardware import cores
+from deploykit.lineage import trained_stride
+from deploykit.measure.bench_plan import (
     BLOCK,
     BLOCK_WARMUP,
     THROUGHPUT_BATCHES,
@@ -41,13 +47,7 @@ from deploykit.bench_plan import (
     bf16_device,
     plan_rows,
 )
-from deploykit.console import progress
-from deploykit.data import Split, encode
-from deploykit.errors import UserError
-from deploykit.evaluate import EVAL_BATCH, eval_batch_size, metrics, predict
-from deploykit.footprint import parameter_count, peak_memory, rss_mb, size_mb
-from deploykit.hardware import cores
-from deploykit.lineage import trained_stride
+from deploykit.measure.footprint import parameter_count, peak_memory, rss_mb, size_mb
 from deploykit.runtimes import LABELS, Unavailable, load_runtime
 
 # ---------------------------------------------------------------- inputs

@@ -1,9 +1,9 @@
 """Benchmark results -> report.json, report.md and a self-contained report.html with plots.
 
-    from deploykit.report import write_reports
+    from deploykit.measure.report import write_reports
     write_reports(report, Path("runs/bench"))   # report = {"machine": ..., "method": ..., "rows": [...]}
 
-`deploykit bench` (deploykit/stages/bench.py) builds `report`. The plots (deploykit/plots.py) are matplotlib figures
+`deploykit bench` (deploykit/stages/bench.py) builds `report`. The plots (deploykit/measure/plots.py) are matplotlib figures
 (Agg backend): quality (accuracy, or the kind's lead column) vs batch-1 latency with its Pareto front, size on disk,
 throughput by batch size. They are written as PNG files beside report.md and embedded as base64 in
 report.html, so the HTML file can be mailed or attached on its own.
@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from deploykit.plots import (
+from deploykit.measure.plots import (
     measured,
     plot_by_batch,
     plot_pareto,
