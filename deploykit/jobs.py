@@ -50,12 +50,12 @@ class DistillJob:
     layer_map: Any                          # student layer i learns from teacher layer layer_map[i]; None: uniform
     train_ds: Any
     eval_ds: Any
-    trainer_cls: Any                        # a deploykit.kd.DistillTrainer subclass: the kind's KD loss
+    trainer_cls: Any                        # a deploykit.train.kd.DistillTrainer subclass: the kind's KD loss
     labels: list[str] | None
     summary: str                            # the data half of the stage's opening log line
     # trainer -> (student validation metrics, test metrics or None, {"validation": ..., "test": ...} of the teacher)
     finish: Callable[[Any], tuple[dict, dict | None, dict]]
-    trainer_args: dict = field(default_factory=dict)  # collator, best_metric, ... for deploykit.training.build_trainer
+    trainer_args: dict = field(default_factory=dict)  # collator, best_metric, ... for deploykit.train.trainer.build_trainer
     # the Trainer's compute_metrics (the kind's score picks the checkpoint kept), or None for build_trainer's
     compute_metrics: Callable[[Any], dict] | None = None
     cache_teacher_logits: bool = True       # False: per-token logits of every row are too large to cache
@@ -81,7 +81,7 @@ class PruneJob:
     # (model, tokenizer, "validation" | "test") -> the kind's metrics on that split, None where there is none
     evaluate: Callable[[Any, Any, str], dict | None]
     recovery_data: Callable[[], tuple[Any, Any]]  # (train, validation) datasets of the recovery fine-tune
-    trainer_cls: Any                        # the recovery's KD trainer (a deploykit.kd.DistillTrainer)
+    trainer_cls: Any                        # the recovery's KD trainer (a deploykit.train.kd.DistillTrainer)
     # (model, tokenizer, scratch folder, max_length) -> (tokenizer, kept token ids, max logit change); None: refused
     prune_vocab: Callable[[Any, Any, Any, int], tuple[Any, Any, float]] | None = None
     trainer_args: dict = field(default_factory=dict)  # collator, best_metric, ... for build_trainer

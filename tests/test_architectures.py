@@ -31,7 +31,7 @@ def tiny(model_type: str, causal: bool = False):
 @pytest.mark.parametrize("model_type", list(ARCHITECTURES))
 def test_every_entry_names_what_its_model_has(model_type):
     from deploykit.layers import layer_list
-    from deploykit.training import layer_index, num_layers
+    from deploykit.train.trainer import layer_index, num_layers
 
     arch = ARCHITECTURES[model_type]
     model = tiny(model_type)

@@ -133,7 +133,7 @@ def test_tensorrt_row_needs_only_the_package_here(tmp_path):
 
 def test_training_arguments_pick_the_gpu(tmp_path, monkeypatch):
     from deploykit.config import TrainConfig
-    from deploykit.training import training_args
+    from deploykit.train.trainer import training_args
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
@@ -143,7 +143,7 @@ def test_training_arguments_pick_the_gpu(tmp_path, monkeypatch):
 
 
 def test_more_ranks_than_gpus_train_on_cpu_with_gloo(tmp_path, monkeypatch):
-    from deploykit.training import train_on_gpu
+    from deploykit.train.trainer import train_on_gpu
 
     monkeypatch.setenv("WORLD_SIZE", str(torch.cuda.device_count() + 1))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(torch.cuda.device_count() + 1))
@@ -155,7 +155,7 @@ def test_more_ranks_than_gpus_train_on_cpu_with_gloo(tmp_path, monkeypatch):
 def test_finetune_trains_on_the_gpu(tiny, tmp_path, monkeypatch):
     from transformers import AutoModelForSequenceClassification
 
-    import deploykit.training as training
+    import deploykit.train.trainer as training
     from deploykit.config import build_recipe
     from deploykit.pipeline import run_stage
 

@@ -61,8 +61,8 @@ def build_student(cfg, teacher, tokenizer, labels: list[str], trust_remote_code:
     classifier `distill.student` with the task's labels (a trained head with other labels is refused)."""
     from transformers import AutoConfig
 
-    from deploykit.distillation import build_student as build
     from deploykit.models import load_classifier, resolve_source
+    from deploykit.train.distillation import build_student as build
 
     def load(source: str):
         config = AutoConfig.from_pretrained(resolve_source(source), trust_remote_code=trust_remote_code)
@@ -78,7 +78,7 @@ def _teacher_scores(ds, split) -> dict[str, float]:
     import numpy as np
 
     from deploykit.evaluate import metrics
-    from deploykit.kd import TEACHER_LOGITS
+    from deploykit.train.kd import TEACHER_LOGITS
     from deploykit.windows import TEXT_OF, pool, windowed
 
     logits = np.asarray(ds[TEACHER_LOGITS])
@@ -93,8 +93,8 @@ def distill_job(recipe, teacher_src: str, parent) -> DistillJob:
     from transformers import DataCollatorWithPadding
 
     from deploykit.data import fit_max_length, to_dataset
-    from deploykit.kd import DistillTrainer, add_teacher_logits
     from deploykit.models import load_classifier, load_tokenizer
+    from deploykit.train.kd import DistillTrainer, add_teacher_logits
     from deploykit.window_metrics import evaluate_pooled, pooled_metrics
     from deploykit.windows import TEXT_OF, recorded, stride_for, windowed
 

@@ -28,11 +28,11 @@ def teacher_quality(parent: Artifact | None, source: str) -> dict | None:
 def distill_job(recipe: Recipe, teacher_src: str, parent: Artifact | None) -> DistillJob:
     """Top-k next-token KD on the response tokens, the checkpoint kept by validation loss; exact match on
     validation after training (the test split is scored once, by bench)."""
-    from deploykit.distillation import build_student
     from deploykit.llm.data import SFTCollator, check_chat_template, load_chat_task, pad_id, sft_dataset
     from deploykit.llm.kd import CausalDistillTrainer
     from deploykit.llm.quality import evaluate_causal
     from deploykit.models import load_causal_lm, load_tokenizer
+    from deploykit.train.distillation import build_student
 
     cfg, trust = recipe.distill, recipe.model.trust_remote_code
     if cfg.alpha_attention:

@@ -1,7 +1,7 @@
 """Distillation of causal LMs: next-token KL over response tokens, with the teacher's top-k cached once.
 
     from deploykit.llm.kd import CausalDistillTrainer
-    from deploykit.training import build_trainer
+    from deploykit.train.trainer import build_trainer
     trainer = build_trainer(student, cfg, work, tokenizer, train_ds, eval_ds, stage="distill",
                             trainer_cls=CausalDistillTrainer, teacher=teacher, temperature=2.0,
                             alpha_kd=0.5, alpha_ce=0.5, topk=32, cache_teacher_logits=True)
@@ -10,7 +10,7 @@
 Batches follow the HF causal-LM convention (`input_ids`, `attention_mask`, `labels` = input_ids with
 -100 on prompt and padding): position t predicts token t + 1, and only positions whose next token is
 a response token count, in the KL term as in the cross-entropy. The per-token losses are those of
-deploykit.kd (the response positions are its rows), so the T² scaling and hidden-state MSE are shared.
+deploykit.train.kd (the response positions are its rows), so the T² scaling and hidden-state MSE are shared.
 
 Full teacher logits do not fit a cache (SmolLM2: 49,152 floats per token, 200 kB), and the teacher
 forward is most of a CPU step; so the teacher's top-k logits of each response token are stored once
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from deploykit.errors import UserError
-from deploykit.kd import DistillTrainer, kd_loss, teacher_batches
+from deploykit.train.kd import DistillTrainer, kd_loss, teacher_batches
 
 TOPK_VALUES = "teacher_topk_values"    # per example: (response tokens, k) teacher logits, largest first
 TOPK_INDICES = "teacher_topk_indices"  # per example: (response tokens, k) their token ids

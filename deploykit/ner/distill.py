@@ -6,7 +6,7 @@
 The KL on temperature-softened logits and the cross-entropy on gold tags are taken over the word pieces that
 carry a tag (a word's first piece; every piece with `label_all_tokens`), the positions finetune trained and
 entity F1 scores: padding and continuation pieces teach nothing a prediction reads. Hidden-state and attention
-terms are deploykit.kd's, over every real token.
+terms are deploykit.train.kd's, over every real token.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from deploykit.jobs import DistillJob
-from deploykit.kd import DistillTrainer, kd_loss
+from deploykit.train.kd import DistillTrainer, kd_loss
 
 TASK = "token_classification"
 IGNORED = -100  # the label of a position no loss reads (transformers' CrossEntropyLoss ignore_index)
@@ -22,7 +22,7 @@ IGNORED = -100  # the label of a position no loss reads (transformers' CrossEntr
 
 def token_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor, *,
                   temperature: float, alpha_kd: float, alpha_ce: float) -> torch.Tensor:
-    """deploykit.kd.kd_loss over the tagged positions only, averaged per position.
+    """deploykit.train.kd.kd_loss over the tagged positions only, averaged per position.
 
     Args:
         student_logits: (batch, seq, tags).
@@ -41,7 +41,7 @@ def token_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | N
 
 
 class TokenDistillTrainer(DistillTrainer):
-    """deploykit.kd.DistillTrainer with the logits terms taken per tagged word piece (`token_kd_loss`).
+    """deploykit.train.kd.DistillTrainer with the logits terms taken per tagged word piece (`token_kd_loss`).
 
     The teacher runs live at every step: a cache of per-token logits would hold seq x tags floats per window."""
 
@@ -57,7 +57,6 @@ def distill_job(recipe, teacher_src: str, parent) -> DistillJob:
     from transformers import DataCollatorForTokenClassification
 
     from deploykit.data import fit_max_length
-    from deploykit.distillation import build_student
     from deploykit.evaluate import torch_predictor
     from deploykit.models import load_classifier
     from deploykit.ner.align import window_stride
@@ -71,6 +70,7 @@ def distill_job(recipe, teacher_src: str, parent) -> DistillJob:
         sentence_metrics,
         tokenizer_for,
     )
+    from deploykit.train.distillation import build_student
 
     cfg, data, trust = recipe.distill, recipe.data, recipe.model.trust_remote_code
     task = load_tags(data)

@@ -97,8 +97,8 @@ def prune_job(recipe: Recipe, source: str, parent) -> PruneJob:
     pruning keeps a trained model's behaviour), ranked and recovered on `recovery_rows`, scored per text."""
     from deploykit.data import fit_max_length, load_task, to_dataset
     from deploykit.evaluate import metrics, predict, torch_predictor
-    from deploykit.kd import DistillTrainer
     from deploykit.models import load_classifier, load_tokenizer
+    from deploykit.train.kd import DistillTrainer
     from deploykit.window_metrics import pooled_metrics
     from deploykit.windows import TEXT_OF, recorded, stride_for, windowed
 

@@ -6,7 +6,7 @@
 
 The student is either built from the teacher's own layers (default: every other layer, 6 -> 3;
 embeddings and classifier copied, as DistilBERT was initialised) or any HF model that shares the
-teacher's tokenizer (`distill.student`). The loss (deploykit/kd.py) mixes KL on softened logits,
+teacher's tokenizer (`distill.student`). The loss (deploykit/train/kd.py) mixes KL on softened logits,
 cross-entropy on the gold labels and, optionally, hidden-state MSE and attention KL over a layer
 mapping. The output folder loads with plain `from_pretrained`; its manifest records the teacher,
 the layers kept and both models' metrics on validation and test.
@@ -25,10 +25,10 @@ from pathlib import Path
 from deploykit.artifact import Artifact
 from deploykit.config import Recipe
 from deploykit.console import log
-from deploykit.distillation import describe, save_student, teacher_source, warn_if_larger
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
-from deploykit.training import build_trainer, check_replicas, num_layers, training_record
+from deploykit.train.distillation import describe, save_student, teacher_source, warn_if_larger
+from deploykit.train.trainer import build_trainer, check_replicas, num_layers, training_record
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:

@@ -24,7 +24,7 @@ from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
-from deploykit.training import (
+from deploykit.train.trainer import (
     build_trainer,
     check_replicas,
     head_rate,

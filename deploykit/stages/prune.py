@@ -33,7 +33,7 @@ from deploykit.kinds import kind_of
 
 def _recover(model, teacher, recipe: Recipe, job: PruneJob, datasets: tuple, work: Path):
     """Short fine-tune of the pruned model; distils from the unpruned `teacher` when one is given."""
-    from deploykit.training import build_trainer
+    from deploykit.train.trainer import build_trainer
 
     cfg = recipe.prune
     kd = {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploykit.kd import kd_loss
 from deploykit.ner.distill import IGNORED, token_kd_loss
+from deploykit.train.kd import kd_loss
 
 KW = {"temperature": 2.0, "alpha_kd": 0.7, "alpha_ce": 0.3}
 

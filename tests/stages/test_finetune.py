@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from deploykit.config import build_recipe
 from deploykit.errors import UserError
 from deploykit.pipeline import run_stage
-from deploykit.training import llrd_groups
+from deploykit.train.trainer import llrd_groups
 
 FAST = {"epochs": 2, "learning_rate": 3e-3, "batch_size": 16, "eval_batch_size": 32, "warmup_ratio": 0.0,
         "early_stopping_patience": None, "logging_steps": 1000}
@@ -188,7 +188,7 @@ def test_packaged_minilm_learns_sst2(shared_data, tmp_path):
 def test_one_log_line_per_epoch_and_early_stopping_on_a_flat_metric(tiny_bert, tiny_task, tmp_path, monkeypatch,
                                                                      caplog):
     # a learning rate too small to move the accuracy: with patience 1 training stops after epoch 2 of 4
-    import deploykit.training_callbacks as callbacks
+    import deploykit.train.callbacks as callbacks
 
     lines = []
     monkeypatch.setattr(callbacks, "log", lines.append)

@@ -5,10 +5,10 @@ import re
 
 import pytest
 import torch
+from conftest import make_tiny_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from typer.testing import CliRunner
 
-from conftest import make_tiny_model
 from deploykit.cli import app
 from deploykit.config import build_recipe
 from deploykit.errors import UserError
@@ -72,7 +72,7 @@ def test_iterative_schedule_with_distilled_recovery(tiny_bert, tiny_task, tmp_pa
 def test_hidden_state_recovery_learns_through_a_selection_projection(tiny_bert, tiny_task, tmp_path, monkeypatch):
     """hidden_kd: width-pruned layers learn the parent's hidden states through a projection that starts
     as the channel selection, so the kept channels match the parent's exactly before any training."""
-    from deploykit.kd import DistillTrainer
+    from deploykit.train.kd import DistillTrainer
 
     seen = {}
     real_train = DistillTrainer.train

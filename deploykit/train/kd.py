@@ -2,8 +2,8 @@
 
 Used by `deploykit distill` and by the pruning stage's recovery fine-tune:
 
-    from deploykit.kd import DistillTrainer
-    from deploykit.training import build_trainer
+    from deploykit.train.kd import DistillTrainer
+    from deploykit.train.trainer import build_trainer
     trainer = build_trainer(student, cfg, work, tokenizer, train_ds, eval_ds, stage="distill",
                             trainer_cls=DistillTrainer, teacher=teacher, temperature=2.0,
                             alpha_kd=0.5, alpha_ce=0.5, cache_teacher_logits=True)
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from deploykit.errors import UserError
-from deploykit.training import num_layers
+from deploykit.train.trainer import num_layers
 
 TEACHER_LOGITS = "teacher_logits"  # dataset column holding the cached teacher logits of each example
 

@@ -8,13 +8,19 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-from deploykit.config import TrainConfig, DataConfig
+from deploykit.config import DataConfig, TrainConfig
 from deploykit.data import load_task, to_dataset
 from deploykit.errors import UserError
-from deploykit.kd import (TEACHER_LOGITS, DistillTrainer, add_teacher_logits, hidden_mse, kd_loss,
-                          uniform_layer_map)
 from deploykit.layers import keep_layers
 from deploykit.models import load_tokenizer
+from deploykit.train.kd import (
+    TEACHER_LOGITS,
+    DistillTrainer,
+    add_teacher_logits,
+    hidden_mse,
+    kd_loss,
+    uniform_layer_map,
+)
 from tests.conftest import make_tiny_model
 
 FAST = TrainConfig(epochs=1, max_steps=40, learning_rate=3e-3, batch_size=16, eval_batch_size=32,
@@ -72,7 +78,7 @@ def trained_teacher(tmp_path_factory):
     """A 4-layer tiny BERT fine-tuned on the tiny task (once per module), so its soft labels carry signal."""
     from transformers import Trainer
 
-    from deploykit.training import build_trainer
+    from deploykit.train.trainer import build_trainer
     from tests.conftest import write_task
 
     root = tmp_path_factory.mktemp("kd")
@@ -92,7 +98,7 @@ def setup(trained_teacher):
 
 
 def trainer_for(student, teacher, tok, train, val, tmp_path, **kd):
-    from deploykit.training import build_trainer
+    from deploykit.train.trainer import build_trainer
 
     kd = {"temperature": 2.0, "alpha_kd": 0.5, "alpha_ce": 0.5, **kd}
     return build_trainer(student, FAST, tmp_path / "work", tok, train, val, stage="distill",

@@ -1,4 +1,4 @@
-"""The Trainer callbacks every training stage gets (deploykit/training.py's build_trainer adds them): one log
+"""The Trainer callbacks every training stage gets (deploykit/train/trainer.py's build_trainer adds them): one log
 line per evaluation, early stopping that ignores the test-split evaluation, and the wall-clock budget with the
 one line that says why training stopped.
 """

@@ -19,7 +19,7 @@ from deploykit.architectures import layer_count_field, layer_paths
 from deploykit.config import TrainConfig
 from deploykit.console import quiet
 from deploykit.hardware import bf16_supported
-from deploykit.training_callbacks import EpochLog, Stopping, early_stopping
+from deploykit.train.callbacks import EpochLog, Stopping, early_stopping
 
 # `.layer.3.` / `.layers.3.`: the last names of the architecture table's layer paths, then the index
 _LAYER = re.compile(rf"\.(?:{'|'.join(sorted({p.rsplit('.', 1)[-1] for p in layer_paths()}))})\.(\d+)\.")

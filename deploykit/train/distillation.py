@@ -1,6 +1,6 @@
 """Distillation pieces shared by the encoder and causal-LM `deploykit distill`: the teacher, the student, its folder.
 
-    from deploykit.distillation import save_student, student_from_teacher, teacher_source
+    from deploykit.train.distillation import save_student, student_from_teacher, teacher_source
     teacher_src = teacher_source(recipe.distill, parent)          # distill.teacher, else the parent folder
     student, kept, layer_map = student_from_teacher(recipe.distill, teacher)   # None: distill.student is set
 
@@ -18,7 +18,7 @@ from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import DistillConfig, Recipe
 from deploykit.console import console
 from deploykit.errors import UserError
-from deploykit.training import num_layers
+from deploykit.train.trainer import num_layers
 
 
 def teacher_source(cfg: DistillConfig, parent: Artifact | None) -> str:

@@ -1,4 +1,4 @@
-"""deploykit/training.py: bf16 changes training steps only; what a stage measures is what it saves.
+"""deploykit/train/trainer.py: bf16 changes training steps only; what a stage measures is what it saves.
 
 bf16 "on" runs (emulated) on every CPU, so these tests take the bf16 branch on AVX2-only machines as
 well as on AVX512-BF16/AMX ones; "off" and "auto" are forced through the detected flags.
@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import deploykit.training as training
+import deploykit.train.trainer as training
 from deploykit.config import DataConfig, TrainConfig
 from deploykit.data import load_task, to_dataset
 
@@ -247,7 +247,7 @@ def test_batches_group_rows_of_similar_length(tiny_bert, tiny_task, tmp_path):
 def test_an_evaluation_line_shows_the_scores_the_kind_computes(monkeypatch):
     from types import SimpleNamespace
 
-    import deploykit.training_callbacks as callbacks
+    import deploykit.train.callbacks as callbacks
 
     lines = []
     monkeypatch.setattr(callbacks, "log", lines.append)
