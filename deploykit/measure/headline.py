@@ -95,7 +95,7 @@ def to_markdown(h: dict) -> str:
         if r is not None:
             lines.append(f"| {name} | {r['runtime_label']} | {r[key]:.2f} | {r['latency_ms']['p50']:.2f} | "
                          f"{r['throughput'].get(str(big), float('nan'))} | {r['size_mb']:.2f} |")
-    m, g = h["met"], h.get("targets") or TARGETS
+    m, g = h["met"], h["targets"]
     lines += ["", "| measure | value | target | met |", "| --- | --- | --- | --- |",
               f"| {label.removesuffix(' %')} drop vs teacher | {h['accuracy_drop']:.2f} pt | ≤ {g['accuracy_drop_max']} pt | {m['accuracy']} |",
               f"| batch-1 p50 speed-up vs teacher | {h['latency_speedup']}× | ≥ {g['latency_speedup_min']}× | {m['latency']} |",
@@ -156,7 +156,7 @@ def generation_markdown(h: dict) -> str:
         named = "n/a" if r.get("label_match") is None else f"{r['label_match']:.2f}"
         lines.append(f"| {label} | {r['runtime_label']} | {em} | {named} | {ppl} | {ttft} | {tps} | "
                      f"{r['size_mb']:.1f} |")
-    m, g = h["met"], h.get("targets") or GENERATION_TARGETS
+    m, g = h["met"], h["targets"]
     lines += ["", "| measure | value | target | met |", "| --- | --- | --- | --- |",
               f"| exact-match drop vs teacher | {h['exact_match_drop']} pt | ≤ {g['exact_match_drop_max']} pt | "
               f"{m['exact_match']} |",
