@@ -49,6 +49,22 @@ def bf16_supported(device: str | None = None) -> bool:
     return bool(checker and checker())
 
 
+def bf16_training_pays(device: str) -> bool:
+    """True where bf16 autocast makes training faster than float32, so `bf16: auto` turns it on.
+
+    A CUDA GPU with native bf16, or a CPU with AMX (`amx_bf16`). AVX512_BF16 alone is native bf16 but
+    not a faster trainer: on a 2-core Xeon without AMX, autocast (casts around every matmul) trained at
+    0.75x float32's speed with the same accuracy (bench/README.md, run 16), so those CPUs train in float32,
+    like AVX2 ones, and give the same results as them.
+
+    Args:
+        device: "cpu", or "cuda"/"gpu".
+    """
+    if device == "gpu" or device.startswith("cuda"):
+        return cuda_bf16_native()
+    return "amx_bf16" in cpu_flags()
+
+
 def cuda_bf16_native() -> bool:
     """A CUDA GPU that runs bf16 natively (torch.cuda.is_bf16_supported() also says True for emulation)."""
     import torch

@@ -18,7 +18,7 @@ import numpy as np
 from deploykit.architectures import layer_count_field, layer_paths
 from deploykit.config import TrainConfig
 from deploykit.console import quiet
-from deploykit.hardware import bf16_supported
+from deploykit.hardware import bf16_training_pays
 from deploykit.train.callbacks import EpochLog, Stopping, early_stopping
 
 # `.layer.3.` / `.layers.3.`: the last names of the architecture table's layer paths, then the index
@@ -108,7 +108,8 @@ def train_on_gpu() -> bool:
 
 
 def use_bf16(setting: str) -> bool:
-    return setting == "on" or (setting == "auto" and bf16_supported("cuda" if train_on_gpu() else "cpu"))
+    """bf16 autocast for training: "on" anywhere (emulated where not native), "auto" only where it is faster."""
+    return setting == "on" or (setting == "auto" and bf16_training_pays("cuda" if train_on_gpu() else "cpu"))
 
 
 # on large data evaluate at least this often (optimizer steps), so that patience costs a fraction of an

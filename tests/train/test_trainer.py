@@ -83,10 +83,34 @@ def test_float32_forward_restores_the_wrapper(tiny_bert, tiny_task, tmp_path):
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_setting_follows_the_hardware_only_on_auto(native, monkeypatch):
     monkeypatch.setattr(training, "train_on_gpu", lambda: False)
-    monkeypatch.setattr(training, "bf16_supported", lambda device=None: native)
+    monkeypatch.setattr(training, "bf16_training_pays", lambda device: native)
     assert training.use_bf16("auto") is native
     assert training.use_bf16("on") is True
     assert training.use_bf16("off") is False
+
+
+@pytest.mark.parametrize("flags, auto", [
+    ({"avx2", "fma"}, False),                                   # AVX2 only: no native bf16
+    ({"avx2", "avx512_bf16", "avx512_vnni"}, False),            # Zen 4 / Xeon without AMX: native, but slower
+    ({"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}, True)])   # AMX: faster
+def test_bf16_auto_on_a_cpu_only_with_amx(flags, auto, monkeypatch):
+    # the real flag reading decides, whatever this machine has
+    import deploykit.hardware as hw
+
+    monkeypatch.setattr(training, "train_on_gpu", lambda: False)
+    monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset(flags))
+    assert training.use_bf16("auto") is auto
+    assert training.use_bf16("on") is True and training.use_bf16("off") is False
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_auto_on_a_gpu_asks_the_gpu(native, monkeypatch):
+    import deploykit.hardware as hw
+
+    monkeypatch.setattr(training, "train_on_gpu", lambda: True)
+    monkeypatch.setattr(hw, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))  # the CPU's flags do not count
+    monkeypatch.setattr(hw, "cuda_bf16_native", lambda: native)
+    assert training.use_bf16("auto") is native
 
 
 @pytest.mark.parametrize("cuda, devices, local_world, on_gpu", [
@@ -104,7 +128,7 @@ def test_training_args_use_the_cpu_flag_only_without_a_gpu(on_gpu, monkeypatch, 
     asked = []
     monkeypatch.setattr(training, "train_on_gpu", lambda: on_gpu)
     # TrainingArguments itself refuses bf16 with use_cpu off on a machine without a bf16 GPU
-    monkeypatch.setattr(training, "bf16_supported", lambda device=None: asked.append(device) or False)
+    monkeypatch.setattr(training, "bf16_training_pays", lambda device: asked.append(device) or False)
     args = training.training_args(TrainConfig(**FAST), tmp_path)
     assert args.use_cpu is (not on_gpu) and args.bf16 is False
     assert asked == ["cuda" if on_gpu else "cpu"]  # bf16 "auto" asks the device that trains
