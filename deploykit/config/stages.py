@@ -254,6 +254,10 @@ class BenchConfig(Section):
                                                   "(OpenVINO IR + NNCF static INT8) as a row, where openvino and "
                                                   "nncf are installed (the openvino extra)")
     new_tokens: int = Field(32, ge=2, description="generation: tokens every timed run decodes")
+    llama_cpp: list[Literal["f16", "q8_0", "q4_k_m", "q5_k_m", "q6_k"]] = Field(
+        default_factory=lambda: ["q8_0", "q4_k_m"],
+        description="generation: the chain's float model written as GGUF of these types and timed and scored on "
+                    "llama.cpp beside deploykit's rows (batch 1), where llama-cpp-python is installed; [] = off")
     quick: bool = False
     # a bar belongs to the recipe: SST-2's ratios checked on another task's headline read as "met" or "missed"
     # for a target nobody set for it

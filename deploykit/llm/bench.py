@@ -39,8 +39,12 @@ from deploykit.measure.bench_plan import caveat  # the encoder bench's note on e
 from deploykit.measure.footprint import peak_rss_mb, rss_mb, run_child
 from deploykit.runtimes import LABELS
 
-# the runtimes a causal LM is timed on; their labels are the one runtime table's (deploykit/runtimes.py)
-GENERATION_RUNTIMES = ("torch", "torch-bf16", "ort")
+# the runtimes a causal LM is timed on; their labels are the one runtime table's (deploykit/runtimes.py), but for
+# llama.cpp, which runs GGUF causal LMs only and so is not a runtime `deploykit.load` picks for an artifact
+GENERATION_RUNTIMES = ("torch", "torch-bf16", "ort", "llama.cpp")
+GENERATION_LABELS = {**LABELS, "llama.cpp": "llama.cpp CPU"}
+# llama-cpp-python's high-level API decodes one sequence at a time
+SINGLE_SEQUENCE = ("llama.cpp",)
 NO_LLAMA_CPP = ("llama.cpp speed not measured: llama-cpp-python has no wheel for this machine; exact match "
                 "and perplexity are those of the GGUF weights dequantised in PyTorch (the same weights)")
 
@@ -55,7 +59,8 @@ class GenSubject:
 
     name: str
     folder: str | Path
-    runtime: str = "auto"  # torch, torch-bf16, ort; auto = ort when the folder holds model.onnx
+    runtime: str = "auto"  # torch, torch-bf16, ort, llama.cpp; auto = ort when the folder holds model.onnx,
+    #                        llama.cpp for a .gguf file
     factory: Callable[[], Any] | None = None
     baseline: bool = False
     note: str | None = None
@@ -63,6 +68,8 @@ class GenSubject:
 
 def resolve_runtime(folder: str | Path, runtime: str) -> str:
     if runtime == "auto":
+        if str(folder).endswith(".gguf"):
+            return "llama.cpp"
         return "ort" if (Path(folder) / "model.onnx").is_file() else "torch"
     if runtime not in GENERATION_RUNTIMES:
         raise UserError(f"bench: runtime={runtime!r} is not one of auto, {', '.join(GENERATION_RUNTIMES)}")
@@ -73,6 +80,10 @@ def make_generator(folder: str | Path, runtime: str, threads: int):
     """The generator of `folder` on `runtime`; ORT with spinning off (see the module docstring)."""
     from deploykit.llm.generate import OrtGenerator, TorchGenerator
 
+    if runtime == "llama.cpp":  # the GGUF file holds the tokenizer too (read back by transformers)
+        from deploykit.llm.llama_cpp_gen import LlamaCppGenerator
+
+        return LlamaCppGenerator(folder, folder, threads=threads)
     if runtime == "ort":
         return OrtGenerator(folder, threads=threads, spinning=False)
     import torch
@@ -123,6 +134,7 @@ def measure_generation(subjects: list[GenSubject], prompts: list[str], *, batch_
         repeats: timed runs per subject and batch size, split over `rounds` blocks.
         rounds: blocks per subject and batch size; odd rounds visit the subjects in reverse.
         threads: intra-op threads of every runtime.
+        (llama.cpp subjects run at batch 1 only: SINGLE_SEQUENCE.)
         memory: measure peak RSS in a fresh process per subject (False: None in the rows).
 
     Returns:
@@ -141,14 +153,18 @@ def measure_generation(subjects: list[GenSubject], prompts: list[str], *, batch_
     per_round = max(1, repeats // rounds)
     for turn in range(rounds):
         for t in timed[::-1] if turn % 2 else timed:
-            for b in batch_sizes:
+            for b in _batches(t, batch_sizes):
                 _block(t, prompts, b, range(turn * per_round, (turn + 1) * per_round), new_tokens, threads)
     lengths = [len(ids) for ids in timed[0].generator.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     rows = []
     for t in timed:
-        mem = _memory(t, prompts, max(batch_sizes), new_tokens, threads) if memory else {}
-        rows += [_row(t, b, new_tokens, threads, lengths, mem) for b in batch_sizes]
+        mem = _memory(t, prompts, max(_batches(t, batch_sizes)), new_tokens, threads) if memory else {}
+        rows += [_row(t, b, new_tokens, threads, lengths, mem) for b in _batches(t, batch_sizes)]
     return rows
+
+
+def _batches(t: _Timed, batch_sizes: list[int]) -> list[int]:
+    return [1] if t.runtime in SINGLE_SEQUENCE else batch_sizes
 
 
 def _percentiles_ms(seconds: list[float]) -> dict[str, float]:
@@ -171,7 +187,7 @@ def _row(t: _Timed, batch: int, new_tokens: int, threads: int, lengths: list[int
     size, params = _size(t.subject.folder)
     return {
         "name": t.subject.name, "folder": str(t.subject.folder), "runtime": t.runtime,
-        "runtime_label": LABELS[t.runtime], "baseline": t.subject.baseline, "reference": False,
+        "runtime_label": GENERATION_LABELS[t.runtime], "baseline": t.subject.baseline, "reference": False,
         "status": "ok", "note": t.subject.note or caveat(t.runtime, "cpu"), "batch_size": batch, "threads": threads,
         "new_tokens": new_tokens, "decoded_tokens": t.decoded[batch], "runs": len(t.ttft_s[batch]),
         "prompt_tokens": f"median {int(np.median(lengths))}, {min(lengths)} to {max(lengths)}",
@@ -238,8 +254,11 @@ def _memory_child(spec_path: str) -> None:
     # the runtime's libraries and the tokenizer are baseline, not model
     if spec["runtime"] == "ort":
         import onnxruntime  # noqa: F401
+    if spec["runtime"] == "llama.cpp":
+        import llama_cpp  # noqa: F401
     import torch
-    from transformers import AutoTokenizer
+
+    from deploykit.models import load_tokenizer
 
     torch.set_num_threads(spec["threads"])
     if spec["runtime"].startswith("torch"):
@@ -247,7 +266,7 @@ def _memory_child(spec_path: str) -> None:
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
         MODEL_FOR_CAUSAL_LM_MAPPING[type(AutoConfig.from_pretrained(spec["folder"]))]  # imports its module
-    AutoTokenizer.from_pretrained(spec["folder"])
+    load_tokenizer(spec["folder"])
     base = rss_mb()
     gen = make_generator(spec["folder"], spec["runtime"], spec["threads"])
     for _ in range(2):

@@ -5,9 +5,11 @@
 Per artifact and target: time to first token and decode tokens/s at each batch size (deploykit/llm/
 bench.py says how they are kept comparable), peak memory of a fresh process, size on disk, and exact
 match / perplexity on `bench.eval_split`. PyTorch folders run on PyTorch FP32, ONNX folders on ONNX
-Runtime. With a GGUF `model.source` and `bench.baseline`, the original GGUF file is a reference row:
-its own quality (its weights dequantised in PyTorch) and size; llama.cpp's speed cannot be measured
-here. Called by deploykit/stages/bench.py when `data.task` is `generation`.
+Runtime. Where llama-cpp-python is installed, the chain's float model (the last PyTorch artifact) is
+written as GGUF of each `bench.llama_cpp` type (Q8_0, Q4_K_M) and timed and scored on llama.cpp at batch 1
+with the same prompts: what a CPU user would run instead. With a GGUF `model.source` and `bench.baseline`,
+the original GGUF file is a reference row: its own quality (its weights dequantised in PyTorch) and size.
+Called by deploykit/stages/bench.py when `data.task` is `generation`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def run_many(recipe: Recipe, artifacts: list, names: list[str], out_dir: Path) -
     split = task.split(cfg.eval_split).head(cfg.eval_samples)
     subjects = [GenSubject(n, a.path, runtime="torch" if a.format == "pytorch" else "ort")
                 for n, a in zip(names, artifacts)]
+    subjects += llama_cpp_subjects(cfg, artifacts, names, out_dir)
     tokenizer = load_tokenizer(str(artifacts[0].path))
     prompts = [render_prompt(tokenizer, p, recipe.data) for p in split.prompts[:TIMED_PROMPTS]]
     batches = sorted(set(cfg.batch_sizes))
@@ -51,6 +54,9 @@ def run_many(recipe: Recipe, artifacts: list, names: list[str], out_dir: Path) -
     quality = {}
     for s in subjects:
         log(f"bench: scoring {s.name} on {len(split)} {cfg.eval_split} prompts")
+        if s.runtime == "llama.cpp":  # exact match only: the high-level API gives no logits for perplexity
+            quality[s.name] = llama_cpp_quality(s, split, recipe.data)
+            continue
         quality[s.name] = evaluate_causal(s.folder, split, recipe.data, runtime=s.runtime)
     if cfg.baseline and is_gguf(recipe.model.source):
         log(f"bench: scoring the original GGUF {recipe.model.source}")
@@ -67,3 +73,59 @@ def run_many(recipe: Recipe, artifacts: list, names: list[str], out_dir: Path) -
     paths = write_reports(generation_report(rows, title=recipe.name or "generation", eval_note=note), out_dir)
     log(f"[green]bench[/green]: {len(rows)} rows -> {paths['html']}")
     return out_dir
+
+
+def llama_cpp_subjects(cfg: BenchConfig, artifacts: list, names: list[str], out_dir: Path) -> list:
+    """GGUF files of the chain's float model on llama.cpp, one subject per `bench.llama_cpp` type; [] (and a log
+    line saying why) without llama-cpp-python, without a PyTorch artifact, or for a model GGUF cannot hold."""
+    from deploykit.llm.bench import GenSubject
+    from deploykit.llm.llama_cpp_gen import llama_cpp_missing
+
+    if not cfg.llama_cpp:
+        return []
+    floats = [(n, a) for n, a in zip(names, artifacts) if a.format == "pytorch"]
+    why = llama_cpp_missing() or (None if floats else "no PyTorch artifact among those benchmarked to write as GGUF")
+    if why:
+        log(f"bench: no llama.cpp rows: {why}")
+        return []
+    name, art = floats[-1]
+    try:
+        paths = write_llama_cpp_files(art.path, cfg.llama_cpp, out_dir / "llama.cpp")
+    except UserError as err:  # a model type or tokenizer the GGUF writer refuses: the other rows still stand
+        log(f"bench: no llama.cpp rows: {err}")
+        return []
+    return [GenSubject(f"{name} as GGUF {t.upper()}", path, runtime="llama.cpp",
+                       note=f"{name}'s float weights written by deploykit.llm.gguf_export, run by llama-cpp-python")
+            for t, path in paths.items()]
+
+
+def llama_cpp_quality(subject, split, data_cfg) -> dict:
+    """Exact match of a llama.cpp subject (None on free-text data, which perplexity scores: no logits here)."""
+    from deploykit.llm.bench import make_generator
+    from deploykit.llm.quality import evaluate_causal, scored_by_exact_match
+    from deploykit.measure.bench_plan import target_threads
+
+    if not scored_by_exact_match(data_cfg):
+        return {"exact_match": None, "label_match": None, "perplexity": None}
+    generator = make_generator(subject.folder, subject.runtime, threads=target_threads("cpu"))
+    return {**evaluate_causal(subject.folder, split, data_cfg, batch_size=1, with_perplexity=False,
+                              generator=generator), "perplexity": None}
+
+
+def write_llama_cpp_files(folder: Path, gguf_types: list[str], out: Path) -> dict[str, Path]:
+    """`folder` (a float Llama-type causal LM) as one GGUF file per type under `out`: {type: path}."""
+    import torch
+
+    from deploykit.llm.gguf_export import write_gguf
+    from deploykit.models import load_causal_lm, load_tokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_causal_lm(str(folder), dtype=torch.float32)
+    tokenizer = load_tokenizer(str(folder))
+    paths = {}
+    for gguf_type in gguf_types:
+        path = out / f"{gguf_type}.gguf"
+        report = write_gguf(model, tokenizer, path, gguf_type, name=Path(folder).name)
+        log(f"bench: {path} ({gguf_type}, {report['size_bytes'] / 2**20:.1f} MB) for llama.cpp")
+        paths[gguf_type] = path
+    return paths

@@ -52,9 +52,22 @@ def check_exportable(config, gguf_type: str, source: str) -> None:
     if rope.get("rope_type", "default") not in ("default", "linear"):
         raise UserError(f"export.format gguf: {source} uses rope_type {rope['rope_type']!r}; the writer carries "
                         "default and linear RoPE only; use export.format onnx")
-    if gguf_type in K_QUANTS and shutil.which(QUANTIZE_PROGRAM) is None:
+    if gguf_type in K_QUANTS and k_quantizer() is None:
         raise UserError(f"export.gguf_type {gguf_type} is a llama.cpp K-quant, made by its `{QUANTIZE_PROGRAM}` "
-                        f"program, which is not on PATH; install llama.cpp or use gguf_type {' / '.join(FLOAT_TYPES)}")
+                        "program (not on PATH) or llama-cpp-python (not installed); install either or use gguf_type "
+                        f"{' / '.join(FLOAT_TYPES)}")
+
+
+def k_quantizer() -> str | None:
+    """What makes K-quants here: `llama-quantize` on PATH, else llama-cpp-python's binding of the same
+    `llama_model_quantize` ("llama_cpp"), else None."""
+    if shutil.which(QUANTIZE_PROGRAM):
+        return QUANTIZE_PROGRAM
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return None
+    return "llama_cpp"
 
 
 def permute_qk(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -203,7 +216,7 @@ def write_gguf(model, tokenizer, path: str | Path, gguf_type: str = "f16", name:
         model: the causal LM (float32 weights; `check_exportable` passed on its config).
         tokenizer: its fast tokenizer (byte-level BPE).
         path: the .gguf file to write (its folder must exist).
-        gguf_type: f32, f16, q8_0, or a K-quant of K_QUANTS (needs `llama-quantize` on PATH).
+        gguf_type: f32, f16, q8_0, or a K-quant of K_QUANTS (needs `llama-quantize` on PATH or llama-cpp-python).
         name: general.name in the file.
 
     Returns:
@@ -240,8 +253,30 @@ def write_gguf(model, tokenizer, path: str | Path, gguf_type: str = "f16", name:
 
 def _llama_quantize(src: Path, dst: Path, qtype: str) -> None:
     """llama.cpp's quantizer, f16 file in, K-quant file out; the f16 file is removed after."""
+    if k_quantizer() == "llama_cpp":
+        rc = _quantize_in_process(src, dst, qtype)
+        src.unlink(missing_ok=True)
+        if rc != 0 or not dst.is_file():
+            raise UserError(f"export: llama_cpp.llama_model_quantize {qtype} failed (return code {rc})")
+        return
     done = subprocess.run([shutil.which(QUANTIZE_PROGRAM), str(src), str(dst), qtype], capture_output=True, text=True)
     src.unlink(missing_ok=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise UserError(f"export: {QUANTIZE_PROGRAM} {qtype} failed ({tail[0][:200]})")
+
+
+def _quantize_in_process(src: Path, dst: Path, qtype: str) -> int:
+    """llama.cpp's `llama_model_quantize` through llama-cpp-python's ctypes binding (what `llama-quantize` calls);
+    0 on success."""
+    import ctypes
+
+    import llama_cpp
+
+    from deploykit.hardware import cores
+
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype}")
+    params.nthread = cores()
+    return int(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)))

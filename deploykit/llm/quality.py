@@ -54,13 +54,18 @@ def batch_dependent(folder: str | Path) -> bool:
 
 
 def evaluate_causal(model_or_folder, split: ChatSplit, cfg: DataConfig, *, tokenizer=None, runtime: str = "auto",
-                    threads: int | None = None, batch_size: int = 8, with_perplexity: bool = True) -> dict[str, float]:
+                    threads: int | None = None, batch_size: int = 8, with_perplexity: bool = True,
+                    generator=None) -> dict[str, float]:
     """Exact match (labelled answers only) and perplexity of the reference responses (`with_perplexity`:
-    one more forward pass over every example, skipped where only the gate's exact match is needed)."""
+    one more forward pass over every example, skipped where only the gate's exact match is needed).
+    `generator`: an already built generator to score (e.g. deploykit.llm.llama_cpp_gen's), instead of
+    loading `model_or_folder`."""
     from deploykit.llm.evaluate import exact_match, perplexity
     from deploykit.llm.generate import TorchGenerator, load_generator
 
-    if isinstance(model_or_folder, (str, Path)):
+    if generator is not None:
+        gen = generator
+    elif isinstance(model_or_folder, (str, Path)):
         gen = load_generator(model_or_folder, runtime=runtime, threads=threads)
         if batch_dependent(model_or_folder):
             batch_size = 1

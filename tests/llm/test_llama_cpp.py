@@ -1,0 +1,177 @@
+"""llama.cpp beside deploykit's causal-LM rows (deploykit/llm/llama_cpp_gen.py, the bench's llama.cpp subjects).
+
+Without llama-cpp-python a stand-in `llama_cpp` module decodes greedily with the tiny Llama's own PyTorch
+weights through the documented high-level API (`Llama(model_path, ...)`, `reset()`, `generate(tokens, temp=0)`),
+so what is tested is deploykit's side: the prompt ids it hands over, stop ids, per-step timing, batch 1 only,
+the rows and the refusals. Where llama-cpp-python is installed, the last tests run the real library.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deploykit.config import BenchConfig
+from deploykit.errors import UserError
+from deploykit.llm.generate import TorchGenerator
+
+pytest.importorskip("gguf")
+
+PROMPTS = ["the movie was really good and", "a film", "Review: it was dull"]
+
+
+class FakeLlama:
+    """llama-cpp-python's `Llama` as deploykit calls it, decoding greedily with the source model in PyTorch."""
+
+    model = None  # the HF model the GGUF was written from
+    calls: list = []
+
+    def __init__(self, model_path, n_ctx=512, n_threads=None, n_threads_batch=None, verbose=True):
+        assert Path(model_path).is_file() and not verbose
+        self.n_threads = n_threads
+        self.resets = 0
+        FakeLlama.calls.append(self)
+
+    def reset(self):
+        self.resets += 1
+
+    def generate(self, tokens, temp=0.8, reset=True, **sampler):
+        assert temp == 0.0 and sampler["repeat_penalty"] == 1.0  # greedy, no penalty: argmax like ours
+        self.prompts = getattr(self, "prompts", []) + [list(tokens)]
+        ids = list(tokens)
+        while True:
+            with torch.inference_mode():
+                logits = FakeLlama.model(torch.tensor([ids])).logits[0, -1]
+            token = int(logits.argmax())
+            yield token
+            ids.append(token)
+
+
+@pytest.fixture
+def fake_llama_cpp(tiny_llama, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    if "llama_cpp" in sys.modules or _importable("llama_cpp"):
+        pytest.skip("llama-cpp-python is installed: the real-library tests below run instead")
+    FakeLlama.model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    FakeLlama.calls = []
+    module = types.ModuleType("llama_cpp")
+    module.Llama = FakeLlama
+    monkeypatch.setitem(sys.modules, "llama_cpp", module)
+    return FakeLlama
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tiny_llama, tmp_path_factory) -> Path:
+    from deploykit.llm.bench_stage import write_llama_cpp_files
+
+    return write_llama_cpp_files(tiny_llama, ["f16"], tmp_path_factory.mktemp("llama-cpp"))["f16"]
+
+
+def test_greedy_tokens_equal_pytorch_and_each_prompt_goes_alone(fake_llama_cpp, tiny_llama, tiny_gguf):
+    from deploykit.llm.llama_cpp_gen import LlamaCppGenerator
+
+    gen = LlamaCppGenerator(tiny_gguf, tiny_llama, threads=1)
+    torch_gen = TorchGenerator(tiny_llama)
+    want = torch_gen.generate(PROMPTS, 6, stop_ids=[])
+    got = gen.generate(PROMPTS, 6, stop_ids=[])
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    assert list(got.lengths) == [6, 6, 6] and len(got.step_seconds) == 6 and min(got.step_seconds) > 0
+    llm = fake_llama_cpp.calls[-1]
+    # the prompt ids without the batch's left padding, and a cleared cache before each prompt
+    ids = [torch_gen.tokenizer(p)["input_ids"] for p in PROMPTS]
+    assert llm.prompts == ids and llm.resets == 3 and llm.n_threads == 1
+
+
+def test_stop_ids_end_a_row_and_pad_the_rest(fake_llama_cpp, tiny_llama, tiny_gguf):
+    from deploykit.llm.llama_cpp_gen import LlamaCppGenerator
+
+    gen = LlamaCppGenerator(tiny_gguf, tiny_gguf)  # the tokenizer read back from the GGUF file
+    free = gen.generate(PROMPTS[:1], 6, stop_ids=[])
+    stop = int(free.tokens[0, 2])
+    first = list(free.tokens[0]).index(stop)
+    out = gen.generate(PROMPTS[:1], 6, stop_ids=[stop])
+    assert out.lengths[0] == first + 1 and out.tokens.shape[1] == first + 1  # up to and including the stop
+
+
+def test_llama_cpp_rows_are_batch_1_with_their_label(fake_llama_cpp, tiny_llama, tiny_gguf):
+    from deploykit.llm.bench import GenSubject, measure_generation
+
+    rows = measure_generation([GenSubject("tiny", tiny_llama), GenSubject("tiny GGUF", tiny_gguf)], PROMPTS,
+                              batch_sizes=(1, 4), new_tokens=4, repeats=2, threads=1, memory=False)
+    assert [(r["name"], r["batch_size"], r["runtime"]) for r in rows] == [
+        ("tiny", 1, "torch"), ("tiny", 4, "torch"), ("tiny GGUF", 1, "llama.cpp")]
+    gguf_row = rows[-1]
+    assert gguf_row["runtime_label"] == "llama.cpp CPU" and gguf_row["decoded_tokens"] == 4
+    assert gguf_row["size_mb"] == round(tiny_gguf.stat().st_size / 2**20, 2) and gguf_row["decode_tok_s"] > 0
+
+
+def test_bench_writes_one_gguf_per_type_from_the_last_float_artifact(fake_llama_cpp, tiny_llama, tmp_path):
+    from deploykit.artifact import Artifact
+    from deploykit.llm.bench_stage import llama_cpp_subjects
+
+    onnx = Artifact(tmp_path / "int8", {"format": "onnx"})
+    subjects = llama_cpp_subjects(BenchConfig(llama_cpp=["f16", "q8_0"]), [Artifact(tiny_llama, {"format": "pytorch"}),
+                                  onnx], ["prune", "quantize"], tmp_path / "bench")
+    assert [(s.name, s.runtime, Path(s.folder).name) for s in subjects] == [
+        ("prune as GGUF F16", "llama.cpp", "f16.gguf"), ("prune as GGUF Q8_0", "llama.cpp", "q8_0.gguf")]
+    assert all(Path(s.folder).is_file() for s in subjects)
+    assert llama_cpp_subjects(BenchConfig(llama_cpp=[]), [Artifact(tiny_llama, {"format": "pytorch"})], ["x"],
+                              tmp_path / "off") == []
+
+
+def test_without_llama_cpp_python_no_rows_and_one_line_errors(tiny_llama, tiny_gguf, tmp_path, monkeypatch):
+    from deploykit.artifact import Artifact
+    from deploykit.llm.bench_stage import llama_cpp_subjects
+    from deploykit.llm.llama_cpp_gen import LlamaCppGenerator
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import fails, whatever is installed
+    assert llama_cpp_subjects(BenchConfig(), [Artifact(tiny_llama, {"format": "pytorch"})], ["prune"], tmp_path) == []
+    assert not (tmp_path / "llama.cpp").exists()
+    with pytest.raises(UserError, match="llama-cpp-python is not installed"):
+        LlamaCppGenerator(tiny_gguf, tiny_llama)
+
+
+def test_bad_calls_are_user_errors(fake_llama_cpp, tiny_llama, tiny_gguf, tmp_path):
+    from deploykit.llm.llama_cpp_gen import LlamaCppGenerator
+
+    with pytest.raises(UserError, match="is not a file"):
+        LlamaCppGenerator(tmp_path / "missing.gguf", tiny_llama)
+    gen = LlamaCppGenerator(tiny_gguf, tiny_llama, n_ctx=8)
+    with pytest.raises(UserError, match="greedy decoding only"):
+        gen.generate(PROMPTS, 4, do_sample=True)
+    with pytest.raises(UserError, match="exceeds n_ctx 8"):
+        gen.generate(PROMPTS, 4)
+
+
+# ---- the real library, where it is installed
+
+def test_real_llama_cpp_decodes_the_f16_file_like_pytorch(tiny_llama, tiny_gguf):
+    pytest.importorskip("llama_cpp")
+    from deploykit.llm.llama_cpp_gen import LlamaCppGenerator
+
+    got = LlamaCppGenerator(tiny_gguf, tiny_llama, threads=1).generate(PROMPTS, 6, stop_ids=[])
+    want = TorchGenerator(tiny_llama).generate(PROMPTS, 6, stop_ids=[])
+    # f16 weights: greedy tokens of a random tiny model may flip where two logits nearly tie
+    assert (got.tokens == want.tokens).mean() >= 0.8
+
+
+def test_real_llama_cpp_makes_a_k_quant_in_process(tiny_llama, tmp_path, monkeypatch):
+    pytest.importorskip("llama_cpp")
+    import deploykit.llm.gguf_export as gguf_export
+    from deploykit.llm.bench_stage import write_llama_cpp_files
+
+    monkeypatch.setattr(gguf_export.shutil, "which", lambda name: None)  # no llama-quantize: the binding
+    path = write_llama_cpp_files(tiny_llama, ["q4_k_m"], tmp_path)["q4_k_m"]
+    assert path.is_file() and not (tmp_path / "q4_k_m.f16.gguf").exists()
