@@ -234,6 +234,9 @@ class HeadlineConfig(Section):
     e2e_ratio_max: float | None = Field(None, gt=0, description="text in, label out vs the model alone, batch 1")
     exact_match_drop_max: float | None = Field(None, ge=0, description="generation: exact-match points")
     decode_speedup_min: float | None = Field(None, gt=0, description="generation: decode tokens/s vs the teacher")
+    vs_llama_cpp_decode_min: float | None = Field(
+        None, gt=0, description="generation: decode tokens/s vs llama.cpp Q4_K_M of the same float model (its fastest "
+                                "llama.cpp row otherwise), at no lower exact match; checked where that row exists")
 
 
 class BenchConfig(Section):

@@ -83,3 +83,37 @@ def test_a_recipe_headline_section_is_validated_and_reaches_the_written_headline
     text = write(tmp_path / "report.json", "/r/finetune", "/r/quantize", targets=recipe.bench.headline.model_dump())
     assert "| size vs teacher | 0.056× | ≤ 0.01× | False |" in text
     assert json.loads((tmp_path / "headline.json").read_text())["targets"]["size_ratio_max"] == 0.01
+
+
+# ---- causal LMs: the llama.cpp peer (issue 23)
+
+def gen(name, runtime, tps, em, *, batch=1, size=100.0):
+    return {"name": name, "folder": f"/r/{name}", "runtime": runtime, "runtime_label": runtime, "target": "cpu",
+            "status": "ok", "batch_size": batch, "reference": False, "ttft_ms": {"p50": 1000 / tps},
+            "decode_tok_s": tps, "size_mb": size, "exact_match": em, "perplexity": None, "label_match": None}
+
+
+GEN = [gen("finetune", "torch", 20.0, 90.0, size=500.0), gen("quantize", "ort", 90.0, 89.5),
+       gen("finetune as GGUF Q8_0", "llama.cpp", 130.0, 90.0), gen("finetune as GGUF Q4_K_M", "llama.cpp", 120.0, 89.0),
+       gen("quantize", "ort", 200.0, 89.5, batch=8)]
+
+
+@pytest.mark.parametrize("ours, em, met", [(90.0, 89.5, False), (130.0, 89.5, True), (130.0, 88.0, False)])
+def test_generation_headline_holds_the_final_against_llama_cpp_q4_k_m(ours, em, met):
+    from deploykit.measure.headline import generation_headline, generation_markdown
+
+    rows = [r if r["name"] != "quantize" or r["batch_size"] != 1 else {**r, "decode_tok_s": ours, "exact_match": em}
+            for r in GEN]
+    h = generation_headline({"rows": rows}, "/r/finetune", "/r/quantize")
+    assert h["llama_cpp"]["name"] == "finetune as GGUF Q4_K_M"  # Q4_K_M, though Q8_0 decodes faster here
+    assert h["vs_llama_cpp_decode"] == round(ours / 120.0, 3) and h["met"]["vs_llama_cpp"] is met
+    text = generation_markdown(h)
+    assert "| llama.cpp peer | llama.cpp |" in text and f"| {met} |" in text.splitlines()[-1]
+
+
+def test_generation_headline_without_llama_cpp_rows_judges_no_such_bar():
+    from deploykit.measure.headline import generation_headline, generation_markdown
+
+    h = generation_headline({"rows": [r for r in GEN if r["runtime"] != "llama.cpp"]}, "/r/finetune", "/r/quantize")
+    assert h["llama_cpp"] is None and h["vs_llama_cpp_decode"] is None and "vs_llama_cpp" not in h["met"]
+    assert "llama.cpp" not in generation_markdown(h)
