@@ -63,11 +63,15 @@ def main() -> None:
     ap.add_argument("--from", dest="source", help="a float causal-LM folder (default: the packaged SmolLM2)")
     ap.add_argument("--out", default="runs/llama-cpp-peer")
     ap.add_argument("--eval-samples", type=int, default=200)
+    ap.add_argument("--no-bench", action="store_true", help="stop after quantize (e.g. while llama.cpp builds)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     source = Path(args.source) if args.source else float_folder(out)
-    deploykit("quantize", "--from", str(source), "--recipe", str(RECIPE), "--out", str(out / "quantize"))
+    if not (out / "quantize" / "manifest.json").is_file():  # a finished quantize is reused (resume after a cut)
+        deploykit("quantize", "--from", str(source), "--recipe", str(RECIPE), "--out", str(out / "quantize"))
+    if args.no_bench:
+        return
     deploykit("bench", str(source), str(out / "quantize"), "--recipe", str(RECIPE), "--out", str(out / "bench"),
               "--set", f"bench.eval_samples={args.eval_samples}")
     print("\n".join(table(json.loads((out / "bench" / "report.json").read_text()))))

@@ -33,6 +33,11 @@ class TrainConfig(Section):
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
     max_grad_norm: float = Field(1.0, gt=0)
     early_stopping_patience: int | None = Field(2, ge=1)
+    min_epochs: float = Field(
+        1.0, ge=0, description="early stopping cannot end training before this many epochs (or the whole budget, "
+                               "if shorter): evaluations during warm-up and at the schedule's highest learning rates "
+                               "wobble; a prune recovery stopped at epoch 0.75 on a 0.001 loss wobble lost 4 pt "
+                               "(bench/README.md, run 17)")
     stop_on: Literal["metric", "loss"] = Field(
         "metric", description="what early stopping and the kept checkpoint follow on the validation rows: the "
                               "task's metric (accuracy, entity F1; causal LMs: always the loss) or the stage's "

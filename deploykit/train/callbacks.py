@@ -43,16 +43,24 @@ class EpochLog:
         self.callback = CB()
 
 
-def early_stopping(base):
+def early_stopping(base, min_epochs: float = 0.0):
     """EarlyStoppingCallback that ignores evaluations without the validation metric (the stages' test-split
-    evaluation after training, `metric_key_prefix="test"`), which it would otherwise warn about."""
+    evaluation after training, `metric_key_prefix="test"`), which it would otherwise warn about, and that does not
+    end training before `min_epochs` (patience still counts; the first evaluation after it that finds patience
+    spent stops). A stop asked for by anything else (max_steps, the wall clock) stands."""
 
     class EarlyStopping(base):
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             name = args.metric_for_best_model
             if metrics is None or (name if name.startswith("eval_") else f"eval_{name}") not in metrics:
                 return
+            asked_before = control.should_training_stop
             super().on_evaluate(args, state, control, metrics=metrics, **kw)
+            early = (state.epoch or 0) < min_epochs - 1e-6
+            if not asked_before and control.should_training_stop and early:
+                control.should_training_stop = False
+            # patience is why training stops (Stopping's reason) only where it may stop it
+            self.spent = self.early_stopping_patience_counter >= self.early_stopping_patience and not early
 
     return EarlyStopping
 
@@ -87,8 +95,8 @@ class Stopping:
                     control.should_evaluate = has_eval
 
             def on_evaluate(self, args, state, control, metrics=None, **kw):
-                if early is not None and early.early_stopping_patience_counter >= early.early_stopping_patience \
-                        and outer.reason is None:
+                # runs after early stopping's callback: patience spent before min_epochs has not stopped training
+                if early is not None and getattr(early, "spent", False) and outer.reason is None:
                     outer.reason = (f"validation {metric} did not improve for {early.early_stopping_patience} "
                                     "evaluations (early_stopping_patience)")
 

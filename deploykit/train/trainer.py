@@ -322,7 +322,8 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
     callbacks = [EpochLog(stage).callback]
     early = None
     if cfg.early_stopping_patience and has_eval:
-        early = early_stopping(EarlyStoppingCallback)(early_stopping_patience=cfg.early_stopping_patience)
+        early = early_stopping(EarlyStoppingCallback, cfg.min_epochs)(
+            early_stopping_patience=cfg.early_stopping_patience)
         callbacks.append(early)
     stopping = Stopping(stage, cfg, early, best_metric, has_eval)
     callbacks.append(stopping.callback)

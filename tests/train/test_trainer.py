@@ -181,6 +181,24 @@ def test_stop_on_loss_follows_the_validation_loss_and_still_scores_the_metric(ti
     assert len(evals) == 3 and all("eval_accuracy" in h for h in evals)
 
 
+@pytest.mark.parametrize("min_epochs, stop_step", [(0.0, 3), (1.0, 4), (2.0, 8)])
+def test_patience_cannot_end_training_before_min_epochs(min_epochs, stop_step, tiny_bert, tiny_task, tmp_path):
+    # 4 steps an epoch, evaluated every step, a flat loss: patience 2 is spent at step 3 (epoch 0.75); the stop
+    # waits for the first evaluation at or after min_epochs
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50, eval_steps=1,
+                            stop_on="loss", min_epochs=min_epochs)
+    trainer.train()
+    assert trainer.state.global_step == stop_step
+    assert "validation loss did not improve for 2 evaluations" in trainer.stopping.reason
+
+
+def test_min_epochs_never_cancels_the_step_budget(tiny_bert, tiny_task, tmp_path):
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50, eval_steps=1,
+                            stop_on="loss", min_epochs=5.0, max_steps=3)
+    trainer.train()
+    assert trainer.state.global_step == 3 and "max_steps 3" in trainer.stopping.reason
+
+
 def test_distillation_stops_on_its_loss_and_other_training_on_the_metric():
     from deploykit.config import DistillConfig, FinetuneConfig
 
