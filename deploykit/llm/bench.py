@@ -45,8 +45,9 @@ GENERATION_RUNTIMES = ("torch", "torch-bf16", "ort", "llama.cpp")
 GENERATION_LABELS = {**LABELS, "llama.cpp": "llama.cpp CPU"}
 # llama-cpp-python's high-level API decodes one sequence at a time
 SINGLE_SEQUENCE = ("llama.cpp",)
-NO_LLAMA_CPP = ("llama.cpp speed not measured: llama-cpp-python has no wheel for this machine; exact match "
-                "and perplexity are those of the GGUF weights dequantised in PyTorch (the same weights)")
+NO_LLAMA_CPP = ("this file's speed is not measured (llama.cpp rows, where llama-cpp-python is installed, time the "
+                "chain's float model as GGUF); exact match and perplexity are those of the GGUF weights dequantised "
+                "in PyTorch (the same weights)")
 
 
 @dataclass
