@@ -69,6 +69,9 @@ def run_many(recipe: Recipe, artifacts: list, names: list[str], out_dir: Path) -
         if r["name"] in quality:
             q = quality[r["name"]]
             r.update(exact_match=q.get("exact_match"), label_match=q.get("label_match"), perplexity=q["perplexity"])
+        if r["runtime"] == "llama.cpp" and not r.get("reference"):
+            # written into the bench folder, which is still a staging folder here: say where it will be
+            r["folder"] = Path(r["folder"]).relative_to(out_dir).as_posix()
     note = f"exact match and perplexity on {len(split)} {cfg.eval_split} prompts of {task.source}"
     paths = write_reports(generation_report(rows, title=recipe.name or "generation", eval_note=note), out_dir)
     log(f"[green]bench[/green]: {len(rows)} rows -> {paths['html']}")

@@ -123,6 +123,30 @@ def test_bench_writes_one_gguf_per_type_from_the_last_float_artifact(fake_llama_
                               tmp_path / "off") == []
 
 
+def test_bench_report_names_the_gguf_files_inside_the_bench_folder(fake_llama_cpp, tiny_llama, tiny_task, tmp_path,
+                                                                   monkeypatch):
+    import json
+
+    import deploykit.llm.bench as gen_bench
+    from deploykit.config import build_recipe
+    from deploykit.pipeline import run_stage
+
+    monkeypatch.setattr(gen_bench, "_memory", lambda *args: {})  # a fresh process would not see the stand-in
+
+    recipe = build_recipe({"model": {"source": str(tiny_llama)},
+                           "data": {"path": str(tiny_task), "task": "generation", "max_length": 64,
+                                    "prompt_template": "Is this review positive or negative?\n{sentence}",
+                                    "label_names": ["negative", "positive"]},
+                           "gate": {"metric": "exact_match"},
+                           "bench": {"quick": True, "batch_sizes": [1], "new_tokens": 3, "eval_samples": 4,
+                                     "llama_cpp": ["q8_0"]}})
+    run_stage("bench", recipe, tiny_llama, tmp_path / "bench")
+    rows = json.loads((tmp_path / "bench" / "report.json").read_text())["rows"]
+    gguf = [r for r in rows if r["runtime"] == "llama.cpp"]
+    assert [r["folder"] for r in gguf] == ["llama.cpp/q8_0.gguf"] and gguf[0]["exact_match"] is not None
+    assert (tmp_path / "bench" / "llama.cpp" / "q8_0.gguf").is_file()
+
+
 def test_without_llama_cpp_python_no_rows_and_one_line_errors(tiny_llama, tiny_gguf, tmp_path, monkeypatch):
     from deploykit.artifact import Artifact
     from deploykit.llm.bench_stage import llama_cpp_subjects
