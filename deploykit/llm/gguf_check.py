@@ -136,10 +136,12 @@ def check_gguf(model, tokenizer, path: str | Path, gguf_type: str, prompts: list
 def _llama_cpp(path: Path, tokenizer, prompts: list[str], original: np.ndarray, new_tokens: int) -> dict | None:
     """llama.cpp's greedy tokens from the HF prompt ids and its own tokenization (BOS as the file says); None
     without llama-cpp-python. Not run on the machines this was written on (no wheel; see README)."""
-    try:
-        from llama_cpp import Llama
-    except ImportError:
+    from deploykit.llm.llama_cpp_gen import llama_cpp_missing
+
+    if llama_cpp_missing():
         return None
+    from llama_cpp import Llama
+
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     llm = Llama(model_path=str(path), n_ctx=max(map(len, ids)) + new_tokens + 8, verbose=False)
     same_ids = sum(llm.tokenize(p.encode(), add_bos=True, special=True) == i for p, i in zip(prompts, ids))

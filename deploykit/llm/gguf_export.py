@@ -61,13 +61,11 @@ def check_exportable(config, gguf_type: str, source: str) -> None:
 def k_quantizer() -> str | None:
     """What makes K-quants here: `llama-quantize` on PATH, else llama-cpp-python's binding of the same
     `llama_model_quantize` ("llama_cpp"), else None."""
+    from deploykit.llm.llama_cpp_gen import llama_cpp_missing
+
     if shutil.which(QUANTIZE_PROGRAM):
         return QUANTIZE_PROGRAM
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        return None
-    return "llama_cpp"
+    return None if llama_cpp_missing() else "llama_cpp"
 
 
 def permute_qk(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -257,6 +255,7 @@ def _llama_quantize(src: Path, dst: Path, qtype: str) -> None:
         rc = _quantize_in_process(src, dst, qtype)
         src.unlink(missing_ok=True)
         if rc != 0 or not dst.is_file():
+            dst.unlink(missing_ok=True)  # no half-written file left beside the others
             raise UserError(f"export: llama_cpp.llama_model_quantize {qtype} failed (return code {rc})")
         return
     done = subprocess.run([shutil.which(QUANTIZE_PROGRAM), str(src), str(dst), qtype], capture_output=True, text=True)

@@ -52,7 +52,7 @@ class LlamaCppGenerator:
         n_ctx: context length llama.cpp allocates its KV cache for.
 
     Raises:
-        UserError: llama-cpp-python missing, or the file is not there.
+        UserError: llama-cpp-python missing, the file is not there, or llama.cpp cannot load it.
     """
 
     generation_config = None
@@ -74,8 +74,11 @@ class LlamaCppGenerator:
         else:
             self.tokenizer, self.config = tokenizer_source, None
         self.path, self.n_ctx = path, n_ctx
-        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                         verbose=False)
+        try:
+            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                             verbose=False)
+        except (ValueError, RuntimeError) as err:  # llama-cpp-python: "Failed to load model from file: ..."
+            raise UserError(f"llama.cpp cannot load {path}: {str(err).splitlines()[0][:200]}") from None
 
     def generate(self, prompts: list[str], max_new_tokens: int, *, do_sample: bool = False,
                  stop_ids: list[int] | None = None, **_unused) -> Generation:

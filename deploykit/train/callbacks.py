@@ -50,6 +50,8 @@ def early_stopping(base, min_epochs: float = 0.0):
     spent stops). A stop asked for by anything else (max_steps, the wall clock) stands."""
 
     class EarlyStopping(base):
+        spent = False  # patience ran out where it may stop training (read by Stopping for its reason)
+
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             name = args.metric_for_best_model
             if metrics is None or (name if name.startswith("eval_") else f"eval_{name}") not in metrics:
@@ -59,7 +61,6 @@ def early_stopping(base, min_epochs: float = 0.0):
             early = (state.epoch or 0) < min_epochs - 1e-6
             if not asked_before and control.should_training_stop and early:
                 control.should_training_stop = False
-            # patience is why training stops (Stopping's reason) only where it may stop it
             self.spent = self.early_stopping_patience_counter >= self.early_stopping_patience and not early
 
     return EarlyStopping
@@ -96,7 +97,7 @@ class Stopping:
 
             def on_evaluate(self, args, state, control, metrics=None, **kw):
                 # runs after early stopping's callback: patience spent before min_epochs has not stopped training
-                if early is not None and getattr(early, "spent", False) and outer.reason is None:
+                if early is not None and early.spent and outer.reason is None:
                     outer.reason = (f"validation {metric} did not improve for {early.early_stopping_patience} "
                                     "evaluations (early_stopping_patience)")
 

@@ -159,7 +159,7 @@ def test_without_llama_cpp_python_no_rows_and_one_line_errors(tiny_llama, tiny_g
         LlamaCppGenerator(tiny_gguf, tiny_llama)
 
 
-def test_bad_calls_are_user_errors(fake_llama_cpp, tiny_llama, tiny_gguf, tmp_path):
+def test_bad_calls_are_user_errors(fake_llama_cpp, tiny_llama, tiny_gguf, tmp_path, monkeypatch):
     from deploykit.llm.llama_cpp_gen import LlamaCppGenerator
 
     with pytest.raises(UserError, match="is not a file"):
@@ -169,6 +169,16 @@ def test_bad_calls_are_user_errors(fake_llama_cpp, tiny_llama, tiny_gguf, tmp_pa
         gen.generate(PROMPTS, 4, do_sample=True)
     with pytest.raises(UserError, match="exceeds n_ctx 8"):
         gen.generate(PROMPTS, 4)
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 16)
+
+    def refuse(self, model_path, **kwargs):  # what llama-cpp-python raises for a file llama.cpp cannot read
+        raise ValueError(f"Failed to load model from file: {model_path}")
+
+    monkeypatch.setattr(fake_llama_cpp, "__init__", refuse)
+    with pytest.raises(UserError, match="llama.cpp cannot load .*broken.gguf: Failed to load model") as err:
+        LlamaCppGenerator(broken, tiny_llama)
+    assert "\n" not in str(err.value)
 
 
 # ---- the real library, where it is installed
