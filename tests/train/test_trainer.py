@@ -275,6 +275,31 @@ def test_the_optimizer_uses_the_head_rate(tiny_bert, tiny_task, tmp_path):
     assert rates == [FAST["learning_rate"], 0.5]
 
 
+@pytest.mark.parametrize("head_lr", [None, 0.5])
+def test_the_optimizer_is_fused_adamw_with_the_for_loop_update(head_lr, tiny_bert, tiny_task, tmp_path):
+    # fused on the plain path (transformers' optim) and on the grouped-rate path (our own AdamW) alike
+    task = load_task(DataConfig(path=str(tiny_task), label_names=["negative", "positive"], max_length=32))
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    trainer = training.build_trainer(model, TrainConfig(**FAST), tmp_path, tok, to_dataset(task.train, tok, 32),
+                                     to_dataset(task.validation, tok, 32), head_lr=head_lr,
+                                     head=frozenset({"classifier"}) if head_lr else frozenset())
+    opt = trainer.create_optimizer()
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
+    # the same update as the unfused loop, step for step, on the model's own parameters
+    ref = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    fused = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    opts = [torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, **kw) for ps, kw in ((ref, {}), (fused, training.FUSED))]
+    for step in range(3):
+        grads = [torch.randn_like(p) for p in ref]
+        for ps, o in zip((ref, fused), opts):
+            for p, g in zip(ps, grads):
+                p.grad = g.clone()
+            o.step()
+    for a, b in zip(ref, fused):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_batches_group_rows_of_similar_length(tiny_bert, tiny_task, tmp_path):
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
