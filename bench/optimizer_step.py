@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     torch.manual_seed(0)
     machine = describe()
     print(f"CPU: {machine['cpu']}, {machine['cores']} cores, {torch.get_num_threads()} threads; "
