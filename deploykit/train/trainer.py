@@ -158,8 +158,8 @@ def _length_grouping() -> dict:
 
 # AdamW as one fused kernel per step (same update rule as the for-loop default, which transformers' "adamw_torch"
 # picks on CPU): the loop spent ~30% of a CPU training step on the dense update of the 30,522 x 384 word-piece table
-# (bench/optimizer_step.py)
-OPTIM, FUSED = "adamw_torch_fused", {"fused": True}
+# (bench/optimizer_step.py). Every optimizer deploykit builds reads it from the TrainingArguments.
+OPTIM = "adamw_torch_fused"
 
 
 def training_args(cfg: TrainConfig, work: Path, has_eval: bool = True, n_rows: int | None = None, **overrides):
@@ -282,12 +282,12 @@ def _trainer_class(base, layer_decay: float, head_lr: float | None = None, head:
     class GroupedLRTrainer(base):
         def create_optimizer(self, model=None):
             if self.optimizer is None:
-                import torch
-
                 target = model if model is not None else self.model
                 groups = llrd_groups(target, self.args.learning_rate, layer_decay, self.args.weight_decay,
                                      head_lr=head_lr, head=head)
-                self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate, **FUSED)
+                # the optimizer `optim` names (fused AdamW, its betas and eps), with our per-group rates
+                optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
+                self.optimizer = optimizer_cls(groups, **kwargs)
             return self.optimizer
 
     return GroupedLRTrainer

@@ -289,8 +289,8 @@ def test_the_optimizer_is_fused_adamw_with_the_for_loop_update(head_lr, tiny_ber
     # the same update as the unfused loop, step for step, on the model's own parameters
     ref = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
     fused = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
-    opts = [torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, **kw) for ps, kw in ((ref, {}), (fused, training.FUSED))]
-    for step in range(3):
+    opts = [torch.optim.AdamW(ps, lr=1e-3, weight_decay=0.01, **kw) for ps, kw in ((ref, {}), (fused, {"fused": True}))]
+    for _ in range(3):
         grads = [torch.randn_like(p) for p in ref]
         for ps, o in zip((ref, fused), opts):
             for p, g in zip(ps, grads):
