@@ -214,3 +214,24 @@ def test_smollm2_q8_0_file_answers_like_pytorch(tmp_path):
     parity = check_gguf(model, tokenizer, tmp_path / "model.gguf", "q8_0", [prompt], new_tokens=4)
     assert parity["stored_tokens_equal"] and parity["agreement"] >= 0.85
     assert TorchGenerator(str(tmp_path / "model.gguf")).generate([prompt], 4).texts(tokenizer)[0].startswith(" Paris")
+
+
+
+def test_a_failed_k_quant_is_one_line_and_leaves_no_file(tiny_llama, tmp_path, monkeypatch):
+    # write_gguf writes straight into its folder (the bench's llama.cpp/, not a staging copy): nothing may stay behind
+    import deploykit.llm.gguf_export as gguf_export
+    from deploykit.models import load_causal_lm, load_tokenizer
+
+    def half_written(src, dst, qtype):  # llama.cpp gave up part way through the output file
+        dst.write_bytes(b"GGUF")
+        return 1
+
+    monkeypatch.setattr(gguf_export, "k_quantizer", lambda: "llama_cpp")
+    monkeypatch.setattr(gguf_export, "_quantize_in_process", half_written)
+    out = tmp_path / "llama.cpp"
+    out.mkdir()
+    with pytest.raises(UserError, match="llama_model_quantize Q4_K_M failed .return code 1.") as err:
+        gguf_export.write_gguf(load_causal_lm(str(tiny_llama)), load_tokenizer(str(tiny_llama)), out / "q4_k_m.gguf",
+                               "q4_k_m")
+    assert "\n" not in str(err.value)
+    assert list(out.iterdir()) == []  # neither the f16 intermediate nor the half-written K-quant
