@@ -1,5 +1,6 @@
 """`deploykit serve` under load, beside the same artifact's offline figures, in one run on one machine.
 
+    pip install -e ".[bench]"      # aiohttp: readiness and /metrics polls, and the --client aiohttp load
     DEPLOYKIT_DATA_DIR=../shared/data python bench/serve_load.py [runs/sst2-minilm/quantize] [--requests 1000]
 
 1. Offline: the artifact loaded in this process with `deploykit.predictor.load` (tokenization included, as
@@ -35,8 +36,12 @@ import threading
 import time
 from pathlib import Path
 
-import aiohttp
 import psutil
+
+try:
+    import aiohttp
+except ImportError:
+    raise SystemExit('bench/serve_load.py needs aiohttp: pip install -e ".[bench]"') from None
 
 FLAGS = ("avx2", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 

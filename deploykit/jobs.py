@@ -103,13 +103,16 @@ class ExportJob:
     tokenizer) in a folder, what the manifest records of it, and the facts of the log line.
 
     Encoders: deploykit/onnx/export.py `encoder_export_job` (parity on logits, fusions, rewrites); causal LMs:
-    deploykit/llm/export_job.py (the decoder with its KV cache, parity on greedy tokens).
+    deploykit/llm/export_job.py (the decoder with its KV cache, parity on greedy tokens; or, for `format: gguf`,
+    one GGUF file read back by llama.cpp's reader and compared with PyTorch).
     """
 
     write: Callable[[Any], dict]            # (folder) -> the export report (parity, inputs, ...); writes the graph
     metrics: Callable[[dict], dict]         # report -> the manifest's parity metrics (size_bytes is added)
     describe: Callable[[dict], str]         # report -> what the log line says after the graph's path
     record: dict = field(default_factory=dict)  # extra manifest fields (trained length, windows, task)
+    file: str = "model.onnx"                # what `write` puts in the folder, named in the log line
+    format: str = "onnx"                    # the manifest's format: onnx, or gguf (one file for llama.cpp)
 
 
 class QuantizeJob:

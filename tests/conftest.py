@@ -110,6 +110,16 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _status_lines_on(monkeypatch):
+    """A CLI test's `-q` silences deploykit's status lines for the whole process; every test starts with them on,
+    so that a test reading them does not depend on which tests ran before it."""
+    from deploykit.console import set_quiet
+
+    monkeypatch.delenv("DEPLOYKIT_QUIET", raising=False)
+    set_quiet(False)
+
+
 @pytest.fixture
 def tiny_task(tmp_path) -> Path:
     """A folder with train.tsv / dev.tsv / test.tsv (`sentence`, `label` 0/1)."""

@@ -6,10 +6,10 @@
 
 A stage does what every kind shares (checks, staging, training loop, manifest, log, gate) and asks the kind for
 the rest: the task data, the jobs of finetune, distill, prune, quantize and export (kinds/base.py: what is
-loaded, trained, exported and how it is scored), the gate's score, bench's columns and scoring, the predictor.
-Causal LMs still bench through a whole-stage runner (deploykit/llm/bench_stage.py: TTFT, decode tokens/s);
-every other stage runs its shared body with their jobs. A new kind is one module here with a `KIND` and one entry
-below; no stage, runner or report branches on the task's name.
+loaded, trained, exported and how it is scored), the gate's score, bench's rows (text classifiers:
+deploykit/measure/text_bench.py, with the kind's texts, scoring and columns; causal LMs: TTFT and decode tokens/s,
+deploykit/llm/bench_stage.py), the predictor. A new kind is one module here with a `KIND` and one entry below;
+no stage, runner or report branches on the task's name.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from deploykit.jobs import DistillJob, ExportJob, Job, PruneJob, QuantizeJob
@@ -10,7 +10,7 @@ from deploykit.jobs import DistillJob, ExportJob, Job, PruneJob, QuantizeJob
 
 @dataclass(frozen=True)
 class Kind:
-    """One `data.task`: its data, fine-tuning job, gate score and the stages it runs its own way.
+    """One `data.task`: its data, the jobs every stage asks it for, its gate score and its bench rows.
 
     Attributes:
         name: the `data.task` value.
@@ -25,9 +25,12 @@ class Kind:
         export_job: (recipe, PyTorch parent artifact) -> ExportJob for its ONNX export; None: export refuses the
             kind.
         gate_value: (recipe, artifact, task data) -> the gate metric of `artifact` on `recipe.gate.split`.
-        runners: stage name -> a function that runs that whole stage for this kind, with the stage's own
-            arguments (`bench` takes (recipe, artifacts, names, out_dir)); a stage not here runs its shared body.
-            `gguf` is export's `format: gguf`, which only a kind with a GGUF writer has (causal LMs).
+        gguf_job: (recipe, PyTorch parent artifact) -> ExportJob writing one GGUF file for llama.cpp (export's
+            `format: gguf`); None: the kind has no GGUF writer (only causal LMs have one).
+        bench_report: (recipe, bench config, subjects, staging folder, out_dir, baseline source or None) -> the
+            report dict of `deploykit bench` (deploykit/measure/report.py); None: deploykit.measure.text_bench's
+            rows (latency/throughput per runtime, the standard-recipe and OpenVINO peers), which read
+            `bench_texts`, `bench_metrics` and `predictor` below.
         check_run: (recipe, stage names) -> None; raises UserError for a chain this kind cannot gate.
         predictor: (artifact, runtime=, threads=, device=, max_length=) -> what `deploykit.load` gives for a
             folder of this kind; None: the text classifier's `deploykit.predictor.ClassifierPredictor`.
@@ -48,12 +51,18 @@ class Kind:
     prune_job: Callable[[Any, str, Any], PruneJob] | None = None
     quantize_job: Callable[[Any, Any], QuantizeJob] | None = None
     export_job: Callable[[Any, Any], ExportJob] | None = None
-    runners: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    gguf_job: Callable[[Any, Any], ExportJob] | None = None
+    bench_report: Callable[..., dict] | None = None
     check_run: Callable[[Any, list[str]], None] = lambda recipe, stages: None
     predictor: Callable[..., Any] | None = None
     bench_metrics: tuple[tuple[str, str], ...] = (("accuracy", "accuracy %"), ("macro_f1", "macro-F1 %"))
     bench_texts: Callable[[Any, Any, str], tuple[Any, Callable[..., dict]]] | None = None
 
-    def runner(self, stage: str) -> Callable[..., Any] | None:
-        """This kind's own runner for `stage`, or None where the stage's shared body serves it."""
-        return self.runners.get(stage)
+    def bench(self, recipe, cfg, subjects: list, tmp, out_dir, baseline_source=None) -> dict:
+        """The bench report's dict for `subjects` (deploykit.measure.bench_plan.Subject), models built on the way
+        (baseline, peers, GGUF files) written under the staging folder `tmp`, rows naming them under `out_dir`."""
+        if self.bench_report is not None:
+            return self.bench_report(recipe, cfg, subjects, tmp, out_dir, baseline_source)
+        from deploykit.measure.text_bench import report
+
+        return report(self, recipe, cfg, subjects, tmp, out_dir, baseline_source)

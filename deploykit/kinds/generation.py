@@ -1,8 +1,8 @@
-"""Causal LMs (instruction SFT, answers scored by generation): every stage but bench takes a job like finetune
-(top-k next-token KD, deploykit/llm/distill.py; KV groups, deploykit/llm/prune_job.py; the decoder with its KV cache,
-deploykit/llm/export_job.py; INT8 or 4-bit weights, deploykit/llm/quantize_job.py); bench is its own runner
-(deploykit/llm/bench_stage.py: TTFT and decode tokens/s). `gguf` is export's `format: gguf` (one file
-for llama.cpp)."""
+"""Causal LMs (instruction SFT, answers scored by generation): every stage takes a job like finetune (top-k
+next-token KD, deploykit/llm/distill.py; KV groups, deploykit/llm/prune_job.py; the decoder with its KV cache, or
+one GGUF file for llama.cpp with export's `format: gguf`, deploykit/llm/export_job.py; INT8 or 4-bit weights,
+deploykit/llm/quantize_job.py); bench's rows are TTFT and decode tokens/s beside llama.cpp
+(deploykit/llm/bench_stage.py)."""
 
 from __future__ import annotations
 
@@ -76,18 +76,18 @@ def export_job(recipe, parent):
     return job(recipe, parent)
 
 
-def _gguf(recipe, parent, out_dir):
-    from deploykit.llm.export_job import run_gguf
+def gguf_job(recipe, parent):
+    from deploykit.llm.export_job import gguf_job as job
 
-    return run_gguf(recipe, parent, out_dir)
+    return job(recipe, parent)
 
 
-def _bench(recipe, artifacts, names, out_dir):
-    from deploykit.llm.bench_stage import run_many
+def bench_report(recipe, cfg, subjects, tmp, out_dir, baseline_source):
+    from deploykit.llm.bench_stage import report
 
-    return run_many(recipe, artifacts, names, out_dir)
+    return report(recipe, cfg, subjects, tmp, out_dir, baseline_source)
 
 
 KIND = Kind(name="generation", metric="exact_match", load_task=load_task, finetune_job=finetune_job,
             gate_value=gate_value, check_run=check_run, distill_job=distill_job, prune_job=prune_job,
-            export_job=export_job, quantize_job=quantize_job, runners={"gguf": _gguf, "bench": _bench})
+            export_job=export_job, quantize_job=quantize_job, gguf_job=gguf_job, bench_report=bench_report)

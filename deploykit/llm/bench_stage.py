@@ -9,7 +9,8 @@ Runtime. Where llama-cpp-python is installed, the chain's float model (the last 
 written as GGUF of each `bench.llama_cpp` type (Q8_0, Q4_K_M) and timed and scored on llama.cpp at batch 1
 with the same prompts: what a CPU user would run instead. With a GGUF `model.source` and `bench.baseline`,
 the original GGUF file is a reference row: its own quality (its weights dequantised in PyTorch) and size.
-Called by deploykit/stages/bench.py when `data.task` is `generation`.
+The generation kind's `bench_report` (deploykit/kinds/generation.py): the bench stage stages the folder and
+writes the reports.
 """
 
 from __future__ import annotations
@@ -23,22 +24,36 @@ from deploykit.errors import UserError
 TIMED_PROMPTS = 64  # prompts cycled over the timed runs
 
 
-def run_many(recipe: Recipe, artifacts: list, names: list[str], out_dir: Path) -> Path:
+def report(recipe: Recipe, cfg: BenchConfig, subjects: list, tmp: Path, out_dir: Path,
+           baseline_source: Path | None = None) -> dict:
+    """The generation report (deploykit.llm.bench.generation_report) of `subjects` (bench_plan.Subject), plus the
+    llama.cpp rows (GGUF files written under the staging folder `tmp`, named relative to it) and the original
+    GGUF's reference row.
+
+    Raises:
+        UserError: a `gpu` target, or a `--baseline` model that is not among the subjects (the standard-recipe
+            row is a text classifier's; a causal LM is compared with llama.cpp, `bench.llama_cpp`). `deploykit run`
+            passes its fine-tuned teacher, which is one of the subjects and measured as such.
+    """
     from deploykit.llm.bench import GenSubject, generation_report, measure_generation, reference_row
     from deploykit.llm.data import load_chat_task, render_prompt
     from deploykit.llm.quality import evaluate_causal
     from deploykit.measure.bench_plan import target_threads
-    from deploykit.measure.report import write_reports
     from deploykit.models import is_gguf, load_causal_lm, load_tokenizer
 
-    cfg = recipe.bench or BenchConfig()
+    measured = {s.artifact.path.resolve() for s in subjects}
+    if baseline_source is not None and Path(baseline_source).resolve() not in measured:
+        raise UserError("--baseline builds the standard-recipe row of text classifiers; a causal LM is compared with "
+                        "llama.cpp on its own float weights (bench.llama_cpp) and, for a GGUF model.source, with that "
+                        "file: drop --baseline")
+    names, artifacts = [s.name for s in subjects], [s.artifact for s in subjects]
     if "gpu" in cfg.targets:
         raise UserError("bench.targets gpu is not implemented for causal LMs yet; use cpu and edge")
     task = load_chat_task(recipe.data)
     split = task.split(cfg.eval_split).head(cfg.eval_samples)
     subjects = [GenSubject(n, a.path, runtime="torch" if a.format == "pytorch" else "ort")
                 for n, a in zip(names, artifacts)]
-    subjects += llama_cpp_subjects(cfg, artifacts, names, out_dir)
+    subjects += llama_cpp_subjects(cfg, artifacts, names, tmp)
     tokenizer = load_tokenizer(str(artifacts[0].path))
     prompts = [render_prompt(tokenizer, p, recipe.data) for p in split.prompts[:TIMED_PROMPTS]]
     batches = sorted(set(cfg.batch_sizes))
@@ -71,11 +86,9 @@ def run_many(recipe: Recipe, artifacts: list, names: list[str], out_dir: Path) -
             r.update(exact_match=q.get("exact_match"), label_match=q.get("label_match"), perplexity=q["perplexity"])
         if r["runtime"] == "llama.cpp" and not r.get("reference"):
             # written into the bench folder, which is still a staging folder here: say where it will be
-            r["folder"] = Path(r["folder"]).relative_to(out_dir).as_posix()
+            r["folder"] = Path(r["folder"]).relative_to(tmp).as_posix()
     note = f"exact match and perplexity on {len(split)} {cfg.eval_split} prompts of {task.source}"
-    paths = write_reports(generation_report(rows, title=recipe.name or "generation", eval_note=note), out_dir)
-    log(f"[green]bench[/green]: {len(rows)} rows -> {paths['html']}")
-    return out_dir
+    return generation_report(rows, title=recipe.name or "generation", eval_note=note)
 
 
 def llama_cpp_subjects(cfg: BenchConfig, artifacts: list, names: list[str], out_dir: Path) -> list:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.artifact import Artifact
 from deploykit.config import Recipe
 from deploykit.errors import UserError
 
@@ -55,25 +55,37 @@ def export_job(recipe: Recipe, parent: Artifact):
     return ExportJob(write, lambda report: {"parity": report["parity"]}, describe)
 
 
-def run_gguf(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
-    """A Llama-type causal LM as one GGUF file (export.gguf_type), read back and compared with PyTorch."""
-    from deploykit.console import log
-    from deploykit.llm.gguf_check import check_gguf
-    from deploykit.llm.gguf_export import check_exportable, write_gguf
-    from deploykit.models import load_causal_lm, load_config, load_tokenizer
+def gguf_job(recipe: Recipe, parent: Artifact):
+    """The export stage's job for `format: gguf`: a Llama-type causal LM as one GGUF file (export.gguf_type), read
+    back and compared with PyTorch's greedy answers on task prompts (export.gguf_min_agreement).
+
+    Raises:
+        UserError: a model type, tokenizer or GGUF type the writer cannot take (before any weights load), or no
+            data section to take the parity prompts from.
+    """
+    from deploykit.jobs import ExportJob
+    from deploykit.llm.gguf_export import check_exportable
+    from deploykit.models import load_config, load_tokenizer
 
     cfg = recipe.export
     source = str(parent.path)
     check_exportable(load_config(source), cfg.gguf_type, source)  # one line before any weights load
     tokenizer = load_tokenizer(source)
     prompts = _parity_prompts(recipe, parent, tokenizer)
-    model = load_causal_lm(source)
-    with staging(out_dir) as tmp:
-        report = write_gguf(model, tokenizer, tmp / GGUF_FILE, cfg.gguf_type, name=Path(source).name)
-        parity = check_gguf(model, tokenizer, tmp / GGUF_FILE, cfg.gguf_type, prompts,
+
+    def write(folder: Path) -> dict:
+        from deploykit.llm.gguf_check import check_gguf
+        from deploykit.llm.gguf_export import write_gguf
+        from deploykit.models import load_causal_lm
+
+        model = load_causal_lm(source)
+        report = write_gguf(model, tokenizer, folder / GGUF_FILE, cfg.gguf_type, name=Path(source).name)
+        parity = check_gguf(model, tokenizer, folder / GGUF_FILE, cfg.gguf_type, prompts,
                             min_agreement=cfg.gguf_min_agreement)
-        metrics = {"parity": parity, "size_bytes": report["size_bytes"]}
-        manifest = write_manifest(tmp, stage="export", format="gguf", parent=parent, gguf_file=GGUF_FILE,
-                                  config=recipe.model_dump(include={"export"}), metrics=metrics, **report)
-    log(f"export: {out_dir}/{GGUF_FILE}, {cfg.gguf_type}, {report['size_bytes'] / 2**20:.1f} MiB")
-    return Artifact(Path(out_dir).resolve(), manifest)
+        return {**report, "parity": parity}
+
+    def describe(report: dict) -> str:
+        return f", {cfg.gguf_type}, {report['size_bytes'] / 2**20:.1f} MiB"
+
+    return ExportJob(write, lambda report: {"parity": report["parity"]}, describe, {"gguf_file": GGUF_FILE},
+                     file=GGUF_FILE, format="gguf")

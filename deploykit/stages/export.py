@@ -28,19 +28,6 @@ from deploykit.errors import UserError
 from deploykit.kinds import kind_of, task_of
 
 
-def _gguf(recipe: Recipe, parent: Artifact, out_dir: Path) -> Artifact:
-    """One GGUF file for llama.cpp, written by the kind that has a writer (causal LMs); refused elsewhere."""
-    if parent.format != "pytorch":
-        raise UserError(f"{parent.path} is an artifact of format {parent.format} (stage {parent.stage or 'unknown'}): "
-                        "export --format gguf writes a PyTorch causal-LM folder; give its PyTorch parent "
-                        "(the finetune, distill or prune output)")
-    task = recipe.data.task if recipe.data is not None else task_of(parent)
-    if (write := kind_of(task).runner("gguf")) is None:
-        raise UserError(f"export.format gguf is for Llama-type causal LMs; {parent.path} is a {task} model: "
-                        "use export.format onnx")
-    return write(recipe, parent, out_dir)
-
-
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     """Export `parent` into `out_dir`: PyTorch to ONNX, PyTorch or ONNX to a TensorRT engine.
 
@@ -56,8 +43,10 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
         from deploykit.tensorrt import run_tensorrt
 
         return run_tensorrt(recipe, parent, out_dir)
-    if cfg.format == "gguf":
-        return _gguf(recipe, parent, out_dir)
+    if cfg.format == "gguf" and parent.format != "pytorch":
+        raise UserError(f"{parent.path} is an artifact of format {parent.format} (stage {parent.stage or 'unknown'}): "
+                        "export --format gguf writes a PyTorch causal-LM folder; give its PyTorch parent "
+                        "(the finetune, distill or prune output)")
     if parent.format == "onnx":
         from deploykit.onnx.ops import load_onnx
 
@@ -67,13 +56,18 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     if parent.format != "pytorch":
         raise UserError(f"{parent.path}: a {parent.format} artifact cannot be exported to ONNX; give the PyTorch model")
     kind = kind_of(recipe.data.task if recipe.data is not None else task_of(parent))  # --from FOLDER alone: its kind
-    if kind.export_job is None:
+    if cfg.format == "gguf" and kind.gguf_job is None:
+        raise UserError(f"export.format gguf is for Llama-type causal LMs; {parent.path} is a {kind.name} model: "
+                        "use export.format onnx")
+    if cfg.format == "onnx" and kind.export_job is None:
         raise UserError(f"export: data.task {kind.name} cannot be exported to ONNX yet")
-    job = kind.export_job(recipe, parent)  # what the kind's graph cannot take is refused here
+    # what the kind's graph (or the GGUF writer) cannot take is refused here, before anything is written
+    job = kind.gguf_job(recipe, parent) if cfg.format == "gguf" else kind.export_job(recipe, parent)
     with staging(out_dir) as tmp:
         report = job.write(tmp)
-        metrics = {**job.metrics(report), "size_bytes": file_size(tmp / "model.onnx")}
-        manifest = write_manifest(tmp, stage="export", format="onnx", parent=parent,
-                                  config=recipe.model_dump(include={"export"}), metrics=metrics, **job.record, **report)
-    log(f"export: {out_dir}/model.onnx{job.describe(report)}")
+        size = file_size(tmp / job.file) if job.format == "onnx" else (tmp / job.file).stat().st_size
+        manifest = write_manifest(tmp, stage="export", format=job.format, parent=parent,
+                                  config=recipe.model_dump(include={"export"}),
+                                  metrics={**job.metrics(report), "size_bytes": size}, **job.record, **report)
+    log(f"export: {out_dir}/{job.file}{job.describe(report)}")
     return Artifact(Path(out_dir).resolve(), manifest)

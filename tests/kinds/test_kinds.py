@@ -18,27 +18,20 @@ def test_an_unknown_kind_is_one_line_naming_the_kinds():
         kind_of("ner")
 
 
-def test_classification_runs_every_stage_through_the_shared_bodies():
-    kind = kind_of("classification")
-    assert all(kind.runner(s) is None for s in ("finetune", "distill", "prune", "quantize", "export", "bench"))
-    assert kind.runners == {} and callable(kind.distill_job) and callable(kind.prune_job)
-    assert callable(kind.quantize_job) and callable(kind.export_job)
+def test_every_kind_gives_the_stages_jobs_and_no_whole_stage_runner():
+    for name in KINDS:
+        kind = kind_of(name)
+        assert not hasattr(kind, "runners") and not hasattr(kind, "runner")
+        assert all(callable(j) for j in (kind.distill_job, kind.prune_job, kind.quantize_job, kind.export_job))
 
 
-def test_generation_runs_every_stage_but_bench_through_jobs():
-    kind = kind_of("generation")
-    # the stage bodies are shared; the jobs differ (KV groups, the KV-cache graph, 4-bit weights)
-    assert all(kind.runner(s) is None for s in ("finetune", "distill", "prune", "quantize", "export"))
-    assert all(callable(j) for j in (kind.distill_job, kind.prune_job, kind.quantize_job, kind.export_job))
-    assert set(kind.runners) == {"bench", "gguf"}  # decode timing; export's format: gguf
-
-
-def test_token_classification_runs_every_stage_through_the_shared_bodies():
-    kind = kind_of("token_classification")
-    assert kind.metric == "f1" and callable(kind.distill_job) and callable(kind.prune_job)
-    # every stage runs its shared body: no whole-stage runner is left for this kind
-    assert kind.runners == {} and callable(kind.quantize_job) and callable(kind.export_job)
-    assert callable(kind.bench_texts) and kind.bench_metrics[0] == ("f1", "entity F1 %")
+def test_only_causal_lms_write_gguf_and_bench_their_own_rows():
+    gen = kind_of("generation")
+    assert callable(gen.gguf_job) and callable(gen.bench_report)  # decode timing beside llama.cpp
+    for name in ("classification", "token_classification"):  # deploykit/measure/text_bench.py's rows
+        assert kind_of(name).gguf_job is None and kind_of(name).bench_report is None
+    ner = kind_of("token_classification")
+    assert callable(ner.bench_texts) and ner.bench_metrics[0] == ("f1", "entity F1 %")
 
 
 def test_an_artifact_names_its_kind(tmp_path, tiny_llama, tiny_bert):

@@ -16,9 +16,10 @@ from deploykit.config import build_recipe
 from deploykit.data import load_task
 from deploykit.errors import UserError
 from deploykit.evaluate import evaluate_artifact
+from deploykit.measure.text_bench import fine_tuned_teacher
 from deploykit.pipeline import run_stage
 from deploykit.quant.ov_peer import peer_missing
-from deploykit.stages.bench import fine_tuned_teacher, run_many
+from deploykit.stages.bench import run_many
 
 ROW_KEYS = {"name", "artifact", "stage", "format", "baseline", "runtime", "runtime_label", "target", "device",
             "threads", "status", "note", "bf16_native", "latency_ms", "e2e_latency_ms", "throughput", "peak_rss_mb", "model_rss_mb",
@@ -215,3 +216,33 @@ def test_an_interrupted_bench_leaves_no_half_written_folder(tiny, tmp_path, monk
         run_many(recipe(task, targets=["edge"], runtimes=["torch"]), [model], out, baseline_source=model)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the earlier report unchanged
     assert [p.name for p in tmp_path.iterdir()] == ["b1"]
+
+
+def test_the_stage_writes_what_the_kind_reports_and_nothing_when_it_fails(tiny, tmp_path, monkeypatch):
+    import dataclasses
+
+    import deploykit.stages.bench as stage
+    from deploykit.kinds import kind_of
+    from deploykit.measure.text_bench import report
+
+    model, onnx, task = tiny
+    real, calls = kind_of("classification"), []
+
+    def spy(recipe, cfg, subjects, tmp, out_dir, baseline_source):
+        calls.append(([s.name for s in subjects], tmp, out_dir, baseline_source))
+        return report(real, recipe, cfg, subjects, tmp, out_dir, baseline_source)
+
+    monkeypatch.setattr(stage, "kind_of", lambda task: dataclasses.replace(real, bench_report=spy))
+    out = tmp_path / "bench"
+    run_many(recipe(task), [model, onnx, model], out)
+    (names, tmp, out_dir, baseline), = calls
+    assert names == ["bert", "onnx", "bert-3"] and out_dir == out and tmp != out and baseline is None
+    assert len(json.loads((out / "report.json").read_text())["rows"]) > 0 and not tmp.exists()
+
+    def broken(*args):
+        raise UserError("the kind could not measure")
+
+    monkeypatch.setattr(stage, "kind_of", lambda task: dataclasses.replace(real, bench_report=broken))
+    with pytest.raises(UserError, match="could not measure"):
+        run_many(recipe(task), [model], tmp_path / "other")
+    assert not (tmp_path / "other").exists()
