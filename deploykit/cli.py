@@ -334,7 +334,9 @@ def serve(folder: Annotated[Path, typer.Argument(help="a text or token classifie
                                                      "before a call, while other requests are arriving")] = 5.0,
           runtime: Annotated[str, typer.Option(help="auto, ort, openvino or torch (as deploykit.predictor.load)")] = "auto",
           threads: Annotated[Optional[int], typer.Option(min=1, help="intra-op threads of the runtime (default: "
-                                                        "every core but one, kept for the event loop)")] = None,
+                                                        "every core but one, shared by the workers)")] = None,
+          workers: Annotated[Optional[int], typer.Option(min=1, help="model calls at once, each on its own thread "
+                                                         "(default: 2 on ort/torch with 2+ cores, else 1)")] = None,
           max_request_rows: Annotated[int, typer.Option("--max-request-rows", min=1, help="most texts per request (more: 413)")] = 256,
           max_body_bytes: Annotated[str, typer.Option("--max-body-bytes", help="largest request body, e.g. 1MB, 512KB (more: 413)")] = "1MB",
           access_log: Annotated[bool, typer.Option("--access-log", help="log every request (uvicorn's access log)")] = False,
@@ -346,7 +348,7 @@ def serve(folder: Annotated[Path, typer.Argument(help="a text or token classifie
     from deploykit.serve import serve as run_server
 
     run_server(folder, host, port, max_batch=max_batch, max_wait_ms=max_wait_ms, runtime=runtime, threads=threads,
-               max_request_rows=max_request_rows, max_body_bytes=parse_size(max_body_bytes), access_log=access_log,
+               workers=workers, max_request_rows=max_request_rows, max_body_bytes=parse_size(max_body_bytes), access_log=access_log,
                shutdown_timeout=shutdown_timeout)
 
 

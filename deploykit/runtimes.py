@@ -214,6 +214,9 @@ class Runtime:
         label: its name in report tables; marker: its matplotlib marker in report plots.
         platform: its KServe V2 / Triton platform name (served model metadata).
         load: (artifact, threads, device) -> Loaded.
+        concurrent: whether two threads may call one loaded model at once (`deploykit serve --workers`). ONNX
+            Runtime's `Run` and a torch module in inference are safe; OpenVINO's shared infer request per shape and
+            TensorRT's one execution context are not; ONNX Runtime CUDA is left out (it never ran here).
     """
 
     reads: tuple[str, ...]
@@ -223,15 +226,17 @@ class Runtime:
     marker: str
     platform: str
     load: Callable[..., Loaded]
+    concurrent: bool = False
 
 
 # the one runtime table: adding a runtime is one entry here, a loader above and its availability in unavailable()
 RUNTIMES = {
     "torch": Runtime(("pytorch",), ("cpu", "edge", "gpu"), ("pytorch",), "PyTorch FP32", "o", "pytorch_torch",
-                     lambda art, threads, device: _load_torch(art, False, threads, device)),
+                     lambda art, threads, device: _load_torch(art, False, threads, device), concurrent=True),
     "torch-bf16": Runtime(("pytorch",), ("cpu", "edge", "gpu"), ("pytorch",), "PyTorch bf16", "s", "pytorch_torch",
-                          lambda art, threads, device: _load_torch(art, True, threads, device)),
-    "ort": Runtime(("onnx",), ("cpu", "edge"), ("onnx",), "ONNX Runtime CPU", "^", "onnxruntime_onnx", _load_ort),
+                          lambda art, threads, device: _load_torch(art, True, threads, device), concurrent=True),
+    "ort": Runtime(("onnx",), ("cpu", "edge"), ("onnx",), "ONNX Runtime CPU", "^", "onnxruntime_onnx", _load_ort,
+                   concurrent=True),
     "ort-cuda": Runtime(("onnx",), ("gpu",), ("onnx",), "ONNX Runtime CUDA", "v", "onnxruntime_onnx",
                         lambda art, threads, device: _load_ort_cuda(art.onnx_path)),
     "openvino": Runtime(("onnx", "openvino"), ("cpu", "edge"), ("openvino",), "OpenVINO CPU", "P", "openvino",

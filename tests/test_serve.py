@@ -275,6 +275,78 @@ def test_only_a_lone_one_row_request_runs_on_the_event_loop_thread():
     assert all(name.startswith("deploykit-infer") for _, name in threads[1:]), threads
 
 
+def test_two_workers_run_two_calls_at_once_and_each_caller_still_gets_its_rows():
+    both_in = threading.Barrier(2, timeout=20)  # passes only when two calls are inside the model together
+    calls = []
+
+    def infer(rows):
+        calls.append(list(rows))
+        if len(calls) <= 2:
+            both_in.wait()
+        return np.array([_code(row) for row in rows], dtype=np.float32)
+
+    async def main(workers):
+        batcher = Batcher(infer, max_batch=2, max_wait_s=0.0, workers=workers)
+        batcher.start()
+        jobs = [batcher.submit([f"r{i} w0", f"r{i} w1"]) for i in range(4)]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(main(2))
+    assert [r[:, :2].tolist() for r in results] == [[[i, 0], [i, 1]] for i in range(4)]
+    assert sorted(tuple(c) for c in calls) == sorted((f"r{i} w0", f"r{i} w1") for i in range(4))
+    calls.clear()
+    both_in.reset()
+    one = asyncio.run(main(1))  # one worker: the first call waits for a second that never comes alongside
+    assert isinstance(one[0], threading.BrokenBarrierError)
+
+
+def test_stop_answers_the_calls_in_flight_on_every_worker():
+    def infer(rows):
+        time.sleep(0.2)
+        return np.array([_code(row) for row in rows], dtype=np.float32)
+
+    async def main():
+        batcher = Batcher(infer, max_batch=1, max_wait_s=0.0, workers=2)
+        batcher.start()
+        jobs = [asyncio.ensure_future(batcher.submit([f"r{i} w0"])) for i in range(5)]
+        await asyncio.sleep(0.05)  # two calls are in the model
+        await batcher.stop()
+        answered = await asyncio.wait_for(asyncio.gather(*jobs), 5)  # answered, not left pending by the stop
+        return [a[0, 0] for a in answered]
+
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+
+
+def test_each_worker_thread_tokenizes_with_its_own_tokenizer():
+    from deploykit.serve.app import _per_thread
+
+    class Tokenizing(FakePredictor):
+        def __init__(self):
+            super().__init__()
+            self.tokenizer = {"vocab": ["[PAD]"]}  # stands in for a fast tokenizer (deep-copied per thread)
+            self.seen = []
+
+        def logits(self, inputs, batch_size: int = 32):
+            self.seen.append((threading.current_thread().name, id(self.tokenizer)))
+            return super().logits(inputs, batch_size)
+
+    predictor = Tokenizing()
+    infer = _per_thread(predictor, 8)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda i: infer([f"r{i} w0"]), range(8)))
+    # copies record on the shared list; one tokenizer per thread, none of them the original
+    tokenizers = {}
+    for thread, tok in predictor.seen:
+        tokenizers.setdefault(thread, set()).add(tok)
+    assert all(len(ids) == 1 for ids in tokenizers.values())
+    assert len({next(iter(ids)) for ids in tokenizers.values()}) == len(tokenizers)
+    assert id(predictor.tokenizer) not in {tok for _, tok in predictor.seen}
+
+
 def test_the_listening_socket_is_tcp_so_replies_go_out_at_once():
     from deploykit.serve import _bind
 
@@ -501,24 +573,44 @@ def test_a_bad_folder_is_one_line_exit_2(tmp_path, tiny_llama):
     assert bad_size.exit_code == 2 and "--max-body-bytes 'lots'" in bad_size.output
 
 
-@pytest.mark.parametrize("cores, given, expected", [(2, None, 1), (1, None, 1), (16, None, 15), (2, 2, 2)])
-def test_the_runtime_gets_every_core_but_the_event_loops_unless_threads_is_given(cores, given, expected,
-                                                                                 monkeypatch, tmp_path):
+@pytest.mark.parametrize("cores, fmt, workers, threads, expected", [
+    (2, "onnx", None, None, (2, 1)),       # two single-threaded calls at once: both cores under load
+    (1, "onnx", None, None, (1, 1)),
+    (16, "onnx", None, None, (2, 7)),      # every core but the event loop's, shared by the two calls
+    (2, "onnx", None, 2, (2, 2)),          # --threads is per call
+    (2, "onnx", 1, None, (1, 1)),
+    (16, "openvino", None, None, (1, 15)),  # one call at a time: it gets every core but one
+])
+def test_calls_at_once_and_threads_per_call_follow_the_cores_and_the_runtime(cores, fmt, workers, threads, expected,
+                                                                             monkeypatch, tmp_path):
     import deploykit.hardware
     import deploykit.predictor
+    import deploykit.serve.app
+    from deploykit.artifact import Artifact
     from deploykit.serve import serve
 
     asked = []
 
-    def fake_load(folder, runtime="auto", threads=None):
-        asked.append(threads)
-        raise UserError("stop here: only the thread count is under test")
+    def fake_build_app(predictor, **options):
+        asked.append((options["workers"], predictor))
+        raise UserError("stop here: only the thread and call counts are under test")
 
     monkeypatch.setattr(deploykit.hardware, "cores", lambda: cores)
-    monkeypatch.setattr(deploykit.predictor, "load", fake_load)
+    monkeypatch.setattr(deploykit.predictor, "load", lambda folder, runtime="auto", threads=None: threads)
     monkeypatch.setattr(deploykit.predictor, "is_causal_lm", lambda artifact: False)
-    monkeypatch.setattr("deploykit.artifact.load_artifact", lambda folder: None)
-    monkeypatch.setattr("deploykit.kinds.task_of", lambda artifact: "classification")
+    monkeypatch.setattr("deploykit.artifact.load_artifact", lambda folder: Artifact(tmp_path, {"format": fmt}))
+    monkeypatch.setattr(deploykit.serve.app, "build_app", fake_build_app)
     with pytest.raises(UserError, match="stop here"):
-        serve(tmp_path, threads=given)
+        serve(tmp_path, threads=threads, workers=workers)
     assert asked == [expected]
+
+
+def test_more_calls_at_once_than_the_runtime_takes_is_one_line(monkeypatch, tmp_path):
+    from deploykit.artifact import Artifact
+    from deploykit.serve import serve
+
+    monkeypatch.setattr("deploykit.artifact.load_artifact", lambda folder: Artifact(tmp_path, {"format": "openvino"}))
+    monkeypatch.setattr("deploykit.predictor.is_causal_lm", lambda artifact: False)
+    with pytest.raises(UserError, match="--workers 2: runtime openvino runs one model call at a time here; use "
+                                        "--workers 1 .*torch, torch-bf16, ort"):
+        serve(tmp_path, workers=2)

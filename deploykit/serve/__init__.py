@@ -27,17 +27,21 @@ log = logging.getLogger("deploykit.serve")
 
 
 def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch: int = 32, max_wait_ms: float = 5.0,
-          runtime: str = "auto", threads: int | None = None, max_request_rows: int = 256,
+          runtime: str = "auto", threads: int | None = None, workers: int | None = None, max_request_rows: int = 256,
           max_body_bytes: int = 1_000_000, access_log: bool = False, shutdown_timeout: float = 10.0) -> None:
     """Load `folder` with deploykit.predictor.load, then serve it on host:port until SIGTERM/SIGINT.
 
     Args:
         port: 0 lets the system pick a free port (the startup line names it).
+        workers: model calls at once (None: `default_workers`); more than 1 only on a runtime that takes
+            concurrent calls (deploykit.runtimes.Runtime.concurrent).
+        threads: the runtime's intra-op threads per call (None: `default_threads` for that many workers).
         shutdown_timeout: seconds a SIGTERM waits for the requests in flight before cutting them off.
         other arguments: as `deploykit serve --help` describes them.
 
     Raises:
-        UserError: a folder the predictor cannot load, or an address that cannot be bound.
+        UserError: a folder the predictor cannot load, an address that cannot be bound, or --workers above 1 for
+            a runtime that runs one call at a time.
         Stopped: the shutdown cut requests off (timeout or a second signal); exit code 143 or 130.
     """
     import uvicorn
@@ -49,9 +53,13 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch:
     if is_causal_lm(load_artifact(folder)):
         raise UserError(f"{folder}: a causal LM; deploykit serve takes text and token classifiers "
                         "(answer prompts with `deploykit generate`)")
-    predictor = load(folder, runtime=runtime, threads=threads or default_threads())
+    from deploykit.load_checks import resolve_runtime
+
+    chosen = resolve_runtime(load_artifact(folder).format, runtime, None)
+    workers = check_workers(workers, chosen) if workers is not None else default_workers(chosen)
+    predictor = load(folder, runtime=runtime, threads=threads or default_threads(workers))
     app = build_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, max_request_rows=max_request_rows,
-                    max_body_bytes=max_body_bytes)
+                    max_body_bytes=max_body_bytes, workers=workers)
     sock = _bind(host, port)
     # past the timeout uvicorn cancels the requests left; each answers 503 (app.py) and counts as cut off
     config = uvicorn.Config(app, log_level="warning", access_log=access_log, lifespan="on",
@@ -61,7 +69,8 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch:
     url = f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"
     batching = (f"batching on (up to {max_batch} rows, {max_wait_ms:g} ms)" if predictor.batch_invariant
                 else "batching off (row outputs depend on the batch: one row at a time)")
-    _say(f"serve: {predictor.name} on {predictor.runtime}, {batching}, {url} ({_stack()})")
+    calls = f"{workers} calls at once" if workers > 1 else "one call at a time"
+    _say(f"serve: {predictor.name} on {predictor.runtime}, {batching}, {calls}, {url} ({_stack()})")
     with _graceful_signals(server):
         server.run(sockets=[sock])
     cut = app.state.cut_off
@@ -73,14 +82,38 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch:
     _say(f"serve: stopped {url}")
 
 
-def default_threads() -> int:
-    """The runtime's intra-op threads when --threads is not given: every core but one, which the event loop
-    keeps for receiving, parsing and tokenizing the next requests while a batch runs (measured on 2 cores,
-    bench/README.md "Serving": 1 thread instead of 2 halved the batch-1 gap to offline and served more at
-    concurrency 32)."""
+def default_threads(workers: int = 1) -> int:
+    """The runtime's intra-op threads per call when --threads is not given: every core but one, shared by the
+    `workers` calls that may run at once; the core left keeps the event loop receiving, parsing and tokenizing
+    the next requests (measured on 2 cores, bench/README.md "Serving": 1 thread instead of 2 halved the batch-1
+    gap to offline)."""
     from deploykit.hardware import cores
 
-    return max(1, cores() - 1)
+    return max(1, (cores() - 1) // workers)
+
+
+def default_workers(runtime: str) -> int:
+    """Model calls at once when --workers is not given: 2 on a runtime that takes concurrent calls on a machine
+    with 2 cores or more, else 1. Under load one call's requests then queue while the other runs, instead of the
+    clients settling into two halves that take turns on one core (measured on 2 cores, bench/README.md
+    "Serving", twelfth-session section)."""
+    from deploykit.hardware import cores
+    from deploykit.runtimes import RUNTIMES
+
+    return 2 if cores() >= 2 and RUNTIMES[runtime].concurrent else 1
+
+
+def check_workers(workers: int, runtime: str) -> int:
+    """`workers` when the runtime can take that many calls at once; UserError naming the fix otherwise."""
+    from deploykit.runtimes import RUNTIMES
+
+    if workers < 1:
+        raise UserError(f"--workers {workers}: give 1 or more")
+    if workers > 1 and not RUNTIMES[runtime].concurrent:
+        raise UserError(f"--workers {workers}: runtime {runtime} runs one model call at a time here; use --workers 1 "
+                        f"(or a runtime that takes concurrent calls: "
+                        f"{', '.join(n for n, r in RUNTIMES.items() if r.concurrent)})")
+    return workers
 
 
 class Stopped(DeploykitError):

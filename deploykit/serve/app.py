@@ -57,7 +57,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_request_rows: int = 256,
-              max_body_bytes: int = 1_000_000) -> Starlette:
+              max_body_bytes: int = 1_000_000, workers: int = 1) -> Starlette:
     """A Starlette app serving `predictor` (what deploykit.predictor.load gives for a text or token classifier).
 
     Args:
@@ -67,14 +67,17 @@ def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_r
         max_wait_ms: longest wait for more rows before a call, while other requests are arriving.
         max_request_rows: most texts in one request (more: 413).
         max_body_bytes: largest request body (more: 413).
+        workers: model calls running at once (deploykit/serve/batching.py); above 1, each thread calls its own
+            copy of the predictor (its own tokenizer, the one runtime session shared).
     """
     metrics = Metrics()
     combine = bool(predictor.batch_invariant)
     # a graph whose rows depend on their neighbours is scored one row at a time, inside one request too
     batch_size = max_batch if combine else 1
     served = outputs_for(predictor)  # what differs between text and token classifiers
-    batcher = Batcher(lambda rows: served.infer(rows, batch_size), max_batch=max_batch,
-                      max_wait_s=max_wait_ms / 1000, combine=combine, metrics=metrics)
+    infer = _per_thread(predictor, batch_size) if workers > 1 else lambda rows: served.infer(rows, batch_size)
+    batcher = Batcher(infer, max_batch=max_batch, max_wait_s=max_wait_ms / 1000, combine=combine, metrics=metrics,
+                      workers=workers)
     name, labels = predictor.name, list(predictor.labels)
 
     def endpoint(path: str) -> Callable[[Handler], Handler]:
@@ -215,3 +218,25 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def _error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _per_thread(predictor, batch_size: int) -> Callable[[list[Any]], Any]:
+    """`infer` for several worker threads: each thread's first call copies the predictor with a tokenizer of its
+    own. A Hugging Face fast tokenizer sets its truncation and padding on the shared Rust object for every call
+    and refuses a second thread meanwhile ("Already borrowed", huggingface/tokenizers#537); the model's session
+    is shared (deploykit.runtimes.Runtime.concurrent says which runtimes take that)."""
+    import copy
+    import threading
+
+    local = threading.local()
+
+    def infer(rows: list[Any]) -> Any:
+        served = getattr(local, "served", None)
+        if served is None:
+            own = copy.copy(predictor)
+            if getattr(predictor, "tokenizer", None) is not None:  # a predictor that tokenizes (all of deploykit's)
+                own.tokenizer = copy.deepcopy(predictor.tokenizer)
+            local.served = served = outputs_for(own)
+        return served.infer(rows, batch_size)
+
+    return infer

@@ -1,6 +1,6 @@
-"""Dynamic micro-batching: one queue, one worker, one model call at a time, each caller gets its own rows.
+"""Dynamic micro-batching: one queue, up to `workers` model calls at a time, each caller gets its own rows.
 
-    batcher = Batcher(lambda rows: predictor.logits(rows, batch_size=32), max_batch=32, max_wait_s=0.005)
+    batcher = Batcher(lambda rows: predictor.logits(rows, batch_size=32), max_batch=32, max_wait_s=0.005, workers=2)
     batcher.start()                      # inside the running event loop (the app's lifespan)
     logits = await batcher.submit(rows)  # float32 [len(rows), labels]
     await batcher.stop()                 # answers what is queued, then ends the worker
@@ -10,6 +10,12 @@ up to `max_wait_s` for more only while another request is being received (`arriv
 pays no waiting time, and under load the requests that queue up during one call form the next batch.
 With `combine=False` (graphs whose row outputs depend on their batch neighbours, dynamic INT8) every
 request is its own call, so a reply never depends on another client's request.
+
+With `workers=2` a second call starts while the first runs, each on its own thread: under load the requests that
+queue up during one call no longer wait for it to end. Measured on 2 cores (bench/README.md, "Serving"): with one
+worker, 32 clients settled into two alternating halves of ~16 rows on one core; two single-threaded calls at once
+use both. `infer` must then be safe to call from two threads at once (the server gives each thread its own
+tokenizer; ONNX Runtime sessions and torch modules in inference are).
 """
 
 from __future__ import annotations
@@ -40,18 +46,21 @@ class _Job:
 
 
 class Batcher:
-    """Runs `infer(rows) -> np.ndarray [rows, ...]` in one worker thread for requests queued from the loop.
+    """Runs `infer(rows) -> np.ndarray [rows, ...]` in worker threads for requests queued from the loop.
 
     Args:
         infer: the model call; rows of several requests are concatenated when `combine`.
         max_batch: most rows per call when combining (one request larger than that is called alone).
         max_wait_s: longest wait for more rows once a request is queued, while others are arriving.
         combine: whether rows of different requests may share a call.
+        workers: most calls running at once, each on its own thread (1: one call at a time).
         metrics: where batch sizes, inference time and queue depth go (a fresh `Metrics` by default).
     """
 
     def __init__(self, infer: Callable[[list[Any]], np.ndarray], max_batch: int = 32, max_wait_s: float = 0.005,
-                 combine: bool = True, metrics: Metrics | None = None) -> None:
+                 combine: bool = True, metrics: Metrics | None = None, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers={workers}: at least one model call must be able to run")
         self.infer = infer
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
@@ -60,9 +69,12 @@ class Batcher:
         self.arriving = 0  # requests being received and parsed: worth waiting for
         self._queue: asyncio.Queue[_Job | None] | None = None
         self._worker: asyncio.Task | None = None
+        self.workers = workers
+        self._slots: asyncio.Semaphore | None = None  # a free worker: taken before a batch is gathered
+        self._in_flight: set[asyncio.Task] = set()
         self._stopping = False
-        # one thread: one inference at a time, off the event loop so that requests keep being received
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploykit-infer")
+        # inference off the event loop, so that requests keep being received while a batch runs
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deploykit-infer")
 
     @property
     def running(self) -> bool:
@@ -70,12 +82,14 @@ class Batcher:
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
+        self._slots = asyncio.Semaphore(self.workers)
         self._worker = asyncio.get_running_loop().create_task(self._work(), name="deploykit-batcher")
 
     async def stop(self) -> None:
         """Answer every queued request, then end the worker and its thread."""
+        alive = self.running  # (running reads False from here on: no new request is taken)
         self._stopping = True
-        if self.running:
+        if alive:
             self._queue.put_nowait(None)
             await self._worker
         self._pool.shutdown(wait=True)
@@ -91,23 +105,38 @@ class Batcher:
 
     async def _work(self) -> None:
         carry: _Job | None = None
+        loop = asyncio.get_running_loop()
         while True:
+            # a batch is gathered only once a worker is free: what arrives while all are busy joins it
+            await self._slots.acquire()
             first = carry or await self._queue.get()
             carry = None
             if first is None:
-                return
+                self._slots.release()
+                break
             jobs, stop = [first], False
             if self.combine:
                 carry, stop = await self._gather(jobs)
             self.metrics.queue_depth.set(self._queue.qsize())
-            # a lone one-row request with nothing else queued or arriving runs on the loop's own thread: the
-            # hand-off to the worker thread and back is a share of a ~1.5 ms batch-1 reply, there is nothing to
-            # overlap, and one row blocks the loop for one batch-1 call at most
-            lone = len(jobs) == 1 and len(jobs[0].rows) == 1 and self._queue.empty() and not self.arriving
-            await self._call(jobs, inline=lone)
+            # a lone one-row request with nothing else queued, arriving or running goes on the loop's own
+            # thread: the hand-off to the worker thread and back is a share of a ~1.5 ms batch-1 reply, there is
+            # nothing to overlap, and one row blocks the loop for one batch-1 call at most
+            lone = (len(jobs) == 1 and len(jobs[0].rows) == 1 and self._queue.empty() and not self.arriving
+                    and not self._in_flight)
+            task = loop.create_task(self._call_on_slot(jobs, lone))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
             if stop:
+                await asyncio.gather(*self._in_flight)
                 await self._drain(carry)
                 return
+        await asyncio.gather(*self._in_flight)
+
+    async def _call_on_slot(self, jobs: list[_Job], inline: bool) -> None:
+        try:
+            await self._call(jobs, inline=inline)
+        finally:
+            self._slots.release()
 
     async def _gather(self, jobs: list[_Job]) -> tuple[_Job | None, bool]:
         """Add queued requests to `jobs` up to max_batch rows; returns (the one that did not fit, stop seen)."""
