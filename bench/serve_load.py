@@ -95,6 +95,8 @@ def start_server(folder: Path, args) -> tuple[subprocess.Popen, str, list[str]]:
     threads = args.server_threads or args.threads
     if threads:
         argv += ["--threads", str(threads)]
+    if args.server_workers:
+        argv += ["--workers", str(args.server_workers)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     for line in proc.stderr:
@@ -271,6 +273,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="runtime threads (server and offline alike)")
     ap.add_argument("--server-threads", type=int, default=None,
                     help="the server's runtime threads only (default: --threads, else deploykit serve's own default)")
+    ap.add_argument("--server-workers", type=int, default=None,
+                    help="the server's model calls at once (default: deploykit serve's own)")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--offline-calls", type=int, default=500, help="timed batch-1 calls offline")
