@@ -72,6 +72,7 @@ class Batcher:
         self.workers = workers
         self._slots: asyncio.Semaphore | None = None  # a free worker: taken before a batch is gathered
         self._in_flight: set[asyncio.Task] = set()
+        self._calling = 0  # calls started and not yet ended (a task still counts in _in_flight a moment longer)
         self._stopping = False
         # inference off the event loop, so that requests keep being received while a batch runs
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deploykit-infer")
@@ -122,7 +123,8 @@ class Batcher:
             # thread: the hand-off to the worker thread and back is a share of a ~1.5 ms batch-1 reply, there is
             # nothing to overlap, and one row blocks the loop for one batch-1 call at most
             lone = (len(jobs) == 1 and len(jobs[0].rows) == 1 and self._queue.empty() and not self.arriving
-                    and not self._in_flight)
+                    and not self._calling)
+            self._calling += 1
             task = loop.create_task(self._call_on_slot(jobs, lone))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
@@ -136,6 +138,7 @@ class Batcher:
         try:
             await self._call(jobs, inline=inline)
         finally:
+            self._calling -= 1
             self._slots.release()
 
     async def _gather(self, jobs: list[_Job]) -> tuple[_Job | None, bool]:
