@@ -507,9 +507,12 @@ def test_real_server_answers_as_the_predictor_offline_and_drains_on_sigterm(tiny
     assert offline.batch_invariant
     texts = [text for text, _ in sentiment_rows(24, seed=5)]
     expected, expected_logits = offline(texts), offline.logits(texts)
-    argv = [sys.executable, "-m", "deploykit.cli", "serve", str(folder), "--port", "0", "--max-wait-ms", "20"]
+    # two calls at once on any machine: two threads tokenizing (each its own copy) and running one ORT session
+    argv = [sys.executable, "-m", "deploykit.cli", "serve", str(folder), "--port", "0", "--max-wait-ms", "20",
+            "--workers", "2"]
     with Server(argv) as server:
         assert f"serve: {folder.name} on ort, batching on" in server.lines[-1]
+        assert "2 calls at once" in server.lines[-1]
         answers: dict[int, object] = {}
 
         def ask(i: int) -> None:  # 12 clients at once, 2 texts each, half on /predict and half on V2 infer
