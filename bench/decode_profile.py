@@ -26,18 +26,10 @@ from deploykit.hardware import describe
 
 def ort_steps(folder: Path, ids: list[int], steps: int, threads: int) -> tuple[float, list[float], dict]:
     """(prefill ms, per-step ms, {op type: [kernel us, nodes]} over the decode steps) of deploykit's graph."""
-    import onnxruntime as ort
-
     from deploykit.llm.generate import OrtGenerator, position_ids
 
-    gen = OrtGenerator(folder, threads=threads)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.enable_profiling = True
-    opts.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "decode")
-    opts.log_severity_level = 3
-    gen.session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    step = gen._stepper()
+    gen = OrtGenerator(folder, threads=threads, profile_prefix=Path(tempfile.mkdtemp()) / "decode")
+    step = gen.stepper()
     prompt = np.asarray([ids], dtype=np.int64)
     mask = np.ones_like(prompt)
     t0 = time.perf_counter()

@@ -58,10 +58,13 @@ def torch_predictor(model, dtype=None) -> Predictor:
 
 
 def ort_session(onnx_path: str | Path, threads: int | None = None, providers: list[str] | None = None,
-                spinning: bool = True):
+                spinning: bool = True, profile_prefix: str | Path | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if profile_prefix is not None:  # ORT's per-node kernel times, written by session.end_profiling()
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_prefix)
     if threads:
         opts.intra_op_num_threads = threads
     if not spinning:

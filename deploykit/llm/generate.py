@@ -152,13 +152,16 @@ def decode(step: Step, input_ids: np.ndarray, attention_mask: np.ndarray, max_ne
 
 
 class _Generator:
-    """What both runtimes share: tokenization, stop ids and the loop; a subclass gives `_stepper`."""
+    """What both runtimes share: tokenization, stop ids and the loop; a subclass gives `stepper`."""
 
     tokenizer = None
     generation_config = None
     config = None
 
-    def _stepper(self) -> Step:
+    def stepper(self) -> Step:
+        """A fresh `Step`: (input_ids, attention_mask, position_ids) int64 [batch, new tokens] -> the last position's
+        logits float32 [batch, vocab], the KV cache kept inside between calls (prefill first, then one token a
+        call). What `generate` loops over; benchmarks time it step by step (bench/decode_profile.py)."""
         raise NotImplementedError
 
     def generate(self, prompts: list[str], max_new_tokens: int, *, do_sample: bool = False,
@@ -182,7 +185,7 @@ class _Generator:
         stops = list(stop_ids) if stop_ids is not None else default_stop_ids(
             self.generation_config, self.config, self.tokenizer)
         input_ids, mask = encode(self.tokenizer, prompts)
-        return decode(self._stepper(), input_ids, mask, max_new_tokens, stop_ids=stops,
+        return decode(self.stepper(), input_ids, mask, max_new_tokens, stop_ids=stops,
                       pad_id=pad_id_of(self.tokenizer, stops), do_sample=do_sample,
                       temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
 
@@ -221,7 +224,7 @@ class TorchGenerator(_Generator):
         self.config = model.config
         self.generation_config = getattr(model, "generation_config", None)
 
-    def _stepper(self) -> Step:
+    def stepper(self) -> Step:
         import torch
 
         cache = {"past": None}
@@ -269,13 +272,15 @@ class OrtGenerator(_Generator):
     """An exported decoder folder (model.onnx with past_key_values inputs) on ONNX Runtime."""
 
     def __init__(self, folder, *, threads: int | None = None, providers: list[str] | None = None,
-                 spinning: bool = True):
+                 spinning: bool = True, profile_prefix: str | Path | None = None):
         """
         Args:
             folder: what `export_causal_lm` (or Optimum) wrote: model.onnx, config.json, tokenizer.
             threads: intra-op threads; None lets ONNX Runtime use every core.
             providers: execution providers (default CPU).
             spinning: False stops idle threads spinning (when other runtimes share the cores).
+            profile_prefix: where ONNX Runtime writes its per-node profile (`session.end_profiling()` names the
+                JSON file); None: no profiling.
         """
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
@@ -286,7 +291,8 @@ class OrtGenerator(_Generator):
         if not onnx_path.is_file():
             raise UserError(f"{folder}: no model.onnx inside; export the model first (deploykit export)")
         self.folder = folder
-        self.session = ort_session(onnx_path, threads=threads, providers=providers, spinning=spinning)
+        self.session = ort_session(onnx_path, threads=threads, providers=providers, spinning=spinning,
+                                   profile_prefix=profile_prefix)
         self.config = AutoConfig.from_pretrained(folder)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.generation_config = (GenerationConfig.from_pretrained(folder)
@@ -305,7 +311,7 @@ class OrtGenerator(_Generator):
             feed["position_ids"] = pos
         return feed
 
-    def _stepper(self) -> Step:
+    def stepper(self) -> Step:
         outputs = ["logits"] + self.present_names
         state = {"past": None}
 

@@ -4,12 +4,13 @@ a prefill with past length 0, and a loud ParityError when the graph is wrong."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from deploykit.llm.generate import OrtGenerator, TorchGenerator, encode, load_generator
-from deploykit.llm.onnx_export import ParityError, check_parity, export_causal_lm, eager_float32
+from deploykit.llm.onnx_export import ParityError, check_parity, eager_float32, export_causal_lm
 
 PROMPTS = ["the movie was really good and", "a film", "<|im_start|>user\nReview: boring plot<|im_end|>\n"]
 
@@ -80,6 +81,26 @@ def test_logits_match_torch(exported, tiny_llama):
     got = ort_gen.logits(ids, mask)
     attended = mask.astype(bool)  # padded positions are never read
     np.testing.assert_allclose(got[attended], want[attended], atol=1e-4)
+
+
+def test_the_stepper_decodes_with_its_cache_and_the_profile_counts_every_node(exported, tmp_path):
+    import json
+
+    from deploykit.llm.generate import position_ids
+
+    gen = OrtGenerator(exported[0], threads=1, profile_prefix=tmp_path / "decode")
+    ids, mask = encode(gen.tokenizer, PROMPTS[:1])
+    step = gen.stepper()
+    first = step(ids, mask, position_ids(mask))  # prefill: the last position's logits
+    np.testing.assert_allclose(first[0], gen.logits(ids, mask)[0, -1], atol=1e-4)
+    nxt = first.argmax(-1)[:, None].astype(np.int64)
+    grown = np.concatenate([mask, np.ones_like(nxt)], axis=1)
+    second = step(nxt, grown, np.asarray([[ids.shape[1]]], dtype=np.int64))  # one token, the cache kept
+    whole = np.concatenate([ids, nxt], axis=1)
+    np.testing.assert_allclose(second[0], gen.logits(whole, grown)[0, -1], atol=1e-4)
+    events = json.loads(Path(gen.session.end_profiling()).read_text())
+    assert sum(e.get("cat") == "Session" and e.get("name") == "model_run" for e in events) >= 2
+    assert any(e.get("cat") == "Node" and e["name"].endswith("_kernel_time") for e in events)
 
 
 def test_broken_graph_raises_parity_error(exported, tiny_llama, tmp_path):
