@@ -96,7 +96,7 @@ def default_workers(runtime: str) -> int:
     """Model calls at once when --workers is not given: 2 on a runtime that takes concurrent calls on a machine
     with 2 cores or more, else 1. Under load one call's requests then queue while the other runs, instead of the
     clients settling into two halves that take turns on one core (measured on 2 cores, bench/README.md
-    "Serving", twelfth-session section)."""
+    "Serving", "Two model calls at once")."""
     from deploykit.hardware import cores
     from deploykit.runtimes import RUNTIMES
 
