@@ -348,8 +348,8 @@ def serve(folder: Annotated[Path, typer.Argument(help="a text or token classifie
     from deploykit.serve import serve as run_server
 
     run_server(folder, host, port, max_batch=max_batch, max_wait_ms=max_wait_ms, runtime=runtime, threads=threads,
-               workers=workers, max_request_rows=max_request_rows, max_body_bytes=parse_size(max_body_bytes), access_log=access_log,
-               shutdown_timeout=shutdown_timeout)
+               workers=workers, max_request_rows=max_request_rows, max_body_bytes=parse_size(max_body_bytes),
+               access_log=access_log, shutdown_timeout=shutdown_timeout)
 
 
 def _quiet(on: bool) -> None:

@@ -112,9 +112,9 @@ def to_markdown(h: dict) -> str:
 
 
 def _bars(bars: list[tuple]) -> list[str]:
-    """The markdown table of (measure, value, target, met) rows under a blank line; an empty `met` reads blank."""
+    """The markdown table of (measure, value, target, met) rows under a blank line; `met` None: a blank cell."""
     return ["", "| measure | value | target | met |", "| --- | --- | --- | --- |",
-            *(f"| {name} | {value} | {target} | {'' if met is None else met} |".replace("|  |", "| |")
+            *(f"| {name} | {value} | {target} |" + (" |" if met is None else f" {met} |")
               for name, value, target, met in bars)]
 
 

@@ -50,12 +50,13 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch:
     from deploykit.predictor import is_causal_lm, load
     from deploykit.serve.app import build_app
 
-    if is_causal_lm(load_artifact(folder)):
+    artifact = load_artifact(folder)
+    if is_causal_lm(artifact):
         raise UserError(f"{folder}: a causal LM; deploykit serve takes text and token classifiers "
                         "(answer prompts with `deploykit generate`)")
     from deploykit.load_checks import resolve_runtime
 
-    chosen = resolve_runtime(load_artifact(folder).format, runtime, None)
+    chosen = resolve_runtime(artifact.format, runtime, None)
     workers = check_workers(workers, chosen) if workers is not None else default_workers(chosen)
     predictor = load(folder, runtime=runtime, threads=threads or default_threads(workers))
     app = build_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, max_request_rows=max_request_rows,

@@ -65,3 +65,16 @@ def test_bad_settings_are_user_errors(tiny_llama):
         measure_generation([GenSubject("tiny", tiny_llama)], PROMPTS, new_tokens=1)
     with pytest.raises(UserError, match="runtime='tensorrt'"):
         measure_generation([GenSubject("tiny", tiny_llama, runtime="tensorrt")], PROMPTS)
+
+
+def test_a_baseline_that_is_not_among_the_causal_lms_is_one_line_and_writes_nothing(tiny_llama, tiny_bert, tmp_path):
+    from deploykit.artifact import load_artifact
+    from deploykit.config import BenchConfig, build_recipe
+    from deploykit.llm.bench_stage import report
+    from deploykit.measure.bench_plan import Subject
+
+    recipe = build_recipe({"data": {"task": "generation", "name": "sst2"}})  # never read: refused first
+    subjects = [Subject("teacher", load_artifact(tiny_llama))]
+    with pytest.raises(UserError, match="--baseline builds the standard-recipe row of text classifiers.*drop --baseline"):
+        report(recipe, BenchConfig(), subjects, tmp_path / "tmp", tmp_path / "out", baseline_source=tiny_bert)
+    assert not (tmp_path / "tmp").exists() and not (tmp_path / "out").exists()
