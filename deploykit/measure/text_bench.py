@@ -51,10 +51,10 @@ def report(kind, recipe: Recipe, cfg: BenchConfig, subjects: list, tmp: Path, ou
     if baseline is not None:
         subjects.append(baseline)
     peer = None
-    if teacher is not None and score is None:
-        peer = _openvino_peer(recipe, cfg, teacher, task, tmp / "openvino")
-    elif teacher is not None and cfg.openvino_peer:
-        log(f"bench: no OpenVINO + NNCF peer row: it is built for text classifiers, not data.task {kind.name}")
+    if teacher is not None:
+        # calibrated on training rows as the bench times its split: text (a tagger's words joined by spaces)
+        train = kind.bench_texts(recipe, task, "train")[0] if kind.bench_texts else task.train
+        peer = _openvino_peer(recipe, cfg, teacher, task, train, tmp / "openvino")
     if peer is not None:
         subjects.append(peer)
     settings = Settings.from_config(cfg)
@@ -117,9 +117,9 @@ def _baseline(cfg: BenchConfig, artifacts: list[Artifact], source: Path | None, 
     return Subject("baseline", standard_baseline(teacher.path, out_dir), baseline=True), teacher.path
 
 
-def _openvino_peer(recipe: Recipe, cfg: BenchConfig, teacher: Path, task, out_dir: Path):
-    """The OpenVINO IR + NNCF static INT8 row built from the same teacher as the baseline, or None (off, or
-    openvino/nncf missing: one log line)."""
+def _openvino_peer(recipe: Recipe, cfg: BenchConfig, teacher: Path, task, train, out_dir: Path):
+    """The OpenVINO IR + NNCF static INT8 row built from the same teacher as the baseline, calibrated on rows of
+    `train` (a Split of texts), or None (off, or openvino/nncf missing: one log line)."""
     from deploykit.measure.bench_plan import Subject
     from deploykit.quant.ov_peer import calibration_rows, openvino_nncf_peer, peer_missing
 
@@ -129,7 +129,7 @@ def _openvino_peer(recipe: Recipe, cfg: BenchConfig, teacher: Path, task, out_di
     if why:
         log(f"bench: no OpenVINO + NNCF peer row: {why}")
         return None
-    rows = task.train.take(calibration_rows(len(task.train), recipe.data.seed))
+    rows = train.take(calibration_rows(len(train), recipe.data.seed))
     log(f"bench: building the OpenVINO + NNCF INT8 peer from {teacher} ({len(rows)} calibration rows)")
     art = openvino_nncf_peer(teacher, out_dir, rows.texts, rows.pairs, _max_length(recipe, load_artifact(teacher), task))
     return Subject("openvino-nncf", art, baseline=True)

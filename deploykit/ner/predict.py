@@ -48,7 +48,7 @@ class EntityPredictor:
     Attributes:
         name: the folder's name.
         labels: id2label in id order (IOB2 tags: O, B-TYPE, I-TYPE).
-        runtime: torch or ort.
+        runtime: torch, ort or openvino.
         max_length: pieces per window (the trained length), special tokens included.
         window_stride: pieces consecutive windows of a long text share.
         batch_invariant: False for a dynamic-INT8 graph, whose windows are then run one at a time.
@@ -64,9 +64,10 @@ class EntityPredictor:
         folder = artifact.path.resolve()
         check_threads(threads)
         self.runtime = resolve_runtime(artifact.format, runtime, device)
-        if self.runtime not in ("torch", "ort") or device not in (None, "cpu"):
-            raise UserError(f"{folder}: a token classifier runs on runtime torch (PyTorch folders) or ort (ONNX "
-                            f"folders) on the CPU here, not {self.runtime} on {device or 'cpu'}")
+        if self.runtime not in ("torch", "ort", "openvino") or device not in (None, "cpu"):
+            raise UserError(f"{folder}: a token classifier runs on runtime torch (PyTorch folders), ort (ONNX "
+                            f"folders) or openvino (ONNX or OpenVINO IR folders) on the CPU here, not "
+                            f"{self.runtime} on {device or 'cpu'}")
         self.name = folder.name
         self.config = load_config(str(folder))
         self.labels = [str(self.config.id2label[i]) for i in range(self.config.num_labels)]
@@ -245,6 +246,13 @@ def _load(artifact: Artifact, runtime: str, threads: int | None):
 
     if runtime == "ort":
         return ort_predictor(ort_session(artifact.onnx_path, threads, spinning=False))
+    if runtime == "openvino":  # static shapes per sequence bucket, per-token logits cut back (ov_runtime.py)
+        from deploykit.runtimes import Unavailable, load_runtime
+
+        try:
+            return load_runtime(artifact, "openvino", threads).predict
+        except Unavailable as err:
+            raise UserError(f"{artifact.path}: runtime openvino cannot run here: {err}") from None
     import torch
     from transformers import AutoModelForTokenClassification
 

@@ -246,6 +246,37 @@ def test_distill_then_prune_train_per_token_and_keep_every_sentence_scored(tiny_
     assert state["headline"].splitlines()[0].startswith("| model (cpu) | runtime | entity F1 % |")
 
 
+def test_bench_puts_the_openvino_nncf_peer_beside_a_token_classifier(tiny_body, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from deploykit.pipeline import run_stage
+    from deploykit.stages.bench import run_many
+
+    data = write_ner(tmp_path / "ner")
+    teacher = run_stage("finetune", ner_recipe(tiny_body, data), None, tmp_path / "ft")
+    recipe = ner_recipe(tiny_body, data, {"bench": {"quick": True, "targets": ["edge"], "runtimes": ["torch"],
+                                                    "baseline": True}})
+    out = run_many(recipe, [teacher.path], tmp_path / "bench")
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["name"]: r for r in report["rows"]}
+    assert list(rows) == ["finetune", "baseline", "openvino-nncf"]  # a row is named by its stage
+    peer = rows["openvino-nncf"]
+    # the teacher's plain export -> OpenVINO IR -> NNCF static INT8, calibrated on training sentences as text, run
+    # by OpenVINO and scored by entity F1 over words like every other row
+    assert (peer["format"], peer["runtime"], peer["status"], peer["baseline"]) == ("openvino", "openvino", "ok", True)
+    assert peer["f1"] >= rows["finetune"]["f1"] - 10 and peer["accuracy"] is None
+    assert "NNCF static INT8" in report["method"]["peer"] and (out / "openvino" / "model.xml").is_file()
+    assert load_manifest_rows(out / "openvino") == 128  # every training sentence (fewer than 300)
+    # and deploykit.load runs the IR folder as a token classifier
+    text = "The report said mr peter smith went well in brussels on friday"
+    ov = deploykit.load(out / "openvino")
+    assert ov.runtime == "openvino" and {g["entity_group"] for g in ov(text)} <= {"PER", "LOC"}
+
+
+def load_manifest_rows(folder: Path) -> int:
+    return json.loads((folder / "manifest.json").read_text())["metrics"]["calibration_rows"]
+
+
 def m_ffn(folder: Path) -> int:
     return json.loads((folder / "config.json").read_text())["intermediate_size"]
 

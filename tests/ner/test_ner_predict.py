@@ -121,7 +121,7 @@ def test_bad_inputs_and_options_are_refused_in_one_line(bert_folder):
             ner(bad)
     with pytest.raises(UserError, match="aggregation_strategy='max': use one of simple, first"):
         ner("a", aggregation_strategy="max")
-    with pytest.raises(UserError, match="runs on runtime torch .* or ort .* not torch-bf16 on cpu"):
+    with pytest.raises(UserError, match="runs on runtime torch .*, ort .* or openvino .* not torch-bf16 on cpu"):
         deploykit.load(bert_folder, runtime="torch-bf16")
 
 
@@ -148,6 +148,25 @@ def test_export_checks_every_token_and_the_onnx_folder_gives_the_same_groups(any
             assert_same_groups(mine, expected)
     for a, b in zip(onnx_ner.logits(TEXTS), torch_ner.logits(TEXTS)):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_openvino_runs_the_exported_graph_and_gives_the_same_groups(any_folder, tmp_path):
+    pytest.importorskip("openvino")
+    from deploykit.ov_runtime import BUCKET
+    from deploykit.pipeline import run_stage
+
+    art = run_stage("export", build_recipe({"export": {"optimize": False}}), any_folder, tmp_path / "export")
+    ort_ner, ov_ner = deploykit.load(art.path), deploykit.load(art.path, runtime="openvino", threads=1)
+    assert ov_ner.runtime == "openvino" and ov_ner.batch_invariant
+    # each window padded to a 16-piece bucket inside OpenVINO and its per-token logits cut back to its pieces
+    ov_logits, ort_logits = ov_ner.logits(TEXTS), ort_ner.logits(TEXTS)
+    assert any((len(a) + 2) % BUCKET for a in ort_logits)  # some window is padded inside OpenVINO
+    for a, b in zip(ov_logits, ort_logits):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-3)
+    for batch_size in (1, 3):
+        for mine, expected in zip(ov_ner(TEXTS, batch_size=batch_size), ort_ner(TEXTS)):
+            assert_same_groups(mine, expected)
 
 
 def test_export_refuses_the_last_layer_trim_when_asked(bert_folder, tmp_path):
