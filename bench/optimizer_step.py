@@ -2,6 +2,7 @@
 and student (3 layers), one process, one machine.
 
     python bench/optimizer_step.py [--steps 20] [--seq 16] [--batch 32]
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python bench/optimizer_step.py
 
 Each row times forward + backward, gradient clipping (max norm 1.0, as training does) and the optimizer step of
 AdamW (weight decay 0.01), averaged over `--steps` steps after 5 warm-up steps, on random word pieces of SST-2's
@@ -64,8 +65,11 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     torch.manual_seed(0)
     machine = describe()
+    # the kernels torch dispatches to: ATEN_CPU_CAPABILITY=avx2 (with ONEDNN_MAX_CPU_ISA=AVX2 and
+    # MKL_ENABLE_INSTRUCTIONS=AVX2) runs an AVX2-only CPU's code paths on a newer one
     print(f"CPU: {machine['cpu']}, {machine['cores']} cores, {torch.get_num_threads()} threads; "
-          f"ISA: {' '.join(machine['isa'])}; torch {torch.__version__}")
+          f"ISA: {' '.join(machine['isa'])}; torch {torch.__version__}, kernels "
+          f"{torch.backends.cpu.get_cpu_capability()}")
     print(f"batch {args.batch} x {args.seq} word pieces, mean of {args.steps} steps, ms\n")
     print("| model | optimizer | forward+backward | clip | optimizer step | zero_grad | whole step |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
