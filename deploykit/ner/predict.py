@@ -242,17 +242,15 @@ def _texts(inputs) -> list[str]:
 
 def _load(artifact: Artifact, runtime: str, threads: int | None):
     """A predictor batch -> logits [batch, seq, labels] of the folder's model."""
-    from deploykit.evaluate import ort_predictor, ort_session, torch_predictor
+    from deploykit.evaluate import torch_predictor
 
-    if runtime == "ort":
-        return ort_predictor(ort_session(artifact.onnx_path, threads, spinning=False))
-    if runtime == "openvino":  # static shapes per sequence bucket, per-token logits cut back (ov_runtime.py)
+    if runtime != "torch":  # ort, openvino: the runtime table's loaders, as for every other graph
         from deploykit.runtimes import Unavailable, load_runtime
 
         try:
-            return load_runtime(artifact, "openvino", threads).predict
+            return load_runtime(artifact, runtime, threads).predict
         except Unavailable as err:
-            raise UserError(f"{artifact.path}: runtime openvino cannot run here: {err}") from None
+            raise UserError(f"{artifact.path}: runtime {runtime} cannot run here: {err}") from None
     import torch
     from transformers import AutoModelForTokenClassification
 

@@ -266,15 +266,12 @@ def test_bench_puts_the_openvino_nncf_peer_beside_a_token_classifier(tiny_body, 
     assert (peer["format"], peer["runtime"], peer["status"], peer["baseline"]) == ("openvino", "openvino", "ok", True)
     assert peer["f1"] >= rows["finetune"]["f1"] - 10 and peer["accuracy"] is None
     assert "NNCF static INT8" in report["method"]["peer"] and (out / "openvino" / "model.xml").is_file()
-    assert load_manifest_rows(out / "openvino") == 128  # every training sentence (fewer than 300)
+    peer_manifest = json.loads((out / "openvino" / "manifest.json").read_text())
+    assert peer_manifest["metrics"]["calibration_rows"] == 128  # every training sentence (fewer than 300)
     # and deploykit.load runs the IR folder as a token classifier
     text = "The report said mr peter smith went well in brussels on friday"
     ov = deploykit.load(out / "openvino")
     assert ov.runtime == "openvino" and {g["entity_group"] for g in ov(text)} <= {"PER", "LOC"}
-
-
-def load_manifest_rows(folder: Path) -> int:
-    return json.loads((folder / "manifest.json").read_text())["metrics"]["calibration_rows"]
 
 
 def m_ffn(folder: Path) -> int:

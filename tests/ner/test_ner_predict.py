@@ -169,6 +169,18 @@ def test_openvino_runs_the_exported_graph_and_gives_the_same_groups(any_folder, 
             assert_same_groups(mine, expected)
 
 
+def test_openvino_missing_is_one_line_naming_the_extra(bert_folder, tmp_path, monkeypatch):
+    import deploykit.runtimes
+    from deploykit.pipeline import run_stage
+
+    art = run_stage("export", build_recipe({"export": {"optimize": False}}), bert_folder, tmp_path / "export")
+    monkeypatch.setattr(deploykit.runtimes, "unavailable", lambda runtime, target: (
+        "the openvino package is not installed (pip install 'deploykit[openvino]')"))
+    with pytest.raises(UserError, match=r"^\S+export: runtime openvino cannot run here: the openvino package is not "
+                                        r"installed \(pip install 'deploykit\[openvino\]'\)$"):
+        deploykit.load(art.path, runtime="openvino")
+
+
 def test_export_refuses_the_last_layer_trim_when_asked(bert_folder, tmp_path):
     from deploykit.pipeline import run_stage
 
