@@ -28,6 +28,7 @@ from deploykit.config.stages import (
     QuantizeConfig,
     TensorRTConfig,
     TrainConfig,
+    UnlabeledConfig,
 )
 from deploykit.errors import UserError
 from deploykit.overrides import _set_dotted, format_validation_error, parse_override
@@ -36,8 +37,8 @@ from deploykit.yaml12 import DuplicateKeyError, read_yaml
 # the recipe's public schema: every section, importable from deploykit.config
 __all__ = ["STAGES", "AutoOrPositive", "Section", "TASK_FIELDS", "TEXT_FIELDS", "DataConfig", "ModelConfig",
            "GATE_METRICS", "BenchConfig", "DistillConfig", "ExportConfig", "FinetuneConfig", "GateConfig",
-           "HeadlineConfig", "LoraConfig", "PruneConfig", "QuantizeConfig", "TensorRTConfig", "TrainConfig", "Recipe",
-           "build_recipe", "load_recipe", "parse_override"]
+           "HeadlineConfig", "LoraConfig", "PruneConfig", "QuantizeConfig", "TensorRTConfig", "TrainConfig",
+           "UnlabeledConfig", "Recipe", "build_recipe", "load_recipe", "parse_override"]
 
 
 class Recipe(Section):
@@ -75,6 +76,18 @@ class Recipe(Section):
                 raise ValueError(f"gate.metric {self.gate.metric} needs data.task: {needs}")
             raise ValueError(f"gate.metric {self.gate.metric} does not apply to data.task {self.data.task}; "
                              f"set gate.metric: {' or '.join(allowed)}")
+        return self
+
+    @model_validator(mode="after")
+    def _unlabeled_fits_task(self) -> Recipe:
+        # only the token classifier's KD rows read unlabelled texts so far (deploykit/ner/transfer.py); elsewhere
+        # the section would silently train on nothing more
+        task = self.data.task if self.data is not None else None
+        for stage in ("distill", "prune"):
+            section = getattr(self, stage)
+            if section is not None and section.unlabeled is not None and task != "token_classification":
+                raise ValueError(f"{stage}.unlabeled is read by data.task token_classification only (this recipe's "
+                                 f"task: {task}); remove it")
         return self
 
     @model_validator(mode="after")

@@ -91,6 +91,28 @@ class FinetuneConfig(TrainConfig):
         return self
 
 
+class UnlabeledConfig(Section):
+    """Unlabelled texts a KD stage adds to its training rows (Hinton et al. 2015's "transfer set"): the teacher's
+    logits are their only target, so the student learns the teacher's answers on text beyond the labelled rows.
+
+    `name` is a file under the data dir (data.data_dir, else $DEPLOYKIT_DATA_DIR), `path` a file anywhere:
+    .tsv/.csv/.jsonl with a header row (else `column_names`), or .txt with one text per line.
+    """
+
+    name: str | None = Field(None, description="a file under the data dir, e.g. agnews/dev.tsv")
+    path: str | None = Field(None, description="a file path (.tsv, .csv, .jsonl, .txt)")
+    text_column: str = Field("text", description="the column holding the texts (not read for .txt)")
+    column_names: list[str] | None = Field(None, description="column names for files without a header row")
+    max_rows: int | None = Field(None, ge=1, description="a seeded sample of this many texts (data.seed); "
+                                                         "default: all")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> UnlabeledConfig:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of unlabeled.name (a file under the data dir) or unlabeled.path")
+        return self
+
+
 class DistillConfig(TrainConfig):
     """`deploykit distill`: logits (+ hidden-state, attention) KD into a student with fewer layers."""
 
@@ -115,6 +137,15 @@ class DistillConfig(TrainConfig):
                             "task's metric")
     topk: int = Field(32, ge=0, description="generation: teacher logits kept per response token (0: full vocabulary, "
                                             "live teacher); use temperature 1 with a top-k teacher")
+    unlabeled: UnlabeledConfig | None = Field(
+        None, description="token_classification: unlabelled texts added to the training rows, taught by the "
+                          "teacher's logits alone (deploykit/transfer.py)")
+
+    @model_validator(mode="after")
+    def _unlabeled_needs_kd(self) -> DistillConfig:
+        if self.unlabeled is not None and not self.alpha_kd:
+            raise ValueError("distill.unlabeled texts are taught by the teacher's logits: set alpha_kd above 0")
+        return self
 
 
 class PruneConfig(Section):
@@ -143,11 +174,15 @@ class PruneConfig(Section):
                                                          "least this many words, drawn from the whole training "
                                                          "file (0: off)")
     macs_seq_len: int = Field(128, ge=1)
+    unlabeled: UnlabeledConfig | None = Field(
+        None, description="token_classification: unlabelled texts added to the recovery rows, taught by the "
+                          "unpruned model's logits alone (needs recovery and distill_from_parent)")
 
     @model_validator(mode="after")
     def _hidden_kd_needs_a_parent(self) -> PruneConfig:
-        if self.hidden_kd and (self.recovery is None or not self.distill_from_parent):
-            raise ValueError(f"hidden_kd {self.hidden_kd} needs a recovery section and distill_from_parent: true")
+        for what, on in (("hidden_kd", self.hidden_kd), ("unlabeled", self.unlabeled is not None)):
+            if on and (self.recovery is None or not self.distill_from_parent):
+                raise ValueError(f"prune.{what} needs a recovery section and distill_from_parent: true")
         return self
 
 

@@ -5,7 +5,9 @@
 
 The KL on temperature-softened logits and the cross-entropy on gold tags are taken over the word pieces that
 carry a tag (a word's first piece; every piece with `label_all_tokens`), the positions finetune trained and
-entity F1 scores: padding and continuation pieces teach nothing a prediction reads. Hidden-state and attention
+entity F1 scores: padding and continuation pieces teach nothing a prediction reads. Windows of unlabelled text
+(`distill.unlabeled`, deploykit/ner/transfer.py) mark those pieces KD_ONLY: the KL reads them, the cross-entropy
+does not. Hidden-state and attention
 terms are deploykit.train.kd's, over every real token.
 """
 
@@ -22,12 +24,13 @@ IGNORED = -100  # the label of a position no loss reads (transformers' CrossEntr
 
 def token_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, labels: torch.Tensor, *,
                   temperature: float, alpha_kd: float, alpha_ce: float) -> torch.Tensor:
-    """deploykit.train.kd.kd_loss over the tagged positions only, averaged per position.
+    """deploykit.train.kd.kd_loss over the tagged positions only, each term averaged over its positions.
 
     Args:
         student_logits: (batch, seq, tags).
         teacher_logits: (batch, seq, tags), or None when `alpha_kd` is 0.
-        labels: (batch, seq) tag ids, IGNORED (-100) where no tag is scored.
+        labels: (batch, seq) tag ids; IGNORED (-100) where no term reads the position, KD_ONLY (-1) where only
+            the KD term does (a word of an unlabelled text, deploykit/transfer.py).
 
     Returns:
         A scalar tensor; 0 (with a gradient path) for a batch without a tagged position.
@@ -35,9 +38,17 @@ def token_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | N
     keep = labels != IGNORED
     if not bool(keep.any()):
         return student_logits.sum() * 0.0
-    teacher = teacher_logits[keep] if teacher_logits is not None else None
-    return kd_loss(student_logits[keep], teacher, labels[keep], temperature=temperature, alpha_kd=alpha_kd,
-                   alpha_ce=alpha_ce)
+    gold = labels >= 0
+    if bool(gold[keep].all()):  # every position has its tag: the two terms over the same positions
+        teacher = teacher_logits[keep] if teacher_logits is not None else None
+        return kd_loss(student_logits[keep], teacher, labels[keep], temperature=temperature, alpha_kd=alpha_kd,
+                       alpha_ce=alpha_ce)
+    loss = kd_loss(student_logits[keep], teacher_logits[keep], labels[keep], temperature=temperature,
+                   alpha_kd=alpha_kd, alpha_ce=0.0)
+    if alpha_ce and bool(gold.any()):
+        loss = loss + kd_loss(student_logits[gold], None, labels[gold], temperature=temperature, alpha_kd=0.0,
+                              alpha_ce=alpha_ce)
+    return loss
 
 
 class TokenDistillTrainer(DistillTrainer):
@@ -70,6 +81,7 @@ def distill_job(recipe, teacher_src: str, parent) -> DistillJob:
         sentence_metrics,
         tokenizer_for,
     )
+    from deploykit.ner.transfer import training_set
     from deploykit.train.distillation import build_student
 
     cfg, data, trust = recipe.distill, recipe.data, recipe.model.trust_remote_code
@@ -100,10 +112,11 @@ def distill_job(recipe, teacher_src: str, parent) -> DistillJob:
         return val, test, teacher_metrics
 
     train_win = encode(task.train, tokenizer, max_len, data, task.labels)
-    return DistillJob(teacher, student, tokenizer, kept, layer_map, as_dataset(train_win), validation,
+    train_ds, extra = training_set(train_win, cfg.unlabeled, data, tokenizer, max_len, stride)
+    return DistillJob(teacher, student, tokenizer, kept, layer_map, train_ds, validation,
                       TokenDistillTrainer, task.labels,
                       f"{len(task.train)} train / {len(task.validation)} validation sentences ({len(train_win)} / "
-                      f"{len(val_win)} windows), max_length {max_len}, per-token KD",
+                      f"{len(val_win)} windows){extra}, max_length {max_len}, per-token KD",
                       finish, trainer_args={"collator": DataCollatorForTokenClassification(tokenizer),
                                             "best_metric": "f1"},
                       compute_metrics=sentence_metrics(val_win, task.validation, task.labels),

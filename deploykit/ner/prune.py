@@ -43,6 +43,7 @@ def prune_job(recipe, source: str, parent) -> PruneJob:
     from deploykit.ner.data import load_tags
     from deploykit.ner.distill import TokenDistillTrainer
     from deploykit.ner.scoring import as_dataset, check_tags, encode, score_with, sentence_metrics, tokenizer_for
+    from deploykit.ner.transfer import training_set
 
     cfg, data, trust = recipe.prune, recipe.data, recipe.model.trust_remote_code
     check_units(cfg)
@@ -57,7 +58,8 @@ def prune_job(recipe, source: str, parent) -> PruneJob:
     stride = window_stride(data.window_stride, max_len, tokenizer)
     train_win = encode(task.train, tokenizer, max_len, data, task.labels)
     val_win = encode(task.validation, tokenizer, max_len, data, task.labels)
-    log(f"prune: importance and recovery on all {len(task.train)} training sentences ({len(train_win)} windows)")
+    log(f"prune: importance and recovery on all {len(task.train)} training sentences ({len(train_win)} windows)"
+        + (", recovery also on unlabelled text (KD only)" if cfg.unlabeled is not None else ""))
     collate = DataCollatorForTokenClassification(tokenizer, return_tensors="pt")
 
     def tensors(rows: list[dict]) -> list[dict]:
@@ -75,7 +77,8 @@ def prune_job(recipe, source: str, parent) -> PruneJob:
 
     return PruneJob(model, tokenizer, task.labels, tensors([train_rows[i] for i in picked]),
                     lambda model, tokenizer: tensors(val_win.rows()[:2 * BATCH]), evaluate,
-                    lambda: (as_dataset(train_win), as_dataset(val_win)), TokenDistillTrainer,
+                    lambda: (training_set(train_win, cfg.unlabeled, data, tokenizer, max_len, stride)[0],
+                             as_dataset(val_win)), TokenDistillTrainer,
                     trainer_args={"collator": DataCollatorForTokenClassification(tokenizer), "best_metric": "f1"},
                     compute_metrics=sentence_metrics(val_win, task.validation, task.labels),
                     # per-token logits of every window are too large to cache: the teacher runs live

@@ -95,7 +95,7 @@ def test_hidden_state_recovery_learns_through_a_selection_projection(tiny_bert, 
 
 @pytest.mark.parametrize("extra", [{}, {"recovery": RECOVERY, "distill_from_parent": False}])
 def test_hidden_kd_without_a_parent_to_learn_from_is_refused(tiny_bert, tiny_task, extra):
-    with pytest.raises(UserError, match="hidden_kd 1.0 needs a recovery section and distill_from_parent") as err:
+    with pytest.raises(UserError, match="prune.hidden_kd needs a recovery section and distill_from_parent") as err:
         recipe(tiny_bert, tiny_task, ffn=0.5, hidden_kd=1.0, **extra)
     assert "\n" not in str(err.value)
 
