@@ -246,6 +246,28 @@ def test_distill_then_prune_train_per_token_and_keep_every_sentence_scored(tiny_
     assert state["headline"].splitlines()[0].startswith("| model (cpu) | runtime | entity F1 % |")
 
 
+def test_distill_trains_on_the_labelled_windows_and_the_unlabelled_ones(tiny_body, tmp_path):
+    from deploykit.ner.align import IGNORE
+    from deploykit.pipeline import run_recipe
+    from deploykit.transfer import KD_ONLY
+
+    data = write_ner(tmp_path / "ner")
+    rng = random.Random(5)
+    news = [" ".join(json.loads(line)["tokens"]) for line in (data / "test.jsonl").read_text().splitlines()]
+    (tmp_path / "news.txt").write_text("\n".join(rng.sample(news, 20)) + "\n", encoding="utf-8")
+    distill = {**FAST, "epochs": 8, "learning_rate": 3e-3, "unlabeled": {"path": str(tmp_path / "news.txt")}}
+    recipe = ner_recipe(tiny_body, data, {"finetune": FAST, "distill": distill, "gate": {"max_drop": 50}})
+    run_recipe(recipe, tmp_path / "run")
+    job = kind_of("token_classification").distill_job(recipe, str(tmp_path / "run" / "finetune"), None)
+    labelled = [r for r in job.train_ds if any(t >= 0 for t in r["labels"])]
+    extra = [r for r in job.train_ds if not any(t >= 0 for t in r["labels"])]
+    assert len(labelled) == 128 and len(extra) == 20  # every training sentence, then one window per text
+    assert all(set(r["labels"]) == {IGNORE, KD_ONLY} for r in extra)
+    m = json.loads((tmp_path / "run" / "distill" / "manifest.json").read_text())
+    assert m["config"]["distill"]["unlabeled"]["path"] == str(tmp_path / "news.txt")
+    assert m["metrics"]["validation"]["f1"] >= 80
+
+
 def test_bench_puts_the_openvino_nncf_peer_beside_a_token_classifier(tiny_body, tmp_path):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")

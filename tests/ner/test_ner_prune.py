@@ -36,3 +36,28 @@ def test_width_ffn_and_depth_cut_a_token_classifier_that_reloads(arch, tmp_path)
     assert shape["layers"] == before["layers"] - 1 and art.manifest["metrics"]["reload_max_logit_diff"] <= 1e-4
     model = AutoModelForTokenClassification.from_pretrained(tmp_path / "p")
     assert model.classifier.in_features == shape["hidden"] and model.config.num_labels == 5
+
+
+def test_recovery_distils_on_the_unlabelled_texts_too(tmp_path, monkeypatch):
+    import deploykit.ner.transfer as transfer
+
+    folder = token_classifier(tmp_path / "bert", "bert")
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "dev"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps({"tokens": w, "ner_tags": t}) + "\n"
+                                                     for w, t in WORDS * 4))
+    (tmp_path / "news.txt").write_text("kofi flew to berlin\nthe meeting went well on friday\n", encoding="utf-8")
+    built = []
+    real = transfer.training_set
+    monkeypatch.setattr(transfer, "training_set", lambda *a: built.append(real(*a)) or built[-1])
+    recovery = {"epochs": 1, "batch_size": 4, "logging_steps": 1000, "early_stopping_patience": None, "bf16": "off"}
+    recipe = build_recipe({"model": {"source": str(folder)},
+                           "data": {"task": "token_classification", "path": str(data), "max_length": 16},
+                           "prune": {"ffn": 0.5, "recovery": recovery,
+                                     "unlabeled": {"path": str(tmp_path / "news.txt")}}})
+    art = run_stage("prune", recipe, folder, tmp_path / "p")
+    (dataset, said), = built
+    # the 12 training sentences, then one KD-only window per unlabelled text
+    assert len(dataset) == 14 and [max(r["labels"]) for r in dataset][-2:] == [-1, -1]
+    assert "2 windows of unlabelled text" in said and art.manifest["config"]["prune"]["unlabeled"]["path"]
