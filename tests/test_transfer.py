@@ -58,8 +58,10 @@ def recipe(task: str, distill: dict | None = None, prune: dict | None = None):
 
 
 @pytest.mark.parametrize("task, distill, prune, expected", [
-    ("classification", {"unlabeled": {"path": "x.txt"}}, None,
-     "distill.unlabeled is read by data.task token_classification only"),
+    ("generation", {"unlabeled": {"path": "x.txt"}}, None,
+     "distill.unlabeled is read by data.task classification and token_classification"),
+    ("classification", {}, {"ffn": 0.5, "vocab": True, "recovery": {}, "unlabeled": {"path": "x.txt"}},
+     "prune.unlabeled with prune.vocab"),
     ("token_classification", {"alpha_kd": 0.0, "unlabeled": {"path": "x.txt"}}, None, "set alpha_kd above 0"),
     ("token_classification", {}, {"ffn": 0.5, "unlabeled": {"path": "x.txt"}},
      "prune.unlabeled needs a recovery section and distill_from_parent"),
@@ -76,3 +78,24 @@ def test_a_token_classifier_takes_unlabeled_texts_in_both_kd_stages():
     r = recipe("token_classification", {"unlabeled": {"path": "x.txt"}},
                {"ffn": 0.5, "recovery": {}, "unlabeled": {"name": "news.tsv", "column_names": ["text", "label"]}})
     assert r.distill.unlabeled.path == "x.txt" and r.prune.unlabeled.column_names == ["text", "label"]
+
+
+def test_windows_of_unlabelled_texts_follow_the_training_windows(tmp_path):
+    from conftest import MINILM, write_long_task
+
+    from deploykit.data import add_unlabeled, load_task, to_dataset
+    from deploykit.models import load_tokenizer
+    from deploykit.transfer import KD_ONLY
+    from deploykit.windows import TEXT_OF
+
+    data = DataConfig(path=str(write_long_task(tmp_path / "long")), long_texts="windows", max_length=16,
+                      window_stride=4)
+    tok = load_tokenizer(MINILM)
+    train = to_dataset(load_task(data).train, tok, 16, 4, "train")
+    (tmp_path / "more.txt").write_text("a short one\n" + " ".join(["word"] * 40) + "\n", encoding="utf-8")
+    both = add_unlabeled(train, UnlabeledConfig(path=str(tmp_path / "more.txt")), data, tok, 16, 4)
+    extra = both.select(range(len(train), len(both)))
+    assert len(train) == 48 * 3 and len(extra) > 2 and set(extra["labels"]) == {KD_ONLY}
+    # the text ids go on after the 48 training texts: no window is pooled with a training text's
+    assert sorted(set(extra[TEXT_OF])) == [48, 49] and both[TEXT_OF][:len(train)] == train[TEXT_OF]
+    assert add_unlabeled(train, None, data, tok, 16, 4) is train

@@ -80,14 +80,18 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _unlabeled_fits_task(self) -> Recipe:
-        # only the token classifier's KD rows read unlabelled texts so far (deploykit/ner/transfer.py); elsewhere
-        # the section would silently train on nothing more
+        # a causal LM's KD reads the teacher's top-k logits of reference responses, which unlabelled texts lack
         task = self.data.task if self.data is not None else None
         for stage in ("distill", "prune"):
             section = getattr(self, stage)
-            if section is not None and section.unlabeled is not None and task != "token_classification":
-                raise ValueError(f"{stage}.unlabeled is read by data.task token_classification only (this recipe's "
-                                 f"task: {task}); remove it")
+            if section is None or section.unlabeled is None:
+                continue
+            if task not in ("classification", "token_classification"):
+                raise ValueError(f"{stage}.unlabeled is read by data.task classification and token_classification "
+                                 f"(this recipe's task: {task}); remove it")
+        if self.prune is not None and self.prune.unlabeled is not None and self.prune.vocab:
+            raise ValueError("prune.unlabeled with prune.vocab: the vocabulary is cut to the training texts' pieces, "
+                             "so unlabelled texts would recover on [UNK]; set prune.vocab false or remove unlabeled")
         return self
 
     @model_validator(mode="after")

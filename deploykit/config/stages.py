@@ -138,8 +138,8 @@ class DistillConfig(TrainConfig):
     topk: int = Field(32, ge=0, description="generation: teacher logits kept per response token (0: full vocabulary, "
                                             "live teacher); use temperature 1 with a top-k teacher")
     unlabeled: UnlabeledConfig | None = Field(
-        None, description="token_classification: unlabelled texts added to the training rows, taught by the "
-                          "teacher's logits alone (deploykit/transfer.py)")
+        None, description="classifiers: unlabelled texts added to the training rows, taught by the teacher's "
+                          "logits alone (deploykit/transfer.py)")
 
     @model_validator(mode="after")
     def _unlabeled_needs_kd(self) -> DistillConfig:
@@ -175,8 +175,8 @@ class PruneConfig(Section):
                                                          "file (0: off)")
     macs_seq_len: int = Field(128, ge=1)
     unlabeled: UnlabeledConfig | None = Field(
-        None, description="token_classification: unlabelled texts added to the recovery rows, taught by the "
-                          "unpruned model's logits alone (needs recovery and distill_from_parent)")
+        None, description="classifiers: unlabelled texts added to the recovery rows, taught by the unpruned "
+                          "model's logits alone (needs recovery and distill_from_parent)")
 
     @model_validator(mode="after")
     def _hidden_kd_needs_a_parent(self) -> PruneConfig:

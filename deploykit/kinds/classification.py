@@ -92,7 +92,7 @@ def distill_job(recipe, teacher_src: str, parent) -> DistillJob:
     student's evaluation loss reuses them), windows where the teacher was trained on them."""
     from transformers import DataCollatorWithPadding
 
-    from deploykit.data import fit_max_length, to_dataset
+    from deploykit.data import add_unlabeled, fit_max_length, to_dataset
     from deploykit.models import load_classifier, load_tokenizer
     from deploykit.train.kd import DistillTrainer, add_teacher_logits
     from deploykit.window_metrics import evaluate_pooled, pooled_metrics
@@ -119,9 +119,11 @@ def distill_job(recipe, teacher_src: str, parent) -> DistillJob:
         return evaluate_pooled(trainer, evals["validation"], "eval"), test, teacher_metrics
 
     validation = evals["validation"]
-    return DistillJob(teacher, student, tokenizer, kept, layer_map,
-                      to_dataset(task.train, tokenizer, max_len, stride, "train"), validation, DistillTrainer,
-                      task.labels, f"{len(task.train)} train / {len(task.validation)} validation rows", finish,
+    train = add_unlabeled(to_dataset(task.train, tokenizer, max_len, stride, "train"), cfg.unlabeled, recipe.data,
+                          tokenizer, max_len, stride)
+    extra = f" + {len(train) - len(task.train)} unlabelled (KD only)" if cfg.unlabeled is not None else ""
+    return DistillJob(teacher, student, tokenizer, kept, layer_map, train, validation, DistillTrainer,
+                      task.labels, f"{len(task.train)} train{extra} / {len(task.validation)} validation rows", finish,
                       # windows: keep the checkpoint best per text, not per window
                       compute_metrics=pooled_metrics(validation[TEXT_OF]) if windowed(validation) else None,
                       max_length=max_len, record=recorded(stride))

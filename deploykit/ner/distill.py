@@ -38,17 +38,9 @@ def token_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | N
     keep = labels != IGNORED
     if not bool(keep.any()):
         return student_logits.sum() * 0.0
-    gold = labels >= 0
-    if bool(gold[keep].all()):  # every position has its tag: the two terms over the same positions
-        teacher = teacher_logits[keep] if teacher_logits is not None else None
-        return kd_loss(student_logits[keep], teacher, labels[keep], temperature=temperature, alpha_kd=alpha_kd,
-                       alpha_ce=alpha_ce)
-    loss = kd_loss(student_logits[keep], teacher_logits[keep], labels[keep], temperature=temperature,
-                   alpha_kd=alpha_kd, alpha_ce=0.0)
-    if alpha_ce and bool(gold.any()):
-        loss = loss + kd_loss(student_logits[gold], None, labels[gold], temperature=temperature, alpha_kd=0.0,
-                              alpha_ce=alpha_ce)
-    return loss
+    teacher = teacher_logits[keep] if teacher_logits is not None else None
+    return kd_loss(student_logits[keep], teacher, labels[keep], temperature=temperature, alpha_kd=alpha_kd,
+                   alpha_ce=alpha_ce)
 
 
 class TokenDistillTrainer(DistillTrainer):

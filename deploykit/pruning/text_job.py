@@ -95,7 +95,7 @@ def recovery_rows(recipe: Recipe, task) -> Split:
 def prune_job(recipe: Recipe, source: str, parent) -> PruneJob:
     """The classifier in `source` with its head kept (a head of another label count is refused, not re-initialised:
     pruning keeps a trained model's behaviour), ranked and recovered on `recovery_rows`, scored per text."""
-    from deploykit.data import fit_max_length, load_task, to_dataset
+    from deploykit.data import add_unlabeled, fit_max_length, load_task, to_dataset
     from deploykit.evaluate import metrics, predict, torch_predictor
     from deploykit.models import load_classifier, load_tokenizer
     from deploykit.train.kd import DistillTrainer
@@ -125,6 +125,7 @@ def prune_job(recipe: Recipe, source: str, parent) -> PruneJob:
     return PruneJob(
         model, tokenizer, task.labels, tensor_batches(train, tokenizer, cfg.importance_batches, BATCH, max_len, seed),
         lambda model, tokenizer: tensor_batches(task.validation, tokenizer, 2, BATCH, max_len, seed), evaluate,
-        lambda: (to_dataset(train, tokenizer, max_len, stride, "train"), validation), DistillTrainer,
+        lambda: (add_unlabeled(to_dataset(train, tokenizer, max_len, stride, "train"), cfg.unlabeled, data, tokenizer,
+                               max_len, stride), validation), DistillTrainer,
         prune_vocab=lambda model, tokenizer, scratch, length: prune_vocab(model, tokenizer, recipe, scratch, length),
         compute_metrics=pooled, max_length=max_len, record=recorded(stride), cut=EncoderCut())

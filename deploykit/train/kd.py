@@ -36,7 +36,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, l
     Args:
         student_logits: (batch, classes) logits of the student.
         teacher_logits: (batch, classes) logits of the teacher; may be None when `alpha_kd` is 0.
-        labels: (batch,) gold class ids.
+        labels: (batch,) gold class ids; a negative id (deploykit.transfer.KD_ONLY, an unlabelled row) is read by
+            the KL term only, and the cross-entropy is the mean over the rows that have a label.
         temperature: softmax temperature T applied to both sides of the KL term.
         alpha_kd: weight of the soft (KL) term.
         alpha_ce: weight of the hard (cross-entropy) term.
@@ -53,7 +54,11 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, l
         # T² keeps the soft term's gradients on the same scale as the hard term's for any T
         loss = loss + alpha_kd * kl * temperature ** 2
     if alpha_ce:
-        loss = loss + alpha_ce * F.cross_entropy(s, labels)
+        gold = labels >= 0
+        if bool(gold.all()):
+            loss = loss + alpha_ce * F.cross_entropy(s, labels)
+        elif bool(gold.any()):
+            loss = loss + alpha_ce * F.cross_entropy(s[gold], labels[gold])
     return loss
 
 

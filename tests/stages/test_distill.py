@@ -87,6 +87,23 @@ def test_distill_writes_a_plain_hf_folder_with_a_manifest(teacher4, tiny_task, t
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_unlabeled_texts_join_the_training_rows_taught_by_the_teacher_alone(teacher4, tiny_task, tmp_path):
+    from deploykit.kinds import kind_of
+    from deploykit.train.kd import TEACHER_LOGITS
+    from deploykit.transfer import KD_ONLY
+
+    texts = [line.split("\t")[0] for line in (tiny_task / "test.tsv").read_text().splitlines()[1:]]
+    (tmp_path / "more.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    r = recipe(tiny_task, epochs=6, unlabeled={"path": str(tmp_path / "more.txt")})
+    job = kind_of("classification").distill_job(r, str(teacher4), None)
+    assert len(job.train_ds) == 64 + 32 and job.train_ds["labels"][64:] == [KD_ONLY] * 32
+    assert "64 train + 32 unlabelled (KD only)" in job.summary
+    art = run_stage("distill", r, teacher4, tmp_path / "d")
+    assert art.manifest["config"]["distill"]["unlabeled"]["path"] == str(tmp_path / "more.txt")
+    assert art.metrics["validation"]["accuracy"] > 60
+    assert TEACHER_LOGITS not in job.train_ds.column_names  # cached by the trainer, on every row it trains on
+
+
 def test_separate_distilbert_student_with_hidden_state_loss(teacher4, tiny_task, tmp_path):
     student = make_tiny_model(tmp_path / "student", "distilbert", dim=32, hidden_dim=64, labels=["LABEL_0", "LABEL_1"])
     out = tmp_path / "distill"

@@ -252,3 +252,18 @@ def test_a_parent_trained_on_windows_is_pruned_and_scored_on_windows(tiny_bert, 
     # validation before and after, and test, scored as 3 windows a text
     assert said.count("data.long_texts windows: 16 of 16 texts split into 48 windows (stride 4); 48 rows in all") == 1
     assert art.metrics["before"]["validation"]["n"] == art.metrics["after"]["validation"]["n"] == 16
+
+
+def test_recovery_distils_on_unlabelled_texts_too(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    import deploykit.data as data_module
+    from deploykit.transfer import KD_ONLY
+
+    (tmp_path / "more.txt").write_text("a fine film\nthe plot drags\nwhat a cast\n", encoding="utf-8")
+    built = []
+    real = data_module.add_unlabeled
+    monkeypatch.setattr(data_module, "add_unlabeled", lambda *a: built.append(real(*a)) or built[-1])
+    r = recipe(tiny_bert, tiny_task, ffn=0.5, recovery=RECOVERY, unlabeled={"path": str(tmp_path / "more.txt")})
+    art = run_stage("prune", r, tiny_bert, tmp_path / "p")
+    (train,) = built
+    assert train["labels"][-3:] == [KD_ONLY] * 3 and all(y >= 0 for y in train["labels"][:-3])
+    assert art.manifest["config"]["prune"]["unlabeled"]["path"] == str(tmp_path / "more.txt")

@@ -21,6 +21,7 @@ from deploykit.train.kd import (
     kd_loss,
     uniform_layer_map,
 )
+from deploykit.transfer import KD_ONLY
 from tests.conftest import make_tiny_model
 
 FAST = TrainConfig(epochs=1, max_steps=40, learning_rate=3e-3, batch_size=16, eval_batch_size=32,
@@ -45,6 +46,20 @@ def test_kd_loss_matches_a_hand_computation():
     expected = 0.3 * kl * 2.0 ** 2 + 0.7 * math.log(2.0)
     got = kd_loss(s, t, y, temperature=2.0, alpha_kd=0.3, alpha_ce=0.7)
     assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_an_unlabelled_row_feeds_the_kl_and_the_cross_entropy_averages_the_labelled_ones():
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 3), torch.randn(4, 3)
+    y = torch.tensor([2, KD_ONLY, 0, KD_ONLY])
+    kw = {"temperature": 2.0, "alpha_kd": 0.6, "alpha_ce": 0.4}
+    kl = kd_loss(s, t, y, temperature=2.0, alpha_kd=0.6, alpha_ce=0.0)  # every row, labelled or not
+    expected = kl + 0.4 * F.cross_entropy(s[[0, 2]], y[[0, 2]])
+    assert kd_loss(s, t, y, **kw).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert kl.item() == pytest.approx(kd_loss(s, t, torch.zeros(4, dtype=torch.long), temperature=2.0, alpha_kd=0.6,
+                                              alpha_ce=0.0).item(), rel=1e-6)
+    # a batch of unlabelled rows only: the KL alone, no NaN from an empty mean
+    assert kd_loss(s, t, torch.full((4,), KD_ONLY), **kw).item() == pytest.approx(kl.item(), rel=1e-6)
 
 
 def test_kd_term_vanishes_when_student_equals_teacher():
