@@ -5,7 +5,8 @@
 Hinton et al. (2015) distil on a transfer set that need not be labelled: the teacher's soft targets are the whole
 lesson. Labelled rows teach the student what the teacher does on the training distribution; unlabelled text from
 the deployment's domain (news for a news tagger) teaches it on words and contexts the labelled rows never held.
-The kind turns the texts into training rows whose only target is the teacher's logits (deploykit/ner/transfer.py).
+The kind turns the texts into training rows whose only target is the teacher's logits: per text for text
+classifiers (deploykit/data.py `add_unlabeled`), per word for token classifiers (deploykit/ner/transfer.py).
 """
 
 from __future__ import annotations

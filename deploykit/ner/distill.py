@@ -7,8 +7,7 @@ The KL on temperature-softened logits and the cross-entropy on gold tags are tak
 carry a tag (a word's first piece; every piece with `label_all_tokens`), the positions finetune trained and
 entity F1 scores: padding and continuation pieces teach nothing a prediction reads. Windows of unlabelled text
 (`distill.unlabeled`, deploykit/ner/transfer.py) mark those pieces KD_ONLY: the KL reads them, the cross-entropy
-does not. Hidden-state and attention
-terms are deploykit.train.kd's, over every real token.
+does not. Hidden-state and attention terms are deploykit.train.kd's, over every real token.
 """
 
 from __future__ import annotations
