@@ -373,25 +373,6 @@ def to_dataset(split: Split, tokenizer, max_length: int, stride: int | None = No
     return datasets.Dataset.from_dict({**cols, "labels": labels, **extra})
 
 
-def add_unlabeled(train, unlabeled, data: DataConfig, tokenizer, max_length: int, stride: int | None = None):
-    """`train` (a `to_dataset` Dataset) followed by the rows of the unlabelled texts `unlabeled` names (an
-    UnlabeledConfig, deploykit/transfer.py; None: `train` as it is), labelled KD_ONLY: the KD term reads them, the
-    cross-entropy does not. Windows of a long text keep `text_of` ids after those of `train`."""
-    if unlabeled is None:
-        return train
-    import datasets
-
-    from deploykit.transfer import KD_ONLY, read_unlabeled
-    from deploykit.windows import TEXT_OF
-
-    texts = read_unlabeled(unlabeled, data)
-    extra = to_dataset(Split(texts, None, [KD_ONLY] * len(texts)), tokenizer, max_length, stride, "unlabeled")
-    if TEXT_OF in extra.column_names:
-        offset = max(train[TEXT_OF]) + 1 if len(train) else 0
-        extra = extra.map(lambda row: {TEXT_OF: row[TEXT_OF] + offset})
-    return datasets.concatenate_datasets([train, extra])
-
-
 def batches(split: Split, tokenizer, batch_size: int, max_length: int,
             fixed_length: int | None = None) -> Iterator[tuple[dict, list[int]]]:
     """(numpy inputs, labels) batches in order; padded to the longest, or to `fixed_length`."""

@@ -65,20 +65,16 @@ def read_texts(texts: list[str], file: Path | None, text_column: str = "sentence
 
 
 def _lines(file: Path) -> list[str]:
-    from deploykit.records import decode
+    from deploykit.records import decode, lines, read_lines
 
     where = "stdin" if str(file) == "-" else str(file)
     if where == "stdin":
         # bytes, decoded as files are: sys.stdin's surrogateescape would pass undecodable bytes on as lone
         # surrogates, which the tokenizer refuses with a TypeError
         stdin = sys.stdin
-        text = decode(stdin.buffer.read(), where) if hasattr(stdin, "buffer") else stdin.read()
+        texts = lines(decode(stdin.buffer.read(), where) if hasattr(stdin, "buffer") else stdin.read())
     else:
-        if not file.is_file():
-            raise UserError(f"{file}: file not found")
-        text = decode(file.read_bytes(), where)
-    # lines end at "\n" only, as records.py reads files: a text keeps its U+2028
-    texts = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+        texts = read_lines(file)
     if not texts:
         raise UserError(f"{where}: no texts (one text per line)")
     return texts

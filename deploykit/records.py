@@ -107,6 +107,19 @@ def decode(raw: bytes, origin: str) -> str:
         raise UserError(f"{origin}: line {line} is not UTF-8 text; re-encode it as UTF-8") from None
 
 
+def lines(text: str) -> list[str]:
+    """The non-blank lines of `text`, one text each; lines end at "\n" only, as records do: a text keeps its
+    U+2028 (a "\r" before the "\n" is dropped)."""
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+def read_lines(path: Path) -> list[str]:
+    """A .txt file's texts, one per non-blank line (UTF-8). Raises UserError: no file, not UTF-8."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    return lines(decode(path.read_bytes(), str(path)))
+
+
 def read_rows(path: Path, column_names: list[str] | None) -> list[Row]:
     """The records of a .tsv, .csv or .jsonl file; every fault is a one-line UserError naming the line."""
     if not path.is_file():

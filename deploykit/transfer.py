@@ -6,7 +6,7 @@ Hinton et al. (2015) distil on a transfer set that need not be labelled: the tea
 lesson. Labelled rows teach the student what the teacher does on the training distribution; unlabelled text from
 the deployment's domain (news for a news tagger) teaches it on words and contexts the labelled rows never held.
 The kind turns the texts into training rows whose only target is the teacher's logits: per text for text
-classifiers (deploykit/data.py `add_unlabeled`), per word for token classifiers (deploykit/ner/transfer.py).
+classifiers (`add_unlabeled` below), per word for token classifiers (deploykit/ner/transfer.py).
 """
 
 from __future__ import annotations
@@ -46,12 +46,11 @@ def read_unlabeled(cfg, data) -> list[str]:
     Raises:
         UserError: a missing file or column, an unsupported type, or no texts (records.py's one-line faults).
     """
-    from deploykit.predict import read_texts
-    from deploykit.records import read_rows, texts
+    from deploykit.records import read_lines, read_rows, texts
 
     path = unlabeled_path(cfg, data)
     if path.suffix == ".txt":
-        found, _ = read_texts([], path)
+        found = read_lines(path)
     else:
         rows = read_rows(path, cfg.column_names)
         if cfg.text_column not in rows[0]:
@@ -66,3 +65,22 @@ def read_unlabeled(cfg, data) -> list[str]:
         found = [found[i] for i in sorted(random.Random(seed).sample(range(len(found)), cfg.max_rows))]
     log(f"unlabeled: {len(found)} texts from {path}, taught by the teacher's logits only")
     return found
+
+
+def add_unlabeled(train, unlabeled, data, tokenizer, max_length: int, stride: int | None = None):
+    """`train` (a `to_dataset` Dataset) followed by the rows of the unlabelled texts `unlabeled` names (an
+    UnlabeledConfig; None: `train` as it is), labelled KD_ONLY: the KD term reads them, the
+    cross-entropy does not. Windows of a long text keep `text_of` ids after those of `train`."""
+    if unlabeled is None:
+        return train
+    import datasets
+
+    from deploykit.data import Split, to_dataset
+    from deploykit.windows import TEXT_OF
+
+    texts = read_unlabeled(unlabeled, data)
+    extra = to_dataset(Split(texts, None, [KD_ONLY] * len(texts)), tokenizer, max_length, stride, "unlabeled")
+    if TEXT_OF in extra.column_names:
+        offset = max(train[TEXT_OF]) + 1 if len(train) else 0
+        extra = extra.map(lambda row: {TEXT_OF: row[TEXT_OF] + offset})
+    return datasets.concatenate_datasets([train, extra])

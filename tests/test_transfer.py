@@ -6,7 +6,7 @@ import pytest
 
 from deploykit.config import DataConfig, UnlabeledConfig, build_recipe
 from deploykit.errors import UserError
-from deploykit.transfer import read_unlabeled
+from deploykit.transfer import add_unlabeled, read_unlabeled
 
 DATA = DataConfig(task="token_classification", path="unused", seed=7)
 
@@ -83,7 +83,7 @@ def test_a_token_classifier_takes_unlabeled_texts_in_both_kd_stages():
 def test_windows_of_unlabelled_texts_follow_the_training_windows(tmp_path):
     from conftest import MINILM, write_long_task
 
-    from deploykit.data import add_unlabeled, load_task, to_dataset
+    from deploykit.data import load_task, to_dataset
     from deploykit.models import load_tokenizer
     from deploykit.transfer import KD_ONLY
     from deploykit.windows import TEXT_OF

@@ -92,9 +92,10 @@ def distill_job(recipe, teacher_src: str, parent) -> DistillJob:
     student's evaluation loss reuses them), windows where the teacher was trained on them."""
     from transformers import DataCollatorWithPadding
 
-    from deploykit.data import add_unlabeled, fit_max_length, to_dataset
+    from deploykit.data import fit_max_length, to_dataset
     from deploykit.models import load_classifier, load_tokenizer
     from deploykit.train.kd import DistillTrainer, add_teacher_logits
+    from deploykit.transfer import add_unlabeled
     from deploykit.window_metrics import evaluate_pooled, pooled_metrics
     from deploykit.windows import TEXT_OF, recorded, stride_for, windowed
 

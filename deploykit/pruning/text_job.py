@@ -95,10 +95,11 @@ def recovery_rows(recipe: Recipe, task) -> Split:
 def prune_job(recipe: Recipe, source: str, parent) -> PruneJob:
     """The classifier in `source` with its head kept (a head of another label count is refused, not re-initialised:
     pruning keeps a trained model's behaviour), ranked and recovered on `recovery_rows`, scored per text."""
-    from deploykit.data import add_unlabeled, fit_max_length, load_task, to_dataset
+    from deploykit.data import fit_max_length, load_task, to_dataset
     from deploykit.evaluate import metrics, predict, torch_predictor
     from deploykit.models import load_classifier, load_tokenizer
     from deploykit.train.kd import DistillTrainer
+    from deploykit.transfer import add_unlabeled
     from deploykit.window_metrics import pooled_metrics
     from deploykit.windows import TEXT_OF, recorded, stride_for, windowed
 

@@ -255,13 +255,13 @@ def test_a_parent_trained_on_windows_is_pruned_and_scored_on_windows(tiny_bert, 
 
 
 def test_recovery_distils_on_unlabelled_texts_too(tiny_bert, tiny_task, tmp_path, monkeypatch):
-    import deploykit.data as data_module
+    import deploykit.transfer as transfer
     from deploykit.transfer import KD_ONLY
 
     (tmp_path / "more.txt").write_text("a fine film\nthe plot drags\nwhat a cast\n", encoding="utf-8")
     built = []
-    real = data_module.add_unlabeled
-    monkeypatch.setattr(data_module, "add_unlabeled", lambda *a: built.append(real(*a)) or built[-1])
+    real = transfer.add_unlabeled
+    monkeypatch.setattr(transfer, "add_unlabeled", lambda *a: built.append(real(*a)) or built[-1])
     r = recipe(tiny_bert, tiny_task, ffn=0.5, recovery=RECOVERY, unlabeled={"path": str(tmp_path / "more.txt")})
     art = run_stage("prune", r, tiny_bert, tmp_path / "p")
     (train,) = built
