@@ -19,6 +19,7 @@ from deploykit.errors import UserError
 from deploykit.evaluate import check_gate
 from deploykit.kinds import kind_of
 from deploykit.models import resolve_source
+from deploykit.transfer import check_unlabeled
 
 # stage name -> module holding its `run(recipe, parent, out_dir) -> Artifact`; imported lazily
 # because torch / onnxruntime imports cost seconds that `deploykit validate` should not pay
@@ -179,6 +180,7 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     for stage in stages:  # what a SIGKILLed run left beside a stage this run may skip as unchanged
         clear_stale(out_dir / stage)
     task = load_any_task(recipe.data)
+    check_unlabeled(recipe)
     source = resolve_source(recipe.model.source)  # a wrong model path fails before the run folder is made
     out_dir.mkdir(parents=True, exist_ok=True)
     state = _state(out_dir)

@@ -40,8 +40,18 @@ def unlabeled_path(cfg, data) -> Path:
     return path
 
 
-def read_unlabeled(cfg, data) -> list[str]:
-    """The texts of `cfg` (an UnlabeledConfig): blank ones dropped, a seeded sample of `max_rows` (data.seed).
+def check_unlabeled(recipe) -> None:
+    """Read every `unlabeled:` file the recipe names, so that a wrong path or column fails before any training
+    (`deploykit run` and `deploykit validate` call it), not when distillation starts after the teacher."""
+    for stage in ("distill", "prune"):
+        section = getattr(recipe, stage, None)
+        if section is not None and section.unlabeled is not None:
+            read_unlabeled(section.unlabeled, recipe.data, quiet=True)
+
+
+def read_unlabeled(cfg, data, quiet: bool = False) -> list[str]:
+    """The texts of `cfg` (an UnlabeledConfig): blank ones dropped, a seeded sample of `max_rows` (data.seed);
+    logged unless `quiet`.
 
     Raises:
         UserError: a missing file or column, an unsupported type, or no texts (records.py's one-line faults).
@@ -63,7 +73,8 @@ def read_unlabeled(cfg, data) -> list[str]:
     if cfg.max_rows is not None and cfg.max_rows < len(found):
         seed = data.seed if data is not None else 42
         found = [found[i] for i in sorted(random.Random(seed).sample(range(len(found)), cfg.max_rows))]
-    log(f"unlabeled: {len(found)} texts from {path}, taught by the teacher's logits only")
+    if not quiet:
+        log(f"unlabeled: {len(found)} texts from {path}, taught by the teacher's logits only")
     return found
 
 

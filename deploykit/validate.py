@@ -4,7 +4,7 @@
 
 Checks the model source (resolvable; its config.json, of a type the task's Auto class takes; in a local
 folder, safetensors weights whose headers read, no tensors loaded), the data (files present, columns
-named, at least two labels), `data.max_length` against the model's positions, the runtimes and targets
+named, at least two labels; the unlabelled texts KD reads), `data.max_length` against the model's positions, the runtimes and targets
 the recipe asks for (CUDA, TensorRT, ONNX Runtime's CUDA provider) and the output folders `deploykit run`
 would write.
 """
@@ -27,9 +27,11 @@ def recipe_problems(recipe: Recipe, out_dir: Path | None = None) -> list[str]:
         found.append("recipe has no data section; every stage needs the task data")
     else:
         from deploykit.kinds import kind_of
+        from deploykit.transfer import check_unlabeled
 
         _checked(found, kind_of(recipe.data.task).check_run, recipe, recipe.stages())  # what `run` refuses first
         _checked(found, _task, recipe)
+        _checked(found, check_unlabeled, recipe)
         if config is not None:
             _checked(found, _max_length, recipe, config)
     found += _runtimes(recipe)

@@ -99,3 +99,22 @@ def test_windows_of_unlabelled_texts_follow_the_training_windows(tmp_path):
     # the text ids go on after the 48 training texts: no window is pooled with a training text's
     assert sorted(set(extra[TEXT_OF])) == [48, 49] and both[TEXT_OF][:len(train)] == train[TEXT_OF]
     assert add_unlabeled(train, None, data, tok, 16, 4) is train
+
+
+def test_run_and_validate_read_the_unlabelled_file_before_any_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from deploykit.cli import app
+    from deploykit.pipeline import run_recipe
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "train.jsonl").write_text('{"tokens": ["kofi", "went"], "ner_tags": ["B-PER", "O"]}\n' * 8)
+    r = build_recipe({"data": {"task": "token_classification", "path": str(tmp_path / "d")},
+                      "finetune": {}, "distill": {"unlabeled": {"path": str(tmp_path / "nowhere.txt")}}})
+    with pytest.raises(UserError, match="nowhere.txt: file not found"):
+        run_recipe(r, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run folder was made
+    (tmp_path / "r.yaml").write_text(f"data: {{task: token_classification, path: {tmp_path / 'd'}}}\nfinetune: {{}}\n"
+                                     f"distill: {{unlabeled: {{path: {tmp_path / 'nowhere.txt'}}}}}\n")
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "r.yaml")])
+    assert result.exit_code != 0 and "nowhere.txt: file not found" in result.output
