@@ -132,12 +132,18 @@ def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, S
 
 # ---------------------------------------------------------------- entry point
 
+def data_root(cfg: DataConfig | None) -> Path | None:
+    """Where named data lives: data.data_dir, else $DEPLOYKIT_DATA_DIR; None when neither is set."""
+    root = (cfg.data_dir if cfg is not None else None) or os.environ.get("DEPLOYKIT_DATA_DIR")
+    return Path(root).expanduser() if root else None
+
+
 def _local_folder(cfg: DataConfig) -> Path | None:
     if cfg.path is not None:
         return Path(cfg.path).expanduser()
-    root = cfg.data_dir or os.environ.get("DEPLOYKIT_DATA_DIR")
-    if root and (Path(root).expanduser() / cfg.name).exists():
-        return Path(root).expanduser() / cfg.name
+    root = data_root(cfg)
+    if root is not None and (root / cfg.name).exists():
+        return root / cfg.name
     return None
 
 

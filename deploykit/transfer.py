@@ -11,7 +11,6 @@ classifiers (`add_unlabeled` below), per word for token classifiers (deploykit/n
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -27,14 +26,16 @@ def unlabeled_path(cfg, data) -> Path:
     Raises:
         UserError: no data dir for a `name`, or no such file.
     """
+    from deploykit.data import data_root
+
     if cfg.path is not None:
         path = Path(cfg.path).expanduser()
     else:
-        root = (data.data_dir if data is not None else None) or os.environ.get("DEPLOYKIT_DATA_DIR")
-        if not root:
+        root = data_root(data)
+        if root is None:
             raise UserError(f"unlabeled.name {cfg.name}: no data dir to find it in; set data.data_dir or "
                             "$DEPLOYKIT_DATA_DIR, or give unlabeled.path")
-        path = Path(root).expanduser() / cfg.name
+        path = root / cfg.name
     if not path.is_file():
         raise UserError(f"unlabeled texts {path}: file not found (unlabeled.{'path' if cfg.path else 'name'})")
     return path

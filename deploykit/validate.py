@@ -4,9 +4,9 @@
 
 Checks the model source (resolvable; its config.json, of a type the task's Auto class takes; in a local
 folder, safetensors weights whose headers read, no tensors loaded), the data (files present, columns
-named, at least two labels; the unlabelled texts KD reads), `data.max_length` against the model's positions, the runtimes and targets
-the recipe asks for (CUDA, TensorRT, ONNX Runtime's CUDA provider) and the output folders `deploykit run`
-would write.
+named, at least two labels; the unlabelled texts KD reads), `data.max_length` against the model's positions,
+the runtimes and targets the recipe asks for (CUDA, TensorRT, ONNX Runtime's CUDA provider) and the output
+folders `deploykit run` would write.
 """
 
 from __future__ import annotations

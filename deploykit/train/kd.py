@@ -54,10 +54,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, l
         # T² keeps the soft term's gradients on the same scale as the hard term's for any T
         loss = loss + alpha_kd * kl * temperature ** 2
     if alpha_ce:
-        gold = labels >= 0
-        if bool(gold.all()):
-            loss = loss + alpha_ce * F.cross_entropy(s, labels)
-        elif bool(gold.any()):
+        gold = labels >= 0  # a batch of unlabelled rows only has no cross-entropy (an empty mean is NaN)
+        if bool(gold.any()):
             loss = loss + alpha_ce * F.cross_entropy(s[gold], labels[gold])
     return loss
 
