@@ -43,8 +43,9 @@ class TrainConfig(Section):
                               "task's metric (accuracy, entity F1; causal LMs: always the loss) or the stage's "
                               "own validation loss")
     group_by_length: bool | Literal["auto"] = Field(
-        "auto", description="batches of rows of similar length (drawn from shuffled groups of 50 batches): far less "
-                            "padding on data of mixed lengths; auto: on when the data spans >= 4 such groups")
+        "auto", description="batches of rows of similar length (drawn from shuffled groups of 50 batches), taken in "
+                            "random order: far less padding on data of mixed lengths; auto: on when the data spans "
+                            ">= 4 such groups")
     bf16: Literal["auto", "on", "off"] = Field(
         "auto", description="bf16 autocast for the training steps: auto = on where it trains faster (a CUDA GPU "
                             "with native bf16, a CPU with AMX), off elsewhere (AVX512_BF16 alone measured 0.75x "

@@ -19,6 +19,7 @@ from deploykit.architectures import layer_count_field, layer_paths
 from deploykit.config import TrainConfig
 from deploykit.console import quiet
 from deploykit.hardware import bf16_training_pays
+from deploykit.train.batches import length_grouping, shuffled_length_batches
 from deploykit.train.callbacks import EpochLog, Stopping, early_stopping
 
 # `.layer.3.` / `.layers.3.`: the last names of the architecture table's layer paths, then the index
@@ -132,7 +133,7 @@ def eval_interval(cfg: TrainConfig, n_rows: int) -> int:
     return math.ceil(per_epoch / math.ceil(per_epoch / EVAL_EVERY))
 
 
-# transformers' LengthGroupedSampler sorts groups of 50 batches by length; on fewer rows than a few groups
+# transformers' LengthGroupedSampler sorts groups of 50 batches by length (deploykit/train/batches.py); on fewer rows than a few groups
 # every epoch would see the same length-sorted batches in the same order, which a tiny task fails to learn
 GROUP_BATCHES, MIN_GROUPS = 50, 4
 
@@ -142,18 +143,6 @@ def grouped(cfg: TrainConfig, n_rows: int | None) -> bool:
     if cfg.group_by_length != "auto":
         return bool(cfg.group_by_length)
     return bool(n_rows) and n_rows >= MIN_GROUPS * GROUP_BATCHES * cfg.batch_size * world_info()[1]
-
-
-def _length_grouping() -> dict:
-    """The TrainingArguments that batch rows of similar length (transformers' LengthGroupedSampler: random
-    megabatches of 50 batches, each sorted by length); the argument was renamed in transformers 5."""
-    import inspect
-
-    from transformers import TrainingArguments
-
-    if "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters:
-        return {"train_sampling_strategy": "group_by_length"}
-    return {"group_by_length": True}
 
 
 # AdamW as one fused kernel per step (same update rule as the for-loop default, which transformers' "adamw_torch"
@@ -188,7 +177,7 @@ def training_args(cfg: TrainConfig, work: Path, has_eval: bool = True, n_rows: i
         ddp_backend="gloo" if world_info()[1] > 1 and not on_gpu else None,
     )
     if grouped(cfg, n_rows):
-        kwargs.update(_length_grouping())
+        kwargs.update(length_grouping())
     kwargs.update(overrides)
     if cfg.tensorboard:
         # transformers 5 reads the TensorBoard folder from the environment only; the stage copies it out
@@ -333,7 +322,7 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
         callbacks.append(early)
     stopping = Stopping(stage, cfg, early, best_metric, has_eval)
     callbacks.append(stopping.callback)
-    cls = _float32_results(_trainer_class(trainer_cls or Trainer, layer_decay, head_lr, head))
+    cls = _float32_results(shuffled_length_batches(_trainer_class(trainer_cls or Trainer, layer_decay, head_lr, head)))
     trainer = cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                data_collator=collator or DataCollatorWithPadding(tokenizer),
                compute_metrics=compute_metrics if scored else None, callbacks=callbacks, **trainer_kwargs)

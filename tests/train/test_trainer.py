@@ -304,7 +304,9 @@ def test_batches_group_rows_of_similar_length(tiny_bert, tiny_task, tmp_path):
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", group_by_length=True)
-    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler)
+    assert sorted(sampler) == list(range(len(trainer.train_dataset)))  # every row once an epoch
     # auto: 64 rows are less than one group of 50 batches; sorted by length, every epoch would repeat them
     plain = _auto_trainer(tiny_bert, tiny_task, tmp_path / "p")
     assert not isinstance(plain._get_train_sampler(), LengthGroupedSampler)
