@@ -43,9 +43,14 @@ class TrainConfig(Section):
                               "task's metric (accuracy, entity F1; causal LMs: always the loss) or the stage's "
                               "own validation loss")
     group_by_length: bool | Literal["auto"] = Field(
-        "auto", description="batches of rows of similar length (drawn from shuffled groups of 50 batches), taken in "
-                            "random order: far less padding on data of mixed lengths; auto: on when the data spans "
-                            ">= 4 such groups")
+        "auto", description="batches of rows of similar length (drawn from shuffled groups of 50 batches): far less "
+                            "padding on data of mixed lengths; auto: on when the data spans >= 4 such groups")
+    batch_order: Literal["longest_first", "random"] = Field(
+        "longest_first", description="order of the length-grouped batches: longest_first = transformers' (each "
+                                     "group of 50 from its longest batch to its shortest, so an epoch ends on short "
+                                     "rows); random = the same batches shuffled (CoNLL-2003: the student 0.23 F1 "
+                                     "closer to the teacher, run 27; SST-2: prune recovery stopped at epoch 1.25 "
+                                     "and the final lost 2.2 pt more, run 28; bench/README.md)")
     bf16: Literal["auto", "on", "off"] = Field(
         "auto", description="bf16 autocast for the training steps: auto = on where it trains faster (a CUDA GPU "
                             "with native bf16, a CPU with AMX), off elsewhere (AVX512_BF16 alone measured 0.75x "

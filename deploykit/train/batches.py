@@ -1,4 +1,4 @@
-"""Training batches of rows of similar length, the batches in random order (`group_by_length`).
+"""Training batches of rows of similar length (`group_by_length`), optionally in random order (`batch_order`).
 
 transformers' LengthGroupedSampler draws random groups of 50 batches and sorts each group by length, longest
 first, so every group runs from its longest rows to its shortest and an epoch always ends on the shortest
@@ -7,7 +7,9 @@ rows alone (CoNLL-2003: score lines and datelines; SST-2: one- and two-word phra
 mid-epoch has not: on CoNLL-2003 the held-out loss was higher at every whole epoch than at the half epochs
 beside it (bench/README.md, "CoNLL-2003 run 24"), and checkpoints are chosen at those evaluations. Here the
 batches transformers forms are kept and only their order is shuffled, so no evaluation falls at a fixed point
-of a length cycle; padding per batch stays what grouping gives.
+of a length cycle; padding per batch stays what grouping gives. It is a recipe's choice, not the default: on
+CoNLL-2003 it brought the student 0.23 F1 closer to the teacher (run 27), on SST-2 the pruned model's recovery
+stopped at epoch 1.25 on a noisier loss and the final model lost 2.2 pt more (run 28).
 """
 
 from __future__ import annotations

@@ -322,7 +322,8 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
         callbacks.append(early)
     stopping = Stopping(stage, cfg, early, best_metric, has_eval)
     callbacks.append(stopping.callback)
-    cls = _float32_results(shuffled_length_batches(_trainer_class(trainer_cls or Trainer, layer_decay, head_lr, head)))
+    cls = _trainer_class(trainer_cls or Trainer, layer_decay, head_lr, head)
+    cls = _float32_results(shuffled_length_batches(cls) if cfg.batch_order == "random" else cls)
     trainer = cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                data_collator=collator or DataCollatorWithPadding(tokenizer),
                compute_metrics=compute_metrics if scored else None, callbacks=callbacks, **trainer_kwargs)

@@ -305,8 +305,11 @@ def test_batches_group_rows_of_similar_length(tiny_bert, tiny_task, tmp_path):
 
     trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", group_by_length=True)
     sampler = trainer._get_train_sampler()
-    assert isinstance(sampler, LengthGroupedSampler)
-    assert sorted(sampler) == list(range(len(trainer.train_dataset)))  # every row once an epoch
+    assert type(sampler) is LengthGroupedSampler  # batch_order longest_first: transformers' own order
+    shuffled = _auto_trainer(tiny_bert, tiny_task, tmp_path / "r", group_by_length=True, batch_order="random")
+    sampler = shuffled._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler) and type(sampler) is not LengthGroupedSampler
+    assert sorted(sampler) == list(range(len(shuffled.train_dataset)))  # every row once an epoch
     # auto: 64 rows are less than one group of 50 batches; sorted by length, every epoch would repeat them
     plain = _auto_trainer(tiny_bert, tiny_task, tmp_path / "p")
     assert not isinstance(plain._get_train_sampler(), LengthGroupedSampler)
