@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
@@ -272,6 +273,27 @@ def scratch(folder: Path) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_in(staged: Path) -> Iterator[Path]:
+    """A work folder inside a staging folder, for files that must not reach the output (float exports, calibration
+    copies); removed when the block ends, before `staging` renames `staged` into place.
+
+    Inside the staging folder rather than in /tmp: a process killed outright (SIGKILL, the OOM killer) leaves it in
+    the stale `.<name>.tmp-<pid>` folder that the next run over the same output removes (`clear_stale`), where a
+    /tmp folder stayed until reboot. Python's `tempfile` points into it meanwhile, so libraries' own temporary
+    folders (onnxruntime.quantization's augmented calibration model) follow; not for threads that use `tempfile`
+    meanwhile for something else.
+    """
+    work = staged / ".scratch"
+    with scratch(work):
+        work.mkdir()
+        previous, tempfile.tempdir = tempfile.tempdir, str(work)
+        try:
+            yield work
+        finally:
+            tempfile.tempdir = previous
 
 
 def _alive(pid: int) -> bool:

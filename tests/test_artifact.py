@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -174,6 +175,27 @@ def test_work_dir_is_the_stage_scratch_folder(tmp_path):
     assert work_dir(tmp_path / "ft", fresh=False).joinpath("checkpoint-1").is_dir()  # --resume keeps it
     work_dir(tmp_path / "ft")
     assert not work.exists()
+
+
+def test_scratch_in_keeps_work_files_and_library_temporaries_inside_the_staging_folder(tmp_path):
+    import tempfile
+
+    from deploykit.artifact import scratch_in
+
+    before = tempfile.gettempdir()
+    out = tmp_path / "quantize"
+    with staging(out) as tmp, scratch_in(tmp) as work:
+        assert work.parent == tmp and work.is_dir()
+        with tempfile.TemporaryDirectory() as library_temp:  # what onnxruntime.quantization makes
+            assert Path(library_temp).parent == work
+        (work / "float.onnx").write_text("float")
+        write_manifest(tmp, stage="quantize", format="onnx", parent=None, config={})
+    assert tempfile.gettempdir() == before
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # the scratch never reaches the output
+    assert json.loads((out / "manifest.json").read_text())["files"] == ["manifest.json"]
+    with pytest.raises(RuntimeError), staging(out) as tmp, scratch_in(tmp) as work:
+        raise RuntimeError("crash mid-calibration")
+    assert tempfile.gettempdir() == before and sorted(p.name for p in tmp_path.iterdir()) == ["quantize"]
 
 
 def test_staging_clears_what_a_killed_run_left(tmp_path):

@@ -10,10 +10,9 @@ bench/quantize_sst2.py build their `baseline` row with it.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.artifact import Artifact, scratch_in, staging, write_manifest
 from deploykit.errors import UserError
 
 # what `ORTQuantizer` + `AutoQuantizationConfig.avx512_vnni(is_static=False)` passes to ONNX Runtime
@@ -44,15 +43,15 @@ def standard_baseline(model_dir: Path, out_dir: Path) -> Artifact:
     parent = load_artifact(model_dir)
     if parent.format != "pytorch":
         raise UserError(f"{model_dir}: the standard baseline starts from a PyTorch model folder, not {parent.format}")
-    with tempfile.TemporaryDirectory(prefix="deploykit-baseline-") as work, staging(out_dir) as tmp:
-        report = export_onnx(parent.path, None, Path(work), optimize=False)
+    with staging(out_dir) as tmp, scratch_in(tmp) as work:
+        report = export_onnx(parent.path, None, work, optimize=False)
         s = OPTIMUM_AVX512_VNNI_DYNAMIC
-        quantize_dynamic(str(Path(work) / "model.onnx"), str(tmp / "model.onnx"),
+        quantize_dynamic(str(work / "model.onnx"), str(tmp / "model.onnx"),
                          op_types_to_quantize=s["op_types_to_quantize"], per_channel=s["per_channel"],
                          reduce_range=s["reduce_range"], weight_type=QuantType.QInt8,
                          extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
-        copy_side_files(Path(work), tmp, "model.onnx")
-        metrics = {"size_bytes": {"float": file_size(Path(work) / "model.onnx"), "int8": file_size(tmp / "model.onnx")},
+        copy_side_files(work, tmp, "model.onnx")
+        metrics = {"size_bytes": {"float": file_size(work / "model.onnx"), "int8": file_size(tmp / "model.onnx")},
                    "quantized_ops": quantized_op_counts(load_onnx(tmp / "model.onnx", load_weights=False))}
         manifest = write_manifest(tmp, stage="baseline", format="onnx", parent=parent,
                                   config={"recipe": "plain ONNX export + ORT dynamic INT8, Optimum avx512_vnni preset",

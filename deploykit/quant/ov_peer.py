@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import random
-import tempfile
 from pathlib import Path
 
-from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.artifact import Artifact, scratch_in, staging, write_manifest
 from deploykit.errors import UserError
 
 CALIBRATION_ROWS = 300  # NNCF's default subset_size, and the number its BERT examples use
@@ -70,9 +69,9 @@ def openvino_nncf_peer(model_dir: Path, out_dir: Path, texts: list, pairs: list 
     if parent.format != "pytorch":
         raise UserError(f"{model_dir}: the OpenVINO peer starts from a PyTorch model folder, not {parent.format}")
     tokenizer = AutoTokenizer.from_pretrained(parent.path)
-    with tempfile.TemporaryDirectory(prefix="deploykit-openvino-") as work, staging(out_dir) as tmp:
-        report = export_onnx(parent.path, None, Path(work), optimize=False)
-        model = ov.convert_model(str(Path(work) / "model.onnx"))
+    with staging(out_dir) as tmp, scratch_in(tmp) as work:
+        report = export_onnx(parent.path, None, work, optimize=False)
+        model = ov.convert_model(str(work / "model.onnx"))
         names = [port.get_any_name() for port in model.inputs]
         # one row per calibration item, at its own length, as NNCF's transformer examples feed them
         items = [graph_feed(dict(tokenizer(*([t, p] if pairs else [t]), truncation=True, max_length=max_length,
@@ -81,8 +80,8 @@ def openvino_nncf_peer(model_dir: Path, out_dir: Path, texts: list, pairs: list 
         quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
                                   subset_size=len(items))
         ov.save_model(quantized, str(tmp / IR_FILE), compress_to_fp16=False)
-        copy_side_files(Path(work), tmp, "model.onnx")
-        metrics = {"size_bytes": {"float_onnx": file_size(Path(work) / "model.onnx"),
+        copy_side_files(work, tmp, "model.onnx")
+        metrics = {"size_bytes": {"float_onnx": file_size(work / "model.onnx"),
                                   "int8_ir": sum((tmp / f).stat().st_size for f in (IR_FILE, "model.bin"))},
                    "calibration_rows": len(items)}
         manifest = write_manifest(tmp, stage="peer", format="openvino", parent=parent,

@@ -22,10 +22,9 @@ logs, once for every kind.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-from deploykit.artifact import Artifact, staging, write_manifest
+from deploykit.artifact import Artifact, scratch_in, staging, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
@@ -51,8 +50,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     if kind.quantize_job is None:
         raise UserError(f"quantize: data.task {kind.name} cannot be quantized to INT8 yet")
     job = kind.quantize_job(recipe, parent)  # a mode the kind does not take is refused here
-    with tempfile.TemporaryDirectory(prefix="deploykit-quantize-") as tmpdir, staging(out_dir) as tmp:
-        reference = job.prepare(Path(tmpdir))
+    with staging(out_dir) as tmp, scratch_in(tmp) as work:
+        reference = job.prepare(work)
         result = gate(cfg.max_drop, cfg.max_float_nodes, job.score, job.int8, job.rank, reference, metric=job.metric,
                       advice=job.advice)
         metrics, fields = job.finish(result, tmp)

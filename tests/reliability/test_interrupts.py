@@ -37,6 +37,8 @@ for _name in ("DEPLOYKIT_QUIET", "DEPLOYKIT_DEBUG"):
     ENV.pop(_name, None)
 # staging's .<name>.tmp-<pid> and .<name>.old-<pid>: never part of a finished run
 STAGING = re.compile(r"^\..+\.(tmp|old)-\d+$")
+# tempfile's own names and deploykit's / onnxruntime.quantization's prefixes in the system's temporary folder
+TEMPORARY = re.compile(r"^(tmp|deploykit-|ort\.quant\.|pre\.quant\.)")
 START_S, STOP_S, RUN_S = 120, 60, 300  # waits that turn a hang into a failure
 
 
@@ -143,9 +145,9 @@ MESSAGE = {signal.SIGTERM: "error: terminated (SIGTERM); temporary output folder
            signal.SIGINT: "error: interrupted (SIGINT); temporary output folders were removed"}
 
 
-def interrupt(cmd: list[str], run: Path, point: Point, sig: signal.Signals) -> tuple[int, str]:
+def interrupt(cmd: list[str], run: Path, point: Point, sig: signal.Signals, env: dict) -> tuple[int, str]:
     """Start `cmd`, send `sig` once `point` is reached; returns the exit code and stderr."""
-    proc = subprocess.Popen(cmd, cwd=run.parent, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=run.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, preexec_fn=_default_sigint)
     lines: list[str] = []
     sent = threading.Event()
@@ -253,7 +255,11 @@ def test_interrupted_run_reruns_to_the_uninterrupted_result(recipe, reference, t
     run = tmp_path / "run"
     if point.stage != "finetune":
         start_after(reference, run, point.stage)
-    code, stderr = interrupt(command(recipe, run, quiet=False), run, point, sig)
+    # the system's temporary folder, the run's own: what a killed run leaves there is never cleared
+    temp = tmp_path / "TMPDIR"
+    temp.mkdir()
+    env = {**ENV, "TMPDIR": str(temp)}
+    code, stderr = interrupt(command(recipe, run, quiet=False), run, point, sig, env)
 
     assert code == EXIT[sig], stderr
     done = "report.json" if point.stage == "bench" else "manifest.json"
@@ -269,7 +275,7 @@ def test_interrupted_run_reruns_to_the_uninterrupted_result(recipe, reference, t
         assert re.findall(r"error: .*", stderr) == [MESSAGE[sig]], stderr  # after a progress bar's \r, maybe
         assert "Traceback" not in stderr
 
-    again = subprocess.run(command(recipe, run), env=ENV, cwd=run.parent, capture_output=True, text=True,
+    again = subprocess.run(command(recipe, run), env=env, cwd=run.parent, capture_output=True, text=True,
                            timeout=RUN_S)
     assert again.returncode == 0, again.stderr[-3000:]
     assert_same_run(run, reference)
@@ -277,3 +283,6 @@ def test_interrupted_run_reruns_to_the_uninterrupted_result(recipe, reference, t
     if any(STAGING.match(Path(p).name) for p in left):
         raise StaleScratch(f"left after the re-run: {left}")
     assert not left, left
+    # scratch (float exports, ORT's calibration copies) lives in the staging folder, which the re-run cleared
+    # (libraries' own caches, torchinductor_<user> and a telemetry .ses file, may stay there by design)
+    assert [p.name for p in temp.iterdir() if TEMPORARY.match(p.name)] == [], "left in the temporary folder"
