@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe, TensorRTConfig
 from deploykit.console import log
 from deploykit.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ENGINE_FILE = "model.engine"
 
@@ -152,7 +156,7 @@ class EngineRunner:
         self._dtypes = {n: _torch_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
         self.stream = torch.cuda.Stream()
 
-    def __call__(self, batch: dict) -> "np.ndarray":
+    def __call__(self, batch: dict) -> np.ndarray:
         import numpy as np
         import torch
 

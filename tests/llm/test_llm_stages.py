@@ -57,6 +57,7 @@ def test_prune_removes_kv_groups_and_ffn_and_reloads(tiny_llama, tiny_task, tmp_
     out = tmp_path / "prune"
     art = run_stage("prune", recipe(tiny_llama, tiny_task, prune={"ffn": 0.5, "heads": 0.5, "importance": "taylor",
                                                                   "recovery": FAST}), tiny_llama, out)
+    assert art.stage == "prune" and art.path == out.resolve()
     cfg = AutoConfig.from_pretrained(out)
     assert (cfg.intermediate_size, cfg.num_key_value_heads, cfg.num_attention_heads, cfg.head_dim) == (32, 1, 2, 8)
     m = json.loads((out / "manifest.json").read_text())
