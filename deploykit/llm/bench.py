@@ -250,8 +250,7 @@ def _memory(t: _Timed, prompts: list[str], batch: int, new_tokens: int, threads:
             "memory_method": f"subprocess: peak RSS of a fresh process generating {new_tokens} tokens at batch {batch}"}
 
 
-def _memory_child(spec_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
+def _memory_child(spec: dict[str, Any]) -> None:
     # the runtime's libraries and the tokenizer are baseline, not model
     if spec["runtime"] == "ort":
         import onnxruntime  # noqa: F401
@@ -276,4 +275,4 @@ def _memory_child(spec_path: str) -> None:
 
 
 if __name__ == "__main__":
-    _memory_child(sys.argv[1])
+    _memory_child(json.load(sys.stdin))

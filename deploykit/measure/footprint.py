@@ -7,18 +7,17 @@
 
 Why memory is measured in a subprocess: in the benchmark process every runtime is loaded at once and the allocator keeps
 freed memory, so neither RSS deltas nor the process peak can be pinned on one model. The child is
-`python -m deploykit.measure.footprint SPEC.json`; it prints one JSON line.
+`python -m deploykit.measure.footprint`, its spec as JSON on stdin (no file a killed run could leave behind); it
+prints one JSON line.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,24 +49,20 @@ def peak_memory(artifact: Artifact, runtime: str, threads: int, device: str, bat
 
 
 def run_child(module: str, spec: dict[str, Any], what: str) -> dict[str, Any]:
-    """Run `python -m <module> SPEC.json` in a fresh process and return the JSON of its last stdout line.
+    """Run `python -m <module>` in a fresh process, `spec` as JSON on its stdin, and return the JSON of its last
+    stdout line. Errors: RuntimeError naming `what` and the child's last stderr line.
 
     Memory children of other model kinds (deploykit.llm.bench) reuse this and `peak_rss_mb`.
     """
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(spec, fh, default=str)
-    try:
-        proc = subprocess.run([sys.executable, "-m", module, fh.name], capture_output=True, text=True, timeout=900)
-    finally:
-        os.unlink(fh.name)
+    proc = subprocess.run([sys.executable, "-m", module], input=json.dumps(spec, default=str), capture_output=True,
+                          text=True, timeout=900)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"memory measurement of {what} failed: {last}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _memory_child(spec_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
+def _memory_child(spec: dict[str, Any]) -> None:
     # import the runtime's libraries and tokenize first: what they take is baseline, not model
     if spec["runtime"].startswith("torch"):
         import torch
@@ -155,4 +150,4 @@ def parameter_count(artifact: Artifact) -> int | None:
 
 
 if __name__ == "__main__":
-    _memory_child(sys.argv[1])
+    _memory_child(json.load(sys.stdin))

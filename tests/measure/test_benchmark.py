@@ -2,6 +2,7 @@
 
 import json
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -120,8 +121,10 @@ def test_tensorrt_artifact_is_skipped_without_tensorrt(tiny, tmp_path):
     assert "CUDA" in rows[1].skip or "tensorrt package" in rows[1].skip
 
 
-def test_peak_memory_in_a_fresh_process(tiny):
+def test_peak_memory_in_a_fresh_process(tiny, tmp_path, monkeypatch):
     _, onnx_art, split = tiny
+    # the child gets its spec on stdin: no file in the temp folder that a killed bench would leave behind
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
     mem = peak_memory(onnx_art, "ort", threads=1, device="cpu", batch=split.head(8), max_length=32)
     assert mem["peak_rss_mb"] > mem["model_rss_mb"] > 0
     # a fresh process: far below the test process, which holds torch, transformers and several models
