@@ -9,7 +9,8 @@ MatMuls (and Gather with `quantize.op_types`) with activation scales computed at
 the INT8 graph's entity F1 on the validation split (one window per batch: a dynamic graph's scales span the batch),
 keeping the most sensitive nodes float until it loses at most `quantize.max_drop` points. Static INT8 calibrates
 its activation ranges on `quantize.calibration_samples` seeded training sentences, as windows padded to the
-trained window length (ORT's histogram calibrators stack the batches, so every batch has one shape).
+trained window length (deploykit/quant/int8.py collects entropy and percentile histograms one batch at a time, since
+the padding-free graph's packed activations differ in shape from batch to batch whatever the padding).
 """
 
 from __future__ import annotations

@@ -153,7 +153,8 @@ def quantize(src: Path, dst: Path, settings: Int8Settings, *, exclude: list[str]
         settings: mode, preset and operator types.
         exclude: node names kept in float (the accuracy gate's choice).
         only: quantize just these nodes (per-node sensitivity).
-        calibration: fixed-shape feeds for static mode.
+        calibration: feeds for static mode; with entropy or percentile ranges their activations may differ in shape
+            from batch to batch (`histogram_ranges`).
         calibration_cache: a file holding activation ranges; computed once, reused by later calls.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -168,10 +169,34 @@ def quantize(src: Path, dst: Path, settings: Int8Settings, *, exclude: list[str]
         quantize_dynamic(str(src), str(dst), extra_options=extra, **common)
         return
     reader = FeedReader(calibration) if calibration else None
-    quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8 if settings.signed_activations else QuantType.QUInt8,
-                    calibrate_method=getattr(CalibrationMethod, CALIBRATION[settings.calibration]),
-                    calibration_cache_path=calibration_cache, extra_options=extra, **common)
+    method = getattr(CalibrationMethod, CALIBRATION[settings.calibration])
+    with tempfile.TemporaryDirectory(prefix="deploykit-calib-") as work:
+        if calibration and method != CalibrationMethod.MinMax and not (calibration_cache and calibration_cache.is_file()):
+            calibration_cache = calibration_cache or Path(work) / "calibration.json"
+            histogram_ranges(src, settings.op_types, method, calibration, calibration_cache)
+        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QInt8 if settings.signed_activations else QuantType.QUInt8,
+                        calibrate_method=method, calibration_cache_path=calibration_cache, extra_options=extra, **common)
+
+
+def histogram_ranges(src: Path, op_types: list[str], method, calibration: list[dict[str, np.ndarray]],
+                     cache: Path) -> None:
+    """Entropy or percentile activation ranges of `src` on the `calibration` feeds, written to `cache` (ORT's JSON
+    calibration cache, which `quantize_static(calibration_cache_path=...)` then reads).
+
+    Why not inside quantize_static: its histogram calibrators stack every batch's activations into one array, which
+    fails on a graph whose activations change shape between batches, as the padding-free graph's do (it packs the
+    real tokens only; onnxruntime issue #18792). Collected one batch per `collect_data` call, ORT's own histogram
+    collector merges the batches instead (the same calibrator and settings quantize_static would build).
+    """
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    with tempfile.TemporaryDirectory(prefix="deploykit-hist-") as work:
+        calibrator = create_calibrator(Path(src), op_types, augmented_model_path=str(Path(work) / "augmented.onnx"),
+                                       calibrate_method=method)
+        for feed in calibration:
+            calibrator.collect_data(FeedReader([feed]))
+        save_tensors_data(calibrator.compute_data(), cache)
 
 
 def logits_on(onnx_path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:

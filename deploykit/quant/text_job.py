@@ -35,8 +35,7 @@ def feeds(split, tokenizer, names: list[str], batch_size: int, max_length: int,
 
 
 def calibration_feeds(recipe: Recipe, task, tokenizer, names: list[str]) -> list[dict[str, np.ndarray]]:
-    """`calibration_samples` seeded training rows, padded to one fixed length (ORT's histogram
-    calibrators stack every batch, so shapes must agree)."""
+    """`calibration_samples` seeded training rows, padded or cut to one fixed length, `calibration_seq_len`."""
     from deploykit.quant.int8 import calibration_sample
 
     cfg = recipe.quantize
