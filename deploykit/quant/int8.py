@@ -170,19 +170,21 @@ def quantize(src: Path, dst: Path, settings: Int8Settings, *, exclude: list[str]
         return
     reader = FeedReader(calibration) if calibration else None
     method = getattr(CalibrationMethod, CALIBRATION[settings.calibration])
+    # minmax stays on quantize_static's own collection, which takes batches of any shape (its recorded figures)
     with tempfile.TemporaryDirectory(prefix="deploykit-calib-") as work:
         if calibration and method != CalibrationMethod.MinMax and not (calibration_cache and calibration_cache.is_file()):
             calibration_cache = calibration_cache or Path(work) / "calibration.json"
-            histogram_ranges(src, settings.op_types, method, calibration, calibration_cache)
+            histogram_ranges(src, settings.op_types, method, calibration, calibration_cache, Path(work))
         quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8 if settings.signed_activations else QuantType.QUInt8,
                         calibrate_method=method, calibration_cache_path=calibration_cache, extra_options=extra, **common)
 
 
 def histogram_ranges(src: Path, op_types: list[str], method, calibration: list[dict[str, np.ndarray]],
-                     cache: Path) -> None:
+                     cache: Path, work: Path) -> None:
     """Entropy or percentile activation ranges of `src` on the `calibration` feeds, written to `cache` (ORT's JSON
-    calibration cache, which `quantize_static(calibration_cache_path=...)` then reads).
+    calibration cache, which `quantize_static(calibration_cache_path=...)` then reads); the calibrator's augmented
+    copy of the graph goes to the folder `work`.
 
     Why not inside quantize_static: its histogram calibrators stack every batch's activations into one array, which
     fails on a graph whose activations change shape between batches, as the padding-free graph's do (it packs the
@@ -191,12 +193,11 @@ def histogram_ranges(src: Path, op_types: list[str], method, calibration: list[d
     """
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
-    with tempfile.TemporaryDirectory(prefix="deploykit-hist-") as work:
-        calibrator = create_calibrator(Path(src), op_types, augmented_model_path=str(Path(work) / "augmented.onnx"),
-                                       calibrate_method=method)
-        for feed in calibration:
-            calibrator.collect_data(FeedReader([feed]))
-        save_tensors_data(calibrator.compute_data(), cache)
+    calibrator = create_calibrator(Path(src), op_types, augmented_model_path=str(work / "augmented.onnx"),
+                                   calibrate_method=method)
+    for feed in calibration:
+        calibrator.collect_data(FeedReader([feed]))
+    save_tensors_data(calibrator.compute_data(), cache)
 
 
 def logits_on(onnx_path: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
