@@ -70,3 +70,52 @@ def test_static_calibration_takes_batches_of_different_shapes(tmp_path, method):
     x = feeds[1]
     want, got = (run[p].run(None, x)[0] for p in (src, tmp_path / "q.onnx"))
     assert np.abs(got - want).max() < 0.15 * np.abs(want).max()  # INT8 error, not a broken range
+
+
+def _embedding_graph(path, tied: bool):
+    # ids -> Gather(table) -> MatMul(w) -> y; tied: the same table is also an output layer (y @ table^T)
+    rng = np.random.default_rng(2)
+    table = numpy_helper.from_array(rng.normal(size=(50, 8)).astype(np.float32), "table")
+    w = numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "w")
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"),
+             helper.make_node("MatMul", ["e", "w"], ["h"], name="dense")]
+    inits, out = [table, w], "h"
+    if tied:
+        nodes += [helper.make_node("Transpose", ["table"], ["table_t"], name="tie"),
+                  helper.make_node("MatMul", ["h", "table_t"], ["logits"], name="lm_head")]
+        out = "logits"
+    graph = helper.make_graph(nodes, "embed", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["tokens"])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _int_span(path, name_start):
+    # the widest integer span among the quantized initializers whose name starts with name_start
+    spans = [int(a.max()) - int(a.min()) for i in onnx.load(str(path)).graph.initializer
+             if i.name.startswith(name_start) and (a := numpy_helper.to_array(i)).dtype in (np.int8, np.uint8)
+             and a.size > 1]
+    return max(spans)
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_avx2_keeps_8_bit_tables_read_only_by_gather(tmp_path, mode):
+    # 7-bit weights keep AVX2's pair sums from saturating in a MatMul; a Gather-only table multiplies nothing
+    src = _embedding_graph(tmp_path / "f.onnx", tied=False)
+    feeds = [{"ids": np.arange(n, dtype=np.int64)} for n in (5, 9)]
+    settings = Int8Settings.for_preset("avx2", mode=mode, op_types=["MatMul", "Gather"])
+    quantize(src, tmp_path / "q.onnx", settings, calibration=feeds if mode == "static" else None)
+    assert _int_span(tmp_path / "q.onnx", "table") > 200      # all 8 bits
+    assert _int_span(tmp_path / "q.onnx", "w") <= 128          # 7 bits, as the preset says
+    vnni = Int8Settings.for_preset("avx512_vnni", mode=mode, op_types=["MatMul", "Gather"])
+    quantize(src, tmp_path / "v.onnx", vnni, calibration=feeds if mode == "static" else None)
+    assert _int_span(tmp_path / "v.onnx", "w") > 200
+
+
+def test_avx2_keeps_a_tied_table_at_7_bits(tmp_path):
+    # the table is also the weight of a MatMul (a tied output layer): full-range values would saturate there
+    src = _embedding_graph(tmp_path / "f.onnx", tied=True)
+    feeds = [{"ids": np.arange(n, dtype=np.int64)} for n in (5, 9)]
+    settings = Int8Settings.for_preset("avx2", mode="static", op_types=["MatMul", "Gather"])
+    quantize(src, tmp_path / "q.onnx", settings, calibration=feeds)
+    assert _int_span(tmp_path / "q.onnx", "table") <= 128
