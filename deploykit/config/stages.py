@@ -202,8 +202,9 @@ class QuantizeConfig(Section):
     symmetric: bool = Field(True, description="weight_only: blocks without zero points; false stores one per block "
                                               "(4-bit SmolLM2: 84.5 exact match vs 83.0 symmetric)")
     fallback_bits: Literal[4, 8] | None = Field(
-        None, description="weight_only: the gate quantizes the most sensitive MatMuls this wide (symmetric) "
-                          "instead of keeping them float; null keeps them float")
+        None, description="the gate quantizes the weights of the most sensitive MatMuls this wide (symmetric) "
+                          "instead of keeping them float; weight_only: blockwise; dynamic/static: 8 only, one scale "
+                          "per output channel, the node computing in float; null keeps them float")
     preset: Literal["auto", "avx512_vnni", "avx2", "arm64", "tensorrt"] = Field(
         "auto", description="auto: this CPU's; tensorrt: symmetric int8 Q/DQ (mode static) for TensorRT engines")
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
@@ -218,9 +219,13 @@ class QuantizeConfig(Section):
 
     @model_validator(mode="after")
     def _fallback_wider(self) -> QuantizeConfig:
-        if self.fallback_bits is not None and (self.mode != "weight_only" or self.fallback_bits <= self.bits):
-            raise ValueError(f"fallback_bits {self.fallback_bits} needs mode weight_only and must exceed bits "
-                             f"{self.bits}")
+        if self.fallback_bits is None:
+            return self
+        if self.mode == "weight_only" and self.fallback_bits <= self.bits:
+            raise ValueError(f"fallback_bits {self.fallback_bits} must exceed bits {self.bits} in mode weight_only")
+        if self.mode != "weight_only" and self.fallback_bits != 8:
+            raise ValueError(f"fallback_bits {self.fallback_bits}: mode {self.mode} keeps sensitive nodes' weights "
+                             "8 bits wide (fallback_bits 8) or float (null)")
         return self
 
 

@@ -112,6 +112,9 @@ class CausalQuantizeJob(QuantizeJob):
         if recipe.quantize.mode == "static":
             raise UserError("quantize.mode static (calibrated activations) is not supported for causal LMs; "
                             "use dynamic or weight_only")
+        if recipe.quantize.fallback_bits and recipe.quantize.mode != "weight_only":
+            raise UserError(f"quantize.fallback_bits with mode {recipe.quantize.mode} is for encoders; causal LMs "
+                            "take it with mode weight_only")
         if not scored_by_exact_match(recipe.data):
             raise UserError("quantize gates causal LMs on exact answers; data.response_column holds free text "
                             "(recast a labelled task as generation)")

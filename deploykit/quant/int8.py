@@ -184,6 +184,62 @@ def quantize(src: Path, dst: Path, settings: Int8Settings, *, exclude: list[str]
                         calibrate_method=method, calibration_cache_path=calibration_cache, extra_options=extra, **common)
 
 
+def int8_weights_float_activations(path: Path, nodes: list[str]) -> list[str]:
+    """Give the MatMul/Gemm `nodes` that quantization left float INT8 weights again, dequantized at run time
+    (symmetric, one scale per output channel): the file keeps its INT8 size, the node computes in float, so the
+    activation rounding that made it sensitive is gone. Rewrites `path` in place.
+
+    Args:
+        path: an INT8 graph from `quantize` whose `nodes` were excluded (dynamic mode names a Gemm `<gemm>_MatMul`).
+        nodes: the gate's float nodes; Gather tables and weights shared with another node stay float.
+
+    Returns:
+        The names (as `nodes` spells them) of the nodes rewritten.
+
+    Raises:
+        RuntimeError: a dequantized weight differs from its float one by more than half a step (a broken rewrite).
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    asked = {n.removesuffix("_MatMul"): n for n in nodes} | {n: n for n in nodes}  # graph name -> the gate's name
+    done = []
+    for node in list(graph.node):
+        if node.name not in asked or node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
+            continue
+        name = node.input[1]
+        if name not in inits or readers[name] != 1 or len(inits[name].dims) != 2:
+            continue
+        w = numpy_helper.to_array(inits[name]).astype(np.float32)
+        trans_b = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+        axis = 0 if trans_b else 1  # the output channels: B is [N, K] with transB, else [K, N]
+        scale = np.maximum(np.abs(w).max(axis=1 - axis), 1e-12) / 127.0
+        shape = (-1, 1) if axis == 0 else (1, -1)
+        q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        error = np.abs(q.astype(np.float32) * scale.reshape(shape) - w).max(axis=1 - axis)
+        if np.any(error > 0.5001 * scale + 1e-7):
+            raise RuntimeError(f"{node.name}: INT8 weights of {name} off by more than half a step; not rewritten")
+        graph.initializer.remove(inits[name])
+        graph.initializer.extend([numpy_helper.from_array(q, f"{name}_wq"),
+                                  numpy_helper.from_array(scale.astype(np.float32), f"{name}_wq_scale"),
+                                  numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_wq_zero_point")])
+        graph.node.insert(list(graph.node).index(node), helper.make_node(
+            "DequantizeLinear", [f"{name}_wq", f"{name}_wq_scale", f"{name}_wq_zero_point"], [f"{name}_dq"],
+            name=f"{node.name}_weight_DequantizeLinear", axis=axis))
+        node.input[1] = f"{name}_dq"
+        done.append(asked[node.name])
+    if done:
+        onnx.save(model, str(path))
+    return done
+
+
 def lookup_tables(onnx_path: Path) -> list[str]:
     """Initializers read only as the data input of Gather nodes (embedding tables), never by a MatMul or Gemm (a
     tied output layer) or any other node."""

@@ -145,11 +145,18 @@ def test_fallback_ranking_is_error_per_weight_after_the_lm_head(tiny_llama, tmp_
     assert np.isfinite([s for _, s in ranking[1:]]).all()
 
 
-@pytest.mark.parametrize("settings", [{"mode": "dynamic", "fallback_bits": 8},
+@pytest.mark.parametrize("settings", [{"mode": "dynamic", "fallback_bits": 4},
                                       {"mode": "weight_only", "bits": 8, "fallback_bits": 4}])
 def test_fallback_bits_must_be_wider_weight_only(tiny_llama, tiny_task, settings):
     with pytest.raises(UserError, match="fallback_bits"):
         recipe(tiny_llama, tiny_task, quantize=settings)
+
+
+def test_fallback_bits_with_dynamic_is_for_encoders(tiny_llama, tiny_task, tmp_path):
+    # encoders keep 8-bit weights on their float nodes; a causal LM's dynamic graph has no such fallback
+    with pytest.raises(UserError, match="fallback_bits with mode dynamic"):
+        run_stage("quantize", recipe(tiny_llama, tiny_task, quantize={"mode": "dynamic", "fallback_bits": 8}),
+                  tiny_llama, tmp_path / "s")
 
 
 def test_static_is_refused_for_causal_lms(tiny_llama, tiny_task, tmp_path):

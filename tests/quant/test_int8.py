@@ -119,3 +119,57 @@ def test_avx2_keeps_a_tied_table_at_7_bits(tmp_path):
     settings = Int8Settings.for_preset("avx2", mode="static", op_types=["MatMul", "Gather"])
     quantize(src, tmp_path / "q.onnx", settings, calibration=feeds)
     assert _int_span(tmp_path / "q.onnx", "table") <= 128
+
+
+def _two_layer_graph(path, shared: bool = False):
+    # x -> Gemm(w1, transB) -> Relu -> MatMul(w2) -> y; shared: a third node reads w2 too
+    rng = np.random.default_rng(3)
+    w1 = numpy_helper.from_array(rng.normal(size=(16, 8)).astype(np.float32), "w1")   # [N, K]: transB
+    w2 = numpy_helper.from_array(rng.normal(size=(16, 4)).astype(np.float32) * np.linspace(0.01, 3, 4, dtype=np.float32),
+                                 "w2")  # output channels of very different ranges: one scale each
+    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], name="up", transB=1), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"], name="down")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["tokens", 4])]
+    if shared:
+        nodes.append(helper.make_node("MatMul", ["r", "w2"], ["y2"], name="again"))
+        outputs.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, ["tokens", 4]))
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", 8])],
+                              outputs, [w1, w2])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_fallback_nodes_get_int8_weights_and_compute_in_float(tmp_path):
+    import onnxruntime as ort
+
+    from deploykit.quant.int8 import int8_weights_float_activations
+
+    src = _two_layer_graph(tmp_path / "f.onnx")
+    rng = np.random.default_rng(4)
+    feeds = [{"x": rng.normal(size=(n, 8)).astype(np.float32)} for n in (4, 6)]
+    settings = Int8Settings.for_preset("avx2", mode="static", op_types=["MatMul", "Gemm"])
+    quantize(src, tmp_path / "q.onnx", settings, exclude=["up", "down"], calibration=feeds)
+    before = (tmp_path / "q.onnx").stat().st_size
+    assert int8_weights_float_activations(tmp_path / "q.onnx", ["up", "down"]) == ["up", "down"]
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert inits["w1_wq"].dtype == np.int8 and inits["w1_wq_scale"].shape == (16,)   # per output channel, axis 0
+    assert inits["w2_wq_scale"].shape == (4,) and "w1" not in inits and "w2" not in inits
+    assert np.abs(inits["w2_wq"]).max(axis=0).min() >= 126   # every channel uses its whole range: one scale each
+    assert (tmp_path / "q.onnx").stat().st_size < before     # 1 byte per weight instead of 4
+    # no QuantizeLinear: the activations stay float, so only the weights' rounding separates it from the float graph
+    assert "QuantizeLinear" not in [n.op_type for n in model.graph.node]
+    run = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, tmp_path / "q.onnx")}
+    want, got = (run[p].run(None, feeds[1])[0] for p in (src, tmp_path / "q.onnx"))
+    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+
+
+def test_fallback_leaves_shared_weights_and_other_nodes_alone(tmp_path):
+    from deploykit.quant.int8 import int8_weights_float_activations
+
+    src = _two_layer_graph(tmp_path / "f.onnx", shared=True)
+    feeds = [{"x": np.ones((3, 8), np.float32)}]
+    settings = Int8Settings.for_preset("avx512_vnni", mode="static", op_types=["MatMul", "Gemm"])
+    quantize(src, tmp_path / "q.onnx", settings, exclude=["down", "again"], calibration=feeds)
+    # w2 is read by two nodes: rewriting it for one would change the other; "up" was quantized, not a float node
+    assert int8_weights_float_activations(tmp_path / "q.onnx", ["down", "again", "up"]) == []
