@@ -201,10 +201,11 @@ class QuantizeConfig(Section):
     block_size: int = Field(128, ge=16, description="weights per scale for mode weight_only")
     symmetric: bool = Field(True, description="weight_only: blocks without zero points; false stores one per block "
                                               "(4-bit SmolLM2: 84.5 exact match vs 83.0 symmetric)")
-    fallback_bits: Literal[4, 8] | None = Field(
-        None, description="the gate quantizes the weights of the most sensitive MatMuls this wide (symmetric) "
-                          "instead of keeping them float; weight_only: blockwise; dynamic/static: 8 only, one scale "
-                          "per output channel, the node computing in float; null keeps them float")
+    fallback_bits: Literal[4, 8, 16] | None = Field(
+        None, description="the gate stores the weights of the most sensitive MatMuls this wide instead of float; "
+                          "weight_only: 4 or 8-bit blocks (symmetric); dynamic/static: the nodes compute in float from "
+                          "8-bit (per output channel, dequantized every call) or 16-bit (float16, cast once at load) "
+                          "weights; null keeps them float")
     preset: Literal["auto", "avx512_vnni", "avx2", "arm64", "tensorrt"] = Field(
         "auto", description="auto: this CPU's; tensorrt: symmetric int8 Q/DQ (mode static) for TensorRT engines")
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
@@ -216,16 +217,21 @@ class QuantizeConfig(Section):
     max_drop: float = Field(0.5, ge=0, description="accuracy points the INT8 model may lose vs its float parent")
     max_float_nodes: int = Field(16, ge=0, description="give up after keeping this many nodes in float "
                                                        "(or fallback_bits wide)")
+    min_float_nodes: int = Field(0, ge=0, description="the gate's first try already keeps this many of the most "
+                                                      "sensitive nodes float (or fallback_bits wide)")
 
     @model_validator(mode="after")
     def _fallback_wider(self) -> QuantizeConfig:
+        if self.min_float_nodes > self.max_float_nodes:
+            raise ValueError(f"min_float_nodes {self.min_float_nodes} exceeds max_float_nodes {self.max_float_nodes}")
         if self.fallback_bits is None:
             return self
-        if self.mode == "weight_only" and self.fallback_bits <= self.bits:
-            raise ValueError(f"fallback_bits {self.fallback_bits} must exceed bits {self.bits} in mode weight_only")
-        if self.mode != "weight_only" and self.fallback_bits != 8:
-            raise ValueError(f"fallback_bits {self.fallback_bits}: mode {self.mode} keeps sensitive nodes' weights "
-                             "8 bits wide (fallback_bits 8) or float (null)")
+        if self.mode == "weight_only" and not self.bits < self.fallback_bits <= 8:
+            raise ValueError(f"fallback_bits {self.fallback_bits} must exceed bits {self.bits} and be at most 8 in "
+                             "mode weight_only")
+        if self.mode != "weight_only" and self.fallback_bits not in (8, 16):
+            raise ValueError(f"fallback_bits {self.fallback_bits}: mode {self.mode} stores sensitive nodes' weights "
+                             "in 8 or 16 bits (or float: null)")
         return self
 
 

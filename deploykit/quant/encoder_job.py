@@ -112,14 +112,14 @@ class EncoderQuantizeJob(QuantizeJob):
         return self.pre
 
     def int8(self, float_nodes: list[str], attempt: int) -> Path:
-        from deploykit.quant.int8 import int8_weights_float_activations, quantize
+        from deploykit.quant.int8 import fallback_weights, quantize
 
         self.fallback_nodes: list[str] = []
         out = self.work / f"int8-{attempt}.onnx"
         quantize(self.pre, out, self.settings, exclude=float_nodes, calibration=self.calibration,
                  calibration_cache=self.cache)
         if self.recipe.quantize.fallback_bits and float_nodes:
-            self.fallback_nodes = int8_weights_float_activations(out, float_nodes)
+            self.fallback_nodes = fallback_weights(out, float_nodes, self.recipe.quantize.fallback_bits)
         return out
 
     def rank(self) -> list[tuple[str, float]]:
@@ -147,6 +147,8 @@ class EncoderQuantizeJob(QuantizeJob):
 
     def describe(self, result, metrics: dict) -> str:
         sizes, key = metrics["size_bytes"], self.metric
+        wide = (f" ({len(self.fallback_nodes)} of them with {self.recipe.quantize.fallback_bits}-bit weights)"
+                if self.fallback_nodes else "")
         return (f"quantize: {metrics['quantized_ops']['quantized_matmuls']} INT8 matmuls, {len(result.float_nodes)} "
-                f"nodes float ({len(self.fallback_nodes)} of them with INT8 weights), {sizes['float'] / 1e6:.1f} -> {sizes['int8'] / 1e6:.1f} MB, validation {key} "
+                f"nodes float{wide}, {sizes['float'] / 1e6:.1f} -> {sizes['int8'] / 1e6:.1f} MB, validation {key} "
                 f"{result.metrics[key]:.2f} (float {result.reference[key]:.2f})")

@@ -35,7 +35,7 @@ class GateResult:
 
 def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict],
          quantize: Callable[[list[str], int], Path], rank: Callable[[], list[tuple[str, float]]],
-         float_model: Path, metric: str = "accuracy", advice: str = "") -> GateResult:
+         float_model: Path, metric: str = "accuracy", advice: str = "", min_float_nodes: int = 0) -> GateResult:
     """Quantize, evaluate, and keep the most sensitive nodes in float (1, 2, 4, ... of them) until the
     INT8 model loses at most `max_drop` points against `float_model`; GateError with every try's
     accuracy otherwise.
@@ -48,9 +48,14 @@ def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict]
         float_model: the float graph the drop is measured against.
         metric: the key of `evaluate`'s result that the gate compares (exact_match for causal LMs).
         advice: what else the GateError suggests (", or try --mode static"), where the job has an alternative.
+        min_float_nodes: the first try already keeps this many of the most sensitive nodes float, whatever the
+            drop (the ranking is computed first): for a layer known to be sensitive, where the validation rows are too
+            few to tell a 0.05-point loss from noise.
     """
     result = GateResult(float_model, evaluate(float_model), {})
-    k = 0
+    if min_float_nodes:
+        result.ranking = rank()
+    k = min(min_float_nodes, len(result.ranking))
     while True:
         float_nodes = [name for name, _ in result.ranking[:k]]
         candidate = quantize(float_nodes, len(result.tries))
@@ -62,7 +67,7 @@ def gate(max_drop: float, max_float_nodes: int, evaluate: Callable[[Path], dict]
         if drop <= max_drop + 1e-9:
             result.model, result.metrics = candidate, scores
             return result
-        if len(result.tries) == 1 and max_float_nodes:
+        if len(result.tries) == 1 and max_float_nodes and not result.ranking:
             result.ranking = rank()
         limit = min(max_float_nodes, len(result.ranking))
         if k >= limit:

@@ -7,8 +7,9 @@ A PyTorch input is exported first (fused, parity-checked, see `deploykit/onnx/ex
 goes through `quant_pre_process`, then INT8 with the preset of this CPU (`quantize.preset: auto`).
 The gate evaluates the INT8 model against its float parent on the validation split; when it loses
 more than `quantize.max_drop` points, nodes are ranked by sensitivity and the most sensitive stay in
-float (1, 2, 4, ... up to `quantize.max_float_nodes`) until the gate holds, or the stage fails with
-every try's figures (the loop is `deploykit.quant.gate`, the INT8 steps `deploykit.quant.int8`).
+float (1, 2, 4, ... up to `quantize.max_float_nodes`; from `quantize.min_float_nodes` on the first try) until the
+gate holds, or the stage fails with every try's figures; with `quantize.fallback_bits` the float nodes keep 8 or
+16-bit weights (`deploykit.quant.int8.fallback_weights`) (the loop is `deploykit.quant.gate`, the INT8 steps `deploykit.quant.int8`).
 `deploykit.quant.baseline.standard_baseline` builds the by-hand recipe (Optimum's avx512_vnni dynamic
 preset on a plain export) that `deploykit bench` compares against.
 
@@ -53,7 +54,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     with staging(out_dir) as tmp, scratch_in(tmp) as work:
         reference = job.prepare(work)
         result = gate(cfg.max_drop, cfg.max_float_nodes, job.score, job.int8, job.rank, reference, metric=job.metric,
-                      advice=job.advice)
+                      advice=job.advice, min_float_nodes=cfg.min_float_nodes)
         metrics, fields = job.finish(result, tmp)
         manifest = write_manifest(tmp, stage="quantize", format="onnx", parent=parent,
                                   config=recipe.model_dump(include={"data", "quantize"}), metrics=metrics,

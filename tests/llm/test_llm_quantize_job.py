@@ -146,7 +146,8 @@ def test_fallback_ranking_is_error_per_weight_after_the_lm_head(tiny_llama, tmp_
 
 
 @pytest.mark.parametrize("settings", [{"mode": "dynamic", "fallback_bits": 4},
-                                      {"mode": "weight_only", "bits": 8, "fallback_bits": 4}])
+                                      {"mode": "weight_only", "bits": 8, "fallback_bits": 4},
+                                      {"mode": "weight_only", "bits": 4, "fallback_bits": 16}])
 def test_fallback_bits_must_be_wider_weight_only(tiny_llama, tiny_task, settings):
     with pytest.raises(UserError, match="fallback_bits"):
         recipe(tiny_llama, tiny_task, quantize=settings)

@@ -12,7 +12,8 @@ from deploykit.quant.gate import gate
 RANKING = [(f"n{i}", 10.0 - i) for i in range(6)]  # n0 the most sensitive
 
 
-def run_gate(accuracy_by_float_nodes: dict[int, float], max_drop: float, max_float_nodes: int):
+def run_gate(accuracy_by_float_nodes: dict[int, float], max_drop: float, max_float_nodes: int,
+             min_float_nodes: int = 0):
     """The gate over fake models: a quantized model's accuracy depends on how many nodes it keeps float."""
     ranked = []
 
@@ -28,7 +29,8 @@ def run_gate(accuracy_by_float_nodes: dict[int, float], max_drop: float, max_flo
         ranked.append(True)
         return RANKING
 
-    return gate(max_drop, max_float_nodes, evaluate, quantize, rank, Path("float")), ranked
+    return gate(max_drop, max_float_nodes, evaluate, quantize, rank, Path("float"),
+                min_float_nodes=min_float_nodes), ranked
 
 
 def test_a_first_try_within_budget_needs_no_ranking():
@@ -49,3 +51,14 @@ def test_the_last_try_is_capped_at_max_float_nodes_then_fails_with_the_figures()
                                         r"float 90.00 .* max_drop 0.5 with up to 3 nodes float") as err:
         run_gate(dict.fromkeys(range(7), 88.0), max_drop=0.5, max_float_nodes=3)
     assert "\n" not in str(err.value)
+
+
+def test_min_float_nodes_starts_with_the_most_sensitive_float_even_when_all_int8_would_pass():
+    result, ranked = run_gate({0: 89.9, 1: 89.7, 2: 89.95}, max_drop=0.5, max_float_nodes=8, min_float_nodes=1)
+    assert [len(t["float_nodes"]) for t in result.tries] == [1] and ranked == [True]  # ranked once, before the try
+    assert result.float_nodes == ["n0"] and result.model == Path("int8-0-1")
+
+
+def test_min_float_nodes_keeps_doubling_when_its_first_try_fails():
+    result, ranked = run_gate({1: 89.0, 2: 89.2, 4: 89.6}, max_drop=0.5, max_float_nodes=8, min_float_nodes=1)
+    assert [len(t["float_nodes"]) for t in result.tries] == [1, 2, 4] and ranked == [True]

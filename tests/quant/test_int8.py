@@ -139,10 +139,11 @@ def _two_layer_graph(path, shared: bool = False):
     return path
 
 
-def test_fallback_nodes_get_int8_weights_and_compute_in_float(tmp_path):
+@pytest.mark.parametrize("bits", [8, 16])
+def test_fallback_nodes_get_narrow_weights_and_compute_in_float(tmp_path, bits):
     import onnxruntime as ort
 
-    from deploykit.quant.int8 import int8_weights_float_activations
+    from deploykit.quant.int8 import fallback_weights
 
     src = _two_layer_graph(tmp_path / "f.onnx")
     rng = np.random.default_rng(4)
@@ -150,26 +151,47 @@ def test_fallback_nodes_get_int8_weights_and_compute_in_float(tmp_path):
     settings = Int8Settings.for_preset("avx2", mode="static", op_types=["MatMul", "Gemm"])
     quantize(src, tmp_path / "q.onnx", settings, exclude=["up", "down"], calibration=feeds)
     before = (tmp_path / "q.onnx").stat().st_size
-    assert int8_weights_float_activations(tmp_path / "q.onnx", ["up", "down"]) == ["up", "down"]
+    assert fallback_weights(tmp_path / "q.onnx", ["up", "down"], bits) == ["up", "down"]
     model = onnx.load(str(tmp_path / "q.onnx"))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    assert inits["w1_wq"].dtype == np.int8 and inits["w1_wq_scale"].shape == (16,)   # per output channel, axis 0
-    assert inits["w2_wq_scale"].shape == (4,) and "w1" not in inits and "w2" not in inits
-    assert np.abs(inits["w2_wq"]).max(axis=0).min() >= 126   # every channel uses its whole range: one scale each
-    assert (tmp_path / "q.onnx").stat().st_size < before     # 1 byte per weight instead of 4
+    assert "w1" not in inits and "w2" not in inits
+    if bits == 8:
+        assert inits["w1_wq"].dtype == np.int8 and inits["w1_wq_scale"].shape == (16,)  # per output channel, axis 0
+        assert inits["w2_wq_scale"].shape == (4,)
+        assert np.abs(inits["w2_wq"]).max(axis=0).min() >= 126  # every channel uses its whole range: one scale each
+    else:
+        assert inits["w1_w16"].dtype == np.float16 and inits["w1_w16"].shape == (16, 8)
+    assert (tmp_path / "q.onnx").stat().st_size < before  # fewer bytes per weight than float's 4
     # no QuantizeLinear: the activations stay float, so only the weights' rounding separates it from the float graph
     assert "QuantizeLinear" not in [n.op_type for n in model.graph.node]
-    run = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, tmp_path / "q.onnx")}
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    run = {p: ort.InferenceSession(str(p), opts if p != src else None, providers=["CPUExecutionProvider"])
+           for p in (src, tmp_path / "q.onnx")}
     want, got = (run[p].run(None, feeds[1])[0] for p in (src, tmp_path / "q.onnx"))
-    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+    assert np.abs(got - want).max() < (0.02 if bits == 8 else 1e-3) * np.abs(want).max()
+    # float16 costs nothing per call: ONNX Runtime folds the Cast into a float32 weight when the session loads
+    loaded = [n.op_type for n in onnx.load(str(tmp_path / "loaded.onnx")).graph.node]
+    assert ("Cast" in loaded) is False and (("DequantizeLinear" in loaded) is (bits == 8))
 
 
 def test_fallback_leaves_shared_weights_and_other_nodes_alone(tmp_path):
-    from deploykit.quant.int8 import int8_weights_float_activations
+    from deploykit.quant.int8 import fallback_weights
 
     src = _two_layer_graph(tmp_path / "f.onnx", shared=True)
     feeds = [{"x": np.ones((3, 8), np.float32)}]
     settings = Int8Settings.for_preset("avx512_vnni", mode="static", op_types=["MatMul", "Gemm"])
     quantize(src, tmp_path / "q.onnx", settings, exclude=["down", "again"], calibration=feeds)
     # w2 is read by two nodes: rewriting it for one would change the other; "up" was quantized, not a float node
-    assert int8_weights_float_activations(tmp_path / "q.onnx", ["down", "again", "up"]) == []
+    assert fallback_weights(tmp_path / "q.onnx", ["down", "again", "up"], 16) == []
+
+
+def test_float16_fallback_refuses_weights_out_of_its_range(tmp_path):
+    from deploykit.quant.int8 import fallback_weights
+
+    src = _two_layer_graph(tmp_path / "f.onnx")
+    model = onnx.load(str(src))
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.full((16, 4), 1e6, np.float32), "w2"))
+    onnx.save(model, str(src))
+    with pytest.raises(RuntimeError, match="down: float16 fallback weights out of range"):
+        fallback_weights(src, ["down"], 16)
