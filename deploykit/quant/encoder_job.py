@@ -86,6 +86,7 @@ class EncoderQuantizeJob(QuantizeJob):
         cfg = recipe.quantize
         check_mode(cfg)
         self.recipe, self.parent, self.spec, self.metric = recipe, parent, spec, spec.metric
+        self.fallback_nodes: list[str] = []  # of the last try: the nodes `fallback_bits` gave narrow weights
         # calibrated activation ranges often hold where per-batch dynamic ones do not
         self.advice = ", or try --mode static" if cfg.mode == "dynamic" else ""
         self.settings = Int8Settings.for_preset(cfg.preset, cfg.mode, per_channel=cfg.per_channel,
@@ -114,7 +115,7 @@ class EncoderQuantizeJob(QuantizeJob):
     def int8(self, float_nodes: list[str], attempt: int) -> Path:
         from deploykit.quant.int8 import fallback_weights, quantize
 
-        self.fallback_nodes: list[str] = []
+        self.fallback_nodes = []
         out = self.work / f"int8-{attempt}.onnx"
         quantize(self.pre, out, self.settings, exclude=float_nodes, calibration=self.calibration,
                  calibration_cache=self.cache)

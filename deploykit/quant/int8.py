@@ -21,6 +21,8 @@ from typing import Iterator
 
 import numpy as np
 
+from deploykit.errors import CheckError
+
 # per mode, what gets quantized when the recipe gives no `quantize.op_types`:
 # dynamic: MatMul and the fused Attention (QAttention); embeddings (Gather) stay float, they cost accuracy
 # static: MatMul/Gemm only; measured, QDQ around every op was no faster than FP32
@@ -164,7 +166,7 @@ def quantize(src: Path, dst: Path, settings: Int8Settings, *, exclude: list[str]
              "DedicatedQDQPair": settings.qdq_pair_per_weight}
     if settings.reduce_range and "Gather" in settings.op_types:
         # 7 bits keep AVX2's u8 x s8 pair sums from saturating in a MatMul; a table only ever read by Gather
-        # multiplies nothing, so it keeps all 8 bits (CoNLL run 35: the 7-bit word-piece table cost F1)
+        # multiplies nothing, so it keeps all 8 bits (precision at no cost; on CoNLL the F1 change was within noise)
         extra["TensorQuantOverrides"] = {name: [{"reduce_range": False}] for name in lookup_tables(src)}
     common = dict(op_types_to_quantize=settings.op_types, per_channel=settings.per_channel,
                   reduce_range=settings.reduce_range, weight_type=QuantType.QInt8,
@@ -192,7 +194,7 @@ def fallback_weights(path: Path, nodes: list[str], bits: int) -> list[str]:
     bits 8: INT8, symmetric, one scale per output channel, a DequantizeLinear in front (ONNX Runtime keeps it and
     dequantizes on every call: 1 byte per weight, some time per call). bits 16: float16 and a Cast (ONNX Runtime's
     constant folding turns it into a float32 weight when the session loads: 2 bytes per weight on disk, no cost per
-    call; CoNLL run 36: 0.82 ms at batch 1 against 0.98 with INT8 weights, 0.81 all-INT8).
+    call; bench/README.md "CoNLL-2003 runs 36 and 37": 0.82 ms at batch 1 against 0.98 with INT8 weights, 0.81 all-INT8).
 
     Args:
         path: an INT8 graph from `quantize` whose `nodes` were excluded (dynamic mode names a Gemm `<gemm>_MatMul`).
@@ -203,7 +205,7 @@ def fallback_weights(path: Path, nodes: list[str], bits: int) -> list[str]:
         The names (as `nodes` spells them) of the nodes rewritten.
 
     Raises:
-        RuntimeError: a stored weight differs from its float one by more than its rounding (a broken rewrite), or
+        CheckError: a stored weight differs from its float one by more than its rounding (a broken rewrite), or
             exceeds float16's range.
     """
     import onnx
@@ -212,24 +214,21 @@ def fallback_weights(path: Path, nodes: list[str], bits: int) -> list[str]:
     model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = _readers(graph)
     asked = {n.removesuffix("_MatMul"): n for n in nodes} | {n: n for n in nodes}  # graph name -> the gate's name
     done = []
     for node in list(graph.node):
         if node.name not in asked or node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
             continue
         name = node.input[1]
-        if name not in inits or readers[name] != 1 or len(inits[name].dims) != 2:
+        if name not in inits or len(readers[name]) != 1 or len(inits[name].dims) != 2:
             continue
         w = numpy_helper.to_array(inits[name]).astype(np.float32)
         trans_b = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
         try:
             stored, decode = _int8_per_channel(w, 0 if trans_b else 1) if bits == 8 else _float16(w)
-        except RuntimeError as e:
-            raise RuntimeError(f"{node.name}: {e}") from e
+        except CheckError as e:
+            raise CheckError(f"{node.name}: {e}", check="fallback weights") from e
         graph.initializer.remove(inits[name])
         graph.initializer.extend(numpy_helper.from_array(a, f"{name}_{key}") for key, a in stored.items())
         graph.node.insert(list(graph.node).index(node), helper.make_node(
@@ -248,7 +247,7 @@ def _int8_per_channel(w: np.ndarray, axis: int) -> tuple[dict, dict]:
     per = scale.reshape((-1, 1) if axis == 0 else (1, -1))
     q = np.clip(np.rint(w / per), -127, 127).astype(np.int8)
     if np.any(np.abs(q.astype(np.float32) * per - w) > 0.5001 * per + 1e-7):
-        raise RuntimeError("INT8 fallback weights off by more than half a step; not rewritten")
+        raise CheckError("INT8 fallback weights off by more than half a step; not rewritten")
     return ({"wq": q, "wq_scale": scale, "wq_zero_point": np.zeros(scale.shape, np.int8)},
             {"op": "DequantizeLinear", "attrs": {"axis": axis}})
 
@@ -258,7 +257,8 @@ def _float16(w: np.ndarray) -> tuple[dict, dict]:
 
     half = w.astype(np.float16)
     if not np.all(np.isfinite(half)) or np.any(np.abs(half.astype(np.float32) - w) > 2 ** -10 * np.abs(w) + 2 ** -24):
-        raise RuntimeError("float16 fallback weights out of range or off by more than their rounding; not rewritten")
+        raise CheckError("float16 fallback weights out of range or off by more than their rounding; not rewritten "
+                         "(set quantize.fallback_bits 8)")
     return {"w16": half}, {"op": "Cast", "attrs": {"to": onnx.TensorProto.FLOAT}}
 
 
@@ -268,11 +268,17 @@ def lookup_tables(onnx_path: Path) -> list[str]:
     from deploykit.onnx.ops import load_onnx
 
     graph = load_onnx(onnx_path, load_weights=False).graph
-    readers: dict[str, set[tuple[str, int]]] = {}
+    readers = _readers(graph)
+    return [i.name for i in graph.initializer if set(readers.get(i.name, [])) == {("Gather", 0)}]
+
+
+def _readers(graph) -> dict[str, list[tuple[str, int]]]:
+    """tensor name -> (op type, input slot) of every node that reads it, once per read."""
+    readers: dict[str, list[tuple[str, int]]] = {}
     for node in graph.node:
         for slot, name in enumerate(node.input):
-            readers.setdefault(name, set()).add((node.op_type, slot))
-    return [i.name for i in graph.initializer if readers.get(i.name) == {("Gather", 0)}]
+            readers.setdefault(name, []).append((node.op_type, slot))
+    return readers
 
 
 def histogram_ranges(src: Path, op_types: list[str], method, calibration: list[dict[str, np.ndarray]],

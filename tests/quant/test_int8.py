@@ -193,5 +193,7 @@ def test_float16_fallback_refuses_weights_out_of_its_range(tmp_path):
     model = onnx.load(str(src))
     model.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.full((16, 4), 1e6, np.float32), "w2"))
     onnx.save(model, str(src))
-    with pytest.raises(RuntimeError, match="down: float16 fallback weights out of range"):
+    from deploykit.errors import CheckError
+
+    with pytest.raises(CheckError, match="down: float16 fallback weights out of range.*fallback_bits 8"):
         fallback_weights(src, ["down"], 16)
