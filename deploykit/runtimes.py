@@ -105,17 +105,19 @@ def engine_path(artifact) -> Path:
     return artifact.path / artifact.manifest.get("engine_file", ENGINE_FILE)
 
 
-def load_runtime(artifact, runtime: str, threads: int | None, device: str = "cpu") -> Loaded:
+def load_runtime(artifact, runtime: str, threads: int | None, device: str = "cpu", spinning: bool = True) -> Loaded:
     """Load `artifact` into `runtime` with `threads` intra-op threads (None: the runtime's default).
 
-    ORT sessions are created with spinning off, so that idle ORT threads do not steal the cores of the
-    next artifact measured in the same process.
+    `spinning`: whether an ORT CPU session's idle intra-op threads spin before they sleep (ONNX Runtime's default,
+    what a deployed session does: ~30 ms of one core after each call on a 2-core machine, and 1.36x faster at batch 1
+    with 2 threads on the SST-2 final graph than with spinning off). False for a process that shares its cores with
+    other work; other runtimes ignore it.
     """
     if artifact.format not in READS[runtime]:
         raise UserError(f"{artifact.path}: runtime {runtime} reads {' or '.join(READS[runtime])} artifacts, "
                         f"not {artifact.format}")
     start = time.perf_counter()
-    loaded = RUNTIMES[runtime].load(artifact, threads, device)
+    loaded = RUNTIMES[runtime].load(artifact, threads, device, spinning)
     loaded.load_seconds = time.perf_counter() - start
     return loaded
 
@@ -124,11 +126,11 @@ def _nothing(threads: int | None) -> None:
     return None
 
 
-def _load_ort(artifact, threads: int | None, device: str) -> Loaded:
-    return Loaded(ort_predictor(ort_session(artifact.onnx_path, threads, spinning=False)), _nothing, "cpu")
+def _load_ort(artifact, threads: int | None, device: str, spinning: bool) -> Loaded:
+    return Loaded(ort_predictor(ort_session(artifact.onnx_path, threads, spinning=spinning)), _nothing, "cpu")
 
 
-def _load_tensorrt(artifact, threads: int | None, device: str) -> Loaded:
+def _load_tensorrt(artifact, threads: int | None, device: str, spinning: bool) -> Loaded:
     from deploykit.tensorrt import EngineRunner
 
     if not engine_path(artifact).is_file():
@@ -213,7 +215,7 @@ class Runtime:
         auto_for: formats for which `bench.runtimes: null` (and deploykit.load's auto, by order) pick it.
         label: its name in report tables; marker: its matplotlib marker in report plots.
         platform: its KServe V2 / Triton platform name (served model metadata).
-        load: (artifact, threads, device) -> Loaded.
+        load: (artifact, threads, device, spinning) -> Loaded.
         concurrent: whether two threads may call one loaded model at once (`deploykit serve --workers`). ONNX
             Runtime's `Run` and a torch module in inference are safe; OpenVINO's shared infer request per shape and
             TensorRT's one execution context are not; ONNX Runtime CUDA is left out (it never ran here).
@@ -232,15 +234,15 @@ class Runtime:
 # the one runtime table: adding a runtime is one entry here, a loader above and its availability in unavailable()
 RUNTIMES = {
     "torch": Runtime(("pytorch",), ("cpu", "edge", "gpu"), ("pytorch",), "PyTorch FP32", "o", "pytorch_torch",
-                     lambda art, threads, device: _load_torch(art, False, threads, device), concurrent=True),
+                     lambda art, threads, device, spinning: _load_torch(art, False, threads, device), concurrent=True),
     "torch-bf16": Runtime(("pytorch",), ("cpu", "edge", "gpu"), ("pytorch",), "PyTorch bf16", "s", "pytorch_torch",
-                          lambda art, threads, device: _load_torch(art, True, threads, device), concurrent=True),
+                          lambda art, threads, device, spinning: _load_torch(art, True, threads, device), concurrent=True),
     "ort": Runtime(("onnx",), ("cpu", "edge"), ("onnx",), "ONNX Runtime CPU", "^", "onnxruntime_onnx", _load_ort,
                    concurrent=True),
     "ort-cuda": Runtime(("onnx",), ("gpu",), ("onnx",), "ONNX Runtime CUDA", "v", "onnxruntime_onnx",
-                        lambda art, threads, device: _load_ort_cuda(art.onnx_path)),
+                        lambda art, threads, device, spinning: _load_ort_cuda(art.onnx_path)),
     "openvino": Runtime(("onnx", "openvino"), ("cpu", "edge"), ("openvino",), "OpenVINO CPU", "P", "openvino",
-                        lambda art, threads, device: _load_openvino(
+                        lambda art, threads, device, spinning: _load_openvino(
                             ir_path(art) if art.format == "openvino" else art.onnx_path, threads)),
     "tensorrt": Runtime(("tensorrt",), ("gpu",), ("tensorrt",), "TensorRT", "D", "tensorrt_plan", _load_tensorrt),
 }

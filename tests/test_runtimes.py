@@ -18,3 +18,29 @@ def test_auto_measures_what_bench_measured_before_the_table():
                     "tensorrt": ["tensorrt"]}
     # every runtime reads its own format first, and runs somewhere
     assert all(rt.reads and rt.targets and set(rt.auto_for) <= set(rt.reads) for rt in RUNTIMES.values())
+
+
+def _spins(session) -> bool:
+    # ORT spins unless the session was told not to (an absent entry is its default: on)
+    try:
+        return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") != "0"
+    except RuntimeError:
+        return True
+
+
+def test_ort_sessions_spin_as_deployed_unless_told_not_to(tmp_path, monkeypatch):
+    from conftest import make_tiny_model
+    from tiny_onnx import export_tiny_onnx
+
+    import deploykit.runtimes as runtimes
+    from deploykit.artifact import load_artifact
+    from deploykit.predictor import ClassifierPredictor
+
+    art = load_artifact(export_tiny_onnx(make_tiny_model(tmp_path / "bert", "bert", seed=1), tmp_path / "onnx"))
+    made = []
+    real = runtimes.ort_session
+    monkeypatch.setattr(runtimes, "ort_session", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    runtimes.load_runtime(art, "ort", 2)
+    runtimes.load_runtime(art, "ort", 2, spinning=False)
+    ClassifierPredictor(art, threads=2)  # what deploykit.load and `deploykit serve` run
+    assert [_spins(s) for s in made] == [True, False, True]

@@ -18,6 +18,9 @@ from deploykit.runtimes import Loaded, plan, unavailable
 
 BLOCK = 25              # timed batch-1 calls of one runtime before the next runtime takes over
 BLOCK_WARMUP = 2        # untimed calls that open every block (absorb the switch between runtimes)
+# seconds every block waits before its warm-up: the previous row's idle threads spin ~30 ms after its last call
+# (ONNX Runtime's intra-op pool on 2 cores, measured; OpenMP's too) and would share the cores with the next row
+SWITCH_PAUSE_S = 0.05
 THROUGHPUT_ROUNDS = 2   # each batch size is measured in this many interleaved blocks per runtime
 THROUGHPUT_BATCHES = 16  # distinct batches per batch size, cycled
 EDGE_MAX_BATCH = 8      # the edge target measures small batches only

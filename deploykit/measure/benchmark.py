@@ -14,8 +14,10 @@ What keeps the figures comparable:
 - runtimes are interleaved in blocks of BLOCK calls, round after round: a slow minute on a shared
   machine hits all of them alike, and no timed call directly follows another runtime's call;
 - targets are measured one after the other, since torch's thread count is process-wide;
-- ONNX Runtime sessions run with spinning off (idle ORT threads otherwise keep spinning after a call
-  and slow down whatever runs next; see STACK.md, "Measuring several runtimes in one process").
+- ONNX Runtime sessions spin, as deployed (ORT's default; with spinning off the SST-2 final graph ran 1.36x
+  slower at batch 1 on 2 threads), and every block opens with a pause of SWITCH_PAUSE_S: idle ORT threads
+  spin ~30 ms after a call (torch's OpenMP threads for a while too) and would otherwise slow the next row's
+  first calls (STACK.md, "Measuring several runtimes in one process").
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from deploykit.lineage import trained_stride
 from deploykit.measure.bench_plan import (
     BLOCK,
     BLOCK_WARMUP,
+    SWITCH_PAUSE_S,
     THROUGHPUT_BATCHES,
     Row,
     Settings,
@@ -125,7 +128,8 @@ def _load(row: Row, inputs: Inputs, settings: Settings, pool: dict) -> None:
 
 
 def _timed(run: Callable, calls: list, out: list[float]) -> None:
-    """Milliseconds of each `run(call)` appended to `out`, after BLOCK_WARMUP untimed calls."""
+    """Milliseconds of each `run(call)` appended to `out`, after a pause and BLOCK_WARMUP untimed calls."""
+    time.sleep(SWITCH_PAUSE_S)
     for call in calls[:BLOCK_WARMUP]:
         run(call)
     for call in calls:
@@ -142,6 +146,7 @@ def _latency_block(row: Row, feeds: list[dict]) -> None:
 def _throughput_block(row: Row, batches: list[dict], batch: int, seconds: float) -> None:
     run = row.loaded.predict
     row.loaded.prepare(row.threads)
+    time.sleep(SWITCH_PAUSE_S)
     run(batches[0])
     done, i = 0, 0
     start = time.perf_counter()
@@ -286,7 +291,8 @@ def _method(settings: Settings, inputs: Inputs, eval_split: Split, rows: list[Ro
         "texts": len(set(inputs.latency_idx)), "eval_n": len(eval_split), "eval_batch": EVAL_BATCH,
         "tokens": (f"median {int(np.median(lengths))}, {min(lengths)} to {max(lengths)}" if lengths else "n/a"),
         "block": min(BLOCK, settings.latency_samples), "block_warmup": BLOCK_WARMUP,
-        "throughput_rounds": settings.throughput_rounds, "ort_spinning": False,
+        "throughput_rounds": settings.throughput_rounds, "ort_spinning": True,
+        "switch_pause_ms": round(SWITCH_PAUSE_S * 1000),
         "memory": ("a fresh subprocess per row loads the model and runs its largest batch twice; peak RSS "
                    "is that whole process (Python, runtime libraries, model, activations), model RSS the part "
                    "above the process after imports and tokenization" if settings.memory == "subprocess" else

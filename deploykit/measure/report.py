@@ -126,7 +126,9 @@ def method_lines(report: dict) -> list[str]:
         f"{m['block']} calls "
         f"(each opened by {m['block_warmup']} untimed calls), rotating through the rows; throughput in "
         f"{m['throughput_rounds']} rotating blocks per batch size, {m['min_time_s']} s per batch size in all.",
-        f"ONNX Runtime spinning: {'on' if m['ort_spinning'] else 'off'} (session.intra_op.allow_spinning=0).",
+        (f"ONNX Runtime spinning: on, as deployed (ORT's default); every block opens with a "
+         f"{m.get('switch_pause_ms', 0)} ms pause so that the previous row's idle threads stop spinning first."
+         if m["ort_spinning"] else "ONNX Runtime spinning: off (session.intra_op.allow_spinning=0)."),
         f"Memory: {m['memory']}.",
         f"{' and '.join(label.removesuffix(' %') for _, label in quality_columns(report))}: {m['eval_n']} "
         f"examples of the {m['split']} split, in length-sorted batches of "

@@ -81,7 +81,20 @@ def test_cpu_rows_hold_every_measure(measured):
         assert r["threads"] == (1 if r["target"] == "edge" else measured["method"]["cores"])
         assert r["model_rss_mb"] is not None and r["memory_method"].startswith("in-process")
         assert 0 <= r["accuracy"] <= 100 and r["eval_n"] == 32 and r["eval_batch"] == 64  # float graphs: batched
-    assert measured["method"]["ort_spinning"] is False
+    # ORT rows are timed as deployed: spinning on, each block opened by a pause that outlasts the spin tail
+    assert measured["method"]["ort_spinning"] is True and measured["method"]["switch_pause_ms"] == 50
+
+
+def test_every_block_waits_for_the_previous_rows_idle_threads(monkeypatch):
+    from deploykit.measure import benchmark
+    from deploykit.measure.bench_plan import BLOCK_WARMUP, SWITCH_PAUSE_S
+
+    events, out = [], []
+    monkeypatch.setattr(benchmark.time, "sleep", lambda s: events.append(("pause", s)))
+    benchmark._timed(lambda call: events.append(("call", call)), [1, 2, 3], out)
+    # ORT's idle threads spin ~30 ms after a call on 2 cores: the pause must come first and outlast that
+    assert events[0] == ("pause", SWITCH_PAUSE_S) and SWITCH_PAUSE_S >= 0.03
+    assert events[1:] == [("call", c) for c in [1, 2, 3][:BLOCK_WARMUP] + [1, 2, 3]] and len(out) == 3
 
 
 def test_accuracy_matches_an_independent_evaluation(tiny, measured):

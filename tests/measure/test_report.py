@@ -74,7 +74,10 @@ def test_markdown_has_one_table_line_per_row_and_the_method(tmp_path):
     table = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| ---")]
     assert len(table) == 1 + len(ROWS)  # header + rows
     assert "| baseline (baseline) | ORT |" in md and "no CUDA GPU on this machine |" in md
-    assert "ONNX Runtime spinning: off" in md and "sent/s @32" in md
+    assert "ONNX Runtime spinning: off" in md and "sent/s @32" in md  # a report of an earlier bench still reads
+    spun = report(ROWS)
+    spun["method"].update(ort_spinning=True, switch_pause_ms=50)
+    assert "ONNX Runtime spinning: on, as deployed (ORT's default); every block opens with a 50 ms pause" in markdown(spun)
     assert "7.5 before and 8.1 after measuring, on 2 cores: other processes competed" in md
     assert "![Accuracy vs batch-1 latency" in md and "(pareto.png)" in md
 

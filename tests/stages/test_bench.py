@@ -54,7 +54,7 @@ def test_reports_hold_one_row_per_artifact_runtime_target(report_dir, tiny):
     got = sorted((r["format"], r["runtime"], r["target"]) for r in report["rows"])
     assert got == sorted([("pytorch", rt, t) for rt in ("torch", "torch-bf16") for t in ("cpu", "gpu")]
                          + [("onnx", "ort", "cpu"), ("onnx", "ort-cuda", "gpu")])
-    assert report["method"]["quick"] is True and report["method"]["ort_spinning"] is False
+    assert report["method"]["quick"] is True and report["method"]["ort_spinning"] is True
     assert len(report["method"]["load_average"]) == 2
     md = (report_dir / "report.md").read_text()
     assert md.count("\n| bert |") + md.count("\n| onnx |") == len(report["rows"])
