@@ -109,9 +109,9 @@ def load_runtime(artifact, runtime: str, threads: int | None, device: str = "cpu
     """Load `artifact` into `runtime` with `threads` intra-op threads (None: the runtime's default).
 
     `spinning`: whether an ORT CPU session's idle intra-op threads spin before they sleep (ONNX Runtime's default,
-    what a deployed session does: ~30 ms of one core after each call on a 2-core machine, and 1.36x faster at batch 1
-    with 2 threads on the SST-2 final graph than with spinning off). False for a process that shares its cores with
-    other work; other runtimes ignore it.
+    what a deployed session does: ~30 ms of one core after each call on a 2-core machine, and 1.2-1.4x faster at
+    batch 1 with 2 threads on the SST-2 final graph than with spinning off, bench/README.md "Run 39"). False for a
+    process that shares its cores with other work; other runtimes ignore it.
     """
     if artifact.format not in READS[runtime]:
         raise UserError(f"{artifact.path}: runtime {runtime} reads {' or '.join(READS[runtime])} artifacts, "
