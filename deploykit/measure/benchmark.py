@@ -15,9 +15,9 @@ What keeps the figures comparable:
   machine hits all of them alike, and no timed call directly follows another runtime's call;
 - targets are measured one after the other, since torch's thread count is process-wide;
 - ONNX Runtime sessions spin, as deployed (ORT's default; with spinning off the SST-2 final graph ran 1.2-1.4x
-  slower at batch 1 on 2 threads, bench/README.md "Run 39"), and every block opens with a pause of SWITCH_PAUSE_S: idle ORT threads
-  spin ~30 ms after a call (torch's OpenMP threads for a while too) and would otherwise slow the next row's
-  first calls (STACK.md, "Measuring several runtimes in one process").
+  slower at batch 1 on 2 threads, bench/README.md "Run 39"), and every block opens with a pause of
+  SWITCH_PAUSE_S: idle ORT threads spin ~30 ms after a call (torch's OpenMP threads for a while too) and would
+  otherwise slow the next row's first calls (STACK.md, "Measuring several runtimes in one process").
 """
 
 from __future__ import annotations
