@@ -20,7 +20,7 @@ def test_auto_measures_what_bench_measured_before_the_table():
     assert all(rt.reads and rt.targets and set(rt.auto_for) <= set(rt.reads) for rt in RUNTIMES.values())
 
 
-def _spins(session) -> bool:
+def ort_spins(session) -> bool:
     # ORT spins unless the session was told not to (an absent entry is its default: on)
     try:
         return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") != "0"
@@ -43,4 +43,4 @@ def test_ort_sessions_spin_as_deployed_unless_told_not_to(tmp_path, monkeypatch)
     runtimes.load_runtime(art, "ort", 2)
     runtimes.load_runtime(art, "ort", 2, spinning=False)
     ClassifierPredictor(art, threads=2)  # what deploykit.load and `deploykit serve` run
-    assert [_spins(s) for s in made] == [True, False, True]
+    assert [ort_spins(s) for s in made] == [True, False, True]

@@ -17,7 +17,9 @@ What keeps the figures comparable:
 - subjects are measured in blocks (all runs of one subject and batch size, opened by an untimed
   warm-up), in `rounds` rounds whose order alternates: interleaving single calls of different
   runtimes on few cores inflates them (STACK.md, "Measuring several runtimes in one process");
-  ONNX Runtime sessions run with spinning off for the same reason;
+- ONNX Runtime sessions spin, as deployed (ORT's default, as llama.cpp's and PyTorch's threads busy-wait
+  too), and every block opens with the encoder bench's pause (SWITCH_PAUSE_S) so that the previous
+  subject's idle threads have stopped spinning;
 - memory is the peak RSS of a fresh process that loads the model and runs the largest batch
   (deploykit/measure/footprint.py's approach: `python -m deploykit.llm.bench SPEC.json`).
 """
@@ -35,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from deploykit.errors import UserError
-from deploykit.measure.bench_plan import caveat  # the encoder bench's note on emulated bf16, same wording
+from deploykit.measure.bench_plan import SWITCH_PAUSE_S, caveat  # the encoder bench's pause and bf16 note
 from deploykit.measure.footprint import peak_rss_mb, rss_mb, run_child
 from deploykit.runtimes import LABELS
 
@@ -78,7 +80,7 @@ def resolve_runtime(folder: str | Path, runtime: str) -> str:
 
 
 def make_generator(folder: str | Path, runtime: str, threads: int):
-    """The generator of `folder` on `runtime`; ORT with spinning off (see the module docstring)."""
+    """The generator of `folder` on `runtime`; ORT sessions spin, as deployed (see the module docstring)."""
     from deploykit.llm.generate import OrtGenerator, TorchGenerator
 
     if runtime == "llama.cpp":  # the GGUF file holds the tokenizer too (read back by transformers)
@@ -86,7 +88,7 @@ def make_generator(folder: str | Path, runtime: str, threads: int):
 
         return LlamaCppGenerator(folder, folder, threads=threads)
     if runtime == "ort":
-        return OrtGenerator(folder, threads=threads, spinning=False)
+        return OrtGenerator(folder, threads=threads)
     import torch
 
     return TorchGenerator(folder, dtype=torch.bfloat16 if runtime == "torch-bf16" else torch.float32,
@@ -114,6 +116,7 @@ def _block(t: _Timed, prompts: list[str], batch: int, runs: range, new_tokens: i
 
         torch.set_num_threads(threads)  # process-wide: set again in case something else changed it
     gen = t.generator
+    time.sleep(SWITCH_PAUSE_S)  # the previous subject's idle threads stop spinning before this one runs
     gen.generate(_batch(prompts, runs.start, batch), 2, stop_ids=[])  # untimed: absorbs the switch
     for run in runs:
         out = gen.generate(_batch(prompts, run, batch), new_tokens, stop_ids=[])  # no stop: exactly new_tokens
@@ -234,7 +237,8 @@ def generation_report(rows: list[dict], *, title: str, eval_note: str | None = N
         "machine": {**describe(), "versions": library_versions()},
         "method": {"batch_sizes": sorted({r["batch_size"] for r in ok}), "new_tokens": first.get("new_tokens"),
                    "runs": first.get("runs"), "threads": first.get("threads"),
-                   "prompt_tokens": first.get("prompt_tokens"), "eval": eval_note,
+                   "prompt_tokens": first.get("prompt_tokens"), "eval": eval_note, "ort_spinning": True,
+                   "switch_pause_ms": round(SWITCH_PAUSE_S * 1000),
                    "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None},
         "rows": rows,
     }

@@ -95,6 +95,14 @@ def _machine_line(mc: dict) -> str:
             f"bf16 native: {mc.get('bf16_native')}; GPU: {mc.get('cuda') or 'none'}.")
 
 
+def _spinning_line(m: dict) -> str:
+    # reports written before ORT was timed as deployed carry no "ort_spinning": their sessions did not spin
+    if not m.get("ort_spinning"):
+        return "ONNX Runtime spinning: off (session.intra_op.allow_spinning=0)."
+    return (f"ONNX Runtime spinning: on, as deployed (ORT's default); every block opens with a "
+            f"{m.get('switch_pause_ms', 0)} ms pause so that the previous row's idle threads stop spinning first.")
+
+
 def generation_method_lines(report: dict) -> list[str]:
     m, mc = report["method"], report["machine"]
     memory = next((r["memory_method"] for r in report["rows"] if r.get("memory_method")), None)
@@ -102,8 +110,8 @@ def generation_method_lines(report: dict) -> list[str]:
         _machine_line(mc),
         f"Decoding: greedy with stop ids disabled, so every run decodes exactly {m['new_tokens']} new tokens; "
         f"chat-rendered prompts of {m['prompt_tokens']} tokens; {m['runs']} timed runs per model and batch size "
-        f"on {m['threads']} thread{'' if m['threads'] == 1 else 's'}, in blocks per model (each opened by an untimed warm-up); "
-        "ONNX Runtime spinning off.",
+        f"on {m['threads']} thread{'' if m['threads'] == 1 else 's'}, in blocks per model (each opened by an untimed warm-up).",
+        _spinning_line(m),
         "TTFT: prefill plus the first token. Decode tok/s: tokens after the first, summed over the batch, divided "
         "by the time after the first (median over runs). Tokenization excluded.",
         f"Memory: {memory or 'not measured'}.",
@@ -126,9 +134,7 @@ def method_lines(report: dict) -> list[str]:
         f"{m['block']} calls "
         f"(each opened by {m['block_warmup']} untimed calls), rotating through the rows; throughput in "
         f"{m['throughput_rounds']} rotating blocks per batch size, {m['min_time_s']} s per batch size in all.",
-        (f"ONNX Runtime spinning: on, as deployed (ORT's default); every block opens with a "
-         f"{m.get('switch_pause_ms', 0)} ms pause so that the previous row's idle threads stop spinning first."
-         if m["ort_spinning"] else "ONNX Runtime spinning: off (session.intra_op.allow_spinning=0)."),
+        _spinning_line(m),
         f"Memory: {m['memory']}.",
         f"{' and '.join(label.removesuffix(' %') for _, label in quality_columns(report))}: {m['eval_n']} "
         f"examples of the {m['split']} split, in length-sorted batches of "

@@ -7,6 +7,7 @@ import pytest
 from deploykit.errors import UserError
 from deploykit.llm.bench import GenSubject, generation_report, measure_generation, reference_row
 from deploykit.llm.generate import TorchGenerator
+from test_runtimes import ort_spins
 
 PROMPTS = ["the movie was really good and", "a film", "Review: it was dull"]
 
@@ -46,6 +47,23 @@ def test_onnx_folder_runs_on_ort_with_memory_from_a_fresh_process(tiny_llama, tm
         assert "fresh process" in row["memory_method"]
 
 
+def test_ort_generators_spin_as_deployed_and_each_block_waits_first(tiny_llama, tmp_path, monkeypatch):
+    import deploykit.llm.bench as bench
+    from deploykit.llm.onnx_export import export_causal_lm
+    from deploykit.measure.bench_plan import SWITCH_PAUSE_S
+
+    export_causal_lm(tiny_llama, None, tmp_path / "export", parity_prompts=PROMPTS[:1], parity_new_tokens=2)
+    gen = bench.make_generator(tmp_path / "export", "ort", threads=2)
+    assert ort_spins(gen.session)  # as llama.cpp's and PyTorch's threads, which busy-wait too
+    events = []
+    monkeypatch.setattr(bench.time, "sleep", lambda s: events.append(("pause", s)))
+    real = gen.generate
+    monkeypatch.setattr(gen, "generate", lambda *a, **k: events.append(("generate", a[1])) or real(*a, **k))
+    bench._block(bench._Timed(GenSubject("onnx", tmp_path / "export"), "ort", gen), PROMPTS, 1, range(2), 3, 2)
+    # the pause precedes the untimed warm-up (2 tokens) and the timed runs (3 tokens each)
+    assert events == [("pause", SWITCH_PAUSE_S), ("generate", 2), ("generate", 3), ("generate", 3)]
+
+
 def test_reference_row_has_size_and_a_caveat_but_no_speed(tmp_path):
     gguf = tmp_path / "model.Q4_1.gguf"
     gguf.write_bytes(b"\0" * 2**20)
@@ -58,6 +76,7 @@ def test_report_dict_carries_the_method(rows):
     rep = generation_report(rows, title="tiny")
     assert rep["kind"] == "generation" and rep["method"]["batch_sizes"] == [1, 4]
     assert rep["method"]["new_tokens"] == 6 and rep["machine"]["cores"]
+    assert rep["method"]["ort_spinning"] is True and rep["method"]["switch_pause_ms"] == 50
 
 
 def test_bad_settings_are_user_errors(tiny_llama):

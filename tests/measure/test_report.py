@@ -154,6 +154,15 @@ def test_generation_report_writes_its_own_table_and_plots(tmp_path):
     assert all(base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG") for src, _ in page.images)
 
 
+def test_generation_report_says_whether_ort_spun(tmp_path):
+    old = write_reports(gen_report(GEN_ROWS), tmp_path / "old")["md"].read_text()
+    assert "ONNX Runtime spinning: off" in old  # a report of an earlier LLM bench still reads as it was timed
+    spun = gen_report(GEN_ROWS)
+    spun["method"].update(ort_spinning=True, switch_pause_ms=50)
+    md = write_reports(spun, tmp_path / "new")["md"].read_text()
+    assert "ONNX Runtime spinning: on, as deployed (ORT's default); every block opens with a 50 ms pause" in md
+
+
 def test_generation_report_without_exact_match_plots_perplexity(tmp_path):
     rows = [{**r, "exact_match": None} for r in GEN_ROWS]
     paths = write_reports(gen_report(rows), tmp_path)
