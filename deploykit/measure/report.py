@@ -110,7 +110,8 @@ def generation_method_lines(report: dict) -> list[str]:
         _machine_line(mc),
         f"Decoding: greedy with stop ids disabled, so every run decodes exactly {m['new_tokens']} new tokens; "
         f"chat-rendered prompts of {m['prompt_tokens']} tokens; {m['runs']} timed runs per model and batch size "
-        f"on {m['threads']} thread{'' if m['threads'] == 1 else 's'}, in blocks per model (each opened by an untimed warm-up).",
+        f"on {m['threads']} thread{'' if m['threads'] == 1 else 's'}, in blocks per model (each opened by an untimed "
+        "warm-up).",
         _spinning_line(m),
         "TTFT: prefill plus the first token. Decode tok/s: tokens after the first, summed over the batch, divided "
         "by the time after the first (median over runs). Tokenization excluded.",
