@@ -86,15 +86,27 @@ def check_out_file(out: Path, inputs: Path | None = None) -> Path:
     Accepted besides a file path: an existing device or pipe (/dev/null), written as it is.
 
     Raises:
-        UserError: --out is a folder, the input file itself, or under a file, or in a folder that cannot be
-            written (tried with the temporary file: os.access says yes to root even in /proc).
+        UserError: --out is a folder, the input file itself, inside a deploykit output (a model's own files, a
+            run folder), an existing non-empty file that is not deploykit predictions (a user's file would be
+            lost), under a file, or in a folder that cannot be written (tried with the temporary file:
+            os.access says yes to root even in /proc).
     """
+    from deploykit.artifact import output_kind
+
     if _stream(out):
         return out
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a file path, e.g. {out / 'preds.jsonl'}")
     if inputs is not None and str(inputs) != "-" and out.exists() and inputs.exists() and out.samefile(inputs):
         raise UserError(f"--out {out}: is the input file; give another path")
+    # a file inside an artifact replaces or adds to what deploykit wrote there (model.onnx, a run's stages)
+    owner = next((p for p in out.expanduser().resolve().parents if output_kind(p) is not None), None)
+    if owner is not None:
+        raise UserError(f"--out {out}: is inside the deploykit {output_kind(owner)} folder {owner}; "
+                        "give a path outside it")
+    if out.is_file() and out.stat().st_size and not _predictions(out):
+        raise UserError(f"--out {out}: exists and does not hold deploykit predictions; give a new path "
+                        "(or remove the file first if it may go)")
     existing = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path.cwd())
     if not existing.is_dir():
         raise UserError(f"--out {out}: {existing} is a file, so nothing can be written under it")
@@ -109,6 +121,16 @@ def check_out_file(out: Path, inputs: Path | None = None) -> Path:
             raise UserError(f"--out {out}: cannot write in {existing} ({err.strerror or err}); "
                             "give a path you can write to") from None
     return out
+
+
+def _predictions(out: Path) -> bool:
+    """Whether `out`'s first line is a record this command writes (so replacing the file loses no one's data)."""
+    try:
+        with open(out, "rb") as f:
+            first = json.loads(f.readline(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and "text" in first and any(k in first for k in ("label", "entities", "answer"))
 
 
 def _stream(out: Path) -> bool:

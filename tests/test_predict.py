@@ -127,7 +127,8 @@ def test_out_is_written_whole_and_replaces_an_earlier_file(final, expected, tmp_
 
 def test_a_failure_midway_leaves_out_as_it_was(final, tmp_path, monkeypatch):
     out = tmp_path / "p.jsonl"
-    out.write_text("earlier\n")
+    earlier = '{"text": "earlier", "label": "1", "score": 0.9}\n'  # an earlier run's predictions
+    out.write_text(earlier)
     monkeypatch.setattr(predict_module, "CHUNK", 2)
     real, calls = ClassifierPredictor.__call__, []
 
@@ -141,7 +142,7 @@ def test_a_failure_midway_leaves_out_as_it_was(final, tmp_path, monkeypatch):
     result = invoke(final, *TEXTS, "--out", out)
     assert result.exit_code == 1 and "the model broke" in result.stderr
     assert calls == [2, 2, 2]  # two chunks were written to the temporary file before the failure
-    assert out.read_text() == "earlier\n"
+    assert out.read_text() == earlier
     assert [p.name for p in tmp_path.iterdir()] == ["p.jsonl"]
 
 
@@ -157,6 +158,21 @@ def test_out_that_is_not_a_file_is_refused_before_loading(final, tmp_path):
     rows = write(tmp_path / "rows.tsv", [{"sentence": "a film"}])
     one_line_error(invoke(final, "--file", rows, "--out", rows), "is the input file")
     assert rows.read_text() == "sentence\na film\n"
+
+
+def test_out_never_replaces_a_users_file_or_a_models_own(final, tiny_chain, tmp_path):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("my notes\n")
+    one_line_error(invoke(final, "a film", "--out", mine), "exists and does not hold deploykit predictions")
+    assert mine.read_text() == "my notes\n"
+    onnx = Path(final) / "model.onnx"
+    before = onnx.read_bytes()
+    one_line_error(invoke(final, "a film", "--out", onnx), f"is inside the deploykit quantize folder {Path(final).resolve()}")
+    one_line_error(invoke(final, "a film", "--out", Path(final) / "preds.jsonl"), "is inside the deploykit")
+    assert onnx.read_bytes() == before and not (Path(final) / "preds.jsonl").exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()  # nothing to lose: written
+    assert invoke(final, "a film", "--out", empty).exit_code == 0 and empty.read_text().startswith('{"text"')
 
 
 def test_bad_input_is_one_line_exit_2(final, tiny_chain, tiny_llama, tmp_path):
