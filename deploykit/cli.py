@@ -30,6 +30,7 @@ import click
 import typer
 
 from deploykit.errors import CheckError, DeploykitError, Terminated, UserError
+from deploykit.signals import install_signal_handlers, received
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Finetune, distill, prune, quantize, export and benchmark Hugging Face transformers.")
@@ -79,7 +80,7 @@ def edge(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        _received["signal"] = None  # a new command has received nothing yet (one process may run several)
+        received["signal"] = None  # a new command has received nothing yet (one process may run several)
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -93,9 +94,9 @@ def edge(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             raise _fail("interrupted (SIGINT); temporary output folders were removed", 130) from None
         except Exception as err:  # noqa: BLE001 - the edge: anything else is one line too, exit 1
-            if _received["signal"] is not None:  # a library turned our SIGTERM/SIGINT into its own error
-                code = 143 if _received["signal"] == signal.SIGTERM else 130
-                raise _fail(f"{signal.Signals(_received['signal']).name} while running ({type(err).__name__}); "
+            if received["signal"] is not None:  # a library turned our SIGTERM/SIGINT into its own error
+                code = 143 if received["signal"] == signal.SIGTERM else 130
+                raise _fail(f"{signal.Signals(received['signal']).name} while running ({type(err).__name__}); "
                             "temporary output folders were removed", code) from None
             first = (str(err).strip().splitlines() or [""])[0][:300]
             hint = "" if _debug["on"] else " (run with --debug for the traceback)"
@@ -358,26 +359,8 @@ def _quiet(on: bool) -> None:
     set_quiet(on)
 
 
-_received: dict[str, int | None] = {"signal": None}
-
-
-def _terminate(signum, frame) -> None:
-    # SIGTERM (kill, a scheduler, torchrun stopping its workers) unwinds like Ctrl-C: staging() removes its
-    # temporary folder on the way out. A second SIGTERM kills at once.
-    _received["signal"] = signum
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    raise Terminated()
-
-
-def _interrupt(signum, frame) -> None:
-    _received["signal"] = signum  # remembered: a library may re-raise the KeyboardInterrupt as its own error
-    signal.default_int_handler(signum, frame)
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where a shell made us ignore it
-        signal.signal(signal.SIGINT, _interrupt)
+    install_signal_handlers()
     try:
         # typer names a list option after its parameter; `--set` is a keyword, hence `set_`
         sys.exit(app())

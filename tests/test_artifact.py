@@ -152,9 +152,9 @@ def test_staging_refuses_a_folder_deploykit_did_not_write(tmp_path):
 
 
 def test_sigterm_inside_staging_removes_the_temporary_folder(tmp_path):
-    from deploykit.cli import _terminate
+    from deploykit.signals import terminate
 
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         with pytest.raises(Terminated) as err:
             with staging(tmp_path / "out") as tmp:

@@ -53,3 +53,21 @@ def test_recipe_with_unquoted_bf16_off_validates(tiny_bert, tiny_task, tmp_path)
 def test_global_debug_option_is_in_the_help():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0 and "--debug" in result.output
+
+
+def test_forked_children_do_not_inherit_the_sigterm_handler():
+    import subprocess
+    import sys
+
+    # a child blocked in C never runs a Python handler: with ours it ignored multiprocessing's SIGTERM and the
+    # parent waited for it forever at exit
+    probe = ("import os, signal\n"
+             "from deploykit import signals\n"
+             "signals.install_signal_handlers()\n"
+             "assert signal.getsignal(signal.SIGTERM) is signals.terminate\n"
+             "pid = os.fork()\n"
+             "if pid == 0:\n"
+             "    os._exit(0 if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else 3)\n"
+             "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "0", out.stderr[-2000:]

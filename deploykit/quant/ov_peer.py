@@ -11,8 +11,11 @@ model.xml/model.bin. It runs under the `openvino` runtime (deploykit/runtimes.py
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 from deploykit.artifact import Artifact, scratch_in, staging, write_manifest
@@ -28,6 +31,24 @@ def peer_missing() -> str | None:
         if importlib.util.find_spec(module) is None:
             return f"the {module} package is not installed (pip install 'deploykit[openvino]')"
     return None
+
+
+@contextlib.contextmanager
+def telemetry_off() -> Iterator[None]:
+    """OpenVINO's converter and NNCF send usage telemetry (Google Analytics) unless told not to: both treat a
+    missing consent file as consent. deploykit sends nothing, and their sender, forked from a multi-threaded
+    process, once hung `deploykit run` at exit blocked in the resolver. Inside this block both see their documented
+    CI switches (NNCF_CI, read when nncf is first imported; CI=true with their disable_in_ci), restored after."""
+    saved = {key: os.environ.get(key) for key in ("CI", "NNCF_CI")}
+    os.environ.update(CI="true", NNCF_CI="1")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def calibration_rows(n_rows: int, seed: int = 0) -> list[int]:
@@ -56,6 +77,11 @@ def openvino_nncf_peer(model_dir: Path, out_dir: Path, texts: list, pairs: list 
     why = peer_missing()
     if why:
         raise UserError(f"the OpenVINO peer row: {why}")
+    with telemetry_off():
+        return _build(model_dir, out_dir, texts, pairs, max_length)
+
+
+def _build(model_dir: Path, out_dir: Path, texts: list, pairs: list | None, max_length: int) -> Artifact:
     import nncf
     import openvino as ov
     from transformers import AutoTokenizer

@@ -57,3 +57,29 @@ def test_an_ir_folder_is_read_by_openvino_alone():
     assert plan("openvino", "cpu", ["ort"]) == (["openvino"], None)
     assert plan("openvino", "edge", None) == (["openvino"], None)
     assert plan("openvino", "gpu", None)[1] == "openvino runs on target cpu or edge, not gpu"
+
+
+@needs_peer
+def test_the_peer_build_sends_no_telemetry_and_restores_the_environment(monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    # in a fresh process: nncf decides at import, and inside pytest it always stubs its telemetry itself
+    probe = ("from deploykit.quant.ov_peer import telemetry_off\n"
+             "from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker\n"
+             "with telemetry_off():\n"
+             "    import nncf\n"
+             "    from nncf.telemetry.wrapper import NNCFTelemetryStub, telemetry\n"
+             "    print(isinstance(telemetry, NNCFTelemetryStub),\n"
+             "          OptInChecker().check(False, disable_in_ci=True) == ConsentCheckResult.DECLINED)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NNCF_CI", "NNCF_DEV")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert out.stdout.split() == ["True", "True"], out.stderr[-2000:]
+    from deploykit.quant.ov_peer import telemetry_off
+
+    monkeypatch.setenv("CI", "false")
+    monkeypatch.delenv("NNCF_CI", raising=False)
+    with telemetry_off():
+        assert os.environ["CI"] == "true" and os.environ["NNCF_CI"] == "1"
+    assert os.environ["CI"] == "false" and "NNCF_CI" not in os.environ

@@ -144,13 +144,14 @@ def test_a_check_names_itself(tmp_path, monkeypatch):
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_rewrapped_by_a_library_still_exits_with_its_code(signum, code, monkeypatch):
     import deploykit.cli as cli
+    from deploykit.signals import received
 
     def swallowed(*args, **kwargs):  # e.g. a data-loading library catching the interrupt, raising its own error
-        cli._received["signal"] = signum
+        received["signal"] = signum
         raise RuntimeError("worker stopped")
 
     monkeypatch.setattr(cli, "build", swallowed)
-    monkeypatch.setitem(cli._received, "signal", None)
+    monkeypatch.setitem(received, "signal", None)
     result = CliRunner().invoke(cli.app, ["finetune", "-q"])
     assert result.exit_code == code
     assert result.stderr.strip().startswith(f"error: {signal.Signals(signum).name} while running (RuntimeError)")
