@@ -91,6 +91,10 @@ def edge(fn: Callable) -> Callable:
             raise _fail(str(err), err.exit_code) from None
         except Terminated:
             raise _fail("terminated (SIGTERM); temporary output folders were removed", 143) from None
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as a killed-by-SIGPIPE tool does
+            with contextlib.suppress(OSError, ValueError):  # nothing left to flush into the closed pipe at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
         except KeyboardInterrupt:
             raise _fail("interrupted (SIGINT); temporary output folders were removed", 130) from None
         except Exception as err:  # noqa: BLE001 - the edge: anything else is one line too, exit 1

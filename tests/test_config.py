@@ -71,6 +71,10 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_recipe(tmp_path / "nope.yaml")
     with pytest.raises(UserError, match="not valid YAML"):
         load_recipe(write(tmp_path, "finetune: [\n"))
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.yaml: not UTF-8 text \(byte 9 is 0xe9\); save the recipe as UTF-8"):
+        load_recipe(latin1)
 
 
 def test_bad_override_syntax():

@@ -232,3 +232,18 @@ def test_generate_answers_each_text_with_a_causal_lm(tiny_llama):
     got = records(invoke(tiny_llama, "a good film", "a bad film", "--generate", "--max-new-tokens", "3", "--json"))
     assert [r["text"] for r in got] == ["a good film", "a bad film"]
     assert all(isinstance(r["answer"], str) and 1 <= r["new_tokens"] <= 3 for r in got)
+
+
+def test_a_reader_that_goes_away_stops_predict_quietly(final, tmp_path):
+    import subprocess
+    import sys
+
+    txt = tmp_path / "many.txt"
+    txt.write_text("\n".join(TEXTS * 800), encoding="utf-8")  # more than a pipe holds
+    cli = "import sys; from deploykit.cli import main; sys.argv[0] = 'deploykit'; main()"
+    proc = subprocess.Popen([sys.executable, "-c", cli, "predict", str(final), "--file", str(txt)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline()  # `| head -1`
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and "error" not in err and "Traceback" not in err, err

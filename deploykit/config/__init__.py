@@ -138,6 +138,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         tree = read_yaml(path.read_text(encoding="utf-8"))
     except DuplicateKeyError as err:
         raise UserError(f"{path} {err}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start} is 0x{err.object[err.start]:02x}); save the "
+                        "recipe as UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
