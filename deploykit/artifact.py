@@ -184,11 +184,14 @@ def record_files(folder: Path) -> None:
 
 
 def _writable(folder: Path) -> bool:
-    # os.access says yes to root everywhere; a read-only mount says no to root too
+    # os.access says yes to root everywhere, /proc included: only making something there tells (a read-only
+    # mount, a pseudo file system), and the probe goes at once
     if not os.access(folder, os.W_OK | os.X_OK):
         return False
-    with contextlib.suppress(OSError):
-        return not os.statvfs(folder).f_flag & os.ST_RDONLY
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".deploykit-probe-", dir=folder))
+    except OSError:
+        return False
     return True
 
 

@@ -123,6 +123,15 @@ def test_files_working_directory_and_unwritable_places_are_refused(tmp_path, mon
         check_out_dir(work / "out", "finetune")
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_a_place_where_nothing_can_be_made_is_refused_before_any_work(tmp_path):
+    # as root os.access says /proc is writable; only making something there tells
+    with pytest.raises(UserError, match=r"--out /proc/out: /proc is not writable"):
+        check_out_dir("/proc/out", "finetune")
+    check_out_dir(tmp_path / "out", "finetune")
+    assert list(tmp_path.iterdir()) == []  # the probe leaves nothing behind
+
+
 def test_run_and_report_folders_are_recognised(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
