@@ -119,7 +119,9 @@ def build(stage: str, recipe: Path | None, sets: list[str] | None, *, model: str
         overrides.append(f"model.source={model}")
     if data:
         looks_like_path = "/" in data or Path(data).exists()
-        overrides.append(f"data.{'path' if looks_like_path else 'name'}={data}")
+        given, other = ("path", "name") if looks_like_path else ("name", "path")
+        # --data replaces the recipe's dataset, whichever way the recipe named it
+        overrides += [f"data.{other}=null", f"data.{given}={data}"]
     if data_dir:
         overrides.append(f"data.data_dir={data_dir}")
     overrides += list(extra or []) + list(sets or [])

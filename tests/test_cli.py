@@ -33,6 +33,22 @@ def test_finetune_from_the_command_line(tiny_bert, tiny_task, tmp_path):
     assert (out / "manifest.json").is_file()
 
 
+def test_data_replaces_the_recipes_dataset_whichever_way_it_was_named(tmp_path):
+    from pathlib import Path
+
+    from deploykit.cli import build
+
+    tiny = Path(__file__).resolve().parent.parent / "recipes" / "tiny-ci.yaml"  # names data.name: sst2
+    rows = tmp_path / "mine.tsv"
+    rows.write_text("sentence\tlabel\na good film\t1\na bad film\t0\n")
+    cfg = build("finetune", tiny, None, data=str(rows))
+    assert (cfg.data.name, cfg.data.path, cfg.data.max_length) == (None, str(rows), 32)  # the rest stays the recipe's
+    from_path = tmp_path / "path.yaml"
+    from_path.write_text(f"data:\n  path: {rows}\n")
+    cfg = build("finetune", from_path, None, data="agnews")
+    assert (cfg.data.name, cfg.data.path) == ("agnews", None)
+
+
 def test_set_bf16_off_is_accepted_and_a_bad_set_names_itself(tiny_bert, tiny_task, tmp_path):
     out = tmp_path / "ft"
     result = CliRunner().invoke(app, ["finetune", "--model", str(tiny_bert), "--data", str(tiny_task), "--out", str(out),
