@@ -179,8 +179,21 @@ def record_files(folder: Path) -> None:
     manifest = json.loads(mf.read_text())
     if not isinstance(manifest, dict):
         return
-    manifest["files"] = sorted(e.name for e in folder.iterdir() if not INNER_SCRATCH.match(e.name))
+    entries = [e for e in folder.iterdir() if not INNER_SCRATCH.match(e.name)]
+    manifest["files"] = sorted(e.name for e in entries)
+    # sizes, so that a later run can tell a file replaced since (changed_files) before reusing the output
+    manifest["file_bytes"] = {e.name: e.stat().st_size for e in sorted(entries) if e.is_file() and e.name != MANIFEST}
     mf.write_text(json.dumps(manifest, indent=2, default=str))  # inside staging's temporary folder
+
+
+def changed_files(folder: Path) -> list[str]:
+    """The files `record_files` listed in `folder`'s manifest that are missing now or of another size; [] for an
+    output written before sizes were recorded."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sizes = json.loads((folder / MANIFEST).read_text()).get("file_bytes") or {}
+        return [name for name, size in sizes.items()
+                if not (folder / name).is_file() or (folder / name).stat().st_size != size]
+    return []
 
 
 def _writable(folder: Path) -> bool:

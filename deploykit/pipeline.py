@@ -12,7 +12,8 @@ import importlib
 import json
 from pathlib import Path
 
-from deploykit.artifact import RUN_STATE, Artifact, check_out_dir, clear_stale, config_hash, load_artifact
+from deploykit.artifact import (RUN_STATE, Artifact, changed_files, check_out_dir, clear_stale, config_hash,
+                                load_artifact)
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
@@ -202,7 +203,10 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         h = _stage_hash(recipe, stage, parent_hash)
         folder = out_dir / stage
         prev = state["stages"].get(stage, {})
-        if not changed and prev.get("hash") == h and (folder / "manifest.json").is_file():
+        damaged = changed_files(folder) if prev.get("hash") == h else []
+        if damaged:
+            log(f"{stage}: {', '.join(damaged)} changed since this run wrote it; running the stage again")
+        if not changed and not damaged and prev.get("hash") == h and (folder / "manifest.json").is_file():
             art = load_artifact(folder)
             log(f"[dim]{stage}: unchanged, skipped ({folder})[/dim]")
         else:

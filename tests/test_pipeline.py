@@ -50,6 +50,15 @@ def test_tiny_chain_end_to_end_then_resume_then_edit(run_tiny, tmp_path):
     run_tiny(out)  # nothing changed: every stage is skipped
     assert mtimes(out) == first
 
+    graph = out / "quantize" / "model.onnx"
+    size = graph.stat().st_size
+    graph.write_text('{"text": "a film", "label": "1"}\n')  # replaced since the run wrote it
+    run_tiny(out)  # the damaged stage runs again instead of being reused
+    assert {s: mtimes(out)[s] == first[s] for s in CHAIN} == {
+        "finetune": True, "distill": True, "prune": True, "quantize": False}
+    assert graph.stat().st_size == size
+    first = mtimes(out)
+
     run_tiny(out, "quantize.calibration_samples=16")  # only quantize (and bench) re-run
     second = mtimes(out)
     assert {s: second[s] == first[s] for s in CHAIN} == {
