@@ -191,6 +191,9 @@ def _finish(splits: dict[str, Split], labels: list[str], cfg: DataConfig, source
     validation = validation.head(cfg.max_eval_samples)
     if len(train) == 0 or len(validation) == 0:
         raise UserError(f"data {source}: too few rows to train and validate")
+    if len(set(train.labels)) < 2:  # it would train to a constant and validate at 100%
+        raise UserError(f"data {source}: every training row has the label {labels[train.labels[0]]!r}; a classifier "
+                        "needs rows of at least two labels (check data.label_column and data.max_train_samples)")
     return TaskData(train, validation, test, labels, source)
 
 

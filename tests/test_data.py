@@ -80,6 +80,8 @@ def test_named_dataset_missing_everywhere_says_both(tmp_path, monkeypatch):
     (lambda d: (d.mkdir(), (d / "train.tsv").write_bytes(b"sentence\tlabel\ncaf\xe9\t1\n")), "line 2 is not UTF-8"),
     (lambda d: (d.mkdir(), (d / "train.tsv").write_text("sentence\tlabel\na\t0\nb\t1\n"),
                 (d / "dev.tsv").write_text("sentence\tlabel\nc\t7\n")), "label '7', never seen in the training"),
+    (lambda d: (d.mkdir(), (d / "train.tsv").write_text("sentence\tlabel\n" + "a film\t1\n" * 20)),
+     "every training row has the label '1'; a classifier needs rows of at least two labels"),
 ])
 def test_bad_inputs_are_one_clear_line(tmp_path, setup, message):
     d = tmp_path / "data"
