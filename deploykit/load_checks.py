@@ -56,8 +56,18 @@ def unicode_fault(text: str) -> str | None:
 
 
 def check_threads(threads) -> None:
+    """A positive integer or None. More threads than this process's cores is logged, not refused (a container's
+    share can change after start): they wait on each other (the SST-2 final graph at batch 1 on a 2-core machine:
+    8.2 ms a call with 64 threads, 0.7 with 2; twenty-sixth session)."""
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise UserError(f"threads={threads!r} must be a positive integer, or None for the runtime's default")
+    from deploykit.hardware import cores
+
+    if threads is not None and threads > cores():
+        from deploykit.console import log
+
+        log(f"warning: threads={threads} is more than the {cores()} cores this process may use; each call then "
+            f"waits on threads that share a core (use at most {cores()}, or None)")
 
 
 def resolve_runtime(fmt: str, runtime: str, device: str | None) -> str:

@@ -370,3 +370,16 @@ def test_openvino_missing_is_one_line(tiny_chain, monkeypatch):
     monkeypatch.setattr(runtimes.importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
     with pytest.raises(UserError, match=r"runtime openvino cannot run here: the openvino package is not installed"):
         load(tiny_chain["export"], runtime="openvino")
+
+
+def test_more_threads_than_cores_is_said_not_refused(tiny_chain, monkeypatch):
+    import deploykit.console as console
+    import deploykit.hardware as hardware
+
+    said = []
+    monkeypatch.setattr(console, "log", said.append)
+    monkeypatch.setattr(hardware, "cores", lambda: 2)
+    assert load(tiny_chain["quantize"], threads=2)(["a fine film"]) and said == []
+    assert load(tiny_chain["quantize"], threads=64)(["a fine film"])  # still runs
+    assert said == ["warning: threads=64 is more than the 2 cores this process may use; each call then waits on "
+                    "threads that share a core (use at most 2, or None)"]
