@@ -34,6 +34,8 @@ STAGE_MODULES = {
 }
 NEEDS_INPUT = {"distill", "prune", "quantize", "export", "bench"}
 
+NO_STAGES = "recipe has no stages (add finetune, distill, prune, quantize, export or bench)"
+
 
 def stage_function(stage: str):
     if stage not in STAGE_MODULES:
@@ -173,7 +175,7 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     """
     stages = recipe.stages()
     if not stages:
-        raise UserError("recipe has no stages (add finetune, distill, prune, quantize, export or bench)")
+        raise UserError(NO_STAGES)
     if recipe.data is None:
         raise UserError("recipe has no data section; every stage needs the task data")
     kind_of(recipe.data.task).check_run(recipe, stages)

@@ -20,6 +20,10 @@ from deploykit.errors import UserError
 def recipe_problems(recipe: Recipe, out_dir: Path | None = None) -> list[str]:
     """Every problem found, one line each; an empty list means `deploykit run` can start."""
     found: list[str] = []
+    if not recipe.stages():
+        from deploykit.pipeline import NO_STAGES
+
+        found.append(NO_STAGES)
     config = _checked(found, _model_config, recipe)
     if config is not None:
         _checked(found, _local_weights, recipe)

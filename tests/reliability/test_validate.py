@@ -73,7 +73,8 @@ def test_a_single_label_task_is_refused(recipe, tmp_path):
     one.mkdir()
     (one / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"a fine film {i}\tpos\n" for i in range(20)))
     result = validate(recipe(data={"path": str(one)}))
-    assert result.exit_code == 2 and "a classifier needs at least two" in result.output, result.output
+    assert result.exit_code == 2, result.output
+    assert "every training row has the label 'pos'; a classifier needs rows of at least two labels" in result.output
 
 
 def test_a_model_of_the_wrong_kind(recipe, tmp_path):
@@ -168,3 +169,9 @@ def test_a_config_json_that_builds_no_config_is_one_line(recipe, tiny_bert):
     assert result.exit_code == 2, result.output
     (line,) = errors(result)
     assert f"{tiny_bert}/config.json is not a valid model config" in line and "classifier_dropout" in line
+
+
+def test_a_recipe_without_stages_is_what_run_refuses(recipe, tmp_path):
+    result = validate(recipe(finetune=None, quantize=None), "--out", tmp_path / "runs" / "x")
+    assert result.exit_code == 2
+    assert errors(result) == ["error: recipe has no stages (add finetune, distill, prune, quantize, export or bench)"]
