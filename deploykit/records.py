@@ -180,6 +180,10 @@ def label_keys(rows: list[dict], column: str, origin: str) -> list[str]:
     keys = []
     for n, row in enumerate(rows, 1):
         raw = row.get(column)
+        if isinstance(raw, (bool, list, dict)):  # JSON true would otherwise become a class named "True"
+            kind = {bool: "a boolean", list: "a list", dict: "an object"}[type(raw)]
+            raise UserError(f"{origin}: {where(row, n)}: label column '{column}' is {kind} ({json.dumps(raw)[:40]}); "
+                            "write the class id or name")
         key = "" if raw is None else str(raw).strip()
         if not key:
             raise UserError(f"{origin}: {where(row, n)} has no label (column '{column}'); "

@@ -247,6 +247,17 @@ def test_a_jsonl_text_that_is_not_text_is_refused_in_one_line(tmp_path, value, k
         load_task(DataConfig(path=str(f)))
 
 
+@pytest.mark.parametrize("value, kind", [("true", "a boolean"), ("[1]", "a list"), ('{"y": 1}', "an object")])
+def test_a_jsonl_label_that_is_not_a_class_is_refused_naming_its_line(tmp_path, value, kind):
+    from deploykit.config import DataConfig
+
+    f = tmp_path / "train.jsonl"
+    f.write_text("".join(f'{{"sentence": "row {i}", "label": {i % 2}}}\n' for i in range(20))
+                 + f'{{"sentence": "odd", "label": {value}}}\n')
+    with pytest.raises(UserError, match=rf"train.jsonl: line 21: label column 'label' is {kind} \("):
+        load_task(DataConfig(path=str(f), label_names=["neg", "pos"]))
+
+
 def test_a_csv_text_longer_than_the_csv_modules_field_limit_is_read_whole(tmp_path):
     long_text = "a long review, " * 20_000  # 300,000 characters: over csv's default 131,072 field limit
     d = write(tmp_path, "train.csv", f'text,label\n"{long_text}",neg\n' + "".join(f"{t},{y}\n" for t, y in ROWS))
