@@ -71,6 +71,8 @@ class Artifact:
 def load_artifact(path: str | Path) -> Artifact:
     """Open a stage output, a plain HF folder, a folder holding model.onnx, or a bare .onnx file (which takes
     the manifest of the folder it sits in, when there is one)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserError(f"artifact path {path!r}: give a folder path (str or pathlib.Path)")
     p = Path(path).expanduser()
     if p.is_file() and p.suffix == ".onnx":
         # a graph inside a deploykit folder is that folder's model: its manifest holds the trained max_length

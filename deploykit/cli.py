@@ -287,6 +287,16 @@ def generate(model: Annotated[Path, typer.Argument(help="a causal LM folder: PyT
     """Answer prompts with a causal LM: deploykit's own KV-cache loop, on ONNX Runtime or PyTorch."""
     from deploykit.llm.generate import chat_prompts, load_generator
 
+    if Path(model).suffix != ".gguf":
+        from deploykit.artifact import load_artifact
+        from deploykit.predictor import is_causal_lm
+
+        try:
+            classifier = not is_causal_lm(load_artifact(model))
+        except UserError:  # no model there: load_generator says what is missing
+            classifier = False
+        if classifier:
+            raise UserError(f"{model}: holds a classifier, not a causal LM; use `deploykit predict` for it")
     gen = load_generator(model, runtime=runtime, threads=threads)
     rendered = list(prompts) if raw else chat_prompts(gen.tokenizer, list(prompts), system, str(model))
     out = gen.generate(rendered, max_new_tokens, do_sample=sample, temperature=temperature, top_k=top_k,

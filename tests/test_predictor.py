@@ -274,6 +274,7 @@ def test_causal_lm_folder_gives_the_generator(tiny_llama):
     (lambda c: load(c["finetune"])({"fine", "bad"}), "got a set.*give a list"),
     (lambda c: load(c["finetune"], threads=0), "threads=0 must be a positive integer"),
     (lambda c: load(c["export"], threads=-1), "threads=-1 must be a positive integer"),
+    (lambda c: load(None), "artifact path None: give a folder path"),
 ])
 def test_bad_input_is_a_one_line_user_error(tiny_chain, call, message):
     with pytest.raises(UserError, match=message) as err:

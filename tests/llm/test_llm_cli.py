@@ -27,8 +27,10 @@ def test_sampling_is_reproducible_with_a_seed(tiny_llama):
     assert any(runner.invoke(app, args + ["--seed", str(s)]).stdout != first for s in (2, 3, 4))
 
 
-def test_bad_inputs_exit_2_in_one_line(tiny_llama, tmp_path):
+def test_bad_inputs_exit_2_in_one_line(tiny_llama, tiny_bert, tmp_path):
     result = runner.invoke(app, ["generate", str(tmp_path), "hi", "--runtime", "torch"])
     assert result.exit_code == 2 and "no config.json" in result.output
     result = runner.invoke(app, ["generate", str(tiny_llama), "hi", "--runtime", "tensorflow"])
     assert result.exit_code == 2 and "not one of auto, ort, torch" in result.output
+    result = runner.invoke(app, ["generate", str(tiny_bert), "hi"])
+    assert result.exit_code == 2 and "holds a classifier, not a causal LM; use `deploykit predict`" in result.output
