@@ -88,7 +88,9 @@ def resolve_source(source: str) -> str:
     if source.startswith(LOCAL_PREFIXES) or Path(source).is_dir():
         folder = Path(source).expanduser()
         if not folder.is_dir():
-            raise UserError(f"model source {source!r}: local folder not found")
+            # a relative source is read from the working directory, not the recipe's folder: say which
+            where = "" if folder.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+            raise UserError(f"model source {source!r}: local folder not found{where}")
         if not (folder / "config.json").is_file():
             raise UserError(f"model source {source!r}: {folder} holds no config.json; not a Hugging Face model folder")
         return str(folder)

@@ -30,6 +30,14 @@ def test_bad_sources(source, message):
         resolve_source(source)
 
 
+def test_a_missing_relative_source_names_the_folder_it_was_looked_for_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=rf"local folder not found \(relative to the working directory {tmp_path}\)"):
+        resolve_source("./recipes/assets/tiny-bert")
+    with pytest.raises(UserError, match=r"local folder not found$"):
+        resolve_source(str(tmp_path / "gone"))
+
+
 def test_labels_land_in_config(tiny_bert):
     m = load_classifier(str(tiny_bert), labels=["neg", "pos", "mixed"], ignore_mismatched_sizes=True)
     assert m.config.id2label == {0: "neg", 1: "pos", 2: "mixed"}
