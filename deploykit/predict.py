@@ -100,10 +100,9 @@ def check_out_file(out: Path, inputs: Path | None = None) -> Path:
     if inputs is not None and str(inputs) != "-" and out.exists() and inputs.exists() and out.samefile(inputs):
         raise UserError(f"--out {out}: is the input file; give another path")
     # a file inside an artifact replaces or adds to what deploykit wrote there (model.onnx, a run's stages)
-    owner = next((p for p in out.expanduser().resolve().parents if output_kind(p) is not None), None)
+    owner = next(((p, kind) for p in out.expanduser().resolve().parents if (kind := output_kind(p))), None)
     if owner is not None:
-        raise UserError(f"--out {out}: is inside the deploykit {output_kind(owner)} folder {owner}; "
-                        "give a path outside it")
+        raise UserError(f"--out {out}: is inside the deploykit {owner[1]} folder {owner[0]}; give a path outside it")
     if out.is_file() and out.stat().st_size and not _predictions(out):
         raise UserError(f"--out {out}: exists and does not hold deploykit predictions; give a new path "
                         "(or remove the file first if it may go)")

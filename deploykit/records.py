@@ -152,13 +152,16 @@ def column(rows: list[dict], col: str, path: str) -> list:
     return out
 
 
+JSON_KINDS = {bool: "a boolean", list: "a list", dict: "an object"}  # JSON values that are neither text nor class
+
+
 def texts(rows: list[dict], col: str, path: str) -> list[str]:
     """The column's values as texts: a string as written, a number as its digits (str(5) == "5"); a JSON list,
     object or boolean is a one-line UserError naming the line, not its Python repr classified as text."""
     out = []
     for n, value in enumerate(column(rows, col, path), 1):
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            kind = {bool: "a boolean", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+            kind = JSON_KINDS.get(type(value), type(value).__name__)
             raise UserError(f"{path}: {where(rows[n - 1], n)}: column '{col}' is {kind}, not text; "
                             "write the text as a JSON string")
         out.append(str(value))
@@ -181,7 +184,7 @@ def label_keys(rows: list[dict], column: str, origin: str) -> list[str]:
     for n, row in enumerate(rows, 1):
         raw = row.get(column)
         if isinstance(raw, (bool, list, dict)):  # JSON true would otherwise become a class named "True"
-            kind = {bool: "a boolean", list: "a list", dict: "an object"}[type(raw)]
+            kind = JSON_KINDS[type(raw)]
             raise UserError(f"{origin}: {where(row, n)}: label column '{column}' is {kind} ({json.dumps(raw)[:40]}); "
                             "write the class id or name")
         key = "" if raw is None else str(raw).strip()
