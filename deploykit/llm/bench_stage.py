@@ -7,7 +7,8 @@ bench.py says how they are kept comparable), peak memory of a fresh process, siz
 match / perplexity on `bench.eval_split`. PyTorch folders run on PyTorch FP32, ONNX folders on ONNX
 Runtime. Where llama-cpp-python is installed, the chain's float model (the last PyTorch artifact) is
 written as GGUF of each `bench.llama_cpp` type (Q8_0, Q4_K_M) and timed and scored on llama.cpp at batch 1
-with the same prompts: what a CPU user would run instead. With a GGUF `model.source` and `bench.baseline`,
+with the same prompts: what a CPU user would run instead (each file first decodes a prompt in a fresh process, so
+that a llama.cpp crash costs its row, not the bench). With a GGUF `model.source` and `bench.baseline`,
 the original GGUF file is a reference row: its own quality (its weights dequantised in PyTorch) and size.
 The generation kind's `bench_report` (deploykit/kinds/generation.py): the bench stage stages the folder and
 writes the reports.
@@ -53,9 +54,10 @@ def report(recipe: Recipe, cfg: BenchConfig, subjects: list, tmp: Path, out_dir:
     split = task.split(cfg.eval_split).head(cfg.eval_samples)
     subjects = [GenSubject(n, a.path, runtime="torch" if a.format == "pytorch" else "ort")
                 for n, a in zip(names, artifacts)]
-    subjects += llama_cpp_subjects(cfg, artifacts, names, tmp)
     tokenizer = load_tokenizer(str(artifacts[0].path))
     prompts = [render_prompt(tokenizer, p, recipe.data) for p in split.prompts[:TIMED_PROMPTS]]
+    threads_used = sorted({target_threads(t) for t in cfg.targets})
+    subjects += [s for s in llama_cpp_subjects(cfg, artifacts, names, tmp) if runs_here(s, prompts[0], threads_used)]
     batches = sorted(set(cfg.batch_sizes))
     repeats = 2 if cfg.quick else 10
     rows = []
@@ -113,6 +115,27 @@ def llama_cpp_subjects(cfg: BenchConfig, artifacts: list, names: list[str], out_
     return [GenSubject(f"{name} as GGUF {t.upper()}", path, runtime="llama.cpp",
                        note=f"{name}'s float weights written by deploykit.llm.gguf_export, run by llama-cpp-python")
             for t, path in paths.items()]
+
+
+def runs_here(subject, prompt: str, threads_used: list[int]) -> bool:
+    """Whether llama.cpp decodes `subject` (a GGUF file) in a fresh process at each thread count; False with a log
+    line when it fails there.
+
+    Why a trial run first: the bench times and scores llama.cpp in its own process, so a crash in llama.cpp's native
+    code would end the whole bench with every other row (llama-cpp-python 0.3.36, built here, segfaults in
+    llama_decode on an AMX Xeon: bench/README.md); a file that cannot run gets no row instead.
+    """
+    from deploykit.measure.footprint import run_child
+
+    for threads in threads_used:
+        spec = {"folder": str(subject.folder), "runtime": subject.runtime, "threads": threads, "prompts": [prompt],
+                "new_tokens": 4}
+        try:
+            run_child("deploykit.llm.bench", spec, f"{subject.name} on {threads} threads", purpose="a llama.cpp trial run")
+        except RuntimeError as err:
+            log(f"bench: no llama.cpp row for {subject.name}: {err}; the other rows are measured")
+            return False
+    return True
 
 
 def llama_cpp_quality(subject, split, data_cfg) -> dict:

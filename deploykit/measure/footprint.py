@@ -48,18 +48,30 @@ def peak_memory(artifact: Artifact, runtime: str, threads: int, device: str, bat
             + (f"; GPU: {out['gpu_peak_mb']} MB allocated at peak" if "gpu_peak_mb" in out else "")}
 
 
-def run_child(module: str, spec: dict[str, Any], what: str) -> dict[str, Any]:
+def run_child(module: str, spec: dict[str, Any], what: str, purpose: str = "memory measurement") -> dict[str, Any]:
     """Run `python -m <module>` in a fresh process, `spec` as JSON on its stdin, and return the JSON of its last
-    stdout line. Errors: RuntimeError naming `what` and the child's last stderr line.
+    stdout line. Errors: RuntimeError "<purpose> of <what> failed: ..." with the signal that killed the child
+    (a crash in a native library: SIGSEGV, SIGABRT) or its last stderr line.
 
-    Memory children of other model kinds (deploykit.llm.bench) reuse this and `peak_rss_mb`.
+    Memory children of other model kinds (deploykit.llm.bench) and the llama.cpp crash probe reuse this.
     """
     proc = subprocess.run([sys.executable, "-m", module], input=json.dumps(spec, default=str), capture_output=True,
                           text=True, timeout=900)
+    if proc.returncode < 0:
+        raise RuntimeError(f"{purpose} of {what} failed: the process was killed by {_signal_name(-proc.returncode)}")
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"memory measurement of {what} failed: {last}")
+        raise RuntimeError(f"{purpose} of {what} failed: {last}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _memory_child(spec: dict[str, Any]) -> None:

@@ -131,7 +131,11 @@ def test_bench_report_names_the_gguf_files_inside_the_bench_folder(fake_llama_cp
     from deploykit.config import build_recipe
     from deploykit.pipeline import run_stage
 
-    monkeypatch.setattr(gen_bench, "_memory", lambda *args: {})  # a fresh process would not see the stand-in
+    import deploykit.llm.bench_stage as bench_stage
+
+    # a fresh process would not see the stand-in: no memory child, no trial run
+    monkeypatch.setattr(gen_bench, "_memory", lambda *args: {})
+    monkeypatch.setattr(bench_stage, "runs_here", lambda *args: True)
 
     recipe = build_recipe({"model": {"source": str(tiny_llama)},
                            "data": {"path": str(tiny_task), "task": "generation", "max_length": 64,
@@ -145,6 +149,50 @@ def test_bench_report_names_the_gguf_files_inside_the_bench_folder(fake_llama_cp
     gguf = [r for r in rows if r["runtime"] == "llama.cpp"]
     assert [r["folder"] for r in gguf] == ["llama.cpp/q8_0.gguf"] and gguf[0]["exact_match"] is not None
     assert (tmp_path / "bench" / "llama.cpp" / "q8_0.gguf").is_file()
+
+
+CRASHING_LLAMA_CPP = """
+import os, signal
+
+
+class Llama:  # llama.cpp dying in native code, as llama-cpp-python 0.3.36 does in llama_decode on an AMX Xeon
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __getattr__(self, name):
+        os.kill(os.getpid(), signal.SIGSEGV)
+"""
+
+
+def test_a_llama_cpp_crash_costs_its_row_not_the_bench(fake_llama_cpp, tiny_llama, tiny_task, tmp_path, monkeypatch):
+    import json
+    import os
+
+    import deploykit.llm.bench as gen_bench
+    from deploykit.config import build_recipe
+    from deploykit.pipeline import run_stage
+
+    # this process decodes with the stand-in; the trial run's fresh process imports a llama_cpp that segfaults
+    crashing = tmp_path / "crashing"
+    (crashing / "llama_cpp").mkdir(parents=True)
+    (crashing / "llama_cpp" / "__init__.py").write_text(CRASHING_LLAMA_CPP)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(crashing), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(gen_bench, "_memory", lambda *args: {})
+    lines = []
+    monkeypatch.setattr("deploykit.llm.bench_stage.log", lines.append)
+    recipe = build_recipe({"model": {"source": str(tiny_llama)},
+                           "data": {"path": str(tiny_task), "task": "generation", "max_length": 64,
+                                    "prompt_template": "Is this review positive or negative?\n{sentence}",
+                                    "label_names": ["negative", "positive"]},
+                           "gate": {"metric": "exact_match"},
+                           "bench": {"quick": True, "batch_sizes": [1], "new_tokens": 3, "eval_samples": 4,
+                                     "llama_cpp": ["q8_0"]}})
+    run_stage("bench", recipe, tiny_llama, tmp_path / "bench")
+    rows = json.loads((tmp_path / "bench" / "report.json").read_text())["rows"]
+    assert [r["runtime"] for r in rows] == ["torch"] and rows[0]["decode_tok_s"] > 0
+    crash = [line for line in lines if "no llama.cpp row" in line]
+    assert len(crash) == 1 and "killed by SIGSEGV" in crash[0] and "as GGUF Q8_0" in crash[0]
+    assert FakeLlama.calls == []  # nothing ran llama.cpp in this process
 
 
 def test_without_llama_cpp_python_no_rows_and_one_line_errors(tiny_llama, tiny_gguf, tmp_path, monkeypatch):
