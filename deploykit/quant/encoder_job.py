@@ -90,7 +90,8 @@ class EncoderQuantizeJob(QuantizeJob):
         # calibrated activation ranges often hold where per-batch dynamic ones do not
         self.advice = ", or try --mode static" if cfg.mode == "dynamic" else ""
         self.settings = Int8Settings.for_preset(cfg.preset, cfg.mode, per_channel=cfg.per_channel,
-                                                op_types=cfg.op_types, calibration=cfg.calibration)
+                                                op_types=cfg.op_types, calibration=cfg.calibration,
+                                                float_outputs=cfg.float_outputs)
 
     def prepare(self, work: Path) -> Path:
         from deploykit.onnx.ops import graph_inputs

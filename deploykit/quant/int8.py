@@ -43,17 +43,22 @@ class Int8Settings:
     signed_activations: bool = False
     activation_symmetric: bool = False
     qdq_pair_per_weight: bool = False
+    # static: INT8 MatMul/Gemm kernels write float (QGemm, MatMulIntegerToFloat) instead of a QuantizeLinear after
+    # each (ORT's OpTypesToExcludeOutputQuantization); dynamic kernels always write float
+    float_outputs: bool = False
 
     @classmethod
     def for_preset(cls, preset: str, mode: str = "dynamic", *, per_channel: bool = True,
-                   op_types: list[str] | None = None, calibration: str = "minmax") -> Int8Settings:
+                   op_types: list[str] | None = None, calibration: str = "minmax",
+                   float_outputs: bool = False) -> Int8Settings:
         """Settings for a named preset; `auto` picks the preset of the CPU this runs on."""
         from deploykit.errors import UserError
         from deploykit.hardware import quant_preset
 
         name = quant_preset() if preset == "auto" else preset
         common = dict(mode=mode, preset=name, per_channel=per_channel,
-                      op_types=list(op_types or DEFAULT_OP_TYPES[mode]), calibration=calibration)
+                      op_types=list(op_types or DEFAULT_OP_TYPES[mode]), calibration=calibration,
+                      float_outputs=float_outputs and mode == "static")
         if name == "tensorrt":
             if mode != "static":
                 raise UserError("quantize.preset=tensorrt needs quantize.mode=static (TensorRT reads Q/DQ scales)")
@@ -67,7 +72,8 @@ class Int8Settings:
         return {"mode": self.mode, "preset": self.preset, "reduce_range": self.reduce_range,
                 "per_channel": self.per_channel, "op_types": self.op_types,
                 "calibration": self.calibration if self.mode == "static" else None,
-                "activations": activations, "weights": "int8 symmetric"}
+                "activations": activations, "weights": "int8 symmetric",
+                "matmul_outputs": "float" if self.mode == "dynamic" or self.float_outputs else "int8"}
 
 
 def calibration_sample(n_rows: int, samples: int, seed: int, unit: str = "rows") -> list[int]:
@@ -164,6 +170,10 @@ def quantize(src: Path, dst: Path, settings: Int8Settings, *, exclude: list[str]
     extra = {"WeightSymmetric": True, "ActivationSymmetric": settings.activation_symmetric,
              "AddQDQPairToWeight": settings.qdq_pair_per_weight,
              "DedicatedQDQPair": settings.qdq_pair_per_weight}
+    if settings.float_outputs:
+        # no QuantizeLinear/DequantizeLinear pair between an INT8 MatMul/Gemm and the float op after it (bias add,
+        # GELU, layer norm): 209 -> 178 ONNX Runtime nodes on the SST-2 final graph, 13% faster at batch 1
+        extra["OpTypesToExcludeOutputQuantization"] = [t for t in ("MatMul", "Gemm") if t in settings.op_types]
     if settings.reduce_range and "Gather" in settings.op_types:
         # 7 bits keep AVX2's u8 x s8 pair sums from saturating in a MatMul; a table only ever read by Gather
         # multiplies nothing, so it keeps all 8 bits (precision at no cost; on CoNLL the F1 change was within noise)

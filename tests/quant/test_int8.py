@@ -197,3 +197,32 @@ def test_float16_fallback_refuses_weights_out_of_its_range(tmp_path):
 
     with pytest.raises(CheckError, match="down: float16 fallback weights out of range.*fallback_bits 8"):
         fallback_weights(src, ["down"], 16)
+
+
+@pytest.mark.parametrize("float_outputs", [True, False])
+def test_static_float_outputs_drop_the_requantize_after_each_matmul(tmp_path, float_outputs):
+    import onnxruntime as ort
+
+    src = _two_layer_graph(tmp_path / "f.onnx")
+    rng = np.random.default_rng(5)
+    feeds = [{"x": rng.normal(size=(n, 8)).astype(np.float32)} for n in (4, 6)]
+    settings = Int8Settings.for_preset("avx512_vnni", mode="static", op_types=["MatMul", "Gemm"],
+                                       float_outputs=float_outputs)
+    assert settings.describe()["matmul_outputs"] == ("float" if float_outputs else "int8")
+    quantize(src, tmp_path / "q.onnx", settings, calibration=feeds)
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    requantized = sorted(producer[n.input[0]] for n in graph.node
+                         if n.op_type == "QuantizeLinear" and producer.get(n.input[0]) in ("MatMul", "Gemm"))
+    # the Gemm's output feeds Relu and the MatMul's is the graph output: each gets a Q/DQ pair unless float
+    assert requantized == ([] if float_outputs else ["Gemm", "MatMul"])
+    # still INT8 inside: the activations entering both nodes are quantized
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.node) >= 2
+    run = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, tmp_path / "q.onnx")}
+    want, got = (run[p].run(None, feeds[1])[0] for p in (src, tmp_path / "q.onnx"))
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+
+
+def test_dynamic_mode_ignores_float_outputs():
+    settings = Int8Settings.for_preset("avx512_vnni", mode="dynamic", float_outputs=True)
+    assert settings.float_outputs is False and settings.describe()["matmul_outputs"] == "float"
