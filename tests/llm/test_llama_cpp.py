@@ -123,12 +123,24 @@ def test_bench_writes_one_gguf_per_type_from_the_last_float_artifact(fake_llama_
                               tmp_path / "off") == []
 
 
+def _q8_bench_recipe(tiny_llama, tiny_task):
+    """A quick bench of the tiny Llama on the tiny sentiment task with one llama.cpp row (Q8_0)."""
+    from deploykit.config import build_recipe
+
+    return build_recipe({"model": {"source": str(tiny_llama)},
+                         "data": {"path": str(tiny_task), "task": "generation", "max_length": 64,
+                                  "prompt_template": "Is this review positive or negative?\n{sentence}",
+                                  "label_names": ["negative", "positive"]},
+                         "gate": {"metric": "exact_match"},
+                         "bench": {"quick": True, "batch_sizes": [1], "new_tokens": 3, "eval_samples": 4,
+                                   "llama_cpp": ["q8_0"]}})
+
+
 def test_bench_report_names_the_gguf_files_inside_the_bench_folder(fake_llama_cpp, tiny_llama, tiny_task, tmp_path,
                                                                    monkeypatch):
     import json
 
     import deploykit.llm.bench as gen_bench
-    from deploykit.config import build_recipe
     from deploykit.pipeline import run_stage
 
     import deploykit.llm.bench_stage as bench_stage
@@ -137,14 +149,7 @@ def test_bench_report_names_the_gguf_files_inside_the_bench_folder(fake_llama_cp
     monkeypatch.setattr(gen_bench, "_memory", lambda *args: {})
     monkeypatch.setattr(bench_stage, "runs_here", lambda *args: True)
 
-    recipe = build_recipe({"model": {"source": str(tiny_llama)},
-                           "data": {"path": str(tiny_task), "task": "generation", "max_length": 64,
-                                    "prompt_template": "Is this review positive or negative?\n{sentence}",
-                                    "label_names": ["negative", "positive"]},
-                           "gate": {"metric": "exact_match"},
-                           "bench": {"quick": True, "batch_sizes": [1], "new_tokens": 3, "eval_samples": 4,
-                                     "llama_cpp": ["q8_0"]}})
-    run_stage("bench", recipe, tiny_llama, tmp_path / "bench")
+    run_stage("bench", _q8_bench_recipe(tiny_llama, tiny_task), tiny_llama, tmp_path / "bench")
     rows = json.loads((tmp_path / "bench" / "report.json").read_text())["rows"]
     gguf = [r for r in rows if r["runtime"] == "llama.cpp"]
     assert [r["folder"] for r in gguf] == ["llama.cpp/q8_0.gguf"] and gguf[0]["exact_match"] is not None
@@ -169,7 +174,6 @@ def test_a_llama_cpp_crash_costs_its_row_not_the_bench(fake_llama_cpp, tiny_llam
     import os
 
     import deploykit.llm.bench as gen_bench
-    from deploykit.config import build_recipe
     from deploykit.pipeline import run_stage
 
     # this process decodes with the stand-in; the trial run's fresh process imports a llama_cpp that segfaults
@@ -180,14 +184,7 @@ def test_a_llama_cpp_crash_costs_its_row_not_the_bench(fake_llama_cpp, tiny_llam
     monkeypatch.setattr(gen_bench, "_memory", lambda *args: {})
     lines = []
     monkeypatch.setattr("deploykit.llm.bench_stage.log", lines.append)
-    recipe = build_recipe({"model": {"source": str(tiny_llama)},
-                           "data": {"path": str(tiny_task), "task": "generation", "max_length": 64,
-                                    "prompt_template": "Is this review positive or negative?\n{sentence}",
-                                    "label_names": ["negative", "positive"]},
-                           "gate": {"metric": "exact_match"},
-                           "bench": {"quick": True, "batch_sizes": [1], "new_tokens": 3, "eval_samples": 4,
-                                     "llama_cpp": ["q8_0"]}})
-    run_stage("bench", recipe, tiny_llama, tmp_path / "bench")
+    run_stage("bench", _q8_bench_recipe(tiny_llama, tiny_task), tiny_llama, tmp_path / "bench")
     rows = json.loads((tmp_path / "bench" / "report.json").read_text())["rows"]
     assert [r["runtime"] for r in rows] == ["torch"] and rows[0]["decode_tok_s"] > 0
     crash = [line for line in lines if "no llama.cpp row" in line]

@@ -199,14 +199,15 @@ def test_float16_fallback_refuses_weights_out_of_its_range(tmp_path):
         fallback_weights(src, ["down"], 16)
 
 
+@pytest.mark.parametrize("preset", ["avx512_vnni", "avx2"])  # forced: whatever this machine's CPU
 @pytest.mark.parametrize("float_outputs", [True, False])
-def test_static_float_outputs_drop_the_requantize_after_each_matmul(tmp_path, float_outputs):
+def test_static_float_outputs_drop_the_requantize_after_each_matmul(tmp_path, float_outputs, preset):
     import onnxruntime as ort
 
     src = _two_layer_graph(tmp_path / "f.onnx")
     rng = np.random.default_rng(5)
     feeds = [{"x": rng.normal(size=(n, 8)).astype(np.float32)} for n in (4, 6)]
-    settings = Int8Settings.for_preset("avx512_vnni", mode="static", op_types=["MatMul", "Gemm"],
+    settings = Int8Settings.for_preset(preset, mode="static", op_types=["MatMul", "Gemm"],
                                        float_outputs=float_outputs)
     assert settings.describe()["matmul_outputs"] == ("float" if float_outputs else "int8")
     quantize(src, tmp_path / "q.onnx", settings, calibration=feeds)
