@@ -95,11 +95,12 @@ def ort_predictor(session) -> Predictor:
 
 
 def predict(predictor: Predictor, split: Split, tokenizer, max_length: int, batch_size: int = 64,
-            stride: int | None = None) -> np.ndarray:
+            stride: int | None = None, encoder=None) -> np.ndarray:
     """Logits [rows, labels] for every row of `split`, in order; rows are batched by length to waste little padding.
 
     `stride` (from `windows.stride_for`): each text is scored as windows of `max_length` tokens overlapping by
-    `stride`, and its row is the mean of their logits (deploykit/windows.py); None truncates.
+    `stride`, and its row is the mean of their logits (deploykit/windows.py); None truncates. `encoder` (from
+    `encoding.encoder_for`): what turns a batch of rows into the model's inputs; default the tokenizer's call.
 
     Raises:
         UserError: `stride` with sentence pairs.
@@ -108,14 +109,18 @@ def predict(predictor: Predictor, split: Split, tokenizer, max_length: int, batc
         from deploykit.windows import score
 
         return score(predictor, split, tokenizer, max_length, stride, batch_size)
+    if encoder is None:
+        def encoder(rows: Split):
+            return dict(encode(rows, tokenizer, max_length, padding=True, return_tensors="np"))
+    if len(split) == 1:  # one request: nothing to sort or batch (a server's usual call)
+        return np.asarray(predictor(encoder(split)))
     lengths = [len(t) + (len(p) if split.pairs else 0)
                for t, p in zip(split.texts, split.pairs or split.texts)]
     order = np.argsort(lengths, kind="stable")
     out: list[np.ndarray] = [None] * len(split)  # type: ignore[list-item]
     for start in range(0, len(order), batch_size):
         idx = [int(i) for i in order[start:start + batch_size]]
-        enc = encode(split.take(idx), tokenizer, max_length, padding=True, return_tensors="np")
-        logits = predictor(dict(enc))
+        logits = predictor(encoder(split.take(idx)))
         for i, row in zip(idx, logits):
             out[i] = row
     return np.stack(out)

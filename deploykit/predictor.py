@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from deploykit.artifact import Artifact, load_artifact
+from deploykit.encoding import encoder_for
 from deploykit.errors import UserError
 from deploykit.lineage import trained_length, trained_on_pairs, trained_stride
 from deploykit.load_checks import check_threads, check_tokenizer_files, check_vocabulary, resolve_runtime, unicode_fault
@@ -169,6 +170,8 @@ class ClassifierPredictor:
         if self.runtime == "tensorrt":
             self._fit_engine_profile(artifact)
         self.window_stride = trained_stride(artifact, self.max_length, self.tokenizer)
+        self._encode = encoder_for(self.tokenizer, self.max_length)
+        self._default_function = self._function(None)
 
     def _fit_engine_profile(self, artifact: Artifact) -> None:
         """An engine takes only the shapes its optimization profile covers: cap batches and lengths to its
@@ -224,7 +227,8 @@ class ClassifierPredictor:
             logits = score(self._predict, split, self.tokenizer, self.max_length, self.window_stride, batch_size,
                            announce=False)
             return logits.astype(np.float32)
-        return predict(self._predict, split, self.tokenizer, self.max_length, batch_size).astype(np.float32)
+        return predict(self._predict, split, self.tokenizer, self.max_length, batch_size,
+                       encoder=self._encode).astype(np.float32)
 
     def pair_warning(self) -> str | None:
         """The warning for sentence pairs given to a model trained on single texts, the first time only."""
@@ -256,7 +260,8 @@ class ClassifierPredictor:
         if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
             raise UserError(f"top_k={top_k!r} must be a positive integer or None (every label)")
         texts, pairs = _rows(inputs)
-        scores = apply_function(self._logits(texts, pairs, batch_size), self._function(function_to_apply))
+        function = self._default_function if function_to_apply is None else self._function(function_to_apply)
+        scores = apply_function(self._logits(texts, pairs, batch_size), function)
         rows = [self._ranked(row, top_k) for row in scores]
         if not isinstance(inputs, (str, tuple, dict)):
             return rows
