@@ -1,5 +1,7 @@
 """deploykit/runtimes.py's RUNTIMES: one table whose columns every reader of runtime facts uses."""
 
+import pytest
+
 from deploykit.runtimes import AUTO, LABELS, READS, RUNTIMES, TARGETS
 
 
@@ -44,3 +46,37 @@ def test_ort_sessions_spin_as_deployed_unless_told_not_to(tmp_path, monkeypatch)
     runtimes.load_runtime(art, "ort", 2, spinning=False)
     ClassifierPredictor(art, threads=2)  # what deploykit.load and `deploykit serve` run
     assert [ort_spins(s) for s in made] == [True, False, True]
+
+
+DENORMAL_PROBE = """
+import sys
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from deploykit.evaluate import ort_session
+
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+graph = helper.make_graph([helper.make_node("Mul", ["x", "one"], ["y"])], "mul", [x], [y], [one])
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), sys.argv[2])
+session = ort_session(sys.argv[2]) if sys.argv[1] == "deploykit" else ort.InferenceSession(sys.argv[2])
+print(session.run(None, {"x": np.full(4, 1e-40, dtype=np.float32)})[0][0])
+"""
+
+
+def test_ort_sessions_flush_denormals_to_zero(tmp_path):
+    """ORT's session.set_denormal_as_zero, in a fresh process each: ORT also sets it on the creating thread,
+    so one process cannot hold a session without it after one with it."""
+    import subprocess
+    import sys
+
+    def run(how: str) -> float:
+        out = subprocess.run([sys.executable, "-c", DENORMAL_PROBE, how, str(tmp_path / f"{how}.onnx")],
+                             capture_output=True, text=True, check=True)
+        return float(out.stdout.strip())
+
+    assert run("plain") == pytest.approx(1e-40, rel=1e-3)  # ONNX Runtime's default keeps the denormal
+    assert run("deploykit") == 0.0
