@@ -48,7 +48,10 @@ def load(path: str | Path, runtime: str = "auto", threads: int | None = None, de
             one of torch, torch-bf16, ort, ort-cuda, openvino, tensorrt. A causal LM takes auto, ort or torch.
         threads: intra-op threads; None leaves the runtime's default (all cores). torch's is process-wide. ONNX
             Runtime's idle threads spin after a call, as ORT's own default (~30 ms of a core; 1.2-1.4x faster at batch 1
-            on 2 threads than with spinning off, bench/README.md "Run 39").
+            on 2 threads than with spinning off, bench/README.md "Run 39"). ONNX Runtime sessions flush denormals
+            to zero (ORT's session.set_denormal_as_zero: masked attention ran batch 32 1.24x slower without it), and
+            ORT sets that mode on the thread that loads the model too: float math on that thread then reads values
+            below 1.2e-38 as zero.
         device: None or "cpu"; "cuda" runs torch on the GPU and picks ort-cuda for ONNX folders.
         max_length: truncation length; default the one the model was trained with.
 
