@@ -216,6 +216,10 @@ class QuantizeConfig(Section):
     float_outputs: bool = Field(True, description="mode static: INT8 MatMul/Gemm write float results instead of "
                                                   "re-quantizing them (fewer Q/DQ nodes; bench/README.md: 13% faster "
                                                   "at batch 1 on the SST-2 final graph); false: ONNX Runtime's default")
+    float_attention: bool = Field(True, description="mode static with float_outputs: the attention products (Q·Kᵀ, "
+                                                    "softmax·V: MatMuls of two activations) stay float, the linear "
+                                                    "layers INT8 (bench/README.md, twenty-eighth session); false: "
+                                                    "INT8 too (ORT's dynamic mode keeps them float anyway)")
     optimize: bool = Field(True, description="fuse the float graph (ORT transformer optimizer) before quantizing")
     max_drop: float = Field(0.5, ge=0, description="accuracy points the INT8 model may lose vs its float parent")
     max_float_nodes: int = Field(16, ge=0, description="give up after keeping this many nodes in float "

@@ -91,7 +91,8 @@ class EncoderQuantizeJob(QuantizeJob):
         self.advice = ", or try --mode static" if cfg.mode == "dynamic" else ""
         self.settings = Int8Settings.for_preset(cfg.preset, cfg.mode, per_channel=cfg.per_channel,
                                                 op_types=cfg.op_types, calibration=cfg.calibration,
-                                                float_outputs=cfg.float_outputs)
+                                                float_outputs=cfg.float_outputs,
+                                                float_attention=cfg.float_attention)
 
     def prepare(self, work: Path) -> Path:
         from deploykit.onnx.ops import graph_inputs

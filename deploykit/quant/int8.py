@@ -46,11 +46,16 @@ class Int8Settings:
     # static: INT8 MatMul/Gemm kernels write float (QGemm, MatMulIntegerToFloat) instead of a QuantizeLinear after
     # each (ORT's OpTypesToExcludeOutputQuantization); dynamic kernels always write float
     float_outputs: bool = False
+    # static: the attention products (Q·Kᵀ, softmax·V: MatMuls of two activations) stay float: quantizing both
+    # inputs on every call costs more than the INT8 product saves on [heads, tokens, tokens]. Needs float_outputs
+    # (a re-quantized projection output would hand them Q/DQ inputs ORT fuses to INT8 anyway); ORT's dynamic mode
+    # never quantizes them
+    float_attention: bool = False
 
     @classmethod
     def for_preset(cls, preset: str, mode: str = "dynamic", *, per_channel: bool = True,
                    op_types: list[str] | None = None, calibration: str = "minmax",
-                   float_outputs: bool = False) -> Int8Settings:
+                   float_outputs: bool = False, float_attention: bool = False) -> Int8Settings:
         """Settings for a named preset; `auto` picks the preset of the CPU this runs on."""
         from deploykit.errors import UserError
         from deploykit.hardware import quant_preset
@@ -58,7 +63,8 @@ class Int8Settings:
         name = quant_preset() if preset == "auto" else preset
         common = dict(mode=mode, preset=name, per_channel=per_channel,
                       op_types=list(op_types or DEFAULT_OP_TYPES[mode]), calibration=calibration,
-                      float_outputs=float_outputs and mode == "static")
+                      float_outputs=float_outputs and mode == "static",
+                      float_attention=float_attention and float_outputs and mode == "static")
         if name == "tensorrt":
             if mode != "static":
                 raise UserError("quantize.preset=tensorrt needs quantize.mode=static (TensorRT reads Q/DQ scales)")
@@ -73,7 +79,9 @@ class Int8Settings:
                 "per_channel": self.per_channel, "op_types": self.op_types,
                 "calibration": self.calibration if self.mode == "static" else None,
                 "activations": activations, "weights": "int8 symmetric",
-                "matmul_outputs": "float" if self.mode == "dynamic" or self.float_outputs else "int8"}
+                "matmul_outputs": "float" if self.mode == "dynamic" or self.float_outputs else "int8",
+                "attention_matmuls": "float" if self.mode == "dynamic" or self.float_attention
+                                     or "MatMul" not in self.op_types else "int8"}
 
 
 def calibration_sample(n_rows: int, samples: int, seed: int, unit: str = "rows") -> list[int]:
@@ -178,9 +186,12 @@ def quantize(src: Path, dst: Path, settings: Int8Settings, *, exclude: list[str]
         # 7 bits keep AVX2's u8 x s8 pair sums from saturating in a MatMul; a table only ever read by Gather
         # multiplies nothing, so it keeps all 8 bits (precision at no cost; on CoNLL the F1 change was within noise)
         extra["TensorQuantOverrides"] = {name: [{"reduce_range": False}] for name in lookup_tables(src)}
+    exclude = list(exclude or [])
+    if settings.float_attention and "MatMul" in settings.op_types:
+        exclude += [name for name in activation_matmuls(src) if name not in exclude]
     common = dict(op_types_to_quantize=settings.op_types, per_channel=settings.per_channel,
                   reduce_range=settings.reduce_range, weight_type=QuantType.QInt8,
-                  nodes_to_exclude=list(exclude or []), nodes_to_quantize=list(only or []) or None)
+                  nodes_to_exclude=exclude, nodes_to_quantize=list(only or []) or None)
     if settings.mode == "dynamic":
         quantize_dynamic(str(src), str(dst), extra_options=extra, **common)
         return
@@ -270,6 +281,16 @@ def _float16(w: np.ndarray) -> tuple[dict, dict]:
         raise CheckError("float16 fallback weights out of range or off by more than their rounding; not rewritten "
                          "(set quantize.fallback_bits 8)")
     return {"w16": half}, {"op": "Cast", "attrs": {"to": onnx.TensorProto.FLOAT}}
+
+
+def activation_matmuls(onnx_path: Path) -> list[str]:
+    """MatMul nodes whose inputs are all activations (no initializer, no Constant): in a transformer the attention
+    products Q·Kᵀ and softmax·V, whose INT8 form quantizes both inputs on every call."""
+    from deploykit.onnx.ops import load_onnx
+
+    graph = load_onnx(onnx_path, load_weights=False).graph
+    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and not constants.intersection(n.input)]
 
 
 def lookup_tables(onnx_path: Path) -> list[str]:

@@ -224,6 +224,55 @@ def test_static_float_outputs_drop_the_requantize_after_each_matmul(tmp_path, fl
     assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
 
 
+def test_float_attention_needs_static_float_outputs():
+    # a re-quantized projection output hands the attention products Q/DQ inputs that ORT fuses into INT8 anyway
+    assert not Int8Settings.for_preset("avx512_vnni", "static", float_outputs=False, float_attention=True).float_attention
+    assert not Int8Settings.for_preset("avx512_vnni", "dynamic", float_outputs=True, float_attention=True).float_attention
+
+
 def test_dynamic_mode_ignores_float_outputs():
     settings = Int8Settings.for_preset("avx512_vnni", mode="dynamic", float_outputs=True)
     assert settings.float_outputs is False and settings.describe()["matmul_outputs"] == "float"
+
+
+def _attention_like_graph(path):
+    # x -> MatMul(w) -> h; scores = MatMul(h, Transpose(h)): one weight product, one product of two activations
+    rng = np.random.default_rng(4)
+    w = numpy_helper.from_array(rng.normal(size=(8, 16)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+             helper.make_node("Transpose", ["h"], ["ht"], perm=[1, 0]),
+             helper.make_node("MatMul", ["h", "ht"], ["scores"], name="qk")]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", 8])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["tokens", "tokens"])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("preset", ["avx512_vnni", "avx2"])  # forced: whatever this machine's CPU
+@pytest.mark.parametrize(("mode", "float_attention", "kept_float"), [
+    ("static", True, True), ("static", False, False),
+    ("dynamic", False, True)])  # ORT's dynamic mode never quantizes a product of two activations
+def test_float_attention_keeps_products_of_two_activations_float(tmp_path, mode, float_attention, kept_float, preset):
+    import onnxruntime as ort
+
+    from deploykit.quant.int8 import activation_matmuls
+
+    src = _attention_like_graph(tmp_path / "f.onnx")
+    assert activation_matmuls(src) == ["qk"]
+    rng = np.random.default_rng(6)
+    feeds = [{"x": rng.normal(size=(n, 8)).astype(np.float32)} for n in (5, 7)]
+    settings = Int8Settings.for_preset(preset, mode=mode, op_types=["MatMul"], float_outputs=True,
+                                       float_attention=float_attention)
+    assert settings.describe()["attention_matmuls"] == ("float" if kept_float else "int8")
+    quantize(src, tmp_path / "q.onnx", settings, calibration=feeds if mode == "static" else None)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "ran.onnx")  # the graph ONNX Runtime runs, Q/DQ fused
+    ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "ran.onnx")).graph.node]
+    int8 = [op for op in ops if op in ("MatMulInteger", "MatMulIntegerToFloat", "QLinearMatMul", "DynamicQuantizeMatMul")]
+    # the weight product is INT8 either way; the activation product stays a float (Fused)MatMul only when asked
+    assert len(int8) == (1 if kept_float else 2)
+    assert any(op in ("MatMul", "FusedMatMul") for op in ops) is kept_float
+    run = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, tmp_path / "q.onnx")}
+    want, got = (run[p].run(None, feeds[1])[0] for p in (src, tmp_path / "q.onnx"))
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
