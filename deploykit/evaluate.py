@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from deploykit import fpenv
 from deploykit.data import Split, encode, fit_max_length
 from deploykit.errors import GateError, UserError  # noqa: F401  (GateError: imported from here by callers)
 
@@ -73,14 +74,16 @@ def ort_session(onnx_path: str | Path, threads: int | None = None, providers: li
     if not spinning:
         # idle ORT threads otherwise keep spinning and steal the cores of whatever runs next
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # Flush denormals to zero (FTZ/DAZ, ORT's documented session option). Masked attention scores leave MLAS's
-    # softmax exp with denormal results that x86 computes ~10x slower: a padded batch 32 of SST-2 spent a fifth
-    # of its time in two Softmax nodes, and this made it 24% faster (bench/README.md, twenty-eighth session).
-    # ORT also sets the mode on the thread that creates the session, which runs its share of every call.
-    opts.add_session_config_entry(DENORMALS_AS_ZERO, "1")
+    if fpenv.AVAILABLE:
+        # Flush denormals to zero in ORT's pool threads (its documented session option): masked attention scores
+        # leave MLAS's softmax exp with denormals that x86 computes ~10x slower, a fifth of a padded SST-2 batch
+        # 32's time; 1.24x faster with it (bench/README.md, twenty-eighth session). ORT would also set the mode for
+        # good on this thread: `fpenv.kept` undoes that, and ort_predictor's calls flush on the calling thread.
+        opts.add_session_config_entry(DENORMALS_AS_ZERO, "1")
     opts.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(onnx_path), opts, providers=providers or ["CPUExecutionProvider"])
+        with fpenv.kept():
+            return ort.InferenceSession(str(onnx_path), opts, providers=providers or ["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - ORT raises its own exception types for unreadable models
         raise UserError(f"{onnx_path}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})") from None
 
@@ -97,7 +100,12 @@ def ort_predictor(session) -> Predictor:
     names = [i.name for i in session.get_inputs()]
 
     def run(batch: dict[str, np.ndarray]) -> np.ndarray:
-        return session.run(None, graph_feed(batch, names))[0]
+        feed = graph_feed(batch, names)
+        saved = fpenv.flush()  # FTZ/DAZ on this thread for the call only (deploykit/fpenv.py)
+        try:
+            return session.run(None, feed)[0]
+        finally:
+            fpenv.restore(saved)
 
     return run
 

@@ -23,8 +23,13 @@ def trained_length(artifact: Artifact, config, tokenizer, asked: int | None) -> 
     from deploykit.data import fit_max_length
 
     if asked is not None:
-        if not isinstance(asked, int) or asked < 1:
+        if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
             raise UserError(f"max_length={asked!r} must be a positive integer")
+        # the tokenizer cannot cut a text below its special tokens ([CLS] ... [SEP]): it would hand on longer rows
+        least = tokenizer.num_special_tokens_to_add(pair=False) + 1
+        if asked < least:
+            raise UserError(f"max_length={asked} leaves no room for a token beside the tokenizer's "
+                            f"{least - 1} special tokens; use at least {least}")
         return fit_max_length(asked, config, tokenizer)
     for manifest in _lineage(artifact):
         length = manifest.get("max_length", ((manifest.get("config") or {}).get("data") or {}).get("max_length"))

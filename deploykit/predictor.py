@@ -48,10 +48,9 @@ def load(path: str | Path, runtime: str = "auto", threads: int | None = None, de
             one of torch, torch-bf16, ort, ort-cuda, openvino, tensorrt. A causal LM takes auto, ort or torch.
         threads: intra-op threads; None leaves the runtime's default (all cores). torch's is process-wide. ONNX
             Runtime's idle threads spin after a call, as ORT's own default (~30 ms of a core; 1.2-1.4x faster at batch 1
-            on 2 threads than with spinning off, bench/README.md "Run 39"). ONNX Runtime sessions flush denormals
-            to zero (ORT's session.set_denormal_as_zero: masked attention ran batch 32 1.24x slower without it), and
-            ORT sets that mode on the thread that loads the model too: float math on that thread then reads values
-            below 1.2e-38 as zero.
+            on 2 threads than with spinning off, bench/README.md "Run 39"). ONNX Runtime calls flush denormals
+            to zero (masked attention ran batch 32 1.24x slower without it): ORT's pool threads, and the calling
+            thread for the length of each call only; the caller's own float math keeps them (deploykit/fpenv.py).
         device: None or "cpu"; "cuda" runs torch on the GPU and picks ort-cuda for ONNX folders.
         max_length: truncation length; default the one the model was trained with.
 
@@ -173,7 +172,7 @@ class ClassifierPredictor:
         if self.runtime == "tensorrt":
             self._fit_engine_profile(artifact)
         self.window_stride = trained_stride(artifact, self.max_length, self.tokenizer)
-        self._encode = encoder_for(self.tokenizer, self.max_length)
+        self._encode, self._encoded_as = None, None
         self._default_function = self._function(None)
 
     def _fit_engine_profile(self, artifact: Artifact) -> None:
@@ -231,7 +230,15 @@ class ClassifierPredictor:
                            announce=False)
             return logits.astype(np.float32)
         return predict(self._predict, split, self.tokenizer, self.max_length, batch_size,
-                       encoder=self._encode).astype(np.float32)
+                       encoder=self._encoder()).astype(np.float32)
+
+    def _encoder(self):
+        """encoding.encoder_for this predictor's tokenizer and max_length, made again when either was changed."""
+        tok = self.tokenizer
+        settings = (id(tok), self.max_length, tok.truncation_side, tok.padding_side, tok.pad_token_id)
+        if settings != self._encoded_as:
+            self._encode, self._encoded_as = encoder_for(tok, self.max_length), settings
+        return self._encode
 
     def pair_warning(self) -> str | None:
         """The warning for sentence pairs given to a model trained on single texts, the first time only."""

@@ -187,6 +187,23 @@ def test_long_texts_are_truncated_not_refused(tiny_chain):
     np.testing.assert_allclose(clf.logits([long]), clf.logits([cut]), atol=1e-5)
 
 
+
+def test_a_max_length_set_after_loading_takes_effect(tiny_chain):
+    clf = load(tiny_chain["quantize"])
+    long = " ".join(["good film"] * 20)
+    before = clf.logits([long])
+    clf.max_length = 6  # [CLS] + 4 word pieces + [SEP]
+    cut = clf.tokenizer.decode(clf.tokenizer(long, truncation=True, max_length=6)["input_ids"][1:-1])
+    np.testing.assert_allclose(clf.logits([long]), clf.logits([cut]), atol=1e-5)
+    assert not np.allclose(clf.logits([long]), before)
+
+
+@pytest.mark.parametrize("length", [1, 2])
+def test_a_max_length_without_room_beside_the_special_tokens_is_refused(tiny_chain, length):
+    with pytest.raises(UserError, match=f"max_length={length} leaves no room .* 2 special tokens; use at least 3"):
+        load(tiny_chain["raw"], max_length=length)
+
+
 # ---------------------------------------------------------------- TensorRT folders (the engine runs on a GPU only)
 
 def tensorrt_folder(tiny_chain, tmp_path):

@@ -1,5 +1,6 @@
 """deploykit/runtimes.py's RUNTIMES: one table whose columns every reader of runtime facts uses."""
 
+import numpy as np
 import pytest
 
 from deploykit.runtimes import AUTO, LABELS, READS, RUNTIMES, TARGETS
@@ -50,33 +51,60 @@ def test_ort_sessions_spin_as_deployed_unless_told_not_to(tmp_path, monkeypatch)
 
 DENORMAL_PROBE = """
 import sys
+import threading
+
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from deploykit import fpenv
 from deploykit.evaluate import ort_session
 
 x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
 y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
 one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
 graph = helper.make_graph([helper.make_node("Mul", ["x", "one"], ["y"])], "mul", [x], [y], [one])
-onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), sys.argv[2])
-session = ort_session(sys.argv[2]) if sys.argv[1] == "deploykit" else ort.InferenceSession(sys.argv[2])
-print(session.run(None, {"x": np.full(4, 1e-40, dtype=np.float32)})[0][0])
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), sys.argv[1])
+session = ort_session(sys.argv[1])
+feed = {"x": np.full(4, 1e-40, dtype=np.float32)}
+plain = session.run(None, feed)[0][0]
+saved = fpenv.flush()
+flushed = session.run(None, feed)[0][0]
+fpenv.restore(saved)
+seen = []
+thread = threading.Thread(target=lambda: seen.append(5e-324 > 0))
+thread.start(); thread.join()
+print(plain, flushed, 5e-324 > 0, 1e-310 * 1.0, seen[0])
 """
 
 
-def test_ort_sessions_flush_denormals_to_zero(tmp_path):
-    """ORT's session.set_denormal_as_zero, in a fresh process each: ORT also sets it on the creating thread,
-    so one process cannot hold a session without it after one with it."""
+@pytest.mark.skipif(not __import__("deploykit.fpenv").fpenv.AVAILABLE, reason="no known fenv_t layout (glibc x86-64)")
+def test_ort_calls_flush_denormals_and_the_callers_float_math_keeps_them(tmp_path):
+    """In a fresh process (ORT sets the creating thread's mode once per process): a session made by ort_session
+    leaves the caller's thread and the threads it starts reading denormals (Python's float64 included); a call
+    inside fpenv.flush/restore, as ort_predictor runs each one, flushes them."""
     import subprocess
     import sys
 
-    def run(how: str) -> float:
-        out = subprocess.run([sys.executable, "-c", DENORMAL_PROBE, how, str(tmp_path / f"{how}.onnx")],
-                             capture_output=True, text=True, check=True)
-        return float(out.stdout.strip())
+    out = subprocess.run([sys.executable, "-c", DENORMAL_PROBE, str(tmp_path / "mul.onnx")],
+                         capture_output=True, text=True, check=True).stdout.split()
+    plain, flushed, py_denormal, product, thread_denormal = out
+    assert float(plain) == pytest.approx(1e-40, rel=1e-3)  # the calling thread computed it: mode untouched
+    assert float(flushed) == 0.0
+    assert py_denormal == "True" and float(product) == 1e-310 and thread_denormal == "True"
 
-    assert run("plain") == pytest.approx(1e-40, rel=1e-3)  # ONNX Runtime's default keeps the denormal
-    assert run("deploykit") == 0.0
+
+def test_ort_predictor_gives_the_same_logits_with_the_calls_flushed(tmp_path):
+    from conftest import make_tiny_model
+    from tiny_onnx import export_tiny_onnx
+
+    from deploykit.artifact import load_artifact
+    from deploykit.evaluate import ort_predictor, ort_session
+    from deploykit.models import load_tokenizer
+
+    art = load_artifact(export_tiny_onnx(make_tiny_model(tmp_path / "bert", "bert", seed=1), tmp_path / "onnx"))
+    session = ort_session(art.onnx_path)
+    enc = dict(load_tokenizer(str(art.path))(["a fine film", "bad"], padding=True, return_tensors="np"))
+    want = session.run(None, {k: v.astype(np.int64) for k, v in enc.items()})[0]
+    np.testing.assert_allclose(ort_predictor(session)(enc), want, atol=1e-6)
+    assert 5e-324 > 0  # this thread's float math after both
