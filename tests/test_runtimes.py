@@ -108,3 +108,33 @@ def test_ort_predictor_gives_the_same_logits_with_the_calls_flushed(tmp_path):
     want = session.run(None, {k: v.astype(np.int64) for k, v in enc.items()})[0]
     np.testing.assert_allclose(ort_predictor(session)(enc), want, atol=1e-6)
     assert 5e-324 > 0  # this thread's float math after both
+
+
+def session_flushes(session) -> bool:
+    try:
+        return session.get_session_options().get_session_config_entry("session.set_denormal_as_zero") == "1"
+    except RuntimeError:  # absent: ORT's default, off
+        return False
+
+
+@pytest.mark.parametrize("available", [True, False])  # forced: whatever this machine's C library
+def test_without_a_known_float_environment_sessions_keep_ort_defaults(tmp_path, monkeypatch, available):
+    from conftest import make_tiny_model
+    from tiny_onnx import export_tiny_onnx
+
+    from deploykit import fpenv
+    from deploykit.artifact import load_artifact
+    from deploykit.evaluate import ort_predictor, ort_session
+    from deploykit.models import load_tokenizer
+
+    if available and not fpenv.AVAILABLE:
+        pytest.skip("no known fenv_t layout (glibc x86-64) on this machine")
+    monkeypatch.setattr(fpenv, "AVAILABLE", available)
+    art = load_artifact(export_tiny_onnx(make_tiny_model(tmp_path / "bert", "bert", seed=2), tmp_path / "onnx"))
+    session = ort_session(art.onnx_path)
+    assert session_flushes(session) is available  # never ORT's switch alone: it would leak into the caller's thread
+    saved = fpenv.flush()
+    fpenv.restore(saved)
+    assert (saved is None) is not available and 5e-324 > 0
+    enc = dict(load_tokenizer(str(art.path))(["a fine film"], return_tensors="np"))
+    assert ort_predictor(session)(enc).shape == (1, 2)
