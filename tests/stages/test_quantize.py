@@ -21,9 +21,10 @@ from deploykit.quant.baseline import standard_baseline
 # tiny BERT (2 layers): per layer Attention + attention-output, FFN-in and FFN-out MatMuls; then pooler
 # and classifier MatMuls. Dynamic INT8 makes the Attention nodes QAttention.
 # the default export skips padding: no fused Attention, every linear layer a Gemm (2 layers x 6, pooler and
-# classifier); dynamic INT8 rewrites them into MatMulInteger, static QDQ also takes the 2 x 2 attention products
+# classifier); dynamic INT8 rewrites them into MatMulInteger, static QDQ the same (the 2 x 2 attention products stay
+# float: quantize.float_attention, the default; with it off static QDQ takes them too)
 DYNAMIC_MATMULS = {"QAttention": 0, "MatMulInteger": 2 * 6 + 2}
-STATIC_MATMULS = 2 * 6 + 2 + 2 * 2
+STATIC_MATMULS = 2 * 6 + 2
 # with the padding kept (export.remove_padding: false) attention fuses, and dynamic INT8 makes it QAttention,
 # except in the trimmed last layer: its Q/K/V/output/FFN stay 6 MatMuls
 FUSED_DYNAMIC_MATMULS = {"QAttention": 1, "MatMulInteger": 3 + 6 + 2}
@@ -69,8 +70,15 @@ def test_static_op_types_that_miss_the_gemm_layers_say_so(tiny_bert, tiny_task, 
     art = run_stage("quantize", recipe(tiny_task, mode="static", op_types=["MatMul"], calibration_samples=16),
                     tiny_bert, tmp_path / "q")
     assert any("weight layers left float because quantize.op_types ['MatMul']" in line for line in lines)
-    # the attention products, and the last layer's 4 one-position linears (3-D input: MatMul, not Gemm)
-    assert art.metrics["quantized_ops"]["quantized_matmuls"] == 2 * 2 + 4
+    # the last layer's 4 one-position linears (3-D input: MatMul, not Gemm); the attention products stay float
+    assert art.metrics["quantized_ops"]["quantized_matmuls"] == 4
+
+
+def test_static_with_float_attention_off_takes_the_attention_products_too(tiny_bert, tiny_task, tmp_path):
+    art = run_stage("quantize", recipe(tiny_task, mode="static", calibration_samples=16, float_attention=False),
+                    tiny_bert, tmp_path / "q")
+    assert art.metrics["quantized_ops"]["quantized_matmuls"] == STATIC_MATMULS + 2 * 2
+    assert art.manifest["int8"]["attention_matmuls"] == "int8"
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
