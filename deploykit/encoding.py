@@ -25,6 +25,15 @@ PROBE = ["Hello, world!", "naïve CAFÉ déjà-vu ✓ 東京", "  spaced\tout \n
 Encoder = Callable[[Split], dict[str, np.ndarray]]
 
 
+def transformers_encoder(tokenizer, max_length: int) -> Encoder:
+    """The transformers tokenizer call (`deploykit.data.encode`), padded to the longest row, as int64 arrays."""
+    def reference(split: Split) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v, dtype=np.int64) for k, v in encode(split, tokenizer, max_length, padding=True,
+                                                                        return_tensors="np").items()}
+
+    return reference
+
+
 def encoder_for(tokenizer, max_length: int) -> Encoder:
     """A function from a Split to the model's inputs, each int64 [rows, longest row], truncated to `max_length`.
 
@@ -32,10 +41,7 @@ def encoder_for(tokenizer, max_length: int) -> Encoder:
     `max_length`, and a sentence pair) gives the transformers call's ids, type ids and mask exactly; otherwise
     (a slow tokenizer, inputs the backend does not give, any difference) it is that call (`deploykit.data.encode`).
     """
-    def reference(split: Split) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v, dtype=np.int64) for k, v in encode(split, tokenizer, max_length, padding=True,
-                                                                        return_tensors="np").items()}
-
+    reference = transformers_encoder(tokenizer, max_length)
     backend = _backend_copy(tokenizer, max_length)
     if backend is None:
         return reference

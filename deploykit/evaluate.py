@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 
 from deploykit import fpenv
-from deploykit.data import Split, encode, fit_max_length
+from deploykit.data import Split, fit_max_length
+from deploykit.encoding import transformers_encoder
 from deploykit.errors import GateError, UserError  # noqa: F401  (GateError: imported from here by callers)
 
 Predictor = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -125,9 +126,7 @@ def predict(predictor: Predictor, split: Split, tokenizer, max_length: int, batc
         from deploykit.windows import score
 
         return score(predictor, split, tokenizer, max_length, stride, batch_size)
-    if encoder is None:
-        def encoder(rows: Split):
-            return dict(encode(rows, tokenizer, max_length, padding=True, return_tensors="np"))
+    encoder = encoder or transformers_encoder(tokenizer, max_length)
     if len(split) == 1:  # one request: nothing to sort or batch (a server's usual call)
         return np.asarray(predictor(encoder(split)))
     lengths = [len(t) + (len(p) if split.pairs else 0)

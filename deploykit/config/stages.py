@@ -278,7 +278,7 @@ class ExportConfig(Section):
                                   "token the head reads (keys and values still see every token): the same logits "
                                   "for less work; BERT, RoBERTa, ELECTRA, DistilBERT (others export whole)")
     remove_padding: bool = Field(True, description="classifiers: the encoder runs on the batch's real tokens only "
-                                 "(gathered after the embeddings, scattered back for attention), the last layer "
+                                 "(gathered after the embeddings, spread to the padded layout for attention), the last layer "
                                  "on position 0: the same logits, no work on padding; same architectures, right "
                                  "padding, an attention_mask input (else the trim alone)")
     parity_samples: int = Field(64, ge=1)
