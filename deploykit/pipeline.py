@@ -19,7 +19,7 @@ from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.evaluate import check_gate
 from deploykit.kinds import kind_of
-from deploykit.models import resolve_source
+from deploykit.models import is_gguf, load_config, resolve_source
 from deploykit.transfer import check_unlabeled
 
 # stage name -> module holding its `run(recipe, parent, out_dir) -> Artifact`; imported lazily
@@ -185,6 +185,11 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     task = load_any_task(recipe.data)
     check_unlabeled(recipe)
     source = resolve_source(recipe.model.source)  # a wrong model path fails before the run folder is made
+    if ("distill" in stages or "prune" in stages) and not is_gguf(recipe.model.source):
+        from deploykit.train.distillation import check_layer_choices
+
+        m = recipe.model
+        check_layer_choices(recipe, load_config(m.source, trust_remote_code=m.trust_remote_code, revision=m.revision))
     out_dir.mkdir(parents=True, exist_ok=True)
     state = _state(out_dir)
     if not (out_dir / STATE_FILE).is_file():

@@ -37,7 +37,10 @@ def recipe_problems(recipe: Recipe, out_dir: Path | None = None) -> list[str]:
         _checked(found, _task, recipe)
         _checked(found, check_unlabeled, recipe)
         if config is not None:
+            from deploykit.train.distillation import check_layer_choices
+
             _checked(found, _max_length, recipe, config)
+            _checked(found, check_layer_choices, recipe, config)
     found += _runtimes(recipe)
     if out_dir is not None:
         from deploykit.pipeline import check_run_folders

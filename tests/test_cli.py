@@ -87,3 +87,25 @@ def test_forked_children_do_not_inherit_the_sigterm_handler():
              "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "0", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["distill.student_layers=[0,5]"], "distill.student_layers: layer index 5 out of range (the model has layers 0..1)"),
+    (["distill.layer_map=[0,1]"], "distill.layer_map has 2 entries but the student keeps 1 layers ([1])"),
+    (["distill.student_layers=[0,1]", "distill.layer_map=[0,4]"], "distill.layer_map: teacher layer 4 out of range"),
+    (["prune.drop_layers=[0]"], "prune.drop_layers removes all 1 layers of its input"),
+    (["distill.student_layers=[0,1]", "prune.drop_layers=[2]"],
+     "prune.drop_layers (its input: the 2-layer student): layer index 2 out of range"),
+])
+def test_layer_choices_are_refused_before_any_training(tiny_bert, tiny_task, tmp_path, overrides, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{source: {tiny_bert}}}\ndata: {{path: {tiny_task}}}\nfinetune: {{epochs: 1}}\n"
+                      "distill: {epochs: 1}\nprune: {ffn: 0.5}\n")
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    checked = CliRunner().invoke(app, ["validate", str(recipe), "--out", str(tmp_path / "run"), *sets])
+    assert checked.exit_code == 2 and message in checked.output, checked.output
+    # the runner refuses it too, before the teacher's fine-tuning (the 2-layer tiny model: every other layer is [1])
+    ran = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run"), "--quiet", *sets])
+    assert ran.exit_code == 2 and message in ran.output, ran.output
+    assert ran.output.strip().count("\n") == 0
+    assert not (tmp_path / "run" / "finetune").exists()

@@ -33,6 +33,46 @@ def teacher_source(cfg: DistillConfig, parent: Artifact | None) -> str:
     return str(parent.path)
 
 
+def check_layer_choices(recipe: Recipe, config) -> None:
+    """`distill.student_layers`, `distill.layer_map` and `prune.drop_layers` against the layer counts the run will
+    meet (`config`: the model source's), before any training: `deploykit run` and `validate` call it, so that an
+    index out of range fails in one line before the teacher's fine-tuning, not after it.
+
+    Raises:
+        UserError: an index outside the model's layers, a repeated one, a layer_map whose length is not the
+            student's layer count, or prune.drop_layers that would remove every layer.
+    """
+    from deploykit.layers import check_indices, every_other
+
+    stages = recipe.stages()
+    try:
+        n_layers = num_layers(config)
+    except ValueError:
+        return  # a model type without a known layer count field: the stage itself reports it
+    prune_input = n_layers
+    distill = recipe.distill if "distill" in stages else None
+    if distill is not None and distill.student is None:
+        kept = check_indices(distill.student_layers if distill.student_layers is not None else every_other(n_layers),
+                             n_layers, "distill.student_layers")
+        if distill.layer_map is not None:
+            if len(distill.layer_map) != len(kept):
+                raise UserError(f"distill.layer_map has {len(distill.layer_map)} entries but the student keeps "
+                                f"{len(kept)} layers ({kept}); give one teacher layer per student layer")
+            bad = [i for i in distill.layer_map if not 0 <= i < n_layers]
+            if bad:
+                raise UserError(f"distill.layer_map: teacher layer {bad[0]} out of range (the teacher has layers "
+                                f"0..{n_layers - 1})")
+        prune_input = len(kept)
+    elif distill is not None:
+        return  # a separate student (distill.student): its own layer count is checked when it loads
+    prune = recipe.prune if "prune" in stages else None
+    if prune is not None and prune.drop_layers:
+        what = "prune.drop_layers" if distill is None else f"prune.drop_layers (its input: the {prune_input}-layer student)"
+        dropped = check_indices(list(prune.drop_layers), prune_input, what)
+        if len(dropped) >= prune_input:
+            raise UserError(f"prune.drop_layers removes all {prune_input} layers of its input; keep at least one")
+
+
 def check_tokenizer(student_src: str, teacher_tok, trust_remote_code: bool) -> None:
     """UserError in one line unless the separate student `student_src` has the teacher's vocabulary."""
     from deploykit.models import load_tokenizer
