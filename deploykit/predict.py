@@ -5,7 +5,8 @@
     cat reviews.txt | deploykit predict runs/sst2-minilm/quantize --file - --json --top-k 2
 
 Files are read like training data (deploykit/records.py: .tsv/.csv/.jsonl with a header row, quoting,
-BOM, faults named by line); `.txt` and `-` (stdin) hold one text per line. Without `--json` each row is
+BOM, faults named by line); `.txt` and `-` (stdin) hold one text per line (blank lines are skipped, and
+counted on stderr). Without `--json` each row is
 one human line (`label  score  text`); with `--json` or `--out`, one JSON object per row
 (`{"text", "label", "score"}`, plus `"top_k"` for `--top-k` > 1). `--out` is written to a temporary file
 beside it and renamed at the end, so it is never half-written; `--out -` is stdout, and a device or pipe
@@ -65,18 +66,26 @@ def read_texts(texts: list[str], file: Path | None, text_column: str = "sentence
 
 
 def _lines(file: Path) -> list[str]:
-    from deploykit.records import decode, lines, read_lines
+    from deploykit.console import log
+    from deploykit.records import decode, lines
 
     where = "stdin" if str(file) == "-" else str(file)
     if where == "stdin":
         # bytes, decoded as files are: sys.stdin's surrogateescape would pass undecodable bytes on as lone
         # surrogates, which the tokenizer refuses with a TypeError
         stdin = sys.stdin
-        texts = lines(decode(stdin.buffer.read(), where) if hasattr(stdin, "buffer") else stdin.read())
+        raw = decode(stdin.buffer.read(), where) if hasattr(stdin, "buffer") else stdin.read()
     else:
-        texts = read_lines(file)
+        if not file.is_file():
+            raise UserError(f"{file}: file not found")
+        raw = decode(file.read_bytes(), where)
+    texts = lines(raw)
     if not texts:
         raise UserError(f"{where}: no texts (one text per line)")
+    # a blank line has no text to score: its row is left out, and said, so that nobody counts on one row per line
+    blank = len(raw.removesuffix("\n").split("\n")) - len(texts)
+    if blank:
+        log(f"predict: {where}: {blank} blank line{'s' if blank > 1 else ''} skipped; {len(texts)} texts, one row each")
     return texts
 
 

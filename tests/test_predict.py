@@ -106,11 +106,17 @@ def test_text_pairs_from_a_file(tiny_chain, tmp_path):
 
 
 def test_stdin_and_txt_hold_one_text_per_line(final, expected, tmp_path):
-    got = records(invoke(final, "--file", "-", "--json", input="\n".join(TEXTS) + "\n\n"))
+    result = invoke(final, "--file", "-", "--json", input="\n".join(TEXTS) + "\n\n")
+    got = records(result)
     assert [(r["text"], r["label"]) for r in got] == [(t, w["label"]) for t, w in zip(TEXTS, expected)]
+    assert f"stdin: 1 blank line skipped; {len(TEXTS)} texts, one row each" in " ".join(result.stderr.split())
     txt = tmp_path / "reviews.txt"
     txt.write_text("\r\n".join(TEXTS), encoding="utf-8")
-    assert records(invoke(final, "--file", txt, "--json")) == got
+    plain = invoke(final, "--file", txt, "--json")
+    assert records(plain) == got and "blank" not in plain.stderr  # a last line without "\n" is no blank line
+    txt.write_text(f"\n{TEXTS[0]}\n \n\n{TEXTS[1]}\n", encoding="utf-8")
+    spaced = invoke(final, "--file", txt, "--json")
+    assert [r["text"] for r in records(spaced)] == TEXTS[:2] and "3 blank lines skipped; 2 texts" in " ".join(spaced.stderr.split())
 
 
 def test_out_is_written_whole_and_replaces_an_earlier_file(final, expected, tmp_path):

@@ -110,6 +110,21 @@ def test_predict_is_pipeline_shaped(client):
     assert pairs.status_code == 200 and client.predictor.calls[-1][0] == [("r1 w0", "b")]
 
 
+def test_a_model_trained_on_single_texts_refuses_pairs():
+    # the predictor scores a pair as one joined input and warns in Python; a client never sees that warning
+    predictor = FakePredictor()
+    predictor.trained_on_pairs = False
+    with TestClient(build_app(predictor, max_request_rows=4, max_body_bytes=2000)) as c:
+        assert "text_pair" not in [t["name"] for t in c.get("/v2/models/fake").json()["inputs"]]
+        refused = c.post("/predict", json={"texts": ["r1 w0"], "text_pairs": ["b"]})
+        assert refused.status_code == 400 and "trained on single texts" in refused.json()["error"]
+        v2 = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["r1 w0"]},
+                         {"name": "text_pair", "shape": [1], "datatype": "BYTES", "data": ["b"]}]}
+        assert c.post("/v2/models/fake/infer", json=v2).status_code == 400
+        assert c.post("/predict", json={"texts": ["r1 w0"]}).status_code == 200
+        assert [call[0] for call in predictor.calls] == [["r1 w0"]]  # the refused pairs never reached the model
+
+
 @pytest.mark.parametrize("path, body, status, message", [
     ("/predict", b"{not json", 400, "not valid JSON"),
     ("/predict", b"", 400, "body is empty"),

@@ -31,6 +31,9 @@ class Labels:
         self.predictor = predictor
         self.labels = list(predictor.labels)
         self.function = _score_function(predictor)
+        # a model whose recipe read single texts would score a pair as one joined input: a client is told (400),
+        # where the Python predictor warns; None (a folder that does not say) takes pairs
+        self.pairs = getattr(predictor, "trained_on_pairs", None) is not False
 
     def infer(self, rows: list[Any], batch_size: int) -> np.ndarray:
         return self.predictor.logits(rows, batch_size=batch_size)
@@ -97,7 +100,10 @@ def outputs_for(predictor) -> Labels | Entities:
 def check_request(served: Labels | Entities, rows: list[Any], top_k: int | None = 1) -> None:
     """ClientError (400) for what this model cannot answer: text pairs, or top_k for entity groups."""
     if not served.pairs and rows and isinstance(rows[0], tuple):
-        raise ClientError("this model tags single texts: send no text_pairs")
+        if isinstance(served, Entities):
+            raise ClientError("this model tags single texts: send no text_pairs")
+        raise ClientError("this model was trained on single texts (its recipe read no data.text_pair_column): "
+                          "send no text_pairs")
     if isinstance(served, Entities) and top_k != 1:
         raise ClientError("this model answers entity groups, not ranked labels: send no top_k")
 
