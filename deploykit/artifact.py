@@ -269,6 +269,11 @@ def check_out_dir(out: str | Path, stage: str | None = None, force: bool = False
     return out
 
 
+# work folders an interrupted stage leaves on purpose (finetune's checkpoints, for --resume): the CLI names them
+# in its last line instead of saying that every temporary folder was removed
+KEPT_FOR_RESUME: set[Path] = set()
+
+
 def work_dir(out_dir: str | Path, fresh: bool = True) -> Path:
     """A stage's scratch folder beside its output, `.<name>.work` (kept between runs, e.g. for --resume).
 

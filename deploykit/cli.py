@@ -74,6 +74,17 @@ def _end_progress_line() -> str:
     return "\n" if bars else ""
 
 
+def _left_behind() -> str:
+    """What an interrupted command says of its folders: temporary ones are gone, finetune's checkpoints are not."""
+    from deploykit.artifact import KEPT_FOR_RESUME
+
+    kept = sorted(str(w) for w in KEPT_FOR_RESUME if w.is_dir())
+    if not kept:
+        return "temporary output folders were removed"
+    return (f"temporary output folders were removed; the checkpoints in {', '.join(kept)} are kept for "
+            "`deploykit finetune --resume` (remove the folder to free the space)")
+
+
 def edge(fn: Callable) -> Callable:
     """Every failure becomes one line on stderr and an exit code that says what kind (deploykit/errors.py);
     a traceback only with --debug."""
@@ -90,18 +101,18 @@ def edge(fn: Callable) -> Callable:
         except DeploykitError as err:
             raise _fail(str(err), err.exit_code) from None
         except Terminated:
-            raise _fail("terminated (SIGTERM); temporary output folders were removed", 143) from None
+            raise _fail(f"terminated (SIGTERM); {_left_behind()}", 143) from None
         except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as a killed-by-SIGPIPE tool does
             with contextlib.suppress(OSError, ValueError):  # nothing left to flush into the closed pipe at exit
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(141) from None
         except KeyboardInterrupt:
-            raise _fail("interrupted (SIGINT); temporary output folders were removed", 130) from None
+            raise _fail(f"interrupted (SIGINT); {_left_behind()}", 130) from None
         except Exception as err:  # noqa: BLE001 - the edge: anything else is one line too, exit 1
             if received["signal"] is not None:  # a library turned our SIGTERM/SIGINT into its own error
                 code = 143 if received["signal"] == signal.SIGTERM else 130
                 raise _fail(f"{signal.Signals(received['signal']).name} while running ({type(err).__name__}); "
-                            "temporary output folders were removed", code) from None
+                            f"{_left_behind()}", code) from None
             first = (str(err).strip().splitlines() or [""])[0][:300]
             hint = "" if _debug["on"] else " (run with --debug for the traceback)"
             raise _fail(f"{type(err).__name__}: {first}{hint}", 1) from None

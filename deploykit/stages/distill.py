@@ -55,6 +55,19 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     out_dir = Path(out_dir).resolve()
     work = out_dir.with_name(f".{out_dir.name}.work")
     shutil.rmtree(work, ignore_errors=True)
+    try:
+        return _train(recipe, parent, out_dir, work, job, teacher_src, n_student, n_teacher)
+    except BaseException:
+        # distillation has no --resume: its checkpoints are scratch, gone however the stage ends (SIGKILL aside,
+        # which the next run's rmtree above clears)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _train(recipe: Recipe, parent: Artifact | None, out_dir: Path, work: Path, job, teacher_src: str,
+           n_student: int, n_teacher: int) -> Artifact:
+    cfg, kind = recipe.distill, kind_of(recipe.data.task)
+    teacher, student = job.teacher, job.student
     trainer = build_trainer(student, cfg, work, job.tokenizer, job.train_ds, job.eval_ds, stage="distill",
                             trainer_cls=job.trainer_cls, teacher=teacher, temperature=cfg.temperature,
                             alpha_kd=cfg.alpha_kd, alpha_ce=cfg.alpha_ce, alpha_hidden=cfg.alpha_hidden,

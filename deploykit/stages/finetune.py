@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from deploykit.architectures import default_lora_targets
-from deploykit.artifact import Artifact, staging, work_dir, write_manifest
+from deploykit.artifact import KEPT_FOR_RESUME, Artifact, staging, work_dir, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
@@ -131,6 +131,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
         f"{trainer.args.eval_steps or 'epoch'} steps"
         + (f", new head ({', '.join(sorted(head))}) at lr {head_lr:g}" if head_lr else ""))
     start = time.time()
+    KEPT_FOR_RESUME.add(work)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - start
 
@@ -154,6 +155,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
                                   metrics=metrics, source=source, labels=job.labels,
                                   max_length=job.max_length, **job.record)
     shutil.rmtree(work, ignore_errors=True)
+    KEPT_FOR_RESUME.discard(work)
     key = kind.metric
     log(f"finetune: validation {key} {val.get(key)}" + (f", test {key} {test.get(key)}" if test else "")
         + f" in {seconds:.0f}s")

@@ -272,7 +272,11 @@ def test_interrupted_run_reruns_to_the_uninterrupted_result(recipe, reference, t
         assert bool(left) == (point.glob is not None and ".tmp-" in point.glob), left
     else:
         assert not left, left
-        assert re.findall(r"error: .*", stderr) == [MESSAGE[sig]], stderr  # after a progress bar's \r, maybe
+        # an interrupted fine-tune keeps its checkpoints for --resume, and says where
+        kept = (f"; the checkpoints in {(run / '.finetune.work').resolve()} are kept for `deploykit finetune "
+                "--resume` (remove the folder to free the space)") if point.stage == "finetune" else ""
+        assert re.findall(r"error: .*", stderr) == [MESSAGE[sig] + kept], stderr  # after a progress bar's \r, maybe
+        assert (run / ".finetune.work").is_dir() == bool(kept)
         assert "Traceback" not in stderr
 
     again = subprocess.run(command(recipe, run), env=env, cwd=run.parent, capture_output=True, text=True,

@@ -151,6 +151,20 @@ def test_cli_says_it_in_one_line_with_exit_code_2(teacher4, tiny_task, tmp_path)
     assert "Traceback" not in result.output
 
 
+def test_an_interrupted_distillation_leaves_no_checkpoints(teacher4, tiny_task, tmp_path, monkeypatch):
+    from transformers import Trainer
+
+    def interrupted(self, *args, **kwargs):
+        self.save_model(str(self.args.output_dir) + "/checkpoint-1")  # what training had written by then
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("distill", recipe(tiny_task), teacher4, tmp_path / "out")
+    # distillation has no --resume: nothing of it stays beside the output (finetune's checkpoints do, for --resume)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "task") == []
+
+
 def test_teacher_with_another_label_set(tmp_path, tiny_task):
     teacher = make_tiny_model(tmp_path / "t3", "bert", labels=["bad", "neutral", "good"])
     with pytest.raises(UserError, match=r"labels \['bad', 'neutral', 'good'\] differ from the data's"):
