@@ -97,14 +97,17 @@ def graph_feed(batch: dict[str, np.ndarray], names: list[str]) -> dict[str, np.n
     return feed
 
 
-def ort_predictor(session) -> Predictor:
+def ort_predictor(session, single=None) -> Predictor:
+    """A Predictor over an ORT session; batches of one row go to `single` (a one-thread session of the same graph,
+    deploykit/ort_threads.py) when given."""
     names = [i.name for i in session.get_inputs()]
 
     def run(batch: dict[str, np.ndarray]) -> np.ndarray:
         feed = graph_feed(batch, names)
+        chosen = single if single is not None and len(feed["input_ids"]) == 1 else session
         saved = fpenv.flush()  # FTZ/DAZ on this thread for the call only (deploykit/fpenv.py)
         try:
-            return session.run(None, feed)[0]
+            return chosen.run(None, feed)[0]
         finally:
             fpenv.restore(saved)
 

@@ -122,6 +122,8 @@ def _load(row: Row, inputs: Inputs, settings: Settings, pool: dict) -> None:
             loaded.predict(inputs.batches(art, b)[0])
         pool[key] = (loaded, round(rss_mb() - before, 1))
     row.loaded, growth = pool[key]
+    if row.loaded.notes:  # how the runtime chose to run it (batch 1 on one thread): beside the row's figures
+        row.note = "; ".join(filter(None, [row.note, *row.loaded.notes]))
     row.memory = {"model_rss_mb": growth, "peak_rss_mb": None,
                   "memory_method": "in-process: RSS growth while loading and running the largest batch"
                   + (" (host memory only; the weights live on the GPU)" if row.loaded.device != "cpu" else "")}
