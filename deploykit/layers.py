@@ -44,6 +44,23 @@ def check_indices(keep: list[int], n_layers: int, what: str) -> list[int]:
     return sorted(keep)
 
 
+def check_layer_map(layer_map: list[int], n_student: int, n_teacher: int, student: str | None = None) -> list[int]:
+    """`distill.layer_map` (student layer i learns from teacher layer layer_map[i]) against both layer counts;
+    `student` says what the student is in the message (default: "has N layers").
+
+    Raises:
+        UserError: not one entry per student layer, or a teacher layer out of range.
+    """
+    if len(layer_map) != n_student:
+        raise UserError(f"distill.layer_map has {len(layer_map)} entries but the student "
+                        f"{student or f'has {n_student} layers'}; give one teacher layer per student layer")
+    bad = [j for j in layer_map if not 0 <= j < n_teacher]
+    if bad:
+        raise UserError(f"distill.layer_map: teacher layer {bad[0]} out of range (the teacher has layers "
+                        f"0..{n_teacher - 1})")
+    return list(layer_map)
+
+
 def keep_layers(model, keep: list[int]):
     """Keep only the layers in `keep` (in model order), in place; config's layer count follows."""
     layers = layer_list(model)

@@ -42,7 +42,7 @@ def check_layer_choices(recipe: Recipe, config) -> None:
         UserError: an index outside the model's layers, a repeated one, a layer_map whose length is not the
             student's layer count, or prune.drop_layers that would remove every layer.
     """
-    from deploykit.layers import check_indices, every_other
+    from deploykit.layers import check_indices, check_layer_map, every_other
 
     stages = recipe.stages()
     try:
@@ -55,13 +55,7 @@ def check_layer_choices(recipe: Recipe, config) -> None:
         kept = check_indices(distill.student_layers if distill.student_layers is not None else every_other(n_layers),
                              n_layers, "distill.student_layers")
         if distill.layer_map is not None:
-            if len(distill.layer_map) != len(kept):
-                raise UserError(f"distill.layer_map has {len(distill.layer_map)} entries but the student keeps "
-                                f"{len(kept)} layers ({kept}); give one teacher layer per student layer")
-            bad = [i for i in distill.layer_map if not 0 <= i < n_layers]
-            if bad:
-                raise UserError(f"distill.layer_map: teacher layer {bad[0]} out of range (the teacher has layers "
-                                f"0..{n_layers - 1})")
+            check_layer_map(distill.layer_map, len(kept), n_layers, student=f"keeps {len(kept)} layers ({kept})")
         prune_input = len(kept)
     elif distill is not None:
         return  # a separate student (distill.student): its own layer count is checked when it loads

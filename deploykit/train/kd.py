@@ -196,12 +196,9 @@ class DistillTrainer(Trainer):
     def _check_layer_map(layer_map: list[int] | None, n_student: int, n_teacher: int) -> list[int]:
         if layer_map is None:
             return uniform_layer_map(n_student, n_teacher)
-        if len(layer_map) != n_student:
-            raise UserError(f"layer_map has {len(layer_map)} entries but the student has {n_student} layers")
-        bad = [j for j in layer_map if not 0 <= j < n_teacher]
-        if bad:
-            raise UserError(f"layer_map: teacher layer {bad[0]} out of range (the teacher has layers 0..{n_teacher - 1})")
-        return list(layer_map)
+        from deploykit.layers import check_layer_map
+
+        return check_layer_map(layer_map, n_student, n_teacher)
 
     def _cache_teacher_logits(self) -> None:
         self.train_dataset = self.add_teacher_cache(self.train_dataset)
