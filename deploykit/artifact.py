@@ -269,9 +269,15 @@ def check_out_dir(out: str | Path, stage: str | None = None, force: bool = False
     return out
 
 
-# work folders an interrupted stage leaves on purpose (finetune's checkpoints, for --resume): the CLI names them
-# in its last line instead of saying that every temporary folder was removed
-KEPT_FOR_RESUME: set[Path] = set()
+# work folders an interrupted stage leaves on purpose (training checkpoints) -> how to resume from them: the CLI
+# names them in its last line instead of saying that every temporary folder was removed (deploykit/train/resume.py)
+KEPT_FOR_RESUME: dict[Path, str] = {}
+
+
+def kept_for_resume() -> str:
+    """'; the checkpoints in X are kept ...' for each training stage's work folder a failed command leaves."""
+    return "".join(f"; the checkpoints in {w} are {how} (remove the folder to free the space)"
+                   for w, how in sorted(KEPT_FOR_RESUME.items()) if w.is_dir())
 
 
 def work_dir(out_dir: str | Path, fresh: bool = True) -> Path:

@@ -75,14 +75,10 @@ def _end_progress_line() -> str:
 
 
 def _left_behind() -> str:
-    """What an interrupted command says of its folders: temporary ones are gone, finetune's checkpoints are not."""
-    from deploykit.artifact import KEPT_FOR_RESUME
+    """What an interrupted command says of its folders: temporary ones are gone, training checkpoints are not."""
+    from deploykit.artifact import kept_for_resume
 
-    kept = sorted(str(w) for w in KEPT_FOR_RESUME if w.is_dir())
-    if not kept:
-        return "temporary output folders were removed"
-    return (f"temporary output folders were removed; the checkpoints in {', '.join(kept)} are kept for "
-            "`deploykit finetune --resume` (remove the folder to free the space)")
+    return "temporary output folders were removed" + kept_for_resume()
 
 
 def edge(fn: Callable) -> Callable:
@@ -115,7 +111,9 @@ def edge(fn: Callable) -> Callable:
                             f"{_left_behind()}", code) from None
             first = (str(err).strip().splitlines() or [""])[0][:300]
             hint = "" if _debug["on"] else " (run with --debug for the traceback)"
-            raise _fail(f"{type(err).__name__}: {first}{hint}", 1) from None
+            from deploykit.artifact import kept_for_resume
+
+            raise _fail(f"{type(err).__name__}: {first}{hint}{kept_for_resume()}", 1) from None
 
     return wrapper
 

@@ -33,6 +33,8 @@ STAGE_MODULES = {
     "bench": "deploykit.stages.bench",
 }
 NEEDS_INPUT = {"distill", "prune", "quantize", "export", "bench"}
+# training stages that resume from the checkpoints of an interrupted `deploykit run` (deploykit/train/resume.py)
+RESUMABLE = {"finetune", "distill"}
 
 NO_STAGES = "recipe has no stages (add finetune, distill, prune, quantize, export or bench)"
 
@@ -219,7 +221,8 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         else:
             changed = True  # every later stage re-runs: its input is new
             log(f"[bold]{stage}[/bold] -> {folder}")
-            art = run_stage(stage, recipe, parent.path if parent else None, folder)
+            resume = {"resume_key": h} if stage in RESUMABLE else {}
+            art = run_stage(stage, recipe, parent.path if parent else None, folder, **resume)
             state["stages"][stage] = {"hash": h, "path": str(folder), "gate": None}
             if stage == "finetune":
                 reference = state["reference"] = None  # a new teacher: measure it again

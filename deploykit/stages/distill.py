@@ -18,7 +18,6 @@ the teacher's top-k next tokens (deploykit/llm/distill.py). This module seeds, t
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -27,12 +26,16 @@ from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
+from deploykit.train.resume import forget, start_point
 from deploykit.train.distillation import describe, save_student, teacher_source, warn_if_larger
 from deploykit.train.trainer import build_trainer, check_replicas, num_layers, training_record
 
 
-def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
+def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume_key: str | None = None) -> Artifact:
     """Distil the teacher (`distill.teacher`, else `parent`) into a smaller student; write it to `out_dir`.
+
+    `resume_key`: `deploykit run`'s hash of this config and input; an interrupted run's checkpoints of the same
+    key are kept and resumed from (deploykit/train/resume.py). Without it the checkpoints are scratch.
 
     Raises:
         UserError: no data section, no usable teacher, a kind that cannot be distilled, a student that does not
@@ -53,19 +56,19 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     n_student, n_teacher = warn_if_larger(student, teacher)
 
     out_dir = Path(out_dir).resolve()
-    work = out_dir.with_name(f".{out_dir.name}.work")
-    shutil.rmtree(work, ignore_errors=True)
+    work, checkpoint = start_point(out_dir, "distill", key=resume_key)
     try:
-        return _train(recipe, parent, out_dir, work, job, teacher_src, n_student, n_teacher)
+        return _train(recipe, parent, out_dir, work, job, teacher_src, n_student, n_teacher, checkpoint)
     except BaseException:
-        # distillation has no --resume: its checkpoints are scratch, gone however the stage ends (SIGKILL aside,
-        # which the next run's rmtree above clears)
-        shutil.rmtree(work, ignore_errors=True)
+        # `deploykit distill` has no --resume: its checkpoints are scratch, gone however the stage ends (SIGKILL
+        # aside, which the next start clears); under `deploykit run` they are kept for its next start
+        if resume_key is None:
+            forget(work)
         raise
 
 
 def _train(recipe: Recipe, parent: Artifact | None, out_dir: Path, work: Path, job, teacher_src: str,
-           n_student: int, n_teacher: int) -> Artifact:
+           n_student: int, n_teacher: int, checkpoint: str | None) -> Artifact:
     cfg, kind = recipe.distill, kind_of(recipe.data.task)
     teacher, student = job.teacher, job.student
     trainer = build_trainer(student, cfg, work, job.tokenizer, job.train_ds, job.eval_ds, stage="distill",
@@ -78,21 +81,22 @@ def _train(recipe: Recipe, parent: Artifact | None, out_dir: Path, work: Path, j
         trainer.compute_metrics = job.compute_metrics
     log(describe(teacher, student, n_teacher, n_student, job.kept, cfg, f"{job.summary}, bf16 {trainer.args.bf16}"))
     start = time.time()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - start
 
     val, test, teacher_metrics = job.finish(trainer)
     ddp = check_replicas(trainer.model)
     metrics = {"validation": val, "test": test, "teacher": teacher_metrics,
                **training_record(trainer, result, seconds, cfg.epochs),
-               "parameters": n_student, "teacher_parameters": n_teacher, "ddp": ddp}
+               "parameters": n_student, "teacher_parameters": n_teacher, "ddp": ddp,
+               "resumed_from": checkpoint and Path(checkpoint).name}
     if not trainer.is_world_process_zero():
         return Artifact(out_dir, {"stage": "distill", "format": "pytorch", "metrics": metrics})
     teacher_record = {"source": teacher_src, "layers": num_layers(teacher.config), "parameters": n_teacher}
     manifest = save_student(trainer.model, job.tokenizer, recipe, parent, out_dir, metrics, job.labels,
                             teacher=teacher_record, kept=job.kept, layer_map=trainer.layer_map,
                             max_length=job.max_length, **job.record)
-    shutil.rmtree(work, ignore_errors=True)
+    forget(work)
     key = kind.metric
     log(f"distill: validation {key} {val.get(key)} (teacher {(teacher_metrics.get('validation') or {}).get(key)})"
         + (f", test {key} {test.get(key)} (teacher {(teacher_metrics.get('test') or {}).get(key)})" if test else "")

@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 
 from deploykit.architectures import default_lora_targets
-from deploykit.artifact import KEPT_FOR_RESUME, Artifact, staging, work_dir, write_manifest
+from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
+from deploykit.train.resume import forget, start_point
 from deploykit.train.trainer import (
     build_trainer,
     check_replicas,
@@ -68,34 +69,13 @@ def _apply_lora(model, cfg, task_type: str):
         raise UserError(f"finetune.lora: {str(err).splitlines()[0]} (set finetune.lora.target_modules)") from None
 
 
-# what the Trainer writes into a checkpoint before trainer_state.json, which it writes last
-RESUME_FILES = ("optimizer.pt", "scheduler.pt")
+def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = False,
+        resume_key: str | None = None) -> Artifact:
+    """Fine-tune `recipe.model.source` (or `parent`) on `recipe.data`; write a model folder to `out_dir`.
 
-
-def _complete(checkpoint: Path) -> bool:
-    """A checkpoint the Trainer finished writing: a kill during the save leaves one without its state."""
-    import json
-
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return all((checkpoint / name).is_file() for name in RESUME_FILES)
-
-
-def _last_checkpoint(work: Path) -> str | None:
-    """The newest complete `checkpoint-N` in `work`; newer incomplete ones are skipped with a log line."""
-    ckpts = sorted((p for p in work.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for ckpt in ckpts:
-        if _complete(ckpt):
-            return str(ckpt)
-        log(f"finetune: {ckpt.name} is incomplete (cut while being saved: no trainer state); skipped")
-    return None
-
-
-def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = False) -> Artifact:
-    """Fine-tune `recipe.model.source` (or `parent`) on `recipe.data`; write a model folder to `out_dir`."""
+    `resume`: continue from the last checkpoint in `.<out_dir>.work` (`--resume`); `resume_key`: `deploykit run`'s
+    hash of this config, whose kept checkpoints are resumed from (deploykit/train/resume.py).
+    """
     from transformers import set_seed
 
     from deploykit.models import count_parameters, resolve_source
@@ -115,10 +95,8 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
         model = _apply_lora(model, cfg.lora, job.lora_task)
 
     out_dir = Path(out_dir).resolve()
-    work = work_dir(out_dir, fresh=not resume)  # checkpoints live here for --resume
-    checkpoint = _last_checkpoint(work) if resume else None
-    if resume and checkpoint is None:
-        log(f"finetune: no checkpoint in {work}; starting from scratch")
+    work, checkpoint = start_point(out_dir, "finetune", resume=resume, key=resume_key,
+                                   resumed_by="kept for `deploykit finetune --resume`")
 
     head = getattr(job.model, "new_head_modules", frozenset())
     head_lr = head_rate(cfg.head_learning_rate, cfg.learning_rate) if head else None
@@ -131,7 +109,6 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
         f"{trainer.args.eval_steps or 'epoch'} steps"
         + (f", new head ({', '.join(sorted(head))}) at lr {head_lr:g}" if head_lr else ""))
     start = time.time()
-    KEPT_FOR_RESUME.add(work)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - start
 
@@ -154,8 +131,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
                                   config=recipe.model_dump(include={"model", "data", "finetune"}),
                                   metrics=metrics, source=source, labels=job.labels,
                                   max_length=job.max_length, **job.record)
-    shutil.rmtree(work, ignore_errors=True)
-    KEPT_FOR_RESUME.discard(work)
+    forget(work)
     key = kind.metric
     log(f"finetune: validation {key} {val.get(key)}" + (f", test {key} {test.get(key)}" if test else "")
         + f" in {seconds:.0f}s")

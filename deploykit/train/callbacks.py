@@ -43,6 +43,16 @@ class EpochLog:
         self.callback = CB()
 
 
+def restored(state, name: str) -> dict:
+    """The attributes a callback named `name` saved in the checkpoint a run resumed from ({} when it started
+    afresh: the state then holds the fresh callbacks' own values, or nothing)."""
+    if not state.global_step:
+        return {}
+    saved = (state.stateful_callbacks or {}).get(name)
+    saved = saved[0] if isinstance(saved, list) and saved else saved
+    return (saved or {}).get("attributes", {}) if isinstance(saved, dict) else {}
+
+
 def early_stopping(base, min_epochs: float = 0.0):
     """EarlyStoppingCallback that ignores evaluations without the validation metric (the stages' test-split
     evaluation after training, `metric_key_prefix="test"`), which it would otherwise warn about, and that does not
@@ -51,6 +61,13 @@ def early_stopping(base, min_epochs: float = 0.0):
 
     class EarlyStopping(base):
         spent = False  # patience ran out where it may stop training (read by Stopping for its reason)
+
+        def on_train_begin(self, args, state, control, **kw):
+            super().on_train_begin(args, state, control, **kw)
+            # a resumed run counts patience on from the checkpoint's count, as the uninterrupted run did (the
+            # Trainer's own restore replaces callback objects, which Stopping holds)
+            saved = restored(state, type(self).__name__)
+            self.early_stopping_patience_counter = saved.get("early_stopping_patience_counter", 0)
 
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             name = args.metric_for_best_model
@@ -77,15 +94,19 @@ class Stopping:
         import time
 
         from transformers import TrainerCallback
+        from transformers.trainer_callback import ExportableState
 
         outer = self
         self.reason: str | None = None
 
-        class CB(TrainerCallback):
+        class WallClockBudget(TrainerCallback, ExportableState):
             start = 0.0
 
+            def state(self) -> dict:  # saved in each checkpoint: a resumed run's budget counts the time before
+                return {"args": {}, "attributes": {"seconds": time.monotonic() - self.start}}
+
             def on_train_begin(self, args, state, control, **kw):
-                self.start = time.monotonic()
+                self.start = time.monotonic() - restored(state, type(self).__name__).get("seconds", 0.0)
                 outer.reason = None
 
             def on_step_end(self, args, state, control, **kw):
@@ -121,4 +142,4 @@ class Stopping:
                                 f"{metric} {state.best_metric:.4g})")
                     log(f"{stage}: stopped at epoch {state.epoch or 0:.2f}: {outer.reason}{best}")
 
-        self.callback = CB()
+        self.callback = WallClockBudget()

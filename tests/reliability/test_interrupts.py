@@ -29,6 +29,8 @@ import pytest
 import yaml
 from conftest import REPO, write_task
 
+from deploykit.train.resume import complete, last_checkpoint
+
 # the export section below configures quantize's float export and runs no stage of its own (Recipe.stages)
 STAGES = ["finetune", "distill", "prune", "quantize", "bench"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -55,7 +57,7 @@ def recipe_dict(task: Path) -> dict:
         "data": {"path": str(task), "max_length": 16},
         "gate": {"max_drop": 100.0},
         "finetune": {"epochs": 2, **TRAIN},
-        "distill": {"student_layers": [1], "epochs": 1, **TRAIN},
+        "distill": {"student_layers": [1], "epochs": 2, **TRAIN},
         "prune": {"ffn": 0.5, "recovery": {"epochs": 1, **TRAIN}},
         "quantize": {"mode": "static", "calibration_samples": 16, "calibration_seq_len": 16, "max_drop": 100.0},
         "export": {"format": "onnx"},
@@ -109,13 +111,20 @@ class Point:
     stage: str
     line: str | None = None
     glob: str | None = None
+    complete: bool = False  # `glob` names checkpoints: wait until one is completely written
+
+    def reached(self, run: Path) -> bool:
+        found = list(run.glob(self.glob)) if self.glob else []
+        return any(complete(p) for p in found) if self.complete else bool(found)
 
 
 POINTS = {
-    # epoch 1's checkpoint is on disk, epoch 2 is training: the re-run must start afresh, not resume from it
-    "finetune-epoch2": Point("finetune", glob=".finetune.work/checkpoint-*"),
+    # epoch 1's checkpoint is on disk, epoch 2 is training: the re-run resumes from it (same config, same key)
+    "finetune-epoch2": Point("finetune", glob=".finetune.work/checkpoint-*", complete=True),
     # logged right before trainer.train()
     "distill-training": Point("distill", line="distill: teacher"),
+    # the student's epoch-1 checkpoint is on disk: kept, and resumed from
+    "distill-epoch2": Point("distill", glob=".distill.work/checkpoint-*", complete=True),
     # logged after the FFN neurons are cut, right before the recovery fine-tune
     "prune-recovery": Point("prune", line="prune: step 1/1"),
     # quantize works inside staging() from the start: ONNX export, calibration, the gate
@@ -135,6 +144,7 @@ class StaleScratch(AssertionError):
 CASES = [
     pytest.param("finetune-epoch2", signal.SIGTERM, id="finetune-SIGTERM-epoch2"),
     pytest.param("distill-training", signal.SIGKILL, id="distill-SIGKILL-training"),
+    pytest.param("distill-epoch2", signal.SIGINT, id="distill-SIGINT-epoch2"),
     pytest.param("prune-recovery", signal.SIGINT, id="prune-SIGINT-recovery"),
     pytest.param("quantize-staging", signal.SIGKILL, id="quantize-SIGKILL-staging"),
     pytest.param("bench-baseline", signal.SIGKILL, id="bench-SIGKILL-baseline"),
@@ -168,7 +178,7 @@ def interrupt(cmd: list[str], run: Path, point: Point, sig: signal.Signals, env:
     deadline = time.monotonic() + START_S
     try:
         while not sent.is_set():
-            if point.glob and any(run.glob(point.glob)):
+            if point.reached(run):
                 send()
                 break
             assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before {point}:\n" + "".join(lines)
@@ -272,17 +282,24 @@ def test_interrupted_run_reruns_to_the_uninterrupted_result(recipe, reference, t
         assert bool(left) == (point.glob is not None and ".tmp-" in point.glob), left
     else:
         assert not left, left
-        # an interrupted fine-tune keeps its checkpoints for --resume, and says where
-        kept = (f"; the checkpoints in {(run / '.finetune.work').resolve()} are kept for `deploykit finetune "
-                "--resume` (remove the folder to free the space)") if point.stage == "finetune" else ""
+        # an interrupted training stage keeps its checkpoints for the next run, and says where
+        work = run / f".{point.stage}.work"
+        kept = (f"; the checkpoints in {work.resolve()} are kept: the same `deploykit run` command resumes from them "
+                "(remove the folder to free the space)") if point.stage in ("finetune", "distill") else ""
         assert re.findall(r"error: .*", stderr) == [MESSAGE[sig] + kept], stderr  # after a progress bar's \r, maybe
-        assert (run / ".finetune.work").is_dir() == bool(kept)
+        assert work.is_dir() == bool(kept)
         assert "Traceback" not in stderr
+    # the checkpoint the re-run must go on from: the newest one the signal left complete (none: afresh)
+    kept_checkpoint = last_checkpoint(run / f".{point.stage}.work", point.stage)
 
     again = subprocess.run(command(recipe, run), env=env, cwd=run.parent, capture_output=True, text=True,
                            timeout=RUN_S)
     assert again.returncode == 0, again.stderr[-3000:]
     assert_same_run(run, reference)
+    resumed = json.loads((run / point.stage / "manifest.json").read_text())["metrics"].get("resumed_from") \
+        if point.stage in ("finetune", "distill") else None
+    assert resumed == (kept_checkpoint and Path(kept_checkpoint).name), (kept_checkpoint, resumed)
+    assert bool(resumed) == point.complete  # the epoch-2 cases resumed; the others had nothing to resume from
     left = scratch(run)
     if any(STAGING.match(Path(p).name) for p in left):
         raise StaleScratch(f"left after the re-run: {left}")

@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from deploykit.config import build_recipe
 from deploykit.errors import UserError
 from deploykit.pipeline import run_stage
+from deploykit.train.resume import RESUME_FILES
 from deploykit.train.trainer import llrd_groups
 
 FAST = {"epochs": 2, "learning_rate": 3e-3, "batch_size": 16, "eval_batch_size": 32, "warmup_ratio": 0.0,
@@ -118,8 +119,6 @@ def test_resume_skips_a_checkpoint_cut_mid_save_and_matches_the_uninterrupted_ru
     --resume takes the last complete checkpoint and ends with the uninterrupted run's weights."""
     from transformers import Trainer
 
-    import deploykit.stages.finetune as ft
-
     cfg = recipe(tiny_bert, tiny_task, epochs=3, bf16=bf16)
     full = run_stage("finetune", cfg, None, tmp_path / "full")
     out = tmp_path / "ft"
@@ -135,7 +134,7 @@ def test_resume_skips_a_checkpoint_cut_mid_save_and_matches_the_uninterrupted_ru
         run_stage("finetune", cfg, None, out)
     monkeypatch.undo()
     cut = tmp_path / ".ft.work" / "checkpoint-8"
-    for name in ("trainer_state.json", *ft.RESUME_FILES, "rng_state.pth"):
+    for name in ("trainer_state.json", *RESUME_FILES, "rng_state.pth"):
         (cut / name).unlink(missing_ok=True)  # what a kill during its save leaves (seen in a live run)
     art = run_stage("finetune", cfg, None, out, resume=True)
     assert art.manifest["metrics"]["resumed_from"] == "checkpoint-4"

@@ -1,0 +1,120 @@
+"""deploykit/train/resume.py and the callbacks' saved state: which checkpoints a stage resumes from, and a resumed
+run that stops where the uninterrupted one stops (patience and the wall-clock budget count on)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+
+import deploykit.train.trainer as training
+from deploykit.artifact import KEPT_FOR_RESUME, kept_for_resume
+from deploykit.config import DataConfig, TrainConfig
+from deploykit.data import load_task, to_dataset
+from deploykit.train.resume import KEY_FILE, RESUME_FILES, forget, start_point
+
+
+def fake_checkpoint(work: Path, step: int, whole: bool = True) -> Path:
+    ckpt = work / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    for name in RESUME_FILES:
+        (ckpt / name).write_bytes(b"x")
+    if whole:
+        (ckpt / "trainer_state.json").write_text("{}")
+    return ckpt
+
+
+@pytest.fixture(autouse=True)
+def no_kept_folders():
+    KEPT_FOR_RESUME.clear()
+    yield
+    KEPT_FOR_RESUME.clear()
+
+
+def test_run_resumes_only_checkpoints_written_under_the_same_key(tmp_path, capsys):
+    out, work = tmp_path / "distill", tmp_path / ".distill.work"
+    assert start_point(out, "distill", key="a") == (work, None)
+    assert (work / KEY_FILE).read_text() == "a\n"
+    fake_checkpoint(work, 4)
+    fake_checkpoint(work, 8, whole=False)  # cut while being saved
+    assert start_point(out, "distill", key="a") == (work, str(work / "checkpoint-4"))
+    assert "checkpoint-8 is incomplete" in capsys.readouterr().err
+    # the recipe changed (another hash): the old checkpoints are not this training's, and are removed
+    assert start_point(out, "distill", key="b") == (work, None)
+    assert "written for another config or input; starting afresh" in capsys.readouterr().err
+    assert not list(work.glob("checkpoint-*")) and (work / KEY_FILE).read_text() == "b\n"
+    assert KEPT_FOR_RESUME == {work: "kept: the same `deploykit run` command resumes from them"}
+    assert kept_for_resume() == (f"; the checkpoints in {work} are kept: the same `deploykit run` command resumes "
+                                 "from them (remove the folder to free the space)")
+    forget(work)
+    assert not work.exists() and KEPT_FOR_RESUME == {} and kept_for_resume() == ""
+
+
+def test_without_a_key_the_folder_starts_empty_unless_resume_is_asked(tmp_path):
+    out, work = tmp_path / "ft", tmp_path / ".ft.work"
+    fake_checkpoint(work, 4)
+    # --resume: the user's call, whatever wrote the folder
+    assert start_point(out, "finetune", resume=True, resumed_by="kept for --resume") == (work, str(work / "checkpoint-4"))
+    assert KEPT_FOR_RESUME == {work: "kept for --resume"}
+    KEPT_FOR_RESUME.clear()
+    # a plain `deploykit distill`: scratch, emptied, and nothing is announced as kept
+    assert start_point(out, "distill") == (work, None)
+    assert not work.exists() and KEPT_FOR_RESUME == {}
+
+
+FAST = dict(learning_rate=1e-12, batch_size=16, eval_batch_size=32, warmup_ratio=0.0, logging_steps=1000,
+            epochs="auto", max_epochs=50, eval_steps=1, stop_on="loss", min_epochs=0.0, early_stopping_patience=2)
+
+
+def _trainer(tiny_bert, tiny_task, work, **cfg):
+    task = load_task(DataConfig(path=str(tiny_task), label_names=["negative", "positive"], max_length=32))
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    return training.build_trainer(model, TrainConfig(**{**FAST, **cfg}), work, tok, to_dataset(task.train, tok, 32),
+                                  to_dataset(task.validation, tok, 32))
+
+
+class KilledAfterSave(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def _interrupted_at_step_2(tiny_bert, tiny_task, work, **cfg) -> Path:
+    trainer = _trainer(tiny_bert, tiny_task, work, **cfg)
+    trainer.add_callback(KilledAfterSave(2))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    return work / "checkpoint-2"
+
+
+def test_a_resumed_run_counts_patience_on_from_the_checkpoint(tiny_bert, tiny_task, tmp_path):
+    # a flat loss, evaluated every step: the uninterrupted run's patience of 2 is spent at step 3; a run
+    # resumed from step 2 (one evaluation without improvement behind it) stops there too, not at step 4
+    whole = _trainer(tiny_bert, tiny_task, tmp_path / "whole")
+    whole.train()
+    assert whole.state.global_step == 3
+    checkpoint = _interrupted_at_step_2(tiny_bert, tiny_task, tmp_path / "w")
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert saved["EarlyStopping"]["attributes"]["early_stopping_patience_counter"] == 1
+    resumed = _trainer(tiny_bert, tiny_task, tmp_path / "w")
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 3
+    assert "did not improve for 2 evaluations" in resumed.stopping.reason
+
+
+def test_a_resumed_run_counts_the_wall_clock_spent_before_it(tiny_bert, tiny_task, tmp_path):
+    cfg = dict(max_minutes=60.0, early_stopping_patience=100)
+    checkpoint = _interrupted_at_step_2(tiny_bert, tiny_task, tmp_path / "w", **cfg)
+    state_file = checkpoint / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    spent = state["stateful_callbacks"]["WallClockBudget"]["attributes"]["seconds"]
+    assert 0 < spent < 600
+    state["stateful_callbacks"]["WallClockBudget"]["attributes"]["seconds"] = 3599.99  # as if it ran an hour
+    state_file.write_text(json.dumps(state))
+    resumed = _trainer(tiny_bert, tiny_task, tmp_path / "w", **cfg)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 3 and "wall-clock budget of 60 min" in resumed.stopping.reason
