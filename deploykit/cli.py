@@ -326,9 +326,10 @@ def predict(model: Annotated[Path, typer.Argument(help="a model folder deploykit
             texts: Annotated[Optional[list[str]], typer.Argument(help="texts to classify (or --file)")] = None,
             file: Annotated[Optional[Path], typer.Option("--file", help=".tsv/.csv/.jsonl with a header, .txt or "
                                                          "- (stdin) with one text per line")] = None,
-            text_column: Annotated[str, typer.Option("--text-column", help="the column of --file to classify")] = "sentence",
-            text_pair_column: Annotated[Optional[str], typer.Option("--text-pair-column",
-                                                                    help="second text of a sentence pair")] = None,
+            text_column: Annotated[Optional[str], typer.Option("--text-column", help="the column of --file to classify "
+                                                               "(default: the model's own, else sentence)")] = None,
+            text_pair_column: Annotated[Optional[str], typer.Option("--text-pair-column", help="second text of a "
+                                                                    "sentence pair (default: the model's own)")] = None,
             top_k: Annotated[int, typer.Option("--top-k", min=1, help="labels per row, best first")] = 1,
             runtime: Annotated[str, typer.Option(help="auto, torch, torch-bf16, ort, ort-cuda, openvino or tensorrt")] = "auto",
             threads: Annotated[Optional[int], typer.Option(min=1, help="intra-op threads of the runtime")] = None,

@@ -42,10 +42,23 @@ def trained_length(artifact: Artifact, config, tokenizer, asked: int | None) -> 
 
 def trained_on_pairs(artifact: Artifact) -> bool | None:
     """True/False from the first recipe in the folder's lineage that has a data section; None without one."""
+    data = _data_section(artifact)
+    return None if data is None else data["text_pair_column"] is not None
+
+
+def trained_columns(artifact: Artifact) -> tuple[str | None, str | None]:
+    """(data.text_column, data.text_pair_column) of the recipe that trained the folder's model: the columns a
+    file given to `deploykit predict` is read by default; (None, None) when the folder does not say."""
+    data = _data_section(artifact) or {}
+    text, pair = data.get("text_column"), data.get("text_pair_column")
+    return (text if isinstance(text, str) else None), (pair if isinstance(pair, str) else None)
+
+
+def _data_section(artifact: Artifact) -> dict | None:
     for manifest in _lineage(artifact):
         data = (manifest.get("config") or {}).get("data")
         if isinstance(data, dict) and "text_pair_column" in data:
-            return data["text_pair_column"] is not None
+            return data
     return None
 
 

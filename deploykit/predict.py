@@ -28,15 +28,26 @@ LINES = (".txt",)  # besides stdin: one text per line, no header
 SHOWN = 60  # characters of a text on a human line
 
 
-def read_texts(texts: list[str], file: Path | None, text_column: str = "sentence",
-               text_pair_column: str | None = None) -> tuple[list[str], list[str] | None]:
+def read_texts(texts: list[str], file: Path | None, text_column: str | None = None,
+               text_pair_column: str | None = None,
+               trained: tuple[str | None, str | None] = (None, None)) -> tuple[list[str], list[str] | None]:
     """(texts, pairs or None) from the command line's TEXT arguments or from `file` ("-" is stdin).
 
+    `trained`: the model's own (text column, text pair column) from its recipe (lineage.trained_columns), read
+    where the flags name none; `sentence` when neither says. A model trained on pairs gets pairs or an error.
+
     Raises:
-        UserError: both or neither given, a missing column, an empty file, any fault records.py finds.
+        UserError: both or neither given, a missing column, single texts for a model trained on pairs, an empty
+            file, any fault records.py finds.
     """
+    trained_text, trained_pair = trained
     if texts and file is not None:
         raise UserError("predict: give TEXT arguments or --file, not both")
+    if file is None or str(file) == "-" or file.suffix in LINES:
+        where = "TEXT arguments" if file is None else "stdin" if str(file) == "-" else str(file)
+        if trained_pair and not text_pair_column:  # scored alone, each text would be half of what the model reads
+            raise UserError(f"{where}: the model was trained on sentence pairs (columns {trained_text}, "
+                            f"{trained_pair}); give them as two columns of a .tsv/.csv/.jsonl --file")
     if file is None:
         if not texts:
             raise UserError("predict: no texts; give TEXT arguments or --file rows.tsv|.csv|.jsonl|.txt|-")
@@ -56,10 +67,14 @@ def read_texts(texts: list[str], file: Path | None, text_column: str = "sentence
                             "give pairs in a .tsv/.csv/.jsonl file")
         return _lines(file), None
     rows = read_rows(file, None)
-    for flag, name in (("--text-column", text_column), ("--text-pair-column", text_pair_column)):
+    for flag, given, own in (("--text-column", text_column, trained_text or "sentence"),
+                             ("--text-pair-column", text_pair_column, trained_pair)):
+        name = given or own
         if name is not None and name not in rows[0]:
-            raise UserError(f"{file}: no column '{name}' (columns: {', '.join(map(str, rows[0]))}); "
+            why = "" if given else f", the model's {'text' if flag == '--text-column' else 'second text'} column"
+            raise UserError(f"{file}: no column '{name}'{why} (columns: {', '.join(map(str, rows[0]))}); "
                             f"name the right one with {flag}")
+    text_column, text_pair_column = text_column or trained_text or "sentence", text_pair_column or trained_pair
     texts = column_texts(rows, text_column, str(file))
     pairs = column_texts(rows, text_pair_column, str(file)) if text_pair_column else None
     return texts, pairs
@@ -247,7 +262,7 @@ def human_line(record: dict, width: int) -> str:
     return f"{scores}  {shown}"
 
 
-def predict_command(model: Path, texts: list[str], *, file: Path | None = None, text_column: str = "sentence",
+def predict_command(model: Path, texts: list[str], *, file: Path | None = None, text_column: str | None = None,
                     text_pair_column: str | None = None, top_k: int = 1, runtime: str = "auto",
                     threads: int | None = None, batch_size: int = 32, json_lines: bool = False,
                     out: Path | None = None, generate: bool = False, max_new_tokens: int = 64,
@@ -256,14 +271,16 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
     from deploykit import console
     from deploykit.artifact import load_artifact
     from deploykit.kinds import kind_of, task_of
+    from deploykit.lineage import trained_columns
     from deploykit.predictor import is_causal_lm, load
 
     if out is not None and str(out) == "-":  # stdout, as for --file -
         out, json_lines = None, True
     if out is not None:
         check_out_file(out, file)
-    texts, pairs = read_texts(texts, file, text_column, text_pair_column)
-    causal = is_causal_lm(load_artifact(model))  # before loading: a decoder's load takes seconds
+    artifact = load_artifact(model)
+    texts, pairs = read_texts(texts, file, text_column, text_pair_column, trained_columns(artifact))
+    causal = is_causal_lm(artifact)  # before loading: a decoder's load takes seconds
     if causal and not generate:
         raise UserError(f"{model}: is a causal LM; add --generate to answer each text, or use `deploykit generate`")
     if generate and not causal:
@@ -272,7 +289,7 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
         raise UserError("predict: --top-k applies to classifiers, not to --generate")
     if generate and pairs is not None:
         raise UserError("predict: --generate answers single texts; drop --text-pair-column")
-    tagger = kind_of(task_of(load_artifact(model))).predictor is not None  # a token classifier: entity groups
+    tagger = kind_of(task_of(artifact)).predictor is not None  # a token classifier: entity groups
     if tagger and top_k != 1:
         raise UserError(f"{model}: a token classifier gives entity groups, not ranked labels; drop --top-k")
     if tagger and pairs is not None:

@@ -219,7 +219,7 @@ class ClassifierPredictor:
             batch_size = 1
         if self._max_batch:
             batch_size = min(batch_size, int(self._max_batch))
-        if pairs is not None and (message := self.pair_warning()):
+        if message := self.pair_warning(pairs is not None):
             warnings.warn(message, stacklevel=3)
         split = Split(texts, pairs, [0] * len(texts))
         if self.window_stride is not None:
@@ -240,13 +240,19 @@ class ClassifierPredictor:
             self._encode, self._encoded_as = encoder_for(tok, self.max_length), settings
         return self._encode
 
-    def pair_warning(self) -> str | None:
-        """The warning for sentence pairs given to a model trained on single texts, the first time only."""
-        if self.trained_on_pairs is not False or self._pairs_warned:
+    def pair_warning(self, pairs: bool = True) -> str | None:
+        """The warning for rows of the other kind than the model was trained on (sentence pairs for a model of
+        single texts, single texts for a model of pairs), the first time only; None when they match or the
+        folder does not say."""
+        if self.trained_on_pairs is None or self.trained_on_pairs is pairs or self._pairs_warned:
             return None
         self._pairs_warned = True
-        return (f"{self.name} was trained on single texts (its recipe's data.text_pair_column is null), yet is given "
-                "(text, text_pair) pairs: each pair is scored as one input; to score two texts, pass a list of them")
+        if pairs:
+            return (f"{self.name} was trained on single texts (its recipe's data.text_pair_column is null), yet is "
+                    "given (text, text_pair) pairs: each pair is scored as one input; to score two texts, pass a list "
+                    "of them")
+        return (f"{self.name} was trained on sentence pairs (its recipe's data.text_pair_column), yet is given single "
+                "texts: each is scored as a pair's first half alone; pass (text, text_pair) tuples")
 
     def __call__(self, inputs, batch_size: int = 32, top_k: int | None = 1, function_to_apply: str | None = None):
         """Labels and scores, shaped as `transformers.pipeline("text-classification")` returns them.

@@ -253,3 +253,40 @@ def test_a_reader_that_goes_away_stops_predict_quietly(final, tmp_path):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141 and "error" not in err and "Traceback" not in err, err
+
+
+def trained_as(folder: Path, dest: Path, **data) -> Path:
+    """A copy of `folder` whose manifest says its recipe read `data` (columns) instead."""
+    import shutil
+
+    shutil.copytree(folder, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["config"]["data"].update(data)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def test_a_file_is_read_by_the_columns_the_model_was_trained_on(tiny_chain, tmp_path):
+    model = trained_as(tiny_chain["finetune"], tmp_path / "reviews", text_column="review")
+    path = write(tmp_path / "rows.jsonl", [{"id": i, "review": t} for i, t in enumerate(TEXTS)])
+    got = records(invoke(model, "--file", path, "--json"))
+    assert [r["text"] for r in got] == TEXTS
+    # the flag still wins, and a column the file lacks is named with where the name came from
+    one_line_error(invoke(model, "--file", path, "--text-column", "sentence"), "no column 'sentence' (columns: id, review)")
+    other = write(tmp_path / "other.jsonl", [{"sentence": "a film"}])
+    one_line_error(invoke(model, "--file", other), "no column 'review', the model's text column (columns: sentence)")
+
+
+def test_a_model_trained_on_pairs_reads_pairs_or_says_what_is_missing(tiny_chain, tmp_path):
+    model = trained_as(tiny_chain["finetune"], tmp_path / "nli", text_column="premise", text_pair_column="hypothesis")
+    pairs = [("the plot was good", "the acting was awful"), ("boring", "really a lovely film")]
+    path = write(tmp_path / "pairs.jsonl", [{"premise": a, "hypothesis": b} for a, b in pairs])
+    got = records(invoke(model, "--file", path, "--json"))
+    assert [(r["text"], r["text_pair"]) for r in got] == pairs
+    assert [r["label"] for r in got] == [w["label"] for w in load(model)(pairs)]
+    # half of each input, scored alone, would be a silent wrong answer: refused with the fix
+    for args, where in (([model, "the plot was good"], "TEXT arguments"), ([model, "--file", "-"], "stdin")):
+        one_line_error(invoke(*args, input="boring\n"), f"{where}: the model was trained on sentence pairs "
+                                                          "(columns premise, hypothesis)")
+    single = write(tmp_path / "single.csv", [{"premise": "the plot was good"}])
+    one_line_error(invoke(model, "--file", single), "no column 'hypothesis', the model's second text column")

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import onnxruntime as ort
@@ -214,6 +215,22 @@ def tensorrt_folder(tiny_chain, tmp_path):
                     metrics={"engine": {"profile": {"min": [1, 8], "opt": [8, 64], "max": [32, 128]}}})
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
+
+
+def test_single_texts_on_a_model_trained_on_pairs_warn_once(tiny_chain, tmp_path):
+    folder = shutil.copytree(tiny_chain["finetune"], tmp_path / "nli")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["config"]["data"].update(text_column="premise", text_pair_column="hypothesis")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    clf = load(folder)
+    assert clf.trained_on_pairs is True
+    with pytest.warns(UserWarning, match="trained on sentence pairs") as seen:
+        clf("a fine film")
+        clf(["a fine film", "a dull one"])
+    assert len(seen) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load(folder)([("a fine film", "a dull one")])) == 1  # pairs: what it was trained on
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")

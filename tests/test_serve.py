@@ -125,6 +125,20 @@ def test_a_model_trained_on_single_texts_refuses_pairs():
         assert [call[0] for call in predictor.calls] == [["r1 w0"]]  # the refused pairs never reached the model
 
 
+def test_a_model_trained_on_pairs_refuses_single_texts():
+    predictor = FakePredictor()
+    predictor.trained_on_pairs = True
+    with TestClient(build_app(predictor, max_request_rows=4, max_body_bytes=2000)) as c:
+        pair_input = [t for t in c.get("/v2/models/fake").json()["inputs"] if t["name"] == "text_pair"]
+        assert pair_input and pair_input[0]["optional"] is False
+        refused = c.post("/predict", json={"texts": ["r1 w0"]})
+        assert refused.status_code == 400 and "trained on sentence pairs" in refused.json()["error"]
+        v2 = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["r1 w0"]}]}
+        assert c.post("/v2/models/fake/infer", json=v2).status_code == 400
+        assert c.post("/predict", json={"texts": ["r1 w0"], "text_pairs": ["b"]}).status_code == 200
+        assert [call[0] for call in predictor.calls] == [[("r1 w0", "b")]]  # only the pairs reached the model
+
+
 @pytest.mark.parametrize("path, body, status, message", [
     ("/predict", b"{not json", 400, "not valid JSON"),
     ("/predict", b"", 400, "body is empty"),

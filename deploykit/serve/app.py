@@ -145,7 +145,7 @@ def build_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_r
         model_or_404(request)
         tensors = [{"name": TEXT, "datatype": "BYTES", "shape": [-1]}]
         if served.pairs:
-            tensors.append({"name": TEXT_PAIR, "datatype": "BYTES", "shape": [-1], "optional": True})
+            tensors.append({"name": TEXT_PAIR, "datatype": "BYTES", "shape": [-1], "optional": not served.needs_pairs})
         outputs = served.metadata()
         return JSONResponse({"name": name, "versions": [], "platform": PLATFORMS.get(predictor.runtime, predictor.runtime),
                              "inputs": tensors, "outputs": outputs,

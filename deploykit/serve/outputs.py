@@ -25,7 +25,7 @@ class Labels:
     """A text classifier (deploykit.predictor.ClassifierPredictor or alike: .logits(rows, batch_size))."""
 
     names = ("label", "score", "logits")
-    pairs = True
+    pairs, needs_pairs = True, False
 
     def __init__(self, predictor) -> None:
         self.predictor = predictor
@@ -34,6 +34,8 @@ class Labels:
         # a model whose recipe read single texts would score a pair as one joined input: a client is told (400),
         # where the Python predictor warns; None (a folder that does not say) takes pairs
         self.pairs = getattr(predictor, "trained_on_pairs", None) is not False
+        # and one trained on pairs would score a single text as half an input: told too
+        self.needs_pairs = getattr(predictor, "trained_on_pairs", None) is True
 
     def infer(self, rows: list[Any], batch_size: int) -> np.ndarray:
         return self.predictor.logits(rows, batch_size=batch_size)
@@ -70,7 +72,7 @@ class Entities:
     """A token classifier (deploykit.ner.predict.EntityPredictor: called on texts, gives entity groups)."""
 
     names = ("entities",)
-    pairs = False
+    pairs = needs_pairs = False
 
     def __init__(self, predictor) -> None:
         self.predictor = predictor
@@ -104,6 +106,9 @@ def check_request(served: Labels | Entities, rows: list[Any], top_k: int | None 
             raise ClientError("this model tags single texts: send no text_pairs")
         raise ClientError("this model was trained on single texts (its recipe read no data.text_pair_column): "
                           "send no text_pairs")
+    if served.needs_pairs and rows and not isinstance(rows[0], tuple):
+        raise ClientError("this model was trained on sentence pairs (its recipe read data.text_pair_column): "
+                          "send text_pairs, one per text")
     if isinstance(served, Entities) and top_k != 1:
         raise ClientError("this model answers entity groups, not ranked labels: send no top_k")
 
