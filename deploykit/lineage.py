@@ -17,6 +17,16 @@ from deploykit.errors import UserError
 FALLBACK_LENGTH = 512  # a model with no position table and a tokenizer with no limit
 
 
+def check_room(max_length: int, tokenizer, pairs: bool, what: str = "data.max_length") -> None:
+    """UserError when `max_length` leaves no token of a text (or of either text of a pair) beside the tokenizer's
+    special tokens: the tokenizer would cut a pair's second text away whole, or hand on longer rows."""
+    least = tokenizer.num_special_tokens_to_add(pair=pairs) + (2 if pairs else 1)
+    if max_length < least:
+        room = "a token of each text of a sentence pair" if pairs else "a token of the text"
+        raise UserError(f"{what}={max_length} leaves no room for {room} beside the tokenizer's "
+                        f"{least - (2 if pairs else 1)} special tokens; use at least {least}")
+
+
 def trained_length(artifact: Artifact, config, tokenizer, asked: int | None) -> int:
     """`asked`, else the manifest's max_length (or its recipe's data.max_length, or its parent's), else the
     model's position limit; always cut to what the position table holds (`data.fit_max_length`)."""
@@ -25,11 +35,7 @@ def trained_length(artifact: Artifact, config, tokenizer, asked: int | None) -> 
     if asked is not None:
         if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
             raise UserError(f"max_length={asked!r} must be a positive integer")
-        # the tokenizer cannot cut a text below its special tokens ([CLS] ... [SEP]): it would hand on longer rows
-        least = tokenizer.num_special_tokens_to_add(pair=False) + 1
-        if asked < least:
-            raise UserError(f"max_length={asked} leaves no room for a token beside the tokenizer's "
-                            f"{least - 1} special tokens; use at least {least}")
+        check_room(asked, tokenizer, pairs=False, what="max_length")
         return fit_max_length(asked, config, tokenizer)
     for manifest in _lineage(artifact):
         length = manifest.get("max_length", ((manifest.get("config") or {}).get("data") or {}).get("max_length"))

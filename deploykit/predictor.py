@@ -30,7 +30,7 @@ import numpy as np
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.encoding import encoder_for
 from deploykit.errors import UserError
-from deploykit.lineage import trained_length, trained_on_pairs, trained_stride
+from deploykit.lineage import check_room, trained_length, trained_on_pairs, trained_stride
 from deploykit.load_checks import check_threads, check_tokenizer_files, check_vocabulary, resolve_runtime, unicode_fault
 from deploykit.runtimes import READS
 
@@ -221,6 +221,8 @@ class ClassifierPredictor:
             batch_size = min(batch_size, int(self._max_batch))
         if message := self.pair_warning(pairs is not None):
             warnings.warn(message, stacklevel=3)
+        if pairs is not None:
+            check_room(self.max_length, self.tokenizer, pairs=True, what="max_length")
         split = Split(texts, pairs, [0] * len(texts))
         if self.window_stride is not None:
             from deploykit.windows import score

@@ -205,6 +205,16 @@ def test_a_max_length_without_room_beside_the_special_tokens_is_refused(tiny_cha
         load(tiny_chain["raw"], max_length=length)
 
 
+def test_pairs_need_room_for_a_token_of_each_text(tiny_chain):
+    # [CLS] a [SEP] b [SEP]: at 4 the tokenizer silently cut the second text away whole
+    clf = load(tiny_chain["raw"], max_length=4)
+    assert len(clf(["a fine film"])) == 1
+    with pytest.raises(UserError, match="max_length=4 leaves no room for a token of each text of a sentence pair "
+                                        "beside the tokenizer's 3 special tokens; use at least 5"):
+        clf.logits([("a fine film", "a dull one")])
+    assert load(tiny_chain["raw"], max_length=5).logits([("a fine film", "a dull one")]).shape == (1, 2)
+
+
 # ---------------------------------------------------------------- TensorRT folders (the engine runs on a GPU only)
 
 def tensorrt_folder(tiny_chain, tmp_path):
