@@ -29,10 +29,11 @@ from typing import Annotated, Callable, Optional
 import click
 import typer
 
+from deploykit.cli_usage import OneLineUsageErrors
 from deploykit.errors import CheckError, DeploykitError, Terminated, UserError
 from deploykit.signals import install_signal_handlers, received
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, cls=OneLineUsageErrors,
                   help="Finetune, distill, prune, quantize, export and benchmark Hugging Face transformers.")
 
 RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="recipe YAML to start from")]

@@ -66,6 +66,24 @@ def test_recipe_with_unquoted_bf16_off_validates(tiny_bert, tiny_task, tmp_path)
     assert result.exit_code == 0, result.output  # the string "off", not False ("got False" before)
 
 
+@pytest.mark.parametrize("args, message", [
+    (["predict"], "error: Missing argument 'model' (see `deploykit predict --help`)"),
+    (["run", "--bogus", "r.yaml"], "error: No such option: --bogus"),
+    (["nosuch"], "error: No such command 'nosuch' (see `deploykit --help`)"),
+    (["predict", "m", "--top-k", "0"], "error: Invalid value for '--top-k'"),
+])
+def test_a_usage_error_is_one_line_exit_2(args, message):
+    result = CliRunner().invoke(app, args, prog_name="deploykit")
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith(message), result.output  # no box, no usage
+
+
+def test_help_and_no_arguments_still_print_the_help():
+    assert CliRunner().invoke(app, ["run", "--help"]).exit_code == 0
+    bare = CliRunner().invoke(app, [], prog_name="deploykit")
+    assert "Usage: deploykit" in bare.output and "predict" in bare.output
+
+
 def test_global_debug_option_is_in_the_help():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0 and "--debug" in result.output
