@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from rich.console import Console
@@ -40,3 +41,18 @@ def progress(iterable, total: int | None = None, description: str = ""):
     from rich.progress import track
 
     return track(iterable, total=total, description=description, console=console, transient=True)
+
+
+@contextlib.contextmanager
+def no_load_bars():
+    """transformers' "Loading weights" bar off while a model for prediction loads (milliseconds, drawn on every
+    `deploykit predict` / `serve` / `deploykit.load`); put back as it was after."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

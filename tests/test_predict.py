@@ -290,3 +290,12 @@ def test_a_model_trained_on_pairs_reads_pairs_or_says_what_is_missing(tiny_chain
                                                           "(columns premise, hypothesis)")
     single = write(tmp_path / "single.csv", [{"premise": "the plot was good"}])
     one_line_error(invoke(model, "--file", single), "no column 'hypothesis', the model's second text column")
+
+
+def test_a_pytorch_folder_loads_without_a_progress_bar(tiny_chain):
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    result = invoke(tiny_chain["finetune"], "a fine film")
+    assert result.exit_code == 0 and result.stderr == "", result.stderr  # "Loading weights: 100%|..." before
+    assert hf_logging.is_progress_bar_enabled()  # put back for whatever the process does next

@@ -256,7 +256,11 @@ def _load(artifact: Artifact, runtime: str, threads: int | None):
 
     if threads:
         torch.set_num_threads(threads)
-    return torch_predictor(AutoModelForTokenClassification.from_pretrained(artifact.path, use_safetensors=True))
+    from deploykit.console import no_load_bars
+
+    with no_load_bars():
+        model = AutoModelForTokenClassification.from_pretrained(artifact.path, use_safetensors=True)
+    return torch_predictor(model)
 
 
 def load_predictor(artifact: Artifact, runtime: str = "auto", threads: int | None = None, device: str | None = None,
