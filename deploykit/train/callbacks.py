@@ -107,6 +107,9 @@ class Stopping:
 
             def on_train_begin(self, args, state, control, **kw):
                 self.start = time.monotonic() - restored(state, type(self).__name__).get("seconds", 0.0)
+                # a checkpoint written before this callback existed has no entry: the Trainer's next save
+                # updates entries by name and would fail on the missing one
+                state.stateful_callbacks.setdefault(type(self).__name__, self.state())
                 outer.reason = None
 
             def on_step_end(self, args, state, control, **kw):

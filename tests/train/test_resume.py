@@ -118,3 +118,16 @@ def test_a_resumed_run_counts_the_wall_clock_spent_before_it(tiny_bert, tiny_tas
     resumed = _trainer(tiny_bert, tiny_task, tmp_path / "w", **cfg)
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.state.global_step == 3 and "wall-clock budget of 60 min" in resumed.stopping.reason
+
+
+def test_a_checkpoint_saved_without_the_budget_state_still_resumes(tiny_bert, tiny_task, tmp_path):
+    # one written by an earlier deploykit: no WallClockBudget entry, which the next save would look up
+    checkpoint = _interrupted_at_step_2(tiny_bert, tiny_task, tmp_path / "w", early_stopping_patience=100,
+                                        max_epochs=1)
+    state_file = checkpoint / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["WallClockBudget"]
+    state_file.write_text(json.dumps(state))
+    resumed = _trainer(tiny_bert, tiny_task, tmp_path / "w", early_stopping_patience=100, max_epochs=1)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 4 and "max_epochs 1" in resumed.stopping.reason
