@@ -61,10 +61,14 @@ def trained_columns(artifact: Artifact) -> tuple[str | None, str | None]:
 
 
 def _data_section(artifact: Artifact) -> dict | None:
+    """The text columns of the recipe that trained the model: a manifest's own data section, else the `columns`
+    it carries from its parent (artifact.write_manifest), else its parents' (an older folder)."""
     for manifest in _lineage(artifact):
         data = (manifest.get("config") or {}).get("data")
         if isinstance(data, dict) and "text_pair_column" in data:
             return data
+        if isinstance(manifest.get("columns"), dict) and "text_pair_column" in manifest["columns"]:
+            return manifest["columns"]
     return None
 
 

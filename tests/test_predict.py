@@ -299,3 +299,22 @@ def test_a_pytorch_folder_loads_without_a_progress_bar(tiny_chain):
     result = invoke(tiny_chain["finetune"], "a fine film")
     assert result.exit_code == 0 and result.stderr == "", result.stderr  # "Loading weights: 100%|..." before
     assert hf_logging.is_progress_bar_enabled()  # put back for whatever the process does next
+
+
+def test_an_export_of_a_pair_model_still_refuses_single_texts_wherever_it_goes(tiny_chain, tmp_path, monkeypatch):
+    # the export's own recipe has no data section: what the model reads travels in its manifest, and the parent is
+    # recorded by its absolute path even when --from was relative
+    import shutil
+
+    trained_as(tiny_chain["finetune"], tmp_path / "nli", text_column="premise", text_pair_column="hypothesis")
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["export", "--from", "nli", "--out", "onnx", "-q"])
+    assert done.exit_code == 0, done.output
+    manifest = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
+    assert manifest["parent"]["path"] == str((tmp_path / "nli").resolve())
+    assert manifest["columns"] == {"text_column": "premise", "text_pair_column": "hypothesis"}
+    moved = shutil.move(tmp_path / "onnx", tmp_path / "elsewhere")
+    shutil.rmtree(tmp_path / "nli")  # the parent is gone too: the export alone says what it reads
+    one_line_error(invoke(moved, "a fine film"), "the model was trained on sentence pairs (columns premise, hypothesis)")
+    path = write(tmp_path / "pairs.jsonl", [{"premise": "a fine film", "hypothesis": "a dull one"}])
+    assert [r["text_pair"] for r in records(invoke(moved, "--file", path, "--json"))] == ["a dull one"]
