@@ -18,6 +18,7 @@ from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.evaluate import check_gate
+from deploykit.fingerprint import stage_inputs
 from deploykit.kinds import kind_of
 from deploykit.models import is_gguf, load_config, resolve_source
 from deploykit.transfer import check_unlabeled
@@ -215,15 +216,24 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         damaged = changed_files(folder) if prev.get("hash") == h else []
         if damaged:
             log(f"{stage}: {', '.join(damaged)} changed since this run wrote it; running the stage again")
-        if not changed and not damaged and prev.get("hash") == h and (folder / "manifest.json").is_file():
+        inputs = stage_inputs(recipe, stage)
+        before = prev.get("inputs", inputs)  # a folder written before inputs were recorded: taken as read from these
+        edited = sorted(k for k in before.keys() | inputs.keys() if before.get(k) != inputs.get(k))
+        if edited and prev.get("hash") == h:
+            log(f"{stage}: {', '.join(edited)} changed since this run read it; running the stage again")
+        if not changed and not damaged and not edited and prev.get("hash") == h and (folder / "manifest.json").is_file():
             art = load_artifact(folder)
             log(f"[dim]{stage}: unchanged, skipped ({folder})[/dim]")
+            if "inputs" not in prev:
+                prev["inputs"] = inputs
+                _save_state(out_dir, state)
         else:
             changed = True  # every later stage re-runs: its input is new
             log(f"[bold]{stage}[/bold] -> {folder}")
-            resume = {"resume_key": h} if stage in RESUMABLE else {}
+            # checkpoints of an interrupted run are resumed from only with the same config, input and files
+            resume = {"resume_key": config_hash(h, inputs)} if stage in RESUMABLE else {}
             art = run_stage(stage, recipe, parent.path if parent else None, folder, **resume)
-            state["stages"][stage] = {"hash": h, "path": str(folder), "gate": None}
+            state["stages"][stage] = {"hash": h, "path": str(folder), "gate": None, "inputs": inputs}
             if stage == "finetune":
                 reference = state["reference"] = None  # a new teacher: measure it again
             _save_state(out_dir, state)

@@ -79,6 +79,32 @@ def test_tiny_chain_end_to_end_then_resume_then_edit(run_tiny, tmp_path):
     assert "headline" not in json.loads((out / "pipeline.json").read_text())
 
 
+def test_a_data_file_edited_in_place_trains_again(run_tiny, shared_data, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(shared_data / "sst2", data / "sst2")
+    out, sets = tmp_path / "run", [f"data.data_dir={data}", "bench=null", "quantize=null", "prune=null"]
+    state = run_tiny(out, *sets)
+    assert set(state["stages"]["finetune"]["inputs"]) == {"train.tsv", "dev.tsv", "test.tsv"}
+    first = {s: (out / s / "manifest.json").stat().st_mtime for s in ("finetune", "distill")}
+    train = data / "sst2" / "train.tsv"
+    train.write_text(train.read_text().replace("\t0\n", "\t1\n", 50))  # 50 labels flipped, same path and config
+    capsys.readouterr()
+    run_tiny(out, *sets)
+    assert "finetune: train.tsv changed since this run read it; running the stage again" in capsys.readouterr().err
+    again = {s: (out / s / "manifest.json").stat().st_mtime for s in ("finetune", "distill")}
+    assert all(again[s] != first[s] for s in first)
+    # a run folder from before inputs were recorded: taken as read from today's files, recorded, not re-run
+    state = json.loads((out / "pipeline.json").read_text())
+    for entry in state["stages"].values():
+        entry.pop("inputs")
+    (out / "pipeline.json").write_text(json.dumps(state))
+    run_tiny(out, *sets)
+    assert {s: (out / s / "manifest.json").stat().st_mtime for s in first} == again
+    assert "inputs" in json.loads((out / "pipeline.json").read_text())["stages"]["distill"]
+
+
 def test_failing_gate_stops_the_run_naming_stage_and_knob(run_tiny, tmp_path, monkeypatch):
     real = pipeline._gate_value
 
