@@ -35,7 +35,7 @@ def trained_length(artifact: Artifact, config, tokenizer, asked: int | None) -> 
     if asked is not None:
         if not isinstance(asked, int) or isinstance(asked, bool) or asked < 1:
             raise UserError(f"max_length={asked!r} must be a positive integer")
-        check_room(asked, tokenizer, pairs=False, what="max_length")
+        check_room(asked, tokenizer, pairs=trained_on_pairs(artifact) is True, what="max_length")
         return fit_max_length(asked, config, tokenizer)
     for manifest in _lineage(artifact):
         length = manifest.get("max_length", ((manifest.get("config") or {}).get("data") or {}).get("max_length"))

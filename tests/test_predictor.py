@@ -234,6 +234,9 @@ def test_single_texts_on_a_model_trained_on_pairs_warn_once(tiny_chain, tmp_path
     (folder / "manifest.json").write_text(json.dumps(manifest))
     clf = load(folder)
     assert clf.trained_on_pairs is True
+    # the length it needs is said at load, for pairs: not "at least 3", then "at least 5" at the first call
+    with pytest.raises(UserError, match="max_length=3 leaves no room for a token of each text .* use at least 5"):
+        load(folder, max_length=3)
     with pytest.warns(UserWarning, match="trained on sentence pairs") as seen:
         clf("a fine film")
         clf(["a fine film", "a dull one"])

@@ -43,14 +43,20 @@ class EpochLog:
         self.callback = CB()
 
 
-def restored(state, name: str) -> dict:
-    """The attributes a callback named `name` saved in the checkpoint a run resumed from ({} when it started
-    afresh: the state then holds the fresh callbacks' own values, or nothing)."""
+def restored(state, name: str, part: str = "attributes") -> dict:
+    """The attributes (or "args") a callback named `name` saved in the checkpoint a run resumed from ({} when it
+    started afresh: the state then holds the fresh callbacks' own values, or nothing)."""
     if not state.global_step:
         return {}
     saved = (state.stateful_callbacks or {}).get(name)
     saved = saved[0] if isinstance(saved, list) and saved else saved
-    return (saved or {}).get("attributes", {}) if isinstance(saved, dict) else {}
+    return (saved or {}).get(part, {}) if isinstance(saved, dict) else {}
+
+
+def stopped_at_checkpoint(state) -> bool:
+    """The checkpoint a run resumed from was saved as training stopped (patience spent, the wall clock): the
+    uninterrupted run trained no further step."""
+    return bool(restored(state, "TrainerControl", "args").get("should_training_stop"))
 
 
 def early_stopping(base, min_epochs: float = 0.0):
@@ -68,6 +74,8 @@ def early_stopping(base, min_epochs: float = 0.0):
             # Trainer's own restore replaces callback objects, which Stopping holds)
             saved = restored(state, type(self).__name__)
             self.early_stopping_patience_counter = saved.get("early_stopping_patience_counter", 0)
+            self.spent = stopped_at_checkpoint(state) and \
+                self.early_stopping_patience_counter >= self.early_stopping_patience
 
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             name = args.metric_for_best_model
@@ -81,6 +89,11 @@ def early_stopping(base, min_epochs: float = 0.0):
             self.spent = self.early_stopping_patience_counter >= self.early_stopping_patience and not early
 
     return EarlyStopping
+
+
+def patience_spent(early, metric: str) -> str:
+    return (f"validation {metric} did not improve for {early.early_stopping_patience} evaluations "
+            "(early_stopping_patience)")
 
 
 class Stopping:
@@ -98,6 +111,7 @@ class Stopping:
 
         outer = self
         self.reason: str | None = None
+        self.resumed_seconds = 0.0  # training time before the checkpoint a run resumed from
 
         class WallClockBudget(TrainerCallback, ExportableState):
             start = 0.0
@@ -106,11 +120,18 @@ class Stopping:
                 return {"args": {}, "attributes": {"seconds": time.monotonic() - self.start}}
 
             def on_train_begin(self, args, state, control, **kw):
-                self.start = time.monotonic() - restored(state, type(self).__name__).get("seconds", 0.0)
+                outer.resumed_seconds = restored(state, type(self).__name__).get("seconds", 0.0)
+                self.start = time.monotonic() - outer.resumed_seconds
                 # a checkpoint written before this callback existed has no entry: the Trainer's next save
                 # updates entries by name and would fail on the missing one
                 state.stateful_callbacks.setdefault(type(self).__name__, self.state())
                 outer.reason = None
+                if stopped_at_checkpoint(state):  # the Trainer's _run_epoch is skipped (trainer.py); say why
+                    control.should_training_stop = True
+                    if early is not None and early.spent:
+                        outer.reason = patience_spent(early, metric)
+                    elif cfg.max_minutes and time.monotonic() - self.start > cfg.max_minutes * 60:
+                        outer.reason = f"the wall-clock budget of {cfg.max_minutes:g} min (max_minutes) ran out"
 
             def on_step_end(self, args, state, control, **kw):
                 if cfg.max_minutes and time.monotonic() - self.start > cfg.max_minutes * 60:
@@ -122,8 +143,7 @@ class Stopping:
             def on_evaluate(self, args, state, control, metrics=None, **kw):
                 # runs after early stopping's callback: patience spent before min_epochs has not stopped training
                 if early is not None and early.spent and outer.reason is None:
-                    outer.reason = (f"validation {metric} did not improve for {early.early_stopping_patience} "
-                                    "evaluations (early_stopping_patience)")
+                    outer.reason = patience_spent(early, metric)
 
             def on_train_end(self, args, state, control, **kw):
                 if outer.reason is None:

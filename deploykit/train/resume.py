@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 from deploykit.artifact import KEPT_FOR_RESUME, work_dir
@@ -25,21 +26,44 @@ BY_RUN = "kept: the same `deploykit run` command resumes from them"
 
 def complete(checkpoint: Path) -> bool:
     """A checkpoint the Trainer finished writing: a kill during the save leaves one without its state."""
+    return damage(checkpoint) is None
+
+
+def damage(checkpoint: Path) -> str | None:
+    """What keeps `checkpoint` from being resumed from (None: nothing found): a file a kill during the save left
+    missing, or one cut short or overwritten since (weights, optimizer, schedule, trainer state)."""
     try:
-        json.loads((checkpoint / "trainer_state.json").read_text())
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
     except (OSError, ValueError):
-        return False
-    return all((checkpoint / name).is_file() for name in RESUME_FILES)
+        return "cut while being saved: no trainer state"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json holds no training state"
+    for name in RESUME_FILES:  # torch.save writes zip archives: a cut one has no central directory
+        if not zipfile.is_zipfile(checkpoint / name):
+            return f"{name} is missing or cut short"
+    weights = [p for p in checkpoint.glob("*.safetensors")]
+    if not weights and not (checkpoint / "pytorch_model.bin").is_file():
+        return "no weights file"
+    for path in weights:
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:  # reads the header, which must fit the file
+                f.keys()
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+            return f"{path.name} is unreadable ({str(err).splitlines()[0][:80]})"
+    return None
 
 
 def last_checkpoint(work: Path, stage: str = "finetune") -> str | None:
-    """The newest complete `checkpoint-N` in `work`; newer incomplete ones are skipped with a log line."""
-    ckpts = sorted((p for p in work.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+    """The newest resumable `checkpoint-N` folder in `work`; newer damaged ones are skipped with a log line."""
+    ckpts = sorted((p for p in work.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and p.is_dir()),
                    key=lambda p: int(p.name.split("-")[-1]), reverse=True)
     for ckpt in ckpts:
-        if complete(ckpt):
+        why = damage(ckpt)
+        if why is None:
             return str(ckpt)
-        log(f"{stage}: {ckpt.name} is incomplete (cut while being saved: no trainer state); skipped")
+        log(f"{stage}: {ckpt.name} cannot be resumed from ({why}); skipped")
     return None
 
 
@@ -57,11 +81,10 @@ def start_point(out_dir: Path, stage: str, *, resume: bool = False, key: str | N
     checkpoint = None
     if resume:
         checkpoint = last_checkpoint(work, stage)
-        if checkpoint is None:
-            log(f"{stage}: no checkpoint in {work}; starting from scratch")
+        log(f"{stage}: no checkpoint in {work}; starting from scratch" if checkpoint is None else
+            f"{stage}: resuming from {Path(checkpoint).name} (--resume)")
     elif key is not None and work.is_dir():
-        written_for = (work / KEY_FILE).read_text().strip() if (work / KEY_FILE).is_file() else None
-        if written_for == key:
+        if written_for(work) == key:
             checkpoint = last_checkpoint(work, stage)
         elif any(work.glob("checkpoint-*")):
             log(f"{stage}: the checkpoints in {work} were written for another config or input; starting afresh")
@@ -75,6 +98,14 @@ def start_point(out_dir: Path, stage: str, *, resume: bool = False, key: str | N
     if key is not None or resumed_by:
         KEPT_FOR_RESUME[work] = BY_RUN if key is not None else resumed_by
     return work, checkpoint
+
+
+def written_for(work: Path) -> str | None:
+    """The key the checkpoints in `work` were written under (None: none readable)."""
+    try:
+        return (work / KEY_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):  # missing, a folder, unreadable or not text: another run's, not ours
+        return None
 
 
 def forget(work: Path) -> None:

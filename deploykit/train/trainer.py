@@ -259,6 +259,13 @@ def _float32_results(base):
             finally:
                 self.model = release(self.model)
 
+        def _run_epoch(self, *args, **kwargs):
+            # resumed from the checkpoint saved as training stopped (callbacks.stopped_at_checkpoint): the
+            # uninterrupted run trained no further step, the Trainer would run one before it looks
+            if self.control.should_training_stop:
+                return None
+            return super()._run_epoch(*args, **kwargs)
+
     Float32Results.__name__ = Float32Results.__qualname__ = base.__name__
     return Float32Results
 
@@ -355,7 +362,14 @@ def training_record(trainer, result, seconds: float, planned_epochs: float | str
     epochs_run = float(result.metrics.get("epoch", trainer.state.epoch or 0.0))
     best = trainer.state.best_model_checkpoint
     stopping = getattr(trainer, "stopping", None)
-    return {"train_loss": result.training_loss, "train_seconds": round(seconds, 1),
+    loss = result.training_loss
+    if stopping is not None and stopping.resumed_seconds:
+        # resumed: the Trainer's own mean covers only the steps since (its sum is not checkpointed); the mean
+        # of the losses logged every logging_steps covers the whole run
+        seconds += stopping.resumed_seconds
+        logged = [h["loss"] for h in trainer.state.log_history if isinstance(h.get("loss"), (int, float))]
+        loss = sum(logged) / len(logged) if logged else None
+    return {"train_loss": loss, "train_seconds": round(seconds, 1),
             "seconds_per_epoch": round(seconds / max(epochs_run, 1e-9), 1), "epochs_run": epochs_run,
             "epochs": planned_epochs, "optimizer_steps": trainer.state.global_step,
             "eval_steps": trainer.args.eval_steps, "best_checkpoint": best and Path(best).name,

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
 import deploykit.train.trainer as training
@@ -15,12 +16,15 @@ from deploykit.train.resume import KEY_FILE, RESUME_FILES, forget, start_point
 
 
 def fake_checkpoint(work: Path, step: int, whole: bool = True) -> Path:
+    from safetensors.torch import save_file
+
     ckpt = work / f"checkpoint-{step}"
     ckpt.mkdir(parents=True)
     for name in RESUME_FILES:
-        (ckpt / name).write_bytes(b"x")
+        torch.save({"step": step}, ckpt / name)
+    save_file({"w": torch.zeros(4)}, str(ckpt / "model.safetensors"))
     if whole:
-        (ckpt / "trainer_state.json").write_text("{}")
+        (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     return ckpt
 
 
@@ -38,16 +42,47 @@ def test_run_resumes_only_checkpoints_written_under_the_same_key(tmp_path, capsy
     fake_checkpoint(work, 4)
     fake_checkpoint(work, 8, whole=False)  # cut while being saved
     assert start_point(out, "distill", key="a") == (work, str(work / "checkpoint-4"))
-    assert "checkpoint-8 is incomplete" in capsys.readouterr().err
+    assert "checkpoint-8 cannot be resumed from (cut while being saved: no trainer state); skipped" in \
+        " ".join(capsys.readouterr().err.split())  # the console wraps lines at its width
     # the recipe changed (another hash): the old checkpoints are not this training's, and are removed
     assert start_point(out, "distill", key="b") == (work, None)
-    assert "written for another config or input; starting afresh" in capsys.readouterr().err
+    assert "written for another config or input; starting afresh" in " ".join(capsys.readouterr().err.split())
     assert not list(work.glob("checkpoint-*")) and (work / KEY_FILE).read_text() == "b\n"
     assert KEPT_FOR_RESUME == {work: "kept: the same `deploykit run` command resumes from them"}
+    assert kept_for_resume() == ""  # no checkpoint yet: none is claimed
+    fake_checkpoint(work, 2)
     assert kept_for_resume() == (f"; the checkpoints in {work} are kept: the same `deploykit run` command resumes "
                                  "from them (remove the folder to free the space)")
     forget(work)
     assert not work.exists() and KEPT_FOR_RESUME == {} and kept_for_resume() == ""
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda c: (c / "model.safetensors").write_bytes((c / "model.safetensors").read_bytes()[:-4]), "model.safetensors is unreadable"),
+    (lambda c: (c / "optimizer.pt").write_bytes((c / "optimizer.pt").read_bytes()[:-50]), "optimizer.pt is missing or cut short"),
+    (lambda c: (c / "trainer_state.json").write_text("[]"), "trainer_state.json holds no training state"),
+    (lambda c: (c / "model.safetensors").unlink(), "no weights file"),
+])
+def test_a_damaged_checkpoint_is_skipped_for_the_one_before(tmp_path, capsys, damage, why):
+    # resuming from it failed every time, and the error said to run again
+    out, work = tmp_path / "finetune", tmp_path / ".finetune.work"
+    start_point(out, "finetune", key="k")
+    fake_checkpoint(work, 4)
+    damage(fake_checkpoint(work, 8))
+    assert start_point(out, "finetune", key="k") == (work, str(work / "checkpoint-4"))
+    assert f"checkpoint-8 cannot be resumed from ({why}" in " ".join(capsys.readouterr().err.split())
+
+
+def test_junk_in_the_work_folder_is_not_taken_for_checkpoints(tmp_path):
+    out, work = tmp_path / "finetune", tmp_path / ".finetune.work"
+    start_point(out, "finetune", key="k")
+    (work / "checkpoint-5").write_text("not a folder")
+    assert start_point(out, "finetune", key="k") == (work, None)
+    assert kept_for_resume() == ""  # nothing to resume from: the error line does not claim any
+    fake_checkpoint(work, 4)
+    (work / KEY_FILE).write_bytes(b"\xff\xfe\x00bad")  # not text: not this run's key
+    assert start_point(out, "finetune", key="k") == (work, None)
+    assert not (work / "checkpoint-4").exists()
 
 
 def test_without_a_key_the_folder_starts_empty_unless_resume_is_asked(tmp_path):
@@ -131,3 +166,22 @@ def test_a_checkpoint_saved_without_the_budget_state_still_resumes(tiny_bert, ti
     resumed = _trainer(tiny_bert, tiny_task, tmp_path / "w", early_stopping_patience=100, max_epochs=1)
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.state.global_step == 4 and "max_epochs 1" in resumed.stopping.reason
+
+
+def test_a_run_resumed_from_the_checkpoint_where_training_stopped_trains_no_further(tiny_bert, tiny_task, tmp_path):
+    # patience is spent at step 3 (see above); killed after that checkpoint is written, before the stage saved
+    # its output: the resumed run goes straight to the end, with the uninterrupted run's steps and reason
+    whole = _trainer(tiny_bert, tiny_task, tmp_path / "whole", logging_steps=1)
+    done = whole.train()
+    trainer = _trainer(tiny_bert, tiny_task, tmp_path / "w", logging_steps=1)
+    trainer.add_callback(KilledAfterSave(3))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    resumed = _trainer(tiny_bert, tiny_task, tmp_path / "w", logging_steps=1)
+    result = resumed.train(resume_from_checkpoint=str(tmp_path / "w" / "checkpoint-3"))
+    assert resumed.state.global_step == 3 and resumed.stopping.reason == whole.stopping.reason
+    record = training.training_record(resumed, result, 0.5, "auto")
+    assert record["optimizer_steps"] == 3 and record["train_seconds"] > 0.5  # the time before the kill counts
+    assert record["train_loss"] == pytest.approx(done.training_loss, rel=1e-3)  # the whole run's (a step a log)
+    weights = {k: v for k, v in resumed.model.state_dict().items()}
+    assert all(torch.equal(weights[k], v) for k, v in whole.model.state_dict().items())
