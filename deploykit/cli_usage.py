@@ -23,8 +23,8 @@ class OneLineUsageErrors(TyperGroup):
             err.show()
             sys.exit(err.exit_code)
         except _click.exceptions.UsageError as err:
-            where = err.ctx.command_path if err.ctx is not None else "deploykit"
-            print(f"error: {err.format_message().rstrip('.')} (see `{where} --help`)", file=sys.stderr)
+            print(f"error: {err.format_message().rstrip('.')} (see `{self._help_of(err, args, kwargs)} --help`)",
+                  file=sys.stderr)
             sys.exit(err.exit_code)
         except _click.exceptions.ClickException as err:
             print(f"error: {err.format_message()}", file=sys.stderr)
@@ -33,3 +33,13 @@ class OneLineUsageErrors(TyperGroup):
             print("error: aborted", file=sys.stderr)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def _help_of(self, err, args: tuple, kwargs: dict) -> str:
+        """The command whose --help answers `err`: the subcommand named on the line, also where click raised the
+        error in the group's context (an option of the subcommand missing its value)."""
+        path = err.ctx.command_path if err.ctx is not None else "deploykit"
+        if err.ctx is not None and err.ctx.parent is not None:
+            return path  # raised in the subcommand's own context
+        line = list(args[0] if args else kwargs.get("args") or sys.argv[1:])
+        named = next((word for word in line if word in self.commands), None)
+        return f"{path} {named}" if named else path

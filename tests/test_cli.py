@@ -71,6 +71,9 @@ def test_recipe_with_unquoted_bf16_off_validates(tiny_bert, tiny_task, tmp_path)
     (["run", "--bogus", "r.yaml"], "error: No such option: --bogus"),
     (["nosuch"], "error: No such command 'nosuch' (see `deploykit --help`)"),
     (["predict", "m", "--top-k", "0"], "error: Invalid value for '--top-k'"),
+    # raised while the group still parses: the help named is still the subcommand's
+    (["run", "r.yaml", "--out"], "error: Option '--out' requires an argument (see `deploykit run --help`)"),
+    (["finetune", "--resume=maybe"], "error: Option '--resume' does not take a value (see `deploykit finetune --help`)"),
 ])
 def test_a_usage_error_is_one_line_exit_2(args, message):
     result = CliRunner().invoke(app, args, prog_name="deploykit")
