@@ -16,13 +16,21 @@ from deploykit.config import Recipe
 DATA_SUFFIXES = (".tsv", ".csv", ".jsonl", ".json", ".conll", ".txt", ".iob", ".bio", ".parquet")
 
 
+_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime_ns) -> digest: each stage of a run asks for the same files
+
+
 def file_digest(path: Path) -> str:
-    """sha256 of the file's bytes (first 16 hex digits); read in 1 MiB blocks (~1 s a GB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    """sha256 of the file's bytes (first 16 hex digits); read in 1 MiB blocks (~1 s a GB), once per process
+    while the file's size and modification time stay the same."""
+    info = Path(path).stat()
+    key = (str(Path(path).resolve()), info.st_size, info.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()[:16]
+    return _DIGESTS[key]
 
 
 def data_files(recipe: Recipe) -> list[Path]:

@@ -1,0 +1,34 @@
+"""deploykit/fingerprint.py: the data files a stage of `deploykit run` read, by their bytes."""
+
+from conftest import write_task
+
+from deploykit.config import build_recipe
+from deploykit.fingerprint import data_files, file_digest, stage_inputs
+
+
+def test_the_data_files_of_a_folder_and_the_stages_own_unlabelled_texts(tmp_path):
+    task = write_task(tmp_path / "task")
+    (task / "README.md").write_text("notes")  # not data: never read, never fingerprinted
+    extra = tmp_path / "unlabeled.txt"
+    extra.write_text("a film\nanother film\n")
+    recipe = build_recipe({"data": {"path": str(task)}, "finetune": {},
+                           "distill": {"unlabeled": {"path": str(extra)}}})
+    assert [p.name for p in data_files(recipe)] == ["dev.tsv", "test.tsv", "train.tsv"]
+    finetune, distill = stage_inputs(recipe, "finetune"), stage_inputs(recipe, "distill")
+    assert set(finetune) == {"dev.tsv", "test.tsv", "train.tsv"} and distill == {**finetune, "unlabeled": file_digest(extra)}
+    before = finetune["train.tsv"]
+    (task / "train.tsv").write_text((task / "train.tsv").read_text().replace("\t0\n", "\t1\n", 1))
+    assert stage_inputs(recipe, "finetune")["train.tsv"] != before  # one label flipped, same size
+
+
+def test_a_single_file_an_explicit_test_file_and_a_hub_dataset(tmp_path):
+    task = write_task(tmp_path / "task")
+    alone = build_recipe({"data": {"path": str(task / "train.tsv")}, "finetune": {}})
+    assert data_files(alone) == [task / "train.tsv"]
+    elsewhere = tmp_path / "held" / "final.tsv"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text((task / "test.tsv").read_text())
+    explicit = build_recipe({"data": {"path": str(task), "test_file": str(elsewhere)}, "finetune": {}})
+    assert elsewhere in data_files(explicit)
+    hub = build_recipe({"data": {"name": "glue-not-local", "data_dir": str(tmp_path / "none")}, "finetune": {}})
+    assert data_files(hub) == [] and stage_inputs(hub, "finetune") == {}
