@@ -12,10 +12,6 @@ from pathlib import Path
 
 from deploykit.config import Recipe
 
-# every suffix a task kind reads a split from (deploykit/records.py, deploykit/ner/data.py)
-DATA_SUFFIXES = (".tsv", ".csv", ".jsonl", ".json", ".conll", ".txt", ".iob", ".bio", ".parquet")
-
-
 _DIGESTS: dict[tuple, str] = {}  # (path, size, mtime_ns) -> digest: each stage of a run asks for the same files
 
 
@@ -34,35 +30,40 @@ def file_digest(path: Path) -> str:
 
 
 def data_files(recipe: Recipe) -> list[Path]:
-    """The local files the recipe's task may read: data.path (a file, or the data files of that folder) or
-    <data_dir>/<name>/, and data.train/validation/test_file wherever they point; [] for a hub dataset."""
-    from deploykit.data import _local_folder
+    """The local files the recipe's task reads, found as its kind finds them (data.path as a file, or each
+    split's file in the data folder, data.<split>_file wherever it points); [] for a hub dataset."""
+    from deploykit.data import SPLIT_STEMS, _find_file, _local_folder
+    from deploykit.kinds import kind_of
 
     data = recipe.data
-    if data is None:
+    folder = _local_folder(data) if data is not None else None
+    if folder is None or not folder.exists():
         return []
-    folder = _local_folder(data)
-    files: list[Path] = []
-    if folder is not None and folder.is_file():
-        files.append(folder)
-    elif folder is not None and folder.is_dir():
-        files += sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in DATA_SUFFIXES)
-        for explicit in (data.train_file, data.validation_file, data.test_file):
-            path = Path(explicit).expanduser() if explicit else None
-            if path is not None and not path.is_absolute():
-                path = folder / path
-            if path is not None and path.is_file() and path not in files:
-                files.append(path)
-    return files
+    if folder.is_file():
+        return [folder]
+    find = kind_of(data.task).find_file or _find_file
+    found = (find(folder, split, getattr(data, f"{split}_file")) for split in SPLIT_STEMS)
+    return list(dict.fromkeys(path for path in found if path is not None))
 
 
 def stage_inputs(recipe: Recipe, stage: str) -> dict[str, str]:
     """{file name: digest} of the data files and of the stage's own `unlabeled` file (key "unlabeled")."""
+    from deploykit.data import _local_folder
     from deploykit.transfer import unlabeled_path
 
-    found = {path.name: file_digest(path) for path in data_files(recipe)}
+    folder = _local_folder(recipe.data) if recipe.data is not None else None
+    found = {_name(path, folder): file_digest(path) for path in data_files(recipe)}
     section = getattr(recipe, stage, None)
     unlabeled = getattr(section, "unlabeled", None)
     if unlabeled is not None:
         found["unlabeled"] = file_digest(unlabeled_path(unlabeled, recipe.data))
     return found
+
+
+def _name(path: Path, folder: Path | None) -> str:
+    """A file's key: its path inside the data folder (a moved folder keeps its keys), else its absolute path."""
+    try:
+        return str(path.resolve().relative_to(folder.resolve())) if folder is not None and folder.is_dir() \
+            else path.name
+    except ValueError:
+        return str(path.resolve())

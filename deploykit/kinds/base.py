@@ -36,6 +36,8 @@ class Kind:
             folder of this kind; None: the text classifier's `deploykit.predictor.ClassifierPredictor`.
         bench_metrics: the quality columns of a bench report, (row key, column label); the first one leads
             (plots, headline).
+        find_file: (data folder, split name, data.<split>_file) -> the file that split is read from, or None: what
+            deploykit/fingerprint.py records; None: deploykit.data's finder (.tsv, .csv, .jsonl).
         bench_texts: (recipe, task data, split name) -> (the texts bench times, as a deploykit.data.Split, and
             score(predict, tokenizer, artifact, max_length, batch_size, n) -> {metric: value, "eval_n": rows} of the
             first n rows);
@@ -57,6 +59,7 @@ class Kind:
     predictor: Callable[..., Any] | None = None
     bench_metrics: tuple[tuple[str, str], ...] = (("accuracy", "accuracy %"), ("macro_f1", "macro-F1 %"))
     bench_texts: Callable[[Any, Any, str], tuple[Any, Callable[..., dict]]] | None = None
+    find_file: Callable[[Any, str, str | None], Any] | None = None
 
     def bench(self, recipe, cfg, subjects: list, tmp, out_dir, baseline_source=None) -> dict:
         """The bench report's dict for `subjects` (deploykit.measure.bench_plan.Subject), models built on the way

@@ -163,6 +163,12 @@ def bench_texts(recipe, task, split_name: str):
     return texts, score
 
 
+def _find_file(folder, split: str, explicit: str | None):
+    from deploykit.ner.data import _find
+
+    return _find(folder, split, explicit)
+
+
 def _predictor(artifact, **options):
     from deploykit.ner.predict import EntityPredictor
 
@@ -187,4 +193,4 @@ KIND = Kind(name=NAME, metric="f1", load_task=load_task, finetune_job=finetune_j
             distill_job=distill_job, prune_job=prune_job, check_run=check_run, predictor=_predictor,
             bench_metrics=(("f1", "entity F1 %"), ("precision", "precision %"), ("recall", "recall %")),
             bench_texts=bench_texts,
-            quantize_job=quantize_job, export_job=export_job)
+            quantize_job=quantize_job, export_job=export_job, find_file=_find_file)
