@@ -295,10 +295,15 @@ def test_a_model_trained_on_pairs_reads_pairs_or_says_what_is_missing(tiny_chain
 def test_a_pytorch_folder_loads_without_a_progress_bar(tiny_chain):
     from transformers.utils import logging as hf_logging
 
-    assert hf_logging.is_progress_bar_enabled()
-    result = invoke(tiny_chain["finetune"], "a fine film")
-    assert result.exit_code == 0 and result.stderr == "", result.stderr  # "Loading weights: 100%|..." before
-    assert hf_logging.is_progress_bar_enabled()  # put back for whatever the process does next
+    was = hf_logging.is_progress_bar_enabled()  # an earlier test's --quiet turns the bars off for the process
+    hf_logging.enable_progress_bar()
+    try:
+        result = invoke(tiny_chain["finetune"], "a fine film")
+        assert result.exit_code == 0 and result.stderr == "", result.stderr  # "Loading weights: 100%|..." before
+        assert hf_logging.is_progress_bar_enabled()  # put back for whatever the process does next
+    finally:
+        if not was:
+            hf_logging.disable_progress_bar()
 
 
 def test_an_export_of_a_pair_model_still_refuses_single_texts_wherever_it_goes(tiny_chain, tmp_path, monkeypatch):

@@ -112,16 +112,26 @@ class Stopping:
         outer = self
         self.reason: str | None = None
         self.resumed_seconds = 0.0  # training time before the checkpoint a run resumed from
+        self.trainer = None  # set by build_trainer: the Trainer whose loss sum a checkpoint carries
+        self.resumed_loss_sum: float | None = None  # the training losses summed up to that checkpoint's step
+        self.resumed_step = 0
 
         class WallClockBudget(TrainerCallback, ExportableState):
             start = 0.0
 
-            def state(self) -> dict:  # saved in each checkpoint: a resumed run's budget counts the time before
-                return {"args": {}, "attributes": {"seconds": time.monotonic() - self.start}}
+            def state(self) -> dict:
+                # saved in each checkpoint: a resumed run's budget counts the time before, and its mean training
+                # loss the losses before (the Trainer keeps their sum in attributes it does not checkpoint)
+                trainer, loss_sum = outer.trainer, None
+                if trainer is not None and hasattr(trainer, "_total_loss_scalar") and hasattr(trainer, "_tr_loss"):
+                    loss_sum = trainer._total_loss_scalar + float(trainer._tr_loss)
+                return {"args": {}, "attributes": {"seconds": time.monotonic() - self.start, "loss_sum": loss_sum}}
 
             def on_train_begin(self, args, state, control, **kw):
-                outer.resumed_seconds = restored(state, type(self).__name__).get("seconds", 0.0)
+                saved = restored(state, type(self).__name__)
+                outer.resumed_seconds = saved.get("seconds", 0.0)
                 self.start = time.monotonic() - outer.resumed_seconds
+                outer.resumed_loss_sum, outer.resumed_step = saved.get("loss_sum"), state.global_step
                 # a checkpoint written before this callback existed has no entry: the Trainer's next save
                 # updates entries by name and would fail on the missing one
                 state.stateful_callbacks.setdefault(type(self).__name__, self.state())

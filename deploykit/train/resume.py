@@ -38,9 +38,19 @@ def damage(checkpoint: Path) -> str | None:
         return "cut while being saved: no trainer state"
     if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
         return "trainer_state.json holds no training state"
-    for name in RESUME_FILES:  # torch.save writes zip archives: a cut one has no central directory
-        if not zipfile.is_zipfile(checkpoint / name):
-            return f"{name} is missing or cut short"
+    for name in RESUME_FILES:
+        if not (checkpoint / name).is_file():
+            return f"{name} is missing"
+    # every file the Trainer reads back: torch.save writes zip archives (a cut one has no central directory),
+    # the configs are JSON
+    for path in sorted(checkpoint.iterdir()):
+        if path.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(path):
+            return f"{path.name} is cut short or not what torch.save writes"
+        if path.suffix == ".json":
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return f"{path.name} is not readable JSON"
     weights = [p for p in checkpoint.glob("*.safetensors")]
     if not weights and not (checkpoint / "pytorch_model.bin").is_file():
         return "no weights file"

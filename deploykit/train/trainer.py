@@ -343,6 +343,7 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_bar_only(ProgressCallback))
     trainer.stopping = stopping
+    stopping.trainer = trainer
     return trainer
 
 
@@ -363,12 +364,12 @@ def training_record(trainer, result, seconds: float, planned_epochs: float | str
     best = trainer.state.best_model_checkpoint
     stopping = getattr(trainer, "stopping", None)
     loss = result.training_loss
-    if stopping is not None and stopping.resumed_seconds:
-        # resumed: the Trainer's own mean covers only the steps since (its sum is not checkpointed); the mean
-        # of the losses logged every logging_steps covers the whole run
+    if stopping is not None:  # a resumed run: the time and the losses before the checkpoint count
         seconds += stopping.resumed_seconds
-        logged = [h["loss"] for h in trainer.state.log_history if isinstance(h.get("loss"), (int, float))]
-        loss = sum(logged) / len(logged) if logged else None
+        if stopping.resumed_loss_sum is not None and trainer.state.global_step:
+            # the Trainer's mean covers the steps this process ran; the checkpoint carried the sum before them
+            since = trainer.state.global_step - stopping.resumed_step
+            loss = (stopping.resumed_loss_sum + result.training_loss * since) / trainer.state.global_step
     return {"train_loss": loss, "train_seconds": round(seconds, 1),
             "seconds_per_epoch": round(seconds / max(epochs_run, 1e-9), 1), "epochs_run": epochs_run,
             "epochs": planned_epochs, "optimizer_steps": trainer.state.global_step,

@@ -59,7 +59,10 @@ def test_run_resumes_only_checkpoints_written_under_the_same_key(tmp_path, capsy
 
 @pytest.mark.parametrize("damage, why", [
     (lambda c: (c / "model.safetensors").write_bytes((c / "model.safetensors").read_bytes()[:-4]), "model.safetensors is unreadable"),
-    (lambda c: (c / "optimizer.pt").write_bytes((c / "optimizer.pt").read_bytes()[:-50]), "optimizer.pt is missing or cut short"),
+    (lambda c: (c / "optimizer.pt").write_bytes((c / "optimizer.pt").read_bytes()[:-50]), "optimizer.pt is cut short"),
+    (lambda c: (c / "rng_state.pth").write_bytes(b"PK\x03\x04"), "rng_state.pth is cut short"),
+    (lambda c: (c / "config.json").write_text('{"model_type": "be'), "config.json is not readable JSON"),
+    (lambda c: (c / "scheduler.pt").unlink(), "scheduler.pt is missing"),
     (lambda c: (c / "trainer_state.json").write_text("[]"), "trainer_state.json holds no training state"),
     (lambda c: (c / "model.safetensors").unlink(), "no weights file"),
 ])
@@ -130,15 +133,18 @@ def test_a_resumed_run_counts_patience_on_from_the_checkpoint(tiny_bert, tiny_ta
     # a flat loss, evaluated every step: the uninterrupted run's patience of 2 is spent at step 3; a run
     # resumed from step 2 (one evaluation without improvement behind it) stops there too, not at step 4
     whole = _trainer(tiny_bert, tiny_task, tmp_path / "whole")
-    whole.train()
+    done = whole.train()
     assert whole.state.global_step == 3
     checkpoint = _interrupted_at_step_2(tiny_bert, tiny_task, tmp_path / "w")
     saved = json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"]
     assert saved["EarlyStopping"]["attributes"]["early_stopping_patience_counter"] == 1
     resumed = _trainer(tiny_bert, tiny_task, tmp_path / "w")
-    resumed.train(resume_from_checkpoint=str(checkpoint))
+    result = resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.state.global_step == 3
     assert "did not improve for 2 evaluations" in resumed.stopping.reason
+    # the mean training loss of the whole run, the steps before the checkpoint included
+    assert training.training_record(resumed, result, 1.0, "auto")["train_loss"] == \
+        pytest.approx(training.training_record(whole, done, 1.0, "auto")["train_loss"], rel=1e-6)
 
 
 def test_a_resumed_run_counts_the_wall_clock_spent_before_it(tiny_bert, tiny_task, tmp_path):
@@ -171,17 +177,17 @@ def test_a_checkpoint_saved_without_the_budget_state_still_resumes(tiny_bert, ti
 def test_a_run_resumed_from_the_checkpoint_where_training_stopped_trains_no_further(tiny_bert, tiny_task, tmp_path):
     # patience is spent at step 3 (see above); killed after that checkpoint is written, before the stage saved
     # its output: the resumed run goes straight to the end, with the uninterrupted run's steps and reason
-    whole = _trainer(tiny_bert, tiny_task, tmp_path / "whole", logging_steps=1)
+    whole = _trainer(tiny_bert, tiny_task, tmp_path / "whole")
     done = whole.train()
-    trainer = _trainer(tiny_bert, tiny_task, tmp_path / "w", logging_steps=1)
+    trainer = _trainer(tiny_bert, tiny_task, tmp_path / "w")
     trainer.add_callback(KilledAfterSave(3))
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
-    resumed = _trainer(tiny_bert, tiny_task, tmp_path / "w", logging_steps=1)
+    resumed = _trainer(tiny_bert, tiny_task, tmp_path / "w")
     result = resumed.train(resume_from_checkpoint=str(tmp_path / "w" / "checkpoint-3"))
     assert resumed.state.global_step == 3 and resumed.stopping.reason == whole.stopping.reason
     record = training.training_record(resumed, result, 0.5, "auto")
     assert record["optimizer_steps"] == 3 and record["train_seconds"] > 0.5  # the time before the kill counts
-    assert record["train_loss"] == pytest.approx(done.training_loss, rel=1e-3)  # the whole run's (a step a log)
+    assert record["train_loss"] == pytest.approx(done.training_loss, rel=1e-6)  # the whole run's, none logged
     weights = {k: v for k, v in resumed.model.state_dict().items()}
     assert all(torch.equal(weights[k], v) for k, v in whole.model.state_dict().items())
