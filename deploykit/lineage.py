@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from deploykit.artifact import Artifact
+from deploykit.console import log
 from deploykit.errors import UserError
 
 FALLBACK_LENGTH = 512  # a model with no position table and a tokenizer with no limit
@@ -58,6 +59,35 @@ def trained_columns(artifact: Artifact) -> tuple[str | None, str | None]:
     data = _data_section(artifact) or {}
     text, pair = data.get("text_column"), data.get("text_pair_column")
     return (text if isinstance(text, str) else None), (pair if isinstance(pair, str) else None)
+
+
+def fit_columns(recipe, parent: Artifact | None):
+    """`recipe` with the text columns its input model was trained on, where its data section leaves them unset:
+    a stage reading a pair model's data as single texts would calibrate and gate it on the first texts alone.
+
+    Raises:
+        UserError: the recipe names sentence pairs for a model of single texts, or sets
+            data.text_pair_column null for a model of pairs.
+    """
+    data = recipe.data
+    if parent is None or data is None or data.task != "classification":
+        return recipe
+    text, pair = trained_columns(parent)
+    if text is None:
+        return recipe  # a folder that does not say
+    given = data.model_fields_set
+    if pair is None and data.text_pair_column is not None:
+        raise UserError(f"data.text_pair_column {data.text_pair_column!r}: {parent.path} was trained on single texts "
+                        f"({text}); drop data.text_pair_column")
+    if pair is not None and data.text_pair_column is None and "text_pair_column" in given:
+        raise UserError(f"data.text_pair_column is null, but {parent.path} was trained on sentence pairs ({text}, "
+                        f"{pair}); name the second text's column")
+    updates = {field: value for field, value in (("text_column", text), ("text_pair_column", pair))
+               if field not in given and getattr(data, field) != value}
+    if not updates:
+        return recipe
+    log(f"data: {', '.join(f'{k} {v}' for k, v in updates.items())}, as {parent.path} was trained")
+    return recipe.model_copy(update={"data": data.model_copy(update=updates)})
 
 
 def _data_section(artifact: Artifact) -> dict | None:

@@ -20,6 +20,7 @@ from deploykit.errors import UserError
 from deploykit.evaluate import check_gate
 from deploykit.fingerprint import stage_inputs
 from deploykit.kinds import kind_of
+from deploykit.lineage import fit_columns
 from deploykit.models import is_gguf, load_config, resolve_source
 from deploykit.transfer import check_unlabeled
 
@@ -55,6 +56,7 @@ def run_stage(stage: str, recipe: Recipe, source: str | Path | None, out_dir: Pa
     """
     fn = stage_function(stage)
     parent = load_artifact(source) if source is not None else None
+    recipe = fit_columns(recipe, parent)  # a pair model's data read as pairs where the recipe does not say
     if parent is None and stage in NEEDS_INPUT and not (stage == "distill" and recipe.distill.teacher):
         raise UserError(f"{stage} needs an input artifact: --from FOLDER (a previous stage's output)")
     out = check_out_dir(out_dir, stage, force)
