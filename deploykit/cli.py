@@ -29,12 +29,11 @@ from typing import Annotated, Callable, Optional
 import click
 import typer
 
-from deploykit.cli_usage import OneLineUsageErrors
+from deploykit.cli_usage import new_app
 from deploykit.errors import CheckError, DeploykitError, Terminated, UserError
 from deploykit.signals import install_signal_handlers, received
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, cls=OneLineUsageErrors,
-                  help="Finetune, distill, prune, quantize, export and benchmark Hugging Face transformers.")
+app = new_app("Finetune, distill, prune, quantize, export and benchmark Hugging Face transformers.")
 
 RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="recipe YAML to start from")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. finetune.epochs=2")]

@@ -1,16 +1,19 @@
-"""The `deploykit` command group: a usage error (a missing argument, an unknown option or command, a bad flag
-value) is one `error:` line naming the fix, exit 2, like every other failure of the CLI; typer would draw a
-box of five lines under the usage text."""
+"""The `deploykit` command group (`new_app`): -h as --help, and a usage error (a missing argument, an unknown
+option or command, a bad flag value) as one `error:` line naming the fix, exit 2, like every other failure of the
+CLI; typer would draw a box of five lines under the usage text."""
 
 from __future__ import annotations
 
 import sys
 
+import typer
 import typer.core
 from typer.core import TyperGroup
 
 # the click typer parses with: its own copy from typer 0.2x on (typer.core._click), the click package before
 _click = getattr(typer.core, "_click", None) or typer.core.click
+# end of input at a prompt: typer's own Abort, and click's where that copy has one
+ABORT = tuple({typer.Abort, getattr(_click.exceptions, "Abort", typer.Abort)})
 
 
 class OneLineUsageErrors(TyperGroup):
@@ -29,17 +32,27 @@ class OneLineUsageErrors(TyperGroup):
         except _click.exceptions.ClickException as err:
             print(f"error: {err.format_message()}", file=sys.stderr)
             sys.exit(err.exit_code)
-        except _click.exceptions.Abort:  # end of input at a prompt
+        except ABORT:
             print("error: aborted", file=sys.stderr)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
     def _help_of(self, err, args: tuple, kwargs: dict) -> str:
-        """The command whose --help answers `err`: the subcommand named on the line, also where click raised the
-        error in the group's context (an option of the subcommand missing its value)."""
-        path = err.ctx.command_path if err.ctx is not None else "deploykit"
-        if err.ctx is not None and err.ctx.parent is not None:
-            return path  # raised in the subcommand's own context
+        """The command whose --help answers `err`: the one whose context raised it, else (click raises an option's
+        missing value without a context) the group for its own options, the subcommand named on the line for
+        the subcommand's."""
+        if err.ctx is not None:
+            return err.ctx.command_path
+        prog = kwargs.get("prog_name") or "deploykit"
+        if getattr(err, "option_name", None) in {opt for param in self.params for opt in param.opts}:
+            return prog
         line = list(args[0] if args else kwargs.get("args") or sys.argv[1:])
-        named = next((word for word in line if word in self.commands), None)
-        return f"{path} {named}" if named else path
+        first = next((word for word in line if not word.startswith("-")), None)
+        return f"{prog} {first}" if first in self.commands else prog
+
+
+def new_app(help: str) -> typer.Typer:
+    """The Typer app the CLI's commands register on: this group class, -h as --help, no shell completion, no
+    pretty tracebacks (deploykit's edge prints one line)."""
+    return typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                       cls=OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]}, help=help)

@@ -74,6 +74,10 @@ def test_recipe_with_unquoted_bf16_off_validates(tiny_bert, tiny_task, tmp_path)
     # raised while the group still parses: the help named is still the subcommand's
     (["run", "r.yaml", "--out"], "error: Option '--out' requires an argument (see `deploykit run --help`)"),
     (["finetune", "--resume=maybe"], "error: Option '--resume' does not take a value (see `deploykit finetune --help`)"),
+    # the group's own faults name the group's help, whatever follows on the line
+    (["bogus", "run"], "error: No such command 'bogus' (see `deploykit --help`)"),
+    (["--bogus", "predict"], "error: No such option: --bogus (see `deploykit --help`)"),
+    (["--debug=1", "predict"], "error: Option '--debug' does not take a value (see `deploykit --help`)"),
 ])
 def test_a_usage_error_is_one_line_exit_2(args, message):
     result = CliRunner().invoke(app, args, prog_name="deploykit")
@@ -83,6 +87,7 @@ def test_a_usage_error_is_one_line_exit_2(args, message):
 
 def test_help_and_no_arguments_still_print_the_help():
     assert CliRunner().invoke(app, ["run", "--help"]).exit_code == 0
+    assert "Usage: deploykit predict" in CliRunner().invoke(app, ["predict", "-h"], prog_name="deploykit").output
     bare = CliRunner().invoke(app, [], prog_name="deploykit")
     assert "Usage: deploykit" in bare.output and "predict" in bare.output
 
