@@ -18,6 +18,7 @@ the traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import signal
@@ -30,6 +31,7 @@ import click
 import typer
 
 from deploykit.cli_usage import new_app
+from deploykit.console import end_progress_line
 from deploykit.errors import CheckError, DeploykitError, Terminated, UserError
 from deploykit.signals import install_signal_handlers, received
 
@@ -47,6 +49,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="replace a deploykit out
                                         "(never a folder deploykit did not write)")]
 
 _debug = {"on": False}
+USER_ERRNOS = {errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ELOOP}
 
 
 @app.callback()
@@ -58,20 +61,8 @@ def _options(debug: Annotated[bool, typer.Option("--debug", help="print the trac
 def _fail(line: str, code: int) -> typer.Exit:
     if _debug["on"]:
         traceback.print_exc()
-    typer.echo(f"{_end_progress_line()}error: {line}", err=True)
+    typer.echo(f"{end_progress_line()}error: {line}", err=True)
     return typer.Exit(code)
-
-
-def _end_progress_line() -> str:
-    """A newline when a tqdm bar (the Trainer's) was cut mid-line, so `error:` starts its own line; the bar
-    is closed first, or its `close()` at exit would draw it again after the error."""
-    tqdm = sys.modules.get("tqdm")
-    bars = list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or [])
-    for bar in bars:
-        with contextlib.suppress(Exception):
-            bar.leave = False  # closed this way it blanks its line instead of drawing itself again
-            bar.close()
-    return "\n" if bars else ""
 
 
 def _left_behind() -> str:
@@ -105,6 +96,10 @@ def edge(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             raise _fail(f"interrupted (SIGINT); {_left_behind()}", 130) from None
         except Exception as err:  # noqa: BLE001 - the edge: anything else is one line too, exit 1
+            if isinstance(err, OSError) and err.errno in USER_ERRNOS and err.filename is not None:
+                # a path the system refuses (too long, not permitted, not a folder): the user's to fix
+                name = str(err.filename)
+                raise _fail(f"{name[:80] + '…' if len(name) > 80 else name}: {err.strerror}", 2) from None
             if received["signal"] is not None:  # a library turned our SIGTERM/SIGINT into its own error
                 code = 143 if received["signal"] == signal.SIGTERM else 130
                 raise _fail(f"{signal.Signals(received['signal']).name} while running ({type(err).__name__}); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 from rich.console import Console
 
@@ -56,3 +57,15 @@ def no_load_bars():
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
+
+
+def end_progress_line() -> str:
+    """A newline when a tqdm bar (the Trainer's) was cut mid-line, so an `error:` line starts its own line; the
+    bar is closed first, or its `close()` at exit would draw it again after the error."""
+    tqdm = sys.modules.get("tqdm")
+    bars = list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or [])
+    for bar in bars:
+        with contextlib.suppress(Exception):
+            bar.leave = False  # closed this way it blanks its line instead of drawing itself again
+            bar.close()
+    return "\n" if bars else ""

@@ -85,6 +85,13 @@ def test_a_usage_error_is_one_line_exit_2(args, message):
     assert result.output.count("\n") == 1 and result.output.startswith(message), result.output  # no box, no usage
 
 
+def test_a_path_the_system_refuses_is_one_line_exit_2(tmp_path):
+    # a file name over the system's limit raised OSError (exit 1) and echoed all 5,000 characters of it
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / ("é" * 5000 + ".yaml"))])
+    assert result.exit_code == 2, result.output
+    assert len(result.output) < 300 and result.output.startswith("error: ") and "Traceback" not in result.output
+
+
 def test_help_and_no_arguments_still_print_the_help():
     assert CliRunner().invoke(app, ["run", "--help"]).exit_code == 0
     assert "Usage: deploykit predict" in CliRunner().invoke(app, ["predict", "-h"], prog_name="deploykit").output

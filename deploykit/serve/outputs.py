@@ -105,10 +105,10 @@ def check_request(served: Labels | Entities, rows: list[Any], top_k: int | None 
         if isinstance(served, Entities):
             raise ClientError("this model tags single texts: send no text_pairs")
         raise ClientError("this model was trained on single texts (its recipe read no data.text_pair_column): "
-                          "send no text_pairs")
+                          "send no text_pairs (V2: no text_pair input)")
     if served.needs_pairs and rows and not isinstance(rows[0], tuple):
         raise ClientError("this model was trained on sentence pairs (its recipe read data.text_pair_column): "
-                          "send text_pairs, one per text")
+                          "send text_pairs, one per text (V2: a text_pair input)")
     if isinstance(served, Entities) and top_k != 1:
         raise ClientError("this model answers entity groups, not ranked labels: send no top_k")
 
