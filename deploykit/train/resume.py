@@ -118,6 +118,12 @@ def written_for(work: Path) -> str | None:
         return None
 
 
+def discard_checkpoints(work: Path) -> None:
+    """Remove the checkpoints in `work` (a training that cannot go on from them starts afresh beside its key)."""
+    for ckpt in work.glob("checkpoint-*"):
+        shutil.rmtree(ckpt, ignore_errors=True) if ckpt.is_dir() else ckpt.unlink(missing_ok=True)
+
+
 def forget(work: Path) -> None:
     """The stage finished: its checkpoints are gone and nothing is left to resume."""
     shutil.rmtree(work, ignore_errors=True)

@@ -118,6 +118,30 @@ def test_separate_distilbert_student_with_hidden_state_loss(teacher4, tiny_task,
     assert m["student"] == {"source": str(student), "layers_kept": None, "layer_map": [1, 3], "layers": 2}
 
 
+def test_a_hidden_state_projection_is_not_resumed_but_started_afresh(teacher4, tiny_task, tmp_path, monkeypatch,
+                                                                    capsys):
+    # the projection lives in the trainer, not in any checkpoint: going on from one would train it from random and
+    # load an optimizer state with a parameter group the new optimizer lacks
+    from transformers import Trainer
+
+    student = make_tiny_model(tmp_path / "student", "distilbert", dim=32, hidden_dim=64, labels=["LABEL_0", "LABEL_1"])
+    r = recipe(tiny_task, teacher=str(teacher4), student=str(student), alpha_hidden=1.0, epochs=2)
+    save = Trainer._save_checkpoint
+
+    def killed_after_epoch_1(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", killed_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("distill", r, None, tmp_path / "d", resume_key="k")
+    monkeypatch.undo()
+    assert list((tmp_path / ".d.work").glob("checkpoint-*"))  # kept for `deploykit run`
+    art = run_stage("distill", r, None, tmp_path / "d", resume_key="k")
+    assert art.metrics["resumed_from"] is None and art.metrics["optimizer_steps"] == 8
+    assert "cannot be resumed; starting afresh" in " ".join(capsys.readouterr().err.split())
+
+
 def test_ddp_two_processes_share_the_work_with_cached_teacher_logits(teacher4, tiny_task, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
