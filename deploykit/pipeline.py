@@ -223,7 +223,8 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         edited = sorted(k for k in before.keys() | inputs.keys() if before.get(k) != inputs.get(k))
         if edited and prev.get("hash") == h:
             log(f"{stage}: {', '.join(edited)} changed since this run read it; running the stage again")
-        if not changed and not damaged and not edited and prev.get("hash") == h and (folder / "manifest.json").is_file():
+        unchanged = not (changed or damaged or edited) and prev.get("hash") == h
+        if unchanged and (folder / "manifest.json").is_file():
             art = load_artifact(folder)
             log(f"[dim]{stage}: unchanged, skipped ({folder})[/dim]")
             if "inputs" not in prev:

@@ -15,7 +15,8 @@ def test_the_data_files_of_a_folder_and_the_stages_own_unlabelled_texts(tmp_path
                            "distill": {"unlabeled": {"path": str(extra)}}})
     assert [p.name for p in data_files(recipe)] == ["train.tsv", "dev.tsv", "test.tsv"]
     finetune, distill = stage_inputs(recipe, "finetune"), stage_inputs(recipe, "distill")
-    assert set(finetune) == {"dev.tsv", "test.tsv", "train.tsv"} and distill == {**finetune, "unlabeled": file_digest(extra)}
+    assert set(finetune) == {"dev.tsv", "test.tsv", "train.tsv"}
+    assert distill == {**finetune, "unlabeled": file_digest(extra)}
     before = finetune["train.tsv"]
     (task / "train.tsv").write_text((task / "train.tsv").read_text().replace("\t0\n", "\t1\n", 1))
     assert stage_inputs(recipe, "finetune")["train.tsv"] != before  # one label flipped, same size

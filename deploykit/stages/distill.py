@@ -84,7 +84,8 @@ def _train(recipe: Recipe, parent: Artifact | None, out_dir: Path, work: Path, j
         # start it again from random and load an optimizer state of another shape
         log("distill: a hidden-state projection (student and teacher widths differ) cannot be resumed; "
             "starting afresh")
-        checkpoint = discard_checkpoints(work)
+        discard_checkpoints(work)
+        checkpoint = None
     log(describe(teacher, student, n_teacher, n_student, job.kept, cfg, f"{job.summary}, bf16 {trainer.args.bf16}"))
     start = time.time()
     result = trainer.train(resume_from_checkpoint=checkpoint)

@@ -51,13 +51,13 @@ def damage(checkpoint: Path) -> str | None:
                 json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 return f"{path.name} is not readable JSON"
-    weights = [p for p in checkpoint.glob("*.safetensors")]
+    from safetensors import safe_open
+
+    weights = list(checkpoint.glob("*.safetensors"))
     if not weights and not (checkpoint / "pytorch_model.bin").is_file():
         return "no weights file"
     for path in weights:
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), "pt") as f:  # reads the header, which must fit the file
                 f.keys()
         except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
@@ -83,9 +83,9 @@ def start_point(out_dir: Path, stage: str, *, resume: bool = False, key: str | N
 
     `resume`: the user's `--resume`, any complete checkpoint is taken. `key`: the hash of what `deploykit run`
     is about to train; checkpoints written under the same key are resumed from, others are removed. Neither:
-    the folder is emptied. Where it can be resumed from (a key, or `resumed_by`: "kept for <how the stage's own
-    command resumes>"), the folder is registered in `KEPT_FOR_RESUME` so that an interrupted command names it and how to
-    resume (`forget` when the stage is done).
+    the folder is emptied. Where it can be resumed from (a key, or `resumed_by`: "kept for <how the stage's
+    own command resumes>"), the folder is registered in `KEPT_FOR_RESUME` so that an interrupted command
+    names it and how to resume (`forget` when the stage is done).
     """
     work = work_dir(out_dir, fresh=False)
     checkpoint = None

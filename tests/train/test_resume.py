@@ -58,7 +58,8 @@ def test_run_resumes_only_checkpoints_written_under_the_same_key(tmp_path, capsy
 
 
 @pytest.mark.parametrize("damage, why", [
-    (lambda c: (c / "model.safetensors").write_bytes((c / "model.safetensors").read_bytes()[:-4]), "model.safetensors is unreadable"),
+    (lambda c: (c / "model.safetensors").write_bytes((c / "model.safetensors").read_bytes()[:-4]),
+     "model.safetensors is unreadable"),
     (lambda c: (c / "optimizer.pt").write_bytes((c / "optimizer.pt").read_bytes()[:-50]), "optimizer.pt is cut short"),
     (lambda c: (c / "rng_state.pth").write_bytes(b"PK\x03\x04"), "rng_state.pth is cut short"),
     (lambda c: (c / "config.json").write_text('{"model_type": "be'), "config.json is not readable JSON"),
@@ -92,7 +93,8 @@ def test_without_a_key_the_folder_starts_empty_unless_resume_is_asked(tmp_path):
     out, work = tmp_path / "ft", tmp_path / ".ft.work"
     fake_checkpoint(work, 4)
     # --resume: the user's call, whatever wrote the folder
-    assert start_point(out, "finetune", resume=True, resumed_by="kept for --resume") == (work, str(work / "checkpoint-4"))
+    kept = start_point(out, "finetune", resume=True, resumed_by="kept for --resume")
+    assert kept == (work, str(work / "checkpoint-4"))
     assert KEPT_FOR_RESUME == {work: "kept for --resume"}
     KEPT_FOR_RESUME.clear()
     # a plain `deploykit distill`: scratch, emptied, and nothing is announced as kept
