@@ -134,7 +134,8 @@ def build(stage: str, recipe: Path | None, sets: list[str] | None, *, model: str
     else:
         cfg = build_recipe({}, overrides, origin="command line")
     if getattr(cfg, stage) is None:
-        cfg = build_recipe({**cfg.model_dump(exclude_none=True), stage: {}}, origin="command line")
+        # only what was given: a default written back would count as the user's (lineage.fit_columns reads that)
+        cfg = build_recipe({**cfg.model_dump(exclude_unset=True), stage: {}}, origin="command line")
     return cfg
 
 

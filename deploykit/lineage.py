@@ -58,7 +58,9 @@ def trained_columns(artifact: Artifact) -> tuple[str | None, str | None]:
     file given to `deploykit predict` is read by default; (None, None) when the folder does not say."""
     data = _data_section(artifact) or {}
     text, pair = data.get("text_column"), data.get("text_pair_column")
-    return (text if isinstance(text, str) else None), (pair if isinstance(pair, str) else None)
+    if not (isinstance(text, str) and text) or not (pair is None or isinstance(pair, str) and pair):
+        return None, None  # a manifest that does not say in a readable way (hand-edited, damaged)
+    return text, pair
 
 
 def fit_columns(recipe, parent: Artifact | None):
@@ -84,6 +86,10 @@ def fit_columns(recipe, parent: Artifact | None):
                         f"{pair}); name the second text's column")
     updates = {field: value for field, value in (("text_column", text), ("text_pair_column", pair))
                if field not in given and getattr(data, field) != value}
+    fitted = {"text_column": data.text_column, "text_pair_column": data.text_pair_column, **updates}
+    if fitted["text_column"] == fitted["text_pair_column"]:  # one of the two given, the other filled the same
+        raise UserError(f"data.text_column and data.text_pair_column would both be {fitted['text_column']!r}; "
+                        f"name both columns of the pairs ({parent.path} was trained on {text}, {pair})")
     if not updates:
         return recipe
     log(f"data: {', '.join(f'{k} {v}' for k, v in updates.items())}, as {parent.path} was trained")

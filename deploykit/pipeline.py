@@ -184,6 +184,8 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     if recipe.data is None:
         raise UserError("recipe has no data section; every stage needs the task data")
     kind_of(recipe.data.task).check_run(recipe, stages)
+    if "finetune" not in stages and not is_gguf(recipe.model.source):  # the chain starts from a trained model
+        recipe = fit_columns(recipe, load_artifact(resolve_source(recipe.model.source)))
     out_dir = check_run_folders(out_dir, stages)
     for stage in stages:  # what a SIGKILLed run left beside a stage this run may skip as unchanged
         clear_stale(out_dir / stage)

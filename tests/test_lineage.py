@@ -36,3 +36,38 @@ def test_columns_that_contradict_the_model_are_refused():
         fit_columns(recipe(text_pair_column=None), model())
     with pytest.raises(UserError, match="/models/nli was trained on single texts .* drop data.text_pair_column"):
         fit_columns(recipe(text_pair_column="b"), model(pair=None))
+
+
+def test_a_stage_command_on_a_pair_model_reads_pairs_without_being_told(tiny_chain, tmp_path):
+    # `deploykit quantize --from nli --data pairs/`: the stage section made by the command line once wrote the
+    # default text_column back as if given, and the run read a `sentence` column the file lacks
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from deploykit.cli import app
+
+    nli = shutil.copytree(tiny_chain["finetune"], tmp_path / "nli")
+    manifest = json.loads((nli / "manifest.json").read_text())
+    manifest["config"]["data"].update(text_column="premise", text_pair_column="hypothesis")
+    (nli / "manifest.json").write_text(json.dumps(manifest))
+    rows = tmp_path / "pairs"
+    rows.mkdir()
+    for split in ("train", "dev", "test"):
+        (rows / f"{split}.tsv").write_text("premise\thypothesis\tlabel\n" + "".join(
+            f"a good film {i}\tit was {'fine' if i % 2 else 'awful'}\t{i % 2}\n" for i in range(16)))
+    done = CliRunner().invoke(app, ["quantize", "--from", str(nli), "--data", str(rows), "--out",
+                                    str(tmp_path / "q"), "-q"])  # no flag that makes the quantize section
+    assert done.exit_code == 0, done.output
+    columns = json.loads((tmp_path / "q" / "manifest.json").read_text())["columns"]
+    assert columns == {"text_column": "premise", "text_pair_column": "hypothesis"}
+    half = CliRunner().invoke(app, ["quantize", "--from", str(nli), "--data", str(rows), "--out", str(tmp_path / "q2"),
+                                    "--set", "data.text_column=hypothesis", "-q"])
+    assert half.exit_code == 2 and "would both be 'hypothesis'" in half.output
+    # `deploykit run` from the pair model (no fine-tuning): its data read as pairs from the first stage on
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{source: {nli}}}\ndata: {{path: {rows}}}\nquantize: {{mode: dynamic}}\n")
+    ran = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run"), "-q"])
+    assert ran.exit_code == 0, ran.output
+    assert json.loads((tmp_path / "run" / "quantize" / "manifest.json").read_text())["columns"] == columns

@@ -21,6 +21,7 @@ from deploykit.config import BenchConfig, Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
+from deploykit.lineage import fit_columns
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
@@ -58,6 +59,8 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
     artifacts = [_checked(a) for a in map(load_artifact, artifact_paths) if not _is_report(a)]
     if not artifacts:
         raise UserError("bench: none of the folders given holds a model (only bench reports)")
+    for artifact in artifacts:  # pairs for pair models; models of single texts and of pairs are never mixed
+        recipe = fit_columns(recipe, artifact)
     # a new or empty folder, or an earlier report (never --force); replaced as a whole at the end
     out_dir = check_out_dir(out_dir, "bench")
     with staging(out_dir) as tmp:

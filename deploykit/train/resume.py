@@ -35,7 +35,7 @@ def damage(checkpoint: Path) -> str | None:
     try:
         state = json.loads((checkpoint / "trainer_state.json").read_text())
     except (OSError, ValueError):
-        return "cut while being saved: no trainer state"
+        return "cut while being saved: no readable trainer_state.json"
     if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
         return "trainer_state.json holds no training state"
     for name in RESUME_FILES:

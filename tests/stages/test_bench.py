@@ -110,6 +110,13 @@ def test_bad_inputs_are_one_line_user_errors(tiny, tmp_path):
         run_many(recipe(no_test), [model], tmp_path / "out")
     with pytest.raises(UserError, match="PyTorch model folder"):
         run_many(recipe(task), [model], tmp_path / "out", baseline_source=tiny[1])
+    # models of single texts and of sentence pairs are never scored on the same rows (lineage.fit_columns)
+    nli, single = shutil.copytree(model, tmp_path / "nli"), shutil.copytree(model, tmp_path / "single")
+    for folder, pair in ((nli, "hypothesis"), (single, None)):
+        (folder / "manifest.json").write_text(json.dumps({"stage": "finetune", "format": "pytorch", "config": {
+            "data": {"text_column": "sentence", "text_pair_column": pair}}}))
+    with pytest.raises(UserError, match="was trained on single texts"):
+        run_many(recipe(task), [nli, single], tmp_path / "out")
 
 
 def test_fine_tuned_teacher_follows_manifest_parents(tiny, tmp_path):

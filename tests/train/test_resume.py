@@ -42,7 +42,7 @@ def test_run_resumes_only_checkpoints_written_under_the_same_key(tmp_path, capsy
     fake_checkpoint(work, 4)
     fake_checkpoint(work, 8, whole=False)  # cut while being saved
     assert start_point(out, "distill", key="a") == (work, str(work / "checkpoint-4"))
-    assert "checkpoint-8 cannot be resumed from (cut while being saved: no trainer state); skipped" in \
+    assert "checkpoint-8 cannot be resumed from (cut while being saved: no readable trainer_state.json); skipped" in \
         " ".join(capsys.readouterr().err.split())  # the console wraps lines at its width
     # the recipe changed (another hash): the old checkpoints are not this training's, and are removed
     assert start_point(out, "distill", key="b") == (work, None)
