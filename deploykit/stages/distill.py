@@ -26,7 +26,7 @@ from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
-from deploykit.train.resume import discard_checkpoints, forget, start_point
+from deploykit.train.resume import discard_checkpoints, forget, going_on_from, start_point
 from deploykit.train.distillation import describe, save_student, teacher_source, warn_if_larger
 from deploykit.train.trainer import build_trainer, check_replicas, num_layers, training_record
 
@@ -88,7 +88,8 @@ def _train(recipe: Recipe, parent: Artifact | None, out_dir: Path, work: Path, j
         checkpoint = None
     log(describe(teacher, student, n_teacher, n_student, job.kept, cfg, f"{job.summary}, bf16 {trainer.args.bf16}"))
     start = time.time()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    with going_on_from(trainer, checkpoint, "distill"):
+        result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - start
 
     val, test, teacher_metrics = job.finish(trainer)

@@ -9,13 +9,16 @@ run's); a changed recipe starts afresh and says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from deploykit.artifact import KEPT_FOR_RESUME, work_dir
 from deploykit.console import log
+from deploykit.errors import DeploykitError, UserError
 
 KEY_FILE = "resume-key"
 # what the Trainer writes into a checkpoint before trainer_state.json, which it writes last
@@ -108,6 +111,23 @@ def start_point(out_dir: Path, stage: str, *, resume: bool = False, key: str | N
     if key is not None or resumed_by:
         KEPT_FOR_RESUME[work] = BY_RUN if key is not None else resumed_by
     return work, checkpoint
+
+
+@contextlib.contextmanager
+def going_on_from(trainer, checkpoint: str | None, stage: str) -> Iterator[None]:
+    """Around `trainer.train(resume_from_checkpoint=checkpoint)`: a checkpoint whose files pass `damage` yet fail
+    to load (a valid archive of other contents) is removed and named in one line, so that the next start goes
+    on from the one before instead of failing the same way every time."""
+    try:
+        yield
+    except Exception as err:
+        step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else -1
+        if checkpoint is None or isinstance(err, DeploykitError) or trainer.state.global_step > step:
+            raise
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        first = (str(err).strip().splitlines() or [""])[0][:120]
+        raise UserError(f"{stage}: {Path(checkpoint).name} could not be resumed from ({type(err).__name__}: "
+                        f"{first}); it was removed, the same command goes on from the checkpoint before it") from err
 
 
 def written_for(work: Path) -> str | None:

@@ -228,3 +228,28 @@ def test_windows_train_on_every_window_and_report_pooled_metrics(tiny_bert, tmp_
     for split in ("validation", "test"):  # the stage's scores are per text: what pooled evaluation gives
         again = evaluate_artifact(load_artifact(tmp_path / "ft"), task.split(split), 16)  # stride from the manifest
         assert again["n"] == m["metrics"][split]["texts"] == 16 and m["metrics"][split]["accuracy"] == again["accuracy"]
+
+
+def test_a_checkpoint_that_fails_to_load_is_removed_and_named_once(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    # a scheduler.pt of other contents passes the file checks, then fails inside the Trainer: removed, so that
+    # the next start goes on from the checkpoint before it instead of failing the same way every time
+    from transformers import Trainer
+
+    cfg = recipe(tiny_bert, tiny_task, epochs=3)
+    save = Trainer._save_checkpoint
+
+    def killed_after_epoch_2(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        if self.state.global_step == 8:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("finetune", cfg, None, tmp_path / "ft")
+    monkeypatch.undo()
+    torch.save({"x": 1}, tmp_path / ".ft.work" / "checkpoint-8" / "scheduler.pt")
+    with pytest.raises(UserError, match="checkpoint-8 could not be resumed from .*it was removed"):
+        run_stage("finetune", cfg, None, tmp_path / "ft", resume=True)
+    assert not (tmp_path / ".ft.work" / "checkpoint-8").exists()
+    art = run_stage("finetune", cfg, None, tmp_path / "ft", resume=True)
+    assert art.manifest["metrics"]["resumed_from"] == "checkpoint-4"
