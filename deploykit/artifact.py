@@ -287,7 +287,7 @@ KEPT_FOR_RESUME: dict[Path, str] = {}
 def kept_for_resume() -> str:
     """'; the checkpoints in X are kept ...' for each training stage's work folder a failed command leaves."""
     return "".join(f"; the checkpoints in {w} are {how} (remove the folder to free the space)"
-                   for w, how in sorted(KEPT_FOR_RESUME.items()) if any(p.is_dir() for p in w.glob("checkpoint-*")))
+                   for w, how in sorted(KEPT_FOR_RESUME.items()) if any(p.is_dir() for p in w.rglob("checkpoint-*")))
 
 
 def work_dir(out_dir: str | Path, fresh: bool = True) -> Path:

@@ -35,8 +35,9 @@ STAGE_MODULES = {
     "bench": "deploykit.stages.bench",
 }
 NEEDS_INPUT = {"distill", "prune", "quantize", "export", "bench"}
-# training stages that resume from the checkpoints of an interrupted `deploykit run` (deploykit/train/resume.py)
-RESUMABLE = {"finetune", "distill"}
+# training stages that resume from the checkpoints of an interrupted `deploykit run` (deploykit/train/resume.py;
+# prune: its recovery)
+RESUMABLE = {"finetune", "distill", "prune"}
 
 NO_STAGES = "recipe has no stages (add finetune, distill, prune, quantize, export or bench)"
 

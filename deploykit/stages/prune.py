@@ -18,9 +18,11 @@ classifiers (deploykit/pruning/text_job.py) and token classifiers (deploykit/ner
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from deploykit.artifact import Artifact, scratch, staging, write_manifest
@@ -28,11 +30,13 @@ from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.jobs import PruneJob
+from deploykit.train.resume import claim, forget, going_on_from, last_checkpoint
 from deploykit.kinds import kind_of
 
 
-def _recover(model, teacher, recipe: Recipe, job: PruneJob, datasets: tuple, work: Path):
-    """Short fine-tune of the pruned model; distils from the unpruned `teacher` when one is given."""
+def _recover(model, teacher, recipe: Recipe, job: PruneJob, datasets: tuple, work: Path, resumable: bool):
+    """Short fine-tune of the pruned model; distils from the unpruned `teacher` when one is given. `resumable`:
+    `work` holds this step's checkpoints of an interrupted `deploykit run` of the same config, to go on from."""
     from deploykit.train.trainer import build_trainer
 
     cfg = recipe.prune
@@ -48,13 +52,37 @@ def _recover(model, teacher, recipe: Recipe, job: PruneJob, datasets: tuple, wor
         trainer.compute_metrics = job.compute_metrics
     if getattr(trainer, "projection", None) is not None:
         job.cut.start_projection(trainer.projection)
-    trainer.train()
+    # the pruning before recovery is deterministic, so the checkpoint's weights fit the model cut again; a
+    # hidden-state projection is trainer state no checkpoint holds (as in distillation): that one starts afresh
+    checkpoint = last_checkpoint(work, "prune") if resumable and getattr(trainer, "projection", None) is None else None
+    if checkpoint is not None:
+        log(f"prune: recovery resumes from {checkpoint.split('/')[-1]}, kept by an interrupted run of the same config")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    with going_on_from(trainer, checkpoint, "prune"):
+        trainer.train(resume_from_checkpoint=checkpoint)
     shutil.rmtree(work, ignore_errors=True)
     return trainer.model
 
 
-def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
+@contextlib.contextmanager
+def _work(work: Path, key: str | None) -> Iterator[bool]:
+    """The stage's scratch folder: removed however the stage ends, unless `deploykit run` gave a key (then kept
+    when interrupted, for its next start); yields whether it holds checkpoints written under that key."""
+    if key is None:
+        with scratch(work):
+            yield False
+        return
+    kept = claim(work, "prune", key)
+    yield kept
+    forget(work)
+
+
+def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume_key: str | None = None) -> Artifact:
     """Prune `parent` (or `recipe.model.source`) as `recipe.prune` says; write a plain HF folder to `out_dir`.
+
+    `resume_key`: `deploykit run`'s hash of this config and input; the recovery checkpoints of an interrupted
+    run of the same key are kept and gone on from (deploykit/train/resume.py). Without it they are scratch.
 
     Raises:
         UserError: no data section, a kind or unit this model cannot take, a plan that removes too much.
@@ -85,14 +113,14 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
     out_dir = Path(out_dir).resolve()
     work = out_dir.with_name(f".{out_dir.name}.work")
     pruned = None
-    with scratch(work):
+    with _work(work, resume_key) as resumable:
         for step in range(1, cfg.steps + 1):
             cut.step(model, cfg, step, job.importance)
             log(f"prune: step {step}/{cfg.steps}: {cut.shape(model)}")
             if cfg.recovery:
                 if step == cfg.steps:  # what recovery is worth: the model as the last cut left it
                     pruned = {"validation": job.evaluate(model.eval(), tokenizer, "validation")}
-                model = _recover(model, teacher, recipe, job, datasets, work / f"step{step}")
+                model = _recover(model, teacher, recipe, job, datasets, work / f"step{step}", resumable)
         kept_tokens, vocab_diff = None, None
         if cfg.vocab:
             tokenizer, kept_tokens, vocab_diff = job.prune_vocab(model, tokenizer, work / "tokenizer", job.max_length)

@@ -96,21 +96,33 @@ def start_point(out_dir: Path, stage: str, *, resume: bool = False, key: str | N
         checkpoint = last_checkpoint(work, stage)
         log(f"{stage}: no checkpoint in {work}; starting from scratch" if checkpoint is None else
             f"{stage}: resuming from {Path(checkpoint).name} (--resume)")
-    elif key is not None and work.is_dir():
-        if written_for(work) == key:
-            checkpoint = last_checkpoint(work, stage)
-        elif any(work.glob("checkpoint-*")):
+        if resumed_by:
+            KEPT_FOR_RESUME[work] = resumed_by
+        return work, checkpoint
+    if claim(work, stage, key):
+        checkpoint = last_checkpoint(work, stage)
+        if checkpoint is None:
+            discard_checkpoints(work)
+    if checkpoint is not None:
+        log(f"{stage}: resuming from {Path(checkpoint).name}, kept by an interrupted run of the same config")
+    if key is None and resumed_by:
+        KEPT_FOR_RESUME[work] = resumed_by
+    return work, checkpoint
+
+
+def claim(work: Path, stage: str, key: str | None) -> bool:
+    """Make `work` this training's: True when it holds checkpoints written under `key` (kept to go on from),
+    else it is emptied. With a key, the key is written there and the folder registered in `KEPT_FOR_RESUME`."""
+    kept = key is not None and work.is_dir() and written_for(work) == key
+    if not kept:
+        if key is not None and any(work.rglob("checkpoint-*")):
             log(f"{stage}: the checkpoints in {work} were written for another config or input; starting afresh")
-        if checkpoint is not None:
-            log(f"{stage}: resuming from {Path(checkpoint).name}, kept by an interrupted run of the same config")
-    if checkpoint is None and not resume:
         shutil.rmtree(work, ignore_errors=True)
     if key is not None:
         work.mkdir(parents=True, exist_ok=True)
         (work / KEY_FILE).write_text(key + "\n")
-    if key is not None or resumed_by:
-        KEPT_FOR_RESUME[work] = BY_RUN if key is not None else resumed_by
-    return work, checkpoint
+        KEPT_FOR_RESUME[work] = BY_RUN
+    return kept
 
 
 @contextlib.contextmanager

@@ -58,7 +58,7 @@ def recipe_dict(task: Path) -> dict:
         "gate": {"max_drop": 100.0},
         "finetune": {"epochs": 2, **TRAIN},
         "distill": {"student_layers": [1], "epochs": 2, **TRAIN},
-        "prune": {"ffn": 0.5, "recovery": {"epochs": 1, **TRAIN}},
+        "prune": {"ffn": 0.5, "recovery": {"epochs": 2, **TRAIN}},
         "quantize": {"mode": "static", "calibration_samples": 16, "calibration_seq_len": 16, "max_drop": 100.0},
         "export": {"format": "onnx"},
         "bench": {"quick": True, "targets": ["cpu"], "runtimes": ["torch", "ort"], "batch_sizes": [1],
@@ -127,6 +127,8 @@ POINTS = {
     "distill-epoch2": Point("distill", glob=".distill.work/checkpoint-*", complete=True),
     # logged after the FFN neurons are cut, right before the recovery fine-tune
     "prune-recovery": Point("prune", line="prune: step 1/1"),
+    # the recovery's epoch-1 checkpoint is on disk: kept, and gone on from
+    "prune-epoch2": Point("prune", glob=".prune.work/step1/checkpoint-*", complete=True),
     # quantize works inside staging() from the start: ONNX export, calibration, the gate
     "quantize-staging": Point("quantize", glob=".quantize.tmp-*"),
     # the standard-recipe baseline is built inside staging() in bench's own staging folder
@@ -146,6 +148,7 @@ CASES = [
     pytest.param("distill-training", signal.SIGKILL, id="distill-SIGKILL-training"),
     pytest.param("distill-epoch2", signal.SIGINT, id="distill-SIGINT-epoch2"),
     pytest.param("prune-recovery", signal.SIGINT, id="prune-SIGINT-recovery"),
+    pytest.param("prune-epoch2", signal.SIGKILL, id="prune-SIGKILL-epoch2"),
     pytest.param("quantize-staging", signal.SIGKILL, id="quantize-SIGKILL-staging"),
     pytest.param("bench-baseline", signal.SIGKILL, id="bench-SIGKILL-baseline"),
     pytest.param("bench-measure", signal.SIGINT, id="bench-SIGINT-measure"),
@@ -284,22 +287,26 @@ def test_interrupted_run_reruns_to_the_uninterrupted_result(recipe, reference, t
         assert not left, left
         # an interrupted training stage keeps its checkpoints for the next run, and says where
         work = run / f".{point.stage}.work"
+        trained = point.complete or point.stage == "finetune"  # a checkpoint is on disk when the signal comes
         kept = (f"; the checkpoints in {work.resolve()} are kept: the same `deploykit run` command resumes from them "
-                "(remove the folder to free the space)") if point.stage in ("finetune", "distill") else ""
+                "(remove the folder to free the space)") if trained else ""
         assert re.findall(r"error: .*", stderr) == [MESSAGE[sig] + kept], stderr  # after a progress bar's \r, maybe
-        assert work.is_dir() == bool(kept)
+        assert work.is_dir() == (point.stage in ("finetune", "distill", "prune"))
         assert "Traceback" not in stderr
     # the checkpoint the re-run must go on from: the newest one the signal left complete (none: afresh)
-    kept_checkpoint = last_checkpoint(run / f".{point.stage}.work", point.stage)
+    work = run / f".{point.stage}.work"
+    kept_checkpoint = last_checkpoint(work / "step1" if point.stage == "prune" else work, point.stage)
 
-    again = subprocess.run(command(recipe, run), env=env, cwd=run.parent, capture_output=True, text=True,
-                           timeout=RUN_S)
+    again = subprocess.run(command(recipe, run, quiet=False), env=env, cwd=run.parent, capture_output=True,
+                           text=True, timeout=RUN_S)
     assert again.returncode == 0, again.stderr[-3000:]
     assert_same_run(run, reference)
-    resumed = json.loads((run / point.stage / "manifest.json").read_text())["metrics"].get("resumed_from") \
-        if point.stage in ("finetune", "distill") else None
-    assert resumed == (kept_checkpoint and Path(kept_checkpoint).name), (kept_checkpoint, resumed)
-    assert bool(resumed) == point.complete  # the epoch-2 cases resumed; the others had nothing to resume from
+    if point.stage in ("finetune", "distill"):
+        resumed = json.loads((run / point.stage / "manifest.json").read_text())["metrics"].get("resumed_from")
+        assert resumed == (kept_checkpoint and Path(kept_checkpoint).name), (kept_checkpoint, resumed)
+        assert bool(resumed) == point.complete  # the epoch-2 cases resumed; the others had nothing to resume from
+    if point.stage == "prune":
+        assert ("prune: recovery resumes from checkpoint-" in " ".join(again.stderr.split())) == point.complete
     left = scratch(run)
     if any(STAGING.match(Path(p).name) for p in left):
         raise StaleScratch(f"left after the re-run: {left}")
