@@ -26,7 +26,7 @@ from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
-from deploykit.train.resume import discard_checkpoints, forget, going_on_from, start_point
+from deploykit.train.resume import forget, going_on_from, start_point
 from deploykit.train.distillation import describe, save_student, teacher_source, warn_if_larger
 from deploykit.train.trainer import build_trainer, check_replicas, num_layers, training_record
 
@@ -79,16 +79,9 @@ def _train(recipe: Recipe, parent: Artifact | None, out_dir: Path, work: Path, j
                             **job.trainer_args)
     if job.compute_metrics is not None:  # the kind's score picks the checkpoint kept (per text, per sentence)
         trainer.compute_metrics = job.compute_metrics
-    if checkpoint is not None and getattr(trainer, "projection", None) is not None:
-        # the student -> teacher hidden-state projection is trainer state no checkpoint holds: resuming would
-        # start it again from random and load an optimizer state of another shape
-        log("distill: a hidden-state projection (student and teacher widths differ) cannot be resumed; "
-            "starting afresh")
-        discard_checkpoints(work)
-        checkpoint = None
     log(describe(teacher, student, n_teacher, n_student, job.kept, cfg, f"{job.summary}, bf16 {trainer.args.bf16}"))
     start = time.time()
-    with going_on_from(trainer, checkpoint, "distill"):
+    with going_on_from(trainer, checkpoint, "distill") as checkpoint:
         result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - start
 

@@ -52,14 +52,13 @@ def _recover(model, teacher, recipe: Recipe, job: PruneJob, datasets: tuple, wor
         trainer.compute_metrics = job.compute_metrics
     if getattr(trainer, "projection", None) is not None:
         job.cut.start_projection(trainer.projection)
-    # the pruning before recovery is deterministic, so the checkpoint's weights fit the model cut again; a
-    # hidden-state projection is trainer state no checkpoint holds (as in distillation): that one starts afresh
-    checkpoint = last_checkpoint(work, "prune") if resumable and getattr(trainer, "projection", None) is None else None
+    # the pruning before recovery is deterministic, so the checkpoint's weights fit the model cut again
+    checkpoint = last_checkpoint(work, "prune") if resumable else None
     if checkpoint is not None:
         log(f"prune: recovery resumes from {checkpoint.split('/')[-1]}, kept by an interrupted run of the same config")
     else:
         shutil.rmtree(work, ignore_errors=True)
-    with going_on_from(trainer, checkpoint, "prune"):
+    with going_on_from(trainer, checkpoint, "prune") as checkpoint:
         trainer.train(resume_from_checkpoint=checkpoint)
     shutil.rmtree(work, ignore_errors=True)
     return trainer.model

@@ -126,12 +126,19 @@ def claim(work: Path, stage: str, key: str | None) -> bool:
 
 
 @contextlib.contextmanager
-def going_on_from(trainer, checkpoint: str | None, stage: str) -> Iterator[None]:
-    """Around `trainer.train(resume_from_checkpoint=checkpoint)`: a checkpoint whose files pass `damage` yet fail
-    to load (a valid archive of other contents) is removed and named in one line, so that the next start goes
-    on from the one before instead of failing the same way every time."""
+def going_on_from(trainer, checkpoint: str | None, stage: str) -> Iterator[str | None]:
+    """Around `trainer.train(resume_from_checkpoint=...)`: yields the checkpoint to go on from.
+
+    None where the trainer holds a hidden-state projection (a student of another width, prune.hidden_kd): it is
+    trainer state no checkpoint saves, so going on would start it again from random; the checkpoints are removed.
+    A checkpoint whose files pass `damage` yet fail to load (a valid archive of other contents) is removed and
+    named in one line, so that the next start goes on from the one before instead of failing the same way."""
+    if checkpoint is not None and getattr(trainer, "projection", None) is not None:
+        log(f"{stage}: a hidden-state projection cannot be resumed; starting afresh")
+        discard_checkpoints(Path(checkpoint).parent)
+        checkpoint = None
     try:
-        yield
+        yield checkpoint
     except Exception as err:
         step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else -1
         if checkpoint is None or isinstance(err, DeploykitError) or trainer.state.global_step > step:
