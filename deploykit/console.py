@@ -59,6 +59,19 @@ def no_load_bars():
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def foreign_output():
+    """What a library draws on stdout while it works (NNCF's rich progress bars) goes to stderr beside deploykit's
+    status lines, or nowhere under --quiet: stdout carries only what a command prints as its result."""
+    target = open(os.devnull, "w", encoding="utf-8") if _quiet["on"] else sys.stderr  # noqa: SIM115 (closed below)
+    try:
+        with contextlib.redirect_stdout(target):
+            yield
+    finally:
+        if target is not sys.stderr:
+            target.close()
+
+
 def end_progress_line() -> str:
     """A newline when a tqdm bar (the Trainer's) was cut mid-line, so an `error:` line starts its own line; the
     bar is closed first, or its `close()` at exit would draw it again after the error."""

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from deploykit.artifact import Artifact, scratch_in, staging, write_manifest
+from deploykit.console import foreign_output
 from deploykit.errors import UserError
 
 CALIBRATION_ROWS = 300  # NNCF's default subset_size, and the number its BERT examples use
@@ -103,8 +104,9 @@ def _build(model_dir: Path, out_dir: Path, texts: list, pairs: list | None, max_
         items = [graph_feed(dict(tokenizer(*([t, p] if pairs else [t]), truncation=True, max_length=max_length,
                                            return_tensors="np")), names)
                  for t, p in zip(texts, pairs or [None] * len(texts))]
-        quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
-                                  subset_size=len(items))
+        with foreign_output():  # NNCF's progress bars draw on stdout
+            quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
+                                      subset_size=len(items))
         ov.save_model(quantized, str(tmp / IR_FILE), compress_to_fp16=False)
         copy_side_files(work, tmp, "model.onnx")
         metrics = {"size_bytes": {"float_onnx": file_size(work / "model.onnx"),

@@ -38,6 +38,19 @@ def test_peer_is_an_int8_ir_that_deploykit_load_runs_on_openvino(tiny_bert, tmp_
     assert np.abs(got - want).max() < 0.25 * max(1.0, float(np.abs(want).max()))  # INT8, not another model
 
 
+@needs_peer
+@pytest.mark.parametrize("quiet", [False, True])
+def test_nncf_progress_bars_stay_off_stdout_and_go_under_quiet(tiny_bert, tmp_path, capfd, monkeypatch, quiet):
+    from deploykit import console
+
+    monkeypatch.setitem(console._quiet, "on", quiet)
+    capfd.readouterr()
+    openvino_nncf_peer(tiny_bert, tmp_path / "peer", TEXTS, max_length=32)
+    out, err = capfd.readouterr()
+    assert "Statistics collection" not in out  # stdout is for a command's result (bench's table)
+    assert ("Statistics collection" in err) is (not quiet)
+
+
 def test_a_pytorch_folder_is_required(tmp_path):
     from deploykit.errors import UserError
 
