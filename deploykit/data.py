@@ -22,6 +22,7 @@ from deploykit import records
 from deploykit.config import DataConfig
 from deploykit.console import log
 from deploykit.errors import UserError
+from deploykit.overlap import held_out
 from deploykit.records import INTEGER, SUFFIXES, label_keys, read_rows, where
 
 SPLIT_STEMS = {"train": ("train",), "validation": ("dev", "validation", "valid", "val"), "test": ("test",)}
@@ -177,12 +178,15 @@ def _finish(splits: dict[str, Split], labels: list[str], cfg: DataConfig, source
     if test is None and cfg.test_split > 0:
         train, test = stratified_split(train, cfg.test_split, cfg.seed)
     validation = splits.get("validation")
+    from_train = validation is None  # held out of the training file, not given
     if cfg.validation_rows == "matched" and test is not None:
         from deploykit.matching import matched_validation
 
         train, validation = matched_validation(train, validation, test, cfg)
     if validation is None:
         train, validation = stratified_split(train, cfg.validation_split, cfg.seed + 1)
+    if cfg.validation_overlap == "drop":
+        train, validation = held_out(train, validation, from_train)
     if cfg.max_train_samples:
         rng = random.Random(cfg.seed)
         idx = list(range(len(train)))

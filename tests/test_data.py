@@ -208,14 +208,16 @@ def _lengths_task(folder, test_words=(15, 25)):
 
 def test_matched_validation_rows_are_shaped_like_the_test_rows(tmp_path):
     folder = _lengths_task(tmp_path / "t")
-    matched = load_task(DataConfig(path=str(folder), validation_rows="matched", max_eval_samples=300))
+    # (its rows share numbers: "word word 200" is inside a training row "word ... word 200"; the overlap rule is off)
+    matched = load_task(DataConfig(path=str(folder), validation_rows="matched", max_eval_samples=300,
+                                   validation_overlap="keep"))
     words = [len(t.split()) for t in matched.validation.texts]
     # the held-out rows have the test rows' lengths (the shortest decile stands for the test rows below 16 words),
     # and they left the training rows
     assert len(matched.validation) == 300 and sorted(words)[150] >= 15 and sum(w >= 15 for w in words) >= 0.85 * 300
     assert len(matched.train) == 3800 - 300 and not set(matched.train.texts) & set(matched.validation.texts)
     # the default: a stratified random share, mostly phrases
-    plain = load_task(DataConfig(path=str(folder)))
+    plain = load_task(DataConfig(path=str(folder), validation_overlap="keep"))
     assert len(plain.validation) == 380 and sorted(len(t.split()) for t in plain.validation.texts)[190] <= 5
 
 
@@ -223,7 +225,8 @@ def test_matched_validation_resamples_a_validation_file_and_leaves_train_alone(t
     folder = _lengths_task(tmp_path / "t")
     (folder / "train.tsv").rename(folder / "dev.tsv")  # the phrases and sentences become the validation file
     (folder / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"short row {i}\t{i % 2}\n" for i in range(50)))
-    task = load_task(DataConfig(path=str(folder), validation_rows="matched", max_eval_samples=400))
+    task = load_task(DataConfig(path=str(folder), validation_rows="matched", max_eval_samples=400,
+                                validation_overlap="keep"))
     words = [len(t.split()) for t in task.validation.texts]
     assert len(task.train) == 50 and len(task.validation) == 400  # 618 matching rows, capped by max_eval_samples
     assert sorted(words)[200] >= 15 and sum(w >= 15 for w in words) >= 0.85 * 400
@@ -231,10 +234,73 @@ def test_matched_validation_resamples_a_validation_file_and_leaves_train_alone(t
 
 def test_matched_validation_falls_back_to_a_random_share_when_lengths_match(tmp_path):
     folder = _lengths_task(tmp_path / "t", test_words=(2, 4))
-    task = load_task(DataConfig(path=str(folder), validation_rows="matched"))
+    task = load_task(DataConfig(path=str(folder), validation_rows="matched", validation_overlap="keep"))
     assert len(task.validation) == 380 and len(task.train) == 3800 - 380
 
 
 def test_validation_rows_belong_to_text_classification():
     with pytest.raises(ValueError, match="validation_rows need task: classification"):
         DataConfig(path="x", task="token_classification", validation_rows="matched")
+
+
+def _phrase_task(folder, n_sentences=300, extra_dev=0):
+    """SST-2's shape: train holds sentences and phrases of them; dev holds other phrases of the same sentences,
+    plus `extra_dev` sentences no training row holds."""
+    folder.mkdir()
+    sentences = [f"film {i} was a Fine  piece of work number {i} overall" for i in range(n_sentences)]
+    unseen = [f"an unseen sentence {i} about cinema" for i in range(extra_dev)]
+    train = sentences + [s.split(" piece")[0] for s in sentences]  # the sentence and its first phrase
+    dev = [f"piece OF work number {i}" for i in range(n_sentences)] + unseen  # a phrase: case folded, still inside
+    (folder / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(train)))
+    (folder / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(dev)))
+    return folder, unseen
+
+
+def test_validation_rows_a_training_text_holds_are_left_out(tmp_path, capsys):
+    folder, unseen = _phrase_task(tmp_path / "t", extra_dev=120)
+    task = load_task(DataConfig(path=str(folder)))
+    assert task.validation.texts == unseen and len(task.train) == 600  # training rows untouched
+    assert "300 of 420 validation rows occur inside a training text; validating on the other 120" in \
+        " ".join(capsys.readouterr().err.split())
+    kept = load_task(DataConfig(path=str(folder), validation_overlap="keep"))
+    assert len(kept.validation) == 420
+
+
+def test_too_few_unseen_validation_rows_keep_every_row_with_a_warning(tmp_path, capsys):
+    folder, _ = _phrase_task(tmp_path / "t", extra_dev=99)
+    task = load_task(DataConfig(path=str(folder)))
+    assert len(task.validation) == 399
+    assert "warning: 300 of 399 validation rows occur inside a training text and fewer than 100 others" in \
+        " ".join(capsys.readouterr().err.split())
+
+
+def test_a_match_is_whole_words_and_rows_split_off_train_go_back_to_it(tmp_path):
+    from deploykit.data import Split
+    from deploykit.overlap import held_out, seen_in_training
+
+    train = Split(["a badly made film", "good"], None, [0, 1])
+    val = Split(["bad", "badly made", "GOOD", "made film a", "made  film"], None, [0, 0, 1, 0, 0])
+    assert seen_in_training(train, val) == ([False, True, True, False, True], True)
+    val = Split([f"new row {i}" for i in range(100)] + ["a badly made film"], None, [0] * 101)
+    rest, kept = held_out(train, val, from_train=True)
+    assert len(kept) == 100 and rest.texts == train.texts + ["a badly made film"]  # no row is lost
+    rest, kept = held_out(train, val, from_train=False)
+    assert len(kept) == 100 and rest.texts == train.texts
+
+
+def test_pairs_count_as_seen_only_as_exact_duplicates(monkeypatch):
+    from deploykit import overlap
+    from deploykit.data import Split
+
+    train = Split(["the cat sat", "dogs run"], ["a cat", "fast"], [0, 1])
+    val = Split(["the cat sat", "the cat", "Dogs  run"], ["a cat", "a cat", "FAST"], [0, 0, 1])
+    assert overlap.seen_in_training(train, val) == ([True, False, True], False)
+    single = Split(["the cat sat on the mat"], None, [0])
+    monkeypatch.setattr(overlap, "MAX_SCAN", 0)  # too much text to search: exact duplicates only
+    assert overlap.seen_in_training(single, Split(["the cat sat on the mat", "the cat"], None, [0, 0])) == \
+        ([True, False], False)
+
+
+def test_validation_overlap_belongs_to_text_classification():
+    with pytest.raises(ValueError, match="validation_overlap need task: classification"):
+        DataConfig(path="x", task="generation", validation_overlap="keep")

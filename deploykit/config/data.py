@@ -25,7 +25,7 @@ class ModelConfig(Section):
 
 
 # DataConfig fields only one task reads: set for another task they would silently do nothing
-TASK_FIELDS = {"classification": ("validation_rows",),
+TASK_FIELDS = {"classification": ("validation_rows", "validation_overlap"),
                "generation": ("prompt_template", "response_column", "system_prompt"),
                "token_classification": ("tokens_column", "tags_column", "label_all_tokens")}
 TEXT_FIELDS = ("text_column", "text_pair_column", "label_column", "column_names", "long_texts")  # not tagged words
@@ -63,6 +63,11 @@ class DataConfig(Section):
                               "matched: the validation file's rows, else rows held out of train, resampled to the "
                               "test rows' lengths (deploykit/matching.py), so that early stopping and the checkpoint "
                               "kept read rows shaped like the test rows (training phrases vs test sentences)")
+    validation_overlap: Literal["drop", "keep"] = Field(
+        "drop", description="drop: validation rows whose text occurs inside a training text (a duplicate, or a "
+                            "phrase of a training sentence as in SST-2) are left out of validation, which then reads "
+                            "unseen text (deploykit/overlap.py; kept when fewer than 100 others remain); keep: "
+                            "validate on every row")
     test_split: float = Field(0.0, ge=0, lt=1)
     max_length: Annotated[int, Field(ge=8, le=65536)] | Literal["auto"] = Field(
         "auto", description="tokens per input; auto: the 99th percentile of the training and "
@@ -102,9 +107,9 @@ class DataConfig(Section):
             raise ValueError("give exactly one of data.name (a named dataset) or data.path (a file or folder)")
         for task, names in TASK_FIELDS.items():
             # a field of another kind that is set away from its default (a dumped and rebuilt section sets them all)
-            if self.task != task and any(getattr(self, n) != type(self).model_fields[n].default
-                                         for n in names if n in self.model_fields_set):
-                raise ValueError(f"{' / '.join(names)} need task: {task}")
+            wrong = [n for n in names if n in self.model_fields_set and getattr(self, n) != type(self).model_fields[n].default]
+            if self.task != task and wrong:
+                raise ValueError(f"{' / '.join(wrong)} need task: {task}")
         given = [n for n in TEXT_FIELDS
                  if n in self.model_fields_set and getattr(self, n) != type(self).model_fields[n].default]
         if self.task == "token_classification" and given:

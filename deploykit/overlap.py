@@ -1,0 +1,87 @@
+"""Validation rows that a training row already holds, kept out of validation.
+
+    from deploykit.overlap import seen_in_training
+    seen = seen_in_training(train, validation)   # one bool per validation row
+
+A validation row whose text occurs word for word inside a training text (a duplicate, or, as in SST-2, a phrase
+of a sentence that is itself a training row) measures what the model remembers, not how it does on new text.
+SST-2's train and dev files are phrases of the same parsed sentences: 5,969 of sst2/dev.tsv's 6,735 rows occur
+inside a training row, the teacher scores 94.7 on them and 90.0 on the unseen test sentences, and a 3-layer
+student that loses 2.1 pt on those sentences loses 0.15 on such rows (bench/README.md, run 39). Early stopping,
+the checkpoint kept and every gate read the validation rows, so they are held out for real by default
+(`data.validation_overlap: drop`); the other 766 rows are whole sentences like the test's (median 18.5 words).
+
+Rows are compared after whitespace is collapsed and case folded (what an uncased tokenizer sees alike); a row
+with a second text (a pair) counts as seen only when both texts equal a training row's. This module reads Split
+texts only and imports nothing of the package but the console, so data.py can call it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from deploykit.console import log
+
+# substring search costs ~1 ms per validation row per 10 MB of training text (CPython's `in`); above this many
+# characters scanned in all, only exact duplicates are looked for (a set lookup per row), and the log line says so
+MAX_SCAN = 10 ** 11
+# fewer held-out rows than this would leave the gates and early stopping too noisy to read: keep every row
+MIN_HELD_OUT = 100
+_cache: dict[str, list[bool]] = {}
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).split()).casefold()
+
+
+def seen_in_training(train, validation) -> tuple[list[bool], bool]:
+    """(one bool per validation row: True where a training row holds it, whether substrings were searched).
+
+    Single texts: True when the text is a training text or a run of whole words inside one. Pairs: True when
+    (text, pair) equals a training row's. Substrings are searched only while len(validation) x the training
+    characters stays under `MAX_SCAN`; above it, exact duplicates only."""
+    if validation.pairs is not None or train.pairs is not None:
+        rows = set(zip(map(_norm, train.texts), map(_norm, train.pairs or [""] * len(train))))
+        return [k in rows for k in zip(map(_norm, validation.texts), map(_norm, validation.pairs or
+                                                                          [""] * len(validation)))], False
+    # each training text between spaces, texts apart by a newline no normalized query holds: a match is whole words
+    # of one text
+    corpus = "\n".join(f" {_norm(t)} " for t in train.texts)
+    queries = [_norm(t) for t in validation.texts]
+    key = hashlib.sha256("\0".join([corpus, *queries]).encode("utf-8", "surrogatepass")).hexdigest()
+    search = len(queries) * len(corpus) <= MAX_SCAN
+    if key not in _cache:  # every stage of a run loads the data once: search once per process
+        exact = set(map(_norm, train.texts))
+        _cache[key] = [q in exact or (search and bool(q) and f" {q} " in corpus) for q in queries]
+    return _cache[key], search
+
+
+def held_out(train, validation, from_train: bool) -> tuple:
+    """(train, validation) without the validation rows a training row holds (`seen_in_training`), in one log line.
+
+    from_train: the validation rows were split off the training file; the rows taken out go back to training
+    (they are training data), where a validation file's rows are left out of both. Every row is kept, with a
+    warning line, when fewer than `MIN_HELD_OUT` would remain."""
+    seen, searched = seen_in_training(train, validation)
+    n_seen = sum(seen)
+    if not n_seen:
+        return train, validation
+    how = "occur inside a training text" if searched else "duplicate a training row (substrings not searched: " \
+                                                          "too much text)"
+    kept = [i for i, s in enumerate(seen) if not s]
+    if len(kept) < MIN_HELD_OUT:
+        log(f"data: warning: {n_seen:,} of {len(validation):,} validation rows {how} and fewer than "
+            f"{MIN_HELD_OUT} others would be left; validating on all of them: their figures read what the model "
+            "remembers (give a validation file of unseen rows)")
+        return train, validation
+    dropped = [i for i, s in enumerate(seen) if s]
+    where = "they go back to training" if from_train else "left out"
+    log(f"data: {n_seen:,} of {len(validation):,} validation rows {how}; validating on the other {len(kept):,} "
+        f"({where}; data.validation_overlap: keep to validate on all)")
+    if from_train:
+        train = _concat(train, validation.take(dropped))
+    return train, validation.take(kept)
+
+
+def _concat(a, b):
+    return type(a)(a.texts + b.texts, None if a.pairs is None else a.pairs + b.pairs, a.labels + b.labels)
