@@ -37,54 +37,62 @@ def _norm(text: str) -> str:
     return " ".join(str(text).split()).casefold()
 
 
-def seen_in_training(train, validation) -> tuple[list[bool], bool]:
+def seen_in_training(train_texts: list[str], validation_texts: list[str], train_pairs: list[str] | None = None,
+                     validation_pairs: list[str] | None = None) -> tuple[list[bool], bool]:
     """(one bool per validation row: True where a training row holds it, whether substrings were searched).
 
     Single texts: True when the text is a training text or a run of whole words inside one. Pairs: True when
-    (text, pair) equals a training row's. Substrings are searched only while len(validation) x the training
-    characters stays under `MAX_SCAN`; above it, exact duplicates only."""
-    if validation.pairs is not None or train.pairs is not None:
-        rows = set(zip(map(_norm, train.texts), map(_norm, train.pairs or [""] * len(train))))
-        return [k in rows for k in zip(map(_norm, validation.texts), map(_norm, validation.pairs or
-                                                                          [""] * len(validation)))], False
+    (text, pair) equals a training row's. Substrings are searched only while the validation rows x the training
+    characters stay under `MAX_SCAN`; above it, exact duplicates only."""
+    if train_pairs is not None or validation_pairs is not None:
+        rows = set(zip(map(_norm, train_texts), map(_norm, train_pairs or [""] * len(train_texts))))
+        other = zip(map(_norm, validation_texts), map(_norm, validation_pairs or [""] * len(validation_texts)))
+        return [k in rows for k in other], False
     # each training text between spaces, texts apart by a newline no normalized query holds: a match is whole words
     # of one text
-    corpus = "\n".join(f" {_norm(t)} " for t in train.texts)
-    queries = [_norm(t) for t in validation.texts]
+    corpus = "\n".join(f" {_norm(t)} " for t in train_texts)
+    queries = [_norm(t) for t in validation_texts]
     key = hashlib.sha256("\0".join([corpus, *queries]).encode("utf-8", "surrogatepass")).hexdigest()
     search = len(queries) * len(corpus) <= MAX_SCAN
     if key not in _cache:  # every stage of a run loads the data once: search once per process
-        exact = set(map(_norm, train.texts))
+        exact = set(map(_norm, train_texts))
         _cache[key] = [q in exact or (search and bool(q) and f" {q} " in corpus) for q in queries]
     return _cache[key], search
 
 
-def held_out(train, validation, from_train: bool) -> tuple:
-    """(train, validation) without the validation rows a training row holds (`seen_in_training`), in one log line.
+def unseen_rows(train_texts: list[str], validation_texts: list[str], train_pairs: list[str] | None = None,
+                validation_pairs: list[str] | None = None, *, from_train: bool, unit: str = "rows") -> list[int] | None:
+    """Indices of the validation rows no training row holds (`seen_in_training`), said in one log line; None where
+    every row stays: none is seen, or fewer than `MIN_HELD_OUT` would remain (then with a warning line).
 
-    from_train: the validation rows were split off the training file; the rows taken out go back to training
-    (they are training data), where a validation file's rows are left out of both. Every row is kept, with a
-    warning line, when fewer than `MIN_HELD_OUT` would remain."""
-    seen, searched = seen_in_training(train, validation)
-    n_seen = sum(seen)
+    from_train: the validation rows were split off the training file, and the caller puts the others back there
+    (they are training data); a validation file's other rows are left out of both."""
+    seen, searched = seen_in_training(train_texts, validation_texts, train_pairs, validation_pairs)
+    n_seen, n = sum(seen), len(seen)
     if not n_seen:
-        return train, validation
+        return None
     how = "occur inside a training text" if searched else "duplicate a training row (substrings not searched: " \
                                                           "too much text)"
     kept = [i for i, s in enumerate(seen) if not s]
     if len(kept) < MIN_HELD_OUT:
-        log(f"data: warning: {n_seen:,} of {len(validation):,} validation rows {how} and fewer than "
-            f"{MIN_HELD_OUT} others would be left; validating on all of them: their figures read what the model "
-            "remembers (give a validation file of unseen rows)")
-        return train, validation
-    dropped = [i for i, s in enumerate(seen) if s]
+        log(f"data: warning: {n_seen:,} of {n:,} validation {unit} {how} and fewer than {MIN_HELD_OUT} others would be "
+            f"left; validating on all of them: their figures read what the model remembers (give a validation file "
+            "of unseen text)")
+        return None
     where = "they go back to training" if from_train else "left out"
-    log(f"data: {n_seen:,} of {len(validation):,} validation rows {how}; validating on the other {len(kept):,} "
-        f"({where}; data.validation_overlap: keep to validate on all)")
+    log(f"data: {n_seen:,} of {n:,} validation {unit} {how}; validating on the other {len(kept):,} ({where}; "
+        "data.validation_overlap: keep to validate on all)")
+    return kept
+
+
+def held_out(train, validation, from_train: bool) -> tuple:
+    """(train, validation) of text classification (deploykit.data.Split) without the validation rows a training row
+    holds (`unseen_rows`); rows split off train go back to it."""
+    kept = unseen_rows(train.texts, validation.texts, train.pairs, validation.pairs, from_train=from_train)
+    if kept is None:
+        return train, validation
     if from_train:
-        train = _concat(train, validation.take(dropped))
+        back = validation.take(sorted(set(range(len(validation))) - set(kept)))
+        train = type(train)(train.texts + back.texts, None if train.pairs is None else train.pairs + back.pairs,
+                            train.labels + back.labels)
     return train, validation.take(kept)
-
-
-def _concat(a, b):
-    return type(a)(a.texts + b.texts, None if a.pairs is None else a.pairs + b.pairs, a.labels + b.labels)

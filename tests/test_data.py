@@ -280,7 +280,7 @@ def test_a_match_is_whole_words_and_rows_split_off_train_go_back_to_it(tmp_path)
 
     train = Split(["a badly made film", "good"], None, [0, 1])
     val = Split(["bad", "badly made", "GOOD", "made film a", "made  film"], None, [0, 0, 1, 0, 0])
-    assert seen_in_training(train, val) == ([False, True, True, False, True], True)
+    assert seen_in_training(train.texts, val.texts) == ([False, True, True, False, True], True)
     val = Split([f"new row {i}" for i in range(100)] + ["a badly made film"], None, [0] * 101)
     rest, kept = held_out(train, val, from_train=True)
     assert len(kept) == 100 and rest.texts == train.texts + ["a badly made film"]  # no row is lost
@@ -294,13 +294,13 @@ def test_pairs_count_as_seen_only_as_exact_duplicates(monkeypatch):
 
     train = Split(["the cat sat", "dogs run"], ["a cat", "fast"], [0, 1])
     val = Split(["the cat sat", "the cat", "Dogs  run"], ["a cat", "a cat", "FAST"], [0, 0, 1])
-    assert overlap.seen_in_training(train, val) == ([True, False, True], False)
-    single = Split(["the cat sat on the mat"], None, [0])
+    assert overlap.seen_in_training(train.texts, val.texts, train.pairs, val.pairs) == ([True, False, True], False)
     monkeypatch.setattr(overlap, "MAX_SCAN", 0)  # too much text to search: exact duplicates only
-    assert overlap.seen_in_training(single, Split(["the cat sat on the mat", "the cat"], None, [0, 0])) == \
+    assert overlap.seen_in_training(["the cat sat on the mat"], ["the cat sat on the mat", "the cat"]) == \
         ([True, False], False)
 
 
-def test_validation_overlap_belongs_to_text_classification():
-    with pytest.raises(ValueError, match="validation_overlap need task: classification"):
+def test_validation_overlap_belongs_to_classification_and_tagging():
+    with pytest.raises(ValueError, match="validation_overlap need task: classification or token_classification"):
         DataConfig(path="x", task="generation", validation_overlap="keep")
+    assert DataConfig(path="x", task="token_classification", validation_overlap="keep").validation_overlap == "keep"

@@ -24,8 +24,9 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
 
 
-# DataConfig fields only one task reads: set for another task they would silently do nothing
-TASK_FIELDS = {"classification": ("validation_rows", "validation_overlap"),
+# DataConfig fields only some tasks read: set for another task they would silently do nothing
+TASK_FIELDS = {"classification": ("validation_rows",),
+               "classification or token_classification": ("validation_overlap",),
                "generation": ("prompt_template", "response_column", "system_prompt"),
                "token_classification": ("tokens_column", "tags_column", "label_all_tokens")}
 TEXT_FIELDS = ("text_column", "text_pair_column", "label_column", "column_names", "long_texts")  # not tagged words
@@ -64,8 +65,9 @@ class DataConfig(Section):
                               "test rows' lengths (deploykit/matching.py), so that early stopping and the checkpoint "
                               "kept read rows shaped like the test rows (training phrases vs test sentences)")
     validation_overlap: Literal["drop", "keep"] = Field(
-        "drop", description="drop: validation rows whose text occurs inside a training text (a duplicate, or a "
-                            "phrase of a training sentence as in SST-2) are left out of validation, which then reads "
+        "drop", description="drop: validation rows (sentences for token classification) whose text occurs inside a "
+                            "training text (a duplicate, or a phrase of a training sentence as in SST-2) are left "
+                            "out of validation, which then reads "
                             "unseen text (deploykit/overlap.py; kept when fewer than 100 others remain); keep: "
                             "validate on every row")
     test_split: float = Field(0.0, ge=0, lt=1)
@@ -108,7 +110,7 @@ class DataConfig(Section):
         for task, names in TASK_FIELDS.items():
             # a field of another kind that is set away from its default (a dumped and rebuilt section sets them all)
             wrong = [n for n in names if n in self.model_fields_set and getattr(self, n) != type(self).model_fields[n].default]
-            if self.task != task and wrong:
+            if self.task not in task.split(" or ") and wrong:
                 raise ValueError(f"{' / '.join(wrong)} need task: {task}")
         given = [n for n in TEXT_FIELDS
                  if n in self.model_fields_set and getattr(self, n) != type(self).model_fields[n].default]

@@ -24,6 +24,7 @@ from deploykit.console import log
 from deploykit.data import SPLIT_STEMS, _find_file, _local_folder, hub_dataset
 from deploykit.errors import UserError
 from deploykit.ner.readers import Sentences, from_records, read_conll, read_jsonl
+from deploykit.overlap import unseen_rows
 
 SUFFIXES = (".jsonl", ".conll", ".txt", ".tsv", ".iob", ".bio")
 TAG = re.compile(r"O|[BI]-\S+")
@@ -147,6 +148,19 @@ def hold_out(split: TagSplit, fraction: float, seed: int) -> tuple[TagSplit, Tag
     return (split.take([i for i in range(len(split)) if i not in held]), split.take(sorted(held)))
 
 
+def held_out_sentences(train: TagSplit, validation: TagSplit, from_train: bool) -> tuple[TagSplit, TagSplit]:
+    """Validation without the sentences whose words occur inside a training sentence (deploykit/overlap.py: most
+    are datelines such as "LONDON 1996-08-22"); those split off train go back to it."""
+    kept = unseen_rows([" ".join(t) for t in train.tokens], [" ".join(t) for t in validation.tokens],
+                       from_train=from_train, unit="sentences")
+    if kept is None:
+        return train, validation
+    if from_train:
+        back = validation.take(sorted(set(range(len(validation))) - set(kept)))
+        train = TagSplit(train.tokens + back.tokens, train.tags + back.tags)
+    return train, validation.take(kept)
+
+
 def read_hub(cfg: DataConfig) -> tuple[dict[str, Sentences], list[str] | None]:
     """A hub dataset's train / validation / test as Sentences, and the tag names of its tags column when that
     is a sequence of `ClassLabel` (conll2003, wnut_17: ids in the rows, names in the features), else
@@ -214,8 +228,11 @@ def _tag_data(cfg: DataConfig, raw: dict[str, Sentences], labels: list[str], giv
     # seeds as deploykit/data.py draws its held-out rows: the same recipe holds out the same share
     if test is None and cfg.test_split > 0:
         train, test = hold_out(train, cfg.test_split, cfg.seed)
+    from_train = validation is None
     if validation is None:
         train, validation = hold_out(train, cfg.validation_split, cfg.seed + 1)
+    if cfg.validation_overlap == "drop":  # CoNLL-2003: 206 of 1,404 held-out sentences repeat a training one
+        train, validation = held_out_sentences(train, validation, from_train)
     if cfg.max_train_samples and cfg.max_train_samples < len(train):
         train = train.take(sorted(random.Random(cfg.seed).sample(range(len(train)), cfg.max_train_samples)))
     if cfg.max_eval_samples:

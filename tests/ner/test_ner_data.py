@@ -171,6 +171,19 @@ def test_held_out_validation_is_seeded_and_disjoint(tmp_path):
     assert other.validation.tokens != a.validation.tokens
 
 
+def test_held_out_sentences_a_training_sentence_holds_go_back_to_training(tmp_path, capsys):
+    # 60 datelines repeat (CoNLL-2003's "LONDON 1996-08-22"), 400 sentences are each their own
+    rows = [sentence("LONDON 1996-08-22", "B-LOC O") for _ in range(60)]
+    rows += [sentence(f"word{i} went to Paris", "O O O B-LOC") for i in range(400)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    task = load_tags(tagged(path=str(tmp_path), validation_split=0.3))
+    assert all(t != ["LONDON", "1996-08-22"] for t in task.validation.tokens) and len(task.validation) >= 100
+    assert len(task.train) + len(task.validation) == 460  # no sentence lost
+    assert "validation sentences occur inside a training text" in " ".join(capsys.readouterr().err.split())
+    kept = load_tags(tagged(path=str(tmp_path), validation_split=0.3, validation_overlap="keep"))
+    assert sum(t == ["LONDON", "1996-08-22"] for t in kept.validation.tokens) >= 5
+
+
 def test_real_conll2003_dev_loads():
     dev = SHARED_DATA / "conll2003" / "dev.jsonl"
     if not dev.is_file():
