@@ -1,7 +1,8 @@
 """Validation rows that a training row already holds, kept out of validation.
 
-    from deploykit.overlap import seen_in_training
-    seen = seen_in_training(train, validation)   # one bool per validation row
+    from deploykit.overlap import held_out, unseen_rows
+    train, validation = held_out(train, validation, from_train=False)    # text classification Splits
+    kept = unseen_rows(train_texts, validation_texts, from_train=True)   # indices, for any kind's rows
 
 A validation row whose text occurs word for word inside a training text (a duplicate, or, as in SST-2, a phrase
 of a sentence that is itself a training row) measures what the model remembers, not how it does on new text.
@@ -15,8 +16,8 @@ on test). Not caught: a validation row that holds training rows (682 of the 766 
 least half their words, 84 do not); a file of unseen rows is the only full answer there.
 
 Rows are compared after whitespace is collapsed and case folded (what an uncased tokenizer sees alike); a row
-with a second text (a pair) counts as seen only when both texts equal a training row's. This module reads Split
-texts only and imports nothing of the package but the console, so data.py can call it.
+with a second text (a pair) counts as seen only when both texts equal a training row's. This module reads texts
+only and imports nothing of the package but the console, so data.py and ner/data.py can call it.
 """
 
 from __future__ import annotations
