@@ -185,8 +185,8 @@ def _finish(splits: dict[str, Split], labels: list[str], cfg: DataConfig, source
         train, validation = matched_validation(train, validation, test, cfg)
     if validation is None:
         train, validation = stratified_split(train, cfg.validation_split, cfg.seed + 1)
-    if cfg.validation_overlap == "drop":
-        train, validation = held_out(train, validation, from_train)
+    if cfg.validation_overlap != "keep":
+        train, validation = held_out(train, validation, from_train, cfg.validation_overlap)
     if cfg.max_train_samples:
         rng = random.Random(cfg.seed)
         idx = list(range(len(train)))

@@ -257,18 +257,28 @@ def _phrase_task(folder, n_sentences=300, extra_dev=0):
 
 
 def test_validation_rows_a_training_text_holds_are_left_out(tmp_path, capsys):
-    folder, unseen = _phrase_task(tmp_path / "t", extra_dev=120)
+    folder, unseen = _phrase_task(tmp_path / "t", extra_dev=320)  # 300 of 620 seen: under half, left out by auto
     task = load_task(DataConfig(path=str(folder)))
     assert task.validation.texts == unseen and len(task.train) == 600  # training rows untouched
-    assert "300 of 420 validation rows occur inside a training text; validating on the other 120" in \
+    assert "300 of 620 validation rows occur inside a training text; validating on the other 320" in \
         " ".join(capsys.readouterr().err.split())
     kept = load_task(DataConfig(path=str(folder), validation_overlap="keep"))
-    assert len(kept.validation) == 420
+    assert len(kept.validation) == 620 and not capsys.readouterr().err  # not looked for
+
+
+def test_a_split_that_shares_most_of_its_text_with_training_is_kept_with_a_warning(tmp_path, capsys):
+    folder, unseen = _phrase_task(tmp_path / "t", extra_dev=120)  # 300 of 420 seen: SST-2's case
+    task = load_task(DataConfig(path=str(folder)))
+    assert len(task.validation) == 420
+    assert "warning: 300 of 420 validation rows occur inside a training text and that is most of them" in \
+        " ".join(capsys.readouterr().err.split())
+    dropped = load_task(DataConfig(path=str(folder), validation_overlap="drop"))
+    assert dropped.validation.texts == unseen
 
 
 def test_too_few_unseen_validation_rows_keep_every_row_with_a_warning(tmp_path, capsys):
     folder, _ = _phrase_task(tmp_path / "t", extra_dev=99)
-    task = load_task(DataConfig(path=str(folder)))
+    task = load_task(DataConfig(path=str(folder), validation_overlap="drop"))
     assert len(task.validation) == 399
     assert "warning: 300 of 399 validation rows occur inside a training text and fewer than 100 others" in \
         " ".join(capsys.readouterr().err.split())

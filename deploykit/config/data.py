@@ -64,12 +64,12 @@ class DataConfig(Section):
                               "matched: the validation file's rows, else rows held out of train, resampled to the "
                               "test rows' lengths (deploykit/matching.py), so that early stopping and the checkpoint "
                               "kept read rows shaped like the test rows (training phrases vs test sentences)")
-    validation_overlap: Literal["drop", "keep"] = Field(
-        "drop", description="drop: validation rows (sentences for token classification) whose text occurs inside a "
-                            "training text (a duplicate, or a phrase of a training sentence as in SST-2) are left "
-                            "out of validation, which then reads "
-                            "unseen text (deploykit/overlap.py; kept when fewer than 100 others remain); keep: "
-                            "validate on every row")
+    validation_overlap: Literal["auto", "drop", "keep"] = Field(
+        "auto", description="validation rows (sentences for token classification) whose text occurs inside a training "
+                            "text (a duplicate, or a phrase of a training sentence) read what the model remembers "
+                            "(deploykit/overlap.py). auto: left out of validation when they are at most half of it, "
+                            "else every row stays and a warning says so (SST-2's dev phrases: 89%); drop: left out "
+                            "however many; keep: not looked for. Fewer than 100 unseen rows always keep every row")
     test_split: float = Field(0.0, ge=0, lt=1)
     max_length: Annotated[int, Field(ge=8, le=65536)] | Literal["auto"] = Field(
         "auto", description="tokens per input; auto: the 99th percentile of the training and "

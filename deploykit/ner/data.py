@@ -148,11 +148,12 @@ def hold_out(split: TagSplit, fraction: float, seed: int) -> tuple[TagSplit, Tag
     return (split.take([i for i in range(len(split)) if i not in held]), split.take(sorted(held)))
 
 
-def held_out_sentences(train: TagSplit, validation: TagSplit, from_train: bool) -> tuple[TagSplit, TagSplit]:
+def held_out_sentences(train: TagSplit, validation: TagSplit, from_train: bool,
+                       mode: str = "auto") -> tuple[TagSplit, TagSplit]:
     """Validation without the sentences whose words occur inside a training sentence (deploykit/overlap.py: most
     are datelines such as "LONDON 1996-08-22"); those split off train go back to it."""
     kept = unseen_rows([" ".join(t) for t in train.tokens], [" ".join(t) for t in validation.tokens],
-                       from_train=from_train, unit="sentences")
+                       from_train=from_train, mode=mode, unit="sentences")
     if kept is None:
         return train, validation
     if from_train:
@@ -231,8 +232,8 @@ def _tag_data(cfg: DataConfig, raw: dict[str, Sentences], labels: list[str], giv
     from_train = validation is None
     if validation is None:
         train, validation = hold_out(train, cfg.validation_split, cfg.seed + 1)
-    if cfg.validation_overlap == "drop":  # CoNLL-2003: 206 of 1,404 held-out sentences repeat a training one
-        train, validation = held_out_sentences(train, validation, from_train)
+    if cfg.validation_overlap != "keep":  # CoNLL-2003: 206 of 1,404 held-out sentences repeat a training one
+        train, validation = held_out_sentences(train, validation, from_train, cfg.validation_overlap)
     if cfg.max_train_samples and cfg.max_train_samples < len(train):
         train = train.take(sorted(random.Random(cfg.seed).sample(range(len(train)), cfg.max_train_samples)))
     if cfg.max_eval_samples:
