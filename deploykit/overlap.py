@@ -80,8 +80,8 @@ def unseen_rows(train_texts: list[str], validation_texts: list[str], train_pairs
     kept = [i for i, s in enumerate(seen) if not s]
     few = len(kept) < MIN_HELD_OUT
     if few or (mode == "auto" and n_seen > n / 2):
-        why = f"fewer than {MIN_HELD_OUT} others would be left" if few else "that is most of them"
-        log(f"data: warning: {n_seen:,} of {n:,} validation {unit} {how} and {why}; validating on all of them: their "
+        why = f"and fewer than {MIN_HELD_OUT} others would be left" if few else "(most of the validation)"
+        log(f"data: warning: {n_seen:,} of {n:,} validation {unit} {how} {why}; every row stays, so validation "
             "figures read partly what the model remembers (give a validation file of unseen text" +
             (", or data.validation_overlap: drop)" if not few else ")"))
         return None

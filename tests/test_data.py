@@ -270,7 +270,8 @@ def test_a_split_that_shares_most_of_its_text_with_training_is_kept_with_a_warni
     folder, unseen = _phrase_task(tmp_path / "t", extra_dev=120)  # 300 of 420 seen: SST-2's case
     task = load_task(DataConfig(path=str(folder)))
     assert len(task.validation) == 420
-    assert "warning: 300 of 420 validation rows occur inside a training text and that is most of them" in \
+    assert "warning: 300 of 420 validation rows occur inside a training text (most of the validation); every " \
+           "row stays" in \
         " ".join(capsys.readouterr().err.split())
     dropped = load_task(DataConfig(path=str(folder), validation_overlap="drop"))
     assert dropped.validation.texts == unseen
