@@ -33,6 +33,13 @@ MAX_SCAN = 10 ** 11
 # fewer held-out rows than this would leave the gates and early stopping too noisy to read: keep every row
 MIN_HELD_OUT = 100
 _cache: dict[str, list[bool]] = {}
+_said: set[str] = set()  # every stage of a run loads the data: each line once per process
+
+
+def _say(line: str) -> None:
+    if line not in _said:
+        _said.add(line)
+        log(line)
 
 
 def _norm(text: str) -> str:
@@ -81,12 +88,12 @@ def unseen_rows(train_texts: list[str], validation_texts: list[str], train_pairs
     few = len(kept) < MIN_HELD_OUT
     if few or (mode == "auto" and n_seen > n / 2):
         why = f"and fewer than {MIN_HELD_OUT} others would be left" if few else "(most of the validation)"
-        log(f"data: warning: {n_seen:,} of {n:,} validation {unit} {how} {why}; every row stays, so validation "
+        _say(f"data: warning: {n_seen:,} of {n:,} validation {unit} {how} {why}; every row stays, so validation "
             "figures read partly what the model remembers (give a validation file of unseen text" +
             (", or data.validation_overlap: drop)" if not few else ")"))
         return None
     where = "they go back to training" if from_train else "left out"
-    log(f"data: {n_seen:,} of {n:,} validation {unit} {how}; validating on the other {len(kept):,} ({where}; "
+    _say(f"data: {n_seen:,} of {n:,} validation {unit} {how}; validating on the other {len(kept):,} ({where}; "
         "data.validation_overlap: keep validates on all)")
     return kept
 

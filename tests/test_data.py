@@ -4,6 +4,7 @@ import pytest
 
 from deploykit.config import DataConfig
 from deploykit.data import load_task, stratified_split
+from deploykit import overlap
 from deploykit.errors import UserError
 
 
@@ -256,17 +257,21 @@ def _phrase_task(folder, n_sentences=300, extra_dev=0):
     return folder, unseen
 
 
-def test_validation_rows_a_training_text_holds_are_left_out(tmp_path, capsys):
+def test_validation_rows_a_training_text_holds_are_left_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(overlap, "_said", set())  # each line is said once per process
     folder, unseen = _phrase_task(tmp_path / "t", extra_dev=320)  # 300 of 620 seen: under half, left out by auto
     task = load_task(DataConfig(path=str(folder)))
     assert task.validation.texts == unseen and len(task.train) == 600  # training rows untouched
     assert "300 of 620 validation rows occur inside a training text; validating on the other 320" in \
         " ".join(capsys.readouterr().err.split())
+    again = load_task(DataConfig(path=str(folder)))  # another stage of the same run: the same rows, said once
+    assert again.validation.texts == unseen and "validation rows" not in capsys.readouterr().err
     kept = load_task(DataConfig(path=str(folder), validation_overlap="keep"))
-    assert len(kept.validation) == 620 and not capsys.readouterr().err  # not looked for
+    assert len(kept.validation) == 620
 
 
-def test_a_split_that_shares_most_of_its_text_with_training_is_kept_with_a_warning(tmp_path, capsys):
+def test_a_split_that_shares_most_of_its_text_with_training_is_kept_with_a_warning(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(overlap, "_said", set())  # each line is said once per process
     folder, unseen = _phrase_task(tmp_path / "t", extra_dev=120)  # 300 of 420 seen: SST-2's case
     task = load_task(DataConfig(path=str(folder)))
     assert len(task.validation) == 420
@@ -277,7 +282,8 @@ def test_a_split_that_shares_most_of_its_text_with_training_is_kept_with_a_warni
     assert dropped.validation.texts == unseen
 
 
-def test_too_few_unseen_validation_rows_keep_every_row_with_a_warning(tmp_path, capsys):
+def test_too_few_unseen_validation_rows_keep_every_row_with_a_warning(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(overlap, "_said", set())  # each line is said once per process
     folder, _ = _phrase_task(tmp_path / "t", extra_dev=99)
     task = load_task(DataConfig(path=str(folder), validation_overlap="drop"))
     assert len(task.validation) == 399
@@ -300,7 +306,6 @@ def test_a_match_is_whole_words_and_rows_split_off_train_go_back_to_it(tmp_path)
 
 
 def test_pairs_count_as_seen_only_as_exact_duplicates(monkeypatch):
-    from deploykit import overlap
     from deploykit.data import Split
 
     train = Split(["the cat sat", "dogs run"], ["a cat", "fast"], [0, 1])

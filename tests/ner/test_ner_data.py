@@ -171,7 +171,10 @@ def test_held_out_validation_is_seeded_and_disjoint(tmp_path):
     assert other.validation.tokens != a.validation.tokens
 
 
-def test_held_out_sentences_a_training_sentence_holds_go_back_to_training(tmp_path, capsys):
+def test_held_out_sentences_a_training_sentence_holds_go_back_to_training(tmp_path, capsys, monkeypatch):
+    from deploykit import overlap
+
+    monkeypatch.setattr(overlap, "_said", set())  # each line is said once per process
     # 60 datelines repeat (CoNLL-2003's "LONDON 1996-08-22"), 400 sentences are each their own
     rows = [sentence("LONDON 1996-08-22", "B-LOC O") for _ in range(60)]
     rows += [sentence(f"word{i} went to Paris", "O O O B-LOC") for i in range(400)]
