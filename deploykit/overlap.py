@@ -89,12 +89,12 @@ def unseen_rows(train_texts: list[str], validation_texts: list[str], train_pairs
     if few or (mode == "auto" and n_seen > n / 2):
         why = f"and fewer than {MIN_HELD_OUT} others would be left" if few else "(most of the validation)"
         _say(f"data: warning: {n_seen:,} of {n:,} validation {unit} {how} {why}; every row stays, so validation "
-            "figures read partly what the model remembers (give a validation file of unseen text" +
-            (", or data.validation_overlap: drop)" if not few else ")"))
+             "figures read partly what the model remembers (give a validation file of unseen text" +
+             (", or data.validation_overlap: drop)" if not few else ")"))
         return None
     where = "they go back to training" if from_train else "left out"
     _say(f"data: {n_seen:,} of {n:,} validation {unit} {how}; validating on the other {len(kept):,} ({where}; "
-        "data.validation_overlap: keep validates on all)")
+         "data.validation_overlap: keep validates on all)")
     return kept
 
 

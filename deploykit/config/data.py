@@ -103,17 +103,20 @@ class DataConfig(Section):
         False, description="token_classification: train on every word piece (the I- version of the word's tag on "
                            "the pieces after the first) instead of the first piece only")
 
+    def _set_away_from_default(self, names) -> list[str]:
+        defaults = type(self).model_fields
+        return [n for n in names if n in self.model_fields_set and getattr(self, n) != defaults[n].default]
+
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if (self.name is None) == (self.path is None):
             raise ValueError("give exactly one of data.name (a named dataset) or data.path (a file or folder)")
         for task, names in TASK_FIELDS.items():
             # a field of another kind that is set away from its default (a dumped and rebuilt section sets them all)
-            wrong = [n for n in names if n in self.model_fields_set and getattr(self, n) != type(self).model_fields[n].default]
+            wrong = self._set_away_from_default(names)
             if self.task not in task.split(" or ") and wrong:
                 raise ValueError(f"{' / '.join(wrong)} need task: {task}")
-        given = [n for n in TEXT_FIELDS
-                 if n in self.model_fields_set and getattr(self, n) != type(self).model_fields[n].default]
+        given = self._set_away_from_default(TEXT_FIELDS)
         if self.task == "token_classification" and given:
             raise ValueError(f"{' / '.join(given)} do not apply to task: token_classification (it reads "
                              "tokens_column / tags_column; long sentences always become windows, see window_stride)")
