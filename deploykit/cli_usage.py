@@ -4,6 +4,7 @@ CLI; typer would draw a box of five lines under the usage text."""
 
 from __future__ import annotations
 
+import difflib
 import sys
 
 import typer
@@ -26,8 +27,7 @@ class OneLineUsageErrors(TyperGroup):
             err.show()
             sys.exit(err.exit_code)
         except _click.exceptions.UsageError as err:
-            print(f"error: {err.format_message().rstrip('.')} (see `{self._help_of(err, args, kwargs)} --help`)",
-                  file=sys.stderr)
+            print(f"error: {_message(err)} (see `{self._help_of(err, args, kwargs)} --help`)", file=sys.stderr)
             sys.exit(err.exit_code)
         except _click.exceptions.ClickException as err:
             print(f"error: {err.format_message()}", file=sys.stderr)
@@ -49,6 +49,16 @@ class OneLineUsageErrors(TyperGroup):
         line = list(args[0] if args else kwargs.get("args") or sys.argv[1:])
         first = next((word for word in line if not word.startswith("-")), None)
         return f"{prog} {first}" if first in self.commands else prog
+
+
+def _message(err) -> str:
+    """click's message; for an unknown option, the closest known one as "Did you mean" (click lists every close
+    one, `--qiet` giving "Possible options: --quiet, --set"), as it words an unknown command."""
+    possible = getattr(err, "possibilities", None)
+    if isinstance(err, _click.exceptions.NoSuchOption) and possible:
+        best = difflib.get_close_matches(err.option_name, possible, n=1, cutoff=0.0)[0]
+        return f"No such option: {err.option_name}. Did you mean {best}?"
+    return err.format_message().rstrip(".")
 
 
 def new_app(help: str) -> typer.Typer:

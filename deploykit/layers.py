@@ -44,6 +44,19 @@ def check_indices(keep: list[int], n_layers: int, what: str) -> list[int]:
     return sorted(keep)
 
 
+def check_dropped(drop: list[int], n_layers: int, what: str = "prune.drop_layers") -> list[int]:
+    """`prune.drop_layers` against its input's `n_layers` (`what` names it in index errors): the sorted indices.
+
+    Raises:
+        UserError: an index out of range or repeated, or every layer dropped.
+    """
+    dropped = check_indices(drop, n_layers, what)
+    if len(dropped) >= n_layers:
+        raise UserError(f"prune.drop_layers {dropped} removes every layer of its {n_layers}-layer input; "
+                        "keep at least one")
+    return dropped
+
+
 def check_layer_map(layer_map: list[int], n_student: int, n_teacher: int, student: str | None = None) -> list[int]:
     """`distill.layer_map` (student layer i learns from teacher layer layer_map[i]) against both layer counts;
     `student` says what the student is in the message (default: "has N layers").

@@ -69,6 +69,8 @@ def test_recipe_with_unquoted_bf16_off_validates(tiny_bert, tiny_task, tmp_path)
 @pytest.mark.parametrize("args, message", [
     (["predict"], "error: Missing argument 'model' (see `deploykit predict --help`)"),
     (["run", "--bogus", "r.yaml"], "error: No such option: --bogus"),
+    # the closest option, not click's list of every close one ("Possible options: --quiet, --set")
+    (["run", "r.yaml", "--qiet"], "error: No such option: --qiet. Did you mean --quiet? (see `deploykit run --help`)"),
     (["nosuch"], "error: No such command 'nosuch' (see `deploykit --help`)"),
     (["predict", "m", "--top-k", "0"], "error: Invalid value for '--top-k'"),
     # raised while the group still parses: the help named is still the subcommand's
@@ -126,7 +128,7 @@ def test_forked_children_do_not_inherit_the_sigterm_handler():
     (["distill.student_layers=[0,5]"], "distill.student_layers: layer index 5 out of range (the model has layers 0..1)"),
     (["distill.layer_map=[0,1]"], "distill.layer_map has 2 entries but the student keeps 1 layers ([1])"),
     (["distill.student_layers=[0,1]", "distill.layer_map=[0,4]"], "distill.layer_map: teacher layer 4 out of range"),
-    (["prune.drop_layers=[0]"], "prune.drop_layers removes all 1 layers of its input"),
+    (["prune.drop_layers=[0]"], "prune.drop_layers [0] removes every layer of its 1-layer input; keep at least one"),
     (["distill.student_layers=[0,1]", "prune.drop_layers=[2]"],
      "prune.drop_layers (its input: the 2-layer student): layer index 2 out of range"),
 ])

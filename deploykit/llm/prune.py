@@ -23,7 +23,7 @@ import torch
 
 from deploykit.architectures import supporting
 from deploykit.errors import UserError
-from deploykit.layers import check_indices, layer_list
+from deploykit.layers import check_dropped, layer_list
 from deploykit.pruning.arch import Shape
 from deploykit.pruning.importance import accumulate_gradients, element_scores
 from deploykit.pruning.units import Kept, drop_depth, removed_count
@@ -99,10 +99,8 @@ def causal_counts(shape: Shape, *, ffn: float, kv_groups: float, depth: float, d
     n_groups = removed_count("kv_groups", kv_groups, shape.kv_heads, "KV group")
     if depth and drop_layers:
         raise UserError("prune: give prune.depth (by importance) or prune.drop_layers (explicit), not both")
-    explicit = check_indices(list(drop_layers), shape.layers, "prune.drop_layers") if drop_layers else None
+    explicit = check_dropped(list(drop_layers), shape.layers) if drop_layers else None
     n_layers = len(explicit) if explicit else removed_count("depth", depth, shape.layers, "layer")
-    if explicit and n_layers >= shape.layers:
-        raise UserError(f"prune.drop_layers removes all {shape.layers} layers; keep at least one")
     if not (n_ffn or n_groups or n_layers):
         raise UserError("prune: nothing to prune; set prune.ffn, prune.heads (KV groups), prune.depth or "
                         "prune.drop_layers")

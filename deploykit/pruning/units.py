@@ -21,7 +21,7 @@ import torch
 from deploykit.architectures import Arch
 from deploykit.config import PruneConfig
 from deploykit.errors import UserError
-from deploykit.layers import check_indices, keep_layers, layer_list
+from deploykit.layers import check_dropped, keep_layers, layer_list
 from deploykit.pruning.arch import Shape, arch_of, shape_of, sub, sync_config
 from deploykit.pruning.importance import accumulate_gradients, group_importance, layer_scores
 
@@ -94,13 +94,10 @@ def plan(cfg: PruneConfig, shape: Shape, arch: Arch) -> Target:
     if cfg.depth and cfg.drop_layers:
         raise UserError("prune: give prune.depth (by importance) or prune.drop_layers (explicit), not both")
     if cfg.drop_layers:
-        target.drop_layers = check_indices(list(cfg.drop_layers), shape.layers, "prune.drop_layers")
+        target.drop_layers = check_dropped(list(cfg.drop_layers), shape.layers)
         target.layers = len(target.drop_layers)
     elif cfg.depth:
-        target.layers = _removed(cfg.depth, shape.layers)
-    if target.layers >= shape.layers:
-        raise UserError(f"prune: removing {target.layers} of {shape.layers} layers leaves none; "
-                        "use a smaller prune.depth or fewer prune.drop_layers")
+        target.layers = removed_count("depth", cfg.depth, shape.layers, "layer")
     if not (target.layers or target.heads or target.ffn or cfg.vocab):
         raise UserError("prune: nothing to prune; set prune.ffn, prune.width, prune.depth, prune.drop_layers, "
                         "prune.heads or prune.vocab")

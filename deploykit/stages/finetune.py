@@ -109,7 +109,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
         f"{trainer.args.eval_steps or 'epoch'} steps"
         + (f", new head ({', '.join(sorted(head))}) at lr {head_lr:g}" if head_lr else ""))
     start = time.time()
-    with going_on_from(trainer, checkpoint, "finetune") as checkpoint:
+    with going_on_from(trainer, checkpoint, "finetune", *(["as --resume asked"] if resume else [])) as checkpoint:
         result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - start
 

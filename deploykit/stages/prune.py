@@ -54,11 +54,9 @@ def _recover(model, teacher, recipe: Recipe, job: PruneJob, datasets: tuple, wor
         job.cut.start_projection(trainer.projection)
     # the pruning before recovery is deterministic, so the checkpoint's weights fit the model cut again
     checkpoint = last_checkpoint(work, "prune") if resumable else None
-    if checkpoint is not None:
-        log(f"prune: recovery resumes from {checkpoint.split('/')[-1]}, kept by an interrupted run of the same config")
-    else:
+    if checkpoint is None:
         shutil.rmtree(work, ignore_errors=True)
-    with going_on_from(trainer, checkpoint, "prune") as checkpoint:
+    with going_on_from(trainer, checkpoint, "prune recovery") as checkpoint:
         trainer.train(resume_from_checkpoint=checkpoint)
     shutil.rmtree(work, ignore_errors=True)
     return trainer.model

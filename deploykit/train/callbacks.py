@@ -176,3 +176,20 @@ class Stopping:
                     log(f"{stage}: stopped at epoch {state.epoch or 0:.2f}: {outer.reason}{best}")
 
         self.callback = WallClockBudget()
+
+
+# transformers sorts checkpoints by mtime before rotating them, and when the oldest and newest kept were saved within a
+# second (a tiny run's quick steps) it warns that "mtime may not be reliable on this filesystem" and sorts by step,
+# which is the right order for deploykit's one-run work folders: the line blames a filesystem that did nothing wrong
+MTIME_LINE = "mtime may not be reliable on this filesystem"
+
+
+def _not_the_mtime_line(record) -> bool:
+    return MTIME_LINE not in record.getMessage()
+
+
+def no_mtime_warning() -> None:
+    """Drop transformers' mtime warning (above) from its checkpoint-sorting logger; other lines pass. Idempotent."""
+    import logging
+
+    logging.getLogger("transformers.trainer_utils").addFilter(_not_the_mtime_line)

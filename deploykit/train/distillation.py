@@ -42,7 +42,7 @@ def check_layer_choices(recipe: Recipe, config) -> None:
         UserError: an index outside the model's layers, a repeated one, a layer_map whose length is not the
             student's layer count, or prune.drop_layers that would remove every layer.
     """
-    from deploykit.layers import check_indices, check_layer_map, every_other
+    from deploykit.layers import check_dropped, check_indices, check_layer_map, every_other
 
     stages = recipe.stages()
     try:
@@ -62,9 +62,7 @@ def check_layer_choices(recipe: Recipe, config) -> None:
     prune = recipe.prune if "prune" in stages else None
     if prune is not None and prune.drop_layers:
         what = "prune.drop_layers" if distill is None else f"prune.drop_layers (its input: the {prune_input}-layer student)"
-        dropped = check_indices(list(prune.drop_layers), prune_input, what)
-        if len(dropped) >= prune_input:
-            raise UserError(f"prune.drop_layers removes all {prune_input} layers of its input; keep at least one")
+        check_dropped(list(prune.drop_layers), prune_input, what)
 
 
 def check_tokenizer(student_src: str, teacher_tok, trust_remote_code: bool) -> None:

@@ -25,6 +25,7 @@ KEY_FILE = "resume-key"
 RESUME_FILES = ("optimizer.pt", "scheduler.pt")
 # how `deploykit run` resumes, for the line an interrupted run ends with
 BY_RUN = "kept: the same `deploykit run` command resumes from them"
+BY_INTERRUPTED = "kept by an interrupted run of the same config"  # why a stage goes on from a checkpoint it found
 
 
 def complete(checkpoint: Path) -> bool:
@@ -94,8 +95,8 @@ def start_point(out_dir: Path, stage: str, *, resume: bool = False, key: str | N
     checkpoint = None
     if resume:
         checkpoint = last_checkpoint(work, stage)
-        log(f"{stage}: no checkpoint in {work}; starting from scratch" if checkpoint is None else
-            f"{stage}: resuming from {Path(checkpoint).name} (--resume)")
+        if checkpoint is None:
+            log(f"{stage}: no checkpoint in {work}; starting from scratch")
         if resumed_by:
             KEPT_FOR_RESUME[work] = resumed_by
         return work, checkpoint
@@ -103,8 +104,6 @@ def start_point(out_dir: Path, stage: str, *, resume: bool = False, key: str | N
         checkpoint = last_checkpoint(work, stage)
         if checkpoint is None:
             discard_checkpoints(work)
-    if checkpoint is not None:
-        log(f"{stage}: resuming from {Path(checkpoint).name}, kept by an interrupted run of the same config")
     if key is None and resumed_by:
         KEPT_FOR_RESUME[work] = resumed_by
     return work, checkpoint
@@ -126,8 +125,9 @@ def claim(work: Path, stage: str, key: str | None) -> bool:
 
 
 @contextlib.contextmanager
-def going_on_from(trainer, checkpoint: str | None, stage: str) -> Iterator[str | None]:
-    """Around `trainer.train(resume_from_checkpoint=...)`: yields the checkpoint to go on from.
+def going_on_from(trainer, checkpoint: str | None, stage: str, why: str = BY_INTERRUPTED) -> Iterator[str | None]:
+    """Around `trainer.train(resume_from_checkpoint=...)`: yields the checkpoint to go on from, and says in one
+    line that (and `why`) training goes on from it, only once it is sure to.
 
     None where the trainer holds a hidden-state projection (a student of another width, prune.hidden_kd): it is
     trainer state no checkpoint saves, so going on would start it again from random; the checkpoints are removed.
@@ -137,6 +137,8 @@ def going_on_from(trainer, checkpoint: str | None, stage: str) -> Iterator[str |
         log(f"{stage}: a hidden-state projection cannot be resumed; starting afresh")
         discard_checkpoints(Path(checkpoint).parent)
         checkpoint = None
+    if checkpoint is not None:
+        log(f"{stage}: resuming from {Path(checkpoint).name}, {why}")
     try:
         yield checkpoint
     except Exception as err:

@@ -20,7 +20,7 @@ from deploykit.config import TrainConfig
 from deploykit.console import quiet
 from deploykit.hardware import bf16_training_pays
 from deploykit.train.batches import length_grouping, shuffled_length_batches
-from deploykit.train.callbacks import EpochLog, Stopping, early_stopping
+from deploykit.train.callbacks import EpochLog, Stopping, early_stopping, no_mtime_warning
 
 # `.layer.3.` / `.layers.3.`: the last names of the architecture table's layer paths, then the index
 _LAYER = re.compile(rf"\.(?:{'|'.join(sorted({p.rsplit('.', 1)[-1] for p in layer_paths()}))})\.(\d+)\.")
@@ -344,6 +344,7 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
         trainer.add_callback(_bar_only(ProgressCallback))
     trainer.stopping = stopping
     stopping.trainer = trainer
+    no_mtime_warning()
     return trainer
 
 

@@ -306,7 +306,7 @@ def test_interrupted_run_reruns_to_the_uninterrupted_result(recipe, reference, t
         assert resumed == (kept_checkpoint and Path(kept_checkpoint).name), (kept_checkpoint, resumed)
         assert bool(resumed) == point.complete  # the epoch-2 cases resumed; the others had nothing to resume from
     if point.stage == "prune":
-        assert ("prune: recovery resumes from checkpoint-" in " ".join(again.stderr.split())) == point.complete
+        assert ("prune recovery: resuming from checkpoint-" in " ".join(again.stderr.split())) == point.complete
     left = scratch(run)
     if any(STAGING.match(Path(p).name) for p in left):
         raise StaleScratch(f"left after the re-run: {left}")

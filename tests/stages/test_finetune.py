@@ -114,7 +114,7 @@ def _weights(folder: Path) -> dict:
 
 @pytest.mark.parametrize("bf16", ["off", "on"])
 def test_resume_skips_a_checkpoint_cut_mid_save_and_matches_the_uninterrupted_run(bf16, tiny_bert, tiny_task,
-                                                                                   tmp_path, monkeypatch):
+                                                                                   tmp_path, monkeypatch, capsys):
     """Case 11 (transformers#11323, #40347): a kill during a checkpoint's save leaves it without trainer state;
     --resume takes the last complete checkpoint and ends with the uninterrupted run's weights."""
     from transformers import Trainer
@@ -136,8 +136,10 @@ def test_resume_skips_a_checkpoint_cut_mid_save_and_matches_the_uninterrupted_ru
     cut = tmp_path / ".ft.work" / "checkpoint-8"
     for name in ("trainer_state.json", *RESUME_FILES, "rng_state.pth"):
         (cut / name).unlink(missing_ok=True)  # what a kill during its save leaves (seen in a live run)
+    capsys.readouterr()
     art = run_stage("finetune", cfg, None, out, resume=True)
     assert art.manifest["metrics"]["resumed_from"] == "checkpoint-4"
+    assert "finetune: resuming from checkpoint-4, as --resume asked" in " ".join(capsys.readouterr().err.split())
     a, b = _weights(tmp_path / "full"), _weights(out)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
     for key in ("accuracy", "macro_f1", "loss"):

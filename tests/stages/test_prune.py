@@ -157,7 +157,9 @@ def test_recovery_rows_count_both_texts_of_a_pair(tiny_bert, tmp_path):
     ({"width": 0.999}, "leaves no attention head"),
     ({"heads": 0.5}, "use prune.width"),
     ({"depth": 0.5, "drop_layers": [0]}, "not both"),
-    ({"drop_layers": [0, 1]}, "leaves none"),
+    ({"drop_layers": [0, 1]}, "prune.drop_layers [0, 1] removes every layer of its 2-layer input; keep at least one"),
+    ({"depth": 0.9}, "prune.depth=0.9 leaves no layer of 2; use a ratio below 0.5000"),
+    ({"depth": 0.2}, "prune.depth=0.2 removes less than one layer of 2; use at least 0.5000"),
     ({}, "nothing to prune"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(tiny_bert, tiny_task, tmp_path, prune, message):

@@ -350,3 +350,21 @@ def test_training_prints_no_raw_log_dicts(is_quiet, tiny_bert, tiny_task, tmp_pa
     out = capsys.readouterr()
     assert "'loss'" not in out.out + out.err and "grad_norm" not in out.out + out.err
     assert any("loss" in h for h in trainer.state.log_history)  # still logged, for the manifest
+
+
+def test_the_trainer_drops_transformers_mtime_warning_and_nothing_else(tiny_bert, tiny_task, tmp_path):
+    # two checkpoints saved within a second (any tiny run) made transformers blame the filesystem's mtime
+    import logging
+
+    _trainer(tiny_bert, tiny_task, tmp_path / "w", "off")
+    sorting = logging.getLogger("transformers.trainer_utils")  # the logger transformers' sort_checkpoints warns on
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    sorting.addHandler(handler)
+    try:
+        sorting.warning("mtime may not be reliable on this filesystem, falling back to numerical ordering")
+        sorting.warning("checkpoint sorting: another line")
+    finally:
+        sorting.removeHandler(handler)
+    assert seen == ["checkpoint sorting: another line"]
