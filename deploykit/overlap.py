@@ -3,6 +3,7 @@
     from deploykit.overlap import held_out, unseen_rows
     train, validation = held_out(train, validation, from_train=False)    # text classification Splits
     kept = unseen_rows(train_texts, validation_texts, from_train=True)   # indices, for any kind's rows
+    train, validation = keep_rows(train, validation, kept, from_train=True)  # any kind's split, rows put back
 
 A validation row whose text occurs word for word inside a training text (a duplicate, or, as in SST-2, a phrase
 of a sentence that is itself a training row) measures what the model remembers, not how it does on new text.
@@ -23,6 +24,7 @@ only and imports nothing of the package but the console, so data.py and ner/data
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from deploykit.console import log
@@ -102,10 +104,14 @@ def held_out(train, validation, from_train: bool, mode: str = "auto") -> tuple:
     """(train, validation) of text classification (deploykit.data.Split) without the validation rows a training row
     holds (`unseen_rows`); rows split off train go back to it."""
     kept = unseen_rows(train.texts, validation.texts, train.pairs, validation.pairs, from_train=from_train, mode=mode)
-    if kept is None:
-        return train, validation
+    return (train, validation) if kept is None else keep_rows(train, validation, kept, from_train)
+
+
+def keep_rows(train, validation, kept: list[int], from_train: bool) -> tuple:
+    """(train, validation.take(kept)); the rows left out go to the end of train when they were split off it.
+    Any kind's split: a dataclass of per-row lists (a None field stays None) with `take(indices)`."""
     if from_train:
         back = validation.take(sorted(set(range(len(validation))) - set(kept)))
-        train = type(train)(train.texts + back.texts, None if train.pairs is None else train.pairs + back.pairs,
-                            train.labels + back.labels)
+        train = type(train)(*(None if mine is None else mine + getattr(back, f.name)
+                              for f in dataclasses.fields(train) for mine in [getattr(train, f.name)]))
     return train, validation.take(kept)

@@ -320,3 +320,20 @@ def test_validation_overlap_belongs_to_classification_and_tagging():
     with pytest.raises(ValueError, match="validation_overlap need task: classification or token_classification"):
         DataConfig(path="x", task="generation", validation_overlap="keep")
     assert DataConfig(path="x", task="token_classification", validation_overlap="keep").validation_overlap == "keep"
+
+
+def test_rows_put_back_keep_every_field_of_any_kind():
+    from deploykit.data import Split
+    from deploykit.ner.data import TagSplit
+    from deploykit.overlap import keep_rows
+
+    train, val = Split(["t"], ["tp"], [0]), Split(["a", "b", "c"], ["ap", "bp", "cp"], [1, 0, 1])
+    rest, kept = keep_rows(train, val, [0, 2], from_train=True)
+    assert (rest.texts, rest.pairs, rest.labels) == (["t", "b"], ["tp", "bp"], [0, 0])
+    assert (kept.texts, kept.pairs, kept.labels) == (["a", "c"], ["ap", "cp"], [1, 1])
+    rest, _ = keep_rows(Split(["t"], None, [0]), Split(["a", "b"], None, [1, 0]), [1], from_train=True)
+    assert (rest.texts, rest.pairs, rest.labels) == (["t", "a"], None, [0, 1])
+    tags = TagSplit([["EU"], ["Paris"]], [[1], [2]])
+    rest, kept = keep_rows(TagSplit([["x"]], [[0]]), tags, [1], from_train=True)
+    assert (rest.tokens, rest.tags, kept.tokens) == ([["x"], ["EU"]], [[0], [1]], [["Paris"]])
+    assert keep_rows(train, val, [1], from_train=False)[0] is train  # a file's validation rows are only left out

@@ -24,7 +24,7 @@ from deploykit.console import log
 from deploykit.data import SPLIT_STEMS, _find_file, _local_folder, hub_dataset
 from deploykit.errors import UserError
 from deploykit.ner.readers import Sentences, from_records, read_conll, read_jsonl
-from deploykit.overlap import unseen_rows
+from deploykit.overlap import keep_rows, unseen_rows
 
 SUFFIXES = (".jsonl", ".conll", ".txt", ".tsv", ".iob", ".bio")
 TAG = re.compile(r"O|[BI]-\S+")
@@ -154,12 +154,7 @@ def held_out_sentences(train: TagSplit, validation: TagSplit, from_train: bool,
     are datelines such as "LONDON 1996-08-22"); those split off train go back to it."""
     kept = unseen_rows([" ".join(t) for t in train.tokens], [" ".join(t) for t in validation.tokens],
                        from_train=from_train, mode=mode, unit="sentences")
-    if kept is None:
-        return train, validation
-    if from_train:
-        back = validation.take(sorted(set(range(len(validation))) - set(kept)))
-        train = TagSplit(train.tokens + back.tokens, train.tags + back.tags)
-    return train, validation.take(kept)
+    return (train, validation) if kept is None else keep_rows(train, validation, kept, from_train)
 
 
 def read_hub(cfg: DataConfig) -> tuple[dict[str, Sentences], list[str] | None]:
