@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from deploykit.hardware import quant_preset
 from deploykit.quant.int8 import Int8Settings, gemm_becomes_matmul, quantizable_nodes, quantize
 
 
@@ -221,7 +222,10 @@ def test_static_float_outputs_drop_the_requantize_after_each_matmul(tmp_path, fl
     assert sum(n.op_type == "QuantizeLinear" for n in graph.node) >= 2
     run = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, tmp_path / "q.onnx")}
     want, got = (run[p].run(None, feeds[1])[0] for p in (src, tmp_path / "q.onnx"))
-    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+    # close to float only on a CPU the preset is for: the vnni preset's full 8-bit weights saturate AVX2's
+    # VPMADDUBSW (the reason the avx2 preset exists), which put an AVX2-only CI machine 10.6% off
+    if preset == "avx2" or quant_preset() == preset:
+        assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
 
 
 def test_float_attention_needs_static_float_outputs():
@@ -275,4 +279,7 @@ def test_float_attention_keeps_products_of_two_activations_float(tmp_path, mode,
     assert any(op in ("MatMul", "FusedMatMul") for op in ops) is kept_float
     run = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (src, tmp_path / "q.onnx")}
     want, got = (run[p].run(None, feeds[1])[0] for p in (src, tmp_path / "q.onnx"))
-    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+    # close to float only on a CPU the preset is for: the vnni preset's full 8-bit weights saturate AVX2's
+    # VPMADDUBSW (the reason the avx2 preset exists), which put an AVX2-only CI machine 10.6% off
+    if preset == "avx2" or quant_preset() == preset:
+        assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
