@@ -112,6 +112,6 @@ def keep_rows(train, validation, kept: list[int], from_train: bool) -> tuple:
     Any kind's split: a dataclass of per-row lists (a None field stays None) with `take(indices)`."""
     if from_train:
         back = validation.take(sorted(set(range(len(validation))) - set(kept)))
-        train = type(train)(*(None if mine is None else mine + getattr(back, f.name)
-                              for f in dataclasses.fields(train) for mine in [getattr(train, f.name)]))
+        rows = {f.name: getattr(train, f.name) for f in dataclasses.fields(train)}
+        train = type(train)(**{name: None if mine is None else mine + getattr(back, name) for name, mine in rows.items()})
     return train, validation.take(kept)

@@ -24,7 +24,7 @@ from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
-from deploykit.train.resume import forget, going_on_from, start_point
+from deploykit.train.resume import BY_INTERRUPTED, forget, going_on_from, start_point
 from deploykit.train.trainer import (
     build_trainer,
     check_replicas,
@@ -109,7 +109,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
         f"{trainer.args.eval_steps or 'epoch'} steps"
         + (f", new head ({', '.join(sorted(head))}) at lr {head_lr:g}" if head_lr else ""))
     start = time.time()
-    with going_on_from(trainer, checkpoint, "finetune", *(["as --resume asked"] if resume else [])) as checkpoint:
+    with going_on_from(trainer, checkpoint, "finetune", "as --resume asked" if resume else BY_INTERRUPTED) as checkpoint:
         result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - start
 
