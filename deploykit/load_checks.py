@@ -70,6 +70,22 @@ def check_threads(threads) -> None:
             f"waits on threads that share a core (use at most {cores()}, or None)")
 
 
+def check_int8_fits(artifact, runtime: str, device: str | None) -> None:
+    """Refuse an INT8 graph whose products ONNX Runtime on this CPU would saturate (deploykit/quant/fit.py): one
+    quantized for a CPU with VNNI, loaded on one without, where its answers change (17 of 872 on SST-2)."""
+    from deploykit.quant.fit import saturation_fault
+
+    on_ort = runtime == "ort" or (runtime == "auto" and artifact.format == "onnx")
+    if artifact.format not in ("onnx", "tensorrt") or not on_ort or device not in (None, "cpu"):
+        return
+    if not artifact.onnx_path.is_file() or not (fault := saturation_fault(artifact.onnx_path)):
+        return
+    parent = (artifact.manifest.get("parent") or {}).get("path")
+    raise UserError(f"{artifact.path}: {fault}; quantize it again {f'from {parent} ' if parent else ''}with "
+                    "`--set quantize.preset=avx2` (7-bit weights: the same answers on every CPU), or run it on a CPU "
+                    "with AVX-512 VNNI, AVX-VNNI or AMX")
+
+
 def resolve_runtime(fmt: str, runtime: str, device: str | None) -> str:
     """The runtime that will run an artifact of format `fmt`; a one-line UserError for one that cannot."""
     if runtime not in RUNTIMES:

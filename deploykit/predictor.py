@@ -31,7 +31,8 @@ from deploykit.artifact import Artifact, load_artifact
 from deploykit.encoding import encoder_for
 from deploykit.errors import UserError
 from deploykit.lineage import check_room, trained_length, trained_on_pairs, trained_stride
-from deploykit.load_checks import check_threads, check_tokenizer_files, check_vocabulary, resolve_runtime, unicode_fault
+from deploykit.load_checks import (check_int8_fits, check_threads, check_tokenizer_files, check_vocabulary,
+                                   resolve_runtime, unicode_fault)
 from deploykit.runtimes import READS
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
@@ -61,11 +62,13 @@ def load(path: str | Path, runtime: str = "auto", threads: int | None = None, de
     Raises:
         UserError: one line for a missing folder, a folder that holds no model or no tokenizer files (or a
             tokenizer far smaller than the model's vocabulary), an unknown or unavailable runtime, or an option
-            a causal LM does not take.
+            a causal LM does not take; for an INT8 graph quantized for a CPU with VNNI when this CPU has none,
+            so that ONNX Runtime would saturate its products (deploykit/quant/fit.py).
     """
     from deploykit.kinds import kind_of, task_of
 
     artifact = load_artifact(path)
+    check_int8_fits(artifact, runtime, device)
     if is_causal_lm(artifact):
         return _load_generator(artifact, runtime, threads, device, max_length)
     # a kind with its own outputs (a token classifier's entity groups) loads its own predictor

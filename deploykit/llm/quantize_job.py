@@ -108,6 +108,7 @@ class CausalQuantizeJob(QuantizeJob):
     def __init__(self, recipe: Recipe, parent: Artifact):
         from deploykit.llm.data import load_chat_task
         from deploykit.llm.quality import scored_by_exact_match
+        from deploykit.quant.fit import reduce_range_for, warn_unfit
 
         if recipe.quantize.mode == "static":
             raise UserError("quantize.mode static (calibrated activations) is not supported for causal LMs; "
@@ -119,6 +120,10 @@ class CausalQuantizeJob(QuantizeJob):
             raise UserError("quantize gates causal LMs on exact answers; data.response_column holds free text "
                             "(recast a labelled task as generation)")
         self.recipe, self.parent, self.cfg = recipe, parent, recipe.quantize
+        # dynamic INT8's weight width follows quantize.preset as the encoders' does (auto: this CPU's)
+        self.reduce_range = reduce_range_for(self.cfg.preset)
+        if self.cfg.mode == "dynamic":
+            warn_unfit(self.cfg.preset)
         # with weight_only, the sensitive MatMuls may go 8-bit instead of float
         self.advice = (", or set quantize.fallback_bits 8" if self.cfg.mode == "weight_only" and
                        not self.cfg.fallback_bits and self.cfg.bits < 8 else "")
@@ -146,7 +151,8 @@ class CausalQuantizeJob(QuantizeJob):
         self.reports[attempt] = quantize_causal(self.float_dir, self.work / f"int8-{attempt}", mode=cfg.mode,
                                                 bits=cfg.bits, block_size=cfg.block_size, per_channel=cfg.per_channel,
                                                 exclude=[] if wide else float_nodes, symmetric=cfg.symmetric,
-                                                wide=wide, wide_bits=cfg.fallback_bits or 8)
+                                                wide=wide, wide_bits=cfg.fallback_bits or 8,
+                                                reduce_range=self.reduce_range)
         return self.work / f"int8-{attempt}"
 
     def rank(self) -> list[tuple[str, float]]:

@@ -81,6 +81,7 @@ class EncoderQuantizeJob(QuantizeJob):
     Raises (at construction): UserError for `quantize.mode: weight_only` (causal LMs only)."""
 
     def __init__(self, recipe: Recipe, parent: Artifact, spec: EncoderQuantize):
+        from deploykit.quant.fit import warn_unfit
         from deploykit.quant.int8 import Int8Settings
 
         cfg = recipe.quantize
@@ -93,6 +94,7 @@ class EncoderQuantizeJob(QuantizeJob):
                                                 op_types=cfg.op_types, calibration=cfg.calibration,
                                                 float_outputs=cfg.float_outputs,
                                                 float_attention=cfg.float_attention)
+        warn_unfit(self.settings.preset)
 
     def prepare(self, work: Path) -> Path:
         from deploykit.onnx.ops import graph_inputs

@@ -163,3 +163,25 @@ def test_fallback_bits_with_dynamic_is_for_encoders(tiny_llama, tiny_task, tmp_p
 def test_static_is_refused_for_causal_lms(tiny_llama, tiny_task, tmp_path):
     with pytest.raises(UserError, match="static"):
         run_stage("quantize", recipe(tiny_llama, tiny_task, quantize={"mode": "static"}), tiny_llama, tmp_path / "s")
+
+
+def test_dynamic_int8_takes_its_weight_width_from_quantize_preset(tiny_llama, tiny_task, tmp_path, monkeypatch,
+                                                                   capsys):
+    import deploykit
+    import deploykit.hardware as hw
+
+    # a CPU without VNNI, told to build for one: 8-bit weights, a warning, and a graph deploykit.load refuses here
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    out = tmp_path / "vnni"
+    run_stage("quantize", recipe(tiny_llama, tiny_task, quantize={"mode": "dynamic", "preset": "avx512_vnni",
+                                                                  "max_drop": 100.0}), tiny_llama, out)
+    assert json.loads((out / "manifest.json").read_text())["int8"]["reduce_range"] is False
+    assert "quantize.preset=avx512_vnni writes 8-bit weights" in " ".join(capsys.readouterr().err.split())
+    with pytest.raises(UserError, match="saturate here"):
+        deploykit.load(out)
+    # and a CPU with VNNI told to build for one without: 7-bit weights
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx512_vnni")
+    run_stage("quantize", recipe(tiny_llama, tiny_task, quantize={"mode": "dynamic", "preset": "avx2"}), tiny_llama,
+              tmp_path / "avx2")
+    assert json.loads((tmp_path / "avx2" / "manifest.json").read_text())["int8"]["reduce_range"] is True
+    assert deploykit.load(out).generate(["the movie was"], 2) is not None

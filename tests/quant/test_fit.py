@@ -1,0 +1,134 @@
+"""deploykit.quant.fit: which INT8 graphs ONNX Runtime computes other answers for on a CPU without VNNI, and who
+refuses them (deploykit.load) or only says so (a bench row). Every branch runs on any CPU: the preset this CPU
+would take is forced."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper, save
+from tiny_onnx import export_tiny_onnx
+
+import deploykit
+import deploykit.hardware as hw
+from deploykit.artifact import load_artifact
+from deploykit.errors import UserError
+from deploykit.quant.fit import reduce_range_for, saturation_fault, warn_unfit, wide_weights
+from deploykit.runtimes import load_runtime
+
+
+def _graph(weight: np.ndarray, quantized_activation: bool = True, op: str = "qdq"):
+    """x [1, 4] float -> y [1, 3]: through DQ(Q(x)) @ DQ(w) (what ORT fuses into an integer MatMul), x @ DQ(w)
+    (float), or MatMulInteger(Q(x), w)."""
+    inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros((), weight.dtype), "wz"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "xs"),
+             numpy_helper.from_array(np.array(128, np.uint8), "xz")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"])]
+    if op == "integer":
+        nodes += [helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["yi"]),
+                  helper.make_node("Cast", ["yi"], ["y"], to=TensorProto.FLOAT)]
+    else:
+        nodes += [helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+                  helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"]),
+                  helper.make_node("MatMul", ["xd" if quantized_activation else "x", "wd"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+FULL = np.array([[127, -3, 5], [2, 1, -127], [0, 9, 8], [-6, 4, 3]], np.int8)
+SEVEN = np.clip(FULL, -64, 64).astype(np.int8)
+
+
+@pytest.mark.parametrize("op", ["qdq", "integer"])
+def test_weights_that_use_all_8_bits_in_an_integer_product_are_wide(op):
+    assert wide_weights(_graph(FULL, op=op)) == (["w"], 1)
+    assert wide_weights(_graph(SEVEN, op=op)) == ([], 1)  # reduce_range's [-64, 64] cannot saturate
+
+
+def test_a_weight_multiplied_in_float_or_stored_unsigned_is_not_an_integer_product():
+    assert wide_weights(_graph(FULL, quantized_activation=False)) == ([], 0)  # fallback_bits 8: dequantized, float
+    assert wide_weights(_graph(FULL.astype(np.uint8), op="integer")) == ([], 0)  # u8 x u8 has no int16 pair sums
+
+
+@pytest.mark.parametrize("preset", ["avx512_vnni", "arm64"])
+def test_a_cpu_with_exact_products_reads_no_graph(preset, monkeypatch, tmp_path):
+    monkeypatch.setattr(hw, "quant_preset", lambda: preset)
+    assert saturation_fault(tmp_path / "absent.onnx") is None
+
+
+def test_a_cpu_without_vnni_names_the_wide_weights(monkeypatch, tmp_path):
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    save(_graph(FULL), str(tmp_path / "full.onnx"))
+    save(_graph(SEVEN), str(tmp_path / "seven.onnx"))
+    assert "1 of its 1 INT8 weight matrices use all 8 bits" in saturation_fault(tmp_path / "full.onnx")
+    assert saturation_fault(tmp_path / "seven.onnx") is None
+
+
+@pytest.fixture
+def int8_folders(tiny_bert, tmp_path):
+    """The tiny classifier quantized dynamic INT8 with full 8-bit weights (the avx512_vnni preset) and 7-bit ones."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_dir = export_tiny_onnx(tiny_bert, tmp_path / "float")
+    folders = {}
+    for name, reduce_range in (("full", False), ("seven", True)):
+        out = tmp_path / name
+        shutil.copytree(float_dir, out)
+        quantize_dynamic(str(float_dir / "model.onnx"), str(out / "model.onnx"), per_channel=True,
+                         reduce_range=reduce_range, weight_type=QuantType.QInt8)
+        (out / "manifest.json").write_text(json.dumps({"format": "onnx", "stage": "quantize", "onnx_file": "model.onnx",
+                                                       "parent": {"path": str(tiny_bert)}}))
+        folders[name] = out
+    return folders
+
+
+def test_load_refuses_a_graph_this_cpu_would_saturate_and_names_the_fix(int8_folders, tiny_bert, monkeypatch):
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    with pytest.raises(UserError, match=r"saturate here.*quantize it again from .* with `--set quantize.preset=avx2`"):
+        deploykit.load(int8_folders["full"])
+    with pytest.raises(UserError, match="saturate"):  # a bare graph, and runtime ort named
+        deploykit.load(int8_folders["full"] / "model.onnx", runtime="ort")
+    assert deploykit.load(int8_folders["seven"]).logits(["a fine film"]).shape == (1, 2)
+
+
+def test_load_takes_the_same_graph_on_a_cpu_with_vnni(int8_folders, monkeypatch):
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx512_vnni")
+    assert deploykit.load(int8_folders["full"]).logits(["a fine film"]).shape == (1, 2)
+
+
+def test_a_bench_row_runs_the_graph_and_says_its_products_saturate(int8_folders, monkeypatch):
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    loaded = load_runtime(load_artifact(int8_folders["full"]), "ort", threads=1)
+    assert any("saturate" in note for note in loaded.notes)
+    assert not any("saturate" in n for n in load_runtime(load_artifact(int8_folders["seven"]), "ort", 1).notes)
+
+
+def test_predict_exits_2_with_one_line(int8_folders, monkeypatch):
+    from typer.testing import CliRunner
+
+    from deploykit.cli import app
+
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    result = CliRunner().invoke(app, ["predict", str(int8_folders["full"]), "a fine film"])
+    assert result.exit_code == 2
+    assert "quantize.preset=avx2" in result.output and "Traceback" not in result.output
+
+
+def test_quantize_warns_when_a_forced_preset_saturates_here(monkeypatch, capsys):
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    warn_unfit("avx512_vnni")
+    assert "quantize.preset=avx512_vnni writes 8-bit weights" in " ".join(capsys.readouterr().err.split())
+    for preset in ("avx2", "tensorrt"):
+        warn_unfit(preset)
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx512_vnni")
+    warn_unfit("avx512_vnni")
+    assert capsys.readouterr().err == ""
+
+
+def test_a_causal_lm_preset_sets_its_weight_width():
+    assert [reduce_range_for(p) for p in ("auto", "avx2", "avx512_vnni", "arm64")] == [None, True, False, False]
+    with pytest.raises(UserError, match="tensorrt is for encoder classifiers"):
+        reduce_range_for("tensorrt")
