@@ -206,8 +206,13 @@ class QuantizeConfig(Section):
                           "weight_only: 4 or 8-bit blocks (symmetric); dynamic/static: the nodes compute in float from "
                           "8-bit (per output channel, dequantized every call) or 16-bit (float16, cast once at load) "
                           "weights; null keeps them float")
+    # 7-bit weights by default: every CPU computes them exactly (AVX2's u8 x s8 pair sums cannot saturate), so the
+    # graph answers alike wherever it is deployed; 8-bit ones lost nothing measurable on a CPU with VNNI (SST-2, CoNLL:
+    # bench/README.md, "Thirty-third session") and saturate on one without, where deploykit.load refuses them
     preset: Literal["auto", "avx512_vnni", "avx2", "arm64", "tensorrt"] = Field(
-        "auto", description="auto: this CPU's; tensorrt: symmetric int8 Q/DQ (mode static) for TensorRT engines")
+        "avx2", description="avx2: 7-bit weights, the same answers on every CPU; avx512_vnni / arm64: 8-bit weights for "
+                            "CPUs with VNNI / ARM only (refused on others); auto: this CPU's; tensorrt: symmetric int8 "
+                            "Q/DQ (mode static) for TensorRT engines")
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_samples: int = Field(256, ge=1)
     calibration_seq_len: int = Field(64, ge=8)

@@ -2,14 +2,16 @@
 dynamic and static (QDQ) quantization, and per-node sensitivity.
 
     from deploykit.quant.int8 import Int8Settings, preprocess, quantize
-    s = Int8Settings.for_preset("auto", mode="dynamic")
+    s = Int8Settings.for_preset("avx2", mode="dynamic")
     preprocess(Path("model.onnx"), Path("pre.onnx"))
     quantize(Path("pre.onnx"), Path("int8.onnx"), s)
 
 Presets follow the instruction each CPU has for u8 x s8 dot products. With VNNI (AVX-512 VNNI,
 AVX-VNNI, AMX) the 32-bit accumulation is exact; plain AVX2 multiplies through VPMADDUBSW, whose
 int16 pair sums saturate on full-range 8-bit weights, so its preset quantizes weights to 7 bits
-(`reduce_range`). ARM64's dot-product kernels need no reduction.
+(`reduce_range`). ARM64's dot-product kernels need no reduction. 7-bit weights are exact everywhere, so the
+recipe's default preset is `avx2` on every CPU: its graph answers alike wherever it is deployed
+(deploykit/quant/fit.py refuses 8-bit ones where they would saturate).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     deploykit quantize --from runs/sst2/export --int8 --mode static --set quantize.calibration=percentile
 
 A PyTorch input is exported first (fused, parity-checked, see `deploykit/onnx/export.py`). The float graph
-goes through `quant_pre_process`, then INT8 with the preset of this CPU (`quantize.preset: auto`).
+goes through `quant_pre_process`, then INT8 with 7-bit weights that every CPU computes alike (`quantize.preset: avx2`).
 The gate evaluates the INT8 model against its float parent on the validation split; when it loses
 more than `quantize.max_drop` points, nodes are ranked by sensitivity and the most sensitive stay in
 float (1, 2, 4, ... up to `quantize.max_float_nodes`; from `quantize.min_float_nodes` on the first try) until the
