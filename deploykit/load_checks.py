@@ -71,12 +71,12 @@ def check_threads(threads) -> None:
 
 
 def check_int8_fits(artifact, runtime: str, device: str | None) -> None:
-    """Refuse an INT8 graph whose products ONNX Runtime on this CPU would saturate (deploykit/quant/fit.py): one
-    quantized for a CPU with VNNI, loaded on one without, where its answers change (17 of 872 on SST-2)."""
+    """Refuse an INT8 graph whose products ONNX Runtime or OpenVINO on this CPU would saturate (deploykit/quant/fit.py):
+    one quantized for a CPU with VNNI, loaded on one without, where its answers change (17 of 872 on SST-2)."""
     from deploykit.quant.fit import saturation_fault
 
-    on_ort = runtime == "ort" or (runtime == "auto" and artifact.format == "onnx")
-    if artifact.format not in ("onnx", "tensorrt") or not on_ort or device not in (None, "cpu"):
+    on_cpu = runtime in ("ort", "openvino") or (runtime == "auto" and artifact.format == "onnx")
+    if artifact.format not in ("onnx", "tensorrt") or not on_cpu or device not in (None, "cpu"):
         return
     if not artifact.onnx_path.is_file() or not (fault := saturation_fault(artifact.onnx_path)):
         return

@@ -217,7 +217,11 @@ def _load_openvino(onnx_path: Path, threads: int | None) -> Loaded:
     except RuntimeError as err:  # an operator or shape OpenVINO's CPU plugin does not take
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise Unavailable(f"OpenVINO could not compile {onnx_path.name}: {first}") from None
-    return Loaded(predict, _nothing, "cpu")
+    from deploykit.quant.fit import saturation_fault
+
+    # its CPU plugin saturates 8-bit weights without VNNI as ONNX Runtime does (bench/README.md, thirty-third session)
+    fault = saturation_fault(onnx_path) if onnx_path.suffix == ".onnx" else None
+    return Loaded(predict, _nothing, "cpu", notes=[fault] if fault else [])
 
 
 @dataclass(frozen=True)

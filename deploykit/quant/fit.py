@@ -9,8 +9,8 @@ u8 x s8 products into an int16 that saturates once weights use all 8 bits (255 *
 (|w| <= 64, `reduce_range`) cannot saturate. ONNX Runtime's quantization guide: reduce_range "is designed for the
 U8S8 format on AVX2 and AVX512 (non-VNNI) machines to mitigate saturation issues". So a graph quantized with the
 avx512_vnni or arm64 preset gives other answers on such a CPU: an SST-2 classifier built with the avx512_vnni preset
-changed 17 of 872 test answers on an AVX2-only EPYC against the same graph computed exactly (bench/README.md,
-"Thirty-third session"), and 8-bit SmolLM2 weights gave garbage text (deploykit/llm/int8.py).
+changed 17 of 872 test answers on an AVX2-only EPYC against the same graph computed exactly, 16 on OpenVINO's CPU
+plugin (bench/README.md, "Thirty-third session"), and 8-bit SmolLM2 weights gave garbage text (deploykit/llm/int8.py).
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def saturation_fault(onnx_path: str | Path) -> str | None:
     if not wide:
         return None
     return (f"{len(wide)} of its {total} INT8 weight matrices use all 8 bits (quantized for a CPU with VNNI), and "
-            "this CPU has no VNNI: ONNX Runtime's uint8 x int8 products saturate here and answers change")
+            "this CPU has no VNNI: its uint8 x int8 products saturate here (ONNX Runtime and OpenVINO alike) and "
+            "answers change")
 
 
 # presets whose weights use all 8 bits: written for CPUs with VNNI (avx512_vnni) or ARM dot products (arm64)

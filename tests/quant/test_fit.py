@@ -91,6 +91,8 @@ def test_load_refuses_a_graph_this_cpu_would_saturate_and_names_the_fix(int8_fol
         deploykit.load(int8_folders["full"])
     with pytest.raises(UserError, match="saturate"):  # a bare graph, and runtime ort named
         deploykit.load(int8_folders["full"] / "model.onnx", runtime="ort")
+    with pytest.raises(UserError, match="saturate"):  # OpenVINO's CPU plugin saturates alike (bench/README.md)
+        deploykit.load(int8_folders["full"], runtime="openvino")
     assert deploykit.load(int8_folders["seven"]).logits(["a fine film"]).shape == (1, 2)
 
 
@@ -104,6 +106,12 @@ def test_a_bench_row_runs_the_graph_and_says_its_products_saturate(int8_folders,
     loaded = load_runtime(load_artifact(int8_folders["full"]), "ort", threads=1)
     assert any("saturate" in note for note in loaded.notes)
     assert not any("saturate" in n for n in load_runtime(load_artifact(int8_folders["seven"]), "ort", 1).notes)
+
+
+def test_an_openvino_bench_row_says_so_too(int8_folders, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    assert any("saturate" in note for note in load_runtime(load_artifact(int8_folders["full"]), "openvino", 1).notes)
 
 
 def test_predict_exits_2_with_one_line(int8_folders, monkeypatch):
