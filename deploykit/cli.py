@@ -294,14 +294,17 @@ def generate(model: Annotated[Path, typer.Argument(help="a causal LM folder: PyT
 
     if Path(model).suffix != ".gguf":
         from deploykit.artifact import load_artifact
+        from deploykit.load_checks import check_int8_fits
         from deploykit.predictor import is_causal_lm
 
         try:
-            classifier = not is_causal_lm(load_artifact(model))
+            artifact = load_artifact(model)
         except UserError:  # no model there: load_generator says what is missing
-            classifier = False
-        if classifier:
+            artifact = None
+        if artifact is not None and not is_causal_lm(artifact):
             raise UserError(f"{model}: holds a classifier, not a causal LM; use `deploykit predict` for it")
+        if artifact is not None:
+            check_int8_fits(artifact, runtime, None)  # as deploykit.load does
     gen = load_generator(model, runtime=runtime, threads=threads)
     rendered = list(prompts) if raw else chat_prompts(gen.tokenizer, list(prompts), system, str(model))
     out = gen.generate(rendered, max_new_tokens, do_sample=sample, temperature=temperature, top_k=top_k,

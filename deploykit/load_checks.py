@@ -80,10 +80,10 @@ def check_int8_fits(artifact, runtime: str, device: str | None) -> None:
         return
     if not artifact.onnx_path.is_file() or not (fault := saturation_fault(artifact.onnx_path)):
         return
-    parent = (artifact.manifest.get("parent") or {}).get("path")
-    raise UserError(f"{artifact.path}: {fault}; quantize it again {f'from {parent} ' if parent else ''}with "
-                    "`--set quantize.preset=avx2` (7-bit weights: the same answers on every CPU), or run it on a CPU "
-                    "with AVX-512 VNNI, AVX-VNNI or AMX")
+    parent = (artifact.manifest.get("parent") or {}).get("path") or "<the float model it came from>"
+    raise UserError(f"{artifact.path}: {fault}; quantize it again with 7-bit weights, the same answers on every CPU "
+                    f"(`deploykit quantize --from {parent} -r <the recipe it was built with> --set "
+                    "quantize.preset=avx2`), or run it on a CPU with AVX-512 VNNI, AVX-VNNI or AMX")
 
 
 def resolve_runtime(fmt: str, runtime: str, device: str | None) -> str:

@@ -17,19 +17,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# operator -> input index of the int8 weight it multiplies with uint8 activations in an integer kernel
+# ONNX Runtime's integer kernels -> input index of the int8 weight each multiplies with 8-bit activations
 WEIGHT_INPUT = {"MatMulInteger": 1, "DynamicQuantizeMatMul": 1, "MatMulIntegerToFloat": 1, "QAttention": 1,
                 "QLinearMatMul": 3, "QGemm": 3, "QLinearConv": 3}
-# a DequantizeLinear'd weight goes to an integer kernel when ORT fuses it with a DequantizeLinear'd activation
-FUSED_PRODUCTS = ("MatMul", "Gemm", "Conv")
 SEVEN_BITS = 64  # the largest |w| reduce_range writes (int8 symmetric: [-64, 64]); 255 * 64 * 2 fits int16
 
 
 def wide_weights(model) -> tuple[list[str], int]:
-    """The int8 weights of integer products whose values need all 8 bits, and how many such weights there are.
+    """The int8 weights of `model`'s integer kernels whose values need all 8 bits, and how many such weights it has.
 
     Args:
-        model: an `onnx.ModelProto` with its weights loaded.
+        model: an `onnx.ModelProto` with its weights loaded, as ONNX Runtime runs it (`optimized_graph`): which Q/DQ
+            pairs become integer kernels is ONNX Runtime's choice (a weight dequantized for a float MatMul, as
+            `quantize.fallback_bits: 8` writes, stays float), and a float weight behind a QuantizeLinear (the tensorrt
+            preset) is folded into an int8 one there.
 
     Returns:
         (names of the weights with some |w| > 64, count of int8 weights that integer kernels multiply).
@@ -38,41 +39,60 @@ def wide_weights(model) -> tuple[list[str], int]:
     from onnx import TensorProto, numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
-    producers = {out: node for node in model.graph.node for out in node.output}
-    weights: list[str] = []
-    for node in model.graph.node:
-        if node.op_type in WEIGHT_INPUT and len(node.input) > WEIGHT_INPUT[node.op_type]:
-            weights.append(node.input[WEIGHT_INPUT[node.op_type]])
-        elif node.op_type in FUSED_PRODUCTS and len(node.input) >= 2:
-            sources = [producers.get(name) for name in node.input[:2]]
-            if all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
-                weights += [s.input[0] for s in sources if s.input[0] in inits]
-    int8 = sorted({w for w in weights if w in inits and inits[w].data_type == TensorProto.INT8})
+    weights = {node.input[index] for node in model.graph.node
+               if (index := WEIGHT_INPUT.get(node.op_type)) is not None and len(node.input) > index}
+    int8 = sorted(w for w in weights if w in inits and inits[w].data_type == TensorProto.INT8)
     wide = [w for w in int8 if np.abs(numpy_helper.to_array(inits[w]).astype(np.int16)).max(initial=0) > SEVEN_BITS]
     return wide, len(int8)
+
+
+def optimized_graph(onnx_path: str | Path):
+    """`onnx_path` as ONNX Runtime's CPU provider runs it on this machine: its QDQ fusions made, constants folded.
+
+    Returns:
+        The optimized `onnx.ModelProto` (weights loaded), or None when ONNX Runtime cannot load the graph (the
+        session the caller opens next says why, in its own words).
+    """
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="deploykit-fit-") as tmp:
+        out = Path(tmp) / "optimized.onnx"
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(out)
+        opts.log_severity_level = 3
+        # weights beside the graph, so that a causal LM past protobuf's 2 GB limit is written too
+        opts.add_session_config_entry("session.optimized_model_external_initializers_file_name", "weights.bin")
+        try:
+            ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+            return onnx.load(str(out))
+        except Exception:  # noqa: BLE001 - ORT's own exception types; the caller's session reports the fault
+            return None
 
 
 def saturation_fault(onnx_path: str | Path) -> str | None:
     """Why ONNX Runtime on this CPU would not compute `onnx_path`'s INT8 products exactly; None when it would.
 
-    None at once on a CPU with VNNI or on ARM (no graph is read); otherwise the graph's weights are read once.
+    None at once on a CPU with VNNI or on ARM (no graph is read); otherwise ONNX Runtime optimizes the graph once
+    (about a second for an encoder) to see which weights its integer kernels take.
     """
     from deploykit.hardware import quant_preset
 
     if quant_preset() != "avx2":
         return None
-    from deploykit.onnx.ops import load_onnx
-
-    wide, total = wide_weights(load_onnx(onnx_path, min_opset=1))
+    model = optimized_graph(onnx_path)
+    wide, total = wide_weights(model) if model is not None else ([], 0)
     if not wide:
         return None
-    return (f"{len(wide)} of its {total} INT8 weight matrices use all 8 bits (quantized for a CPU with VNNI), and "
-            "this CPU has no VNNI: its uint8 x int8 products saturate here (ONNX Runtime and OpenVINO alike) and "
-            "answers change")
+    return (f"{len(wide)} of its {total} INT8 weight matrices use all 8 bits (made for a CPU with VNNI, ARM or "
+            "TensorRT), and this CPU has no VNNI: its uint8 x int8 products saturate here (ONNX Runtime and "
+            "OpenVINO alike) and answers change")
 
 
-# presets whose weights use all 8 bits: written for CPUs with VNNI (avx512_vnni) or ARM dot products (arm64)
-FULL_RANGE_PRESETS = ("avx512_vnni", "arm64")
+# presets whose weights use all 8 bits: for CPUs with VNNI (avx512_vnni), ARM dot products (arm64), TensorRT
+FULL_RANGE_PRESETS = ("avx512_vnni", "arm64", "tensorrt")
 
 
 def reduce_range_for(preset: str) -> bool | None:
@@ -92,6 +112,7 @@ def warn_unfit(preset: str) -> None:
     if preset in FULL_RANGE_PRESETS and quant_preset() == "avx2":
         from deploykit.console import log
 
-        log(f"warning: quantize.preset={preset} writes 8-bit weights for a CPU with VNNI (or ARM); this CPU has no "
-            "VNNI, so their products saturate here: the accuracy gate scores other answers than that CPU's, and "
+        target = {"avx512_vnni": "a CPU with VNNI", "arm64": "an ARM CPU", "tensorrt": "TensorRT"}[preset]
+        log(f"warning: quantize.preset={preset} writes 8-bit weights for {target}; this CPU has no VNNI, so their "
+            "products saturate in ONNX Runtime here: the accuracy gate scores other answers than the target's, and "
             "deploykit.load refuses the graph on this machine")

@@ -179,6 +179,12 @@ def test_dynamic_int8_takes_its_weight_width_from_quantize_preset(tiny_llama, ti
     assert "quantize.preset=avx512_vnni writes 8-bit weights" in " ".join(capsys.readouterr().err.split())
     with pytest.raises(UserError, match="saturate here"):
         deploykit.load(out)
+    from typer.testing import CliRunner
+
+    from deploykit.cli import app
+
+    said = CliRunner().invoke(app, ["generate", str(out), "the movie was", "--raw", "-n", "2"])
+    assert said.exit_code == 2 and "saturate here" in said.output
     # and a CPU with VNNI told to build for one without: 7-bit weights
     monkeypatch.setattr(hw, "quant_preset", lambda: "avx512_vnni")
     run_stage("quantize", recipe(tiny_llama, tiny_task, quantize={"mode": "dynamic", "preset": "avx2"}), tiny_llama,

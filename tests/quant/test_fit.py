@@ -14,15 +14,17 @@ import deploykit
 import deploykit.hardware as hw
 from deploykit.artifact import load_artifact
 from deploykit.errors import UserError
-from deploykit.quant.fit import reduce_range_for, saturation_fault, warn_unfit, wide_weights
+from deploykit.quant.fit import optimized_graph, reduce_range_for, saturation_fault, warn_unfit, wide_weights
 from deploykit.runtimes import load_runtime
 
 
 def _graph(weight: np.ndarray, quantized_activation: bool = True, op: str = "qdq"):
-    """x [1, 4] float -> y [1, 3]: through DQ(Q(x)) @ DQ(w) (what ORT fuses into an integer MatMul), x @ DQ(w)
-    (float), or MatMulInteger(Q(x), w)."""
-    inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
-             numpy_helper.from_array(np.zeros((), weight.dtype), "wz"),
+    """x [1, 4] float -> y [1, 3]: through DQ(Q(x)) @ DQ(w) (what ONNX Runtime fuses into an integer MatMul), x @ DQ(w)
+    (a float MatMul), DQ(Q(x)) @ DQ(Q(w float)) (the tensorrt preset's float weight behind a QuantizeLinear), or
+    MatMulInteger(Q(x), w)."""
+    stored = (weight.astype(np.float32) * 0.01) if op == "float-weight" else weight
+    inits = [numpy_helper.from_array(stored, "w"), numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros((), np.int8 if op == "float-weight" else weight.dtype), "wz"),
              numpy_helper.from_array(np.array(0.02, np.float32), "xs"),
              numpy_helper.from_array(np.array(128, np.uint8), "xz")]
     nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"])]
@@ -30,8 +32,10 @@ def _graph(weight: np.ndarray, quantized_activation: bool = True, op: str = "qdq
         nodes += [helper.make_node("MatMulInteger", ["xq", "w", "xz", "wz"], ["yi"]),
                   helper.make_node("Cast", ["yi"], ["y"], to=TensorProto.FLOAT)]
     else:
+        if op == "float-weight":
+            nodes.append(helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"]))
         nodes += [helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
-                  helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"]),
+                  helper.make_node("DequantizeLinear", ["wq" if op == "float-weight" else "w", "ws", "wz"], ["wd"]),
                   helper.make_node("MatMul", ["xd" if quantized_activation else "x", "wd"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
@@ -42,15 +46,27 @@ FULL = np.array([[127, -3, 5], [2, 1, -127], [0, 9, 8], [-6, 4, 3]], np.int8)
 SEVEN = np.clip(FULL, -64, 64).astype(np.int8)
 
 
-@pytest.mark.parametrize("op", ["qdq", "integer"])
-def test_weights_that_use_all_8_bits_in_an_integer_product_are_wide(op):
-    assert wide_weights(_graph(FULL, op=op)) == (["w"], 1)
-    assert wide_weights(_graph(SEVEN, op=op)) == ([], 1)  # reduce_range's [-64, 64] cannot saturate
+def _as_run(model, tmp_path):
+    """The graph as ONNX Runtime runs it on this CPU."""
+    save(model, str(tmp_path / "g.onnx"))
+    return optimized_graph(tmp_path / "g.onnx")
 
 
-def test_a_weight_multiplied_in_float_or_stored_unsigned_is_not_an_integer_product():
-    assert wide_weights(_graph(FULL, quantized_activation=False)) == ([], 0)  # fallback_bits 8: dequantized, float
+@pytest.mark.parametrize("op", ["qdq", "integer", "float-weight"])
+def test_weights_that_use_all_8_bits_in_an_integer_product_are_wide(op, tmp_path):
+    assert wide_weights(_as_run(_graph(FULL, op=op), tmp_path))[0] != []
+    assert wide_weights(_as_run(_graph(SEVEN, op=op), tmp_path)) == ([], 1)  # reduce_range's [-64, 64]: no saturation
+
+
+def test_a_weight_multiplied_in_float_or_stored_unsigned_is_not_an_integer_product(tmp_path):
+    # quantize.fallback_bits 8: dequantized for a float MatMul, which ONNX Runtime leaves float
+    assert wide_weights(_as_run(_graph(FULL, quantized_activation=False), tmp_path)) == ([], 0)
     assert wide_weights(_graph(FULL.astype(np.uint8), op="integer")) == ([], 0)  # u8 x u8 has no int16 pair sums
+
+
+def test_a_graph_onnx_runtime_cannot_load_claims_no_fault(tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"not a graph")
+    assert optimized_graph(tmp_path / "bad.onnx") is None
 
 
 @pytest.mark.parametrize("preset", ["avx512_vnni", "arm64"])
@@ -87,7 +103,8 @@ def int8_folders(tiny_bert, tmp_path):
 
 def test_load_refuses_a_graph_this_cpu_would_saturate_and_names_the_fix(int8_folders, tiny_bert, monkeypatch):
     monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
-    with pytest.raises(UserError, match=r"saturate here.*quantize it again from .* with `--set quantize.preset=avx2`"):
+    fix = r"`deploykit quantize --from \S+ -r <the recipe it was built with> --set quantize.preset=avx2`"
+    with pytest.raises(UserError, match="saturate here.*" + fix):
         deploykit.load(int8_folders["full"])
     with pytest.raises(UserError, match="saturate"):  # a bare graph, and runtime ort named
         deploykit.load(int8_folders["full"] / "model.onnx", runtime="ort")
@@ -129,8 +146,9 @@ def test_quantize_warns_when_a_forced_preset_saturates_here(monkeypatch, capsys)
     monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
     warn_unfit("avx512_vnni")
     assert "quantize.preset=avx512_vnni writes 8-bit weights" in " ".join(capsys.readouterr().err.split())
-    for preset in ("avx2", "tensorrt"):
-        warn_unfit(preset)
+    warn_unfit("tensorrt")  # TensorRT's 8-bit weights, scored by ONNX Runtime here
+    assert "quantize.preset=tensorrt writes 8-bit weights for TensorRT" in " ".join(capsys.readouterr().err.split())
+    warn_unfit("avx2")
     monkeypatch.setattr(hw, "quant_preset", lambda: "avx512_vnni")
     warn_unfit("avx512_vnni")
     assert capsys.readouterr().err == ""

@@ -143,8 +143,11 @@ def test_gate_keeps_the_most_sensitive_nodes_float(tiny_bert, tiny_task, tmp_pat
 
 @pytest.mark.parametrize("mode,bits", [("dynamic", 8), ("static", 8), ("static", 16)])
 def test_fallback_bits_gives_the_float_nodes_narrow_weights_and_float_arithmetic(tiny_bert, tiny_task, tmp_path, mode,
-                                                                                 bits):
+                                                                                 bits, monkeypatch):
     import onnxruntime as ort
+
+    import deploykit.hardware as hw
+    from deploykit.quant.fit import saturation_fault
 
     from deploykit.artifact import load_artifact
     from deploykit.kinds import kind_of
@@ -169,6 +172,9 @@ def test_fallback_bits_gives_the_float_nodes_narrow_weights_and_float_arithmetic
     assert np.abs(got[out] - want).max() < 0.05 * np.abs(want).max()
     assert np.abs(got[out] - want).max() < np.abs(got[plain] - want).max()  # closer to float than all-INT8
     assert np.array_equal(got[out], got[floats])  # the same graph for the same nodes
+    # 8-bit fallback weights are dequantized for float MatMuls: nothing saturates on a CPU without VNNI
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    assert saturation_fault(out) is None
 
 
 def test_gate_fails_with_the_figures(tiny_bert, tiny_task, tmp_path):
@@ -220,7 +226,10 @@ def test_already_quantized_input_is_refused(tiny_bert, tiny_task, tmp_path):
         run_stage("quantize", recipe(tiny_task), base.path, tmp_path / "q")
 
 
-def test_tensorrt_preset_writes_symmetric_int8_qdq(tiny_bert, tiny_task, tmp_path):
+def test_tensorrt_preset_writes_symmetric_int8_qdq(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    import deploykit.hardware as hw
+    from deploykit.quant.fit import saturation_fault
+
     art = run_stage("quantize", recipe(tiny_task, mode="static", preset="tensorrt", calibration_samples=16),
                     tiny_bert, tmp_path / "q")
     graph = onnx.load(str(art.onnx_path)).graph
@@ -229,6 +238,9 @@ def test_tensorrt_preset_writes_symmetric_int8_qdq(tiny_bert, tiny_task, tmp_pat
     zero_points = [inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits]
     assert zero_points and all(z.data_type == onnx.TensorProto.INT8 for z in zero_points)
     assert art.manifest["int8"]["activations"] == "int8 symmetric"
+    # its float weights behind QuantizeLinear become 8-bit integer products in ONNX Runtime: they saturate without VNNI
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    assert "use all 8 bits" in saturation_fault(art.onnx_path)
     with pytest.raises(UserError, match="needs quantize.mode=static"):
         run_stage("quantize", recipe(tiny_task, preset="tensorrt"), tiny_bert, tmp_path / "q2")
 
