@@ -42,6 +42,10 @@ def recipe_problems(recipe: Recipe, out_dir: Path | None = None) -> list[str]:
             _checked(found, _max_length, recipe, config)
             _checked(found, check_layer_choices, recipe, config)
     found += _runtimes(recipe)
+    if recipe.quantize is not None and recipe.quantize.mode != "weight_only":
+        from deploykit.quant.fit import warn_unfit
+
+        warn_unfit(recipe.quantize.preset)  # a line, not a problem: building for another CPU class is allowed
     if out_dir is not None:
         from deploykit.pipeline import check_run_folders
 

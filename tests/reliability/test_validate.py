@@ -175,3 +175,12 @@ def test_a_recipe_without_stages_is_what_run_refuses(recipe, tmp_path):
     result = validate(recipe(finetune=None, quantize=None), "--out", tmp_path / "runs" / "x")
     assert result.exit_code == 2
     assert errors(result) == ["error: recipe has no stages (add finetune, distill, prune, quantize, export or bench)"]
+
+
+def test_a_preset_that_saturates_on_this_cpu_is_a_warning_not_an_error(recipe, monkeypatch):
+    import deploykit.hardware as hw
+
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    result = validate(recipe(quantize={"preset": "avx512_vnni"}))
+    assert result.exit_code == 0, result.output
+    assert "quantize.preset=avx512_vnni writes 8-bit weights" in " ".join(result.output.split())
