@@ -5,8 +5,8 @@
 
 A PyTorch parent is exported first (fused unless `quantize.optimize: false`, parity-checked, deploykit/onnx/export.py);
 an ONNX parent is taken as it is. The float graph goes through `quant_pre_process`, then INT8 with `quantize.preset`
-(avx2, the default: 7-bit weights, the same answers on every CPU), dynamic or static QDQ (calibrated on the kind's batches); the keep-float ranking is
-measured per node on the kind's sensitivity batches (deploykit/quant/int8.py).
+(avx2, the default: 7-bit weights, the same answers on every CPU), dynamic or static QDQ (calibrated on the kind's
+batches); the keep-float ranking is measured per node on the kind's sensitivity batches (deploykit/quant/int8.py).
 """
 
 from __future__ import annotations
