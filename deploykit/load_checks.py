@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploykit.errors import UserError
-from deploykit.runtimes import READS
+from deploykit.runtimes import READS, ir_path
 
 RUNTIMES = ("auto", *READS)
 # transformers builds a tokenizer of special tokens only from a tokenizer_config.json alone: every word then
@@ -75,15 +75,20 @@ def check_int8_fits(artifact, runtime: str, device: str | None) -> None:
     one quantized for a CPU with VNNI, loaded on one without, where its answers change (17 of 872 on SST-2)."""
     from deploykit.quant.fit import saturation_fault
 
-    on_cpu = runtime in ("ort", "openvino") or (runtime == "auto" and artifact.format == "onnx")
-    if artifact.format not in ("onnx", "tensorrt") or not on_cpu or device not in (None, "cpu"):
+    on_cpu = runtime in ("ort", "openvino") or (runtime == "auto" and artifact.format in ("onnx", "openvino"))
+    if artifact.format not in ("onnx", "tensorrt", "openvino") or not on_cpu or device not in (None, "cpu"):
         return
-    if not artifact.onnx_path.is_file() or not (fault := saturation_fault(artifact.onnx_path)):
+    graph = ir_path(artifact) if artifact.format == "openvino" else artifact.onnx_path
+    reader = "openvino" if runtime == "openvino" or artifact.format == "openvino" else "ort"
+    if not graph.is_file() or not (fault := saturation_fault(graph, reader)):
         return
     parent = (artifact.manifest.get("parent") or {}).get("path") or "<the float model it came from>"
+    # an IR folder comes from NNCF (bench's peer) or a user's own conversion: NNCF's switch for 7-bit weights too
+    nncf = (", or in NNCF with advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix="
+            "nncf.OverflowFix.ENABLE)") if artifact.format == "openvino" else ""
     raise UserError(f"{artifact.path}: {fault}; quantize it again with 7-bit weights, the same answers on every CPU "
                     f"(`deploykit quantize --from {parent} -r <the recipe it was built with> --set "
-                    "quantize.preset=avx2`), or run it on a CPU with AVX-512 VNNI, AVX-VNNI or AMX")
+                    f"quantize.preset=avx2`{nncf}), or run it on a CPU with AVX-512 VNNI, AVX-VNNI or AMX")
 
 
 def resolve_runtime(fmt: str, runtime: str, device: str | None) -> str:

@@ -220,7 +220,7 @@ def _load_openvino(onnx_path: Path, threads: int | None) -> Loaded:
     from deploykit.quant.fit import saturation_fault
 
     # its CPU plugin saturates 8-bit weights without VNNI as ONNX Runtime does (bench/README.md, thirty-third session)
-    fault = saturation_fault(onnx_path) if onnx_path.suffix == ".onnx" else None
+    fault = saturation_fault(onnx_path, "openvino")
     return Loaded(predict, _nothing, "cpu", notes=[fault] if fault else [])
 
 

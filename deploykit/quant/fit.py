@@ -11,6 +11,8 @@ U8S8 format on AVX2 and AVX512 (non-VNNI) machines to mitigate saturation issues
 avx512_vnni or arm64 preset gives other answers on such a CPU: an SST-2 classifier built with the avx512_vnni preset
 changed 17 of 872 test answers on an AVX2-only EPYC against the same graph computed exactly, 16 on OpenVINO's CPU
 plugin (bench/README.md, "Thirty-third session"), and 8-bit SmolLM2 weights gave garbage text (deploykit/llm/int8.py).
+NNCF names the same fault for OpenVINO (its `OverflowFix`: "8-bit instructions of older Intel CPU generations (based on
+SSE, AVX-2, and AVX-512 instruction sets) suffer from the so-called saturation (overflow) issue").
 """
 
 from __future__ import annotations
@@ -72,23 +74,84 @@ def optimized_graph(onnx_path: str | Path):
             return None
 
 
-def saturation_fault(onnx_path: str | Path) -> str | None:
-    """Why ONNX Runtime on this CPU would not compute `onnx_path`'s INT8 products exactly; None when it would.
+# OpenVINO IR: the ops its CPU plugin computes in integers when one input is a FakeQuantize'd activation and the other
+# an int8 weight behind its decompression (Convert, Subtract zero point, Multiply scale), what `ov.convert_model` makes
+# of an ONNX QDQ pair and what NNCF's quantized weights become when `ov.save_model` writes them
+IR_PRODUCTS = ("MatMul", "Convolution")
+IR_DECOMPRESSION = ("Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze", "Squeeze")
+
+
+def _ir_int8_weight(output, depth: int = 0):
+    """The int8 Constant a weight input is decompressed from, or None (a float weight: weight-only or no INT8)."""
+    node = output.get_node()
+    if node.get_type_name() == "Constant":
+        return node if node.get_output_element_type(0).get_type_name() == "i8" else None
+    if node.get_type_name() not in IR_DECOMPRESSION or depth > 6:
+        return None
+    # the data path of Subtract/Multiply is one of two inputs (the zero point or scale the other): try both
+    return next((c for inp in node.inputs() if (c := _ir_int8_weight(inp.get_source_output(), depth + 1))), None)
+
+
+def _ir_quantized(output, depth: int = 0) -> bool:
+    """Whether an activation input comes from a FakeQuantize, through layout ops and, as OpenVINO reads an ONNX
+    DequantizeLinear before its CPU plugin folds it, Convert / Subtract / Multiply."""
+    node = output.get_node()
+    if node.get_type_name() == "FakeQuantize":
+        return True
+    return node.get_type_name() in IR_DECOMPRESSION and depth < 8 and _ir_quantized(node.input_value(0), depth + 1)
+
+
+def openvino_wide_weights(graph_path: str | Path) -> tuple[list[str], int]:
+    """`wide_weights` as OpenVINO reads a graph (an IR's model.xml, or ONNX): the int8 weights of the products its
+    CPU plugin computes in integers that need all 8 bits. A static QDQ graph's activation Q/DQ pairs become
+    FakeQuantize ops, integer products; a dynamic graph's MatMulInteger becomes a float MatMul of the integers, exact.
+
+    Raises:
+        RuntimeError: OpenVINO cannot read the graph.
+    """
+    import numpy as np
+    import openvino as ov
+
+    model = ov.Core().read_model(str(graph_path))
+    int8 = {}
+    for node in model.get_ops():
+        # an integer-typed MatMul is ONNX MatMulInteger, which the CPU plugin runs as a float MatMul: exact
+        if node.get_type_name() not in IR_PRODUCTS or not node.get_output_element_type(0).is_real():
+            continue
+        a, b = (node.input_value(i) for i in (0, 1))
+        for activation, weight in ((a, b), (b, a)):
+            constant = _ir_int8_weight(weight)
+            if constant is not None and _ir_quantized(activation):
+                int8[constant.get_friendly_name()] = constant
+                break
+    wide = [name for name, c in sorted(int8.items())
+            if np.abs(np.asarray(c.get_data()).astype(np.int16)).max(initial=0) > SEVEN_BITS]
+    return wide, len(int8)
+
+
+def saturation_fault(graph_path: str | Path, runtime: str = "ort") -> str | None:
+    """Why `runtime` (ort or openvino) on this CPU would not compute the INT8 products of `graph_path` (an ONNX graph,
+    or an OpenVINO IR's model.xml, which only OpenVINO runs) exactly; None when it would.
 
     None at once on a CPU with VNNI or on ARM (no graph is read); otherwise ONNX Runtime optimizes the graph once
-    (about a second for an encoder) to see which weights its integer kernels take.
+    (about a second for an encoder) to see which weights its integer kernels take, or OpenVINO reads it.
     """
     from deploykit.hardware import quant_preset
 
     if quant_preset() != "avx2":
         return None
-    model = optimized_graph(onnx_path)
-    wide, total = wide_weights(model) if model is not None else ([], 0)
+    if runtime == "openvino" or Path(graph_path).suffix == ".xml":
+        try:
+            wide, total = openvino_wide_weights(graph_path)
+        except (ImportError, RuntimeError):  # no openvino, or an IR it cannot read: the loader says which
+            return None
+    else:
+        model = optimized_graph(graph_path)
+        wide, total = wide_weights(model) if model is not None else ([], 0)
     if not wide:
         return None
     return (f"{len(wide)} of its {total} INT8 weight matrices use all 8 bits (made for a CPU with VNNI, ARM or "
-            "TensorRT), and this CPU has no VNNI: its uint8 x int8 products saturate here (ONNX Runtime and "
-            "OpenVINO alike) and answers change")
+            "TensorRT), and this CPU has no VNNI: its uint8 x int8 products saturate here and answers change")
 
 
 # presets whose weights use all 8 bits: for CPUs with VNNI (avx512_vnni), ARM dot products (arm64), TensorRT

@@ -20,9 +20,11 @@ def test_calibration_rows_are_300_seeded_training_rows():
 
 
 @needs_peer
-def test_peer_is_an_int8_ir_that_deploykit_load_runs_on_openvino(tiny_bert, tmp_path):
+def test_peer_is_an_int8_ir_that_deploykit_load_runs_on_openvino(tiny_bert, tmp_path, monkeypatch):
     import openvino as ov
 
+    import deploykit.hardware as hw
+    from deploykit.errors import UserError
     from deploykit.predictor import load
 
     art = openvino_nncf_peer(tiny_bert, tmp_path / "peer", TEXTS, max_length=32)
@@ -31,6 +33,11 @@ def test_peer_is_an_int8_ir_that_deploykit_load_runs_on_openvino(tiny_bert, tmp_
     assert art.metrics["calibration_rows"] == len(TEXTS)
     ops = [op.get_type_name() for op in ov.Core().read_model(str(art.path / "model.xml")).get_ops()]
     assert ops.count("FakeQuantize") >= 12  # NNCF's INT8: activations and weights of every linear layer
+    # NNCF's default weights use all 8 bits: a CPU without VNNI saturates them (deploykit/quant/fit.py)
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    with pytest.raises(UserError, match="saturate here.*overflow_fix=nncf.OverflowFix.ENABLE"):
+        load(art.path)
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx512_vnni")
     peer, teacher = load(art.path), load(tiny_bert)
     assert peer.runtime == "openvino"
     got, want = peer.logits(TEXTS), teacher.logits(TEXTS)
