@@ -268,7 +268,7 @@ def test_distill_trains_on_the_labelled_windows_and_the_unlabelled_ones(tiny_bod
     assert m["metrics"]["validation"]["f1"] >= 80
 
 
-def test_bench_puts_the_openvino_nncf_peer_beside_a_token_classifier(tiny_body, tmp_path):
+def test_bench_puts_the_openvino_nncf_peer_beside_a_token_classifier(tiny_body, tmp_path, monkeypatch):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     from deploykit.pipeline import run_stage
@@ -290,7 +290,11 @@ def test_bench_puts_the_openvino_nncf_peer_beside_a_token_classifier(tiny_body, 
     assert "NNCF static INT8" in report["method"]["peer"] and (out / "openvino" / "model.xml").is_file()
     peer_manifest = json.loads((out / "openvino" / "manifest.json").read_text())
     assert peer_manifest["metrics"]["calibration_rows"] == 128  # every training sentence (fewer than 300)
-    # and deploykit.load runs the IR folder as a token classifier
+    # and deploykit.load runs the IR folder as a token classifier, on a CPU with VNNI: NNCF's 8-bit weights would
+    # saturate on one without (tests/quant/test_fit.py)
+    import deploykit.hardware as hw
+
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx512_vnni")
     text = "The report said mr peter smith went well in brussels on friday"
     ov = deploykit.load(out / "openvino")
     assert ov.runtime == "openvino" and {g["entity_group"] for g in ov(text)} <= {"PER", "LOC"}
