@@ -304,7 +304,7 @@ def generate(model: Annotated[Path, typer.Argument(help="a causal LM folder: PyT
         if artifact is not None and not is_causal_lm(artifact):
             raise UserError(f"{model}: holds a classifier, not a causal LM; use `deploykit predict` for it")
         if artifact is not None:
-            check_int8_fits(artifact, runtime, None)  # as deploykit.load does
+            check_int8_fits(artifact, runtime, None, openvino_takes_it=False)  # as deploykit.load does
     gen = load_generator(model, runtime=runtime, threads=threads)
     rendered = list(prompts) if raw else chat_prompts(gen.tokenizer, list(prompts), system, str(model))
     out = gen.generate(rendered, max_new_tokens, do_sample=sample, temperature=temperature, top_k=top_k,

@@ -9,6 +9,7 @@ text no tokenizer takes (shared by every predictor and the server).
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from deploykit.errors import UserError
@@ -70,25 +71,36 @@ def check_threads(threads) -> None:
             f"waits on threads that share a core (use at most {cores()}, or None)")
 
 
-def check_int8_fits(artifact, runtime: str, device: str | None) -> None:
+def check_int8_fits(artifact, runtime: str, device: str | None, openvino_takes_it: bool = True) -> None:
     """Refuse an INT8 graph whose products ONNX Runtime or OpenVINO on this CPU would saturate (deploykit/quant/fit.py):
-    one quantized for a CPU with VNNI, loaded on one without, where its answers change (17 of 872 on SST-2)."""
+    one quantized for a CPU with VNNI, loaded on one without, where its answers change (17 of 872 on SST-2).
+    `openvino_takes_it`: whether OpenVINO could run this model instead (not a causal LM), for the fix the line names.
+    """
     from deploykit.quant.fit import saturation_fault
 
-    on_cpu = runtime in ("ort", "openvino") or (runtime == "auto" and artifact.format in ("onnx", "openvino"))
-    if artifact.format not in ("onnx", "tensorrt", "openvino") or not on_cpu or device not in (None, "cpu"):
+    if device not in (None, "cpu") or artifact.format not in ("onnx", "tensorrt", "openvino"):
         return
-    graph = ir_path(artifact) if artifact.format == "openvino" else artifact.onnx_path
-    reader = "openvino" if runtime == "openvino" or artifact.format == "openvino" else "ort"
+    ir = artifact.format == "openvino"
+    # the runtime that will read it; one that cannot (ort on an IR) is named by the loader, not here
+    reader = {"auto": "openvino" if ir else "ort" if artifact.format == "onnx" else None,
+              "ort": None if ir else "ort", "openvino": "openvino"}.get(runtime)
+    if reader is None:
+        return
+    graph = ir_path(artifact) if ir else artifact.onnx_path
     if not graph.is_file() or not (fault := saturation_fault(graph, reader)):
         return
     parent = (artifact.manifest.get("parent") or {}).get("path") or "<the float model it came from>"
-    # an IR folder comes from NNCF (bench's peer) or a user's own conversion: NNCF's switch for 7-bit weights too
-    nncf = (", or in NNCF with advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix="
-            "nncf.OverflowFix.ENABLE)") if artifact.format == "openvino" else ""
+    recipe = "<your recipe>" if ir else "<the recipe it was built with>"
+    fix = f"`deploykit quantize --from {parent} -r {recipe} --set quantize.preset=avx2`"
+    if ir:  # an IR folder comes from NNCF (bench's peer) or a user's own conversion: NNCF's switch for 7-bit weights
+        fix += ", or in NNCF with advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=" \
+               "nncf.OverflowFix.ENABLE)"
+    exact = ""
+    if reader == "ort" and openvino_takes_it and importlib.util.find_spec("openvino") and \
+            not saturation_fault(graph, "openvino"):
+        exact = ", run it with runtime openvino, which computes its products exactly (MatMulInteger as a float MatMul)"
     raise UserError(f"{artifact.path}: {fault}; quantize it again with 7-bit weights, the same answers on every CPU "
-                    f"(`deploykit quantize --from {parent} -r <the recipe it was built with> --set "
-                    f"quantize.preset=avx2`{nncf}), or run it on a CPU with AVX-512 VNNI, AVX-VNNI or AMX")
+                    f"({fix}){exact}, or run it on a CPU with AVX-512 VNNI, AVX-VNNI or AMX")
 
 
 def resolve_runtime(fmt: str, runtime: str, device: str | None) -> str:

@@ -68,7 +68,7 @@ def load(path: str | Path, runtime: str = "auto", threads: int | None = None, de
     from deploykit.kinds import kind_of, task_of
 
     artifact = load_artifact(path)
-    check_int8_fits(artifact, runtime, device)
+    check_int8_fits(artifact, runtime, device, openvino_takes_it=not is_causal_lm(artifact))
     if is_causal_lm(artifact):
         return _load_generator(artifact, runtime, threads, device, max_length)
     # a kind with its own outputs (a token classifier's entity groups) loads its own predictor

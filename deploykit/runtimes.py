@@ -95,8 +95,24 @@ def unavailable(runtime: str, target: str) -> str | None:
 
 
 def ir_path(artifact) -> Path:
-    """The OpenVINO IR graph (model.xml; its weights in model.bin beside it) of an `openvino` artifact."""
-    return artifact.path / artifact.manifest.get("ir_file", "model.xml")
+    """The OpenVINO IR graph (model.xml; its weights in model.bin beside it) of an `openvino` artifact.
+
+    Raises:
+        UserError: manifest.json's `ir_file` is not a file name.
+    """
+    name = artifact.manifest.get("ir_file", "model.xml")
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"{artifact.path}/manifest.json: ir_file must name the IR's .xml file (e.g. \"model.xml\"), "
+                        f"not {name!r}")
+    return artifact.path / name
+
+
+def openvino_reason(err: Exception) -> str:
+    """The line of an OpenVINO error that says what is wrong: its messages open with lines naming the C++ source
+    ("Exception from src/inference/src/cpp/core.cpp:84:", "Check '...' failed at ...") and end with the cause."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    causes = [line for line in lines if not line.startswith(("Exception from ", "Check '", "FrontEnd API failed"))]
+    return (causes or lines or [type(err).__name__])[-1][:300]
 
 
 def engine_path(artifact) -> Path:
@@ -210,13 +226,18 @@ def _load_openvino(onnx_path: Path, threads: int | None) -> Loaded:
     why = unavailable("openvino", "cpu")
     if why:
         raise Unavailable(why)
+    import openvino as ov
+
     from deploykit.ov_runtime import openvino_predictor
 
+    try:  # a file that is missing or broken (an IR without its model.bin) is the user's to fix, not this machine's
+        ov.Core().read_model(str(onnx_path))
+    except RuntimeError as err:
+        raise UserError(f"{onnx_path}: OpenVINO cannot read it: {openvino_reason(err)}") from None
     try:
         predict = openvino_predictor(onnx_path, threads)
     except RuntimeError as err:  # an operator or shape OpenVINO's CPU plugin does not take
-        first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise Unavailable(f"OpenVINO could not compile {onnx_path.name}: {first}") from None
+        raise Unavailable(f"OpenVINO could not compile {onnx_path.name}: {openvino_reason(err)}") from None
     from deploykit.quant.fit import saturation_fault
 
     # its CPU plugin saturates 8-bit weights without VNNI as ONNX Runtime does (bench/README.md, thirty-third session)

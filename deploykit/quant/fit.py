@@ -74,59 +74,16 @@ def optimized_graph(onnx_path: str | Path):
             return None
 
 
-# OpenVINO IR: the ops its CPU plugin computes in integers when one input is a FakeQuantize'd activation and the other
-# an int8 weight behind its decompression (Convert, Subtract zero point, Multiply scale), what `ov.convert_model` makes
-# of an ONNX QDQ pair and what NNCF's quantized weights become when `ov.save_model` writes them
-IR_PRODUCTS = ("MatMul", "Convolution")
-IR_DECOMPRESSION = ("Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze", "Squeeze")
-
-
-def _ir_int8_weight(output, depth: int = 0):
-    """The int8 Constant a weight input is decompressed from, or None (a float weight: weight-only or no INT8)."""
-    node = output.get_node()
-    if node.get_type_name() == "Constant":
-        return node if node.get_output_element_type(0).get_type_name() == "i8" else None
-    if node.get_type_name() not in IR_DECOMPRESSION or depth > 6:
-        return None
-    # the data path of Subtract/Multiply is one of two inputs (the zero point or scale the other): try both
-    return next((c for inp in node.inputs() if (c := _ir_int8_weight(inp.get_source_output(), depth + 1))), None)
-
-
-def _ir_quantized(output, depth: int = 0) -> bool:
-    """Whether an activation input comes from a FakeQuantize, through layout ops and, as OpenVINO reads an ONNX
-    DequantizeLinear before its CPU plugin folds it, Convert / Subtract / Multiply."""
-    node = output.get_node()
-    if node.get_type_name() == "FakeQuantize":
-        return True
-    return node.get_type_name() in IR_DECOMPRESSION and depth < 8 and _ir_quantized(node.input_value(0), depth + 1)
-
-
 def openvino_wide_weights(graph_path: str | Path) -> tuple[list[str], int]:
-    """`wide_weights` as OpenVINO reads a graph (an IR's model.xml, or ONNX): the int8 weights of the products its
-    CPU plugin computes in integers that need all 8 bits. A static QDQ graph's activation Q/DQ pairs become
-    FakeQuantize ops, integer products; a dynamic graph's MatMulInteger becomes a float MatMul of the integers, exact.
+    """`wide_weights` as OpenVINO reads a graph (an IR's model.xml, or ONNX; deploykit/quant/ov_fit.py).
 
     Raises:
         RuntimeError: OpenVINO cannot read the graph.
     """
-    import numpy as np
-    import openvino as ov
+    from deploykit.quant.ov_fit import integer_weights
 
-    model = ov.Core().read_model(str(graph_path))
-    int8 = {}
-    for node in model.get_ops():
-        # an integer-typed MatMul is ONNX MatMulInteger, which the CPU plugin runs as a float MatMul: exact
-        if node.get_type_name() not in IR_PRODUCTS or not node.get_output_element_type(0).is_real():
-            continue
-        a, b = (node.input_value(i) for i in (0, 1))
-        for activation, weight in ((a, b), (b, a)):
-            constant = _ir_int8_weight(weight)
-            if constant is not None and _ir_quantized(activation):
-                int8[constant.get_friendly_name()] = constant
-                break
-    wide = [name for name, c in sorted(int8.items())
-            if np.abs(np.asarray(c.get_data()).astype(np.int16)).max(initial=0) > SEVEN_BITS]
-    return wide, len(int8)
+    weights = integer_weights(graph_path)
+    return sorted(name for name, largest in weights.items() if largest > SEVEN_BITS), len(weights)
 
 
 def saturation_fault(graph_path: str | Path, runtime: str = "ort") -> str | None:

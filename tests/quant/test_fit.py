@@ -89,11 +89,31 @@ def test_an_openvino_ir_names_the_wide_weights_of_its_integer_products(monkeypat
     save(_graph(FULL, op="integer"), str(tmp_path / "integer.onnx"))  # MatMulInteger: a float MatMul in OpenVINO
     assert openvino_wide_weights(tmp_path / "integer.onnx") == ([], 0)
     assert openvino_wide_weights(tmp_path / "full.onnx")[1] == 1  # ONNX read by OpenVINO as it runs it
+    # the tensorrt preset's float weight behind a QuantizeLinear: a FakeQuantize of a constant, whose zero point (int8
+    # too) is not the weight
+    for weights, wide in ((FULL, 1), (SEVEN, 0)):
+        save(_graph(weights, op="float-weight"), str(tmp_path / "fw.onnx"))
+        assert len(openvino_wide_weights(tmp_path / "fw.onnx")[0]) == wide
+        assert openvino_wide_weights(tmp_path / "fw.onnx")[1] == 1
     monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
     assert "1 of its 1 INT8 weight matrices use all 8 bits" in saturation_fault(full)
     assert saturation_fault(seven) is None
     (tmp_path / "bad.xml").write_text("not an IR")
     assert saturation_fault(tmp_path / "bad.xml") is None  # the loader names what is wrong with it
+
+
+@pytest.mark.parametrize("levels, counted", [(256, True), (65536, False)])
+def test_openvino_multiplies_in_integers_only_behind_8_bit_activations(levels, counted, tmp_path):
+    ov = pytest.importorskip("openvino")
+    from openvino import opset13 as ops
+
+    x = ops.parameter([1, 4], np.float32, name="x")
+    lo, hi = (ops.constant(np.array(v, np.float32)) for v in (-2.56, 2.54))
+    act = ops.fake_quantize(x, lo, hi, lo, hi, levels)
+    weight = ops.multiply(ops.convert(ops.constant(FULL), np.float32), ops.constant(np.array(0.01, np.float32)))
+    ov.save_model(ov.Model([ops.matmul(act, weight, False, False)], [x]), str(tmp_path / "m.xml"))
+    wide, total = openvino_wide_weights(tmp_path / "m.xml")
+    assert (len(wide), total) == ((1, 1) if counted else (0, 0))
 
 
 @pytest.mark.parametrize("preset", ["avx512_vnni", "arm64"])
@@ -197,6 +217,42 @@ def test_load_refuses_an_openvino_ir_folder_this_cpu_would_saturate(static_folde
     assert deploykit.load(irs["seven"]).logits(["a fine film"]).shape == (1, 2)
     monkeypatch.setattr(hw, "quant_preset", lambda: "avx512_vnni")
     assert deploykit.load(irs["full"]).logits(["a fine film"]).shape == (1, 2)
+
+
+def test_a_broken_ir_folder_is_one_line_that_names_what_to_fix(static_folders, monkeypatch):
+    pytest.importorskip("openvino")
+    folder = static_folders["seven"]
+    ir = shutil.copytree(folder, folder.parent / "broken-ir")
+    (ir / "model.onnx").unlink()
+    _ir(folder / "model.onnx", ir)
+    manifest = {**json.loads((ir / "manifest.json").read_text()), "format": "openvino"}
+    (ir / "manifest.json").write_text(json.dumps({**manifest, "ir_file": None}))
+    with pytest.raises(UserError, match=r"manifest.json: ir_file must name the IR's .xml file .*not None"):
+        deploykit.load(ir)
+    (ir / "manifest.json").write_text(json.dumps(manifest))
+    (ir / "model.bin").unlink()
+    with pytest.raises(UserError, match="model.xml: OpenVINO cannot read it: .*bin file cannot be found"):
+        deploykit.load(ir)
+
+
+def test_a_runtime_that_cannot_read_the_folder_is_named_before_its_weights(static_folders, monkeypatch):
+    pytest.importorskip("openvino")
+    folder = static_folders["full"]
+    ir = shutil.copytree(folder, folder.parent / "full-ir2")
+    (ir / "model.onnx").unlink()
+    _ir(folder / "model.onnx", ir)
+    (ir / "manifest.json").write_text(json.dumps({**json.loads((ir / "manifest.json").read_text()),
+                                                  "format": "openvino"}))
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    with pytest.raises(UserError, match="runtime 'ort' cannot run openvino artifacts"):
+        deploykit.load(ir, runtime="ort")
+
+
+def test_a_dynamic_graph_refused_on_ort_names_openvino_which_computes_it_exactly(int8_folders, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    with pytest.raises(UserError, match="run it with runtime openvino, which computes its products exactly"):
+        deploykit.load(int8_folders["full"])
 
 
 def test_load_takes_the_same_graph_on_a_cpu_with_vnni(int8_folders, monkeypatch):
