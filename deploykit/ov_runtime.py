@@ -46,18 +46,27 @@ def bucketable(path: Path, names: list[str]) -> bool:
     return not (counts.get("DynamicQuantizeLinear") or counts.get("MatMulInteger"))
 
 
+class Unreadable(RuntimeError):
+    """OpenVINO cannot read the graph file itself (missing, corrupt, an IR without its model.bin): the user's to fix,
+    where a graph it reads but cannot compile is this machine's runtime's limit."""
+
+
 def openvino_predictor(path: Path, threads: int | None) -> Predictor:
     """The graph at `path` (ONNX or OpenVINO IR) run by OpenVINO's CPU plugin with the latency hint and `threads`
     fixed at compile time; static shapes per sequence bucket where `bucketable`, else one dynamic model.
 
     Raises:
-        RuntimeError: OpenVINO cannot read or compile the graph (the caller names it in one line).
+        Unreadable: OpenVINO cannot read the graph file.
+        RuntimeError: OpenVINO cannot compile the graph (the caller names it in one line).
     """
     import openvino as ov
 
     core = ov.Core()
     config = _config(threads)
-    read = core.read_model(str(path))
+    try:
+        read = core.read_model(str(path))
+    except RuntimeError as err:
+        raise Unreadable(str(err)) from None
     names = [p.get_any_name() for p in read.inputs]
     if not bucketable(path, names):
         dynamic = core.compile_model(read, "CPU", config)

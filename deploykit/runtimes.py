@@ -226,16 +226,12 @@ def _load_openvino(onnx_path: Path, threads: int | None) -> Loaded:
     why = unavailable("openvino", "cpu")
     if why:
         raise Unavailable(why)
-    import openvino as ov
+    from deploykit.ov_runtime import Unreadable, openvino_predictor
 
-    from deploykit.ov_runtime import openvino_predictor
-
-    try:  # a file that is missing or broken (an IR without its model.bin) is the user's to fix, not this machine's
-        ov.Core().read_model(str(onnx_path))
-    except RuntimeError as err:
-        raise UserError(f"{onnx_path}: OpenVINO cannot read it: {openvino_reason(err)}") from None
     try:
         predict = openvino_predictor(onnx_path, threads)
+    except Unreadable as err:  # a missing or broken file (an IR without its model.bin): the user's to fix
+        raise UserError(f"{onnx_path}: OpenVINO cannot read it: {openvino_reason(err)}") from None
     except RuntimeError as err:  # an operator or shape OpenVINO's CPU plugin does not take
         raise Unavailable(f"OpenVINO could not compile {onnx_path.name}: {openvino_reason(err)}") from None
     from deploykit.quant.fit import saturation_fault

@@ -199,16 +199,18 @@ def test_openvino_saturates_a_static_graph_alike_and_a_bench_row_says_so(static_
     assert deploykit.load(static_folders["seven"], runtime="openvino").logits(["a fine film"]).shape == (1, 2)
 
 
+def _ir_folder(folder, name: str):
+    """`folder`'s model as an OpenVINO IR folder (format openvino, as bench's NNCF peer writes one) named `name`."""
+    ir = shutil.copytree(folder, folder.parent / name)
+    (ir / "model.onnx").unlink()
+    _ir(folder / "model.onnx", ir)
+    manifest = json.loads((ir / "manifest.json").read_text())
+    (ir / "manifest.json").write_text(json.dumps({**manifest, "format": "openvino", "stage": "peer"}))
+    return ir
+
+
 def test_load_refuses_an_openvino_ir_folder_this_cpu_would_saturate(static_folders, monkeypatch):
-    irs = {}
-    for name, folder in static_folders.items():
-        ir = folder.parent / f"{name}-ir"
-        shutil.copytree(folder, ir)
-        (ir / "model.onnx").unlink()
-        _ir(folder / "model.onnx", ir)
-        manifest = json.loads((ir / "manifest.json").read_text())
-        (ir / "manifest.json").write_text(json.dumps({**manifest, "format": "openvino", "stage": "peer"}))
-        irs[name] = ir
+    irs = {name: _ir_folder(folder, f"{name}-ir") for name, folder in static_folders.items()}
     monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
     for runtime in ("auto", "openvino"):
         with pytest.raises(UserError, match="saturate here"):
@@ -221,11 +223,8 @@ def test_load_refuses_an_openvino_ir_folder_this_cpu_would_saturate(static_folde
 
 def test_a_broken_ir_folder_is_one_line_that_names_what_to_fix(static_folders, monkeypatch):
     pytest.importorskip("openvino")
-    folder = static_folders["seven"]
-    ir = shutil.copytree(folder, folder.parent / "broken-ir")
-    (ir / "model.onnx").unlink()
-    _ir(folder / "model.onnx", ir)
-    manifest = {**json.loads((ir / "manifest.json").read_text()), "format": "openvino"}
+    ir = _ir_folder(static_folders["seven"], "broken-ir")
+    manifest = json.loads((ir / "manifest.json").read_text())
     (ir / "manifest.json").write_text(json.dumps({**manifest, "ir_file": None}))
     with pytest.raises(UserError, match=r"manifest.json: ir_file must name the IR's .xml file .*not None"):
         deploykit.load(ir)
@@ -237,12 +236,7 @@ def test_a_broken_ir_folder_is_one_line_that_names_what_to_fix(static_folders, m
 
 def test_a_runtime_that_cannot_read_the_folder_is_named_before_its_weights(static_folders, monkeypatch):
     pytest.importorskip("openvino")
-    folder = static_folders["full"]
-    ir = shutil.copytree(folder, folder.parent / "full-ir2")
-    (ir / "model.onnx").unlink()
-    _ir(folder / "model.onnx", ir)
-    (ir / "manifest.json").write_text(json.dumps({**json.loads((ir / "manifest.json").read_text()),
-                                                  "format": "openvino"}))
+    ir = _ir_folder(static_folders["full"], "full-ir2")
     monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
     with pytest.raises(UserError, match="runtime 'ort' cannot run openvino artifacts"):
         deploykit.load(ir, runtime="ort")
