@@ -98,13 +98,22 @@ def ir_path(artifact) -> Path:
     """The OpenVINO IR graph (model.xml; its weights in model.bin beside it) of an `openvino` artifact.
 
     Raises:
-        UserError: manifest.json's `ir_file` is not a file name.
+        UserError: manifest.json's `ir_file` is not a file name, or the file is not XML.
     """
     name = artifact.manifest.get("ir_file", "model.xml")
     if not isinstance(name, str) or not name.strip():
         raise UserError(f"{artifact.path}/manifest.json: ir_file must name the IR's .xml file (e.g. \"model.xml\"), "
                         f"not {name!r}")
-    return artifact.path / name
+    path = artifact.path / name
+    # OpenVINO hands a file its IR reader does not claim to every other frontend, whose C++ parsers print their own
+    # errors (a dozen TensorFlow lines for random bytes) before its one exception
+    if path.is_file():
+        with path.open("rb") as f:
+            head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+        if not head.startswith(b"<"):
+            what = f"it starts with {head[:16]!r}" if head else "it is empty"
+            raise UserError(f"{path}: not an OpenVINO IR: its .xml file is not XML ({what})")
+    return path
 
 
 def openvino_reason(err: Exception) -> str:

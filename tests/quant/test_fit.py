@@ -232,6 +232,9 @@ def test_a_broken_ir_folder_is_one_line_that_names_what_to_fix(static_folders, m
     (ir / "model.bin").unlink()
     with pytest.raises(UserError, match="model.xml: OpenVINO cannot read it: .*bin file cannot be found"):
         deploykit.load(ir)
+    (ir / "model.xml").write_bytes(b"\x8b\x1f" + bytes(range(256)))  # not XML: OpenVINO's other parsers would try it
+    with pytest.raises(UserError, match=r"model.xml: not an OpenVINO IR: its .xml file is not XML \(it starts with b'\\x8b"):
+        deploykit.load(ir)
 
 
 def test_a_runtime_that_cannot_read_the_folder_is_named_before_its_weights(static_folders, monkeypatch):
