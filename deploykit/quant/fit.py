@@ -91,12 +91,33 @@ def saturation_fault(graph_path: str | Path, runtime: str = "ort") -> str | None
     or an OpenVINO IR's model.xml, which only OpenVINO runs) exactly; None when it would.
 
     None at once on a CPU with VNNI or on ARM (no graph is read); otherwise ONNX Runtime optimizes the graph once
-    (about a second for an encoder) to see which weights its integer kernels take, or OpenVINO reads it.
+    (about a second for an encoder) to see which weights its integer kernels take, or OpenVINO reads it; the answer is
+    kept until a file in the graph's folder changes.
     """
     from deploykit.hardware import quant_preset
 
     if quant_preset() != "avx2":
         return None
+    key = _files_key(Path(graph_path), runtime)
+    if key not in _FAULTS:  # deploykit.load asks twice (its check, then the loader's note); an LLM's graph is big
+        _FAULTS.clear()
+        _FAULTS[key] = _read_fault(graph_path, runtime)
+    return _FAULTS[key]
+
+
+_FAULTS: dict[tuple, str | None] = {}
+
+
+def _files_key(graph_path: Path, runtime: str) -> tuple:
+    """The graph and every file beside it (its external weights, an IR's model.bin) as they are now: a rewritten
+    folder reads afresh."""
+    folder = graph_path.resolve().parent
+    files = sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir() if p.is_file()) \
+        if folder.is_dir() else []
+    return str(graph_path.resolve()), runtime, tuple(files)
+
+
+def _read_fault(graph_path: str | Path, runtime: str) -> str | None:
     if runtime == "openvino" or Path(graph_path).suffix == ".xml":
         try:
             wide, total = openvino_wide_weights(graph_path)

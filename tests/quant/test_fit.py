@@ -130,6 +130,22 @@ def test_a_cpu_without_vnni_names_the_wide_weights(monkeypatch, tmp_path):
     assert saturation_fault(tmp_path / "seven.onnx") is None
 
 
+def test_a_graph_is_read_once_until_its_folder_changes(monkeypatch, tmp_path):
+    import deploykit.quant.fit as fit
+
+    monkeypatch.setattr(hw, "quant_preset", lambda: "avx2")
+    reads = []
+    monkeypatch.setattr(fit, "optimized_graph", lambda path: reads.append(path) or optimized_graph(path))
+    save(_graph(FULL), str(tmp_path / "g.onnx"))
+    first = saturation_fault(tmp_path / "g.onnx")
+    assert saturation_fault(tmp_path / "g.onnx") == first and len(reads) == 1  # deploykit.load's check, then its loader
+    save(_graph(SEVEN), str(tmp_path / "g.onnx"))  # the same path quantized again
+    assert saturation_fault(tmp_path / "g.onnx") is None and len(reads) == 2
+    (tmp_path / "g.onnx.data").write_bytes(b"weights")  # a file beside it (external weights) changed
+    saturation_fault(tmp_path / "g.onnx")
+    assert len(reads) == 3
+
+
 @pytest.fixture
 def int8_folders(tiny_bert, tmp_path):
     """The tiny classifier quantized dynamic INT8 with full 8-bit weights (the avx512_vnni preset) and 7-bit ones."""
