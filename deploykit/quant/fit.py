@@ -17,6 +17,7 @@ SSE, AVX-2, and AVX-512 instruction sets) suffer from the so-called saturation (
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 # ONNX Runtime's integer kernels -> input index of the int8 weight each multiplies with 8-bit activations
@@ -98,26 +99,21 @@ def saturation_fault(graph_path: str | Path, runtime: str = "ort") -> str | None
 
     if quant_preset() != "avx2":
         return None
-    key = _files_key(Path(graph_path), runtime)
-    if key not in _FAULTS:  # deploykit.load asks twice (its check, then the loader's note); an LLM's graph is big
-        _FAULTS.clear()
-        _FAULTS[key] = _read_fault(graph_path, runtime)
-    return _FAULTS[key]
+    # deploykit.load asks twice (its check, then its loader's note), and an LLM's optimized copy is big
+    return _read_fault(*_files_key(Path(graph_path), runtime))
 
 
-_FAULTS: dict[tuple, str | None] = {}
+def _files_key(graph_path: Path, runtime: str) -> tuple[str, str, tuple]:
+    """The graph, the runtime, and every file beside the graph (its external weights, an IR's model.bin) as they are
+    now: a rewritten folder is read afresh."""
+    path = graph_path.resolve()
+    files = tuple(sorted((p.name, (st := p.stat()).st_mtime_ns, st.st_size) for p in path.parent.iterdir()
+                         if p.is_file())) if path.parent.is_dir() else ()
+    return str(path), runtime, files
 
 
-def _files_key(graph_path: Path, runtime: str) -> tuple:
-    """The graph and every file beside it (its external weights, an IR's model.bin) as they are now: a rewritten
-    folder reads afresh."""
-    folder = graph_path.resolve().parent
-    files = sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir() if p.is_file()) \
-        if folder.is_dir() else []
-    return str(graph_path.resolve()), runtime, tuple(files)
-
-
-def _read_fault(graph_path: str | Path, runtime: str) -> str | None:
+@functools.lru_cache(maxsize=4)
+def _read_fault(graph_path: str, runtime: str, files: tuple) -> str | None:
     if runtime == "openvino" or Path(graph_path).suffix == ".xml":
         try:
             wide, total = openvino_wide_weights(graph_path)
