@@ -1,5 +1,7 @@
 """Recipe schema: unknown keys, wrong types and bad values are one line naming the file and field."""
 
+import re
+
 import pytest
 
 from deploykit.config import Recipe, build_recipe, load_recipe, parse_override
@@ -154,3 +156,18 @@ def test_a_duplicated_key_is_refused_naming_both_lines(tmp_path):
         load_recipe(write(tmp_path, "data: {name: a}\nfinetune: {epochs: 1, epochs: 2}\n"))
     with pytest.raises(UserError, match=r"^--set data=\{name: a, name: b\}: key 'name' appears twice"):
         parse_override("data={name: a, name: b}")
+
+
+@pytest.mark.parametrize("item, field", [("finetune.learning_rate=true", "finetune.learning_rate"),
+                                         ("finetune.batch_size=true", "finetune.batch_size"),
+                                         ("data.seed=false", "data.seed"),
+                                         ("distill.student_layers=[0, true]", "distill.student_layers")])
+def test_true_or_false_for_a_number_is_refused_not_read_as_1_or_0(item, field):
+    with pytest.raises(UserError, match=rf"--set {re.escape(item)}: {field}: should be a number, not true/false"):
+        build_recipe({"data": {"name": "x"}, "finetune": None, "distill": None}, [item])
+
+
+def test_booleans_still_go_where_they_are_taken():
+    r = build_recipe({"data": {"name": "x"}, "finetune": {"group_by_length": True, "packing": False}})
+    assert r.finetune.group_by_length is True and r.finetune.packing is False
+

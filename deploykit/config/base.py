@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, PlainValidator
+from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationInfo, field_validator
 
 STAGES = ("finetune", "distill", "prune", "quantize", "export", "bench")
 
@@ -13,6 +14,35 @@ STAGES = ("finetune", "distill", "prune", "quantize", "export", "bench")
 class Section(BaseModel):
     # allow_inf_nan=False: `learning_rate: .inf` (or "nan") is refused as "should be a finite number"
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads `true` as 1 for an int or float field: `learning_rate: true` trained at 1.0
+        annotation = cls.model_fields[info.field_name].annotation
+        if _bool_where_not_taken(value, annotation):
+            raise ValueError("should be a number, not true/false")
+        return value
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether `annotation` (int | None, Annotated[...], Literal[...], ...) admits a bool as itself."""
+    if annotation is bool or annotation is Any:
+        return True
+    if get_origin(annotation) is Literal:
+        return any(isinstance(a, bool) for a in get_args(annotation))
+    return any(_takes_bool(a) for a in get_args(annotation))
+
+
+def _bool_where_not_taken(value: Any, annotation: Any) -> bool:
+    """A bool given for a number field, or inside a list of numbers (`student_layers: [true]`)."""
+    if isinstance(value, bool):
+        return not _takes_bool(annotation)
+    if isinstance(value, list):
+        members = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+        items = [get_args(m)[0] for m in members if get_origin(m) is list and get_args(m)]
+        return bool(items) and any(_bool_where_not_taken(v, items[0]) for v in value)
+    return False
 
 
 def _auto_or_positive(value: Any) -> float | str:
