@@ -171,3 +171,10 @@ def test_booleans_still_go_where_they_are_taken():
     r = build_recipe({"data": {"name": "x"}, "finetune": {"group_by_length": True, "packing": False}})
     assert r.finetune.group_by_length is True and r.finetune.packing is False
 
+
+@pytest.mark.parametrize("names, message", [("[neg, neg, pos]", "'neg' appears twice; give every class its own name"),
+                                            ("[]", "is empty")])
+def test_label_names_must_name_each_class_once(names, message):
+    # two classes of one name: every prediction of either would print it, and label2id keeps one of them
+    with pytest.raises(UserError, match=rf"data\.label_names: {re.escape(message)}"):
+        build_recipe({"data": {"name": "x"}}, [f"data.label_names={names}"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from deploykit.config.base import Section
 
@@ -106,6 +106,17 @@ class DataConfig(Section):
     def _set_away_from_default(self, names) -> list[str]:
         defaults = type(self).model_fields
         return [n for n in names if n in self.model_fields_set and getattr(self, n) != defaults[n].default]
+
+    @field_validator("label_names")
+    @classmethod
+    def _distinct_names(cls, names: list[str] | None) -> list[str] | None:
+        # two classes of one name would both answer it (config.json's label2id keeps one): predictions lose a class
+        if names is not None and not names:
+            raise ValueError("is empty; name every class in id order, or leave label_names out")
+        dup = next((n for i, n in enumerate(names or []) if n in names[:i]), None)
+        if dup is not None:
+            raise ValueError(f"'{dup}' appears twice; give every class its own name")
+        return names
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
