@@ -19,6 +19,7 @@ unless the recipe's `model.trust_remote_code` turns it on.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -278,15 +279,27 @@ def load_tokenizer(source: str, trust_remote_code: bool = False, **options: Any)
     path, kwargs = _pretrained_args(source)
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs, **options)
-    except OSError as err:
-        raise _hub_hint(source, err) from None
-    except _config_errors() as err:
-        # AutoTokenizer reads config.json too: a config.json that builds no config is named as such
-        if not kwargs:
-            load_config(source, trust_remote_code=trust_remote_code)
-        if isinstance(err, ValueError):
-            raise _hub_hint(source, err) from None
+    except Exception as err:  # noqa: BLE001 - a local folder's tokenizer files fail with KeyError, Rust's Exception
+        if isinstance(err, _config_errors()) and not kwargs:
+            load_config(source, trust_remote_code=trust_remote_code)  # AutoTokenizer reads config.json too: named
+        if Path(path).is_dir() or isinstance(err, (OSError, ValueError)):
+            raise _tokenizer_failure(source, path, err) from None
         raise
+
+
+def _tokenizer_failure(source: str, path: str, err: Exception) -> UserError:
+    """A local folder's tokenizer that does not load: its JSON file that does not parse, else the folder; a hub id:
+    the offline hint."""
+    if not Path(path).is_dir():
+        return _hub_hint(source, err)
+    for file in sorted(Path(path).glob("*.json")):
+        try:
+            json.loads(file.read_bytes())
+        except ValueError as bad:  # JSONDecodeError, or bytes that are not UTF-8
+            return UserError(f"model source {source!r}: {file} is not valid JSON ({getattr(bad, 'msg', 'not UTF-8')}); "
+                             "copy it again from the folder the model came from")
+    return UserError(f"model source {source!r}: the tokenizer in {path} could not be loaded ({type(err).__name__}: "
+                     f"{_first_line(err)}); copy its files again from the folder the model came from")
 
 
 def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, **kwargs: Any):

@@ -250,3 +250,18 @@ def test_a_config_json_that_builds_no_config_is_one_line(tiny_bert, tiny_llama, 
     with pytest.raises(UserError, match=r"config\.json is not a valid model config .*'hidden_size'") as err:
         load_causal_lm(str(llama))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("tokenizer.json", '{"version": ', r"tokenizer\.json is not valid JSON \(Expecting value\); copy it again"),
+    ("tokenizer.json", b"\x80\x81\x82{", r"tokenizer\.json is not valid JSON \(not UTF-8\)"),
+    ("tokenizer_config.json", '{"a":', r"tokenizer_config\.json is not valid JSON"),
+    ("tokenizer.json", "{}", r"the tokenizer in .* could not be loaded \(KeyError: 'added_tokens'\); copy its files"),
+    ("tokenizer.json", '{"version": "1.0", "added_tokens": []}', r"could not be loaded \(Exception: Model missing"),
+])
+def test_a_damaged_tokenizer_file_in_a_local_folder_is_named_not_taken_for_the_hub(tiny_bert, name, text, message):
+    # was "could not be loaded (JSONDecodeError ...); offline?" for a local folder, or exit 1 with a bare KeyError
+    (tiny_bert / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(UserError, match=message) as err:
+        load_tokenizer(str(tiny_bert))
+    assert "offline" not in str(err.value) and "\n" not in str(err.value)
