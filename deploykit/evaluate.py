@@ -149,10 +149,9 @@ def artifact_predictor(artifact, threads: int | None = None) -> Predictor:
     if artifact.format == "onnx":
         return ort_predictor(ort_session(artifact.onnx_path, threads))
     if artifact.format == "pytorch":
-        from transformers import AutoModelForSequenceClassification
+        from deploykit.saved import load_saved
 
-        model = AutoModelForSequenceClassification.from_pretrained(artifact.path)
-        return torch_predictor(model)
+        return torch_predictor(load_saved(artifact.path, "classification"))
     raise UserError(f"{artifact.path}: cannot evaluate a {artifact.format} artifact on this machine")
 
 

@@ -179,14 +179,12 @@ def _load_tensorrt(artifact, threads: int | None, device: str, spinning: bool) -
 
 def _load_torch(artifact, bf16: bool, threads: int | None, device: str) -> Loaded:
     import torch
-    import transformers
 
-    from deploykit.console import no_load_bars
-    from deploykit.models import TASK_MODELS, task_of
+    from deploykit.models import task_of
+    from deploykit.saved import load_saved
 
     # the folder's own head: a sequence classifier, or a token classifier (logits per token)
-    with no_load_bars():
-        model = getattr(transformers, TASK_MODELS[task_of(artifact)][1]).from_pretrained(artifact.path)
+    model = load_saved(artifact.path, task_of(artifact))
     # bf16 as deployed: the weights themselves in bf16 (autocast would re-cast fp32 weights every call)
     model = model.to(device=device, dtype=torch.bfloat16 if bf16 else torch.float32).eval()
     predict = torch_predictor(model) if device == "cpu" else _torch_device_predictor(model, device)

@@ -252,15 +252,12 @@ def _load(artifact: Artifact, runtime: str, threads: int | None):
         except Unavailable as err:
             raise UserError(f"{artifact.path}: runtime {runtime} cannot run here: {err}") from None
     import torch
-    from transformers import AutoModelForTokenClassification
+
+    from deploykit.saved import load_saved
 
     if threads:
         torch.set_num_threads(threads)
-    from deploykit.console import no_load_bars
-
-    with no_load_bars():
-        model = AutoModelForTokenClassification.from_pretrained(artifact.path, use_safetensors=True)
-    return torch_predictor(model)
+    return torch_predictor(load_saved(artifact.path, "token_classification"))
 
 
 def load_predictor(artifact: Artifact, runtime: str = "auto", threads: int | None = None, device: str | None = None,
