@@ -29,6 +29,7 @@ from typing import Any, Iterator
 
 from deploykit.config import STAGES
 from deploykit.errors import UserError
+from deploykit.manifest_fields import check_fields
 
 MANIFEST = "manifest.json"
 RUN_STATE = "pipeline.json"  # marks a `deploykit run` folder (deploykit/pipeline.py writes it)
@@ -98,6 +99,7 @@ def _read_manifest(mf: Path) -> dict[str, Any]:
         raise UserError(f"{mf}: manifest is not valid JSON ({err.msg}); re-run the stage that wrote it") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{mf}: manifest is not a JSON object; re-run the stage that wrote it")
+    check_fields(manifest, mf)
     return manifest
 
 
