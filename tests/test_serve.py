@@ -162,6 +162,11 @@ def test_a_model_trained_on_pairs_refuses_single_texts():
     ("/v2/models/fake/infer", {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]},
      400, "holds 2 elements but data has 1"),
     ("/v2/models/fake/infer", infer_body(["a"], outputs=[{"name": "probs"}]), 400, 'unknown output "probs"'),
+    # json.loads kept the last of two keys ("bad" was answered for a client that sent both), and answered a twice-asked
+    # output twice
+    ("/predict", b'{"texts": ["good"], "texts": ["bad"]}', 400, "gives 'texts' twice in one object"),
+    ("/v2/models/fake/infer", infer_body(["a"], outputs=[{"name": "label"}, {"name": "label"}]), 400,
+     "output 'label' is asked for twice"),
     ("/v2/models/fake/infer", infer_body(["a"], outputs=[{"name": "score", "parameters": "x"}]), 400,
      "outputs[0].parameters must be an object, not a string"),
     ("/v2/models/fake/infer", b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["\\ud800"]}]}',

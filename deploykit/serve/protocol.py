@@ -35,15 +35,28 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise ClientError("the request body is empty; send a JSON object")
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise ClientError("the request body is not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise ClientError(f"the request body is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
     except RecursionError:
         raise ClientError("the request body is nested too deeply; send {\"texts\": [...]} or a V2 request") from None
+    except _DuplicateKey as err:
+        raise ClientError(f"the request body gives {str(err)!r} twice in one object; send it once") from None
     if not isinstance(doc, dict):
         raise ClientError(f"the request body must be a JSON object, not {_kind(doc)}")
+    return doc
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object naming a key twice ({"texts": [...], "texts": [...]}): json.loads would keep the last."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise _DuplicateKey(next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i])))
     return doc
 
 
@@ -119,6 +132,8 @@ def _requested_outputs(requested: Any, offered: tuple[str, ...]) -> list[str]:
             raise ClientError(f"outputs[{i}].parameters must be an object, not {_kind(parameters)}")
         if (parameters or {}).get("binary_data"):
             raise ClientError(f"outputs[{i}]: binary_data is not supported; ask for JSON data")
+        if name in names:
+            raise ClientError(f"outputs[{i}]: output {name!r} is asked for twice")
         names.append(name)
     return names
 
