@@ -178,3 +178,8 @@ def test_label_names_must_name_each_class_once(names, message):
     # two classes of one name: every prediction of either would print it, and label2id keeps one of them
     with pytest.raises(UserError, match=rf"data\.label_names: {re.escape(message)}"):
         build_recipe({"data": {"name": "x"}}, [f"data.label_names={names}"])
+
+
+def test_a_folder_given_as_the_recipe_is_called_a_folder_not_missing(tmp_path):
+    with pytest.raises(UserError, match=r"is a folder; give the recipe's \.yaml file"):
+        load_recipe(tmp_path)

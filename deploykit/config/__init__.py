@@ -132,6 +132,8 @@ def build_recipe(tree: dict | None, overrides: list[str] | None = None, origin: 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe YAML, apply dotted `key=value` overrides, validate. Raises UserError in one line."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give the recipe's .yaml file (e.g. recipes/tiny-ci.yaml)")
     if not path.is_file():
         raise UserError(f"{path}: recipe file not found")
     try:
