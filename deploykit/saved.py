@@ -5,7 +5,7 @@
 `from_pretrained` initialises at random what a checkpoint lacks (a classifier head dropped from
 model.safetensors, a config.json whose id2label was edited to another label count) and prints a load report:
 training can want that (a fresh head), but a model that predicts would answer from random weights, differently
-on every load. deploykit.load, predict, serve and bench's torch rows load through here.
+on every load. deploykit.load, predict, serve, bench's torch rows and the ONNX export load through here.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from deploykit.errors import UserError
 from deploykit.models import TASK_MODELS, _load_errors, _load_failure
 
 
-def load_saved(path: Path, task: str):
-    """The model of `path` for `task` (a key of deploykit.models.TASK_MODELS), in eval mode.
+def load_saved(path: Path, task: str, **kwargs):
+    """The model of `path` for `task` (a key of deploykit.models.TASK_MODELS), in eval mode; `kwargs` go to
+    `from_pretrained` (attn_implementation="eager" for an ONNX export).
 
     Raises:
         UserError: the weights do not read (truncated, not safetensors), or some weight the model needs is missing
@@ -34,7 +35,7 @@ def load_saved(path: Path, task: str):
     try:
         with no_load_bars():
             model, info = auto.from_pretrained(path, use_safetensors=True, output_loading_info=True,
-                                               ignore_mismatched_sizes=True)
+                                               ignore_mismatched_sizes=True, **kwargs)
     except _load_errors() as err:
         raise _load_failure(str(path), str(path), err) from None
     finally:

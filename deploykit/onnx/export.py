@@ -35,13 +35,16 @@ MIN_OPSET = 17
 def _load_model(model_or_dir):
     """A float32 classifier in eval mode with eager attention (sdpa does not fuse into Attention); a folder whose
     config names a *ForTokenClassification architecture loads its per-token head (logits [batch, seq, labels])."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+    from transformers import AutoConfig
+
+    from deploykit.saved import load_saved
 
     if isinstance(model_or_dir, (str, Path)):
         archs = AutoConfig.from_pretrained(model_or_dir).architectures or []
-        auto = AutoModelForTokenClassification if any(str(a).endswith("ForTokenClassification") for a in archs) \
-            else AutoModelForSequenceClassification
-        model = auto.from_pretrained(model_or_dir, attn_implementation="eager", use_safetensors=True)
+        task = "token_classification" if any(str(a).endswith("ForTokenClassification") for a in archs) \
+            else "classification"
+        # every weight from the folder: a head missing from it would be exported as random numbers
+        model = load_saved(Path(model_or_dir), task, attn_implementation="eager")
     else:
         model = model_or_dir
         model.set_attn_implementation("eager")
