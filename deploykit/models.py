@@ -171,8 +171,7 @@ def _weights_file(source: str, path: str) -> str:
     for name in ("model.safetensors", "model.safetensors.index.json"):
         if (folder / name).is_file():
             return str(folder / name)
-    files = sorted(folder.glob("*.safetensors"))
-    return str(files[0]) if files else str(folder / "model.safetensors")
+    return str(min(folder.glob("*.safetensors"), default=folder / "model.safetensors"))
 
 
 def check_loaded_weights(model, info: dict, source: str, path: str) -> None:
@@ -343,10 +342,10 @@ def load_classifier(source: str, *, labels: list[str] | None = None, trust_remot
 
     `task="token_classification"` loads an AutoModelForTokenClassification (a tag per token) the same way.
 
-    A fresh classifier head (e.g. on the packaged MiniLM, a sentence encoder) is initialised from
-    the torch seed, so callers seed first. A checkpoint whose trained head has another label count than
-    `labels` (a binary sentiment model started on a 3-class task) gets a new head, with one log line;
-    `new_head=False` refuses it instead (a stage that needs the head it was given).
+    A fresh classifier head (e.g. on the packaged MiniLM, a sentence encoder) is initialised from the torch seed, so
+    callers seed first. A checkpoint whose trained head has another label count than `labels` (a binary sentiment
+    model started on a 3-class task) gets a new head, with one log line; `new_head=False` refuses it instead, and a
+    checkpoint without head weights (a stage that needs the head it was given: a teacher, a model to prune).
 
     Raises:
         UserError: the source, its config or its weights cannot be read, or it is not a classifier type.
@@ -375,21 +374,23 @@ def load_classifier(source: str, *, labels: list[str] | None = None, trust_remot
                 f"the head is re-initialised ({config.num_labels} → {len(labels)} labels)")
             kwargs.setdefault("ignore_mismatched_sizes", True)
     try:
-        model, info = auto.from_pretrained(
-            path, trust_remote_code=trust_remote_code, revision=revision, use_safetensors=True,
-            output_loading_info=True, **kwargs)
+        model, info = auto.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision,
+                                           use_safetensors=True, output_loading_info=True, **kwargs)
     except _load_errors() as err:
         raise _load_failure(source, path, err) from None
     check_loaded_weights(model, info, source, path)
     if labels is not None and model.config.num_labels != len(labels):
         raise UserError(f"model {source!r} has {model.config.num_labels} labels but the data has {len(labels)}")
+    if not new_head and (fresh := new_head_modules(info)):
+        raise UserError(f"model {source!r}: {_weights_file(source, path)} holds no trained {', '.join(sorted(fresh))} "
+                        "weights (they would be random); give the model fine-tuned on this task")
     model.new_head_modules = new_head_modules(info)
     return model
 
 
 def new_head_modules(info: dict) -> frozenset[str]:
-    """Modules `from_pretrained` initialised fresh (missing from the checkpoint, or re-sized for another
-    label count), e.g. {"classifier"} on a sentence encoder: finetune gives them their own learning rate."""
+    """Modules `from_pretrained` initialised fresh (missing from the checkpoint, or re-sized for another label count),
+    e.g. {"classifier"} on a sentence encoder: finetune gives them their own learning rate."""
     names = list(info.get("missing_keys") or [])
     names += [m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys") or []]
     return frozenset(n.rsplit(".", 1)[0] for n in names if "." in n)

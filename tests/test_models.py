@@ -265,3 +265,15 @@ def test_a_damaged_tokenizer_file_in_a_local_folder_is_named_not_taken_for_the_h
     with pytest.raises(UserError, match=message) as err:
         load_tokenizer(str(tiny_bert))
     assert "offline" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_stage_that_needs_the_given_head_refuses_weights_without_it(tiny_bert):
+    # a distill teacher or a model to prune without its classifier weights was taken with a random head
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(tiny_bert / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("classifier.")}, tiny_bert / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(UserError, match=r"model\.safetensors holds no trained classifier weights \(they would be random"):
+        load_classifier(str(tiny_bert), labels=["a", "b"], new_head=False)
+    assert load_classifier(str(tiny_bert), labels=["a", "b"]).new_head_modules == {"classifier"}  # finetune: fresh

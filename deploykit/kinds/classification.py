@@ -102,7 +102,7 @@ def distill_job(recipe, teacher_src: str, parent) -> DistillJob:
     cfg, trust = recipe.distill, recipe.model.trust_remote_code
     task = load_task(recipe.data)
     tokenizer = load_tokenizer(teacher_src, trust)
-    teacher = load_classifier(teacher_src, trust_remote_code=trust)
+    teacher = load_classifier(teacher_src, trust_remote_code=trust, new_head=False)
     check_labels(teacher.config, task.labels, f"teacher {teacher_src}")
     student, kept, layer_map = build_student(cfg, teacher, tokenizer, task.labels, trust)
     manifest = parent.manifest if parent is not None else None

@@ -78,7 +78,7 @@ def distill_job(recipe, teacher_src: str, parent) -> DistillJob:
     cfg, data, trust = recipe.distill, recipe.data, recipe.model.trust_remote_code
     task = load_tags(data)
     tokenizer = tokenizer_for(teacher_src, trust)
-    teacher = load_classifier(teacher_src, trust_remote_code=trust, task=TASK)
+    teacher = load_classifier(teacher_src, trust_remote_code=trust, new_head=False, task=TASK)
     check_tags(teacher.config, task.labels, f"teacher {teacher_src}")
     student, kept, layer_map = build_student(
         cfg, teacher, tokenizer, lambda source: load_classifier(source, labels=task.labels, trust_remote_code=trust,
