@@ -51,8 +51,9 @@ def read_texts(texts: list[str], file: Path | None, text_column: str | None = No
     if file is None:
         if not texts:
             raise UserError("predict: no texts; give TEXT arguments or --file rows.tsv|.csv|.jsonl|.txt|-")
-        if text_pair_column:
-            raise UserError("predict: --text-pair-column reads a column of --file; TEXT arguments are single texts")
+        if text_pair_column or text_column:
+            flag = "--text-pair-column" if text_pair_column else "--text-column"
+            raise UserError(f"predict: {flag} reads a column of --file; TEXT arguments are single texts")
         return list(texts), None
     from deploykit.records import SUFFIXES, read_rows
     from deploykit.records import texts as column_texts
@@ -62,9 +63,10 @@ def read_texts(texts: list[str], file: Path | None, text_column: str | None = No
     if str(file) != "-" and file.suffix not in SUFFIXES + LINES:
         raise UserError(f"{file}: unsupported file type (use {', '.join(SUFFIXES + LINES)}, or - for stdin)")
     if str(file) == "-" or file.suffix in LINES:
-        if text_pair_column:
-            raise UserError(f"{'stdin' if str(file) == '-' else file}: one text per line has no columns; "
-                            "give pairs in a .tsv/.csv/.jsonl file")
+        if text_pair_column or text_column:  # a column named for a file without columns: read as lines it was not
+            raise UserError(f"{'stdin' if str(file) == '-' else file}: one text per line has no columns; drop "
+                            f"{'--text-pair-column (give pairs in' if text_pair_column else '--text-column (or give'}"
+                            " a .tsv/.csv/.jsonl file)")
         return _lines(file), None
     rows = read_rows(file, None)
     for flag, given, own in (("--text-column", text_column, trained_text or "sentence"),

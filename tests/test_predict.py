@@ -195,6 +195,12 @@ def test_bad_input_is_one_line_exit_2(final, tiny_chain, tiny_llama, tmp_path):
     one_line_error(invoke(final, "--file", bad), "line 3 has 4 fields")
     one_line_error(invoke(final, "--file", tmp_path / "none.tsv"), "data file not found")
     one_line_error(invoke(final, "--file", "-", input="\n\n"), "stdin: no texts")
+    # a column named for input without columns was ignored: each line was classified whatever the flag said
+    lines = tmp_path / "reviews.txt"
+    lines.write_text("a film\n")
+    one_line_error(invoke(final, "--file", lines, "--text-column", "review"), "one text per line has no columns; drop "
+                   "--text-column")
+    one_line_error(invoke(final, "a film", "--text-column", "review"), "--text-column reads a column of --file")
 
 
 def test_out_dash_is_stdout_and_a_device_is_written_through(final):
