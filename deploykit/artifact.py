@@ -29,6 +29,7 @@ from typing import Any, Iterator
 
 from deploykit.config import STAGES
 from deploykit.errors import UserError
+from deploykit.file_modes import readable_as_umask
 from deploykit.manifest_fields import check_fields
 
 MANIFEST = "manifest.json"
@@ -381,6 +382,7 @@ def staging(out_dir: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        readable_as_umask(tmp)  # safetensors writes model.safetensors 0600: deployed, it is read by others
         record_files(tmp)  # the final set of names, for check_out_dir's next look at this folder
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
