@@ -273,7 +273,7 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
     from deploykit import console
     from deploykit.artifact import load_artifact
     from deploykit.kinds import kind_of, task_of
-    from deploykit.lineage import trained_columns
+    from deploykit.lineage import trained_columns, trained_on_pairs
     from deploykit.predictor import is_causal_lm, load
 
     if out is not None and str(out) == "-":  # stdout, as for --file -
@@ -282,6 +282,9 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
         check_out_file(out, file)
     artifact = load_artifact(model)
     texts, pairs = read_texts(texts, file, text_column, text_pair_column, trained_columns(artifact))
+    if pairs is not None and trained_on_pairs(artifact) is False:  # as `deploykit serve` answers 400
+        raise UserError(f"{model}: was trained on single texts (its recipe's data.text_pair_column is null), so a "
+                        "pair would be scored as one input it never saw; drop --text-pair-column")
     causal = is_causal_lm(artifact)  # before loading: a decoder's load takes seconds
     if causal and not generate:
         raise UserError(f"{model}: is a causal LM; add --generate to answer each text, or use `deploykit generate`")

@@ -95,14 +95,18 @@ def test_files_are_read_like_training_data(final, tmp_path, suffix, bom):
 
 
 def test_text_pairs_from_a_file(tiny_chain, tmp_path):
+    model = trained_as(tiny_chain["finetune"], tmp_path / "nli", text_column="premise", text_pair_column="hypothesis")
     pairs = [("the plot was good", "the acting was awful"), ("boring", "really a lovely film")]
     path = write(tmp_path / "pairs.csv", [{"premise": a, "hypothesis": b} for a, b in pairs])
-    got = records(invoke(tiny_chain["finetune"], "--file", path, "--text-column", "premise",
-                         "--text-pair-column", "hypothesis", "--json"))
-    want = load(tiny_chain["finetune"])(pairs)
+    got = records(invoke(model, "--file", path, "--text-column", "premise", "--text-pair-column", "hypothesis",
+                         "--json"))
+    want = load(model)(pairs)
     assert [(r["text"], r["text_pair"], r["label"]) for r in got] == [(a, b, w["label"]) for (a, b), w in
                                                                       zip(pairs, want)]
     assert [r["score"] for r in got] == pytest.approx([w["score"] for w in want], abs=1e-6)
+    # a model of single texts would score each pair as one input it never saw: refused, as the server does
+    one_line_error(invoke(tiny_chain["finetune"], "--file", path, "--text-column", "premise", "--text-pair-column",
+                          "hypothesis"), "was trained on single texts (its recipe's data.text_pair_column is null)")
 
 
 def test_stdin_and_txt_hold_one_text_per_line(final, expected, tmp_path):
