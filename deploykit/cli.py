@@ -337,7 +337,8 @@ def predict(model: Annotated[Path, typer.Argument(help="a model folder deploykit
             out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write one JSON object per row to this "
                                                         "file (written whole, then renamed into place)")] = None,
             generate: Annotated[bool, typer.Option("--generate", help="a causal LM: answer each text")] = False,
-            max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="with --generate")] = 64,
+            max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1,
+                                                                help="with --generate (default 64)")] = None,
             quiet: QuietOpt = False):
     """Classify texts with a model folder: `label  score  text` per row (a token classifier: its entity groups),
     or JSON lines (--json, --out)."""

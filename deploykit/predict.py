@@ -267,7 +267,7 @@ def human_line(record: dict, width: int) -> str:
 def predict_command(model: Path, texts: list[str], *, file: Path | None = None, text_column: str | None = None,
                     text_pair_column: str | None = None, top_k: int = 1, runtime: str = "auto",
                     threads: int | None = None, batch_size: int = 32, json_lines: bool = False,
-                    out: Path | None = None, generate: bool = False, max_new_tokens: int = 64,
+                    out: Path | None = None, generate: bool = False, max_new_tokens: int | None = None,
                     show_progress: bool = True, echo: Callable[[str], None] = print) -> int:
     """What `deploykit predict` does: check, read, load, predict, print or write. Returns the rows done."""
     from deploykit import console
@@ -290,6 +290,8 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
         raise UserError(f"{model}: is a causal LM; add --generate to answer each text, or use `deploykit generate`")
     if generate and not causal:
         raise UserError(f"{model}: --generate needs a causal LM; this folder holds a classifier (drop --generate)")
+    if max_new_tokens is not None and not generate:  # a length for answers that are not generated: a mistake
+        raise UserError("predict: --max-new-tokens applies to --generate (a causal LM's answers); drop it")
     if generate and top_k != 1:
         raise UserError("predict: --top-k applies to classifiers, not to --generate")
     if generate and pairs is not None:
@@ -305,7 +307,7 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
     # a bar only on a terminal: rich's transient bar leaves an empty line in a redirected stderr
     progress = show_progress and file is not None and console.console.is_terminal
     if generate:
-        records = answer(predictor, texts, max_new_tokens, batch_size=min(batch_size, 8), progress=progress)
+        records = answer(predictor, texts, max_new_tokens or 64, batch_size=min(batch_size, 8), progress=progress)
         width = 0
     elif tagger:
         records, width = entities(predictor, texts, batch_size=batch_size, progress=progress), 0

@@ -192,6 +192,7 @@ def test_bad_input_is_one_line_exit_2(final, tiny_chain, tiny_llama, tmp_path):
     one_line_error(invoke(final, "a film", "--runtime", "tvm"), "unknown runtime 'tvm'")
     one_line_error(invoke(tiny_llama, "a film"), "is a causal LM; add --generate")
     one_line_error(invoke(final, "a film", "--generate"), "--generate needs a causal LM")
+    one_line_error(invoke(final, "a film", "--max-new-tokens", "5"), "--max-new-tokens applies to --generate")
     rows = write(tmp_path / "rows.tsv", [{"sentence": "a film", "label": "1"}])
     one_line_error(invoke(final, "--file", rows, "--text-column", "review"), "no column 'review' (columns: sentence, label)")
     bad = tmp_path / "bad.csv"
