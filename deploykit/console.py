@@ -60,6 +60,20 @@ def no_load_bars():
 
 
 @contextlib.contextmanager
+def quiet_load_report():
+    """transformers' load report (a table of MISSING / UNEXPECTED weights) off while a model loads: deploykit's own
+    line says what a fresh head means, or refuses the folder in one line; the verbosity is put back after."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+@contextlib.contextmanager
 def foreign_output():
     """What a library draws on stdout while it works (NNCF's rich progress bars) goes to stderr beside deploykit's
     status lines, or nowhere under --quiet: stdout carries only what a command prints as its result."""

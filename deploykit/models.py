@@ -339,7 +339,6 @@ def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, 
 def load_classifier(source: str, *, labels: list[str] | None = None, trust_remote_code: bool = False,
                     revision: str | None = None, new_head: bool = True, task: str = "classification", **kwargs: Any):
     """AutoModelForSequenceClassification from safetensors; `labels` sets num_labels/id2label/label2id.
-
     `task="token_classification"` loads an AutoModelForTokenClassification (a tag per token) the same way.
 
     A fresh classifier head (e.g. on the packaged MiniLM, a sentence encoder) is initialised from the torch seed, so
@@ -351,6 +350,8 @@ def load_classifier(source: str, *, labels: list[str] | None = None, trust_remot
         UserError: the source, its config or its weights cannot be read, or it is not a classifier type.
     """
     import transformers
+
+    from deploykit.console import log, quiet_load_report
 
     auto = getattr(transformers, TASK_MODELS[task][1])
     path = resolve_source(source)
@@ -368,14 +369,13 @@ def load_classifier(source: str, *, labels: list[str] | None = None, trust_remot
             if not new_head:
                 raise UserError(f"model {source!r} has {config.num_labels} labels but the data has {len(labels)}; "
                                 "give the model fine-tuned on this task")
-            from deploykit.console import log
-
             log(f"model {source!r}: its classifier head has {config.num_labels} labels, the task {len(labels)}: "
                 f"the head is re-initialised ({config.num_labels} → {len(labels)} labels)")
             kwargs.setdefault("ignore_mismatched_sizes", True)
     try:
-        model, info = auto.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision,
-                                           use_safetensors=True, output_loading_info=True, **kwargs)
+        with quiet_load_report():  # its MISSING table for a fresh head: finetune says so in its own line
+            model, info = auto.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision,
+                                               use_safetensors=True, output_loading_info=True, **kwargs)
     except _load_errors() as err:
         raise _load_failure(source, path, err) from None
     check_loaded_weights(model, info, source, path)

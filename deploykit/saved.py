@@ -25,21 +25,16 @@ def load_saved(path: Path, task: str, **kwargs):
             from them or has another shape than config.json gives it.
     """
     import transformers
-    from transformers.utils import logging as hf_logging
 
-    from deploykit.console import no_load_bars
+    from deploykit.console import no_load_bars, quiet_load_report
 
     auto = getattr(transformers, TASK_MODELS[task][1])
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the load report's table: the line below says what it would
     try:
-        with no_load_bars():
+        with no_load_bars(), quiet_load_report():  # the load report's table: the lines below say what it would
             model, info = auto.from_pretrained(path, use_safetensors=True, output_loading_info=True,
                                                ignore_mismatched_sizes=True, **kwargs)
     except _load_errors() as err:
         raise _load_failure(str(path), str(path), err) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
     mismatched = [m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys") or []]
     if mismatched:
         raise UserError(f"{path}: config.json gives {mismatched[0]} another shape than model.safetensors holds (the "

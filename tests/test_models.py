@@ -209,6 +209,21 @@ def test_a_checkpoint_of_the_body_alone_gets_a_fresh_head(tmp_path, arch):
     assert model.config.num_labels == 3
 
 
+def test_a_fresh_head_loads_without_transformers_load_report(tmp_path, capfd):
+    # its table of MISSING weights ("consider training on your downstream task") sat among finetune's own lines,
+    # and before the one error line of a stage that refuses a head-less folder
+    from conftest import tiny_config
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    AutoModel.from_config(tiny_config("bert")).save_pretrained(tmp_path / "body")
+    capfd.readouterr()
+    verbosity = hf_logging.get_verbosity()
+    assert load_classifier(str(tmp_path / "body"), labels=["a", "b"]).new_head_modules == {"classifier"}
+    assert "MISSING" not in capfd.readouterr().err
+    assert hf_logging.get_verbosity() == verbosity  # put back for the libraries' other messages
+
+
 def test_the_packaged_minilm_and_a_decoder_body_still_load(tmp_path):
     from transformers import LlamaConfig, LlamaModel
 
