@@ -41,6 +41,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise UserError(f"--set {item!r}: empty key")
+    if "" in (parts := key.split(".")) or any(p != p.strip() for p in parts):
+        # `.epochs`, `finetune..epochs`, `finetune.`: a dotted path with a missing name, not an unknown key
+        raise UserError(f"--set {item!r}: '{key}' has an empty or space-padded name between its dots; write section.field, e.g. "
+                        "finetune.epochs=2")
     try:
         return key, read_yaml(raw) if raw.strip() else None
     except DuplicateKeyError as err:

@@ -82,6 +82,10 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_bad_override_syntax():
     with pytest.raises(UserError, match="key=value"):
         parse_override("finetune.epochs")
+    for key in (".epochs", "finetune..epochs", "finetune.", "finetune. epochs"):  # was "unknown key '(top level)'"
+        with pytest.raises(UserError, match=f"'{re.escape(key)}' has an empty or space-padded name between its dots"):
+            parse_override(f"{key}=2")
+    assert parse_override("finetune.epochs =2") == ("finetune.epochs", 2)  # spaces around the key stay allowed
 
 
 def test_stage_order_is_fixed_whatever_the_yaml_order():
