@@ -25,6 +25,8 @@ from typing import Any
 
 from deploykit.architectures import ARCHITECTURES
 from deploykit.errors import UserError
+from deploykit.model_errors import (config_errors, config_failure, load_errors,
+                                     load_failure, tokenizer_failure)
 
 PACKAGE_PREFIX = "package:"
 GGUF_SUFFIX = ".gguf"
@@ -101,59 +103,6 @@ def resolve_source(source: str) -> str:
     return source
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
-
-
-def _hub_hint(source: str, err: Exception) -> UserError:
-    return UserError(f"model source {source!r} could not be loaded ({type(err).__name__}: "
-                     f"{_first_line(err)}); offline? use a local folder or package:<module>/<folder>")
-
-
-# what a library raises when the user's model files are wrong: (OSError, ValueError) from transformers,
-# SafetensorError from safetensors (a truncated or corrupt model.safetensors: "header too large", ...)
-def _load_errors() -> tuple[type[Exception], ...]:
-    from safetensors import SafetensorError
-
-    return OSError, ValueError, SafetensorError
-
-
-def _load_failure(source: str, path: str, err: Exception) -> UserError:
-    """One line for a failed `from_pretrained`: the corrupt weight file, the local folder, or the hub id."""
-    folder = Path(path)
-    if type(err).__module__.startswith("safetensors"):
-        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-        where = " / ".join(str(f) for f in files[:2]) or path
-        return UserError(f"model source {source!r}: {where} is not a readable safetensors file ({_first_line(err)}); "
-                         "save or download the weights again")
-    if folder.is_dir():
-        return UserError(f"model source {source!r}: {folder} could not be loaded ({type(err).__name__}: "
-                         f"{_first_line(err)})")
-    return _hub_hint(source, err)
-
-
-def _config_errors() -> tuple[type[Exception], ...]:
-    """What building a config from a config.json that is valid JSON but not a valid config raises:
-    ValueError / TypeError / KeyError from transformers, StrictDataclassError from huggingface_hub's
-    strict dataclasses (e.g. a BERT config.json with model_type t5: 'Validation error for field ...')."""
-    try:
-        from huggingface_hub.errors import StrictDataclassError
-    except ImportError:  # an older huggingface_hub has no strict dataclasses
-        return ValueError, TypeError, KeyError
-    return ValueError, TypeError, KeyError, StrictDataclassError
-
-
-def _config_failure(source: str, path: str, err: Exception) -> UserError:
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    text = lines[0] if lines else type(err).__name__
-    if text.endswith(":") and len(lines) > 1:  # "Validation error for field 'x':" says what only on the next line
-        text = f"{text} {lines[1]}"
-    where = f"{path}/config.json" if Path(path).is_dir() else f"the config.json of {path}"
-    return UserError(f"model source {source!r}: {where} is not a valid model config ({type(err).__name__}: "
-                     f"{text[:200]}); fix config.json or save the model again")
-
-
 # the weights a task head adds: missing from a checkpoint of the model's body (a sentence encoder, a base
 # model), they are initialised fresh, as they should be. `pooler` is absent from encoders saved without one
 # (BERT/RoBERTa with add_pooling_layer=False). Anything else missing means the weights are not this model's.
@@ -204,7 +153,6 @@ def task_of(artifact) -> str:
     """The `data.task` an artifact was trained for (a key of TASK_MODELS, as of deploykit.kinds.KINDS), from its
     manifest, else its config's architecture (a stage run without a data section, e.g. `deploykit export --from
     FOLDER`, still takes the artifact's kind); classification when neither says."""
-    import json
 
     data = (artifact.manifest.get("config") or {}).get("data") or {}
     task = data.get("task") if isinstance(data, dict) else None
@@ -254,11 +202,11 @@ def load_config(source: str, *, trust_remote_code: bool = False, revision: str |
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision, **extra)
     except OSError as err:  # no config.json, not JSON, offline hub
-        raise _load_failure(source, path, err) from None
-    except _config_errors() as err:
-        raise _config_failure(source, path, err) from None
-    except _load_errors() as err:
-        raise _load_failure(source, path, err) from None
+        raise load_failure(source, path, err) from None
+    except config_errors() as err:
+        raise config_failure(source, path, err) from None
+    except load_errors() as err:
+        raise load_failure(source, path, err) from None
 
 
 def _pretrained_args(source: str) -> tuple[str, dict[str, Any]]:
@@ -279,26 +227,11 @@ def load_tokenizer(source: str, trust_remote_code: bool = False, **options: Any)
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs, **options)
     except Exception as err:  # noqa: BLE001 - a local folder's tokenizer files fail with KeyError, Rust's Exception
-        if isinstance(err, _config_errors()) and not kwargs:
+        if isinstance(err, config_errors()) and not kwargs:
             load_config(source, trust_remote_code=trust_remote_code)  # AutoTokenizer reads config.json too: named
         if Path(path).is_dir() or isinstance(err, (OSError, ValueError)):
-            raise _tokenizer_failure(source, path, err) from None
+            raise tokenizer_failure(source, path, err) from None
         raise
-
-
-def _tokenizer_failure(source: str, path: str, err: Exception) -> UserError:
-    """A local folder's tokenizer that does not load: its JSON file that does not parse, else the folder; a hub id:
-    the offline hint."""
-    if not Path(path).is_dir():
-        return _hub_hint(source, err)
-    for file in sorted(Path(path).glob("*.json")):
-        try:
-            json.loads(file.read_bytes())
-        except ValueError as bad:  # JSONDecodeError, or bytes that are not UTF-8
-            return UserError(f"model source {source!r}: {file} is not valid JSON ({getattr(bad, 'msg', 'not UTF-8')}); "
-                             "copy it again from the folder the model came from")
-    return UserError(f"model source {source!r}: the tokenizer in {path} could not be loaded ({type(err).__name__}: "
-                     f"{_first_line(err)}); copy its files again from the folder the model came from")
 
 
 def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, **kwargs: Any):
@@ -328,10 +261,10 @@ def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, 
         model, info = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
                                                            dtype=dtype or torch.float32, output_loading_info=True,
                                                            **extra, **kwargs)
-    except _load_errors() as err:
+    except load_errors() as err:
         if isinstance(err, ValueError) and "Unrecognized configuration class" in str(err):
             check_architecture(load_config(source, trust_remote_code=trust_remote_code), "generation", source)
-        raise _load_failure(source, path, err) from None
+        raise load_failure(source, path, err) from None
     check_loaded_weights(model, info, source, path)
     return model.eval()
 
@@ -376,8 +309,8 @@ def load_classifier(source: str, *, labels: list[str] | None = None, trust_remot
         with quiet_load_report():  # its MISSING table for a fresh head: finetune says so in its own line
             model, info = auto.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision,
                                                use_safetensors=True, output_loading_info=True, **kwargs)
-    except _load_errors() as err:
-        raise _load_failure(source, path, err) from None
+    except load_errors() as err:
+        raise load_failure(source, path, err) from None
     check_loaded_weights(model, info, source, path)
     if labels is not None and model.config.num_labels != len(labels):
         raise UserError(f"model {source!r} has {model.config.num_labels} labels but the data has {len(labels)}")

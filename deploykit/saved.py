@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploykit.errors import UserError
-from deploykit.models import TASK_MODELS, _load_errors, _load_failure
+from deploykit.model_errors import load_errors, load_failure
+from deploykit.models import TASK_MODELS
 
 
 def load_saved(path: Path, task: str, **kwargs):
@@ -33,8 +34,8 @@ def load_saved(path: Path, task: str, **kwargs):
         with no_load_bars(), quiet_load_report():  # the load report's table: the lines below say what it would
             model, info = auto.from_pretrained(path, use_safetensors=True, output_loading_info=True,
                                                ignore_mismatched_sizes=True, **kwargs)
-    except _load_errors() as err:
-        raise _load_failure(str(path), str(path), err) from None
+    except load_errors() as err:
+        raise load_failure(str(path), str(path), err) from None
     mismatched = [m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys") or []]
     if mismatched:
         raise UserError(f"{path}: config.json gives {mismatched[0]} another shape than model.safetensors holds (the "

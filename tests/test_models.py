@@ -175,6 +175,17 @@ def test_a_folder_without_weights_names_the_folder_not_the_hub(tiny_bert):
     assert str(tiny_bert) in str(err.value) and "offline" not in str(err.value)
 
 
+def test_a_folder_of_pickle_weights_says_to_save_it_as_safetensors(tiny_bert):
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(tiny_bert / "model.safetensors"), tiny_bert / "pytorch_model.bin")
+    (tiny_bert / "model.safetensors").unlink()
+    with pytest.raises(UserError, match=r"holds PyTorch pickle weights \(pytorch_model\.bin\) and no "
+                                        r"model\.safetensors; .* save_pretrained it again"):
+        load_classifier(str(tiny_bert), labels=["a", "b"])  # predict / serve / export: tests/test_saved.py
+
+
 # --- weights that do not belong to config.json, a config.json that does not build a config -------------
 
 def _bert_weights_beside_a_gpt2_config(tiny_bert, folder):
