@@ -172,6 +172,14 @@ def test_a_model_trained_on_pairs_refuses_single_texts():
     ("/v2/models/fake/infer", b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["\\ud800"]}]}',
      400, "inputs[0] (text) data[0] is not valid Unicode"),
     ("/v2/models/fake/infer", infer_body(["a"] * 5), 413, "at most 4"),
+    # fields the protocol does not have, or of another type, were ignored (a non-string id was echoed back)
+    ("/v2/models/fake/infer", infer_body(["a"]) | {"input": []}, 400, "unknown field 'input' in the request"),
+    ("/v2/models/fake/infer", infer_body(["a"], id=7), 400, '"id" must be a string, not a number'),
+    ("/v2/models/fake/infer", infer_body(["a"]) | {"parameters": []}, 400, '"parameters" must be an object'),
+    ("/v2/models/fake/infer", infer_body(["a"]) | {"parameters": {"binary_data_output": True}}, 400,
+     "binary_data_output is not supported"),
+    ("/v2/models/fake/infer", {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"],
+                                           "dtype": "str"}]}, 400, "inputs[0] (text): unknown field 'dtype'"),
     ("/v2/models/other/infer", infer_body(["a"]), 404, "unknown model 'other'"),
     ("/v1/models/fake:predict", {"instances": []}, 404, "no endpoint"),
 ])

@@ -83,6 +83,7 @@ def parse_predict(doc: dict[str, Any], max_rows: int) -> tuple[list[Any], int | 
 def parse_infer(doc: dict[str, Any], max_rows: int, offered: tuple[str, ...] = OUTPUTS) -> tuple[list[Any], list[str]]:
     """Rows and requested output names (of `offered`) of a V2 inference request (BYTES `text`, optional
     `text_pair`)."""
+    _check_request_fields(doc)
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ClientError('"inputs" must be a non-empty list of tensors ([{"name": "text", "shape": [n], '
@@ -106,6 +107,25 @@ def parse_infer(doc: dict[str, Any], max_rows: int, offered: tuple[str, ...] = O
             raise ClientError(f"{TEXT_PAIR!r} has {len(tensors[TEXT_PAIR])} elements for {len(rows)} texts")
         rows = list(zip(rows, tensors[TEXT_PAIR]))
     return rows, _requested_outputs(doc.get("outputs"), offered)
+
+
+# the fields of a V2 request and of its input tensors (Open Inference Protocol, REST): anything else is a typo or an
+# extension this server does not speak, refused rather than ignored
+REQUEST_FIELDS, TENSOR_FIELDS = ("id", "parameters", "inputs", "outputs"), ("name", "shape", "datatype", "parameters",
+                                                                            "data")
+
+
+def _check_request_fields(doc: dict[str, Any]) -> None:
+    unknown = sorted(set(doc) - set(REQUEST_FIELDS))
+    if unknown:
+        raise ClientError(f"unknown field {unknown[0]!r} in the request (a V2 request has {', '.join(REQUEST_FIELDS)})")
+    if "id" in doc and not isinstance(doc["id"], str):  # echoed back: the protocol's id is a string
+        raise ClientError(f'"id" must be a string, not {_kind(doc["id"])}')
+    parameters = doc.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise ClientError(f'"parameters" must be an object, not {_kind(parameters)}')
+    if (parameters or {}).get("binary_data_output"):
+        raise ClientError("parameters.binary_data_output is not supported; ask for JSON data")
 
 
 def infer_response(model: str, request_id: Any, tensors: list[dict[str, Any]]) -> dict[str, Any]:
@@ -139,6 +159,8 @@ def _requested_outputs(requested: Any, offered: tuple[str, ...]) -> list[str]:
 
 
 def _bytes_tensor(tensor: dict[str, Any], where: str, max_rows: int) -> list[str]:
+    if unknown := sorted(set(tensor) - set(TENSOR_FIELDS)):
+        raise ClientError(f"{where}: unknown field {unknown[0]!r} (a tensor has {', '.join(TENSOR_FIELDS)})")
     if tensor.get("datatype") != "BYTES":
         raise ClientError(f"{where}: datatype must be \"BYTES\" (UTF-8 strings), not {json.dumps(tensor.get('datatype'))}")
     shape = tensor.get("shape")
