@@ -30,20 +30,20 @@ from typing import Annotated, Callable, Optional
 import click
 import typer
 
-from deploykit.cli_usage import new_app
+from deploykit.cli_usage import new_app, path_arg
 from deploykit.console import end_progress_line
 from deploykit.errors import CheckError, DeploykitError, Terminated, UserError
 from deploykit.signals import install_signal_handlers, received
 
 app = new_app("Finetune, distill, prune, quantize, export and benchmark Hugging Face transformers.")
 
-RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="recipe YAML to start from")]
+RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", parser=path_arg, help="recipe YAML to start from")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override, e.g. finetune.epochs=2")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="output folder")]
-FromOpt = Annotated[Optional[Path], typer.Option("--from", "-f", help="input artifact (a stage output folder)")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", parser=path_arg, help="output folder")]
+FromOpt = Annotated[Optional[Path], typer.Option("--from", "-f", parser=path_arg, help="input artifact (a stage output folder)")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model source: hub id, ./folder or package:<module>/<folder>")]
 DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="dataset name (looked up in --data-dir, then the hub) or a file/folder")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="local mirror of named datasets (default $DEPLOYKIT_DATA_DIR)")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", parser=path_arg, help="local mirror of named datasets (default $DEPLOYKIT_DATA_DIR)")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or status lines")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="replace a deploykit output of another stage at --out "
                                         "(never a folder deploykit did not write)")]
@@ -215,11 +215,11 @@ def export(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = Non
 
 @app.command()
 @edge
-def bench(artifacts: Annotated[list[Path], typer.Argument(help="artifact folders to measure side by side")],
+def bench(artifacts: Annotated[list[Path], typer.Argument(parser=path_arg, help="artifact folders to measure side by side")],
           recipe: RecipeOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None, out: OutOpt = None,
           target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="cpu, edge, gpu (repeatable)")] = None,
           quick: Annotated[bool, typer.Option(help="few iterations: a smoke test, not a measurement")] = False,
-          baseline: Annotated[Optional[Path], typer.Option(help="PyTorch model to build the standard-recipe baseline row from")] = None,
+          baseline: Annotated[Optional[Path], typer.Option(parser=path_arg, help="PyTorch model to build the standard-recipe baseline row from")] = None,
           set_: SetOpt = None, quiet: QuietOpt = False):
     """Latency, throughput, memory, size and accuracy of each artifact; JSON, Markdown and HTML reports."""
     _quiet(quiet)
@@ -239,8 +239,8 @@ def _run_dir(cfg, recipe: Path, out: Path | None) -> Path:
 
 @app.command()
 @edge
-def run(recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
-        out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run folder: pipeline.json and one "
+def run(recipe: Annotated[Path, typer.Argument(parser=path_arg, help="recipe YAML")],
+        out: Annotated[Optional[Path], typer.Option("--out", "-o", parser=path_arg, help="run folder: pipeline.json and one "
                                                     "subfolder per stage; new, empty or an earlier run")] = None,
         set_: SetOpt = None, quiet: QuietOpt = False):
     """Run every stage of a recipe in order, with gates, resume and the final benchmark."""
@@ -258,8 +258,8 @@ def run(recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
 
 @app.command()
 @edge
-def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], set_: SetOpt = None,
-             out: Annotated[Optional[Path], typer.Option("--out", "-o", help="the run folder to check "
+def validate(recipe: Annotated[Path, typer.Argument(parser=path_arg, help="recipe YAML")], set_: SetOpt = None,
+             out: Annotated[Optional[Path], typer.Option("--out", "-o", parser=path_arg, help="the run folder to check "
                                                          "(default: the one `deploykit run` would use)")] = None):
     """Check a recipe without training: model, data, max_length, runtimes, output folder. Exit 2 on any problem."""
     from deploykit.config import load_recipe
@@ -276,7 +276,7 @@ def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML")], set_: 
 
 @app.command()
 @edge
-def generate(model: Annotated[Path, typer.Argument(help="a causal LM folder: PyTorch, or an exported/INT8 ONNX one")],
+def generate(model: Annotated[Path, typer.Argument(parser=path_arg, help="a causal LM folder: PyTorch, or an exported/INT8 ONNX one")],
              prompts: Annotated[list[str], typer.Argument(help="one or more prompts (user turns)")],
              max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1)] = 64,
              sample: Annotated[bool, typer.Option("--sample", help="sample instead of greedy decoding")] = False,
@@ -320,10 +320,10 @@ def generate(model: Annotated[Path, typer.Argument(help="a causal LM folder: PyT
 
 @app.command()
 @edge
-def predict(model: Annotated[Path, typer.Argument(help="a model folder deploykit wrote (PyTorch, ONNX, INT8 ONNX, "
+def predict(model: Annotated[Path, typer.Argument(parser=path_arg, help="a model folder deploykit wrote (PyTorch, ONNX, INT8 ONNX, "
                                                   "TensorRT) or a Hugging Face classifier folder")],
             texts: Annotated[Optional[list[str]], typer.Argument(help="texts to classify (or --file)")] = None,
-            file: Annotated[Optional[Path], typer.Option("--file", help=".tsv/.csv/.jsonl with a header, .txt or "
+            file: Annotated[Optional[Path], typer.Option("--file", parser=path_arg, help=".tsv/.csv/.jsonl with a header, .txt or "
                                                          "- (stdin) with one text per line")] = None,
             text_column: Annotated[Optional[str], typer.Option("--text-column", help="the column of --file to classify "
                                                                "(default: the model's own, else sentence)")] = None,
@@ -334,7 +334,7 @@ def predict(model: Annotated[Path, typer.Argument(help="a model folder deploykit
             threads: Annotated[Optional[int], typer.Option(min=1, help="intra-op threads of the runtime")] = None,
             batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
             json_lines: Annotated[bool, typer.Option("--json", help="one JSON object per row")] = False,
-            out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write one JSON object per row to this "
+            out: Annotated[Optional[Path], typer.Option("--out", "-o", parser=path_arg, help="write one JSON object per row to this "
                                                         "file (written whole, then renamed into place)")] = None,
             generate: Annotated[bool, typer.Option("--generate", help="a causal LM: answer each text")] = False,
             max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1,
@@ -352,7 +352,7 @@ def predict(model: Annotated[Path, typer.Argument(help="a model folder deploykit
 
 @app.command()
 @edge
-def serve(folder: Annotated[Path, typer.Argument(help="a text or token classifier artifact folder (PyTorch, ONNX, "
+def serve(folder: Annotated[Path, typer.Argument(parser=path_arg, help="a text or token classifier artifact folder (PyTorch, ONNX, "
                                                      "INT8 ONNX)")],
           host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
           port: Annotated[int, typer.Option(min=0, max=65535, help="0: any free port (the startup line names it)")] = 8000,

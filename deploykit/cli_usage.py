@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+from pathlib import Path
 
 import typer
 import typer.core
@@ -66,3 +67,13 @@ def new_app(help: str) -> typer.Typer:
     pretty tracebacks (deploykit's edge prints one line)."""
     return typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                        cls=OneLineUsageErrors, context_settings={"help_option_names": ["-h", "--help"]}, help=help)
+
+
+def path_arg(value: str | Path) -> Path:
+    """Every path option's and argument's parser: "" or spaces would become Path(".") (the current folder) and
+    be refused later, if at all, as "." with no word of the empty argument."""
+    if isinstance(value, Path):
+        return value
+    if not value.strip():
+        raise typer.BadParameter("an empty path: name a file or folder")
+    return Path(value)

@@ -18,6 +18,7 @@ from deploykit import fpenv
 from deploykit.data import Split, fit_max_length
 from deploykit.encoding import transformers_encoder
 from deploykit.errors import GateError, UserError  # noqa: F401  (GateError: imported from here by callers)
+from deploykit.model_errors import first_line
 
 Predictor = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -86,7 +87,7 @@ def ort_session(onnx_path: str | Path, threads: int | None = None, providers: li
         with fpenv.kept():
             return ort.InferenceSession(str(onnx_path), opts, providers=providers or ["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - ORT raises its own exception types for unreadable models
-        raise UserError(f"{onnx_path}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})") from None
+        raise UserError(f"{onnx_path}: ONNX Runtime cannot load it ({first_line(err)})") from None
 
 
 def graph_feed(batch: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:

@@ -80,6 +80,11 @@ def test_recipe_with_unquoted_bf16_off_validates(tiny_bert, tiny_task, tmp_path)
     (["bogus", "run"], "error: No such command 'bogus' (see `deploykit --help`)"),
     (["--bogus", "predict"], "error: No such option: --bogus (see `deploykit --help`)"),
     (["--debug=1", "predict"], "error: Option '--debug' does not take a value (see `deploykit --help`)"),
+    # "" is Path("."): the current folder, refused later (if at all) as "." with no word of the empty argument
+    (["run", "r.yaml", "--out", ""], "error: Invalid value for '--out' / '-o': an empty path: name a file or folder"),
+    (["distill", "--from", " "], "error: Invalid value for '--from' / '-f': an empty path"),
+    (["predict", "", "hello"], "error: Invalid value for 'model': an empty path"),
+    (["bench", "a", ""], "error: Invalid value for 'artifacts': an empty path"),
 ])
 def test_a_usage_error_is_one_line_exit_2(args, message):
     result = CliRunner().invoke(app, args, prog_name="deploykit")

@@ -27,6 +27,7 @@ import numpy as np
 
 from deploykit.errors import UserError
 from deploykit.llm.generate import Generation, default_stop_ids, encode, pad_id_of
+from deploykit.model_errors import first_line
 
 N_CTX = 2048  # tokens of context: the longest prompt plus its answer (the bench's prompts are < 300)
 
@@ -78,7 +79,7 @@ class LlamaCppGenerator:
             self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                              verbose=False)
         except (ValueError, RuntimeError) as err:  # llama-cpp-python: "Failed to load model from file: ..."
-            raise UserError(f"llama.cpp cannot load {path}: {str(err).splitlines()[0][:200]}") from None
+            raise UserError(f"llama.cpp cannot load {path}: {first_line(err)}") from None
 
     def generate(self, prompts: list[str], max_new_tokens: int, *, do_sample: bool = False,
                  stop_ids: list[int] | None = None, **_unused) -> Generation:

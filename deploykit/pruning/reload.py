@@ -14,11 +14,7 @@ from __future__ import annotations
 import torch
 
 from deploykit.errors import ReloadError  # noqa: F401  (a CheckError: exit code 3 at the CLI)
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+from deploykit.model_errors import first_line
 
 
 def _auto_class(model):
@@ -57,7 +53,7 @@ def check_reload(model, folder, inputs: list[dict[str, torch.Tensor]], atol: flo
         reloaded, info = _auto_class(model).from_pretrained(folder, output_loading_info=True)
     except Exception as err:  # noqa: BLE001 - any failure to load is the finding we report
         raise ReloadError(f"{folder}: plain from_pretrained cannot load the pruned model "
-                          f"({type(err).__name__}: {_first_line(err)})") from err
+                          f"({type(err).__name__}: {first_line(err)})") from err
     problems = {k: list(v)[:5] for k, v in info.items() if v}
     if problems:
         raise ReloadError(f"{folder}: from_pretrained reports {problems}; the config does not express "

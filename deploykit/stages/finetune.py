@@ -24,6 +24,7 @@ from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
+from deploykit.model_errors import first_line
 from deploykit.train.resume import BY_INTERRUPTED, forget, going_on_from, start_point
 from deploykit.train.trainer import (
     build_trainer,
@@ -66,7 +67,7 @@ def _apply_lora(model, cfg, task_type: str):
     try:
         return get_peft_model(model, lora)
     except ValueError as err:
-        raise UserError(f"finetune.lora: {str(err).splitlines()[0]} (set finetune.lora.target_modules)") from None
+        raise UserError(f"finetune.lora: {first_line(err)} (set finetune.lora.target_modules)") from None
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = False,
