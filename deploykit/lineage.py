@@ -63,6 +63,21 @@ def trained_columns(artifact: Artifact) -> tuple[str | None, str | None]:
     return text, pair
 
 
+def check_task(recipe, artifact: Artifact | None) -> None:
+    """UserError when `artifact` holds another kind of model than the recipe's `data.task` (a text classifier given
+    to a causal-LM recipe, or the other way): every stage after finetune, and bench, reads it as the recipe's kind,
+    and would fail late on its missing head or its tokenizer, or measure it on the wrong task."""
+    from deploykit.models import TASK_MODELS, stated_task
+
+    if artifact is None or recipe.data is None:
+        return
+    held = stated_task(artifact)
+    if held is not None and held != recipe.data.task:
+        raise UserError(f"{artifact.path}: holds a {TASK_MODELS[held][0]} (data.task {held}), but the recipe's "
+                        f"data.task is {recipe.data.task}; give a {TASK_MODELS[recipe.data.task][0]} folder, or the "
+                        f"recipe that trained this model (--set data.task={held})")
+
+
 def fit_columns(recipe, parent: Artifact | None):
     """`recipe` with the text columns its input model was trained on, where its data section leaves them unset:
     a stage reading a pair model's data as single texts would calibrate and gate it on the first texts alone.

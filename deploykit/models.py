@@ -153,7 +153,13 @@ def task_of(artifact) -> str:
     """The `data.task` an artifact was trained for (a key of TASK_MODELS, as of deploykit.kinds.KINDS), from its
     manifest, else its config's architecture (a stage run without a data section, e.g. `deploykit export --from
     FOLDER`, still takes the artifact's kind); classification when neither says."""
+    return stated_task(artifact) or "classification"
 
+
+def stated_task(artifact) -> str | None:
+    """The task an artifact's manifest names, else the one its config's architecture's head names (a
+    *ForCausalLM, *ForTokenClassification or *ForSequenceClassification); None when neither says (a bare
+    encoder such as BertModel, a folder without config.json)."""
     data = (artifact.manifest.get("config") or {}).get("data") or {}
     task = data.get("task") if isinstance(data, dict) else None
     if task in TASK_MODELS:
@@ -162,8 +168,9 @@ def task_of(artifact) -> str:
         archs = json.loads((artifact.path / "config.json").read_text()).get("architectures") or []
     except (OSError, ValueError, AttributeError):
         archs = []
-    heads = {"ForCausalLM": "generation", "ForTokenClassification": "token_classification"}
-    return next((kind for a in archs for head, kind in heads.items() if str(a).endswith(head)), "classification")
+    heads = {"ForCausalLM": "generation", "ForTokenClassification": "token_classification",
+             "ForSequenceClassification": "classification"}
+    return next((kind for a in archs if isinstance(a, str) for head, kind in heads.items() if a.endswith(head)), None)
 
 
 def supported_model_types(task: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ from deploykit.errors import UserError
 from deploykit.evaluate import check_gate
 from deploykit.fingerprint import stage_inputs
 from deploykit.kinds import kind_of
-from deploykit.lineage import fit_columns
+from deploykit.lineage import check_task, fit_columns
 from deploykit.models import is_gguf, load_config, resolve_source
 from deploykit.transfer import check_unlabeled
 
@@ -57,6 +57,8 @@ def run_stage(stage: str, recipe: Recipe, source: str | Path | None, out_dir: Pa
     """
     fn = stage_function(stage)
     parent = load_artifact(source) if source is not None else None
+    if stage != "finetune":  # fine-tuning may give a model another head; every later stage reads it as it is
+        check_task(recipe, parent)
     recipe = fit_columns(recipe, parent)  # a pair model's data read as pairs where the recipe does not say
     if parent is None and stage in NEEDS_INPUT and not (stage == "distill" and recipe.distill.teacher):
         raise UserError(f"{stage} needs an input artifact: --from FOLDER (a previous stage's output)")
@@ -186,7 +188,9 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         raise UserError("recipe has no data section; every stage needs the task data")
     kind_of(recipe.data.task).check_run(recipe, stages)
     if "finetune" not in stages and not is_gguf(recipe.model.source):  # the chain starts from a trained model
-        recipe = fit_columns(recipe, load_artifact(resolve_source(recipe.model.source)))
+        start = load_artifact(resolve_source(recipe.model.source))
+        check_task(recipe, start)
+        recipe = fit_columns(recipe, start)
     out_dir = check_run_folders(out_dir, stages)
     for stage in stages:  # what a SIGKILLed run left beside a stage this run may skip as unchanged
         clear_stale(out_dir / stage)

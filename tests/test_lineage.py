@@ -71,3 +71,23 @@ def test_a_stage_command_on_a_pair_model_reads_pairs_without_being_told(tiny_cha
     ran = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run"), "-q"])
     assert ran.exit_code == 0, ran.output
     assert json.loads((tmp_path / "run" / "quantize" / "manifest.json").read_text())["columns"] == columns
+
+
+def test_a_model_of_another_kind_than_the_recipe_is_one_line_before_any_work(tiny_bert, tiny_llama, tmp_path):
+    # a classifier given to a causal-LM recipe failed late on its tokenizer ("no chat template; pass --raw"), a
+    # causal LM given to a classifier recipe as "model.safetensors lacks score.weight", and bench measured a causal
+    # LM for minutes before failing on the classifier beside it
+    from deploykit.pipeline import run_stage
+    from deploykit.stages.bench import run_many
+
+    generation = build_recipe({"data": {"path": str(tmp_path / "unread"), "task": "generation",
+                                        "prompt_template": "{sentence}"}, "export": {}})
+    with pytest.raises(UserError, match=r"^\S+tiny-bert: holds a sequence classifier \(data.task classification\), "
+                                        r"but the recipe's data.task is generation; give a causal LM folder"):
+        run_stage("export", generation, tiny_bert, tmp_path / "e1")
+    with pytest.raises(UserError, match="holds a causal LM .* data.task is classification; .*--set data.task=generation"):
+        run_stage("quantize", recipe(), tiny_llama, tmp_path / "e2")
+    with pytest.raises(UserError, match="tiny-bert: holds a sequence classifier"):
+        run_many(generation, [tiny_llama, tiny_bert], tmp_path / "bench")
+    assert not any((tmp_path / name).exists() for name in ("e1", "e2", "bench"))
+    fit_columns(recipe(), Artifact(tiny_bert, {}))  # a kind that matches passes; finetune may change a head

@@ -21,7 +21,7 @@ from deploykit.config import BenchConfig, Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
-from deploykit.lineage import fit_columns
+from deploykit.lineage import check_task, fit_columns
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
@@ -60,6 +60,7 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
     if not artifacts:
         raise UserError("bench: none of the folders given holds a model (only bench reports)")
     for artifact in artifacts:  # pairs for pair models; models of single texts and of pairs are never mixed
+        check_task(recipe, artifact)
         recipe = fit_columns(recipe, artifact)
     # a new or empty folder, or an earlier report (never --force); replaced as a whole at the end
     out_dir = check_out_dir(out_dir, "bench")
