@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Callable
 
@@ -151,6 +152,27 @@ def decode(step: Step, input_ids: np.ndarray, attention_mask: np.ndarray, max_ne
     return Generation(tokens[:, :len(seconds)], lengths, seconds)
 
 
+def check_request(prompts, max_new_tokens, temperature, top_k, top_p, stop_ids, seed=0) -> list[str]:
+    """The prompts as a list (one str is one prompt), or UserError naming the argument a generate() call got wrong:
+    a str is not split into characters, and a NaN temperature or a top_p of 2 does not quietly sample otherwise."""
+    prompts = [prompts] if isinstance(prompts, str) else prompts
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise UserError(f"generate: prompts must be a str or a non-empty list of str, not {prompts!r:.60}")
+    if (bad := next((i for i, p in enumerate(prompts) if not isinstance(p, str)), None)) is not None:
+        raise UserError(f"generate: prompt {bad} is {type(prompts[bad]).__name__} {prompts[bad]!r:.60}, not a str")
+    for name, value, least in (("max_new_tokens", max_new_tokens, 1), ("top_k", top_k, 0), ("seed", seed, 0)):
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < least:
+            raise UserError(f"generate: {name}={value!r} must be an integer of at least {least}")
+    if not isinstance(temperature, Real) or not 0 < temperature < float("inf"):
+        raise UserError(f"generate: temperature={temperature!r} must be a number > 0 (do_sample=False for greedy)")
+    if not isinstance(top_p, Real) or not 0 < top_p <= 1:
+        raise UserError(f"generate: top_p={top_p!r} must be in (0, 1]")
+    if stop_ids is not None and (not isinstance(stop_ids, (list, tuple)) or not all(
+            isinstance(i, Integral) and not isinstance(i, bool) for i in stop_ids)):
+        raise UserError(f"generate: stop_ids={stop_ids!r:.60} must be a list of token ids (int)")
+    return list(prompts)
+
+
 class _Generator:
     """What both runtimes share: tokenization, stop ids and the loop; a subclass gives `stepper`."""
 
@@ -170,7 +192,7 @@ class _Generator:
         """Continue each prompt by up to `max_new_tokens` tokens.
 
         Args:
-            prompts: already-rendered strings (the caller applied the chat template).
+            prompts: already-rendered strings (the caller applied the chat template); one str is one prompt.
             max_new_tokens: the most tokens a row gets.
             do_sample: sample instead of greedy; reproducible for a given `seed`.
             temperature / top_k / top_p: sampling filters, applied in that order.
@@ -180,11 +202,16 @@ class _Generator:
         Returns:
             A `Generation`.
         """
-        if max_new_tokens < 1:
-            raise UserError(f"generate: max_new_tokens={max_new_tokens} must be at least 1")
+        prompts = check_request(prompts, max_new_tokens, temperature, top_k, top_p, stop_ids, seed)
         stops = list(stop_ids) if stop_ids is not None else default_stop_ids(
             self.generation_config, self.config, self.tokenizer)
         input_ids, mask = encode(self.tokenizer, prompts)
+        limit = getattr(self.config, "max_position_embeddings", None)
+        if isinstance(limit, int) and input_ids.shape[1] + max_new_tokens > limit:
+            longest = int(mask.sum(axis=1).argmax())
+            raise UserError(f"generate: prompt {longest} is {int(mask[longest].sum())} tokens; with max_new_tokens="
+                            f"{max_new_tokens} it passes the model's {limit} positions, past which it answers "
+                            "from positions it never saw: shorten the prompt or lower max_new_tokens")
         return decode(self.stepper(), input_ids, mask, max_new_tokens, stop_ids=stops,
                       pad_id=pad_id_of(self.tokenizer, stops), do_sample=do_sample,
                       temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)

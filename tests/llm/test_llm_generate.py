@@ -90,3 +90,36 @@ def test_load_generator_picks_torch_without_onnx(tiny_llama, tmp_path):
         load_generator(tiny_llama, runtime="tensorflow")
     with pytest.raises(UserError, match="config.json"):
         load_generator(tmp_path, runtime="torch")
+
+
+def test_bad_arguments_are_one_line_and_a_str_is_one_prompt(gen):
+    # a str was split into one prompt per character; a NaN temperature sampled token 0 every step, top_p=2 or a
+    # negative top_k sampled from every token; non-str prompts and a str max_new_tokens raised deep TypeErrors
+    one = gen.generate(PROMPTS[0], 3, stop_ids=[]).tokens
+    assert one.tolist() == gen.generate(PROMPTS[:1], 3, stop_ids=[]).tokens.tolist()
+    bad = [(([],), "prompts must be a str or a non-empty list of str"), ((None,), "not None"),
+           ((["a", None],), "prompt 1 is NoneType None, not a str"), (([1],), "prompt 0 is int 1"),
+           ((["a"], "3"), "max_new_tokens='3' must be an integer of at least 1"),
+           ((["a"], 2.5), "max_new_tokens=2.5"), ((["a"], 0), "max_new_tokens=0"),
+           ((["a"], 2, {"do_sample": True, "temperature": float("nan")}), "temperature=nan must be a number > 0"),
+           ((["a"], 2, {"do_sample": True, "top_p": 2}), r"top_p=2 must be in \(0, 1\]"),
+           ((["a"], 2, {"do_sample": True, "top_p": 0.0}), r"top_p=0.0 must be in \(0, 1\]"),
+           ((["a"], 2, {"do_sample": True, "top_k": -1}), "top_k=-1 must be an integer of at least 0"),
+           ((["a"], 2, {"stop_ids": "50"}), "stop_ids='50' must be a list of token ids"),
+           ((["a"], 2, {"seed": "x"}), "seed='x'")]
+    for args, message in bad:
+        kwargs = args[2] if len(args) > 2 else {}
+        with pytest.raises(UserError, match=message):
+            gen.generate(*args[:2], **kwargs) if len(args) > 1 else gen.generate(args[0], 2)
+    assert gen.generate(["a"], np.int64(2), do_sample=True, top_k=np.int64(3), temperature=np.float32(0.7),
+                        stop_ids=[np.int64(5)]).tokens.shape[0] == 1  # numpy numbers are numbers
+
+
+def test_a_prompt_past_the_position_table_is_refused(gen):
+    # the tiny Llama holds 256 positions; past them it answered from rotary positions it was never trained on
+    limit = gen.config.max_position_embeddings
+    with pytest.raises(UserError, match=rf"prompt 1 is \d+ tokens; with max_new_tokens=8 it passes the model's {limit} "
+                                        "positions.*shorten the prompt or lower max_new_tokens"):
+        gen.generate(["a film", "good " * limit], 8)
+    long = "good " * (limit // 2)
+    assert gen.generate([long], 4, stop_ids=[]).tokens.shape == (1, 4)
