@@ -184,6 +184,17 @@ def test_label_names_must_name_each_class_once(names, message):
         build_recipe({"data": {"name": "x"}}, [f"data.label_names={names}"])
 
 
+@pytest.mark.parametrize("template, message", [("no placeholder", "names no {column}: every prompt would be the same"),
+                                               ('""', "names no {column}"), ('"{}"', "names no {column}"),
+                                               ('"a {"', "is not a valid format string")])
+def test_a_prompt_template_must_name_a_column(template, message):
+    # a template without {column} made every prompt the same text, and "" fell back to the default unsaid
+    with pytest.raises(UserError, match=rf"data\.prompt_template: {re.escape(message)}"):
+        build_recipe({"data": {"name": "x", "task": "generation"}}, [f"data.prompt_template={template}"])
+    ok = build_recipe({"data": {"name": "x", "task": "generation", "prompt_template": "Review: {sentence}"}})
+    assert ok.data.prompt_template == "Review: {sentence}"
+
+
 def test_a_folder_given_as_the_recipe_is_called_a_folder_not_missing(tmp_path):
     with pytest.raises(UserError, match=r"is a folder; give the recipe's \.yaml file"):
         load_recipe(tmp_path)

@@ -118,6 +118,22 @@ class DataConfig(Section):
             raise ValueError(f"'{dup}' appears twice; give every class its own name")
         return names
 
+    @field_validator("prompt_template")
+    @classmethod
+    def _names_a_column(cls, template: str | None) -> str | None:
+        # without a {column} every prompt is the same text (an empty one fell back to the default unsaid): the model
+        # would learn, and be scored on, answers to a question that never shows the row
+        import string
+
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(template or "") if f is not None]
+        except ValueError as err:
+            raise ValueError(f"is not a valid format string ({err})") from None
+        if template is not None and not any(f.strip() for f in fields):
+            raise ValueError("names no {column}: every prompt would be the same text; put the row's text in it, "
+                             "e.g. 'Review: {sentence}'")
+        return template
+
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if (self.name is None) == (self.path is None):
