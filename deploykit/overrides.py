@@ -85,6 +85,9 @@ def format_validation_error(err: ValidationError, origin: str, overrides: list[s
     msg = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
     got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    if isinstance(got, dict) and first["type"] in ("string_type", "int_type", "float_type", "bool_type"):
+        # `--set data.prompt_template=Review: {sentence}` is YAML for a mapping: say so, or the line names no fix
+        got_s = f" (got the mapping {got!r}: YAML reads 'key: value' and '{{...}}' as one; quote the whole value)"
     places = {tuple(str(p) for p in e["loc"] if not _UNION_TAG.match(str(p))) for e in err.errors()}
     more = f" [+{len(places) - 1} more]" if len(places) > 1 else ""
     if any(e["type"] == "literal_error" and e["loc"][:-1] == first["loc"][:-1] for e in err.errors()[1:]):

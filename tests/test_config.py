@@ -195,6 +195,15 @@ def test_a_prompt_template_must_name_a_column(template, message):
     assert ok.data.prompt_template == "Review: {sentence}"
 
 
+def test_a_set_value_yaml_reads_as_a_mapping_says_to_quote_it():
+    # "Review: {sentence}" is a YAML mapping; the line said only "Input should be a valid string"
+    with pytest.raises(UserError, match=r"data\.prompt_template: Input should be a valid string \(got the mapping "
+                                        r"\{'Review': \{'sentence': None\}\}: .*quote the whole value\)"):
+        build_recipe({"data": {"name": "x", "task": "generation"}}, ["data.prompt_template=Review: {sentence}"])
+    quoted = build_recipe({"data": {"name": "x", "task": "generation"}}, ['data.prompt_template="Review: {sentence}"'])
+    assert quoted.data.prompt_template == "Review: {sentence}"
+
+
 def test_a_folder_given_as_the_recipe_is_called_a_folder_not_missing(tmp_path):
     with pytest.raises(UserError, match=r"is a folder; give the recipe's \.yaml file"):
         load_recipe(tmp_path)
