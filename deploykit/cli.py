@@ -292,20 +292,15 @@ def generate(model: Annotated[Path, typer.Argument(parser=path_arg, help="a caus
     """Answer prompts with a causal LM: deploykit's own KV-cache loop, on ONNX Runtime or PyTorch."""
     from deploykit.llm.generate import chat_prompts, load_generator
 
-    if Path(model).suffix != ".gguf":
+    if Path(model).suffix == ".gguf":
+        gen = load_generator(model, runtime=runtime, threads=threads)
+    else:  # a folder opens as `deploykit.load` opens it: a GGUF export's file, an INT8 graph checked for this CPU
         from deploykit.artifact import load_artifact
-        from deploykit.load_checks import check_int8_fits
-        from deploykit.predictor import is_causal_lm
+        from deploykit.predictor import is_causal_lm, load
 
-        try:
-            artifact = load_artifact(model)
-        except UserError:  # no model there: load_generator says what is missing
-            artifact = None
-        if artifact is not None and not is_causal_lm(artifact):
+        if not is_causal_lm(load_artifact(model)):
             raise UserError(f"{model}: holds a classifier, not a causal LM; use `deploykit predict` for it")
-        if artifact is not None:
-            check_int8_fits(artifact, runtime, None, openvino_takes_it=False)  # as deploykit.load does
-    gen = load_generator(model, runtime=runtime, threads=threads)
+        gen = load(model, runtime=runtime, threads=threads)
     rendered = list(prompts) if raw else chat_prompts(gen.tokenizer, list(prompts), system, str(model))
     out = gen.generate(rendered, max_new_tokens, do_sample=sample, temperature=temperature, top_k=top_k,
                        top_p=top_p, seed=seed)

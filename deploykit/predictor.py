@@ -114,6 +114,8 @@ def _load_generator(artifact: Artifact, runtime: str, threads: int | None, devic
         if runtime == "ort":
             raise UserError(f"{artifact.path}: a GGUF export runs on runtime torch here (or in llama.cpp), not ort")
         return load_generator(artifact.path / artifact.manifest.get("gguf_file", "model.gguf"), threads=threads)
+    if runtime == "torch" and artifact.format == "onnx":
+        raise UserError(f"{artifact.path}: holds an ONNX graph, not PyTorch weights; use runtime ort (or auto)")
     check_tokenizer_files(artifact.path)
     return load_generator(artifact.path, runtime=runtime, threads=threads)
 

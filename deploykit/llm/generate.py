@@ -361,7 +361,9 @@ def load_generator(folder, runtime: str = "auto", threads: int | None = None) ->
     """A generator for a model folder: `ort`, `torch`, or `auto` (ORT when model.onnx is present); a .gguf file
     runs on torch (transformers dequantises it)."""
     folder = Path(folder)
-    if folder.suffix == ".gguf" and runtime in ("auto", "torch", "pytorch"):
+    if folder.suffix == ".gguf":
+        if runtime not in ("auto", "torch", "pytorch"):
+            raise UserError(f"{folder}: a GGUF file runs on runtime torch here (or in llama.cpp), not {runtime}")
         return TorchGenerator(str(folder), threads=threads)
     if runtime == "auto":
         runtime = "ort" if (folder / "model.onnx").is_file() else "torch"

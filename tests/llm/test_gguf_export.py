@@ -131,6 +131,26 @@ def test_deploykit_load_reads_the_export_and_generates_as_pytorch(exported, tiny
         deploykit.load(exported("f32"), runtime="ort")
 
 
+def test_deploykit_generate_answers_from_the_export_folder_as_deploykit_load(exported):
+    # `deploykit generate FOLDER` said "no config.json; not a Hugging Face causal-LM folder" where deploykit.load ran it
+    from typer.testing import CliRunner
+
+    import deploykit
+    from deploykit.cli import app
+    from deploykit.llm.generate import chat_prompts
+
+    args = ["generate", str(exported("f32")), "a fine film", "-n", "6", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    gen = deploykit.load(exported("f32"))
+    want = gen.generate(chat_prompts(gen.tokenizer, ["a fine film"]), 6)
+    got = json.loads(result.stdout.splitlines()[-1])
+    assert (got["answer"], got["new_tokens"]) == (want.texts(gen.tokenizer)[0], int(want.lengths[0]))
+    for path, runtime in ((exported("f32"), "ort"), (exported("f32") / "model.gguf", "ort")):
+        result = CliRunner().invoke(app, ["generate", str(path), "hi", "--runtime", runtime])
+        assert result.exit_code == 2 and "runs on runtime torch here" in result.output, result.output
+
+
 def test_q8_0_is_quantized_and_agreement_recorded(exported):
     out = exported("q8_0")
     m = json.loads((out / "manifest.json").read_text())
@@ -167,7 +187,8 @@ def test_refusals_are_one_line(tiny_llama, tiny_bert, task, tmp_path, monkeypatc
     monkeypatch.setattr(gguf_export, "k_quantizer", lambda: None)  # as on a machine without llama.cpp
     cases = [
         (build_recipe({"export": {"format": "gguf"}}), tiny_bert, "is for Llama-type causal LMs; .* classification"),
-        (recipe(tiny_bert, task), tiny_bert, "a 'bert' model; the GGUF writer maps llama"),
+        # a classifier under a causal-LM recipe: refused as the wrong kind before the writer looks at its model_type
+        (recipe(tiny_bert, task), tiny_bert, "holds a sequence classifier .* data.task is generation"),
         (recipe(tiny_llama, task, gguf_type="q4_k_m"), tiny_llama, "llama-quantize.* or llama-cpp-python"),
     ]
     onnx_parent = tmp_path / "int8"

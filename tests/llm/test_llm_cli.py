@@ -29,8 +29,24 @@ def test_sampling_is_reproducible_with_a_seed(tiny_llama):
 
 def test_bad_inputs_exit_2_in_one_line(tiny_llama, tiny_bert, tmp_path):
     result = runner.invoke(app, ["generate", str(tmp_path), "hi", "--runtime", "torch"])
-    assert result.exit_code == 2 and "no config.json" in result.output
+    assert result.exit_code == 2 and "no manifest.json, config.json or model.onnx inside" in result.output
+    result = runner.invoke(app, ["generate", str(tmp_path / "missing"), "hi"])  # was "no config.json" too
+    assert result.exit_code == 2 and "missing: artifact not found" in result.output
     result = runner.invoke(app, ["generate", str(tiny_llama), "hi", "--runtime", "tensorflow"])
-    assert result.exit_code == 2 and "not one of auto, ort, torch" in result.output
+    assert result.exit_code == 2 and "runs on runtime auto, ort or torch, not 'tensorflow'" in result.output
     result = runner.invoke(app, ["generate", str(tiny_bert), "hi"])
     assert result.exit_code == 2 and "holds a classifier, not a causal LM; use `deploykit predict`" in result.output
+
+
+def test_torch_on_an_onnx_folder_says_which_runtime_reads_it(tiny_llama, tmp_path):
+    # was "model source ...: could not be loaded (OSError: Error no file named model.safetensors ...)"
+    import json
+    import shutil
+
+    folder = tmp_path / "export"
+    shutil.copytree(tiny_llama, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    (folder / "model.onnx").write_bytes(b"")
+    (folder / "manifest.json").write_text(json.dumps({"stage": "export", "format": "onnx",
+                                                      "config": {"data": {"task": "generation"}}}))
+    result = runner.invoke(app, ["generate", str(folder), "hi", "--runtime", "torch"])
+    assert result.exit_code == 2 and "holds an ONNX graph, not PyTorch weights; use runtime ort" in result.output
