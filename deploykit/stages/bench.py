@@ -59,6 +59,7 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
     artifacts = [_checked(a) for a in map(load_artifact, artifact_paths) if not _is_report(a)]
     if not artifacts:
         raise UserError("bench: none of the folders given holds a model (only bench reports)")
+    _check_distinct(artifacts)
     for artifact in artifacts:  # pairs for pair models; models of single texts and of pairs are never mixed
         check_task(recipe, artifact)
         recipe = fit_columns(recipe, artifact)
@@ -95,6 +96,17 @@ def _checked(artifact: Artifact) -> Artifact:
     if artifact.format not in ("pytorch", "onnx", "openvino", "tensorrt"):
         raise UserError(f"{artifact.path}: a {artifact.format} folder is not a model to benchmark")
     return artifact
+
+
+def _check_distinct(artifacts: list[Artifact]) -> None:
+    """UserError for a model given twice (`deploykit bench runs/x/*/ runs/x/quantize`, or a folder and its .onnx
+    file): it would be measured twice under two names, as if two models, and take twice the time."""
+    seen = set()
+    for art in artifacts:
+        key = (art.path.resolve(), art.onnx_path.resolve() if art.format == "onnx" else None)
+        if key in seen:
+            raise UserError(f"bench: the model in {art.path} is given twice; give each model once")
+        seen.add(key)
 
 
 def _subjects(artifacts: list[Artifact]):

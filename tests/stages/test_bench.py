@@ -119,6 +119,16 @@ def test_bad_inputs_are_one_line_user_errors(tiny, tmp_path):
         run_many(recipe(task), [nli, single], tmp_path / "out")
 
 
+def test_a_model_given_twice_is_one_line(tiny, tmp_path):
+    # `bench q ./q/` measured the one model twice, under two names ("quantize" and "q"), as if two models
+    model, onnx, task = tiny
+    for given in ([model, model.parent / ".." / model.parent.name / model.name],
+                  [onnx, onnx / "model.onnx"]):
+        with pytest.raises(UserError, match=r"^bench: the model in \S+ is given twice; give each model once$"):
+            run_many(recipe(task), given, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_fine_tuned_teacher_follows_manifest_parents(tiny, tmp_path):
     model, onnx, _ = tiny
     teacher, student = tmp_path / "finetune", tmp_path / "distill"
@@ -241,7 +251,8 @@ def test_the_stage_writes_what_the_kind_reports_and_nothing_when_it_fails(tiny, 
 
     monkeypatch.setattr(stage, "kind_of", lambda task: dataclasses.replace(real, bench_report=spy))
     out = tmp_path / "bench"
-    run_many(recipe(task), [model, onnx, model], out)
+    twin = shutil.copytree(model, tmp_path / "elsewhere" / model.name)  # another model of the same name
+    run_many(recipe(task), [model, onnx, twin], out)
     (names, tmp, out_dir, baseline), = calls
     assert names == ["bert", "onnx", "bert-3"] and out_dir == out and tmp != out and baseline is None
     assert len(json.loads((out / "report.json").read_text())["rows"]) > 0 and not tmp.exists()
