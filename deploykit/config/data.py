@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -123,8 +124,6 @@ class DataConfig(Section):
     def _names_a_column(cls, template: str | None) -> str | None:
         # without a {column} every prompt is the same text (an empty one fell back to the default unsaid): the model
         # would learn, and be scored on, answers to a question that never shows the row
-        import string
-
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(template or "") if f is not None]
         except ValueError as err:
