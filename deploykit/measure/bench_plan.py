@@ -21,7 +21,11 @@ BLOCK_WARMUP = 2        # untimed calls that open every block (absorb the switch
 # seconds every block waits before its warm-up: the previous row's idle threads spin ~30 ms after its last call
 # (ONNX Runtime's intra-op pool on 2 cores, measured; OpenMP's too) and would share the cores with the next row
 SWITCH_PAUSE_S = 0.05
-THROUGHPUT_ROUNDS = 2   # each batch size is measured in this many interleaved blocks per runtime
+# each batch size is measured in this many interleaved blocks per runtime: enough that a change of the machine's speed
+# during the bench shows as a spread between blocks (a VM's host moves its vCPUs between cores that share a cache and
+# cores that do not, and a two-thread ORT row then runs 2x slower for tens of seconds; bench/README.md, thirty-eighth
+# session)
+THROUGHPUT_ROUNDS = 4
 THROUGHPUT_BATCHES = 16  # distinct batches per batch size, cycled
 EDGE_MAX_BATCH = 8      # the edge target measures small batches only
 QUICK_EVAL = 64         # --quick evaluates accuracy on this many examples
@@ -76,6 +80,8 @@ class Row:
     loaded: Loaded | None = None
     latencies_ms: list[float] = field(default_factory=list)
     work: dict[int, list[float]] = field(default_factory=dict)  # batch size -> [sentences, seconds]
+    block_rates: dict[int, list[float]] = field(default_factory=dict)  # batch size -> sentences/s of each block
+    block_p50_ms: list[float] = field(default_factory=list)  # the median batch-1 call of each latency block
     memory: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
     e2e_ms: list[float] = field(default_factory=list)  # text in, label out through deploykit.load

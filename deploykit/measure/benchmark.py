@@ -142,7 +142,10 @@ def _timed(run: Callable, calls: list, out: list[float]) -> None:
 
 def _latency_block(row: Row, feeds: list[dict]) -> None:
     row.loaded.prepare(row.threads)
-    _timed(row.loaded.predict, feeds, row.latencies_ms)
+    block: list[float] = []
+    _timed(row.loaded.predict, feeds, block)
+    row.latencies_ms += block
+    row.block_p50_ms.append(float(np.median(block)))
 
 
 def _throughput_block(row: Row, batches: list[dict], batch: int, seconds: float) -> None:
@@ -163,6 +166,7 @@ def _throughput_block(row: Row, batches: list[dict], batch: int, seconds: float)
     total = row.work.setdefault(batch, [0.0, 0.0])
     total[0] += done
     total[1] += elapsed
+    row.block_rates.setdefault(batch, []).append(done / elapsed)
 
 
 # runtimes whose rows also get the end-to-end latency of the predictor a user deploys (text in, label out)
@@ -337,6 +341,11 @@ def row_dict(row: Row, settings: Settings) -> dict[str, Any]:
         "latency_ms": _percentiles(row.latencies_ms),
         "e2e_latency_ms": _percentiles(row.e2e_ms),
         "throughput": {str(b): round(s / t, 1) for b, (s, t) in sorted(row.work.items())} if ok else None,
+        # each block's figure, in the order the blocks ran (every row of a target runs its k-th block in the same
+        # round): how far the machine's speed moved during the bench (deploykit/measure/headline.py `spread`)
+        "throughput_blocks": {str(b): [round(r, 1) for r in v] for b, v in sorted(row.block_rates.items())} if ok
+        else None,
+        "latency_block_p50_ms": [round(v, 4) for v in row.block_p50_ms] if ok else None,
         "peak_rss_mb": row.memory.get("peak_rss_mb"), "model_rss_mb": row.memory.get("model_rss_mb"),
         "memory_method": row.memory.get("memory_method"),
         "size_mb": size_mb(art),

@@ -77,6 +77,10 @@ def test_cpu_rows_hold_every_measure(measured):
         lat = r["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] and lat["n"] == 10
         assert set(r["throughput"]) == ({"1", "8", "32"} if r["target"] == "cpu" else {"1", "8"})
+        # each block's figure is kept (--quick: one throughput block per batch size, one latency block)
+        assert set(r["throughput_blocks"]) == set(r["throughput"]) and all(
+            len(v) == 1 and v[0] > 0 for v in r["throughput_blocks"].values())
+        assert len(r["latency_block_p50_ms"]) == 1 and r["latency_block_p50_ms"][0] > 0
         assert all(v > 0 for v in r["throughput"].values())
         assert r["threads"] == (1 if r["target"] == "edge" else measured["method"]["cores"])
         assert r["model_rss_mb"] is not None and r["memory_method"].startswith("in-process")

@@ -117,3 +117,34 @@ def test_generation_headline_without_llama_cpp_rows_judges_no_such_bar():
     h = generation_headline({"rows": [r for r in GEN if r["runtime"] != "llama.cpp"]}, "/r/finetune", "/r/quantize")
     assert h["llama_cpp"] is None and h["vs_llama_cpp_decode"] is None and "vs_llama_cpp" not in h["met"]
     assert "llama.cpp" not in generation_markdown(h)
+
+
+def test_ratios_block_by_block_show_a_machine_whose_speed_moved_during_the_bench(tmp_path):
+    import copy
+    import json
+
+    from deploykit.measure.headline import write
+
+    steady, moved = copy.deepcopy(REPORT), copy.deepcopy(REPORT)
+    for report, final_blocks in ((steady, [2000.0, 1900.0, 2100.0, 2000.0]), (moved, [2400.0, 1200.0, 1250.0, 2450.0])):
+        teacher, final, base = report["rows"][0], report["rows"][3], report["rows"][2]
+        teacher["throughput_blocks"] = {"32": [150.0, 150.0, 150.0, 150.0]}
+        final["throughput_blocks"] = {"32": final_blocks}
+        teacher["latency_block_p50_ms"], base["latency_block_p50_ms"] = [10.0, 10.0], [2.0, 2.0]
+        final["latency_block_p50_ms"] = [0.5, 0.5]
+    h = headline(steady, "/r/finetune", "/r/quantize")
+    assert h["spread"] == {"latency_speedup": [20.0, 20.0, 20.0], "throughput_gain": [12.667, 13.333, 14.0],
+                           "vs_baseline_speedup": [4.0, 4.0, 4.0]}
+    assert h["unsteady"] == [] and "| batch-32 throughput gain vs teacher | 13.333× (blocks 12.667–14.0×) |" \
+        in to_markdown(h)
+    # one VM's two-thread ORT row ran 2x slower in half the blocks (bench/README.md, thirty-eighth session)
+    h = headline(moved, "/r/finetune", "/r/quantize")
+    assert h["spread"]["throughput_gain"] == [8.0, 16.0, 16.333]
+    assert len(h["unsteady"]) == 1 and h["unsteady"][0].startswith("throughput gain moved from 8.0x to 16.333x")
+    (tmp_path / "report.json").write_text(json.dumps(moved))
+    text = write(tmp_path / "report.json", "/r/finetune", "/r/quantize")
+    assert text.startswith("**warning:** throughput gain moved") and "rerun it" in text
+    assert json.loads((tmp_path / "headline.json").read_text())["warnings"] == h["unsteady"]
+    # reports written before blocks were kept: no spread, no warning
+    assert headline(REPORT, "/r/finetune", "/r/quantize")["spread"] == {
+        "latency_speedup": None, "throughput_gain": None, "vs_baseline_speedup": None}
