@@ -98,17 +98,16 @@ def graph_feed(batch: dict[str, np.ndarray], names: list[str]) -> dict[str, np.n
     return feed
 
 
-def ort_predictor(session, single=None) -> Predictor:
-    """A Predictor over an ORT session; batches of one row go to `single` (a one-thread session of the same graph,
-    deploykit/ort_threads.py) when given."""
+def ort_predictor(session, choice=None) -> Predictor:
+    """A Predictor over an ORT session; with `choice` (a deploykit.ort_threads.ThreadChoice holding `session` and a
+    one-thread twin), each call runs on whichever of the two ran calls of its size faster lately."""
     names = [i.name for i in session.get_inputs()]
 
     def run(batch: dict[str, np.ndarray]) -> np.ndarray:
         feed = graph_feed(batch, names)
-        chosen = single if single is not None and len(feed["input_ids"]) == 1 else session
         saved = fpenv.flush()  # FTZ/DAZ on this thread for the call only (deploykit/fpenv.py)
         try:
-            return chosen.run(None, feed)[0]
+            return choice.run(feed) if choice is not None else session.run(None, feed)[0]
         finally:
             fpenv.restore(saved)
 

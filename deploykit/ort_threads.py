@@ -1,18 +1,24 @@
-"""Single rows on one thread: a one-thread ONNX Runtime session beside a multi-threaded one, kept where it is faster.
+"""One thread or all of them, call by call: a one-thread ONNX Runtime session beside a multi-threaded one of the
+same graph, and each call run on whichever ran calls of its size faster lately.
 
-    twin = single_row_twin(onnx_path, session, threads=2, spinning=True, length=24)  # None: use `session` always
-    predict = ort_predictor(session, single=twin)   # batches of one row run on the twin
+    choice = ThreadChoice.for_graph(onnx_path, session, threads=2, spinning=True)  # None: `session` alone
+    predict = ort_predictor(session, choice=choice)
 
-At batch 1 a small graph's nodes take microseconds each, and ONNX Runtime's hand-off of every node to a second
-thread costs more than the second thread saves: SST-2's final graph ran 0.47 ms on one thread against 0.53 ms on two,
-while batch 32 needs both (31% more throughput on two; bench/README.md, twenty-eighth session). Which side wins
-depends on the graph and the machine, so it is measured when the model loads (~10-60 ms), not assumed.
+Why both, and why not chosen once: ONNX Runtime hands work to its other threads at every node, so a small graph
+gains from a second thread only while handing over is cheap. SST-2's final graph ran single rows in 0.47 ms on one
+thread against 0.53 ms on two on one machine, while batch 32 needed both (twenty-eighth session). And on a 2-vCPU
+virtual machine whose host moves the vCPUs every few tens of seconds between cores that share a cache and cores that
+do not, the same batch-32 call took 1.68x less time on two threads than on one in one minute and 1.2x more in the
+next (bench/README.md, thirty-eighth session; bench/core_handoff.py). A choice made when the model loaded was right
+half the time there. So every call is timed (per token, in classes of batch size), the faster session of the
+class runs it, and every EXPLORE_EVERY-th call of a class runs on the other one, so a change is seen within a second
+or two of batch-32 traffic at a cost of about 1% where nothing changes.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -21,58 +27,57 @@ import numpy as np
 # the twin holds its own copy of the prepacked weights: only for graphs whose file is below this (a graph this large
 # is slower on one thread at batch 1 anyway: its MatMuls are worth splitting)
 TWIN_MAX_BYTES = 64 << 20
-PROBE_ROUNDS = 5  # rounds of alternating blocks; the median block time of each session is compared
-PROBE_CALLS = 8  # calls per block
-PROBE_BUDGET_S = 0.25  # fewer rounds for a slow graph: loading stays quick
-MARGIN = 0.97  # the twin must be at least 3% faster: a tie keeps one session
+EXPLORE_EVERY = 64  # every 64th call of a batch-size class runs on the session not in use, to see whether it now wins
+SMOOTHING = 0.5  # weight of the newest call in a session's running time per token: a change shows within 2 calls
+CLASSES = 6  # batch-size classes: 1, 2-3, 4-7, 8-15, 16-31, 32 and more rows
 
 
-def single_row_twin(onnx_path: str | Path, session, threads: int | None, spinning: bool, length: int):
-    """A one-thread session of `onnx_path` when it answers one row of `length` tokens faster than `session` (of
-    `threads` intra-op threads; None: ONNX Runtime's default, one per physical core) on this machine, else None.
+class ThreadChoice:
+    """Two ORT sessions of one graph, `many` (its intra-op threads) and `one` (one thread), and the running time per
+    token of each on calls of each batch-size class; `run` picks, times and records. Safe to call from several
+    threads (ORT sessions are; the record is updated under a lock)."""
 
-    None without measuring where there is nothing to gain or to hold: one thread already, a one-core machine, a file
-    over TWIN_MAX_BYTES, a graph whose inputs are not a text classifier's (input_ids, attention_mask,
-    token_type_ids).
-    """
-    from deploykit.evaluate import ort_predictor, ort_session
+    def __init__(self, many, one):
+        self.sessions = (many, one)
+        self._lock = threading.Lock()
+        # class -> [seconds per token on many (None: not yet timed), on one, calls so far]
+        self._seen: dict[int, list] = {}
 
-    if threads == 1 or (threads is None and (os.cpu_count() or 1) < 2):
-        return None
-    if Path(onnx_path).stat().st_size > TWIN_MAX_BYTES:
-        return None
-    feed = probe_feed(session, length)
-    if feed is None:
-        return None
-    twin = ort_session(onnx_path, 1, spinning=spinning)
-    many, one = ort_predictor(session), ort_predictor(twin)
-    return twin if faster(one, many, feed) else None
+    @classmethod
+    def for_graph(cls, onnx_path: str | Path, session, threads: int | None, spinning: bool) -> ThreadChoice | None:
+        """`session` (of `threads` intra-op threads; None: ONNX Runtime's default, one per physical core) with a
+        one-thread twin of `onnx_path`, or None where there is nothing to choose: one thread already, a one-core
+        machine, or a file over TWIN_MAX_BYTES."""
+        from deploykit.evaluate import ort_session
 
+        if threads == 1 or (threads is None and (os.cpu_count() or 1) < 2):
+            return None
+        if Path(onnx_path).stat().st_size > TWIN_MAX_BYTES:
+            return None
+        return cls(session, ort_session(onnx_path, 1, spinning=spinning))
 
-def probe_feed(session, length: int) -> dict[str, np.ndarray] | None:
-    """One row of `length` token ids (1..length, inside any vocabulary) and its mask, by the graph's input names;
-    None for a graph that takes anything else."""
-    names = {i.name for i in session.get_inputs()}
-    if not names >= {"input_ids", "attention_mask"} or names - {"input_ids", "attention_mask", "token_type_ids"}:
-        return None
-    length = max(2, int(length))
-    return {"input_ids": np.arange(1, length + 1, dtype=np.int64)[None, :],
-            "attention_mask": np.ones((1, length), dtype=np.int64),
-            "token_type_ids": np.zeros((1, length), dtype=np.int64)}
+    def side(self, rows: int) -> int:
+        """0 (many threads) or 1 (one thread) for the next call of `rows` rows: each side once first, then the
+        faster one, and the other one every EXPLORE_EVERY-th call."""
+        with self._lock:
+            seen = self._seen.setdefault(min(max(rows, 1).bit_length(), CLASSES), [None, None, 0])
+            seen[2] += 1
+            if seen[0] is None or seen[1] is None:
+                return 0 if seen[0] is None else 1
+            best = 0 if seen[0] <= seen[1] else 1
+            return 1 - best if seen[2] % EXPLORE_EVERY == 0 else best
 
+    def record(self, side: int, rows: int, seconds_per_token: float) -> None:
+        with self._lock:
+            seen = self._seen.setdefault(min(max(rows, 1).bit_length(), CLASSES), [None, None, 0])
+            was = seen[side]
+            seen[side] = seconds_per_token if was is None else was + SMOOTHING * (seconds_per_token - was)
 
-def faster(candidate, incumbent, feed, rounds: int = PROBE_ROUNDS, calls: int = PROBE_CALLS) -> bool:
-    """Whether `candidate` runs `feed` at least 3% faster than `incumbent` (median of per-block means over
-    alternating blocks, after one warm-up call each; stops early past PROBE_BUDGET_S)."""
-    candidate(feed), incumbent(feed)
-    times: dict[int, list[float]] = {0: [], 1: []}
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for side, predict in ((0, candidate), (1, incumbent)):
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                predict(feed)
-            times[side].append((time.perf_counter() - t0) / calls)
-        if time.perf_counter() - start > PROBE_BUDGET_S and len(times[0]) >= 2:
-            break
-    return statistics.median(times[0]) < MARGIN * statistics.median(times[1])
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """The graph's first output for `feed` (already the graph's inputs), from the session `side` picks."""
+        ids = feed["input_ids"]
+        side = self.side(len(ids))
+        start = time.perf_counter()
+        out = self.sessions[side].run(None, feed)[0]
+        self.record(side, len(ids), (time.perf_counter() - start) / max(ids.size, 1))
+        return out

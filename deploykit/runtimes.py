@@ -153,19 +153,21 @@ def _nothing(threads: int | None) -> None:
 
 
 def _load_ort(artifact, threads: int | None, device: str, spinning: bool) -> Loaded:
-    from deploykit.ort_threads import single_row_twin
+    from deploykit.ort_threads import ThreadChoice
     from deploykit.quant.fit import saturation_fault
 
     session = ort_session(artifact.onnx_path, threads, spinning=spinning)
-    # one row of a typical length: half the trained max_length (SST-2: 24 of 48 tokens, its test sentences' mean)
-    length = (artifact.manifest.get("max_length") or 64) // 2
-    twin = single_row_twin(artifact.onnx_path, session, threads, spinning, length)
-    notes = ["batch 1 on a one-thread session (faster on this machine when loaded)"] if twin else []
+    choice = ThreadChoice.for_graph(artifact.onnx_path, session, threads, spinning)
+    notes = [ONE_OR_MANY] if choice else []
     # deploykit.load refuses such a graph; a bench row (the standard recipe's peer, made with Optimum's avx512_vnni
     # preset on any CPU) is measured as this CPU runs it, and says so
     if fault := saturation_fault(artifact.onnx_path):
         notes.append(fault)
-    return Loaded(ort_predictor(session, single=twin), _nothing, "cpu", notes=notes)
+    return Loaded(ort_predictor(session, choice=choice), _nothing, "cpu", notes=notes)
+
+
+# what a bench row of a multi-threaded ORT session says of how it ran (deploykit/ort_threads.py)
+ONE_OR_MANY = "each call on one thread or on all, whichever ran calls of its size faster lately"
 
 
 def _load_tensorrt(artifact, threads: int | None, device: str, spinning: bool) -> Loaded:
