@@ -89,7 +89,8 @@ def headline(report: dict, teacher: str, final: str, target: str = "cpu", target
                    if b else None},
     }
     out["unsteady"] = [f"{name.replace('_', ' ')} moved from {lo}x to {hi}x between blocks of this bench: the "
-                       "machine's speed changed while it ran (on a VM, see bench/core_handoff.py); rerun it"
+                       "machine's speed changed while it ran (a VM's host moving its vCPUs does this: "
+                       "bench/core_handoff.py), so the figure depends on when it was taken"
                        for name, (lo, _, hi) in ((k, v) for k, v in out["spread"].items() if v)
                        if hi > UNSTEADY * lo]
     out["targets"] = goal
