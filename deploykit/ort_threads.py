@@ -30,6 +30,9 @@ TWIN_MAX_BYTES = 64 << 20
 EXPLORE_EVERY = 64  # every 64th call of a batch-size class runs on the session not in use, to see whether it now wins
 SMOOTHING = 0.5  # weight of the newest call in a session's running time per token: a change shows within 2 calls
 CLASSES = 6  # batch-size classes: 1, 2-3, 4-7, 8-15, 16-31, 32 and more rows
+# the session not in use takes over only when its time per token is below this share of the one in use: two sessions
+# within a few % of each other (single rows on one thread or two) would otherwise trade places on noise
+SWITCH_BELOW = 0.95
 
 
 class ThreadChoice:
@@ -40,7 +43,7 @@ class ThreadChoice:
     def __init__(self, many, one):
         self.sessions = (many, one)
         self._lock = threading.Lock()
-        # class -> [seconds per token on many (None: not yet timed), on one, calls so far]
+        # class -> [seconds per token on many (None: not yet timed), on one, calls so far, side in use]
         self._seen: dict[int, list] = {}
 
     @classmethod
@@ -58,18 +61,21 @@ class ThreadChoice:
 
     def side(self, rows: int) -> int:
         """0 (many threads) or 1 (one thread) for the next call of `rows` rows: each side once first, then the
-        faster one, and the other one every EXPLORE_EVERY-th call."""
+        faster one (the one in use until the other is SWITCH_BELOW of it), and the other one every EXPLORE_EVERY-th
+        call."""
         with self._lock:
-            seen = self._seen.setdefault(min(max(rows, 1).bit_length(), CLASSES), [None, None, 0])
+            seen = self._seen.setdefault(min(max(rows, 1).bit_length(), CLASSES), [None, None, 0, 0])
             seen[2] += 1
             if seen[0] is None or seen[1] is None:
                 return 0 if seen[0] is None else 1
-            best = 0 if seen[0] <= seen[1] else 1
-            return 1 - best if seen[2] % EXPLORE_EVERY == 0 else best
+            used = seen[3]
+            if seen[1 - used] < SWITCH_BELOW * seen[used]:
+                used = seen[3] = 1 - used
+            return 1 - used if seen[2] % EXPLORE_EVERY == 0 else used
 
     def record(self, side: int, rows: int, seconds_per_token: float) -> None:
         with self._lock:
-            seen = self._seen.setdefault(min(max(rows, 1).bit_length(), CLASSES), [None, None, 0])
+            seen = self._seen.setdefault(min(max(rows, 1).bit_length(), CLASSES), [None, None, 0, 0])
             was = seen[side]
             seen[side] = seconds_per_token if was is None else was + SMOOTHING * (seconds_per_token - was)
 
