@@ -102,6 +102,31 @@ def test_sessions_within_a_few_percent_do_not_trade_places_on_noise(clocked):
     assert len(one.calls) <= 1 + 3
 
 
+def test_calls_from_several_threads_at_once_are_all_run_and_counted():
+    # `deploykit serve --workers` shares one loaded model between worker threads
+    import threading
+
+    class Slow:
+        def __init__(self):
+            self.calls, self.lock = 0, threading.Lock()
+
+        def run(self, outputs, f):
+            with self.lock:
+                self.calls += 1
+            return [np.zeros((len(f["input_ids"]), 2))]
+
+    many, one = Slow(), Slow()
+    choice = ThreadChoice(many, one)
+    workers = [threading.Thread(target=lambda: [choice.run(feed(rows)) for rows in (1, 8, 32) * 50])
+               for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert many.calls + one.calls == 4 * 150
+    assert {k: v[2] for k, v in choice._seen.items()} == {1: 200, 4: 200, 6: 200}  # classes 1, 8-15, 32+
+
+
 def test_the_time_is_taken_per_token_so_long_and_short_rows_compare(clocked):
     many, one = FakeSession(clocked, 1.0), FakeSession(clocked, 2.0)
     choice = ThreadChoice(many, one)
