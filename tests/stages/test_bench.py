@@ -22,7 +22,8 @@ from deploykit.quant.ov_peer import peer_missing
 from deploykit.stages.bench import run_many
 
 ROW_KEYS = {"name", "artifact", "stage", "format", "baseline", "runtime", "runtime_label", "target", "device",
-            "threads", "status", "note", "bf16_native", "latency_ms", "e2e_latency_ms", "throughput", "peak_rss_mb", "model_rss_mb",
+            "threads", "status", "note", "bf16_native", "latency_ms", "e2e_latency_ms", "throughput", "throughput_blocks",
+            "latency_block_p50_ms", "peak_rss_mb", "model_rss_mb",
             "memory_method", "size_mb", "parameters", "accuracy", "macro_f1", "eval_n", "eval_batch"}
 
 
