@@ -10,6 +10,8 @@
 Each message is the whole story in one line: what is wrong, where, and what would fix it.
 """
 
+from __future__ import annotations
+
 
 class DeploykitError(Exception):
     """Base of the errors the CLI edge prints as one line and exits with `exit_code`."""
@@ -21,6 +23,20 @@ class UserError(DeploykitError):
     """Bad input that the user can fix (a path, a recipe key, a column, a model the stage cannot take)."""
 
     exit_code = 2
+
+
+class PromptTooLong(UserError):
+    """A prompt whose tokens plus max_new_tokens pass a causal LM's positions; `prompt` is its index in the call, which
+    `shifted` moves for a caller that generated in parts (deploykit/predict.py answers 8 texts at a time)."""
+
+    def __init__(self, prompt: int, tokens: int, max_new_tokens: int, limit: int) -> None:
+        self.prompt, self.tokens, self.max_new_tokens, self.limit = prompt, tokens, max_new_tokens, limit
+        super().__init__(f"generate: prompt {prompt} is {tokens} tokens; with max_new_tokens={max_new_tokens} it "
+                         f"passes the model's {limit} positions, past which it answers from positions it never saw: "
+                         "shorten the prompt or lower max_new_tokens")
+
+    def shifted(self, by: int) -> PromptTooLong:
+        return PromptTooLong(self.prompt + by, self.tokens, self.max_new_tokens, self.limit)
 
 
 class CheckError(DeploykitError):

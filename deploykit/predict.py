@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from deploykit.errors import UserError
+from deploykit.errors import PromptTooLong, UserError
 
 CHUNK = 256  # rows per predictor call: the progress bar moves per chunk, rows are length-sorted within one
 LINES = (".txt",)  # besides stdin: one text per line, no header
@@ -244,7 +244,10 @@ def answer(gen, texts: list[str], max_new_tokens: int, batch_size: int = 8, prog
     starts = range(0, len(texts), batch_size)
     for start in bar(starts, total=len(starts), description="generate") if progress else starts:
         part = texts[start:start + batch_size]
-        out = gen.generate(chat_prompts(gen.tokenizer, part) if chat else part, max_new_tokens)
+        try:
+            out = gen.generate(chat_prompts(gen.tokenizer, part) if chat else part, max_new_tokens)
+        except PromptTooLong as err:  # its index counts within this part: name the text among all of them
+            raise err.shifted(start) from None
         for text, reply, n in zip(part, out.texts(gen.tokenizer), out.lengths):
             yield {"text": text, "answer": reply, "new_tokens": int(n)}
 

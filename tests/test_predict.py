@@ -251,6 +251,16 @@ def test_generate_answers_each_text_with_a_causal_lm(tiny_llama):
     assert all(isinstance(r["answer"], str) and 1 <= r["new_tokens"] <= 3 for r in got)
 
 
+def test_a_text_past_the_positions_is_named_by_its_place_among_all_texts(tiny_llama, tmp_path):
+    # texts are answered 8 at a time; the 11th (index 10) is too long: it was named "prompt 2" of its batch of 8
+    from transformers import AutoConfig
+
+    limit = AutoConfig.from_pretrained(tiny_llama).max_position_embeddings
+    rows = tmp_path / "rows.txt"
+    rows.write_text("\n".join(["a film"] * 10 + ["good " * limit]), encoding="utf-8")
+    one_line_error(invoke(tiny_llama, "--file", rows, "--generate", "--max-new-tokens", "3"), "prompt 10 is ")
+
+
 def test_a_reader_that_goes_away_stops_predict_quietly(final, tmp_path):
     import subprocess
     import sys

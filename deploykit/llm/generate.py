@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from deploykit.errors import UserError
+from deploykit.errors import PromptTooLong, UserError
 
 # step(input_ids, attention_mask, position_ids) -> float32 logits of the last position, [batch, vocab];
 # the KV cache lives inside the closure
@@ -209,9 +209,7 @@ class _Generator:
         limit = getattr(self.config, "max_position_embeddings", None)
         if isinstance(limit, int) and input_ids.shape[1] + max_new_tokens > limit:
             longest = int(mask.sum(axis=1).argmax())
-            raise UserError(f"generate: prompt {longest} is {int(mask[longest].sum())} tokens; with max_new_tokens="
-                            f"{max_new_tokens} it passes the model's {limit} positions, past which it answers "
-                            "from positions it never saw: shorten the prompt or lower max_new_tokens")
+            raise PromptTooLong(longest, int(mask[longest].sum()), max_new_tokens, limit)
         return decode(self.stepper(), input_ids, mask, max_new_tokens, stop_ids=stops,
                       pad_id=pad_id_of(self.tokenizer, stops), do_sample=do_sample,
                       temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
@@ -360,7 +358,13 @@ class OrtGenerator(_Generator):
 def load_generator(folder, runtime: str = "auto", threads: int | None = None) -> TorchGenerator | OrtGenerator:
     """A generator for a model folder: `ort`, `torch`, or `auto` (ORT when model.onnx is present); a .gguf file
     runs on torch (transformers dequantises it)."""
-    folder = Path(folder)
+    from deploykit.console import no_load_bars
+
+    with no_load_bars():  # transformers' "Loading weights" bar, drawn on every `deploykit generate` and predict
+        return _load(Path(folder), runtime, threads)
+
+
+def _load(folder: Path, runtime: str, threads: int | None) -> TorchGenerator | OrtGenerator:
     if folder.suffix == ".gguf":
         if runtime not in ("auto", "torch", "pytorch"):
             raise UserError(f"{folder}: a GGUF file runs on runtime torch here (or in llama.cpp), not {runtime}")
