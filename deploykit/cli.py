@@ -30,7 +30,7 @@ from typing import Annotated, Callable, Optional
 import click
 import typer
 
-from deploykit.cli_usage import new_app, path_arg
+from deploykit.cli_usage import new_app, path_arg, text_arg
 from deploykit.console import end_progress_line
 from deploykit.errors import CheckError, DeploykitError, Terminated, UserError
 from deploykit.signals import install_signal_handlers, received
@@ -277,7 +277,7 @@ def validate(recipe: Annotated[Path, typer.Argument(parser=path_arg, help="recip
 @app.command()
 @edge
 def generate(model: Annotated[Path, typer.Argument(parser=path_arg, help="a causal LM folder: PyTorch, or an exported/INT8 ONNX one")],
-             prompts: Annotated[list[str], typer.Argument(help="one or more prompts (user turns)")],
+             prompts: Annotated[list[str], typer.Argument(parser=text_arg, help="one or more prompts (user turns)")],
              max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1)] = 64,
              sample: Annotated[bool, typer.Option("--sample", help="sample instead of greedy decoding")] = False,
              temperature: Annotated[float, typer.Option(min=0.01)] = 1.0,
@@ -317,7 +317,7 @@ def generate(model: Annotated[Path, typer.Argument(parser=path_arg, help="a caus
 @edge
 def predict(model: Annotated[Path, typer.Argument(parser=path_arg, help="a model folder deploykit wrote (PyTorch, ONNX, INT8 ONNX, "
                                                   "TensorRT) or a Hugging Face classifier folder")],
-            texts: Annotated[Optional[list[str]], typer.Argument(help="texts to classify (or --file)")] = None,
+            texts: Annotated[Optional[list[str]], typer.Argument(parser=text_arg, help="texts to classify (or --file)")] = None,
             file: Annotated[Optional[Path], typer.Option("--file", parser=path_arg, help=".tsv/.csv/.jsonl with a header, .txt or "
                                                          "- (stdin) with one text per line")] = None,
             text_column: Annotated[Optional[str], typer.Option("--text-column", help="the column of --file to classify "

@@ -77,3 +77,11 @@ def path_arg(value: str | Path) -> Path:
     if not value.strip():
         raise typer.BadParameter("an empty path: name a file or folder")
     return Path(value)
+
+
+def text_arg(value: str) -> str:
+    """Every text and prompt argument's parser: "" or spaces (an unset shell variable, a stray pair of quotes) would be
+    answered as if it were a text, where a file's blank lines are skipped."""
+    if not value.strip():
+        raise typer.BadParameter("an empty text: give its words (a file's blank lines are skipped; an argument's are not)")
+    return value

@@ -85,6 +85,9 @@ def test_recipe_with_unquoted_bf16_off_validates(tiny_bert, tiny_task, tmp_path)
     (["distill", "--from", " "], "error: Invalid value for '--from' / '-f': an empty path"),
     (["predict", "", "hello"], "error: Invalid value for 'model': an empty path"),
     (["bench", "a", ""], "error: Invalid value for 'artifacts': an empty path"),
+    # an empty text or prompt (an unset shell variable) was answered as a text: `deploykit generate ft ""` exited 0
+    (["predict", "m", "a film", " "], "error: Invalid value for 'texts': an empty text"),
+    (["generate", "m", ""], "error: Invalid value for 'prompts': an empty text"),
 ])
 def test_a_usage_error_is_one_line_exit_2(args, message):
     result = CliRunner().invoke(app, args, prog_name="deploykit")
