@@ -292,6 +292,8 @@ def generate(model: Annotated[Path, typer.Argument(parser=path_arg, help="a caus
     """Answer prompts with a causal LM: deploykit's own KV-cache loop, on ONNX Runtime or PyTorch."""
     from deploykit.llm.generate import chat_prompts, load_generator
 
+    if not Path(model).exists():  # load_artifact's advice names a bare .onnx file, which generate cannot take
+        raise UserError(f"{model}: not found; give a causal LM folder (PyTorch or ONNX) or a .gguf file")
     if Path(model).suffix == ".gguf":
         gen = load_generator(model, runtime=runtime, threads=threads)
     else:  # a folder opens as `deploykit.load` opens it: a GGUF export's file, an INT8 graph checked for this CPU

@@ -31,7 +31,8 @@ def test_bad_inputs_exit_2_in_one_line(tiny_llama, tiny_bert, tmp_path):
     result = runner.invoke(app, ["generate", str(tmp_path), "hi", "--runtime", "torch"])
     assert result.exit_code == 2 and "no manifest.json, config.json or model.onnx inside" in result.output
     result = runner.invoke(app, ["generate", str(tmp_path / "missing"), "hi"])  # was "no config.json" too
-    assert result.exit_code == 2 and "missing: artifact not found" in result.output
+    assert result.exit_code == 2 and "missing: not found; give a causal LM folder (PyTorch or ONNX) or a .gguf file" \
+        in result.output  # not load_artifact's advice, which names a bare .onnx file generate cannot take
     result = runner.invoke(app, ["generate", str(tiny_llama), "hi", "--runtime", "tensorflow"])
     assert result.exit_code == 2 and "runs on runtime auto, ort or torch, not 'tensorflow'" in result.output
     result = runner.invoke(app, ["generate", str(tiny_bert), "hi"])
