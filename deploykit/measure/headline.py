@@ -64,9 +64,9 @@ def headline(report: dict, teacher: str, final: str, target: str = "cpu", target
         return a / c if a and c else None
 
     def paired(num: list | None, den: list | None) -> list[float] | None:
-        """Smallest, median and largest ratio of blocks run in the same round (reports from before blocks were
-        kept, or rows measured in different numbers of blocks: None)."""
-        if not num or not den or len(num) != len(den):
+        """Smallest, median and largest ratio of blocks run in the same round (None: a single block, as --quick
+        measures, rows measured in different numbers of blocks, or a report from before blocks were kept)."""
+        if not num or not den or len(num) != len(den) or len(num) < 2:
             return None
         ratios = sorted(a / c for a, c in zip(num, den) if a and c)
         return [round(ratios[0], 3), round(ratios[len(ratios) // 2], 3), round(ratios[-1], 3)] if ratios else None
