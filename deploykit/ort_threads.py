@@ -59,31 +59,30 @@ class ThreadChoice:
             return None
         return cls(session, ort_session(onnx_path, 1, spinning=spinning))
 
-    def side(self, rows: int) -> int:
-        """0 (many threads) or 1 (one thread) for the next call of `rows` rows: each side once first, then the
-        faster one (the one in use until the other is SWITCH_BELOW of it), and the other one every EXPLORE_EVERY-th
-        call."""
+    def pick(self, rows: int) -> tuple[list, int]:
+        """The record of `rows` rows' batch-size class, and the side for this call: 0 (many threads) or 1 (one
+        thread). Each side once first, then the faster one (the one in use until the other is SWITCH_BELOW of it),
+        and the other one every EXPLORE_EVERY-th call."""
         with self._lock:
             seen = self._seen.setdefault(min(max(rows, 1).bit_length(), CLASSES), [None, None, 0, 0])
             seen[2] += 1
             if seen[0] is None or seen[1] is None:
-                return 0 if seen[0] is None else 1
+                return seen, 0 if seen[0] is None else 1
             used = seen[3]
             if seen[1 - used] < SWITCH_BELOW * seen[used]:
                 used = seen[3] = 1 - used
-            return 1 - used if seen[2] % EXPLORE_EVERY == 0 else used
+            return seen, 1 - used if seen[2] % EXPLORE_EVERY == 0 else used
 
-    def record(self, side: int, rows: int, seconds_per_token: float) -> None:
+    def record(self, seen: list, side: int, seconds_per_token: float) -> None:
         with self._lock:
-            seen = self._seen.setdefault(min(max(rows, 1).bit_length(), CLASSES), [None, None, 0, 0])
             was = seen[side]
             seen[side] = seconds_per_token if was is None else was + SMOOTHING * (seconds_per_token - was)
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        """The graph's first output for `feed` (already the graph's inputs), from the session `side` picks."""
+        """The graph's first output for `feed` (already the graph's inputs), from the session `pick` chose."""
         ids = feed["input_ids"]
-        side = self.side(len(ids))
+        seen, side = self.pick(len(ids))
         start = time.perf_counter()
         out = self.sessions[side].run(None, feed)[0]
-        self.record(side, len(ids), (time.perf_counter() - start) / max(ids.size, 1))
+        self.record(seen, side, (time.perf_counter() - start) / max(ids.size, 1))
         return out

@@ -169,12 +169,14 @@ def test_the_loader_says_how_the_rows_run(tiny_onnx_art):
     assert load_runtime(tiny_onnx_art, "ort", 1).notes == []
 
 
-@pytest.mark.parametrize("why", ["one thread", "large file"])
+@pytest.mark.parametrize("why", ["one thread", "one core", "large file"])
 def test_no_twin_where_there_is_nothing_to_choose_or_too_much_to_hold(tiny_onnx_art, monkeypatch, why):
     from deploykit.evaluate import ort_session
 
     pool = ort_session(tiny_onnx_art.onnx_path, 2)
-    threads = 1 if why == "one thread" else 2
+    threads = {"one thread": 1, "one core": None}.get(why, 2)  # None: ORT's default, one thread per core
+    if why == "one core":
+        monkeypatch.setattr(ort_threads.os, "cpu_count", lambda: 1)
     if why == "large file":
         monkeypatch.setattr(ort_threads, "TWIN_MAX_BYTES", 1000)
     assert ThreadChoice.for_graph(tiny_onnx_art.onnx_path, pool, threads, True) is None
