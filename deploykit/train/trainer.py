@@ -21,6 +21,7 @@ from deploykit.console import quiet
 from deploykit.hardware import bf16_training_pays
 from deploykit.train.batches import length_grouping, shuffled_length_batches
 from deploykit.train.callbacks import EpochLog, Stopping, early_stopping, no_mtime_warning
+from deploykit.train.heap import kept_heap
 
 # `.layer.3.` / `.layers.3.`: the last names of the architecture table's layer paths, then the index
 _LAYER = re.compile(rf"\.(?:{'|'.join(sorted({p.rsplit('.', 1)[-1] for p in layer_paths()}))})\.(\d+)\.")
@@ -255,7 +256,8 @@ def _float32_results(base):
 
         def train(self, *args, **kwargs):
             try:
-                return super().train(*args, **kwargs)
+                with kept_heap():  # no page faults for the step's large tensors (deploykit/train/heap.py)
+                    return super().train(*args, **kwargs)
             finally:
                 self.model = release(self.model)
 
