@@ -5,9 +5,10 @@ fresh `mmap` and returns it with `munmap` on free, and it trims the heap's top w
 is free there. A training step allocates and frees the same large tensors every time: the word-piece table's
 gradient alone is 30,522 x 384 floats (47 MB, over the 32 MB cap, so always mmap'd), and the activations of a batch
 are several MB each. Every step then takes tens of thousands of page faults, each a kernel entry that zeroes a 4 KB
-page: 21,600 faults and 58 ms of system time in a 436-ms teacher step on a 2-core Zen 4 (bench/heap_training.py).
-With mmap off and the trim threshold high, the memory freed by one step serves the next, and the step ran 8-15%
-faster there with the same peak memory. The numbers a step computes do not change: only where the bytes live.
+page: 28,780 faults and 95 ms of system time in a 454-ms teacher step on a 2-core Zen 4 (bench/heap_training.py).
+With mmap off and the trim threshold high, the memory freed by one step serves the next: steps took 0.87x (teacher)
+and 0.90x (student) the time there, and the main job's training 21-23% less (bench/README.md, run 53), for 4-6% more
+peak memory. The numbers a step computes do not change: only where the bytes live.
 
 The settings are glibc's documented `mallopt` parameters (man 3 mallopt: M_MMAP_MAX, M_TRIM_THRESHOLD); on any
 other C library (musl, macOS, Windows) `kept_heap` changes nothing. This is ours because it is a one-call setting
