@@ -3,6 +3,7 @@ recipe's teacher (6 layers) and student (3 layers), glibc's default malloc setti
 alternating blocks in one process.
 
     python bench/heap_training.py [--blocks 4] [--steps 10] [--seq 24] [--batch 32]
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python bench/heap_training.py
 
 Each block times `--steps` whole steps (forward + backward, clipping at max norm 1.0, fused AdamW, zero_grad with
 gradients set to None, as the Trainer does) after 2 warm-up steps, on random word pieces, and counts the minor page
@@ -59,7 +60,7 @@ def main() -> None:
     torch.manual_seed(0)
     machine = describe()
     print(f"CPU: {machine['cpu']}, {machine['cores']} cores, {torch.get_num_threads()} threads; "
-          f"ISA: {' '.join(machine['isa'])}; torch {torch.__version__}")
+          f"ISA: {' '.join(machine['isa'])}; torch {torch.__version__}, kernels {torch.backends.cpu.get_cpu_capability()}")
     print(f"batch {args.batch} x {args.seq} word pieces; {args.blocks} rounds of {args.steps} steps a block; "
           "medians over rounds\n")
     print("| model | malloc | ms/step | page faults/step | system CPU ms/step | step time vs default "
