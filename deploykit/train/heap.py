@@ -48,8 +48,11 @@ def _glibc():
 def kept_heap() -> Iterator[bool]:
     """Inside, freed memory stays in the heap for the next allocation; yields whether the setting applied.
 
-    On leaving (also by an exception) glibc's defaults for mmap use and trimming are put back and the free memory
-    is returned to the kernel (`malloc_trim(0)`), so stages after training do not carry the training's heap.
+    On leaving (also by an exception) glibc's default values for mmap use and trimming are put back and the free
+    memory is returned to the kernel (`malloc_trim(0)`), so stages after training do not carry the training's heap.
+    As after any `mallopt` of these settings, glibc no longer moves its mmap threshold as blocks are freed: it stays
+    where it had risen to (at most 32 MB). A host process's own earlier `mallopt` values are not restored (glibc
+    cannot report them).
     """
     libc = _glibc()
     if libc is None:
