@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import platform
 from collections.abc import Iterator
+
+from deploykit.hardware import glibc_library
 
 FTZ, DAZ = 1 << 15, 1 << 6     # MXCSR: flush-to-zero, denormals-are-zero
 MXCSR_AT = 28                  # glibc x86-64 fenv_t: x87 environment, then MXCSR
@@ -26,11 +27,9 @@ ENV_BYTES = 64                 # room for glibc's 32-byte fenv_t
 
 
 def _libm():
-    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64") \
-            or platform.libc_ver()[0] != "glibc":
+    if platform.machine().lower() not in ("x86_64", "amd64"):
         return None
-    name = ctypes.util.find_library("m")
-    return ctypes.CDLL(name) if name else None
+    return glibc_library("m")
 
 
 _LIBM = _libm()

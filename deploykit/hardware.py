@@ -6,9 +6,23 @@ AMX, ARM, or plain AVX2).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import os
 import platform
+
+
+def glibc_library(name: str):
+    """glibc's library `name` ("c", "m") as a ctypes CDLL on Linux with glibc, else None: the layouts and settings
+    deploykit reaches through it (fenv_t, mallopt) are glibc's."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    found = ctypes.util.find_library(name)
+    try:
+        return ctypes.CDLL(found) if found else None
+    except OSError:
+        return None
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,5 +1,9 @@
 """CPU feature detection picks presets from what this machine reports, never a hard-coded ISA."""
 
+import platform
+
+import pytest
+
 import deploykit.hardware as hw
 
 
@@ -49,3 +53,17 @@ def test_int8_settings_follow_the_preset_auto_resolves_to(monkeypatch):
         monkeypatch.setattr(hw, "quant_preset", lambda p=preset: p)
         settings = Int8Settings.for_preset("auto")
         assert (settings.preset, settings.reduce_range) == (preset, reduce_range)
+
+
+def test_glibc_library_is_none_on_another_c_library(monkeypatch):
+    monkeypatch.setattr(hw.platform, "libc_ver", lambda: ("", ""))
+    assert hw.glibc_library("c") is None
+    monkeypatch.setattr(hw.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setattr(hw.platform, "system", lambda: "Darwin")
+    assert hw.glibc_library("c") is None
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="needs glibc")
+def test_glibc_library_opens_glibc_here():
+    assert hasattr(hw.glibc_library("c"), "mallopt")
+    assert hw.glibc_library("no-such-library-anywhere") is None

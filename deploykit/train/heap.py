@@ -17,11 +17,10 @@ scoped to training; the usual alternative, preloading jemalloc or tcmalloc, must
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from deploykit.hardware import glibc_library
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
@@ -34,14 +33,8 @@ KEPT_TRIM_THRESHOLD = 1 << 30
 
 def _glibc():
     """The process's glibc as a ctypes library, or None on another C library."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
+    libc = glibc_library("c")
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 @contextmanager
