@@ -89,6 +89,9 @@ class PruneJob:
     # the recovery KD trainer's kind-specific arguments, from the distill section (or its defaults)
     kd_args: Callable[[Any], dict] = lambda distill: {"cache_teacher_logits": True}
     distill_defaults: dict = field(default_factory=dict)  # DistillConfig fields when the recipe has no distill
+    # (model folder or hub id) -> a model of the kind with the job's labels, for prune.recovery_teacher: teacher;
+    # None: the kind cannot load one
+    load_teacher: Callable[[str], Any] | None = None
     max_length: int | None = None
     record: dict = field(default_factory=dict)  # extra manifest fields (window stride, task)
     # how units are cut: check(model, cfg) (UserError before any work), step(model, cfg, step, importance),

@@ -196,10 +196,11 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         clear_stale(out_dir / stage)
     task = load_any_task(recipe.data)
     check_unlabeled(recipe)
+    from deploykit.train.distillation import check_layer_choices, check_recovery_teacher
+
+    check_recovery_teacher(recipe, stages)
     source = resolve_source(recipe.model.source)  # a wrong model path fails before the run folder is made
     if ("distill" in stages or "prune" in stages) and not is_gguf(recipe.model.source):
-        from deploykit.train.distillation import check_layer_choices
-
         m = recipe.model
         check_layer_choices(recipe, load_config(m.source, trust_remote_code=m.trust_remote_code, revision=m.revision))
     out_dir.mkdir(parents=True, exist_ok=True)

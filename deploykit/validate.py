@@ -31,11 +31,13 @@ def recipe_problems(recipe: Recipe, out_dir: Path | None = None) -> list[str]:
         found.append("recipe has no data section; every stage needs the task data")
     else:
         from deploykit.kinds import kind_of
+        from deploykit.train.distillation import check_recovery_teacher
         from deploykit.transfer import check_unlabeled
 
         _checked(found, kind_of(recipe.data.task).check_run, recipe, recipe.stages())  # what `run` refuses first
         _checked(found, _task, recipe)
         _checked(found, check_unlabeled, recipe)
+        _checked(found, check_recovery_teacher, recipe, recipe.stages())
         if config is not None:
             from deploykit.train.distillation import check_layer_choices
 

@@ -168,7 +168,12 @@ class PruneConfig(Section):
     importance_batches: int = Field(4, ge=1)
     steps: int = Field(1, ge=1, description="iterative schedule: prune in this many steps")
     recovery: TrainConfig | None = Field(None, description="short fine-tune after each step; omit for none")
-    distill_from_parent: bool = Field(True, description="recovery distils from the unpruned model")
+    distill_from_parent: bool = Field(True, description="recovery distils (KD + CE) rather than fine-tuning on the "
+                                                        "labels alone; from whom: recovery_teacher")
+    recovery_teacher: Literal["parent", "teacher"] = Field(
+        "parent", description="whom recovery distils from: parent = the unpruned model; teacher = the model the "
+                              "parent was distilled from, as the parent's manifest names it (a distilled student's "
+                              "fine-tuned teacher)")
     hidden_kd: float = Field(0.0, ge=0, description="recovery: weight of hidden-state MSE to the unpruned model, "
                                                     "layer by kept layer, through a projection when width was "
                                                     "pruned (0: logits only)")
@@ -182,13 +187,17 @@ class PruneConfig(Section):
     macs_seq_len: int = Field(128, ge=1)
     unlabeled: UnlabeledConfig | None = Field(
         None, description="classifiers: unlabelled texts added to the recovery rows, taught by the unpruned "
-                          "model's logits alone (needs recovery and distill_from_parent)")
+                          "recovery teacher's logits alone (needs recovery and distill_from_parent)")
 
     @model_validator(mode="after")
     def _hidden_kd_needs_a_parent(self) -> PruneConfig:
-        for what, on in (("hidden_kd", self.hidden_kd), ("unlabeled", self.unlabeled is not None)):
+        for what, on in (("hidden_kd", self.hidden_kd), ("unlabeled", self.unlabeled is not None),
+                         ("recovery_teacher: teacher", self.recovery_teacher == "teacher")):
             if on and (self.recovery is None or not self.distill_from_parent):
                 raise ValueError(f"prune.{what} needs a recovery section and distill_from_parent: true")
+        if self.recovery_teacher == "teacher" and self.hidden_kd:
+            raise ValueError("prune.hidden_kd maps each kept layer to the unpruned model's layer it was, not to the "
+                             "teacher's: set recovery_teacher: parent or hidden_kd: 0")
         return self
 
 

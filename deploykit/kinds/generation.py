@@ -50,6 +50,9 @@ def check_run(recipe, stages: list[str]) -> None:
     if recipe.data.response_column and len(stages) > 1:
         raise UserError("deploykit run gates every stage on exact answers, but data.response_column holds free-text "
                         "responses; recast a labelled task as generation (no response_column) to chain stages")
+    if "prune" in stages and recipe.prune.recovery_teacher == "teacher":  # the prune job loads no second LM
+        raise UserError("prune.recovery_teacher: teacher is not supported for causal LMs yet; set "
+                        "prune.recovery_teacher: parent")
 
 
 def distill_job(recipe, teacher_src: str, parent):

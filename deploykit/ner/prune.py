@@ -49,9 +49,13 @@ def prune_job(recipe, source: str, parent) -> PruneJob:
     check_units(cfg)
     task = load_tags(data)
     tokenizer = tokenizer_for(source, trust)
-    model = load_classifier(source, labels=task.labels, trust_remote_code=trust, revision=recipe.model.revision,
-                            new_head=False, task=TASK)
-    check_tags(model.config, task.labels, source)
+    def load(source: str, revision: str | None = None):
+        model = load_classifier(source, labels=task.labels, trust_remote_code=trust, revision=revision,
+                                new_head=False, task=TASK)
+        check_tags(model.config, task.labels, source)
+        return model
+
+    model = load(source, recipe.model.revision)
     manifest = parent.manifest if parent is not None else None
     max_len = fit_max_length(data.max_length, model.config, tokenizer, task,
                              recorded=manifest.get("max_length") if manifest else None)
@@ -82,5 +86,5 @@ def prune_job(recipe, source: str, parent) -> PruneJob:
                     trainer_args={"collator": DataCollatorForTokenClassification(tokenizer), "best_metric": "f1"},
                     compute_metrics=sentence_metrics(val_win, task.validation, task.labels),
                     # per-token logits of every window are too large to cache: the teacher runs live
-                    kd_args=lambda distill: {"cache_teacher_logits": False}, max_length=max_len,
+                    kd_args=lambda distill: {"cache_teacher_logits": False}, load_teacher=load, max_length=max_len,
                     record={"task": TASK, "window_stride": stride}, cut=EncoderCut())

@@ -106,8 +106,11 @@ def prune_job(recipe: Recipe, source: str, parent) -> PruneJob:
     cfg, data, seed = recipe.prune, recipe.data, recipe.data.seed
     task = load_task(data)
     tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
-    model = load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
-                            revision=recipe.model.revision, new_head=False)
+    def load(source: str, revision: str | None = None):
+        return load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
+                               revision=revision, new_head=False)
+
+    model = load(source, recipe.model.revision)
     manifest = parent.manifest if parent is not None else None
     max_len = fit_max_length(data.max_length, model.config, tokenizer, task,
                              recorded=manifest.get("max_length") if manifest else None)
@@ -129,4 +132,4 @@ def prune_job(recipe: Recipe, source: str, parent) -> PruneJob:
         lambda: (add_unlabeled(to_dataset(train, tokenizer, max_len, stride, "train"), cfg.unlabeled, data, tokenizer,
                                max_len, stride), validation), DistillTrainer,
         prune_vocab=lambda model, tokenizer, scratch, length: prune_vocab(model, tokenizer, recipe, scratch, length),
-        compute_metrics=pooled, max_length=max_len, record=recorded(stride), cut=EncoderCut())
+        compute_metrics=pooled, load_teacher=load, max_length=max_len, record=recorded(stride), cut=EncoderCut())

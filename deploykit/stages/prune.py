@@ -8,8 +8,9 @@ Units: `ffn` (FFN neurons, same count per layer), `width` (residual channels wit
 hidden = heads x head size), `depth` / `drop_layers` (whole layers), `heads` (configs with an
 explicit head_dim only), `vocab` (tokens the training texts use; the tokenizer is rewritten).
 The schedule prunes in `steps` steps, each optionally followed by a short recovery fine-tune that
-distils from the unpruned model. The output is reloaded with plain `from_pretrained` and must give
-the in-memory model's logits, else the stage fails and writes nothing.
+distils from the unpruned model (`recovery_teacher: teacher`: from the model that one was distilled from).
+The output is reloaded with plain `from_pretrained` and must give the in-memory model's logits, else the
+stage fails and writes nothing.
 
 What is loaded, cut, ranked, scored and recovered on comes from the task's kind (`Kind.prune_job`): text
 classifiers (deploykit/pruning/text_job.py) and token classifiers (deploykit/ner/prune.py) cut encoder units
@@ -35,8 +36,9 @@ from deploykit.kinds import kind_of
 
 
 def _recover(model, teacher, recipe: Recipe, job: PruneJob, datasets: tuple, work: Path, resumable: bool):
-    """Short fine-tune of the pruned model; distils from the unpruned `teacher` when one is given. `resumable`:
-    `work` holds this step's checkpoints of an interrupted `deploykit run` of the same config, to go on from."""
+    """Short fine-tune of the pruned model; distils from `teacher` (`recovery_teacher`) when one is given.
+    `resumable`: `work` holds this step's checkpoints of an interrupted `deploykit run` of the same config, to go
+    on from."""
     from deploykit.train.trainer import build_trainer
 
     cfg = recipe.prune
@@ -60,6 +62,37 @@ def _recover(model, teacher, recipe: Recipe, job: PruneJob, datasets: tuple, wor
         trainer.train(resume_from_checkpoint=checkpoint)
     shutil.rmtree(work, ignore_errors=True)
     return trainer.model
+
+
+def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model):
+    """The model recovery distils from, None for none: a copy of the unpruned `model` (recovery_teacher: parent),
+    or the teacher `parent`'s manifest names (recovery_teacher: teacher), loaded as the kind loads its models.
+
+    Raises:
+        UserError: teacher, where the parent was not distilled, the kind cannot load one, the recorded teacher is
+            gone, or its vocabulary differs from the model's (recovery feeds both the same word pieces).
+    """
+    if not (cfg.recovery and cfg.distill_from_parent):
+        return None
+    if cfg.recovery_teacher == "parent":
+        return copy.deepcopy(model).eval()
+    where = parent.path if parent is not None else "the model source"
+    source = ((parent.manifest if parent is not None else {}).get("teacher") or {}).get("source")
+    if source is None:
+        raise UserError(f"prune.recovery_teacher: teacher: {where} names no teacher (only a `deploykit distill` "
+                        "output does); prune a distilled model or set prune.recovery_teacher: parent")
+    if job.load_teacher is None:
+        raise UserError("prune.recovery_teacher: teacher is not supported for this task kind yet; "
+                        "set prune.recovery_teacher: parent")
+    try:
+        teacher = job.load_teacher(source).eval()
+    except UserError as err:  # a moved or deleted folder: say why it was read
+        raise UserError(f"prune.recovery_teacher: teacher: {where}'s teacher: {err}") from None
+    if teacher.config.vocab_size != model.config.vocab_size:
+        raise UserError(f"prune.recovery_teacher: teacher: {source} has {teacher.config.vocab_size} word pieces, "
+                        f"{where} {model.config.vocab_size}; set prune.recovery_teacher: parent")
+    log(f"prune: recovery distils from the teacher {source}")
+    return teacher
 
 
 @contextlib.contextmanager
@@ -101,11 +134,11 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume_key: str 
     job = kind.prune_job(recipe, source, parent)
     model, tokenizer, cut = job.model, job.tokenizer, job.cut
     cut.check(model, cfg)  # every bad request fails here, before any work
+    teacher = recovery_teacher(cfg, job, parent, model)
 
     start = time.time()
     before = {**measure(model, cfg.macs_seq_len), "shape": cut.shape(model),
               "validation": job.evaluate(model, tokenizer, "validation")}
-    teacher = copy.deepcopy(model).eval() if cfg.recovery and cfg.distill_from_parent else None
     datasets = job.recovery_data() if cfg.recovery else None
     out_dir = Path(out_dir).resolve()
     work = out_dir.with_name(f".{out_dir.name}.work")

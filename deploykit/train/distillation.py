@@ -33,6 +33,19 @@ def teacher_source(cfg: DistillConfig, parent: Artifact | None) -> str:
     return str(parent.path)
 
 
+def check_recovery_teacher(recipe: Recipe, stages: list[str]) -> None:
+    """`deploykit run` and `validate`, before any training: recovery_teacher: teacher needs a distilled input.
+
+    Raises:
+        UserError: the run fine-tunes and prunes without distilling in between."""
+    cfg = recipe.prune
+    if cfg is None or cfg.recovery_teacher != "teacher" or "prune" not in stages:
+        return
+    if "finetune" in stages and "distill" not in stages:
+        raise UserError("prune.recovery_teacher: teacher: in this recipe prune's input is the fine-tuned model, which "
+                        "has no teacher; add a distill section or set prune.recovery_teacher: parent")
+
+
 def check_layer_choices(recipe: Recipe, config) -> None:
     """`distill.student_layers`, `distill.layer_map` and `prune.drop_layers` against the layer counts the run will
     meet (`config`: the model source's), before any training: `deploykit run` and `validate` call it, so that an

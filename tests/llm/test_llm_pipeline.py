@@ -4,6 +4,7 @@ a generation report and the generation headline; `deploykit bench` on generation
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -58,6 +59,19 @@ def test_free_text_responses_cannot_be_chained(tmp_path, tiny_llama):
                            "gate": {"metric": "exact_match"}, "finetune": TRAIN, "quantize": {}})
     with pytest.raises(UserError, match="free-text"):
         pipeline.run_recipe(recipe, tmp_path / "run")
+
+
+def test_a_causal_lm_recovery_teacher_is_refused_before_any_training(tmp_path, tiny_task, tiny_llama):
+    from deploykit.validate import recipe_problems
+
+    data = {"path": str(tiny_task), "task": "generation", "label_names": ["negative", "positive"]}
+    recipe = build_recipe({"model": {"source": str(tiny_llama)}, "data": data, "finetune": TRAIN, "distill": TRAIN,
+                           "prune": {"ffn": 0.5, "recovery": TRAIN, "recovery_teacher": "teacher"}})
+    message = "prune.recovery_teacher: teacher is not supported for causal LMs yet; set prune.recovery_teacher: parent"
+    assert message in recipe_problems(recipe)
+    with pytest.raises(UserError, match=re.escape(message)):
+        pipeline.run_recipe(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_gate_metric_must_fit_the_task(tiny_task, tiny_llama):

@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import make_tiny_model, write_task
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from typer.testing import CliRunner
 
@@ -269,3 +269,85 @@ def test_recovery_distils_on_unlabelled_texts_too(tiny_bert, tiny_task, tmp_path
     (train,) = built
     assert train["labels"][-3:] == [KD_ONLY] * 3 and all(y >= 0 for y in train["labels"][:-3])
     assert art.manifest["config"]["prune"]["unlabeled"]["path"] == str(tmp_path / "more.txt")
+
+
+@pytest.fixture
+def distilled(tmp_path):
+    """(4-layer tiny teacher folder, its 2-layer student distilled by the real distill stage for one step)."""
+    teacher = make_tiny_model(tmp_path / "teacher4", "bert", num_hidden_layers=4, seed=1)
+    task = write_task(tmp_path / "dtask")
+    distill = build_recipe({"data": {"path": str(task), "max_length": 32, "label_names": ["negative", "positive"]},
+                            "distill": {**RECOVERY, "student_layers": [0, 2]}})
+    return teacher, run_stage("distill", distill, teacher, tmp_path / "student").path
+
+
+def test_recovery_distils_from_the_teacher_the_parent_was_distilled_from(distilled, tiny_task, tmp_path, monkeypatch):
+    from deploykit.train.kd import DistillTrainer
+
+    teacher, student = distilled
+    seen = {}
+    real_train = DistillTrainer.train
+
+    def train(self, *a, **k):
+        seen.update(layers=self.teacher.config.num_hidden_layers,
+                    weight=self.teacher.classifier.weight.detach().clone())
+        return real_train(self, *a, **k)
+
+    monkeypatch.setattr(DistillTrainer, "train", train)
+    for who, layers, source in (("parent", 2, student), ("teacher", 4, teacher)):
+        seen.clear()
+        art = run_stage("prune", recipe(student, tiny_task, ffn=0.5, recovery=RECOVERY, recovery_teacher=who),
+                        student, tmp_path / f"pruned-{who}")
+        assert seen["layers"] == layers  # the unpruned 2-layer student, or the 4-layer model it was distilled from
+        expected = AutoModelForSequenceClassification.from_pretrained(source).classifier.weight
+        assert torch.equal(seen["weight"], expected)
+        assert art.manifest["config"]["prune"]["recovery_teacher"] == who
+
+
+def test_a_recovery_teacher_that_cannot_be_read_is_one_line_and_writes_nothing(distilled, tiny_bert, tiny_task,
+                                                                                tmp_path):
+    import shutil
+
+    teacher, student = distilled
+    other = make_tiny_model(tmp_path / "other-vocab", "bert", vocab_size=2000)
+    shutil.rmtree(teacher)
+    for parent, message in ((tiny_bert, f"{tiny_bert} names no teacher (only a `deploykit distill` output does)"),
+                            (student, f"prune.recovery_teacher: teacher: {student}'s teacher: ")):
+        before = sorted(tmp_path.iterdir())
+        with pytest.raises(UserError, match=re.escape(message)) as err:
+            run_stage("prune", recipe(parent, tiny_task, ffn=0.5, recovery=RECOVERY, recovery_teacher="teacher"),
+                      parent, tmp_path / "pruned")
+        assert "\n" not in str(err.value)
+        assert sorted(tmp_path.iterdir()) == before
+    shutil.copytree(other, teacher)  # a teacher whose word pieces are not the student's
+    with pytest.raises(UserError, match="has 2000 word pieces"):
+        run_stage("prune", recipe(student, tiny_task, ffn=0.5, recovery=RECOVERY, recovery_teacher="teacher"),
+                  student, tmp_path / "pruned")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({}, "prune.recovery_teacher: teacher needs a recovery section and distill_from_parent: true"),
+    ({"recovery": RECOVERY, "distill_from_parent": False},
+     "prune.recovery_teacher: teacher needs a recovery section and distill_from_parent: true"),
+    ({"recovery": RECOVERY, "hidden_kd": 1.0}, "set recovery_teacher: parent or hidden_kd: 0"),
+])
+def test_a_recovery_teacher_without_recovery_to_use_it_is_refused(tiny_bert, tiny_task, extra, message):
+    with pytest.raises(UserError, match=re.escape(message)) as err:
+        recipe(tiny_bert, tiny_task, ffn=0.5, recovery_teacher="teacher", **extra)
+    assert "\n" not in str(err.value)
+
+
+def test_a_run_that_prunes_the_fine_tuned_model_itself_has_no_teacher_to_recover_from(tiny_bert, tiny_task, tmp_path):
+    from deploykit.pipeline import run_recipe
+    from deploykit.validate import recipe_problems
+
+    tree = {"model": {"source": str(tiny_bert)},
+            "data": {"path": str(tiny_task), "max_length": 32, "label_names": ["negative", "positive"]},
+            "finetune": RECOVERY, "prune": {"ffn": 0.5, "recovery": RECOVERY, "recovery_teacher": "teacher"}}
+    message = "in this recipe prune's input is the fine-tuned model, which has no teacher; add a distill section"
+    assert any(message in line for line in recipe_problems(build_recipe(tree)))
+    with pytest.raises(UserError, match=re.escape(message)):
+        run_recipe(build_recipe(tree), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before any training or folder
+    tree["distill"] = {**RECOVERY, "student_layers": [0]}
+    assert not any(message in line for line in recipe_problems(build_recipe(tree)))
