@@ -92,6 +92,9 @@ class PruneJob:
     # (model folder or hub id) -> a model of the kind with the job's labels, for prune.recovery_teacher: teacher;
     # None: the kind cannot load one
     load_teacher: Callable[[str], Any] | None = None
+    # () -> the share of validation rows a training row holds (deploykit/overlap.py), for recovery_teacher: auto;
+    # None: the kind does not say
+    validation_seen: Callable[[], float] | None = None
     max_length: int | None = None
     record: dict = field(default_factory=dict)  # extra manifest fields (window stride, task)
     # how units are cut: check(model, cfg) (UserError before any work), step(model, cfg, step, importance),

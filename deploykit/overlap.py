@@ -71,6 +71,13 @@ def seen_in_training(train_texts: list[str], validation_texts: list[str], train_
     return _cache[key], search
 
 
+def seen_share(train_texts: list[str], validation_texts: list[str], train_pairs: list[str] | None = None,
+               validation_pairs: list[str] | None = None) -> float:
+    """The share (0 to 1) of validation rows a training row holds (`seen_in_training`); 0 for no rows."""
+    seen, _ = seen_in_training(train_texts, validation_texts, train_pairs, validation_pairs)
+    return sum(seen) / len(seen) if seen else 0.0
+
+
 def unseen_rows(train_texts: list[str], validation_texts: list[str], train_pairs: list[str] | None = None,
                 validation_pairs: list[str] | None = None, *, from_train: bool, mode: str = "auto",
                 unit: str = "rows") -> list[int] | None:

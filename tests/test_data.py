@@ -298,6 +298,7 @@ def test_a_match_is_whole_words_and_rows_split_off_train_go_back_to_it(tmp_path)
     train = Split(["a badly made film", "good"], None, [0, 1])
     val = Split(["bad", "badly made", "GOOD", "made film a", "made  film"], None, [0, 0, 1, 0, 0])
     assert seen_in_training(train.texts, val.texts) == ([False, True, True, False, True], True)
+    assert overlap.seen_share(train.texts, val.texts) == 0.6 and overlap.seen_share(train.texts, []) == 0.0
     val = Split([f"new row {i}" for i in range(100)] + ["a badly made film"], None, [0] * 101)
     rest, kept = held_out(train, val, from_train=True)
     assert len(kept) == 100 and rest.texts == train.texts + ["a badly made film"]  # no row is lost

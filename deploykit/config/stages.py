@@ -170,10 +170,12 @@ class PruneConfig(Section):
     recovery: TrainConfig | None = Field(None, description="short fine-tune after each step; omit for none")
     distill_from_parent: bool = Field(True, description="recovery distils (KD + CE) rather than fine-tuning on the "
                                                         "labels alone; from whom: recovery_teacher")
-    recovery_teacher: Literal["parent", "teacher"] = Field(
-        "parent", description="whom recovery distils from: parent = the unpruned model; teacher = the model the "
-                              "parent was distilled from, as the parent's manifest names it (a distilled student's "
-                              "fine-tuned teacher)")
+    recovery_teacher: Literal["auto", "parent", "teacher"] = Field(
+        "auto", description="whom recovery distils from: parent = the unpruned model; teacher = the model the "
+                            "parent was distilled from, as the parent's manifest names it (a distilled student's "
+                            "fine-tuned teacher); auto = teacher where the parent names one and at most half the "
+                            "validation rows occur inside training texts (the teacher has fitted those), else "
+                            "parent (deploykit/stages/prune.py recovery_teacher)")
     hidden_kd: float = Field(0.0, ge=0, description="recovery: weight of hidden-state MSE to the unpruned model, "
                                                     "layer by kept layer, through a projection when width was "
                                                     "pruned (0: logits only)")

@@ -16,6 +16,7 @@ import random
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.jobs import PruneJob
+from deploykit.overlap import seen_share
 from deploykit.pruning.units import EncoderCut
 
 TASK = "token_classification"
@@ -87,4 +88,6 @@ def prune_job(recipe, source: str, parent) -> PruneJob:
                     compute_metrics=sentence_metrics(val_win, task.validation, task.labels),
                     # per-token logits of every window are too large to cache: the teacher runs live
                     kd_args=lambda distill: {"cache_teacher_logits": False}, load_teacher=load, max_length=max_len,
-                    record={"task": TASK, "window_stride": stride}, cut=EncoderCut())
+                    record={"task": TASK, "window_stride": stride}, cut=EncoderCut(),
+                    validation_seen=lambda: seen_share([" ".join(t) for t in task.train.tokens],
+                                                       [" ".join(t) for t in task.validation.tokens]))

@@ -20,6 +20,7 @@ from deploykit.console import log
 from deploykit.data import Split, batches
 from deploykit.errors import CheckError, UserError
 from deploykit.jobs import PruneJob
+from deploykit.overlap import seen_share
 from deploykit.pruning.units import EncoderCut
 
 VOCAB_CHECK_TEXTS = 256  # training texts on which the vocabulary-pruned model must match the unpruned one
@@ -132,4 +133,6 @@ def prune_job(recipe: Recipe, source: str, parent) -> PruneJob:
         lambda: (add_unlabeled(to_dataset(train, tokenizer, max_len, stride, "train"), cfg.unlabeled, data, tokenizer,
                                max_len, stride), validation), DistillTrainer,
         prune_vocab=lambda model, tokenizer, scratch, length: prune_vocab(model, tokenizer, recipe, scratch, length),
-        compute_metrics=pooled, load_teacher=load, max_length=max_len, record=recorded(stride), cut=EncoderCut())
+        compute_metrics=pooled, load_teacher=load, max_length=max_len, record=recorded(stride), cut=EncoderCut(),
+        validation_seen=lambda: seen_share(task.train.texts, task.validation.texts, task.train.pairs,
+                                           task.validation.pairs))

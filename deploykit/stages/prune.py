@@ -8,7 +8,8 @@ Units: `ffn` (FFN neurons, same count per layer), `width` (residual channels wit
 hidden = heads x head size), `depth` / `drop_layers` (whole layers), `heads` (configs with an
 explicit head_dim only), `vocab` (tokens the training texts use; the tokenizer is rewritten).
 The schedule prunes in `steps` steps, each optionally followed by a short recovery fine-tune that
-distils from the unpruned model (`recovery_teacher: teacher`: from the model that one was distilled from).
+distils from the unpruned model or from the model that one was distilled from (`recovery_teacher`; auto: the
+latter where validation is unseen text, `recovery_teacher` below).
 The output is reloaded with plain `from_pretrained` and must give the in-memory model's logits, else the
 stage fails and writes nothing.
 
@@ -64,20 +65,65 @@ def _recover(model, teacher, recipe: Recipe, job: PruneJob, datasets: tuple, wor
     return trainer.model
 
 
-def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model):
-    """The model recovery distils from, None for none: a copy of the unpruned `model` (recovery_teacher: parent),
-    or the teacher `parent`'s manifest names (recovery_teacher: teacher), loaded as the kind loads its models.
+# recovery_teacher auto: above this share of validation rows seen in training, recovery distils from the parent. The
+# teacher was trained on those rows and reproduces their labels; the pruned student cannot, so its validation loss
+# against the teacher rises while it still improves on unseen text, and patience keeps an early checkpoint (SST-2,
+# 89% of dev's rows inside a training row: -0.46 pt from the teacher; AG News and dolly, unseen validation: bench/
+# README.md run 55). Half, as data.validation_overlap: auto calls a split that shares its text with training.
+SEEN_MAX = 0.5
+
+
+def _auto_parent(cfg, job: PruneJob, source: str | None) -> str | None:
+    """recovery_teacher auto: why recovery distils from the parent, or None where it distils from `source`."""
+    if cfg.hidden_kd:
+        return "hidden_kd maps each kept layer to the unpruned model's"
+    if source is None:
+        return "the input was not distilled from a teacher"
+    if job.load_teacher is None:
+        return "this task kind loads no second model for recovery"
+    seen = job.validation_seen() if job.validation_seen is not None else None
+    if seen is None:
+        return "this task kind does not say whether validation is unseen text"
+    if seen > SEEN_MAX:
+        return (f"{seen:.0%} of the validation rows occur inside training texts, which the teacher has fitted "
+                "(a file of unseen validation rows lets it distil from the teacher)")
+    return None
+
+
+def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model) -> tuple[object | None, dict]:
+    """(the model recovery distils from, None for none; the manifest's record of whom and why): a copy of the
+    unpruned `model` (recovery_teacher: parent), or the teacher `parent`'s manifest names (teacher), loaded as the
+    kind loads its models; auto picks the teacher where `_auto_parent` finds no reason against it, and falls back
+    to the parent, in a warning line, where that teacher cannot be read.
 
     Raises:
         UserError: teacher, where the parent was not distilled, the kind cannot load one, the recorded teacher is
             gone, or its vocabulary differs from the model's (recovery feeds both the same word pieces).
     """
     if not (cfg.recovery and cfg.distill_from_parent):
-        return None
-    if cfg.recovery_teacher == "parent":
-        return copy.deepcopy(model).eval()
+        return None, {"from": None}
     where = parent.path if parent is not None else "the model source"
     source = ((parent.manifest if parent is not None else {}).get("teacher") or {}).get("source")
+    why = _auto_parent(cfg, job, source) if cfg.recovery_teacher == "auto" else None
+    if cfg.recovery_teacher == "parent" or why is not None:
+        if why is not None:
+            log(f"prune: recovery distils from the unpruned model (recovery_teacher auto: {why})")
+        return copy.deepcopy(model).eval(), {"from": "parent", "why": why or "recovery_teacher: parent"}
+    try:
+        teacher = _load_teacher(job, source, where, model)
+    except UserError as err:
+        if cfg.recovery_teacher == "teacher":
+            raise
+        log(f"prune: warning: recovery distils from the unpruned model: {err}")
+        return copy.deepcopy(model).eval(), {"from": "parent", "why": str(err)}
+    why = "recovery_teacher: teacher" if cfg.recovery_teacher == "teacher" else \
+        "recovery_teacher auto: the input was distilled from it and validation is unseen text"
+    log(f"prune: recovery distils from the teacher {source} ({why})")
+    return teacher, {"from": "teacher", "source": source, "why": why}
+
+
+def _load_teacher(job: PruneJob, source: str | None, where, model):
+    """The teacher `source` as the kind loads it, or UserError naming why it cannot be recovery's."""
     if source is None:
         raise UserError(f"prune.recovery_teacher: teacher: {where} names no teacher (only a `deploykit distill` "
                         "output does); prune a distilled model or set prune.recovery_teacher: parent")
@@ -91,7 +137,6 @@ def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model):
     if teacher.config.vocab_size != model.config.vocab_size:
         raise UserError(f"prune.recovery_teacher: teacher: {source} has {teacher.config.vocab_size} word pieces, "
                         f"{where} {model.config.vocab_size}; set prune.recovery_teacher: parent")
-    log(f"prune: recovery distils from the teacher {source}")
     return teacher
 
 
@@ -134,7 +179,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume_key: str 
     job = kind.prune_job(recipe, source, parent)
     model, tokenizer, cut = job.model, job.tokenizer, job.cut
     cut.check(model, cfg)  # every bad request fails here, before any work
-    teacher = recovery_teacher(cfg, job, parent, model)
+    teacher, recovered_from = recovery_teacher(cfg, job, parent, model)
 
     start = time.time()
     before = {**measure(model, cfg.macs_seq_len), "shape": cut.shape(model),
@@ -170,7 +215,7 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume_key: str 
             manifest = write_manifest(tmp, stage="prune", format="pytorch", parent=parent,
                                       config=recipe.model_dump(include={"model", "data", "prune"}), metrics=metrics,
                                       source=source, labels=job.labels, max_length=job.max_length, **job.record,
-                                      kept={**cut.summary(), "tokens": kept_tokens})
+                                      kept={**cut.summary(), "tokens": kept_tokens}, recovery_teacher=recovered_from)
     val = after["validation"]
     key = kind.metric if kind.metric in val else next(iter(val))  # a causal LM without exact answers: perplexity
     log(f"prune: parameters {before['parameters'] / 1e6:.2f}M -> {after['parameters'] / 1e6:.2f}M, "

@@ -61,3 +61,21 @@ def test_recovery_distils_on_the_unlabelled_texts_too(tmp_path, monkeypatch):
     # the 12 training sentences, then one KD-only window per unlabelled text
     assert len(dataset) == 14 and [max(r["labels"]) for r in dataset][-2:] == [-1, -1]
     assert "2 windows of unlabelled text" in said and art.manifest["config"]["prune"]["unlabeled"]["path"]
+
+
+def test_the_job_says_how_much_of_validation_repeats_a_training_sentence(tmp_path):
+    """recovery_teacher auto reads it (deploykit/stages/prune.py): sentences compared as their words joined."""
+    from deploykit.ner.prune import prune_job
+
+    folder = token_classifier(tmp_path / "bert", "bert")
+    data = tmp_path / "data"
+    data.mkdir()
+    dev = WORDS[:1] + [(["kofi", "flew", "to", "berlin"], ["B-PER", "O", "O", "B-LOC"])]
+    for split, rows in (("train", WORDS), ("dev", dev)):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps({"tokens": w, "ner_tags": t}) + "\n"
+                                                     for w, t in rows))
+    recipe = build_recipe({"model": {"source": str(folder)},
+                           "data": {"task": "token_classification", "path": str(data), "max_length": 16,
+                                    "validation_overlap": "keep"},
+                           "prune": {"ffn": 0.5}})
+    assert prune_job(recipe, str(folder), None).validation_seen() == 0.5

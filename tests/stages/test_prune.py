@@ -351,3 +351,58 @@ def test_a_run_that_prunes_the_fine_tuned_model_itself_has_no_teacher_to_recover
     assert not (tmp_path / "run").exists()  # refused before any training or folder
     tree["distill"] = {**RECOVERY, "student_layers": [0]}
     assert not any(message in line for line in recipe_problems(build_recipe(tree)))
+
+
+def seen_task(folder):
+    """The tiny task with a dev file of training rows: every validation row occurs inside a training text."""
+    task = write_task(folder)
+    lines = (task / "train.tsv").read_text(encoding="utf-8").splitlines()
+    (task / "dev.tsv").write_text("\n".join(lines[:33]) + "\n", encoding="utf-8")
+    return task
+
+
+def test_auto_recovers_from_the_teacher_only_where_validation_is_unseen_text(distilled, tiny_task, tmp_path,
+                                                                             monkeypatch):
+    import deploykit.stages.prune as stage
+    from deploykit.train.kd import DistillTrainer
+
+    teacher, student = distilled
+    said, layers = [], []
+    monkeypatch.setattr(stage, "log", said.append)
+    real_train = DistillTrainer.train
+    monkeypatch.setattr(DistillTrainer, "train",
+                        lambda self, *a, **k: layers.append(self.teacher.config.num_hidden_layers)
+                        or real_train(self, *a, **k))
+    assert recipe(student, tiny_task).prune.recovery_teacher == "auto"  # the default
+    art = run_stage("prune", recipe(student, tiny_task, ffn=0.5, recovery=RECOVERY), student, tmp_path / "unseen")
+    assert layers == [4]  # the 4-layer teacher the 2-layer student was distilled from
+    assert art.manifest["recovery_teacher"] == {
+        "from": "teacher", "source": str(teacher),
+        "why": "recovery_teacher auto: the input was distilled from it and validation is unseen text"}
+    assert f"prune: recovery distils from the teacher {teacher} (recovery_teacher auto: the input was distilled " \
+           "from it and validation is unseen text)" in said
+    art = run_stage("prune", recipe(student, seen_task(tmp_path / "seen"), ffn=0.5, recovery=RECOVERY), student,
+                    tmp_path / "seen-out")
+    assert layers == [4, 2]  # validation repeats training rows, which the teacher has fitted: the unpruned student
+    assert art.manifest["recovery_teacher"]["from"] == "parent"
+    assert art.manifest["recovery_teacher"]["why"].startswith("100% of the validation rows occur inside training")
+    assert any(line.startswith("prune: recovery distils from the unpruned model (recovery_teacher auto: 100% of")
+               for line in said)
+
+
+def test_auto_recovers_from_the_parent_where_no_teacher_can_be(distilled, tiny_bert, tiny_task, tmp_path):
+    import shutil
+
+    teacher, student = distilled
+    cases = [(tiny_bert, {}, "the input was not distilled from a teacher"),
+             (student, {"hidden_kd": 1.0}, "hidden_kd maps each kept layer to the unpruned model's")]
+    for i, (parent, extra, why) in enumerate(cases):
+        art = run_stage("prune", recipe(parent, tiny_task, ffn=0.5, recovery=RECOVERY, **extra), parent,
+                        tmp_path / f"p{i}")
+        assert art.manifest["recovery_teacher"] == {"from": "parent", "why": why}
+    shutil.rmtree(teacher)  # a teacher moved away after distillation: auto falls back, in a warning line
+    art = run_stage("prune", recipe(student, tiny_task, ffn=0.5, recovery=RECOVERY), student, tmp_path / "gone")
+    assert art.manifest["recovery_teacher"]["from"] == "parent"
+    assert art.manifest["recovery_teacher"]["why"].startswith(f"prune.recovery_teacher: teacher: {student}'s teacher")
+    no_recovery = run_stage("prune", recipe(student, tiny_task, ffn=0.5), student, tmp_path / "none")
+    assert no_recovery.manifest["recovery_teacher"] == {"from": None}
