@@ -197,13 +197,23 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume_key: str 
                 if step == cfg.steps:  # what recovery is worth: the model as the last cut left it
                     pruned = {"validation": job.evaluate(model.eval(), tokenizer, "validation")}
                 model = _recover(model, teacher, recipe, job, datasets, work / f"step{step}", resumable)
-        kept_tokens, vocab_diff = None, None
+        kept_tokens, vocab_diff, before_vocab = None, None, None
         if cfg.vocab:
+            # its check proves the training texts' logits unchanged; a word no training text holds may split into
+            # other pieces, so validation is scored on both sides of the cut (bench/README.md run 55)
+            pieces = model.config.vocab_size
+            before_vocab = {"validation": job.evaluate(model.eval(), tokenizer, "validation")}
             tokenizer, kept_tokens, vocab_diff = job.prune_vocab(model, tokenizer, work / "tokenizer", job.max_length)
         model.eval()
         after = {**measure(model, cfg.macs_seq_len), "shape": cut.shape(model),
                  "validation": job.evaluate(model, tokenizer, "validation")}
-        metrics = {"before": before, "after": after, "before_recovery": pruned,
+        # a causal LM without exact answers scores perplexity only
+        key = kind.metric if kind.metric in after["validation"] else next(iter(after["validation"]))
+        if before_vocab is not None:
+            log(f"prune: vocabulary {pieces:,} -> {len(kept_tokens):,} word pieces, validation {key} "
+                f"{before_vocab['validation'][key]} -> {after['validation'][key]} (words no training text holds "
+                "split into other pieces)")
+        metrics = {"before": before, "after": after, "before_recovery": pruned, "before_vocab": before_vocab,
                    "test": job.evaluate(model, tokenizer, "test"),
                    "parameters_ratio": round(after["parameters"] / before["parameters"], 4),
                    "macs_ratio": round(after["macs"] / before["macs"], 4),
@@ -218,7 +228,6 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume_key: str 
                                       source=source, labels=job.labels, max_length=job.max_length, **job.record,
                                       kept={**cut.summary(), "tokens": kept_tokens}, recovery_teacher=recovered_from)
     val = after["validation"]
-    key = kind.metric if kind.metric in val else next(iter(val))  # a causal LM without exact answers: perplexity
     log(f"prune: parameters {before['parameters'] / 1e6:.2f}M -> {after['parameters'] / 1e6:.2f}M, "
         f"MACs x{metrics['macs_ratio']:.2f}, validation {key} {before['validation'][key]} -> {val[key]}")
     return Artifact(out_dir, manifest)

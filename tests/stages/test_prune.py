@@ -208,10 +208,10 @@ def test_vocabulary_check_failure_is_a_check_error_exit_3(tiny_bert, tiny_task, 
     real = evaluate.predict
     calls = []
 
-    def drifting(*args, **kwargs):  # the second call scores the vocabulary-pruned model: make it drift
-        calls.append(1)
-        out = real(*args, **kwargs)
-        return out + (1e-2 if len(calls) == 2 else 0.0)
+    def drifting(predictor, rows, tokenizer, *args, **kwargs):  # the first call with the cut vocabulary: drift
+        calls.append(len(tokenizer) < 30522)
+        out = real(predictor, rows, tokenizer, *args, **kwargs)
+        return out + (1e-2 if calls.count(True) == 1 and calls[-1] else 0.0)
 
     monkeypatch.setattr(evaluate, "predict", drifting)
     result = CliRunner().invoke(app, ["prune", "--from", str(tiny_bert), "--data", str(tiny_task), "-q",
@@ -406,3 +406,29 @@ def test_auto_recovers_from_the_parent_where_no_teacher_can_be(distilled, tiny_b
     assert art.manifest["recovery_teacher"]["why"].startswith(f"prune.recovery_teacher: teacher: {student}'s teacher")
     no_recovery = run_stage("prune", recipe(student, tiny_task, ffn=0.5), student, tmp_path / "none")
     assert no_recovery.manifest["recovery_teacher"] == {"from": None}
+
+
+def test_vocabulary_pruning_scores_validation_on_both_sides_of_the_cut(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    import deploykit.evaluate as evaluate
+    import deploykit.stages.prune as stage
+
+    said, scored = [], []
+    monkeypatch.setattr(stage, "log", said.append)
+    real = evaluate.predict
+    monkeypatch.setattr(evaluate, "predict", lambda predictor, rows, tokenizer, *a, **k:
+                        scored.append((len(rows), len(tokenizer))) or real(predictor, rows, tokenizer, *a, **k))
+    # validation words no training text holds: they split into other (single-character) pieces after the cut
+    (tiny_task / "dev.tsv").write_text("sentence\tlabel\nzygomorphic brilliance\t1\nquixotic dreadfulness\t0\n"
+                                       "a fine film\t1\n", encoding="utf-8")
+    whole = run_stage("prune", recipe(tiny_bert, tiny_task, ffn=0.5), tiny_bert, tmp_path / "whole")
+    assert whole.metrics["before_vocab"] is None
+    scored.clear()
+    cut = run_stage("prune", recipe(tiny_bert, tiny_task, ffn=0.5, vocab=True), tiny_bert, tmp_path / "cut")
+    pieces = len(cut.manifest["kept"]["tokens"])
+    # the 3 validation rows: before pruning, before the cut (the whole vocabulary), after it
+    assert [n for rows, n in scored if rows == 3] == [30522, 30522, pieces] and pieces < 30522
+    # the same units cut: before the vocabulary goes, the model is the one pruned without it
+    assert cut.metrics["before_vocab"]["validation"] == whole.metrics["after"]["validation"]
+    before, after = cut.metrics["before_vocab"]["validation"]["accuracy"], cut.metrics["after"]["validation"]["accuracy"]
+    assert f"prune: vocabulary 30,522 -> {pieces:,} word pieces, validation accuracy {before} -> {after} (words no " \
+           "training text holds split into other pieces)" in said
