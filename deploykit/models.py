@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +339,15 @@ def new_head_modules(info: dict) -> frozenset[str]:
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# what HF writes when a model was saved without label names
+_DEFAULT_LABEL = re.compile(r"LABEL_\d+")
+
+
+def check_labels(config, labels: list[str], what: str) -> None:
+    """Refuse a model whose label set differs from the data's (HF default LABEL_i names match any names)."""
+    names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    if len(names) != len(labels) or (names != labels and not all(_DEFAULT_LABEL.fullmatch(n) for n in names)):
+        raise UserError(f"{what}: labels {names} differ from the data's {labels}; distil on the task the "
+                        "teacher was fine-tuned on (data.label_names sets the data's names)")

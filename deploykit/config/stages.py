@@ -188,8 +188,8 @@ class PruneConfig(Section):
                                                          "file (0: off)")
     macs_seq_len: int = Field(128, ge=1)
     unlabeled: UnlabeledConfig | None = Field(
-        None, description="classifiers: unlabelled texts added to the recovery rows, taught by the unpruned "
-                          "recovery teacher's logits alone (needs recovery and distill_from_parent)")
+        None, description="classifiers: unlabelled texts added to the recovery rows, taught by the recovery "
+                          "teacher's logits alone (recovery_teacher; needs recovery and distill_from_parent)")
 
     @model_validator(mode="after")
     def _hidden_kd_needs_a_parent(self) -> PruneConfig:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
-from deploykit.errors import UserError
 from deploykit.jobs import DistillJob, ExportJob, Job
 from deploykit.kinds.base import Kind
-
-_DEFAULT_LABEL = re.compile(r"LABEL_\d+")  # what HF writes when a model was saved without label names
+from deploykit.models import check_labels
 
 
 def load_task(cfg):
@@ -46,14 +42,6 @@ def finetune_job(recipe, source: str) -> Job:
                f"max_length {max_len}{windows}", max_len, record=recorded(stride),
                # windows: the checkpoint kept is the best per text, not per window
                compute_metrics=pooled_metrics(validation[TEXT_OF]) if windowed(validation) else None)
-
-
-def check_labels(config, labels: list[str], what: str) -> None:
-    """Refuse a model whose label set differs from the data's (HF default LABEL_i names match any names)."""
-    names = [str(config.id2label[i]) for i in range(config.num_labels)]
-    if len(names) != len(labels) or (names != labels and not all(_DEFAULT_LABEL.fullmatch(n) for n in names)):
-        raise UserError(f"{what}: labels {names} differ from the data's {labels}; distil on the task the "
-                        "teacher was fine-tuned on (data.label_names sets the data's names)")
 
 
 def build_student(cfg, teacher, tokenizer, labels: list[str], trust_remote_code: bool = False):

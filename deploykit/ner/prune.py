@@ -35,11 +35,11 @@ def check_units(cfg) -> None:
 
 def prune_job(recipe, source: str, parent) -> PruneJob:
     """The token classifier in `source`, its head kept, ranked on a seeded sample of training windows."""
-    from transformers import DataCollatorForTokenClassification
+    from transformers import AutoConfig, DataCollatorForTokenClassification
 
     from deploykit.data import fit_max_length
     from deploykit.evaluate import torch_predictor
-    from deploykit.models import load_classifier
+    from deploykit.models import load_classifier, resolve_source
     from deploykit.ner.align import window_stride
     from deploykit.ner.data import load_tags
     from deploykit.ner.distill import TokenDistillTrainer
@@ -55,6 +55,19 @@ def prune_job(recipe, source: str, parent) -> PruneJob:
                                 new_head=False, task=TASK)
         check_tags(model.config, task.labels, source)
         return model
+
+    def load_teacher(source: str):
+        # load_classifier names the tags as the data does: the teacher's own tags, in its order, are checked first
+        model = load(source)
+        check_tags(AutoConfig.from_pretrained(resolve_source(source), trust_remote_code=trust), task.labels,
+                   f"teacher {source}")
+        return model
+
+    def validation_seen() -> float:
+        # the teacher trained on the whole training file, not on data.max_train_samples of it
+        full = load_tags(data.model_copy(update={"max_train_samples": None})).train if data.max_train_samples \
+            else task.train
+        return seen_share([" ".join(t) for t in full.tokens], [" ".join(t) for t in task.validation.tokens])
 
     model = load(source, recipe.model.revision)
     manifest = parent.manifest if parent is not None else None
@@ -87,7 +100,7 @@ def prune_job(recipe, source: str, parent) -> PruneJob:
                     trainer_args={"collator": DataCollatorForTokenClassification(tokenizer), "best_metric": "f1"},
                     compute_metrics=sentence_metrics(val_win, task.validation, task.labels),
                     # per-token logits of every window are too large to cache: the teacher runs live
-                    kd_args=lambda distill: {"cache_teacher_logits": False}, load_teacher=load, max_length=max_len,
+                    kd_args=lambda distill: {"cache_teacher_logits": False}, load_teacher=load_teacher,
+                    max_length=max_len,
                     record={"task": TASK, "window_stride": stride}, cut=EncoderCut(),
-                    validation_seen=lambda: seen_share([" ".join(t) for t in task.train.tokens],
-                                                       [" ".join(t) for t in task.validation.tokens]))
+                    validation_seen=validation_seen)

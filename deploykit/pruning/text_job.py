@@ -96,9 +96,11 @@ def recovery_rows(recipe: Recipe, task) -> Split:
 def prune_job(recipe: Recipe, source: str, parent) -> PruneJob:
     """The classifier in `source` with its head kept (a head of another label count is refused, not re-initialised:
     pruning keeps a trained model's behaviour), ranked and recovered on `recovery_rows`, scored per text."""
+    from transformers import AutoConfig
+
     from deploykit.data import fit_max_length, load_task, to_dataset
     from deploykit.evaluate import metrics, predict, torch_predictor
-    from deploykit.models import load_classifier, load_tokenizer
+    from deploykit.models import check_labels, load_classifier, load_tokenizer, resolve_source
     from deploykit.train.kd import DistillTrainer
     from deploykit.transfer import add_unlabeled
     from deploykit.window_metrics import pooled_metrics
@@ -110,6 +112,20 @@ def prune_job(recipe: Recipe, source: str, parent) -> PruneJob:
     def load(source: str, revision: str | None = None):
         return load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
                                revision=revision, new_head=False)
+
+    def load_teacher(source: str):
+        # load_classifier names the labels as the data does: the teacher's own names, in its order, are checked first
+        model = load(source)
+        check_labels(AutoConfig.from_pretrained(resolve_source(source),
+                                                trust_remote_code=recipe.model.trust_remote_code),
+                     task.labels, f"teacher {source}")
+        return model
+
+    def validation_seen() -> float:
+        # the teacher trained on the whole training file, not on data.max_train_samples of it
+        full = load_task(data.model_copy(update={"max_train_samples": None})).train if data.max_train_samples \
+            else task.train
+        return seen_share(full.texts, task.validation.texts, full.pairs, task.validation.pairs)
 
     model = load(source, recipe.model.revision)
     manifest = parent.manifest if parent is not None else None
@@ -133,6 +149,5 @@ def prune_job(recipe: Recipe, source: str, parent) -> PruneJob:
         lambda: (add_unlabeled(to_dataset(train, tokenizer, max_len, stride, "train"), cfg.unlabeled, data, tokenizer,
                                max_len, stride), validation), DistillTrainer,
         prune_vocab=lambda model, tokenizer, scratch, length: prune_vocab(model, tokenizer, recipe, scratch, length),
-        compute_metrics=pooled, load_teacher=load, max_length=max_len, record=recorded(stride), cut=EncoderCut(),
-        validation_seen=lambda: seen_share(task.train.texts, task.validation.texts, task.train.pairs,
-                                           task.validation.pairs))
+        compute_metrics=pooled, load_teacher=load_teacher, max_length=max_len, record=recorded(stride),
+        cut=EncoderCut(), validation_seen=validation_seen)

@@ -93,7 +93,10 @@ def _train(recipe: Recipe, parent: Artifact | None, out_dir: Path, work: Path, j
                "resumed_from": checkpoint and Path(checkpoint).name}
     if not trainer.is_world_process_zero():
         return Artifact(out_dir, {"stage": "distill", "format": "pytorch", "metrics": metrics})
-    teacher_record = {"source": teacher_src, "layers": num_layers(teacher.config), "parameters": n_teacher}
+    # a folder as an absolute path: prune's recovery_teacher reads it from wherever `deploykit prune` is started
+    local = Path(teacher_src)
+    source = str(local.resolve()) if local.is_dir() else teacher_src
+    teacher_record = {"source": source, "layers": num_layers(teacher.config), "parameters": n_teacher}
     manifest = save_student(trainer.model, job.tokenizer, recipe, parent, out_dir, metrics, job.labels,
                             teacher=teacher_record, kept=job.kept, layer_map=trainer.layer_map,
                             max_length=job.max_length, **job.record)

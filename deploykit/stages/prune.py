@@ -79,16 +79,21 @@ def _auto_parent(cfg, job: PruneJob, source: str | None) -> str | None:
     if cfg.hidden_kd:
         return "hidden_kd maps each kept layer to the unpruned model's"
     if source is None:
-        return "the input was not distilled from a teacher"
+        return "the input's manifest names no teacher folder (it was not distilled)"
     if job.load_teacher is None:
         return "this task kind loads no second model for recovery"
     seen = job.validation_seen() if job.validation_seen is not None else None
     if seen is None:
         return "this task kind does not say whether validation is unseen text"
     if seen > SEEN_MAX:
-        return (f"{seen:.0%} of the validation rows occur inside training texts, which the teacher has fitted "
-                "(a file of unseen validation rows lets it distil from the teacher)")
+        return (f"{seen:.1%} of the validation rows occur inside training texts, more than half, and the teacher "
+                "has fitted them (a file of unseen validation rows lets it distil from the teacher)")
     return None
+
+
+def _seen(job: PruneJob) -> str:
+    seen = job.validation_seen() if job.validation_seen is not None else 0.0
+    return f"{seen:.1%} of the validation rows occur inside training texts, at most half"
 
 
 def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model) -> tuple[object | None, dict]:
@@ -104,7 +109,8 @@ def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model) -> tupl
     if not (cfg.recovery and cfg.distill_from_parent):
         return None, {"from": None}
     where = parent.path if parent is not None else "the model source"
-    source = ((parent.manifest if parent is not None else {}).get("teacher") or {}).get("source")
+    record = (parent.manifest if parent is not None else {}).get("teacher")
+    source = record.get("source") if isinstance(record, dict) else None
     why = _auto_parent(cfg, job, source) if cfg.recovery_teacher == "auto" else None
     if cfg.recovery_teacher == "parent" or why is not None:
         if why is not None:
@@ -114,30 +120,28 @@ def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model) -> tupl
         teacher = _load_teacher(job, source, where, model)
     except UserError as err:
         if cfg.recovery_teacher == "teacher":
-            raise
-        log(f"prune: warning: recovery distils from the unpruned model: {err}")
+            raise UserError(f"prune.recovery_teacher: teacher: {err}; set prune.recovery_teacher: parent") from None
+        log(f"prune: warning: recovery distils from the unpruned model (recovery_teacher auto): {err}")
         return copy.deepcopy(model).eval(), {"from": "parent", "why": str(err)}
     why = "recovery_teacher: teacher" if cfg.recovery_teacher == "teacher" else \
-        "recovery_teacher auto: the input was distilled from it and validation is unseen text"
+        f"recovery_teacher auto: the input was distilled from it, and {_seen(job)}"
     log(f"prune: recovery distils from the teacher {source} ({why})")
     return teacher, {"from": "teacher", "source": source, "why": why}
 
 
 def _load_teacher(job: PruneJob, source: str | None, where, model):
-    """The teacher `source` as the kind loads it, or UserError naming why it cannot be recovery's."""
+    """The teacher `source` as the kind loads it (its labels checked there), or UserError saying why it cannot be
+    recovery's (without the setting's name: the caller says whether that is an error or a fallback)."""
     if source is None:
-        raise UserError(f"prune.recovery_teacher: teacher: {where} names no teacher (only a `deploykit distill` "
-                        "output does); prune a distilled model or set prune.recovery_teacher: parent")
+        raise UserError(f"{where} names no teacher folder (a `deploykit distill` output does)")
     if job.load_teacher is None:
-        raise UserError("prune.recovery_teacher: teacher is not supported for this task kind yet; "
-                        "set prune.recovery_teacher: parent")
+        raise UserError("recovery from the teacher is not supported for this task kind yet")
     try:
         teacher = job.load_teacher(source).eval()
-    except UserError as err:  # a moved or deleted folder: say why it was read
-        raise UserError(f"prune.recovery_teacher: teacher: {where}'s teacher: {err}") from None
+    except UserError as err:  # a moved or deleted folder, other labels: say why it was read
+        raise UserError(f"{where}'s teacher: {err}") from None
     if teacher.config.vocab_size != model.config.vocab_size:
-        raise UserError(f"prune.recovery_teacher: teacher: {source} has {teacher.config.vocab_size} word pieces, "
-                        f"{where} {model.config.vocab_size}; set prune.recovery_teacher: parent")
+        raise UserError(f"{source} has {teacher.config.vocab_size} word pieces, {where} {model.config.vocab_size}")
     return teacher
 
 

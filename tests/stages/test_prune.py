@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -311,7 +312,8 @@ def test_a_recovery_teacher_that_cannot_be_read_is_one_line_and_writes_nothing(d
     teacher, student = distilled
     other = make_tiny_model(tmp_path / "other-vocab", "bert", vocab_size=2000)
     shutil.rmtree(teacher)
-    for parent, message in ((tiny_bert, f"{tiny_bert} names no teacher (only a `deploykit distill` output does)"),
+    for parent, message in ((tiny_bert, f"prune.recovery_teacher: teacher: {tiny_bert} names no teacher folder (a "
+                                        "`deploykit distill` output does); set prune.recovery_teacher: parent"),
                             (student, f"prune.recovery_teacher: teacher: {student}'s teacher: ")):
         before = sorted(tmp_path.iterdir())
         with pytest.raises(UserError, match=re.escape(message)) as err:
@@ -378,23 +380,29 @@ def test_auto_recovers_from_the_teacher_only_where_validation_is_unseen_text(dis
     assert layers == [4]  # the 4-layer teacher the 2-layer student was distilled from
     assert art.manifest["recovery_teacher"] == {
         "from": "teacher", "source": str(teacher),
-        "why": "recovery_teacher auto: the input was distilled from it and validation is unseen text"}
-    assert f"prune: recovery distils from the teacher {teacher} (recovery_teacher auto: the input was distilled " \
-           "from it and validation is unseen text)" in said
+        "why": "recovery_teacher auto: the input was distilled from it, and 0.0% of the validation rows occur "
+               "inside training texts, at most half"}
+    assert f"prune: recovery distils from the teacher {teacher} ({art.manifest['recovery_teacher']['why']})" in said
     art = run_stage("prune", recipe(student, seen_task(tmp_path / "seen"), ffn=0.5, recovery=RECOVERY), student,
                     tmp_path / "seen-out")
     assert layers == [4, 2]  # validation repeats training rows, which the teacher has fitted: the unpruned student
     assert art.manifest["recovery_teacher"]["from"] == "parent"
-    assert art.manifest["recovery_teacher"]["why"].startswith("100% of the validation rows occur inside training")
-    assert any(line.startswith("prune: recovery distils from the unpruned model (recovery_teacher auto: 100% of")
+    assert art.manifest["recovery_teacher"]["why"].startswith("100.0% of the validation rows occur inside training "
+                                                              "texts, more than half")
+    assert any(line.startswith("prune: recovery distils from the unpruned model (recovery_teacher auto: 100.0% of")
                for line in said)
+    # the teacher trained on the whole file: a data.max_train_samples cap that leaves the seen rows out changes nothing
+    capped = recipe(student, tmp_path / "seen", ffn=0.5, recovery=RECOVERY)
+    capped.data.max_train_samples = 8
+    art = run_stage("prune", capped, student, tmp_path / "capped-out")
+    assert layers[-1] == 2 and art.manifest["recovery_teacher"]["from"] == "parent"
 
 
 def test_auto_recovers_from_the_parent_where_no_teacher_can_be(distilled, tiny_bert, tiny_task, tmp_path):
     import shutil
 
     teacher, student = distilled
-    cases = [(tiny_bert, {}, "the input was not distilled from a teacher"),
+    cases = [(tiny_bert, {}, "the input's manifest names no teacher folder (it was not distilled)"),
              (student, {"hidden_kd": 1.0}, "hidden_kd maps each kept layer to the unpruned model's")]
     for i, (parent, extra, why) in enumerate(cases):
         art = run_stage("prune", recipe(parent, tiny_task, ffn=0.5, recovery=RECOVERY, **extra), parent,
@@ -403,7 +411,7 @@ def test_auto_recovers_from_the_parent_where_no_teacher_can_be(distilled, tiny_b
     shutil.rmtree(teacher)  # a teacher moved away after distillation: auto falls back, in a warning line
     art = run_stage("prune", recipe(student, tiny_task, ffn=0.5, recovery=RECOVERY), student, tmp_path / "gone")
     assert art.manifest["recovery_teacher"]["from"] == "parent"
-    assert art.manifest["recovery_teacher"]["why"].startswith(f"prune.recovery_teacher: teacher: {student}'s teacher")
+    assert art.manifest["recovery_teacher"]["why"].startswith(f"{student}'s teacher: ")
     no_recovery = run_stage("prune", recipe(student, tiny_task, ffn=0.5), student, tmp_path / "none")
     assert no_recovery.manifest["recovery_teacher"] == {"from": None}
 
@@ -432,3 +440,29 @@ def test_vocabulary_pruning_scores_validation_on_both_sides_of_the_cut(tiny_bert
     before, after = cut.metrics["before_vocab"]["validation"]["accuracy"], cut.metrics["after"]["validation"]["accuracy"]
     assert f"prune: vocabulary 30,522 -> {pieces:,} word pieces, validation accuracy {before} -> {after} (words no " \
            "training text holds split into other pieces)" in said
+
+
+def test_a_teacher_whose_labels_are_in_another_order_is_not_recovery_s(distilled, tiny_task, tmp_path):
+    teacher, student = distilled
+    config = json.loads((teacher / "config.json").read_text())
+    config["id2label"] = {"0": "positive", "1": "negative"}
+    config["label2id"] = {"positive": 0, "negative": 1}
+    (teacher / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=re.escape(f"{student}'s teacher: teacher {teacher}: labels ['positive', "
+                                                  "'negative'] differ from the data's")):
+        run_stage("prune", recipe(student, tiny_task, ffn=0.5, recovery=RECOVERY, recovery_teacher="teacher"),
+                  student, tmp_path / "explicit")
+    art = run_stage("prune", recipe(student, tiny_task, ffn=0.5, recovery=RECOVERY), student, tmp_path / "auto")
+    assert art.manifest["recovery_teacher"]["from"] == "parent" and "differ from the data's" in \
+        art.manifest["recovery_teacher"]["why"]
+
+
+def test_distillation_records_its_teacher_folder_as_an_absolute_path(tmp_path, monkeypatch):
+    """prune's recovery_teacher reads it, from wherever `deploykit prune` is started."""
+    make_tiny_model(tmp_path / "teacher4", "bert", num_hidden_layers=4, seed=1)
+    task = write_task(tmp_path / "dtask")
+    distill = build_recipe({"data": {"path": str(task), "max_length": 32, "label_names": ["negative", "positive"]},
+                            "distill": {**RECOVERY, "student_layers": [0, 2]}})
+    monkeypatch.chdir(tmp_path)
+    art = run_stage("distill", distill, Path("teacher4"), tmp_path / "student")
+    assert art.manifest["teacher"]["source"] == str(tmp_path / "teacher4")
