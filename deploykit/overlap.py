@@ -91,8 +91,9 @@ def unseen_rows(train_texts: list[str], validation_texts: list[str], train_pairs
     n_seen, n = sum(seen), len(seen)
     if not n_seen:
         return None
-    how = "occur inside a training text" if searched else "duplicate a training row (substrings not searched: " \
-                                                          "too much text)"
+    pairs = train_pairs is not None or validation_pairs is not None  # pairs count as seen only as duplicates
+    how = "occur inside a training text" if searched else "duplicate a training pair" if pairs else \
+        "duplicate a training row (substrings not searched: too much text)"
     kept = [i for i, s in enumerate(seen) if not s]
     few = len(kept) < MIN_HELD_OUT
     if few or (mode == "auto" and n_seen > n / 2):

@@ -315,6 +315,14 @@ def test_pairs_count_as_seen_only_as_exact_duplicates(monkeypatch):
     monkeypatch.setattr(overlap, "MAX_SCAN", 0)  # too much text to search: exact duplicates only
     assert overlap.seen_in_training(["the cat sat on the mat"], ["the cat sat on the mat", "the cat"]) == \
         ([True, False], False)
+    said = []
+    monkeypatch.setattr(overlap, "log", said.append)
+    monkeypatch.setattr(overlap, "_said", set())
+    texts = ["the cat sat"] + [f"row {i}" for i in range(100)]
+    assert overlap.unseen_rows(train.texts, texts, train.pairs, ["a cat"] * 101, from_train=False) == \
+        list(range(1, 101))
+    assert said == ["data: 1 of 101 validation rows duplicate a training pair; validating on the other 100 (left out; "
+                    "data.validation_overlap: keep validates on all)"]  # not "too much text": pairs are never searched
 
 
 def test_validation_overlap_belongs_to_classification_and_tagging():
