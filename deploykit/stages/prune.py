@@ -104,7 +104,8 @@ def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model) -> tupl
 
     Raises:
         UserError: teacher, where the parent was not distilled, the kind cannot load one, the recorded teacher is
-            gone, or its vocabulary differs from the model's (recovery feeds both the same word pieces).
+            gone, its labels are not the data's in the data's order, or its vocabulary differs from the model's
+            (recovery feeds both the same word pieces).
     """
     if not (cfg.recovery and cfg.distill_from_parent):
         return None, {"from": None}
