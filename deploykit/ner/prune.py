@@ -101,6 +101,5 @@ def prune_job(recipe, source: str, parent) -> PruneJob:
                     compute_metrics=sentence_metrics(val_win, task.validation, task.labels),
                     # per-token logits of every window are too large to cache: the teacher runs live
                     kd_args=lambda distill: {"cache_teacher_logits": False}, load_teacher=load_teacher,
-                    max_length=max_len,
-                    record={"task": TASK, "window_stride": stride}, cut=EncoderCut(),
+                    max_length=max_len, record={"task": TASK, "window_stride": stride}, cut=EncoderCut(),
                     validation_seen=validation_seen)

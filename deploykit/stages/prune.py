@@ -74,32 +74,28 @@ def _recover(model, teacher, recipe: Recipe, job: PruneJob, datasets: tuple, wor
 SEEN_MAX = 0.5
 
 
-def _auto_parent(cfg, job: PruneJob, source: str | None) -> str | None:
-    """recovery_teacher auto: why recovery distils from the parent, or None where it distils from `source`."""
+def _auto_choice(cfg, job: PruneJob, source: str | None) -> tuple[str, str]:
+    """recovery_teacher auto: ("parent" or "teacher", why), the validation overlap read once."""
     if cfg.hidden_kd:
-        return "hidden_kd maps each kept layer to the unpruned model's"
+        return "parent", "hidden_kd maps each kept layer to the unpruned model's"
     if source is None:
-        return "the input's manifest names no teacher folder (it was not distilled)"
+        return "parent", "the input's manifest names no teacher folder (it was not distilled)"
     if job.load_teacher is None:
-        return "this task kind loads no second model for recovery"
-    seen = job.validation_seen() if job.validation_seen is not None else None
-    if seen is None:
-        return "this task kind does not say whether validation is unseen text"
+        return "parent", "this task kind loads no second model for recovery"
+    if job.validation_seen is None:
+        return "parent", "this task kind does not say whether validation is unseen text"
+    seen = job.validation_seen()
     if seen > SEEN_MAX:
-        return (f"{seen:.1%} of the validation rows occur inside training texts, more than half, and the teacher "
-                "has fitted them (a file of unseen validation rows lets it distil from the teacher)")
-    return None
-
-
-def _seen(job: PruneJob) -> str:
-    seen = job.validation_seen() if job.validation_seen is not None else 0.0
-    return f"{seen:.1%} of the validation rows occur inside training texts, at most half"
+        return "parent", (f"{seen:.1%} of the validation rows occur inside training texts, more than half, and the "
+                          "teacher has fitted them (a file of unseen validation rows lets it distil from the teacher)")
+    return "teacher", (f"the input was distilled from it, and {seen:.1%} of the validation rows occur inside training "
+                       "texts, at most half")
 
 
 def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model) -> tuple[object | None, dict]:
     """(the model recovery distils from, None for none; the manifest's record of whom and why): a copy of the
     unpruned `model` (recovery_teacher: parent), or the teacher `parent`'s manifest names (teacher), loaded as the
-    kind loads its models; auto picks the teacher where `_auto_parent` finds no reason against it, and falls back
+    kind loads its models; auto picks as `_auto_choice` says, and falls back
     to the parent, in a warning line, where that teacher cannot be read.
 
     Raises:
@@ -112,11 +108,12 @@ def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model) -> tupl
     where = parent.path if parent is not None else "the model source"
     record = (parent.manifest if parent is not None else {}).get("teacher")
     source = record.get("source") if isinstance(record, dict) else None
-    why = _auto_parent(cfg, job, source) if cfg.recovery_teacher == "auto" else None
-    if cfg.recovery_teacher == "parent" or why is not None:
-        if why is not None:
+    who, why = _auto_choice(cfg, job, source) if cfg.recovery_teacher == "auto" else \
+        (cfg.recovery_teacher, f"recovery_teacher: {cfg.recovery_teacher}")
+    if who == "parent":
+        if cfg.recovery_teacher == "auto":
             log(f"prune: recovery distils from the unpruned model (recovery_teacher auto: {why})")
-        return copy.deepcopy(model).eval(), {"from": "parent", "why": why or "recovery_teacher: parent"}
+        return copy.deepcopy(model).eval(), {"from": "parent", "why": why}
     try:
         teacher = _load_teacher(job, source, where, model)
     except UserError as err:
@@ -124,8 +121,7 @@ def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model) -> tupl
             raise UserError(f"prune.recovery_teacher: teacher: {err}; set prune.recovery_teacher: parent") from None
         log(f"prune: warning: recovery distils from the unpruned model (recovery_teacher auto): {err}")
         return copy.deepcopy(model).eval(), {"from": "parent", "why": str(err)}
-    why = "recovery_teacher: teacher" if cfg.recovery_teacher == "teacher" else \
-        f"recovery_teacher auto: the input was distilled from it, and {_seen(job)}"
+    why = why if cfg.recovery_teacher == "teacher" else f"recovery_teacher auto: {why}"
     log(f"prune: recovery distils from the teacher {source} ({why})")
     return teacher, {"from": "teacher", "source": source, "why": why}
 
