@@ -36,14 +36,34 @@ def teacher_source(cfg: DistillConfig, parent: Artifact | None) -> str:
 def check_recovery_teacher(recipe: Recipe, stages: list[str]) -> None:
     """`deploykit run` and `validate`, before any training: recovery_teacher: teacher needs a distilled input.
 
+    Where prune is the run's first stage its input is `model.source`, whose manifest must name the teacher it was
+    distilled from, and a teacher given as a local path must still be there (its labels and vocabulary are checked
+    when the stage loads it).
+
     Raises:
-        UserError: the run fine-tunes and prunes without distilling in between."""
+        UserError: the run fine-tunes and prunes without distilling in between; a prune-only run whose model.source
+            was not distilled, or whose teacher folder is gone."""
     cfg = recipe.prune
     if cfg is None or cfg.recovery_teacher != "teacher" or "prune" not in stages:
         return
+    fix = "set prune.recovery_teacher: parent"
     if "finetune" in stages and "distill" not in stages:
         raise UserError("prune.recovery_teacher: teacher: in this recipe prune's input is the fine-tuned model, which "
-                        "has no teacher; add a distill section or set prune.recovery_teacher: parent")
+                        f"has no teacher; add a distill section or {fix}")
+    if "finetune" in stages or "distill" in stages:
+        return
+    from deploykit.artifact import MANIFEST, load_artifact
+    from deploykit.models import resolve_source
+
+    source = resolve_source(recipe.model.source)
+    record = load_artifact(source).manifest.get("teacher") if (Path(source) / MANIFEST).is_file() else None
+    teacher = record.get("source") if isinstance(record, dict) else None
+    if not isinstance(teacher, str):
+        raise UserError(f"prune.recovery_teacher: teacher: model.source {recipe.model.source} names no teacher "
+                        f"folder (a `deploykit distill` output does); {fix}")
+    if Path(teacher).is_absolute() and not Path(teacher).is_dir():
+        raise UserError(f"prune.recovery_teacher: teacher: model.source {recipe.model.source} was distilled from "
+                        f"{teacher}, which is gone; {fix}")
 
 
 def check_layer_choices(recipe: Recipe, config) -> None:

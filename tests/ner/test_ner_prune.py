@@ -79,3 +79,32 @@ def test_the_job_says_how_much_of_validation_repeats_a_training_sentence(tmp_pat
                                     "validation_overlap": "keep"},
                            "prune": {"ffn": 0.5}})
     assert prune_job(recipe, str(folder), None).validation_seen() == 0.5
+
+
+def test_the_recovery_teacher_must_hold_the_data_tags_in_their_order(tmp_path):
+    """A teacher whose tag ids mean other tags would teach the wrong entities; load_classifier alone renames them."""
+    import shutil
+
+    from deploykit.errors import UserError
+    from deploykit.ner.prune import prune_job
+
+    folder = token_classifier(tmp_path / "bert", "bert")
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "dev"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps({"tokens": w, "ner_tags": t}) + "\n"
+                                                     for w, t in WORDS))
+    recipe = build_recipe({"model": {"source": str(folder)},
+                           "data": {"task": "token_classification", "path": str(data), "max_length": 16},
+                           "prune": {"ffn": 0.5}})
+    job = prune_job(recipe, str(folder), None)
+    assert job.load_teacher(str(folder)).config.num_labels == 5
+    swapped = shutil.copytree(folder, tmp_path / "swapped")
+    config = json.loads((swapped / "config.json").read_text())
+    tags = [config["id2label"][str(i)] for i in range(5)]
+    tags[1], tags[2] = tags[2], tags[1]
+    config["id2label"] = {str(i): t for i, t in enumerate(tags)}
+    config["label2id"] = {t: i for i, t in enumerate(tags)}
+    (swapped / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=f"teacher {swapped}: the model's tags .* are not the data's"):
+        job.load_teacher(str(swapped))

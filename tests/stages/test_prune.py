@@ -355,6 +355,32 @@ def test_a_run_that_prunes_the_fine_tuned_model_itself_has_no_teacher_to_recover
     assert not any(message in line for line in recipe_problems(build_recipe(tree)))
 
 
+def test_a_prune_only_run_checks_its_source_names_a_teacher_before_any_work(distilled, tiny_bert, tiny_task,
+                                                                           tmp_path):
+    import shutil
+
+    from deploykit.pipeline import run_recipe
+    from deploykit.validate import recipe_problems
+
+    teacher, student = distilled
+
+    def tree(source):
+        return build_recipe({"model": {"source": str(source)},
+                             "data": {"path": str(tiny_task), "max_length": 32, "label_names": ["negative", "positive"]},
+                             "prune": {"ffn": 0.5, "recovery": RECOVERY, "recovery_teacher": "teacher"}})
+
+    assert not any("recovery_teacher" in line for line in recipe_problems(tree(student)))
+    undistilled = (f"prune.recovery_teacher: teacher: model.source {tiny_bert} names no teacher folder (a `deploykit "
+                   "distill` output does); set prune.recovery_teacher: parent")
+    assert undistilled in recipe_problems(tree(tiny_bert))
+    with pytest.raises(UserError, match=re.escape(undistilled)):
+        run_recipe(tree(tiny_bert), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run folder, as validate said
+    shutil.rmtree(teacher)
+    gone = f"prune.recovery_teacher: teacher: model.source {student} was distilled from {teacher}, which is gone"
+    assert any(line.startswith(gone) for line in recipe_problems(tree(student)))
+
+
 def seen_task(folder):
     """The tiny task with a dev file of training rows: every validation row occurs inside a training text."""
     task = write_task(folder)
