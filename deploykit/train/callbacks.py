@@ -59,41 +59,111 @@ def stopped_at_checkpoint(state) -> bool:
     return bool(restored(state, "TrainerControl", "args").get("should_training_stop"))
 
 
-def early_stopping(base, min_epochs: float = 0.0):
+def early_stopping(base, min_epochs: float = 0.0, cooldown: bool = False, stage: str = "train"):
     """EarlyStoppingCallback that ignores evaluations without the validation metric (the stages' test-split
     evaluation after training, `metric_key_prefix="test"`), which it would otherwise warn about, and that does not
     end training before `min_epochs` (patience still counts; the first evaluation after it that finds patience
-    spent stops). A stop asked for by anything else (max_steps, the wall clock) stands."""
+    spent stops). A stop asked for by anything else (max_steps, the wall clock) stands.
+
+    `cooldown`: where patience is spent, training goes on for as many steps again as patience waited (its
+    evaluations times the steps between two), with the learning rate falling linearly from its value to 0, and
+    stops at the evaluation that ends them; the best evaluation of the whole run is kept as before. The schedule
+    spans the step or epoch budget, so a run stopped by patience long before it would otherwise end at nearly its
+    peak rate: AG News distillation stopped at step 762 of 5,700 at validation loss 0.347; the same steps with the
+    rate decayed to 0 reached 0.268 and +0.7 pt on test (bench/README.md, run 56). The cooldown of warmup-stable-
+    decay schedules, started by the plateau instead of a planned step (Hägele et al. 2024, "Scaling Laws and
+    Compute-Optimal Training Beyond Fixed Training Durations").
+    """
 
     class EarlyStopping(base):
         spent = False  # patience ran out where it may stop training (read by Stopping for its reason)
+        cooling: dict | None = None  # {"start", "end" (steps), "factor"}: the cooldown under way, or None
 
-        def on_train_begin(self, args, state, control, **kw):
-            super().on_train_begin(args, state, control, **kw)
+        def state(self) -> dict:
+            saved = super().state()
+            saved.setdefault("attributes", {})["cooling"] = self.cooling
+            return saved
+
+        def on_train_begin(self, args, state, control, lr_scheduler=None, **kw):
+            super().on_train_begin(args, state, control, lr_scheduler=lr_scheduler, **kw)
             # a resumed run counts patience on from the checkpoint's count, as the uninterrupted run did (the
-            # Trainer's own restore replaces callback objects, which Stopping holds)
+            # Trainer's own restore replaces callback objects, which Stopping holds); a cooldown under way goes on
+            # with the same falling rate (the scheduler's saved state does not hold the function that gives it)
             saved = restored(state, type(self).__name__)
             self.early_stopping_patience_counter = saved.get("early_stopping_patience_counter", 0)
-            self.spent = stopped_at_checkpoint(state) and \
+            self.cooling = saved.get("cooling")
+            if self.cooling is not None:
+                _cool(lr_scheduler, **self.cooling)
+            done = self.cooling is not None and state.global_step >= self.cooling["end"] if cooldown else \
                 self.early_stopping_patience_counter >= self.early_stopping_patience
+            self.spent = stopped_at_checkpoint(state) and done
 
-        def on_evaluate(self, args, state, control, metrics=None, **kw):
+        def on_evaluate(self, args, state, control, metrics=None, lr_scheduler=None, **kw):
             name = args.metric_for_best_model
             if metrics is None or (name if name.startswith("eval_") else f"eval_{name}") not in metrics:
                 return
             asked_before = control.should_training_stop
             super().on_evaluate(args, state, control, metrics=metrics, **kw)
             early = (state.epoch or 0) < min_epochs - 1e-6
-            if not asked_before and control.should_training_stop and early:
+            patience = not asked_before and control.should_training_stop
+            if patience and early:
                 control.should_training_stop = False
-            self.spent = self.early_stopping_patience_counter >= self.early_stopping_patience and not early
+            if not cooldown:
+                self.spent = self.early_stopping_patience_counter >= self.early_stopping_patience and not early
+                return
+            if self.cooling is None and patience and not early:
+                self._start_cooldown(args, state, lr_scheduler)
+            if self.cooling is not None and state.global_step < self.cooling["end"] and patience:
+                control.should_training_stop = False  # patience is spent; the cooldown decides when to stop
+            self.spent = self.cooling is not None and state.global_step >= self.cooling["end"]
+            if self.spent:
+                control.should_training_stop = True
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.cooling is not None and state.global_step >= self.cooling["end"]:
+                control.should_evaluate = control.should_save = True  # the cooled model is scored and kept
+
+        def _start_cooldown(self, args, state, scheduler):
+            interval = args.eval_steps if args.eval_strategy == "steps" and args.eval_steps else \
+                round(state.global_step / max(state.epoch or 1.0, 1e-9))  # per-epoch evaluation
+            steps = max(1, round(interval)) * self.early_stopping_patience
+            end = min(state.global_step + steps, state.max_steps) if state.max_steps > 0 else state.global_step + steps
+            scheduler = _lambda_scheduler(scheduler)
+            factor = scheduler.lr_lambdas[0](state.global_step)
+            self.cooling = {"start": state.global_step, "end": end, "factor": factor}
+            _cool(scheduler, **self.cooling)
+            rate = scheduler.base_lrs[0] * factor
+            log(f"{stage}: patience spent at epoch {state.epoch or 0:.2f}: {end - state.global_step} more steps with "
+                f"the learning rate falling from {rate:.3g} to 0 (cooldown), then training stops")
 
     return EarlyStopping
 
 
+def _lambda_scheduler(scheduler):
+    """The LambdaLR behind the Trainer's scheduler (accelerate may wrap it); every schedule deploykit asks for
+    (linear, cosine, constant, with warmup) is one."""
+    inner = getattr(scheduler, "scheduler", scheduler)
+    if not hasattr(inner, "lr_lambdas"):
+        raise TypeError(f"cooldown needs a LambdaLR schedule, not {type(inner).__name__}")
+    return inner
+
+
+def _cool(scheduler, start: int, end: int, factor: float) -> None:
+    """From step `start` the rate multiplier falls linearly from `factor` to 0 at step `end` (every group)."""
+    scheduler = _lambda_scheduler(scheduler)
+
+    def falling(step: int) -> float:
+        return factor * max(0.0, (end - step) / max(1, end - start))
+
+    scheduler.lr_lambdas = [falling for _ in scheduler.lr_lambdas]
+
+
 def patience_spent(early, metric: str) -> str:
-    return (f"validation {metric} did not improve for {early.early_stopping_patience} evaluations "
-            "(early_stopping_patience)")
+    said = f"validation {metric} did not improve for {early.early_stopping_patience} evaluations (early_stopping_patience)"
+    cooling = getattr(early, "cooling", None)
+    if cooling is not None:
+        said += f", then {cooling['end'] - cooling['start']} steps of cooldown took the learning rate to 0"
+    return said
 
 
 class Stopping:

@@ -326,7 +326,7 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
     callbacks = [EpochLog(stage).callback]
     early = None
     if cfg.early_stopping_patience and has_eval:
-        early = early_stopping(EarlyStoppingCallback, cfg.min_epochs)(
+        early = early_stopping(EarlyStoppingCallback, cfg.min_epochs, cfg.cooldown, stage)(
             early_stopping_patience=cfg.early_stopping_patience)
         callbacks.append(early)
     stopping = Stopping(stage, cfg, early, best_metric, has_eval)

@@ -156,13 +156,18 @@ def _auto_trainer(tiny_bert, tiny_task, work, **cfg):
                                   to_dataset(task.validation, tok, 32))
 
 
-def test_epochs_auto_stops_after_patience_evaluations_without_improvement(tiny_bert, tiny_task, tmp_path):
+@pytest.mark.parametrize("cooldown, steps", [(False, 3 * 2), (True, 3 * 2 + 2 * 2)])
+def test_epochs_auto_stops_after_patience_evaluations_without_improvement(cooldown, steps, tiny_bert, tiny_task,
+                                                                          tmp_path):
     # a learning rate of ~0 leaves the validation accuracy where it starts: the first evaluation is the
-    # best, and two more without improvement end training long before the cap of 50 epochs
-    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50)
+    # best, and two more without improvement end training long before the cap of 50 epochs; with the cooldown
+    # (the default) two evaluations' steps more, as many as patience waited
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50,
+                            cooldown=cooldown)
     result = trainer.train()
-    assert trainer.state.global_step == 3 * 2
+    assert trainer.state.global_step == steps
     assert "did not improve for 2 evaluations" in trainer.stopping.reason
+    assert ("then 4 steps of cooldown took the learning rate to 0" in trainer.stopping.reason) == cooldown
     record = training.training_record(trainer, result, 1.0, "auto")
     assert record["epochs"] == "auto" and record["epochs_run"] < 50 and record["stopped"] == trainer.stopping.reason
     assert record["best_checkpoint"] == "checkpoint-2"
@@ -172,7 +177,7 @@ def test_stop_on_loss_follows_the_validation_loss_and_still_scores_the_metric(ti
     # distillation's default: the flat loss of a learning rate of ~0 ends training after 2 evaluations, and
     # every evaluation still reports accuracy for the log
     trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50,
-                            stop_on="loss")
+                            stop_on="loss", cooldown=False)
     trainer.train()
     assert trainer.args.metric_for_best_model == "loss" and trainer.args.greater_is_better is False
     assert trainer.state.global_step == 3 * 2
@@ -181,15 +186,54 @@ def test_stop_on_loss_follows_the_validation_loss_and_still_scores_the_metric(ti
     assert len(evals) == 3 and all("eval_accuracy" in h for h in evals)
 
 
-@pytest.mark.parametrize("min_epochs, stop_step", [(0.0, 3), (1.0, 4), (2.0, 8)])
+@pytest.mark.parametrize("min_epochs, stop_step", [(0.0, 3 + 2), (1.0, 4 + 2), (2.0, 8 + 2)])
 def test_patience_cannot_end_training_before_min_epochs(min_epochs, stop_step, tiny_bert, tiny_task, tmp_path):
-    # 4 steps an epoch, evaluated every step, a flat loss: patience 2 is spent at step 3 (epoch 0.75); the stop
-    # waits for the first evaluation at or after min_epochs
+    # 4 steps an epoch, evaluated every step, a flat loss: patience 2 is spent at step 3 (epoch 0.75); the stop,
+    # and so the 2 steps of cooldown before it, waits for the first evaluation at or after min_epochs
     trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50, eval_steps=1,
                             stop_on="loss", min_epochs=min_epochs)
     trainer.train()
     assert trainer.state.global_step == stop_step
     assert "validation loss did not improve for 2 evaluations" in trainer.stopping.reason
+
+
+class _Rates:
+    """The learning rate each optimizer step leaves for the next one (the scheduler's last rate)."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        rates = self.rates = []
+
+        class Record(TrainerCallback):
+            def on_step_end(self, args, state, control, lr_scheduler=None, **kw):
+                rates.append(lr_scheduler.get_last_lr()[0])
+
+        self.callback = Record()
+
+
+def test_the_cooldown_takes_the_learning_rate_linearly_to_zero_and_scores_the_cooled_model(tiny_bert, tiny_task,
+                                                                                          tmp_path):
+    # a flat loss evaluated every step: patience 2 is spent at step 3; the rate then falls over 2 steps as the
+    # linear schedule falls over its last 2 (step 4 at half the rate step 3 left, step 5's rate 0 is never used)
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50, eval_steps=1,
+                            stop_on="loss", min_epochs=0.0, warmup_ratio=0.0)
+    recorded = _Rates()
+    trainer.add_callback(recorded.callback)
+    trainer.train()
+    rates = [r / 1e-12 for r in recorded.rates]  # multiples of the peak rate (50 epochs of 4 steps: 200 steps)
+    assert trainer.state.global_step == 5 and len(rates) == 5
+    assert rates[:3] == pytest.approx([(200 - s) / 200 for s in (1, 2, 3)], rel=1e-9, abs=0)
+    assert rates[3] == pytest.approx(rates[2] / 2, rel=1e-9, abs=0) and rates[4] == 0.0
+    evaluated = [h["step"] for h in trainer.state.log_history if "eval_loss" in h]
+    assert evaluated == [1, 2, 3, 4, 5]  # the cooled model is scored, and may be the one kept
+
+
+def test_the_cooldown_never_outlasts_the_step_budget(tiny_bert, tiny_task, tmp_path):
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50, eval_steps=1,
+                            stop_on="loss", min_epochs=0.0, max_steps=4)
+    trainer.train()
+    assert trainer.state.global_step == 4
 
 
 def test_min_epochs_never_cancels_the_step_budget(tiny_bert, tiny_task, tmp_path):
