@@ -65,19 +65,24 @@ def early_stopping(base, min_epochs: float = 0.0, cooldown: bool = False, stage:
     end training before `min_epochs` (patience still counts; the first evaluation after it that finds patience
     spent stops). A stop asked for by anything else (max_steps, the wall clock) stands.
 
-    `cooldown`: where patience is spent, training goes on for as many steps again as patience waited (its
-    evaluations times the steps between two), with the learning rate falling linearly from its value to 0, and
-    stops at the evaluation that ends them; the best evaluation of the whole run is kept as before. The schedule
-    spans the step or epoch budget, so a run stopped by patience long before it would otherwise end at nearly its
-    peak rate: AG News distillation stopped at step 762 of 5,700 at validation loss 0.347; the same steps with the
-    rate decayed to 0 reached 0.268 and +0.7 pt on test (bench/README.md, run 56). The cooldown of warmup-stable-
-    decay schedules, started by the plateau instead of a planned step (Hägele et al. 2024, "Scaling Laws and
-    Compute-Optimal Training Beyond Fixed Training Durations").
+    `cooldown`: where patience is spent, the weights of the best evaluation come back (`.trainer`, set by
+    build_trainer, loads them) and training goes on from them for as many steps as patience waited (its
+    evaluations times the steps between two), with the learning rate falling linearly from its value to 0; it stops
+    at the evaluation that ends them, and the best evaluation of the whole run is kept as before. The schedule spans
+    the step or epoch budget, so a run stopped by patience long before it would otherwise end at nearly its peak
+    rate: AG News distillation stopped at step 762 of 5,700 at validation loss 0.347; the same steps with the rate
+    decayed to 0 reached 0.268 and +0.7 pt on test (bench/README.md, run 56). Cooling the last weights instead of
+    the best cooled what patience had watched overfit (AG News teacher: validation loss 0.48 -> 0.80, its student
+    -2.6 pt). Going back to the best model and lowering the rate when validation stops improving is the "newbob"
+    schedule of speech recognition (Kaldi nnet1's train_scheduler.sh); the linear fall to 0 is the cooldown of
+    warmup-stable-decay schedules (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
+    Training Durations").
     """
 
     class EarlyStopping(base):
         spent = False  # patience ran out where it may stop training (read by Stopping for its reason)
-        cooling: dict | None = None  # {"start", "end" (steps), "factor"}: the cooldown under way, or None
+        cooling: dict | None = None  # {"start", "end" (steps), "factor", "from"}: the cooldown under way, or None
+        trainer = None  # the Trainer whose best checkpoint a cooldown starts from
 
         def state(self) -> dict:
             saved = super().state()
@@ -93,7 +98,7 @@ def early_stopping(base, min_epochs: float = 0.0, cooldown: bool = False, stage:
             self.early_stopping_patience_counter = saved.get("early_stopping_patience_counter", 0)
             self.cooling = saved.get("cooling")
             if self.cooling is not None:
-                _cool(lr_scheduler, **self.cooling)
+                _cool(lr_scheduler, self.cooling)
             done = self.cooling is not None and state.global_step >= self.cooling["end"] if cooldown else \
                 self.early_stopping_patience_counter >= self.early_stopping_patience
             self.spent = stopped_at_checkpoint(state) and done
@@ -130,11 +135,15 @@ def early_stopping(base, min_epochs: float = 0.0, cooldown: bool = False, stage:
             end = min(state.global_step + steps, state.max_steps) if state.max_steps > 0 else state.global_step + steps
             scheduler = _lambda_scheduler(scheduler)
             factor = scheduler.lr_lambdas[0](state.global_step)
-            self.cooling = {"start": state.global_step, "end": end, "factor": factor}
-            _cool(scheduler, **self.cooling)
-            rate = scheduler.base_lrs[0] * factor
-            log(f"{stage}: patience spent at epoch {state.epoch or 0:.2f}: {end - state.global_step} more steps with "
-                f"the learning rate falling from {rate:.3g} to 0 (cooldown), then training stops")
+            best = state.best_model_checkpoint
+            if best is not None and self.trainer is not None:
+                self.trainer._load_best_model()  # transformers' own loader: any weights format, adapters, DDP
+            self.cooling = {"start": state.global_step, "end": end, "factor": factor,
+                            "from": Path(best).name if best else None}
+            _cool(scheduler, self.cooling)
+            back = f"back to the best evaluation ({self.cooling['from']}), then " if best else ""
+            log(f"{stage}: patience spent at epoch {state.epoch or 0:.2f}: {back}{end - state.global_step} more "
+                f"steps with the learning rate falling from {scheduler.base_lrs[0] * factor:.3g} to 0 (cooldown)")
 
     return EarlyStopping
 
@@ -148,9 +157,10 @@ def _lambda_scheduler(scheduler):
     return inner
 
 
-def _cool(scheduler, start: int, end: int, factor: float) -> None:
+def _cool(scheduler, cooling: dict) -> None:
     """From step `start` the rate multiplier falls linearly from `factor` to 0 at step `end` (every group)."""
     scheduler = _lambda_scheduler(scheduler)
+    start, end, factor = cooling["start"], cooling["end"], cooling["factor"]
 
     def falling(step: int) -> float:
         return factor * max(0.0, (end - step) / max(1, end - start))
@@ -162,7 +172,8 @@ def patience_spent(early, metric: str) -> str:
     said = f"validation {metric} did not improve for {early.early_stopping_patience} evaluations (early_stopping_patience)"
     cooling = getattr(early, "cooling", None)
     if cooling is not None:
-        said += f", then {cooling['end'] - cooling['start']} steps of cooldown took the learning rate to 0"
+        said += (f", then {cooling['end'] - cooling['start']} steps of cooldown from "
+                 f"{cooling.get('from') or 'the last weights'} took the learning rate to 0")
     return said
 
 

@@ -346,6 +346,8 @@ def build_trainer(model, cfg: TrainConfig, work: Path, tokenizer, train_ds, eval
         trainer.add_callback(_bar_only(ProgressCallback))
     trainer.stopping = stopping
     stopping.trainer = trainer
+    if early is not None:
+        early.trainer = trainer  # a cooldown starts from the best checkpoint, which the Trainer loads
     no_mtime_warning()
     return trainer
 

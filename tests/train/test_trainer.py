@@ -167,7 +167,8 @@ def test_epochs_auto_stops_after_patience_evaluations_without_improvement(cooldo
     result = trainer.train()
     assert trainer.state.global_step == steps
     assert "did not improve for 2 evaluations" in trainer.stopping.reason
-    assert ("then 4 steps of cooldown took the learning rate to 0" in trainer.stopping.reason) == cooldown
+    assert ("then 4 steps of cooldown from checkpoint-2 took the learning rate to 0" in trainer.stopping.reason) == \
+        cooldown
     record = training.training_record(trainer, result, 1.0, "auto")
     assert record["epochs"] == "auto" and record["epochs_run"] < 50 and record["stopped"] == trainer.stopping.reason
     assert record["best_checkpoint"] == "checkpoint-2"
@@ -227,6 +228,37 @@ def test_the_cooldown_takes_the_learning_rate_linearly_to_zero_and_scores_the_co
     assert rates[3] == pytest.approx(rates[2] / 2, rel=1e-9, abs=0) and rates[4] == 0.0
     evaluated = [h["step"] for h in trainer.state.log_history if "eval_loss" in h]
     assert evaluated == [1, 2, 3, 4, 5]  # the cooled model is scored, and may be the one kept
+
+
+def test_the_cooldown_starts_from_the_weights_of_the_best_evaluation(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    # a metric that never improves (the first evaluation stays the best) while a real learning rate moves the
+    # weights: at patience's end (step 3) the weights of checkpoint-1 come back, and the cooldown trains from them
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    monkeypatch.setattr(training, "compute_metrics", lambda pred: {"accuracy": 50.0})
+    trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-3, max_epochs=50, eval_steps=1,
+                            min_epochs=0.0, warmup_ratio=0.0)
+    seen = {}
+
+    class Weights(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kw):
+            seen[f"before {state.global_step + 1}"] = {k: v.clone() for k, v in model.state_dict().items()}
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            seen[f"after {state.global_step}"] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    trainer.add_callback(Weights())
+    trainer.train()
+    assert trainer.state.global_step == 5
+    best = load_file(str(tmp_path / "w" / "checkpoint-1" / "model.safetensors"))
+
+    def same(weights):
+        return all(torch.equal(weights[k], v) for k, v in best.items())
+
+    assert same(seen["after 1"]) and not same(seen["after 3"])  # training moved the weights past the best...
+    assert same(seen["before 4"])  # ...and the cooldown's first step starts from the best again
+    assert "cooldown from checkpoint-1" in trainer.stopping.reason
 
 
 def test_the_cooldown_never_outlasts_the_step_budget(tiny_bert, tiny_task, tmp_path):
