@@ -76,7 +76,7 @@ def early_stopping(base, min_epochs: float = 0.0, cooldown: bool = False, stage:
     -2.6 pt). Going back to the best model and lowering the rate when validation stops improving is the "newbob"
     schedule of speech recognition (Kaldi nnet1's train_scheduler.sh); the linear fall to 0 is the cooldown of
     warmup-stable-decay schedules (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
-    Training Durations").
+    Training Durations"). Off by default (`TrainConfig.cooldown`): the chain's finals did not gain on test (run 56).
     """
 
     class EarlyStopping(base):

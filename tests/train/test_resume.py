@@ -132,18 +132,17 @@ def _interrupted_at_step_2(tiny_bert, tiny_task, work, **cfg) -> Path:
 
 
 def test_a_resumed_run_counts_patience_on_from_the_checkpoint(tiny_bert, tiny_task, tmp_path):
-    # a flat loss, evaluated every step: the uninterrupted run's patience of 2 is spent at step 3 and its 2 steps
-    # of cooldown end at 5; a run resumed from step 2 (one evaluation without improvement behind it) stops there
-    # too, not at step 6
+    # a flat loss, evaluated every step: the uninterrupted run's patience of 2 is spent at step 3; a run
+    # resumed from step 2 (one evaluation without improvement behind it) stops there too, not at step 4
     whole = _trainer(tiny_bert, tiny_task, tmp_path / "whole")
     done = whole.train()
-    assert whole.state.global_step == 5
+    assert whole.state.global_step == 3
     checkpoint = _interrupted_at_step_2(tiny_bert, tiny_task, tmp_path / "w")
     saved = json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"]
     assert saved["EarlyStopping"]["attributes"]["early_stopping_patience_counter"] == 1
     resumed = _trainer(tiny_bert, tiny_task, tmp_path / "w")
     result = resumed.train(resume_from_checkpoint=str(checkpoint))
-    assert resumed.state.global_step == 5
+    assert resumed.state.global_step == 3
     assert resumed.stopping.reason == whole.stopping.reason
     # the mean training loss of the whole run, the steps before the checkpoint included
     assert training.training_record(resumed, result, 1.0, "auto")["train_loss"] == \
@@ -177,21 +176,23 @@ def test_a_checkpoint_saved_without_the_budget_state_still_resumes(tiny_bert, ti
     assert resumed.state.global_step == 4 and "max_epochs 1" in resumed.stopping.reason
 
 
-def test_a_run_resumed_from_the_checkpoint_where_training_stopped_trains_no_further(tiny_bert, tiny_task, tmp_path):
-    # patience is spent at step 3 and the cooldown ends at 5 (see above); killed after that checkpoint is written,
+@pytest.mark.parametrize("cooldown, stop", [(False, 3), (True, 5)])
+def test_a_run_resumed_from_the_checkpoint_where_training_stopped_trains_no_further(cooldown, stop, tiny_bert,
+                                                                                    tiny_task, tmp_path):
+    # patience is spent at step 3 (see above), and a cooldown ends at 5; killed after that checkpoint is written,
     # before the stage saved its output: the resumed run goes straight to the end, with the uninterrupted run's
     # steps and reason
-    whole = _trainer(tiny_bert, tiny_task, tmp_path / "whole")
+    whole = _trainer(tiny_bert, tiny_task, tmp_path / "whole", cooldown=cooldown)
     done = whole.train()
-    trainer = _trainer(tiny_bert, tiny_task, tmp_path / "w")
-    trainer.add_callback(KilledAfterSave(5))
+    trainer = _trainer(tiny_bert, tiny_task, tmp_path / "w", cooldown=cooldown)
+    trainer.add_callback(KilledAfterSave(stop))
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
-    resumed = _trainer(tiny_bert, tiny_task, tmp_path / "w")
-    result = resumed.train(resume_from_checkpoint=str(tmp_path / "w" / "checkpoint-5"))
-    assert resumed.state.global_step == 5 and resumed.stopping.reason == whole.stopping.reason
+    resumed = _trainer(tiny_bert, tiny_task, tmp_path / "w", cooldown=cooldown)
+    result = resumed.train(resume_from_checkpoint=str(tmp_path / "w" / f"checkpoint-{stop}"))
+    assert resumed.state.global_step == stop and resumed.stopping.reason == whole.stopping.reason
     record = training.training_record(resumed, result, 0.5, "auto")
-    assert record["optimizer_steps"] == 5 and record["train_seconds"] > 0.5  # the time before the kill counts
+    assert record["optimizer_steps"] == stop and record["train_seconds"] > 0.5  # the time before the kill counts
     assert record["train_loss"] == pytest.approx(done.training_loss, rel=1e-6)  # the whole run's, none logged
     weights = {k: v for k, v in resumed.model.state_dict().items()}
     assert all(torch.equal(weights[k], v) for k, v in whole.model.state_dict().items())
@@ -207,17 +208,17 @@ def test_a_run_killed_during_its_cooldown_resumes_with_the_same_falling_rate(tin
         def on_step_end(self, args, state, control, lr_scheduler=None, **kw):
             self.rates[state.global_step] = lr_scheduler.get_last_lr()[0]
 
-    whole, seen = _trainer(tiny_bert, tiny_task, tmp_path / "whole"), Rates()
+    whole, seen = _trainer(tiny_bert, tiny_task, tmp_path / "whole", cooldown=True), Rates()
     whole.add_callback(seen)
     whole.train()
-    trainer = _trainer(tiny_bert, tiny_task, tmp_path / "w")
+    trainer = _trainer(tiny_bert, tiny_task, tmp_path / "w", cooldown=True)
     trainer.add_callback(KilledAfterSave(4))  # one of the cooldown's 2 steps done
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     saved = json.loads((tmp_path / "w" / "checkpoint-4" / "trainer_state.json").read_text())["stateful_callbacks"]
     assert saved["EarlyStopping"]["attributes"]["cooling"]["start"] == 3
     assert saved["EarlyStopping"]["attributes"]["cooling"]["end"] == 5
-    resumed, again = _trainer(tiny_bert, tiny_task, tmp_path / "w"), Rates()
+    resumed, again = _trainer(tiny_bert, tiny_task, tmp_path / "w", cooldown=True), Rates()
     resumed.add_callback(again)
     resumed.train(resume_from_checkpoint=str(tmp_path / "w" / "checkpoint-4"))
     assert resumed.state.global_step == 5 and resumed.stopping.reason == whole.stopping.reason

@@ -156,12 +156,12 @@ def _auto_trainer(tiny_bert, tiny_task, work, **cfg):
                                   to_dataset(task.validation, tok, 32))
 
 
-@pytest.mark.parametrize("cooldown, steps", [(False, 3 * 2), (True, 3 * 2 + 2 * 2)])
+@pytest.mark.parametrize("cooldown, steps", [(False, 3 * 2), (True, 3 * 2 + 2 * 2)])  # off: the default
 def test_epochs_auto_stops_after_patience_evaluations_without_improvement(cooldown, steps, tiny_bert, tiny_task,
                                                                           tmp_path):
     # a learning rate of ~0 leaves the validation accuracy where it starts: the first evaluation is the
     # best, and two more without improvement end training long before the cap of 50 epochs; with the cooldown
-    # (the default) two evaluations' steps more, as many as patience waited
+    # two evaluations' steps more, as many as patience waited
     trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50,
                             cooldown=cooldown)
     result = trainer.train()
@@ -187,14 +187,16 @@ def test_stop_on_loss_follows_the_validation_loss_and_still_scores_the_metric(ti
     assert len(evals) == 3 and all("eval_accuracy" in h for h in evals)
 
 
-@pytest.mark.parametrize("min_epochs, stop_step", [(0.0, 3 + 2), (1.0, 4 + 2), (2.0, 8 + 2)])
-def test_patience_cannot_end_training_before_min_epochs(min_epochs, stop_step, tiny_bert, tiny_task, tmp_path):
+@pytest.mark.parametrize("cooldown", [False, True])
+@pytest.mark.parametrize("min_epochs, stop_step", [(0.0, 3), (1.0, 4), (2.0, 8)])
+def test_patience_cannot_end_training_before_min_epochs(min_epochs, stop_step, cooldown, tiny_bert, tiny_task,
+                                                        tmp_path):
     # 4 steps an epoch, evaluated every step, a flat loss: patience 2 is spent at step 3 (epoch 0.75); the stop,
-    # and so the 2 steps of cooldown before it, waits for the first evaluation at or after min_epochs
+    # and so a cooldown's 2 steps before it, waits for the first evaluation at or after min_epochs
     trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50, eval_steps=1,
-                            stop_on="loss", min_epochs=min_epochs)
+                            stop_on="loss", min_epochs=min_epochs, cooldown=cooldown)
     trainer.train()
-    assert trainer.state.global_step == stop_step
+    assert trainer.state.global_step == stop_step + 2 * cooldown
     assert "validation loss did not improve for 2 evaluations" in trainer.stopping.reason
 
 
@@ -218,7 +220,7 @@ def test_the_cooldown_takes_the_learning_rate_linearly_to_zero_and_scores_the_co
     # a flat loss evaluated every step: patience 2 is spent at step 3; the rate then falls over 2 steps as the
     # linear schedule falls over its last 2 (step 4 at half the rate step 3 left, step 5's rate 0 is never used)
     trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50, eval_steps=1,
-                            stop_on="loss", min_epochs=0.0, warmup_ratio=0.0)
+                            stop_on="loss", min_epochs=0.0, warmup_ratio=0.0, cooldown=True)
     recorded = _Rates()
     trainer.add_callback(recorded.callback)
     trainer.train()
@@ -238,7 +240,7 @@ def test_the_cooldown_starts_from_the_weights_of_the_best_evaluation(tiny_bert, 
 
     monkeypatch.setattr(training, "compute_metrics", lambda pred: {"accuracy": 50.0})
     trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-3, max_epochs=50, eval_steps=1,
-                            min_epochs=0.0, warmup_ratio=0.0)
+                            min_epochs=0.0, warmup_ratio=0.0, cooldown=True)
     seen = {}
 
     class Weights(TrainerCallback):
@@ -263,7 +265,7 @@ def test_the_cooldown_starts_from_the_weights_of_the_best_evaluation(tiny_bert, 
 
 def test_the_cooldown_never_outlasts_the_step_budget(tiny_bert, tiny_task, tmp_path):
     trainer = _auto_trainer(tiny_bert, tiny_task, tmp_path / "w", learning_rate=1e-12, max_epochs=50, eval_steps=1,
-                            stop_on="loss", min_epochs=0.0, max_steps=4)
+                            stop_on="loss", min_epochs=0.0, max_steps=4, cooldown=True)
     trainer.train()
     assert trainer.state.global_step == 4
 
