@@ -11,6 +11,7 @@ import ctypes.util
 import functools
 import os
 import platform
+import time
 
 
 def glibc_library(name: str):
@@ -29,6 +30,51 @@ def glibc_library(name: str):
 def cores() -> int:
     """CPU cores this process may run on (its affinity mask: a container's or taskset's share, not the host's)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cores_busy_elsewhere(interval: float = 0.5) -> float:
+    """Cores of this process's affinity mask that other processes kept busy over the next `interval` seconds.
+
+    The busy time of those CPUs (user, nice, system, irq, softirq; psutil.cpu_times, from /proc/stat on Linux)
+    less this process's own CPU time, divided by the interval: 1.0 is one core's worth of other work. 0.0 where
+    psutil cannot read the counters.
+    """
+    import psutil
+
+    mask = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    me = psutil.Process()
+
+    def busy() -> float:
+        per_cpu = psutil.cpu_times(percpu=True)
+        chosen = [per_cpu[i] for i in mask if i < len(per_cpu)] if mask else per_cpu
+        return sum(getattr(t, f, 0.0) for t in chosen or per_cpu for f in ("user", "nice", "system", "irq", "softirq"))
+
+    def own() -> float:
+        t = me.cpu_times()
+        return t.user + t.system
+
+    try:
+        busy0, own0, t0 = busy(), own(), time.monotonic()
+        time.sleep(interval)
+        busy1, own1, elapsed = busy(), own(), time.monotonic() - t0
+    except (psutil.Error, OSError):
+        return 0.0
+    return max(0.0, ((busy1 - busy0) - (own1 - own0)) / max(elapsed, 1e-3))
+
+
+def shared_cores_warning(stage: str, elsewhere: float, threads: int, n_cores: int) -> str | None:
+    """The line training prints when other work holds cores its threads need, else None.
+
+    torch's intra-op threads each take a share of every operator and the operator waits for the slowest, so one
+    thread that shares its core stalls all of them: a 2-thread training beside another 2-thread one on 2 cores
+    ran each step many times slower, not 2x (bench/README.md, "Training beside other work").
+    """
+    free = n_cores - elsewhere
+    if elsewhere < 0.5 or threads <= free + 0.25:
+        return None
+    return (f"{stage}: warning: other processes keep {elsewhere:.1f} of this machine's {n_cores} cores busy, and "
+            f"training runs {threads} threads: every step waits for the thread that shares a core, so it runs far "
+            "slower than alone; let the other work finish first")
 
 
 def cpu_flags() -> frozenset[str]:

@@ -28,6 +28,8 @@ class EpochLog:
 
             def on_train_begin(self, args, state, control, **kw):
                 self.training = True
+                if state.is_world_process_zero and getattr(args, "world_size", 1) <= 1:  # DDP ranks are each other's load
+                    warn_if_cores_shared(stage)
 
             def on_train_end(self, args, state, control, **kw):
                 self.training = False
@@ -41,6 +43,18 @@ class EpochLog:
                     log(f"{stage}: epoch {state.epoch:.2f}{scores} loss {metrics.get('eval_loss', float('nan')):.4f}")
 
         self.callback = CB()
+
+
+def warn_if_cores_shared(stage: str) -> None:
+    """One warning line where other processes hold cores this training's torch threads need (half a second of
+    sampling at the start of training; deploykit/hardware.py shared_cores_warning says why it matters)."""
+    import torch
+
+    from deploykit.hardware import cores, cores_busy_elsewhere, shared_cores_warning
+
+    line = shared_cores_warning(stage, cores_busy_elsewhere(), torch.get_num_threads(), cores())
+    if line:
+        log(line)
 
 
 def restored(state, name: str, part: str = "attributes") -> dict:

@@ -401,6 +401,7 @@ def test_an_evaluation_line_shows_the_scores_the_kind_computes(monkeypatch):
 
     lines = []
     monkeypatch.setattr(callbacks, "log", lines.append)
+    monkeypatch.setattr(callbacks, "warn_if_cores_shared", lambda stage: None)
     cb = callbacks.EpochLog("distill").callback
     state = SimpleNamespace(epoch=1.0, is_world_process_zero=True)
     cb.on_train_begin(None, state, None)
@@ -411,6 +412,29 @@ def test_an_evaluation_line_shows_the_scores_the_kind_computes(monkeypatch):
     assert lines == ["distill: epoch 1.00 entity F1 88.12 precision 87.50 recall 88.75 loss 0.2023",
                      "distill: epoch 1.00 accuracy 90.50 macro-F1 90.25 loss 0.3000",
                      "distill: epoch 1.00 loss 1.5000"]
+
+
+@pytest.mark.parametrize("world_size, busy, warned", [(1, 1.5, True), (1, 0.1, False), (2, 1.5, False)])
+def test_training_warns_at_its_start_where_other_work_holds_its_cores(world_size, busy, warned, monkeypatch):
+    # two trainings on the same two cores each run many times slower (bench/shared_cores.py): the user hears it
+    # once, when training begins; DDP's ranks are each other's load, so a multi-process run does not sample
+    from types import SimpleNamespace
+
+    import torch
+
+    import deploykit.hardware as hw
+    import deploykit.train.callbacks as callbacks
+
+    lines = []
+    monkeypatch.setattr(callbacks, "log", lines.append)
+    monkeypatch.setattr(hw, "cores_busy_elsewhere", lambda interval=0.5: busy)
+    monkeypatch.setattr(hw, "cores", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    cb = callbacks.EpochLog("distill").callback
+    cb.on_train_begin(SimpleNamespace(world_size=world_size), SimpleNamespace(is_world_process_zero=True), None)
+    assert len(lines) == warned
+    if warned:
+        assert lines[0].startswith("distill: warning: other processes keep 1.5 of this machine's 2 cores busy")
 
 
 @pytest.mark.parametrize("is_quiet", [False, True])
