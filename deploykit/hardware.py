@@ -66,8 +66,9 @@ def shared_cores_warning(stage: str, elsewhere: float, threads: int, n_cores: in
     """The line training prints when other work holds cores its threads need, else None.
 
     torch's intra-op threads each take a share of every operator and the operator waits for the slowest, so one
-    thread that shares its core stalls all of them: a 2-thread training beside another 2-thread one on 2 cores
-    ran each step many times slower, not 2x (bench/README.md, "Training beside other work").
+    thread that shares its core stalls all of them: on 2 cores a 2-thread training step took 3.3x as long beside a
+    one-core busy loop and 3.5x beside a second training, not 2x (bench/shared_cores.py; bench/README.md,
+    "Training beside other work").
     """
     free = n_cores - elsewhere
     if elsewhere < 0.5 or threads <= free + 0.25:
