@@ -84,6 +84,7 @@ def test_shared_cores_warning_only_where_the_threads_do_not_fit(elsewhere, threa
         assert line.startswith(f"finetune: warning: other processes keep {elsewhere:.1f} of this machine's {n_cores}")
 
 
+@pytest.mark.core_sampling
 def test_busy_elsewhere_counts_the_mask_and_leaves_out_this_process(monkeypatch):
     # CPU 0 and 1 in the mask, CPU 2 outside it; over one second the mask's CPUs did 1.5 s of work, 1.0 s of it
     # this process's own: 0.5 core elsewhere. CPU 2's 1 s of work is another container's, not ours to count.
@@ -109,6 +110,7 @@ def test_busy_elsewhere_counts_the_mask_and_leaves_out_this_process(monkeypatch)
     assert hw.cores_busy_elsewhere(1.0) == pytest.approx(0.5)
 
 
+@pytest.mark.core_sampling
 @pytest.mark.skipif(hw.cores() < 2, reason="needs a second core for the busy process")
 def test_busy_elsewhere_reads_a_busy_process_here():
     import subprocess
