@@ -96,7 +96,9 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume: bool = F
         model = _apply_lora(model, cfg.lora, job.lora_task)
 
     out_dir = Path(out_dir).resolve()
-    work, checkpoint = start_point(out_dir, "finetune", resume=resume, key=resume_key,
+    # what the checkpoints are trained with: `--resume` under other settings is refused before it loads them
+    settings = {"model": source, "data": recipe.data.model_dump(mode="json"), "finetune": cfg.model_dump(mode="json")}
+    work, checkpoint = start_point(out_dir, "finetune", resume=resume, key=resume_key, settings=settings,
                                    resumed_by="kept for `deploykit finetune --resume`")
 
     head = getattr(job.model, "new_head_modules", frozenset())

@@ -21,6 +21,8 @@ from deploykit.console import log
 from deploykit.errors import DeploykitError, UserError
 
 KEY_FILE = "resume-key"
+# the settings a standalone command trained its checkpoints with: `--resume` under other ones is refused
+SETTINGS_FILE = "resume-settings.json"
 # what the Trainer writes into a checkpoint before trainer_state.json, which it writes last
 RESUME_FILES = ("optimizer.pt", "scheduler.pt")
 # how `deploykit run` resumes, for the line an interrupted run ends with
@@ -82,14 +84,19 @@ def last_checkpoint(work: Path, stage: str = "finetune") -> str | None:
 
 
 def start_point(out_dir: Path, stage: str, *, resume: bool = False, key: str | None = None,
-                resumed_by: str | None = None) -> tuple[Path, str | None]:
+                resumed_by: str | None = None, settings: dict | None = None) -> tuple[Path, str | None]:
     """The stage's work folder (`.<out>.work`) and the checkpoint to resume from (None: start afresh).
 
     `resume`: the user's `--resume`, any complete checkpoint is taken. `key`: the hash of what `deploykit run`
     is about to train; checkpoints written under the same key are resumed from, others are removed. Neither:
     the folder is emptied. Where it can be resumed from (a key, or `resumed_by`: "kept for <how the stage's
     own command resumes>"), the folder is registered in `KEPT_FOR_RESUME` so that an interrupted command
-    names it and how to resume (`forget` when the stage is done).
+    names it and how to resume (`forget` when the stage is done). `settings`: what this training is (its
+    model, data and stage sections), written beside the checkpoints; `resume` under other settings is refused.
+
+    Raises:
+        UserError: `resume` where the checkpoints were written with other settings (each would go on under a
+            recipe its first steps did not run with, or fail to load and lose the checkpoint).
     """
     work = work_dir(out_dir, fresh=False)
     checkpoint = None
@@ -97,6 +104,8 @@ def start_point(out_dir: Path, stage: str, *, resume: bool = False, key: str | N
         checkpoint = last_checkpoint(work, stage)
         if checkpoint is None:
             log(f"{stage}: no checkpoint in {work}; starting from scratch")
+        elif settings is not None:
+            refuse_other_settings(work, stage, settings)
         if resumed_by:
             KEPT_FOR_RESUME[work] = resumed_by
         return work, checkpoint
@@ -104,9 +113,38 @@ def start_point(out_dir: Path, stage: str, *, resume: bool = False, key: str | N
         checkpoint = last_checkpoint(work, stage)
         if checkpoint is None:
             discard_checkpoints(work)
+    if settings is not None and checkpoint is None:
+        work.mkdir(parents=True, exist_ok=True)
+        (work / SETTINGS_FILE).write_text(json.dumps(settings, sort_keys=True, default=str))
     if key is None and resumed_by:
         KEPT_FOR_RESUME[work] = resumed_by
     return work, checkpoint
+
+
+def refuse_other_settings(work: Path, stage: str, settings: dict) -> None:
+    """One line naming the settings that differ from those the checkpoints in `work` were written with (nothing
+    where they match, or where no record exists: checkpoints of an earlier deploykit)."""
+    try:
+        written = json.loads((work / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    then, now = _flat(written), _flat(json.loads(json.dumps(settings, sort_keys=True, default=str)))
+    changed = sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
+    if changed:
+        shown = ", ".join(f"{k} ({then.get(k)!r} then, {now.get(k)!r} now)" for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise UserError(f"{stage} --resume: the checkpoints in {work} were trained with other settings: {shown}{more}; "
+                        "resume with the recipe and --set values that wrote them, or drop --resume to start afresh")
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    """{"finetune.learning_rate": 1e-4, ...}: the leaves of nested dicts under dotted keys."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
 
 
 def claim(work: Path, stage: str, key: str | None) -> bool:
@@ -132,7 +170,8 @@ def going_on_from(trainer, checkpoint: str | None, stage: str, why: str = BY_INT
     None where the trainer holds a hidden-state projection (a student of another width, prune.hidden_kd): it is
     trainer state no checkpoint saves, so going on would start it again from random; the checkpoints are removed.
     A checkpoint whose files pass `damage` yet fail to load (a valid archive of other contents) is removed and
-    named in one line, so that the next start goes on from the one before instead of failing the same way."""
+    set aside (`checkpoint-N.unusable`, which no start takes) and named in one line, so that the next start goes on
+    from the one before instead of failing the same way, and nothing the user may still want is deleted."""
     if checkpoint is not None and getattr(trainer, "projection", None) is not None:
         log(f"{stage}: a hidden-state projection cannot be resumed; starting afresh")
         discard_checkpoints(Path(checkpoint).parent)
@@ -145,10 +184,13 @@ def going_on_from(trainer, checkpoint: str | None, stage: str, why: str = BY_INT
         step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else -1
         if checkpoint is None or isinstance(err, DeploykitError) or trainer.state.global_step > step:
             raise
-        shutil.rmtree(checkpoint, ignore_errors=True)
+        aside = Path(checkpoint).with_name(Path(checkpoint).name + ".unusable")
+        shutil.rmtree(aside, ignore_errors=True)
+        Path(checkpoint).rename(aside)
         first = (str(err).strip().splitlines() or [""])[0][:120]
         raise UserError(f"{stage}: {Path(checkpoint).name} could not be resumed from ({type(err).__name__}: "
-                        f"{first}); it was removed, the same command goes on from the checkpoint before it") from err
+                        f"{first}); it was set aside as {aside}, the same command goes on from the checkpoint "
+                        "before it") from err
 
 
 def written_for(work: Path) -> str | None:

@@ -232,9 +232,10 @@ def test_windows_train_on_every_window_and_report_pooled_metrics(tiny_bert, tmp_
         assert again["n"] == m["metrics"][split]["texts"] == 16 and m["metrics"][split]["accuracy"] == again["accuracy"]
 
 
-def test_a_checkpoint_that_fails_to_load_is_removed_and_named_once(tiny_bert, tiny_task, tmp_path, monkeypatch):
-    # a scheduler.pt of other contents passes the file checks, then fails inside the Trainer: removed, so that
-    # the next start goes on from the checkpoint before it instead of failing the same way every time
+def test_a_checkpoint_that_fails_to_load_is_set_aside_and_named_once(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    # a scheduler.pt of other contents passes the file checks, then fails inside the Trainer: set aside, so that
+    # the next start goes on from the checkpoint before it instead of failing the same way every time, and
+    # nothing is deleted
     from transformers import Trainer
 
     cfg = recipe(tiny_bert, tiny_task, epochs=3)
@@ -250,8 +251,38 @@ def test_a_checkpoint_that_fails_to_load_is_removed_and_named_once(tiny_bert, ti
         run_stage("finetune", cfg, None, tmp_path / "ft")
     monkeypatch.undo()
     torch.save({"x": 1}, tmp_path / ".ft.work" / "checkpoint-8" / "scheduler.pt")
-    with pytest.raises(UserError, match="checkpoint-8 could not be resumed from .*it was removed"):
+    with pytest.raises(UserError, match="checkpoint-8 could not be resumed from .*it was set aside as .*unusable"):
         run_stage("finetune", cfg, None, tmp_path / "ft", resume=True)
     assert not (tmp_path / ".ft.work" / "checkpoint-8").exists()
+    assert (tmp_path / ".ft.work" / "checkpoint-8.unusable" / "scheduler.pt").is_file()
     art = run_stage("finetune", cfg, None, tmp_path / "ft", resume=True)
     assert art.manifest["metrics"]["resumed_from"] == "checkpoint-4"
+
+
+def test_resume_under_other_settings_is_refused_and_keeps_the_checkpoints(tiny_bert, tiny_task, tmp_path,
+                                                                           monkeypatch):
+    # a recipe with another learning rate (or 3 classes instead of 2) would go on from steps it did not train, or
+    # fail to load the checkpoint and lose it: one line names what changed, and every checkpoint stays
+    from transformers import Trainer
+
+    cfg = recipe(tiny_bert, tiny_task, epochs=3)
+    save = Trainer._save_checkpoint
+
+    def killed_after_epoch_2(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        if self.state.global_step == 8:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("finetune", cfg, None, tmp_path / "ft")
+    monkeypatch.undo()
+    work = tmp_path / ".ft.work"
+    before = sorted(p.name for p in work.iterdir())
+    other = recipe(tiny_bert, tiny_task, epochs=3, learning_rate=0.5)
+    with pytest.raises(UserError, match=r"finetune --resume: the checkpoints in .* were trained with other settings: "
+                                        r"finetune.learning_rate \(.* then, 0.5 now\); resume with the recipe"):
+        run_stage("finetune", other, None, tmp_path / "ft", resume=True)
+    assert sorted(p.name for p in work.iterdir()) == before and "checkpoint-8" in before
+    art = run_stage("finetune", cfg, None, tmp_path / "ft", resume=True)  # the settings that wrote them
+    assert art.manifest["metrics"]["resumed_from"] == "checkpoint-8"
