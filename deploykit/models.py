@@ -124,10 +124,25 @@ def _weights_file(source: str, path: str) -> str:
     return str(min(folder.glob("*.safetensors"), default=folder / "model.safetensors"))
 
 
+def nonfinite_weights(model) -> tuple[list[str], int]:
+    """The names of `model`'s floating-point tensors (parameters and buffers) that hold NaN or inf, and how many
+    tensors it has in all."""
+    import torch
+
+    state = model.state_dict()
+    return [n for n, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())], len(state)
+
+
 def check_loaded_weights(model, info: dict, source: str, path: str) -> None:
     """UserError when `from_pretrained` left weights of the model's body missing (initialised at random):
     a checkpoint of another architecture beside this config.json loads with every weight reported
-    UNEXPECTED/MISSING and would otherwise train from scratch. A missing task head is fine."""
+    UNEXPECTED/MISSING and would otherwise train from scratch. A missing task head is fine. Also where a weight
+    holds NaN or inf (a training that diverged): every answer of such a model is NaN, whatever a stage does."""
+    bad, total = nonfinite_weights(model)
+    if bad:
+        raise UserError(f"model source {source!r}: {_weights_file(source, path)} holds NaN or inf in {len(bad)} of "
+                        f"its {total} weight tensors (e.g. {bad[0]}): the training that wrote it diverged; train it "
+                        "again with a lower learning rate")
     missing = sorted(info.get("missing_keys") or [])
     body = [k for k in missing if not HEAD_MODULES.intersection(k.split("."))]
     if not body:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from deploykit.errors import UserError
 from deploykit.model_errors import load_errors, load_failure
-from deploykit.models import TASK_MODELS
+from deploykit.models import TASK_MODELS, nonfinite_weights
 
 
 def load_saved(path: Path, task: str, **kwargs):
@@ -23,7 +23,7 @@ def load_saved(path: Path, task: str, **kwargs):
 
     Raises:
         UserError: the weights do not read (truncated, not safetensors), or some weight the model needs is missing
-            from them or has another shape than config.json gives it.
+            from them or has another shape than config.json gives it, or a weight holds NaN or inf.
     """
     import transformers
 
@@ -45,4 +45,8 @@ def load_saved(path: Path, task: str, **kwargs):
     if missing:
         raise UserError(f"{path}: model.safetensors lacks {len(missing)} of the model's weights (e.g. {missing[0]}); the "
                         "model would answer from random weights: copy the weights again from the folder they came from")
+    bad, total = nonfinite_weights(model)
+    if bad:
+        raise UserError(f"{path}: model.safetensors holds NaN or inf in {len(bad)} of its {total} weight tensors (e.g. "
+                        f"{bad[0]}): the model would answer NaN; the training that wrote it diverged")
     return model.eval()

@@ -142,6 +142,22 @@ def test_same_label_count_keeps_the_trained_head(tiny_bert):
     assert model.new_head_modules == frozenset()  # nothing fresh: no separate head learning rate
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_holding_nan_or_inf_are_refused_in_one_line(tiny_bert, tmp_path, value):
+    # a diverged training's folder: every answer would be NaN, and the later stages' checks would blame the wrong
+    # thing (a reload "differs" where NaN != NaN, an export "differs by nan")
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    with torch.no_grad():
+        model.classifier.weight[0, 0] = value
+    model.save_pretrained(tmp_path / "diverged")
+    with pytest.raises(UserError, match=r"diverged'?: .*model.safetensors holds NaN or inf in 1 of its \d+ weight "
+                                        r"tensors \(e.g. classifier.weight\): the training that wrote it diverged"):
+        load_classifier(str(tmp_path / "diverged"))
+
+
 @pytest.mark.parametrize("damage", [lambda b: b[:100], lambda b: b[: len(b) // 2], lambda b: b"\xff" * 16, lambda b: b""])
 def test_corrupt_safetensors_is_one_line_naming_the_file(tiny_bert, damage):
     weights = tiny_bert / "model.safetensors"

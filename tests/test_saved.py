@@ -33,6 +33,21 @@ def test_weights_without_the_classifier_head_are_refused_not_answered_at_random(
         deploykit.load(folder, runtime="torch")
 
 
+def test_weights_holding_nan_are_refused_not_answered_with_nan(tmp_path):
+    # a diverged training's folder: `deploykit predict` printed "0  nan" for every text, exit 0
+    from safetensors.torch import load_file, save_file
+
+    folder = make_tiny_model(tmp_path / "m")
+    weights = load_file(folder / "model.safetensors")
+    weights["classifier.bias"][:] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError, match=r"model\.safetensors holds NaN or inf in 1 of its \d+ weight tensors \(e\.g\. "
+                                        r"classifier\.bias\): the model would answer NaN"):
+        load_saved(folder, "classification")
+    with pytest.raises(UserError, match="holds NaN or inf"):  # deploykit.load / predict / serve
+        deploykit.load(folder, runtime="torch")
+
+
 def test_a_config_json_edited_to_another_label_count_is_refused(tmp_path, capfd):
     folder = make_tiny_model(tmp_path / "m")
     config = json.loads((folder / "config.json").read_text())

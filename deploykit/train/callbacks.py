@@ -31,8 +31,10 @@ class EpochLog:
                 if state.is_world_process_zero and getattr(args, "world_size", 1) <= 1:  # DDP ranks are each other's load
                     warn_if_cores_shared(stage)
 
-            def on_train_end(self, args, state, control, **kw):
+            def on_train_end(self, args, state, control, model=None, **kw):
                 self.training = False
+                if model is not None:  # after the Trainer loaded the checkpoint it keeps
+                    refuse_diverged(stage, model, state.global_step)
 
             def on_evaluate(self, args, state, control, metrics=None, **kw):
                 if not self.training:
@@ -43,6 +45,21 @@ class EpochLog:
                     log(f"{stage}: epoch {state.epoch:.2f}{scores} loss {metrics.get('eval_loss', float('nan')):.4f}")
 
         self.callback = CB()
+
+
+def refuse_diverged(stage: str, model, step: int) -> None:
+    """UserError where the model training ends with holds NaN or inf: a diverged training, which would otherwise
+    be saved, gated on NaN scores and answer NaN for every text."""
+    from deploykit.errors import UserError
+    from deploykit.models import nonfinite_weights
+
+    bad, total = nonfinite_weights(model)
+    if bad:
+        section = "prune.recovery" if stage == "prune" else stage
+        head = ", and finetune.head_learning_rate for a new head" if stage == "finetune" else ""
+        raise UserError(f"{stage}: training diverged: {len(bad)} of {total} weight tensors of the checkpoint it "
+                        f"keeps hold NaN or inf after step {step} (e.g. {bad[0]}); nothing was written: lower "
+                        f"{section}.learning_rate{head}")
 
 
 def warn_if_cores_shared(stage: str) -> None:

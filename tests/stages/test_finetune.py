@@ -286,3 +286,13 @@ def test_resume_under_other_settings_is_refused_and_keeps_the_checkpoints(tiny_b
     assert sorted(p.name for p in work.iterdir()) == before and "checkpoint-8" in before
     art = run_stage("finetune", cfg, None, tmp_path / "ft", resume=True)  # the settings that wrote them
     assert art.manifest["metrics"]["resumed_from"] == "checkpoint-8"
+
+
+def test_a_diverged_training_is_refused_and_writes_nothing(tiny_bert, tiny_task, tmp_path):
+    # a learning rate of 1e12 turns every weight into NaN: saved, it would be gated on NaN scores and answer NaN
+    cfg = recipe(tiny_bert, tiny_task, learning_rate=1e12, head_learning_rate=1e12)
+    with pytest.raises(UserError, match=r"finetune: training diverged: \d+ of \d+ weight tensors of the checkpoint it "
+                                        r"keeps hold NaN or inf after step \d+ .*nothing was written: lower "
+                                        r"finetune.learning_rate, and finetune.head_learning_rate"):
+        run_stage("finetune", cfg, None, tmp_path / "ft")
+    assert not (tmp_path / "ft").exists()
