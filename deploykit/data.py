@@ -23,7 +23,8 @@ from deploykit.config import DataConfig
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.overlap import held_out
-from deploykit.records import INTEGER, SUFFIXES, label_keys, read_rows, where
+from deploykit.labels import label_vocab
+from deploykit.records import SUFFIXES, label_keys, read_rows, where
 
 SPLIT_STEMS = {"train": ("train",), "validation": ("dev", "validation", "valid", "val"), "test": ("test",)}
 
@@ -84,25 +85,6 @@ def _find_file(folder: Path, split: str, explicit: str | None) -> Path | None:
 
 
 # ---------------------------------------------------------------- labels and splits
-
-def _label_vocab(keys: list[str], cfg: DataConfig, origin: str) -> tuple[list[str], dict]:
-    """Integer labels keep their ids; string labels get sorted ids (or data.label_names' order)."""
-    values = set(keys)
-    if all(INTEGER.fullmatch(v) for v in values):
-        ids = sorted(int(v) for v in values)
-        if ids[0] < 0:
-            raise UserError(f"{origin}: negative label {ids[0]} in train (unlabelled rows?); remove them")
-        k = ids[-1] + 1
-        if cfg.label_names is not None and len(cfg.label_names) < k:
-            raise UserError(f"{origin}: data.label_names has {len(cfg.label_names)} names but labels go up to {k - 1}")
-        names = list(cfg.label_names or [str(i) for i in range(k)])
-        return names, {str(i): i for i in range(len(names))}
-    names = list(cfg.label_names) if cfg.label_names else sorted(values)
-    unknown = values - set(names)
-    if unknown:
-        raise UserError(f"{origin}: labels {sorted(unknown)[:5]} are not in data.label_names")
-    return names, {n: i for i, n in enumerate(names)}
-
 
 def _to_split(rows: list[dict], cfg: DataConfig, label_ids: dict, origin: str) -> Split:
     texts = records.texts(rows, cfg.text_column, origin)
@@ -167,7 +149,8 @@ def load_task(cfg: DataConfig) -> TaskData:
                 files[split] = None
     raw = {s: read_rows(p, cfg.column_names) for s, p in files.items() if p is not None}
     train_path = str(files["train"])
-    labels, ids = _label_vocab(label_keys(raw["train"], cfg.label_column, train_path), cfg, train_path)
+    records.check_column(raw["train"], cfg.text_column, train_path)  # the text first: a wrong column is the fix
+    labels, ids = label_vocab(label_keys(raw["train"], cfg.label_column, train_path), cfg, train_path, raw["train"])
     splits = {s: _to_split(rows, cfg, ids, str(files[s])) for s, rows in raw.items()}
     return _finish(splits, labels, cfg, str(folder))
 
@@ -231,7 +214,7 @@ def _load_hub(cfg: DataConfig) -> TaskData:
     if names and cfg.label_names is None:
         cfg = cfg.model_copy(update={"label_names": list(names)})
     origin = f"hub:{cfg.name}/train"
-    labels, ids = _label_vocab(label_keys(rows["train"], cfg.label_column, origin), cfg, origin)
+    labels, ids = label_vocab(label_keys(rows["train"], cfg.label_column, origin), cfg, origin, rows["train"])
     splits = {}
     for hub_split, ours in (("train", "train"), ("validation", "validation"), ("test", "test")):
         if rows.get(hub_split):

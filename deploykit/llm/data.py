@@ -21,7 +21,8 @@ import random
 from dataclasses import dataclass
 
 from deploykit.config import DataConfig
-from deploykit.data import SPLIT_STEMS, _find_file, _label_vocab, _local_folder, usable_positions
+from deploykit.data import SPLIT_STEMS, _find_file, _local_folder, usable_positions
+from deploykit.labels import label_vocab
 from deploykit.errors import UserError
 from deploykit.records import column, label_keys, read_rows, where
 
@@ -130,8 +131,8 @@ def load_chat_task(cfg: DataConfig) -> ChatTask:
     rows, origins = _rows_hub(cfg) if folder is None else _rows_local(cfg, folder)
     label_names = label_ids = None
     if not cfg.response_column:
-        label_names, label_ids = _label_vocab(label_keys(rows["train"], cfg.label_column, origins["train"]), cfg,
-                                              origins["train"])
+        label_names, label_ids = label_vocab(label_keys(rows["train"], cfg.label_column, origins["train"]), cfg,
+                                             origins["train"], rows["train"])
         if not cfg.label_names and all(n.isdigit() for n in label_names):
             raise UserError(f"{origins['train']}: labels are numbers; set data.label_names (the words to answer) "
                             "or data.response_column (instruction data)")
