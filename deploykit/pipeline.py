@@ -271,6 +271,15 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
             previous = gate["value"]
         artifacts.append(art)
         parent, parent_hash, parent_stage = art, h, stage
+    stale = [s for s in state["stages"] if s not in stages] if changed else []
+    if stale:
+        # stages of an earlier recipe built on what this run replaced: not this run's, and no longer its chain
+        for s in stale:
+            state["stages"].pop(s)
+        log(f"{out_dir}: {', '.join(stale)} {'is' if len(stale) == 1 else 'are'} left from an earlier recipe and built "
+            f"on what this run replaced ({', '.join(str(out_dir / s) for s in stale)}): not part of this run; remove "
+            "them, or add those stages to the recipe to rebuild them")
+        _save_state(out_dir, state)
     if changed or "bench" in stages:
         # an earlier report describes the artifacts this run replaced: never print it as this run's
         state.pop("report", None), state.pop("headline", None)

@@ -103,6 +103,17 @@ def test_a_data_file_edited_in_place_trains_again(run_tiny, shared_data, tmp_pat
     run_tiny(out, *sets)
     assert {s: (out / s / "manifest.json").stat().st_mtime for s in first} == again
     assert "inputs" in json.loads((out / "pipeline.json").read_text())["stages"]["distill"]
+    # a recipe without distill into the same folder: while the teacher is unchanged its student is still this
+    # chain's; once the teacher is trained again, the old student is not, and the run says so (and keeps its folder)
+    state = run_tiny(out, *sets, "distill=null")
+    assert list(state["stages"]) == ["finetune", "distill"]
+    capsys.readouterr()
+    train.write_text(train.read_text().replace("\t1\n", "\t0\n", 20))
+    state = run_tiny(out, *sets, "distill=null")
+    assert list(state["stages"]) == ["finetune"] == list(json.loads((out / "pipeline.json").read_text())["stages"])
+    said = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "distill is left from an earlier recipe and built on what this run replaced" in said
+    assert (out / "distill" / "manifest.json").is_file()
 
 
 def test_failing_gate_stops_the_run_naming_stage_and_knob(run_tiny, tmp_path, monkeypatch):
