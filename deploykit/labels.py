@@ -18,7 +18,8 @@ def label_vocab(keys: list[str], cfg: DataConfig, origin: str, rows: list | None
     """(class names in id order, {label key: id}) for the training rows' label keys (`records.label_keys`).
 
     Raises:
-        UserError: a column of integer labels holding another value; integers that are not 0..N-1 (unless
+        UserError: a column of integer labels holding another value; a column where most rows hold a label of
+            their own (a text column); integers that are not 0..N-1 (unless
             data.label_names lists every value as a class name); a negative id; a class of data.label_names that no
             training row has, or a label it lacks.
     """
@@ -42,6 +43,10 @@ def label_vocab(keys: list[str], cfg: DataConfig, origin: str, rows: list | None
         names = list(cfg.label_names or [str(i) for i in range(k)])
         _every_class_trained(names, {int(v) for v in values}, origin, integer=True)
         return names, {str(i): i for i in range(len(names))}
+    if not names_given and len(values) > max(20, len(keys) / 2):  # most rows a class of their own
+        raise UserError(f"{origin}: label column '{cfg.label_column}' holds {len(values):,} different values in "
+                        f"{len(keys):,} rows (e.g. {keys[0][:40]!r}): a text column? A class needs many rows; set "
+                        "data.label_column to the column of class labels")
     names = list(cfg.label_names) if names_given else sorted(values)
     unknown = values - set(names)
     if unknown:

@@ -207,3 +207,15 @@ def test_a_set_value_yaml_reads_as_a_mapping_says_to_quote_it():
 def test_a_folder_given_as_the_recipe_is_called_a_folder_not_missing(tmp_path):
     with pytest.raises(UserError, match=r"is a folder; give the recipe's \.yaml file"):
         load_recipe(tmp_path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("bench.batch_sizes=[0]", r"bench.batch_sizes.0: Input should be greater than or equal to 1"),
+    ("bench.batch_sizes=[]", r"bench.batch_sizes: List should have at least 1 item"),
+    ("bench.targets=[]", r"bench.targets: List should have at least 1 item"),  # a report of no rows, exit 0
+    ("data.text_column=label", r"label_column and text_column are both 'label': name the column that holds the text"),
+    ("data.text_pair_column=label", r"label_column and text_pair_column are both 'label'"),
+])
+def test_settings_that_would_measure_or_train_nothing_are_refused(override, message):
+    with pytest.raises(UserError, match=message):
+        build_recipe({"data": {"name": "sst2"}, "bench": {}}, [override])

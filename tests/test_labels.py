@@ -70,3 +70,11 @@ def test_a_header_read_as_a_row_is_refused(tmp_path):
 def test_a_named_class_without_training_rows_is_refused(tmp_path, labels, names, message):
     with pytest.raises(UserError, match=message):
         load_task(DataConfig(path=str(_folder(tmp_path, labels)), label_names=names))
+
+
+def test_a_text_column_named_as_the_label_column_is_refused(tmp_path):
+    # every row a class of its own: the split then reported "too few rows to train and validate"
+    d = _folder(tmp_path, ["0", "1"] * 20)
+    with pytest.raises(UserError, match=r"label column 'sentence' holds 40 different values in 40 rows \(e.g. "
+                                        r"'text number 0'\): a text column\?"):
+        load_task(DataConfig(path=str(d), label_column="sentence", text_column="label"))

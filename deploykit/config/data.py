@@ -147,6 +147,10 @@ class DataConfig(Section):
             raise ValueError(f"{' / '.join(given)} do not apply to task: token_classification (it reads "
                              "tokens_column / tags_column; long sentences always become windows, see window_stride)")
         self._check_windows()
+        if self.task != "token_classification" and self.label_column in (self.text_column, self.text_pair_column):
+            # the model would read its own label as the text
+            raise ValueError(f"label_column and text{'_pair' if self.label_column != self.text_column else ''}_column "
+                             f"are both '{self.label_column}': name the column that holds the text")
         return self
 
     def _check_windows(self) -> None:

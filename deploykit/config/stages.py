@@ -5,7 +5,7 @@ Each is read by the stage of the same name: `prune:` is `PruneConfig`, read by d
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -329,10 +329,10 @@ class HeadlineConfig(Section):
 class BenchConfig(Section):
     """`deploykit bench`: latency, throughput, memory, size and accuracy per artifact x runtime x target."""
 
-    targets: list[Literal["cpu", "edge", "gpu"]] = Field(default_factory=lambda: ["cpu"])
+    targets: list[Literal["cpu", "edge", "gpu"]] = Field(default_factory=lambda: ["cpu"], min_length=1)
     runtimes: list[Literal["torch", "torch-bf16", "ort", "ort-cuda", "openvino", "tensorrt"]] | None = Field(
         None, description="default: every runtime that applies to each artifact")
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32])
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 8, 32], min_length=1)
     latency_samples: int = Field(200, ge=1)
     warmup: int = Field(10, ge=0)
     min_time_s: float = Field(2.0, gt=0, description="measure each setting at least this long")
