@@ -176,6 +176,9 @@ def run(recipe: Recipe, parent: Artifact | None, out_dir: Path, resume_key: str 
     kind = kind_of(recipe.data.task)
     if kind.prune_job is None:
         raise UserError(f"prune: data.task {kind.name} cannot be pruned yet")
+    if parent is not None and parent.format != "pytorch":
+        raise UserError(f"{parent.path}: prune takes a PyTorch model folder, not {parent.format}; prune before "
+                        "export/quantize (--from the finetune or distill folder)")
     source = str(parent.path) if parent is not None else recipe.model.source
     set_seed(recipe.data.seed)
     job = kind.prune_job(recipe, source, parent)

@@ -492,3 +492,15 @@ def test_distillation_records_its_teacher_folder_as_an_absolute_path(tmp_path, m
     monkeypatch.chdir(tmp_path)
     art = run_stage("distill", distill, Path("teacher4"), tmp_path / "student")
     assert art.manifest["teacher"]["source"] == str(tmp_path / "teacher4")
+
+
+def test_an_onnx_parent_is_refused_naming_what_prune_takes(tiny_bert, tiny_task, tmp_path):
+    # `deploykit prune --from run/quantize` said "no file named model.safetensors", not what to give instead
+    from deploykit.artifact import Artifact
+    from deploykit.stages import prune
+
+    onnx = Artifact(tmp_path / "quantize", {"stage": "quantize", "format": "onnx"})
+    with pytest.raises(UserError, match=r"quantize: prune takes a PyTorch model folder, not onnx; prune before "
+                                        r"export/quantize"):
+        prune.run(recipe(tiny_bert, tiny_task), onnx, tmp_path / "pruned")
+    assert not (tmp_path / "pruned").exists()
