@@ -235,8 +235,8 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         if unchanged and (folder / "manifest.json").is_file():
             art = load_artifact(folder)
             log(f"[dim]{stage}: unchanged, skipped ({folder})[/dim]")
-            if "inputs" not in prev:
-                prev["inputs"] = inputs
+            if "inputs" not in prev or prev.get("path") != str(folder):  # a run folder copied or moved: its paths
+                prev["inputs"], prev["path"] = inputs, str(folder)
                 _save_state(out_dir, state)
         else:
             changed = True  # every later stage re-runs: its input is new

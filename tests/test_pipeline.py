@@ -78,6 +78,14 @@ def test_tiny_chain_end_to_end_then_resume_then_edit(run_tiny, tmp_path):
     assert "headline" not in state and "report" not in state
     assert "headline" not in json.loads((out / "pipeline.json").read_text())
 
+    # a copied run folder: every stage is skipped, and pipeline.json names the copy's folders, not the original's
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    state = run_tiny(copy, "quantize.calibration_samples=8", "bench=null")
+    assert {s: Path(e["path"]).resolve() for s, e in state["stages"].items()} == {s: (copy / s).resolve() for s in CHAIN}
+
 
 def test_a_data_file_edited_in_place_trains_again(run_tiny, shared_data, tmp_path, capsys):
     import shutil
