@@ -230,7 +230,7 @@ def check_out_dir(out: str | Path, stage: str | None = None, force: bool = False
     folders ignored), or a deploykit output of the same `stage` ("run" for a run folder, "bench" for a
     report folder). `force` also accepts a deploykit output of another stage. Never accepted, `force`
     or not: a file or a path under one, the working directory or an ancestor of it, an unwritable place,
-    a non-empty folder deploykit did not write. `stage=None` (staging's last guard) accepts any
+    a non-empty folder deploykit did not write, a folder inside a deploykit model output. `stage=None` (staging's last guard) accepts any
     deploykit output.
 
     Raises:
@@ -245,6 +245,11 @@ def check_out_dir(out: str | Path, stage: str | None = None, force: bool = False
                         "so give a new folder, e.g. --out runs/<name>")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {given}: {out} is a file, not a folder; give a new folder")
+    # a model folder holds what its manifest lists: a folder inside it would be a stray part of that model, and
+    # replacing the model would delete it (run and report folders hold other outputs by design)
+    owner = next(((a, kind) for a in out.parents if (kind := output_kind(a)) not in (None, "run", "bench")), None)
+    if owner is not None:
+        raise UserError(f"--out {given}: is inside the deploykit {owner[1]} output {owner[0]}; give a folder outside it")
     existing = out if out.exists() else next(a for a in out.parents if a.exists())
     if not existing.is_dir():
         raise UserError(f"--out {given}: {existing} is a file, so nothing can be created under it; give another folder")

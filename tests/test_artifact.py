@@ -272,3 +272,18 @@ def test_bench_and_run_refusals_never_suggest_force(tmp_path):
         with pytest.raises(UserError) as err:
             check_out_dir(ft, stage)
         assert "--force" not in str(err.value) and "give a new or empty folder" in str(err.value)
+
+
+def test_an_output_inside_a_model_output_is_refused_inside_a_run_folder_it_is_not(tmp_path):
+    # `finetune --out ft/new` put a model inside another; replacing `ft` later would delete it, and `ft` could no
+    # longer be replaced at all ("holds files deploykit did not write")
+    out = tmp_path / "ft"
+    with staging(out) as tmp:
+        write_manifest(tmp, stage="finetune", format="pytorch", parent=None, config={})
+    for inner in (out / "new", out / "a" / "b"):
+        with pytest.raises(UserError, match=r"is inside the deploykit finetune output .*ft; give a folder outside it"):
+            check_out_dir(inner, "finetune", force=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "pipeline.json").write_text("{}")
+    assert check_out_dir(run / "quantize2", "quantize") == (run / "quantize2").resolve()
