@@ -4,11 +4,10 @@ Formats: `pytorch` (a `save_pretrained` folder), `onnx` (model.onnx + config.jso
 layout Optimum's ORTModel classes read), `tensorrt` (an engine next to its ONNX parent's files).
 Any Hugging Face classifier folder without a manifest is accepted as a `pytorch` artifact.
 
-Outputs are written through `staging(out_dir)`: a temporary sibling folder renamed into place at
-the end, so an interrupted stage never leaves a folder that looks complete. deploykit replaces only
-what it wrote itself: `check_out_dir` refuses, before any work starts, an `--out` that is a file, the
-working directory or one of its ancestors, an unwritable place, or a non-empty folder that is not a
-deploykit output (`staging` checks again as a last guard).
+Outputs are written through `staging(out_dir)`: a temporary sibling folder renamed into place at the end, so an
+interrupted stage never leaves a folder that looks complete. deploykit replaces only what it wrote itself:
+`check_out_dir` refuses, before any work starts, an `--out` deploykit may not replace (its docstring lists them;
+`staging` checks again as a last guard).
 """
 
 from __future__ import annotations
@@ -35,12 +34,10 @@ from deploykit.manifest_fields import check_fields
 MANIFEST = "manifest.json"
 RUN_STATE = "pipeline.json"  # marks a `deploykit run` folder (deploykit/pipeline.py writes it)
 REPORT = "report.json"  # marks a `deploykit bench` report folder
-# deploykit's own scratch folders beside an output: staging's .<name>.tmp-<pid> and .<name>.old-<pid>,
-# finetune's .<name>.work checkpoints
+# deploykit's own scratch beside an output: staging's .<name>.tmp-<pid>, .<name>.old-<pid>; .<name>.work checkpoints
 OWN_SCRATCH = re.compile(r"^\..+\.(tmp-\d+|old-\d+|work)$")
-# the scratch deploykit leaves *inside* an output folder, which alone counts as empty: a run folder's stage
-# scratch, a bench folder's baseline scratch and the run state's temporary file. Only these names: a user's
-# own `.my.work` is a file deploykit did not write, never deleted with the folder.
+# the scratch deploykit leaves *inside* an output folder, which alone counts as empty (a run folder's stage scratch,
+# a bench's baseline scratch, the run state's temporary file); a user's own `.my.work` is never deleted with it
 INNER_SCRATCH = re.compile(r"^\.(%s)\.(tmp-\d+|old-\d+|work)$|^\.%s\.tmp$" % (
     "|".join(map(re.escape, (*STAGES, "baseline"))), re.escape(RUN_STATE)))
 
@@ -245,10 +242,8 @@ def check_out_dir(out: str | Path, stage: str | None = None, force: bool = False
                         "so give a new folder, e.g. --out runs/<name>")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {given}: {out} is a file, not a folder; give a new folder")
-    # a model folder holds what its manifest lists: a folder inside it would be a stray part of that model, and
-    # replacing the model would delete it (run and report folders hold other outputs by design)
-    owner = next(((a, kind) for a in out.parents if (kind := output_kind(a)) not in (None, "run", "bench")), None)
-    if owner is not None:
+    # inside a model folder it would be a stray part of that model (run and report folders hold outputs by design)
+    if owner := next(((a, k) for a in out.parents if (k := output_kind(a)) not in (None, "run", "bench")), None):
         raise UserError(f"--out {given}: is inside the deploykit {owner[1]} output {owner[0]}; give a folder outside it")
     existing = out if out.exists() else next(a for a in out.parents if a.exists())
     if not existing.is_dir():

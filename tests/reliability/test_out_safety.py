@@ -94,7 +94,7 @@ def test_out_may_not_be_inside_the_input_artifact(tiny_bert, tmp_path):
     before = tree(ft)
     for out in (ft / "sub", ft / "a" / "b"):
         result = invoke("export", "--from", ft, "--out", out, "--force")
-        assert result.exit_code == 2 and "is inside the input artifact" in result.output, result.output
+        assert result.exit_code == 2 and "is inside the deploykit finetune output" in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
     assert tree(ft) == before and sorted(p.name for p in ft.iterdir()) == ["config.json", "manifest.json",
                                                                          "model.safetensors"]
