@@ -26,6 +26,14 @@ from optimizer_step import print_machine, step_models  # bench/ is the script's 
 from deploykit.train.heap import kept_heap
 
 
+def random_batch(model, batch: int, seq: int) -> dict:
+    """A seeded batch of random word pieces (ids from 1000 up: no special tokens) with binary labels."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, model.config.vocab_size, (batch, seq), generator=gen)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "labels": torch.randint(0, 2, (batch,), generator=gen)}
+
+
 def time_block(model, opt, params, batch, steps: int, bf16: bool = False) -> dict[str, float]:
     """Per step: wall ms, minor page faults and system CPU ms over `steps` steps after 2 warm-up steps."""
     def step():
@@ -63,10 +71,7 @@ def main() -> None:
     for layers, model in step_models():
         params = list(model.parameters())
         opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=True)
-        gen = torch.Generator().manual_seed(0)
-        ids = torch.randint(1000, model.config.vocab_size, (args.batch, args.seq), generator=gen)
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                 "labels": torch.randint(0, 2, (args.batch,), generator=gen)}
+        batch = random_batch(model, args.batch, args.seq)
         runs = {"glibc default": [], "kept heap": []}
         for _ in range(args.blocks):
             for name, ctx in (("glibc default", contextlib.nullcontext), ("kept heap", kept_heap)):

@@ -21,7 +21,7 @@ import sys
 import time
 
 import torch
-from heap_training import time_block  # bench/ is the script's folder, so on sys.path
+from heap_training import random_batch, time_block  # bench/ is the script's folder, so on sys.path
 from optimizer_step import print_machine, step_models
 
 from deploykit.hardware import cores, cores_busy_elsewhere, shared_cores_warning
@@ -58,10 +58,7 @@ def main() -> None:
     _, model = list(step_models())[1]
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=True)
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, model.config.vocab_size, (args.batch, args.seq), generator=gen)
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-             "labels": torch.randint(0, 2, (args.batch,), generator=gen)}
+    batch = random_batch(model, args.batch, args.seq)
     ms = {name: [] for name, _ in CONDITIONS}
     read = {name: [] for name, _ in CONDITIONS}
     for _ in range(args.rounds):

@@ -232,24 +232,29 @@ def test_windows_train_on_every_window_and_report_pooled_metrics(tiny_bert, tmp_
         assert again["n"] == m["metrics"][split]["texts"] == 16 and m["metrics"][split]["accuracy"] == again["accuracy"]
 
 
-def test_a_checkpoint_that_fails_to_load_is_set_aside_and_named_once(tiny_bert, tiny_task, tmp_path, monkeypatch):
-    # a scheduler.pt of other contents passes the file checks, then fails inside the Trainer: set aside, so that
-    # the next start goes on from the checkpoint before it instead of failing the same way every time, and
-    # nothing is deleted
+def _killed_after_epoch_2(cfg, out, monkeypatch):
+    """`cfg`, after a fine-tune into `out` was killed right after saving checkpoint-8 (checkpoint-4 kept too)."""
     from transformers import Trainer
 
-    cfg = recipe(tiny_bert, tiny_task, epochs=3)
     save = Trainer._save_checkpoint
 
-    def killed_after_epoch_2(self, *args, **kwargs):
+    def killed(self, *args, **kwargs):
         save(self, *args, **kwargs)
         if self.state.global_step == 8:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(Trainer, "_save_checkpoint", killed_after_epoch_2)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", killed)
     with pytest.raises(KeyboardInterrupt):
-        run_stage("finetune", cfg, None, tmp_path / "ft")
+        run_stage("finetune", cfg, None, out)
     monkeypatch.undo()
+    return cfg
+
+
+def test_a_checkpoint_that_fails_to_load_is_set_aside_and_named_once(tiny_bert, tiny_task, tmp_path, monkeypatch):
+    # a scheduler.pt of other contents passes the file checks, then fails inside the Trainer: set aside, so that
+    # the next start goes on from the checkpoint before it instead of failing the same way every time, and
+    # nothing is deleted
+    cfg = _killed_after_epoch_2(recipe(tiny_bert, tiny_task, epochs=3), tmp_path / "ft", monkeypatch)
     torch.save({"x": 1}, tmp_path / ".ft.work" / "checkpoint-8" / "scheduler.pt")
     with pytest.raises(UserError, match="checkpoint-8 could not be resumed from .*it was set aside as .*unusable"):
         run_stage("finetune", cfg, None, tmp_path / "ft", resume=True)
@@ -263,20 +268,7 @@ def test_resume_under_other_settings_is_refused_and_keeps_the_checkpoints(tiny_b
                                                                            monkeypatch):
     # a recipe with another learning rate (or 3 classes instead of 2) would go on from steps it did not train, or
     # fail to load the checkpoint and lose it: one line names what changed, and every checkpoint stays
-    from transformers import Trainer
-
-    cfg = recipe(tiny_bert, tiny_task, epochs=3)
-    save = Trainer._save_checkpoint
-
-    def killed_after_epoch_2(self, *args, **kwargs):
-        save(self, *args, **kwargs)
-        if self.state.global_step == 8:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_save_checkpoint", killed_after_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_stage("finetune", cfg, None, tmp_path / "ft")
-    monkeypatch.undo()
+    cfg = _killed_after_epoch_2(recipe(tiny_bert, tiny_task, epochs=3), tmp_path / "ft", monkeypatch)
     work = tmp_path / ".ft.work"
     before = sorted(p.name for p in work.iterdir())
     other = recipe(tiny_bert, tiny_task, epochs=3, learning_rate=0.5)
