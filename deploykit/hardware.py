@@ -46,7 +46,7 @@ def cores_busy_elsewhere(interval: float = 0.5) -> float:
 
     def busy() -> float:
         per_cpu = psutil.cpu_times(percpu=True)
-        chosen = [per_cpu[i] for i in mask if i < len(per_cpu)] if mask else per_cpu
+        chosen = [per_cpu[i] for i in mask if i < len(per_cpu)] if mask else []
         return sum(getattr(t, f, 0.0) for t in chosen or per_cpu for f in ("user", "nice", "system", "irq", "softirq"))
 
     def own() -> float:
@@ -68,7 +68,7 @@ def shared_cores_warning(stage: str, elsewhere: float, threads: int, n_cores: in
     torch's intra-op threads each take a share of every operator and the operator waits for the slowest, so one
     thread that shares its core stalls all of them: on 2 cores a 2-thread training step took 3.3x as long beside a
     one-core busy loop and 3.5x beside a second training, not 2x (bench/shared_cores.py; bench/README.md,
-    "Training beside other work").
+    "Forty-third session").
     """
     free = n_cores - elsewhere
     if elsewhere < 0.5 or threads <= free + 0.25:
