@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import traceback
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -213,17 +214,24 @@ def export(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = Non
     _run_stage("export", cfg, source, _out(out, "export"), force=force)
 
 
+class Target(str, Enum):
+    """bench.targets, as a choice typer checks: a typo is named as the flag's, not as a --set's."""
+    cpu = "cpu"
+    edge = "edge"
+    gpu = "gpu"
+
+
 @app.command()
 @edge
 def bench(artifacts: Annotated[list[Path], typer.Argument(parser=path_arg, help="artifact folders to measure side by side")],
           recipe: RecipeOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None, out: OutOpt = None,
-          target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="cpu, edge, gpu (repeatable)")] = None,
+          target: Annotated[Optional[list[Target]], typer.Option("--target", "-t", help="repeatable")] = None,
           quick: Annotated[bool, typer.Option(help="few iterations: a smoke test, not a measurement")] = False,
           baseline: Annotated[Optional[Path], typer.Option(parser=path_arg, help="PyTorch model to build the standard-recipe baseline row from")] = None,
           set_: SetOpt = None, quiet: QuietOpt = False):
     """Latency, throughput, memory, size and accuracy of each artifact; JSON, Markdown and HTML reports."""
     _quiet(quiet)
-    extra = [f"bench.targets={list(target)}"] if target else []
+    extra = [f"bench.targets={[t.value for t in target]}"] if target else []
     if quick:
         extra.append("bench.quick=true")
     cfg = build("bench", recipe, set_, data=data, data_dir=data_dir, extra=extra)

@@ -88,7 +88,7 @@ def _find_file(folder: Path, split: str, explicit: str | None) -> Path | None:
 
 def _to_split(rows: list[dict], cfg: DataConfig, label_ids: dict, origin: str) -> Split:
     texts = records.texts(rows, cfg.text_column, origin)
-    pairs = records.texts(rows, cfg.text_pair_column, origin) if cfg.text_pair_column else None
+    pairs = records.texts(rows, cfg.text_pair_column, origin, empty_ok=True) if cfg.text_pair_column else None
     labels = []
     for n, (row, key) in enumerate(zip(rows, label_keys(rows, cfg.label_column, origin)), 1):
         if key not in label_ids:

@@ -1,7 +1,7 @@
 """What `deploykit.load` refuses before a model runs, each in one line naming the fix: an unknown runtime or
 one that cannot read the folder's format, a device it does not run on, a thread count that is not a positive
 integer, a folder without tokenizer files or with a tokenizer that is not the model's; and `unicode_fault`, the
-text no tokenizer takes (shared by every predictor and the server).
+text no tokenizer takes, and `first_blank`, the text with nothing to score (shared by every predictor and the server).
 
     runtime = resolve_runtime("onnx", "auto", device=None)   # "ort" ("ort-cuda" with device="cuda")
     check_tokenizer_files(Path("runs/sst2-minilm/quantize"))
@@ -54,6 +54,13 @@ def unicode_fault(text: str) -> str | None:
     except UnicodeEncodeError as err:
         return f"a lone surrogate at character {err.start}"
     return None
+
+
+def first_blank(texts: list[str]) -> int | None:
+    """The index of the first text that is empty or whitespace only, else None. Such a text tokenizes to the special
+    tokens alone and gets a confident label from nothing (SST-2's final: "positive 0.964"), so every way in refuses
+    it: `deploykit predict`, `deploykit.load` and the server."""
+    return next((i for i, text in enumerate(texts) if not text.strip()), None)
 
 
 def check_threads(threads) -> None:

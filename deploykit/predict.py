@@ -78,7 +78,7 @@ def read_texts(texts: list[str], file: Path | None, text_column: str | None = No
                             f"name the right one with {flag}")
     text_column, text_pair_column = text_column or trained_text or "sentence", text_pair_column or trained_pair
     texts = column_texts(rows, text_column, str(file))
-    pairs = column_texts(rows, text_pair_column, str(file)) if text_pair_column else None
+    pairs = column_texts(rows, text_pair_column, str(file), empty_ok=True) if text_pair_column else None
     return texts, pairs
 
 

@@ -155,9 +155,13 @@ def column(rows: list[dict], col: str, path: str) -> list:
 JSON_KINDS = {bool: "a boolean", list: "a list", dict: "an object"}  # JSON values that are neither text nor class
 
 
-def texts(rows: list[dict], col: str, path: str) -> list[str]:
+def texts(rows: list[dict], col: str, path: str, empty_ok: bool = False) -> list[str]:
     """The column's values as texts: a string as written, a number as its digits (str(5) == "5"); a JSON list,
-    object or boolean is a one-line UserError naming the line, not its Python repr classified as text."""
+    object or boolean is a one-line UserError naming the line, not its Python repr classified as text.
+
+    An empty or whitespace-only value is one too unless `empty_ok` (a pair's second text, such as an instruction's
+    empty input): a model would be trained on, or answer, the special tokens alone.
+    """
     out = []
     for n, value in enumerate(column(rows, col, path), 1):
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -165,6 +169,11 @@ def texts(rows: list[dict], col: str, path: str) -> list[str]:
             raise UserError(f"{path}: {where(rows[n - 1], n)}: column '{col}' is {kind}, not text; "
                             "write the text as a JSON string")
         out.append(str(value))
+    blank = [n for n, text in enumerate(out) if not text.strip()]
+    if blank and not empty_ok:
+        more = f" ({len(blank)} rows are)" if len(blank) > 1 else ""
+        raise UserError(f"{path}: {where(rows[blank[0]], blank[0] + 1)}: column '{col}' is empty{more}; give each "
+                        "row its text, or remove the rows without one")
     return out
 
 

@@ -67,7 +67,7 @@ def read_unlabeled(cfg, data, quiet: bool = False) -> list[str]:
         if cfg.text_column not in rows[0]:
             raise UserError(f"{path}: no column '{cfg.text_column}' (columns: {', '.join(map(str, rows[0]))}); "
                             "set unlabeled.text_column, or unlabeled.column_names for a file without a header row")
-        found = texts(rows, cfg.text_column, str(path))
+        found = texts(rows, cfg.text_column, str(path), empty_ok=True)  # an unlabelled row without text is left out
     found = [t for t in found if t.strip()]
     if not found:
         raise UserError(f"{path}: no texts in column '{cfg.text_column}'")

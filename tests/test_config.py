@@ -215,6 +215,8 @@ def test_a_folder_given_as_the_recipe_is_called_a_folder_not_missing(tmp_path):
     ("bench.targets=[]", r"bench.targets: List should have at least 1 item"),  # a report of no rows, exit 0
     ("data.text_column=label", r"label_column and text_column are both 'label': name the column that holds the text"),
     ("data.text_pair_column=label", r"label_column and text_pair_column are both 'label'"),
+    # built in the teacher's order whatever the list said: [5, 3, 1] trained as [1, 3, 5]
+    ("distill.student_layers=[5, 3, 1]", r"in increasing order, as \[1, 3, 5\]"),
 ])
 def test_settings_that_would_measure_or_train_nothing_are_refused(override, message):
     with pytest.raises(UserError, match=message):

@@ -40,6 +40,14 @@ def test_sentence_pairs_and_jsonl(tmp_path):
     task = load_task(DataConfig(path=str(d), text_column="a", text_pair_column="b", label_column="y"))
     assert task.train.pairs is not None and task.train.pairs[0].startswith("hypothesis")
     assert task.test is None
+    # a pair's second text may be empty (dolly's instructions without an input); its first may not
+    rows[3]["b"] = ""
+    (d / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    assert load_task(DataConfig(path=str(d), text_column="a", text_pair_column="b", label_column="y")).train.pairs
+    rows[3]["a"] = ""
+    (d / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(UserError, match="line 4: column 'a' is empty; give each row its text"):
+        load_task(DataConfig(path=str(d), text_column="a", text_pair_column="b", label_column="y"))
 
 
 def test_csv_file(tmp_path):
@@ -81,6 +89,9 @@ def test_named_dataset_missing_everywhere_says_both(tmp_path, monkeypatch):
     (lambda d: (d.mkdir(), (d / "train.tsv").write_bytes(b"sentence\tlabel\ncaf\xe9\t1\n")), "line 2 is not UTF-8"),
     (lambda d: (d.mkdir(), (d / "train.tsv").write_text("sentence\tlabel\na\t0\nb\t1\n"),
                 (d / "dev.tsv").write_text("sentence\tlabel\nc\t7\n")), "label '7', never seen in the training"),
+    # an empty text trained the classifier on the special tokens alone
+    (lambda d: (d.mkdir(), (d / "train.tsv").write_text("sentence\tlabel\na\t0\n\t1\n \t0\n")),
+     "line 3: column 'sentence' is empty .2 rows are.; give each row its text"),
     (lambda d: (d.mkdir(), (d / "train.tsv").write_text("sentence\tlabel\n" + "a film\t1\n" * 20)),
      "every training row has the label '1'; a classifier needs rows of at least two labels"),
 ])

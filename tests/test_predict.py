@@ -199,6 +199,8 @@ def test_bad_input_is_one_line_exit_2(final, tiny_chain, tiny_llama, tmp_path):
     bad.write_text("sentence,label\nfine,1\na, film, with commas,0\n")
     one_line_error(invoke(final, "--file", bad), "line 3 has 4 fields")
     one_line_error(invoke(final, "--file", tmp_path / "none.tsv"), "data file not found")
+    blank = write(tmp_path / "blank.jsonl", [{"sentence": "a film"}, {"sentence": ""}])
+    one_line_error(invoke(final, "--file", blank), "line 2: column 'sentence' is empty")
     one_line_error(invoke(final, "--file", "-", input="\n\n"), "stdin: no texts")
     # a column named for input without columns was ignored: each line was classified whatever the flag said
     lines = tmp_path / "reviews.txt"

@@ -319,6 +319,8 @@ def test_causal_lm_folder_gives_the_generator(tiny_llama):
     (lambda c: load(c["finetune"])(["fine", "bad \ud800"]), "item 1 is not valid Unicode text .a lone surrogate"),
     (lambda c: load(c["finetune"])([("fine", "\udcff")]), "item 0 is not valid Unicode"),
     (lambda c: load(c["finetune"])({"fine", "bad"}), "got a set.*give a list"),
+    (lambda c: load(c["finetune"])(["fine", " \n"]), "item 1 is an empty text; give its words"),
+    (lambda c: load(c["finetune"]).logits([("", "a pair's second half")]), "item 0 is an empty text"),
     (lambda c: load(c["finetune"], threads=0), "threads=0 must be a positive integer"),
     (lambda c: load(c["export"], threads=-1), "threads=-1 must be a positive integer"),
     (lambda c: load(None), "artifact path None: give a folder path"),

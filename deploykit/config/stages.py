@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from deploykit.config.base import AutoOrPositive, Section
 
@@ -159,6 +159,15 @@ class DistillConfig(TrainConfig):
         if self.unlabeled is not None and not self.alpha_kd:
             raise ValueError("distill.unlabeled texts are taught by the teacher's logits: set alpha_kd above 0")
         return self
+
+    @field_validator("student_layers")
+    @classmethod
+    def _layers_in_order(cls, layers: list[int] | None) -> list[int] | None:
+        # the student keeps them in the teacher's order whatever the list says: [5, 3, 1] would be built as [1, 3, 5]
+        if layers and any(b <= a for a, b in zip(layers, layers[1:])) and len(set(layers)) == len(layers):
+            raise ValueError(f"list the teacher layers in increasing order, as {sorted(layers)}: the student keeps "
+                             "them in the teacher's order")
+        return layers
 
 
 class PruneConfig(Section):

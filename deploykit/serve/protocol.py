@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any
 
-from deploykit.predictor import unicode_fault
+from deploykit.load_checks import first_blank, unicode_fault
 
 TEXT, TEXT_PAIR = "text", "text_pair"
 OUTPUTS = ("label", "score", "logits")  # a text classifier's; a token classifier's: ("entities",)
@@ -67,7 +67,7 @@ def parse_predict(doc: dict[str, Any], max_rows: int) -> tuple[list[Any], int | 
         raise ClientError(f"unknown field {unknown[0]!r} in the body (expected texts, text_pairs, top_k)")
     if "texts" not in doc:
         raise ClientError('the body has no "texts" (send {"texts": ["a sentence", ...]})')
-    texts = _strings(doc["texts"], "texts", max_rows)
+    texts = _texts(doc["texts"], "texts", max_rows)
     rows: list[Any] = texts
     if doc.get("text_pairs") is not None:
         pairs = _strings(doc["text_pairs"], "text_pairs", max_rows)
@@ -102,6 +102,8 @@ def parse_infer(doc: dict[str, Any], max_rows: int, offered: tuple[str, ...] = O
     if TEXT not in tensors:
         raise ClientError(f"the request has no {TEXT!r} input")
     rows: list[Any] = tensors[TEXT]
+    if (blank := first_blank(rows)) is not None:
+        raise ClientError(f"the {TEXT!r} input's element {blank} is an empty text; send its words")
     if TEXT_PAIR in tensors:
         if len(tensors[TEXT_PAIR]) != len(rows):
             raise ClientError(f"{TEXT_PAIR!r} has {len(tensors[TEXT_PAIR])} elements for {len(rows)} texts")
@@ -176,6 +178,15 @@ def _bytes_tensor(tensor: dict[str, Any], where: str, max_rows: int) -> list[str
     strings = _strings(data, f"{where} data", max_rows)
     if len(strings) != math.prod(shape):
         raise ClientError(f"{where}: shape {shape} holds {math.prod(shape)} elements but data has {len(strings)}")
+    return strings
+
+
+def _texts(value: Any, field: str, max_rows: int) -> list[str]:
+    """`_strings` where each is a text to classify: an empty one has nothing to score (deploykit.load refuses it too;
+    the second text of a pair may be empty)."""
+    strings = _strings(value, field, max_rows)
+    if (blank := first_blank(strings)) is not None:
+        raise ClientError(f"{field}[{blank}] is an empty text; send its words")
     return strings
 
 

@@ -164,7 +164,19 @@ def test_cli_bench_quick(tiny, tmp_path):
     assert res.exit_code == 0, res.output
     assert str(out) in res.output and (out / "report.md").is_file()
     res = runner.invoke(app, ["bench", str(onnx), "--data", str(task), "--target", "tpu", "-q"])
-    assert res.exit_code == 2 and "bench.targets" in res.output
+    # named as the flag the user typed, not as a --set they never wrote
+    assert res.exit_code == 2 and "'--target'" in res.output and "'tpu' is not one of 'cpu', 'edge', 'gpu'" in res.output
+    assert "--set" not in res.output
+
+
+def test_the_target_flag_offers_what_the_recipe_takes():
+    import typing
+
+    from deploykit.cli import Target
+    from deploykit.config.stages import BenchConfig
+
+    offered = typing.get_args(typing.get_args(BenchConfig.model_fields["targets"].annotation)[0])
+    assert [t.value for t in Target] == list(offered)
 
 
 def test_baseline_row_is_the_standard_recipe(tiny, tmp_path):
