@@ -126,20 +126,42 @@ def _data_section(artifact: Artifact) -> dict | None:
 def _lineage(artifact: Artifact):
     """The folder's manifest, then its parents' (4 manifests at most): an export folder records only its own
     section, its parent (when still there) trained the model."""
-    manifest, hops = artifact.manifest, 0
+    folder, manifest, hops = Path(artifact.path), artifact.manifest, 0
     while isinstance(manifest, dict) and hops < 4:
         yield manifest
-        manifest, hops = _parent_manifest(manifest), hops + 1
+        folder = recorded_folder(manifest.get("parent"), "path", folder)
+        manifest, hops = manifest_of(folder) if folder is not None else None, hops + 1
 
 
-def _parent_manifest(manifest: dict) -> dict | None:
-    path = (manifest.get("parent") or {}).get("path")
-    if not isinstance(path, str) or not Path(path).is_absolute():
-        return None
+def manifest_of(folder: Path) -> dict | None:
+    """The folder's manifest.json as a dict; None where it has none that reads as one."""
     try:
-        return json.loads((Path(path) / "manifest.json").read_text())
+        manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def recorded_folder(record, key: str, beside: Path) -> Path | None:
+    """The model folder a manifest's record names (`parent` by its `path`, `teacher` by its `source`), where that
+    model still is: the recorded absolute path, else the folder of the same name beside `beside` (the folder whose
+    manifest holds the record), as in a run folder copied or moved whole; None when neither holds it.
+
+    Where the record carries the model's manifest `hash`, a folder counts only with that hash: a path reused by
+    another run's model is not the one recorded. Without one (a model from elsewhere, an older record) the recorded
+    path counts as it is and a folder beside does not.
+    """
+    path = record.get(key) if isinstance(record, dict) else None
+    if not isinstance(path, str) or not path:
+        return None
+    want = record.get("hash")
+    candidates = [Path(path)] if Path(path).is_absolute() else []
+    if want is not None:
+        candidates.append(Path(beside).parent / Path(path).name)
+    for folder in candidates:
+        if folder.is_dir() and (want is None or (manifest_of(folder) or {}).get("hash") == want):
+            return folder
+    return None
 
 
 def trained_stride(artifact: Artifact, max_length: int, tokenizer) -> int | None:

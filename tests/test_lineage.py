@@ -91,3 +91,44 @@ def test_a_model_of_another_kind_than_the_recipe_is_one_line_before_any_work(tin
         run_many(generation, [tiny_llama, tiny_bert], tmp_path / "bench")
     assert not any((tmp_path / name).exists() for name in ("e1", "e2", "bench"))
     fit_columns(recipe(), Artifact(tiny_bert, {}))  # a kind that matches passes; finetune may change a head
+
+
+def moved_run(tiny_chain, dest: Path, old_root: Path) -> Path:
+    """A copy of the tiny chain's run folder whose manifests name their stages under `old_root`, as after
+    `mv runs/a old_root; cp -r old_root dest; rm -r old_root`."""
+    import json
+    import shutil
+
+    run = shutil.copytree(tiny_chain["finetune"].parent, dest)
+    for manifest_file in run.glob("*/manifest.json"):
+        manifest = json.loads(manifest_file.read_text())
+        for key, field in (("parent", "path"), ("teacher", "source")):
+            if isinstance(manifest.get(key), dict) and Path(str(manifest[key].get(field))).is_absolute():
+                manifest[key][field] = str(old_root / Path(manifest[key][field]).name)
+        manifest_file.write_text(json.dumps(manifest))
+    return run
+
+
+def test_a_run_folder_moved_whole_follows_its_own_stages(tiny_chain, tmp_path):
+    from deploykit.artifact import load_artifact
+    from deploykit.lineage import recorded_folder
+    from deploykit.measure.text_bench import fine_tuned_teacher
+
+    run = moved_run(tiny_chain, tmp_path / "copy", tmp_path / "gone")
+    distill = load_artifact(run / "distill")
+    # the recorded folder is gone: the stage of the same name beside the copy, with the recorded hash
+    assert recorded_folder(distill.manifest["parent"], "path", run / "distill") == run / "finetune"
+    assert fine_tuned_teacher([load_artifact(run / "prune")]).path == run / "finetune"
+    # the distilled model's teacher too: pruning's recovery_teacher reads it
+    assert recorded_folder(distill.manifest["teacher"], "source", run / "distill") == run / "finetune"
+    # a folder at the recorded path that holds another model (another run written there) is not taken
+    other = moved_run(tiny_chain, tmp_path / "gone", tmp_path / "elsewhere")
+    import json
+
+    manifest = json.loads((other / "finetune" / "manifest.json").read_text())
+    (other / "finetune" / "manifest.json").write_text(json.dumps({**manifest, "hash": "another run"}))
+    assert recorded_folder(distill.manifest["parent"], "path", run / "distill") == run / "finetune"
+    assert recorded_folder(load_artifact(run / "prune").manifest["parent"], "path", run / "prune") == other / "distill"
+    # without a hash only the recorded path counts: a folder of the same name beside could be any model
+    assert recorded_folder({"path": str(tmp_path / "nowhere" / "finetune")}, "path", run / "distill") is None
+    assert recorded_folder({"path": "bert-base-uncased"}, "path", run / "distill") is None

@@ -17,6 +17,7 @@ from deploykit.artifact import Artifact, load_artifact
 from deploykit.config import BenchConfig, Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
+from deploykit.lineage import recorded_folder
 
 
 def report(kind, recipe: Recipe, cfg: BenchConfig, subjects: list, tmp: Path, out_dir: Path,
@@ -90,8 +91,8 @@ def fine_tuned_teacher(artifacts: list[Artifact]) -> Artifact | None:
     stage. A PyTorch folder without a manifest is taken as the user's own fine-tuned model."""
     art = next((a for a in artifacts if a.format == "pytorch"), None)
     while art is not None and art.stage not in (None, "finetune"):
-        parent = (art.manifest.get("parent") or {}).get("path")
-        art = load_artifact(parent) if parent and Path(parent).exists() else None
+        parent = recorded_folder(art.manifest.get("parent"), "path", Path(art.path))
+        art = load_artifact(parent) if parent is not None else None
         if art is not None and art.format != "pytorch":
             return None
     return art

@@ -26,6 +26,7 @@ from deploykit.config import Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
+from deploykit.lineage import manifest_of
 from deploykit.train.resume import forget, going_on_from, start_point
 from deploykit.train.distillation import describe, save_student, teacher_source, warn_if_larger
 from deploykit.train.trainer import build_trainer, check_replicas, num_layers, training_record
@@ -97,6 +98,8 @@ def _train(recipe: Recipe, parent: Artifact | None, out_dir: Path, work: Path, j
     local = Path(teacher_src)
     source = str(local.resolve()) if local.is_dir() else teacher_src
     teacher_record = {"source": source, "layers": num_layers(teacher.config), "parameters": n_teacher}
+    if local.is_dir() and (teacher_hash := (manifest_of(local) or {}).get("hash")):
+        teacher_record["hash"] = teacher_hash  # found again beside this folder in a copied run (lineage.recorded_folder)
     manifest = save_student(trainer.model, job.tokenizer, recipe, parent, out_dir, metrics, job.labels,
                             teacher=teacher_record, kept=job.kept, layer_map=trainer.layer_map,
                             max_length=job.max_length, **job.record)

@@ -32,6 +32,7 @@ from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.jobs import PruneJob
+from deploykit.lineage import recorded_folder
 from deploykit.train.resume import claim, forget, going_on_from, last_checkpoint
 from deploykit.kinds import kind_of
 
@@ -108,6 +109,8 @@ def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model) -> tupl
     where = parent.path if parent is not None else "the model source"
     record = (parent.manifest if parent is not None else {}).get("teacher")
     source = record.get("source") if isinstance(record, dict) else None
+    if parent is not None and (found := recorded_folder(record, "source", parent.path)) is not None:
+        source = str(found)  # the recorded folder, or its copy beside the parent in a run folder copied whole
     who, why = _auto_choice(cfg, job, source) if cfg.recovery_teacher == "auto" else \
         (cfg.recovery_teacher, f"recovery_teacher: {cfg.recovery_teacher}")
     if who == "parent":

@@ -61,7 +61,9 @@ def check_recovery_teacher(recipe: Recipe, stages: list[str]) -> None:
     if not isinstance(teacher, str):
         raise UserError(f"prune.recovery_teacher: teacher: model.source {recipe.model.source} names no teacher "
                         f"folder (a `deploykit distill` output does); {fix}")
-    if Path(teacher).is_absolute() and not Path(teacher).is_dir():
+    from deploykit.lineage import recorded_folder
+
+    if Path(teacher).is_absolute() and recorded_folder(record, "source", Path(source)) is None:
         raise UserError(f"prune.recovery_teacher: teacher: model.source {recipe.model.source} was distilled from "
                         f"{teacher}, which is gone; {fix}")
 

@@ -77,7 +77,8 @@ def test_distill_writes_a_plain_hf_folder_with_a_manifest(teacher4, tiny_task, t
     assert model.config.num_hidden_layers == 2 and model.config.id2label == {0: "negative", 1: "positive"}
     m = json.loads((out / "manifest.json").read_text())
     assert m["stage"] == "distill" and m["format"] == "pytorch" and m["parent"]["path"] == str(teacher4)
-    assert m["teacher"] == {"source": str(teacher4), "layers": 4, "parameters": m["metrics"]["teacher_parameters"]}
+    assert m["teacher"] == {"source": str(teacher4), "layers": 4, "parameters": m["metrics"]["teacher_parameters"],
+                            "hash": json.loads((teacher4 / "manifest.json").read_text())["hash"]}
     assert m["student"]["layers_kept"] == [1, 3] and m["student"]["layers"] == 2  # every other, ending on the top
     assert m["metrics"]["parameters"] < m["metrics"]["teacher_parameters"]
     for split in ("validation", "test"):
