@@ -70,7 +70,10 @@ def _read_table(path: Path, text: str, column_names: list[str] | None) -> list[R
     # the csv module refuses a field over 131,072 characters (a long document is a valid text): no field can be
     # longer than the file, so that is the limit; an unclosed quote is named by the record it swallows below
     csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
-    reader = csv.reader(io.StringIO(text, newline=""), **({"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}))
+    # strict CSV: a quote never closed swallowed the rest of a one-column file into one text, and text after a closing
+    # quote ('"a 12" record') lost its quotes, both without a word
+    reader = csv.reader(io.StringIO(text, newline=""),
+                        **({"delimiter": "\t", "quoting": csv.QUOTE_NONE} if tsv else {"strict": True}))
     header, rows, last = column_names, [], 0
     try:
         for fields in reader:
@@ -93,8 +96,13 @@ def _read_table(path: Path, text: str, column_names: list[str] | None) -> list[R
             row.line = start
             rows.append(row)
     except csv.Error as err:
-        raise UserError(f"{path}: line {last + 1} cannot be read as {'TSV' if tsv else 'CSV'} ({err}); "
-                        "an unbalanced quote?") from None
+        if "unexpected end of data" in str(err):
+            why = f"a quote opened on line {last + 1} is never closed; close it, or double a quote inside a text (\"\")"
+        elif "expected after" in str(err):
+            why = "text follows a quoted field's closing quote; quote the whole field and double the quotes inside it"
+        else:
+            why = f"{err}; an unbalanced quote?"
+        raise UserError(f"{path}: line {last + 1} cannot be read as {'TSV' if tsv else 'CSV'} ({why})") from None
     return rows
 
 

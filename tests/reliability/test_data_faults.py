@@ -266,5 +266,20 @@ def test_a_csv_text_longer_than_the_csv_modules_field_limit_is_read_whole(tmp_pa
 
 def test_an_unclosed_quote_names_the_line_it_opened_on(tmp_path):
     body = "".join(f"{t},{y}\n" for t, y in ROWS[:4]) + '"never closed,neg\n' + "".join(f"{t},{y}\n" for t, y in ROWS[4:])
-    with pytest.raises(UserError, match=r"train.csv: line 6 .*a quote opened on line 6 and never closed"):
+    with pytest.raises(UserError, match=r"train.csv: line 6 .*a quote opened on line 6 is never closed"):
         load(write(tmp_path, "train.csv", "text,label\n" + body))
+
+
+@pytest.mark.parametrize("body, message", [
+    # one column: the unclosed quote swallowed every later row into one text, and predict answered fewer rows
+    ('text\na fine film\n"unclosed quote\na dull one\nawful\n', r"line 3 .*a quote opened on line 3 is never closed"),
+    # the quotes of '"a 12" record' were dropped from the text without a word
+    ('text,label\nfine,pos\n"a 12" record of a film,neg\n', r"line 3 .*text follows a quoted field's closing quote"),
+])
+def test_malformed_csv_quoting_is_refused_not_read_as_other_rows(tmp_path, body, message):
+    from deploykit.records import read_rows
+
+    path = tmp_path / "rows.csv"
+    path.write_text(body)
+    with pytest.raises(UserError, match=message):
+        read_rows(path, None)
