@@ -82,6 +82,9 @@ def path_arg(value: str | Path) -> Path:
 def text_arg(value: str) -> str:
     """Every text and prompt argument's parser: "" or spaces (an unset shell variable, a stray pair of quotes) would be
     answered as if it were a text, where a file's blank lines are skipped."""
-    if not value.strip():
-        raise typer.BadParameter("an empty text: give its words (a file's blank lines are skipped; an argument's are not)")
+    from deploykit.records import is_blank
+
+    if is_blank(value):
+        raise typer.BadParameter("an empty text (or invisible characters only): give its words (a file's blank lines "
+                                 "are skipped; an argument's are not)")
     return value

@@ -57,10 +57,12 @@ def unicode_fault(text: str) -> str | None:
 
 
 def first_blank(texts: list[str]) -> int | None:
-    """The index of the first text that is empty or whitespace only, else None. Such a text tokenizes to the special
-    tokens alone and gets a confident label from nothing (SST-2's final: "positive 0.964"), so every way in refuses
-    it: `deploykit predict`, `deploykit.load` and the server."""
-    return next((i for i, text in enumerate(texts) if not text.strip()), None)
+    """The index of the first text without a visible character (records.is_blank), else None. It tokenizes to the
+    special tokens alone and gets a confident label from nothing (SST-2's final: "positive 0.964"), so every way in
+    refuses it: `deploykit predict`, `deploykit.load` and the server."""
+    from deploykit.records import is_blank
+
+    return next((i for i, text in enumerate(texts) if is_blank(text)), None)
 
 
 def check_threads(threads) -> None:

@@ -355,7 +355,7 @@ def _one(item, n: int) -> tuple[str, str | None]:
             raise UserError(f"inputs: item {n} is not valid Unicode text ({fault}); decode it with "
                             "errors='replace' or remove that character")
     if first_blank([text]) is not None:  # a pair's second text may be empty (an instruction without input)
-        raise UserError(f"inputs: item {n} is an empty text; give its words")
+        raise UserError(f"inputs: item {n} is an empty text (or invisible characters only); give its words")
     return text, pair
 
 

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import re
+import unicodedata
 from pathlib import Path
 
 from deploykit.errors import UserError
@@ -118,7 +119,7 @@ def decode(raw: bytes, origin: str) -> str:
 def lines(text: str) -> list[str]:
     """The non-blank lines of `text`, one text each; lines end at "\n" only, as records do: a text keeps its
     U+2028 (a "\r" before the "\n" is dropped)."""
-    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    return [line.rstrip("\r") for line in text.split("\n") if not is_blank(line)]
 
 
 def read_lines(path: Path) -> list[str]:
@@ -163,6 +164,17 @@ def column(rows: list[dict], col: str, path: str) -> list:
 JSON_KINDS = {bool: "a boolean", list: "a list", dict: "an object"}  # JSON values that are neither text nor class
 
 
+# characters no tokenizer reads as a word: white space, control and format characters (U+200B, U+00AD, U+FEFF) and
+# combining marks with nothing to combine with; BERT's tokenizer drops every one of them
+INVISIBLE = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Me"})
+
+
+def is_blank(text: str) -> bool:
+    """True for a text with no visible character ("", "  ", "\u200b", "\u00ad"): a classifier would answer it from
+    its special tokens alone (SST-2's final: "positive 0.964")."""
+    return all(c.isspace() or unicodedata.category(c) in INVISIBLE for c in text)
+
+
 def texts(rows: list[dict], col: str, path: str, empty_ok: bool = False) -> list[str]:
     """The column's values as texts: a string as written, a number as its digits (str(5) == "5"); a JSON list,
     object or boolean is a one-line UserError naming the line, not its Python repr classified as text.
@@ -177,11 +189,11 @@ def texts(rows: list[dict], col: str, path: str, empty_ok: bool = False) -> list
             raise UserError(f"{path}: {where(rows[n - 1], n)}: column '{col}' is {kind}, not text; "
                             "write the text as a JSON string")
         out.append(str(value))
-    blank = [n for n, text in enumerate(out) if not text.strip()]
+    blank = [n for n, text in enumerate(out) if is_blank(text)]
     if blank and not empty_ok:
         more = f" ({len(blank)} rows are)" if len(blank) > 1 else ""
-        raise UserError(f"{path}: {where(rows[blank[0]], blank[0] + 1)}: column '{col}' is empty{more}; give each "
-                        "row its text, or remove the rows without one")
+        raise UserError(f"{path}: {where(rows[blank[0]], blank[0] + 1)}: column '{col}' is empty or invisible "
+                        f"characters only{more}; give each row its text, or remove the rows without one")
     return out
 
 

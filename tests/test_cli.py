@@ -88,6 +88,7 @@ def test_recipe_with_unquoted_bf16_off_validates(tiny_bert, tiny_task, tmp_path)
     # an empty text or prompt (an unset shell variable) was answered as a text: `deploykit generate ft ""` exited 0
     (["predict", "m", "a film", " "], "error: Invalid value for 'texts': an empty text"),
     (["generate", "m", ""], "error: Invalid value for 'prompts': an empty text"),
+    (["predict", "m", "\u200b"], "error: Invalid value for 'texts': an empty text (or invisible characters only)"),
 ])
 def test_a_usage_error_is_one_line_exit_2(args, message):
     result = CliRunner().invoke(app, args, prog_name="deploykit")

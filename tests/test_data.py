@@ -46,7 +46,7 @@ def test_sentence_pairs_and_jsonl(tmp_path):
     assert load_task(DataConfig(path=str(d), text_column="a", text_pair_column="b", label_column="y")).train.pairs
     rows[3]["a"] = ""
     (d / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(UserError, match="line 4: column 'a' is empty; give each row its text"):
+    with pytest.raises(UserError, match="line 4: column 'a' is empty or invisible characters only; give each row"):
         load_task(DataConfig(path=str(d), text_column="a", text_pair_column="b", label_column="y"))
 
 
@@ -90,8 +90,8 @@ def test_named_dataset_missing_everywhere_says_both(tmp_path, monkeypatch):
     (lambda d: (d.mkdir(), (d / "train.tsv").write_text("sentence\tlabel\na\t0\nb\t1\n"),
                 (d / "dev.tsv").write_text("sentence\tlabel\nc\t7\n")), "label '7', never seen in the training"),
     # an empty text trained the classifier on the special tokens alone
-    (lambda d: (d.mkdir(), (d / "train.tsv").write_text("sentence\tlabel\na\t0\n\t1\n \t0\n")),
-     "line 3: column 'sentence' is empty .2 rows are.; give each row its text"),
+    (lambda d: (d.mkdir(), (d / "train.tsv").write_text("sentence\tlabel\na\t0\n\t1\n \t0\n\u200b\u00ad\t1\n")),
+     "line 3: column 'sentence' is empty or invisible characters only .3 rows are.; give each row its text"),
     (lambda d: (d.mkdir(), (d / "train.tsv").write_text("sentence\tlabel\n" + "a film\t1\n" * 20)),
      "every training row has the label '1'; a classifier needs rows of at least two labels"),
 ])

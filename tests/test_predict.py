@@ -201,6 +201,10 @@ def test_bad_input_is_one_line_exit_2(final, tiny_chain, tiny_llama, tmp_path):
     one_line_error(invoke(final, "--file", tmp_path / "none.tsv"), "data file not found")
     blank = write(tmp_path / "blank.jsonl", [{"sentence": "a film"}, {"sentence": ""}])
     one_line_error(invoke(final, "--file", blank), "line 2: column 'sentence' is empty")
+    # a .txt line of invisible characters is a blank line: skipped and counted, not answered
+    invisible = tmp_path / "invisible.txt"
+    invisible.write_text("a film\n\u200b\n")
+    assert len(records(invoke(final, "--file", invisible, "--json"))) == 1
     one_line_error(invoke(final, "--file", "-", input="\n\n"), "stdin: no texts")
     # a column named for input without columns was ignored: each line was classified whatever the flag said
     lines = tmp_path / "reviews.txt"

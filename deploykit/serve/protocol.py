@@ -103,7 +103,8 @@ def parse_infer(doc: dict[str, Any], max_rows: int, offered: tuple[str, ...] = O
         raise ClientError(f"the request has no {TEXT!r} input")
     rows: list[Any] = tensors[TEXT]
     if (blank := first_blank(rows)) is not None:
-        raise ClientError(f"the {TEXT!r} input's element {blank} is an empty text; send its words")
+        raise ClientError(f"the {TEXT!r} input's element {blank} is an empty text (or invisible characters only); send "
+                          "its words")
     if TEXT_PAIR in tensors:
         if len(tensors[TEXT_PAIR]) != len(rows):
             raise ClientError(f"{TEXT_PAIR!r} has {len(tensors[TEXT_PAIR])} elements for {len(rows)} texts")
@@ -186,7 +187,7 @@ def _texts(value: Any, field: str, max_rows: int) -> list[str]:
     the second text of a pair may be empty)."""
     strings = _strings(value, field, max_rows)
     if (blank := first_blank(strings)) is not None:
-        raise ClientError(f"{field}[{blank}] is an empty text; send its words")
+        raise ClientError(f"{field}[{blank}] is an empty text (or invisible characters only); send its words")
     return strings
 
 
