@@ -27,7 +27,8 @@ import numpy as np
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.errors import UserError
 from deploykit.lineage import trained_length, trained_stride
-from deploykit.load_checks import check_threads, check_tokenizer_files, check_vocabulary, resolve_runtime, unicode_fault
+from deploykit.load_checks import (check_threads, check_tokenizer_files, check_vocabulary, first_blank, resolve_runtime,
+                                   unicode_fault)
 
 STRATEGIES = ("simple", "first")
 
@@ -101,7 +102,7 @@ class EntityPredictor:
         """
         return [p.logits for p in self.pieces(_texts(inputs), batch_size)]
 
-    def __call__(self, inputs, batch_size: int = 32, aggregation_strategy: str = "simple"):
+    def __call__(self, inputs, batch_size: int = 32, aggregation_strategy: str = "simple", **other):
         """Entity groups, as `pipeline("token-classification", aggregation_strategy=...)` returns them.
 
         Args:
@@ -114,8 +115,12 @@ class EntityPredictor:
             For a str, a list of {"entity_group", "score", "word", "start", "end"}; for a list, one such list per text.
 
         Raises:
-            UserError: an input that is not text, an empty list, an unknown aggregation_strategy.
+            UserError: an input that is not text or is empty, an empty list, an unknown aggregation_strategy, any other
+                keyword (a text classifier's top_k or function_to_apply).
         """
+        if other:
+            raise UserError(f"{', '.join(other)}: not an option of a token classifier, which answers entity groups "
+                            "(it takes batch_size and aggregation_strategy)")
         if aggregation_strategy not in STRATEGIES:
             raise UserError(f"aggregation_strategy={aggregation_strategy!r}: use one of {', '.join(STRATEGIES)}")
         texts = _texts(inputs)
@@ -237,6 +242,8 @@ def _texts(inputs) -> list[str]:
         if fault := unicode_fault(item):
             raise UserError(f"inputs: item {n} is not valid Unicode text ({fault}); decode it with "
                             "errors='replace' or remove that character")
+    if (blank := first_blank(items)) is not None:  # as deploykit predict and the text classifier refuse it
+        raise UserError(f"inputs: item {blank} is an empty text (or invisible characters only); give its words")
     return items
 
 

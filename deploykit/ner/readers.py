@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit.errors import UserError
-from deploykit.records import decode, read_rows, where
+from deploykit.records import decode, is_blank, read_rows, where
 
 DOCSTART = "-DOCSTART-"
 
@@ -66,7 +66,8 @@ def from_records(rows: list[dict], tokens_column: str, tags_column: str, label_n
     """Sentences from records holding a list of words and a list of tags (JSONL lines, or hub rows).
 
     Raises:
-        UserError: a missing column, a column that is not a list, or words and tags of different lengths.
+        UserError: a missing column, a column that is not a list, words and tags of different lengths, no words, or
+            an entity tag on a word without a visible character.
     """
     tokens, tags, lines = [], [], []
     for n, row in enumerate(rows, 1):
@@ -83,8 +84,16 @@ def from_records(rows: list[dict], tokens_column: str, tags_column: str, label_n
                             "give every word exactly one tag")
         if not all(isinstance(w, str) for w in words):
             raise UserError(f"{origin}: {at}: column '{tokens_column}' must hold strings (the words)")
+        if not words:
+            raise UserError(f"{origin}: {at}: column '{tokens_column}' is an empty list; give the sentence's words, "
+                            "or remove the row")
+        names = _tag_names(row_tags, label_names, origin, at, tags_column)
+        # such a word has no word piece, so no position carries its tag: an entity there could never be learned
+        if (j := next((j for j, (w, t) in enumerate(zip(words, names)) if t != "O" and is_blank(w)), None)) is not None:
+            raise UserError(f"{origin}: {at}: word {j + 1} ({words[j]!r}) is tagged {names[j]} but has no visible "
+                            "character; fix the word or tag it O")
         tokens.append(list(words))
-        tags.append(_tag_names(row_tags, label_names, origin, at, tags_column))
+        tags.append(names)
         lines.append(getattr(row, "line", n))
     has_lines = bool(rows) and hasattr(rows[0], "line")
     return Sentences(tokens, tags, lines if has_lines else None, False, origin)

@@ -84,6 +84,20 @@ def test_tokens_and_tags_of_different_lengths_name_the_line(tmp_path):
         read_jsonl(path)
 
 
+@pytest.mark.parametrize("row, message", [
+    ({"tokens": [], "ner_tags": []}, r"line 4: column 'tokens' is an empty list; give the sentence's words"),
+    # no word piece carries such a word's tag: the entity could never be learned, and was accepted without a word
+    ({"tokens": ["\u200b", "b"], "ner_tags": ["B-PER", "O"]}, r"line 4: word 1 \('\\u200b'\) is tagged B-PER but has no"),
+    ({"tokens": ["a", " "], "ner_tags": ["O", "I-LOC"]}, r"line 4: word 2 \(' '\) is tagged I-LOC"),
+])
+def test_a_sentence_without_words_or_an_entity_without_a_visible_word_is_refused(tmp_path, row, message):
+    with pytest.raises(UserError, match=message):
+        read_jsonl(write_jsonl(tmp_path / "train.jsonl", ROWS + [row]))
+    # a blank word tagged O is read: nothing is lost where no tag is
+    blank_o = {"tokens": ["a", " "], "ner_tags": ["O", "O"]}
+    assert read_jsonl(write_jsonl(tmp_path / "ok.jsonl", ROWS + [blank_o])).tokens[-1] == ["a", " "]
+
+
 @pytest.mark.parametrize("tag, names, message", [
     ("PER", None, r"line 3: tag 'PER' is outside the IOB2 scheme \(O, B-TYPE, I-TYPE\)"),
     ("E-PER", None, r"line 3: tag 'E-PER' is outside the IOB2 scheme"),

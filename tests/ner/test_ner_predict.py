@@ -116,11 +116,14 @@ def test_logits_have_a_row_per_piece_and_long_texts_become_windows(bert_folder):
 def test_bad_inputs_and_options_are_refused_in_one_line(bert_folder):
     ner = deploykit.load(bert_folder)
     for bad, message in [([], "the list of texts is empty"), ([1], "item 0 is int"), (("a", "b"), "got tuple"),
-                         (["\ud800"], "not valid Unicode")]:
+                         (["\ud800"], "not valid Unicode"), (["a", " \u200b"], "item 1 is an empty text")]:
         with pytest.raises(UserError, match=message):
             ner(bad)
     with pytest.raises(UserError, match="aggregation_strategy='max': use one of simple, first"):
         ner("a", aggregation_strategy="max")
+    # a text classifier's options were a TypeError here
+    with pytest.raises(UserError, match="top_k: not an option of a token classifier"):
+        ner("a", top_k=3)
     with pytest.raises(UserError, match="runs on runtime torch .*, ort .* or openvino .* not torch-bf16 on cpu"):
         deploykit.load(bert_folder, runtime="torch-bf16")
 
