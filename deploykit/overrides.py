@@ -80,6 +80,9 @@ def format_validation_error(err: ValidationError, origin: str, overrides: list[s
     if found is not None:
         item, exact = found
         origin = f"--set {item}" if exact or origin == "command line" else f"{origin} with --set {item}"
+    if first["type"] == "extra_forbidden" and str(first["loc"][-1]) == "<<":  # yaml12.RecipeLoader reads 1.2 only
+        return (f"{origin}: '{loc}' is a YAML 1.1 merge key, which recipes do not read (they are YAML 1.2); write "
+                "the merged keys out in that section")
     if first["type"] == "extra_forbidden":
         return f"{origin}: unknown key '{loc}' (check the spelling; see deploykit/config/ for the schema)"
     msg = first["msg"].removeprefix("Value error, ")

@@ -151,6 +151,13 @@ def test_recipe_values_are_yaml_1_2(tmp_path):
     assert (r.name, r.data.seed, r.finetune.logging_steps) == ("2024-01-01", 10, 16)
 
 
+def test_a_merge_key_is_named_as_one(tmp_path):
+    # it was "unknown key 'finetune.<<' (check the spelling)", which a recipe copied from YAML 1.1 tooling cannot fix
+    p = write(tmp_path, "data: {name: a}\nfinetune: {<<: {learning_rate: 1.0e-3}}\n")
+    with pytest.raises(UserError, match=r"'finetune.<<' is a YAML 1.1 merge key, which recipes do not read"):
+        load_recipe(p)
+
+
 def test_a_duplicated_key_is_refused_naming_both_lines(tmp_path):
     p = write(tmp_path, "data: {name: a}\nfinetune:\n  learning_rate: 1.0e-3\nbench: {}\nfinetune:\n  epochs: 1\n")
     with pytest.raises(UserError) as err:
