@@ -43,8 +43,14 @@ def trained_length(artifact: Artifact, config, tokenizer, asked: int | None) -> 
         if isinstance(length, int) and not isinstance(length, bool) and length > 0:
             return fit_max_length(length, config, tokenizer)
     limit = getattr(tokenizer, "model_max_length", None)
-    limit = limit if isinstance(limit, int) and 0 < limit < 1_000_000 else FALLBACK_LENGTH
-    return fit_max_length(limit, config, tokenizer)
+    limit = fit_max_length(limit if isinstance(limit, int) and 0 < limit < 1_000_000 else FALLBACK_LENGTH, config,
+                           tokenizer)
+    # SST-2's final cut at 48 tokens and at 512 gave opposite labels to one long review: a folder copied without its
+    # manifest.json answers otherwise than it did, and says so
+    log(f"warning: {artifact.path} does not record the length its model was trained with (no deploykit "
+        f"manifest.json): texts are cut at {limit} tokens, the model's limit; keep the manifest.json with the model "
+        "files, or pass deploykit.load(..., max_length=N)")
+    return limit
 
 
 def trained_on_pairs(artifact: Artifact) -> bool | None:
