@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from deploykit.config import DataConfig, UnlabeledConfig, build_recipe
@@ -77,7 +79,8 @@ def test_an_unlabeled_section_that_cannot_apply_is_refused(task, distill, prune,
 def test_a_token_classifier_takes_unlabeled_texts_in_both_kd_stages():
     r = recipe("token_classification", {"unlabeled": {"path": "x.txt"}},
                {"ffn": 0.5, "recovery": {}, "unlabeled": {"name": "news.tsv", "column_names": ["text", "label"]}})
-    assert r.distill.unlabeled.path == "x.txt" and r.prune.unlabeled.column_names == ["text", "label"]
+    # a relative path is read from the working directory, and recorded as the absolute path it named
+    assert r.distill.unlabeled.path == str(Path.cwd() / "x.txt") and r.prune.unlabeled.column_names == ["text", "label"]
 
 
 def test_windows_of_unlabelled_texts_follow_the_training_windows(tmp_path):

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import math
+import os
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationInfo, field_validator
 
 STAGES = ("finetune", "distill", "prune", "quantize", "export", "bench")
+
+
+def absolute_path(path: str | None) -> str | None:
+    """A recipe's file or folder path made absolute (`~` expanded): read from the working directory, as a command
+    line path is, and so recorded in every manifest, which then names the file a model was trained on wherever the
+    command ran (a relative path named another file in another directory under the same config hash)."""
+    if path is None or not path.strip():
+        return path
+    return os.path.abspath(os.path.expanduser(path))
 
 
 class Section(BaseModel):

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from deploykit.config.base import Section
+from deploykit.config.base import Section, absolute_path
 
 
 class ModelConfig(Section):
@@ -107,6 +107,8 @@ class DataConfig(Section):
     def _set_away_from_default(self, names) -> list[str]:
         defaults = type(self).model_fields
         return [n for n in names if n in self.model_fields_set and getattr(self, n) != defaults[n].default]
+
+    _absolute = field_validator("path", "data_dir")(absolute_path)
 
     @field_validator("label_names")
     @classmethod

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from deploykit.config.base import AutoOrPositive, Section
+from deploykit.config.base import AutoOrPositive, Section, absolute_path
 
 
 class TrainConfig(Section):
@@ -118,6 +118,8 @@ class UnlabeledConfig(Section):
     column_names: list[str] | None = Field(None, description="column names for files without a header row")
     max_rows: int | None = Field(None, ge=1, description="a seeded sample of this many texts (data.seed); "
                                                          "default: all")
+
+    _absolute = field_validator("path")(absolute_path)
 
     @model_validator(mode="after")
     def _one_source(self) -> UnlabeledConfig:
