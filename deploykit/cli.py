@@ -24,14 +24,13 @@ import os
 import signal
 import sys
 import traceback
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import click
 import typer
 
-from deploykit.cli_usage import new_app, path_arg, text_arg
+from deploykit.cli_usage import Target, new_app, path_arg, text_arg
 from deploykit.console import end_progress_line
 from deploykit.errors import CheckError, DeploykitError, Terminated, UserError
 from deploykit.signals import install_signal_handlers, received
@@ -214,18 +213,12 @@ def export(source: FromOpt = None, recipe: RecipeOpt = None, data: DataOpt = Non
     _run_stage("export", cfg, source, _out(out, "export"), force=force)
 
 
-class Target(str, Enum):
-    """bench.targets, as a choice typer checks: a typo is named as the flag's, not as a --set's."""
-    cpu = "cpu"
-    edge = "edge"
-    gpu = "gpu"
-
-
 @app.command()
 @edge
 def bench(artifacts: Annotated[list[Path], typer.Argument(parser=path_arg, help="artifact folders to measure side by side")],
           recipe: RecipeOpt = None, data: DataOpt = None, data_dir: DataDirOpt = None, out: OutOpt = None,
-          target: Annotated[Optional[list[Target]], typer.Option("--target", "-t", help="repeatable")] = None,
+          target: Annotated[Optional[list[Target]], typer.Option("--target", "-t", help="repeatable",
+                                                                 case_sensitive=False)] = None,
           quick: Annotated[bool, typer.Option(help="few iterations: a smoke test, not a measurement")] = False,
           baseline: Annotated[Optional[Path], typer.Option(parser=path_arg, help="PyTorch model to build the standard-recipe baseline row from")] = None,
           set_: SetOpt = None, quiet: QuietOpt = False):

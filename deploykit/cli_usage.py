@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -59,7 +60,8 @@ def _message(err) -> str:
     if isinstance(err, _click.exceptions.NoSuchOption) and possible:
         best = difflib.get_close_matches(err.option_name, possible, n=1, cutoff=0.0)[0]
         return f"No such option: {err.option_name}. Did you mean {best}?"
-    return err.format_message().rstrip(".")
+    # pydantic's "Value error, " reaches a choice's message through typer's own validation
+    return err.format_message().rstrip(".").replace("Value error, ", "")
 
 
 def new_app(help: str) -> typer.Typer:
@@ -77,6 +79,14 @@ def path_arg(value: str | Path) -> Path:
     if not value.strip():
         raise typer.BadParameter("an empty path: name a file or folder")
     return Path(value)
+
+
+class Target(str, Enum):
+    """`deploykit bench --target`: bench.targets as a choice typer checks, so a typo is named as the flag's, not as a
+    --set the user never wrote."""
+    cpu = "cpu"
+    edge = "edge"
+    gpu = "gpu"
 
 
 def text_arg(value: str) -> str:

@@ -48,8 +48,8 @@ def trained_length(artifact: Artifact, config, tokenizer, asked: int | None) -> 
     # SST-2's final cut at 48 tokens and at 512 gave opposite labels to one long review: a folder copied without its
     # manifest.json answers otherwise than it did, and says so
     log(f"warning: {artifact.path} does not record the length its model was trained with (no deploykit "
-        f"manifest.json): texts are cut at {limit} tokens, the model's limit; keep the manifest.json with the model "
-        "files, or pass deploykit.load(..., max_length=N)")
+        f"manifest.json): texts are cut at {limit} tokens, the model's limit; for a deploykit output, copy its "
+        "manifest.json with the model files; in Python, deploykit.load(..., max_length=N) sets the length")
     return limit
 
 
@@ -148,6 +148,18 @@ def manifest_of(folder: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
+def teacher_record(manifest: dict) -> dict | None:
+    """A distilled model's `teacher` record, given the hash of its `parent` record where the teacher is the parent
+    (records written before teachers carried a hash): `recorded_folder` then finds it in a run folder moved whole."""
+    record, parent = manifest.get("teacher"), manifest.get("parent")
+    if not isinstance(record, dict):
+        return None
+    if ("hash" not in record and isinstance(parent, dict) and parent.get("hash")
+            and parent.get("path") == record.get("source")):
+        return {**record, "hash": parent["hash"]}
+    return record
+
+
 def recorded_folder(record, key: str, beside: Path) -> Path | None:
     """The model folder a manifest's record names (`parent` by its `path`, `teacher` by its `source`), where that
     model still is: the recorded absolute path, else the folder of the same name beside `beside` (the folder whose
@@ -162,8 +174,8 @@ def recorded_folder(record, key: str, beside: Path) -> Path | None:
         return None
     want = record.get("hash")
     candidates = [Path(path)] if Path(path).is_absolute() else []
-    if want is not None:
-        candidates.append(Path(beside).parent / Path(path).name)
+    if want is not None:  # absolute(): the folder beside "." is its parent's child, not "./name"
+        candidates.append(Path(beside).absolute().parent / Path(path).name)
     for folder in candidates:
         if folder.is_dir() and (want is None or (manifest_of(folder) or {}).get("hash") == want):
             return folder

@@ -156,6 +156,22 @@ def _stage_hash(recipe: Recipe, stage: str, parent_hash: str | None) -> str:
     return config_hash(stage, section, shared, parent_hash)
 
 
+def _why_again(recipe: Recipe, stage: str, folder: Path) -> str | None:
+    """The recipe settings that differ from those the stage in `folder` was built with, up to three; None where
+    none do (its input changed) or the folder has no manifest."""
+    from deploykit.train.resume import settings_diff
+
+    try:
+        written = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(written, dict):
+        return None
+    # the sections the manifest holds (a quantize folder records data and quantize, not model)
+    now = recipe.model_dump(mode="json", include={"model", "data", stage} & written.keys())
+    return settings_diff({k: written[k] for k in now}, now)
+
+
 def _gate_value(recipe: Recipe, artifact: Artifact, task) -> float:
     return kind_of(recipe.data.task).gate_value(recipe, artifact, task)
 
@@ -239,6 +255,8 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
                 prev["inputs"], prev["path"] = inputs, str(folder)
                 _save_state(out_dir, state)
         else:
+            if not changed and prev.get("hash") not in (None, h) and (why := _why_again(recipe, stage, folder)):
+                log(f"{stage}: the recipe changed since this run built it: {why}; running the stage again")
             changed = True  # every later stage re-runs: its input is new
             log(f"[bold]{stage}[/bold] -> {folder}")
             # checkpoints of an interrupted run are resumed from only with the same config, input and files

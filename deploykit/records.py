@@ -99,8 +99,12 @@ def _read_table(path: Path, text: str, column_names: list[str] | None) -> list[R
     except csv.Error as err:
         if "unexpected end of data" in str(err):
             why = f"a quote opened on line {last + 1} is never closed; close it, or double a quote inside a text (\"\")"
+        elif "expected after" in str(err) and reader.line_num > last + 1:  # the quote closed lines later
+            why = (f"a quote opened on line {last + 1} closes on line {reader.line_num} with text after it; close "
+                   f"the quote on line {last + 1}, or double a quote inside a text (\"\")")
         elif "expected after" in str(err):
-            why = "text follows a quoted field's closing quote; quote the whole field and double the quotes inside it"
+            why = ("a space or text follows a quoted field's closing quote; remove it, or quote the whole field and "
+                   "double the quotes inside it")
         else:
             why = f"{err}; an unbalanced quote?"
         raise UserError(f"{path}: line {last + 1} cannot be read as {'TSV' if tsv else 'CSV'} ({why})") from None
@@ -167,12 +171,14 @@ JSON_KINDS = {bool: "a boolean", list: "a list", dict: "an object"}  # JSON valu
 # characters no tokenizer reads as a word: white space, control and format characters (U+200B, U+00AD, U+FEFF) and
 # combining marks with nothing to combine with; BERT's tokenizer drops every one of them
 INVISIBLE = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Me"})
+# letters and symbols drawn as blank space: the Hangul fillers and the blank braille pattern (each read as [UNK])
+FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def is_blank(text: str) -> bool:
     """True for a text with no visible character ("", "  ", "\u200b", "\u00ad"): a classifier would answer it from
     its special tokens alone (SST-2's final: "positive 0.964")."""
-    return all(c.isspace() or unicodedata.category(c) in INVISIBLE for c in text)
+    return all(c.isspace() or c in FILLERS or unicodedata.category(c) in INVISIBLE for c in text)
 
 
 def texts(rows: list[dict], col: str, path: str, empty_ok: bool = False) -> list[str]:
@@ -188,6 +194,12 @@ def texts(rows: list[dict], col: str, path: str, empty_ok: bool = False) -> list
             kind = JSON_KINDS.get(type(value), type(value).__name__)
             raise UserError(f"{path}: {where(rows[n - 1], n)}: column '{col}' is {kind}, not text; "
                             "write the text as a JSON string")
+        if isinstance(value, str) and not value.isascii():
+            try:  # a JSON "\ud800" escape: a lone surrogate, which no tokenizer takes
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise UserError(f"{path}: {where(rows[n - 1], n)}: column '{col}' is not valid Unicode text (a lone "
+                                f"surrogate at character {err.start}); remove that character") from None
         out.append(str(value))
     blank = [n for n, text in enumerate(out) if is_blank(text)]
     if blank and not empty_ok:

@@ -129,6 +129,21 @@ def test_a_run_folder_moved_whole_follows_its_own_stages(tiny_chain, tmp_path):
     (other / "finetune" / "manifest.json").write_text(json.dumps({**manifest, "hash": "another run"}))
     assert recorded_folder(distill.manifest["parent"], "path", run / "distill") == run / "finetune"
     assert recorded_folder(load_artifact(run / "prune").manifest["parent"], "path", run / "prune") == other / "distill"
+    # a teacher record written before teachers carried a hash: the parent's, where the teacher is the parent
+    from deploykit.lineage import teacher_record
+
+    old = {k: v for k, v in distill.manifest["teacher"].items() if k != "hash"}
+    record = teacher_record({**distill.manifest, "teacher": old})
+    assert recorded_folder(record, "source", run / "distill") == run / "finetune"
+    # "." (a command run inside the stage folder) finds its siblings too
+    import os
+
+    here = os.getcwd()
+    try:
+        os.chdir(run / "distill")
+        assert recorded_folder(distill.manifest["parent"], "path", Path(".")) == run / "finetune"
+    finally:
+        os.chdir(here)
     # without a hash only the recorded path counts: a folder of the same name beside could be any model
     assert recorded_folder({"path": str(tmp_path / "nowhere" / "finetune")}, "path", run / "distill") is None
     assert recorded_folder({"path": "bert-base-uncased"}, "path", run / "distill") is None

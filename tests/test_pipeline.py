@@ -29,7 +29,7 @@ def mtimes(out: Path) -> dict[str, float]:
     return {s: (out / s / "manifest.json").stat().st_mtime for s in CHAIN}
 
 
-def test_tiny_chain_end_to_end_then_resume_then_edit(run_tiny, tmp_path):
+def test_tiny_chain_end_to_end_then_resume_then_edit(run_tiny, tmp_path, capsys):
     out = tmp_path / "run"
     state = run_tiny(out)
     for stage in CHAIN:
@@ -59,7 +59,10 @@ def test_tiny_chain_end_to_end_then_resume_then_edit(run_tiny, tmp_path):
     assert graph.stat().st_size == size
     first = mtimes(out)
 
-    run_tiny(out, "quantize.calibration_samples=16")  # only quantize (and bench) re-run
+    capsys.readouterr()
+    run_tiny(out, "quantize.calibration_samples=16")  # only quantize (and bench) re-run, saying why
+    assert ("quantize: the recipe changed since this run built it: quantize.calibration_samples (32 then, 16 now)"
+            in " ".join(capsys.readouterr().err.split()))
     second = mtimes(out)
     assert {s: second[s] == first[s] for s in CHAIN} == {
         "finetune": True, "distill": True, "prune": True, "quantize": False}

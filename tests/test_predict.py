@@ -201,6 +201,10 @@ def test_bad_input_is_one_line_exit_2(final, tiny_chain, tiny_llama, tmp_path):
     one_line_error(invoke(final, "--file", tmp_path / "none.tsv"), "data file not found")
     blank = write(tmp_path / "blank.jsonl", [{"sentence": "a film"}, {"sentence": ""}])
     one_line_error(invoke(final, "--file", blank), "line 2: column 'sentence' is empty")
+    # named by its place among all texts ("item 1"), not by the file's line
+    surrogate = tmp_path / "surrogate.jsonl"
+    surrogate.write_text('{"sentence": "a film"}\n{"sentence": "bad \\ud800"}\n')
+    one_line_error(invoke(final, "--file", surrogate), "surrogate.jsonl: line 2: column 'sentence' is not valid Unicode")
     # a .txt line of invisible characters is a blank line: skipped and counted, not answered
     invisible = tmp_path / "invisible.txt"
     invisible.write_text("a film\n\u200b\n")

@@ -153,6 +153,7 @@ def test_a_model_trained_on_pairs_refuses_single_texts():
     # an empty text was answered as the special tokens alone ("positive 0.964" from SST-2's final)
     ("/predict", {"texts": ["x", " "]}, 400, "texts[1] is an empty text"),
     ("/predict", {"texts": ["\u200b\u00ad\u0301"]}, 400, "texts[0] is an empty text (or invisible characters only)"),
+    ("/predict", {"texts": ["\u3164\u2800"]}, 400, "texts[0] is an empty text"),  # drawn blank, read as [UNK]
     ("/v2/models/fake/infer", infer_body(["a", ""]), 400, "'text' input's element 1 is an empty text"),
     ("/predict", {"texts": ["x"], "text_pairs": ["a", "b"]}, 400, "one pair per text"),
     ("/predict", {"texts": ["x"] * 5}, 413, "at most 4 per request"),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
 import types
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationInfo, field_validator
@@ -18,7 +18,8 @@ def absolute_path(path: str | None) -> str | None:
     command ran (a relative path named another file in another directory under the same config hash)."""
     if path is None or not path.strip():
         return path
-    return os.path.abspath(os.path.expanduser(path))
+    # absolute(), not abspath(): "link/../data" is the folder the OS resolves, not "./data"
+    return str(Path(path).expanduser().absolute())
 
 
 class Section(BaseModel):

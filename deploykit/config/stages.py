@@ -166,7 +166,9 @@ class DistillConfig(TrainConfig):
     @classmethod
     def _layers_in_order(cls, layers: list[int] | None) -> list[int] | None:
         # the student keeps them in the teacher's order whatever the list says: [5, 3, 1] would be built as [1, 3, 5]
-        if layers and any(b <= a for a, b in zip(layers, layers[1:])) and len(set(layers)) == len(layers):
+        # (repeats and indices out of range are named against the model's layer count: layers.check_indices)
+        if (layers and min(layers) >= 0 and len(set(layers)) == len(layers)
+                and any(b <= a for a, b in zip(layers, layers[1:]))):
             raise ValueError(f"list the teacher layers in increasing order, as {sorted(layers)}: the student keeps "
                              "them in the teacher's order")
         return layers

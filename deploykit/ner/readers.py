@@ -37,6 +37,13 @@ class Sentences:
     per_word_lines: bool
     origin: str
 
+    def __post_init__(self) -> None:
+        # such a word has no word piece, so no position carries its tag: an entity there could never be learned
+        for i, (words, tags) in enumerate(zip(self.tokens, self.tags)):
+            if (j := next((j for j, (w, t) in enumerate(zip(words, tags)) if t != "O" and is_blank(w)), None)) is not None:
+                raise UserError(f"{self.origin}: {self.where(i, j)}: word {j + 1} ({words[j]!r}) is tagged {tags[j]} "
+                                "but has no visible character; fix the word or tag it O")
+
     def where(self, i: int, j: int = 0) -> str:
         """'line 12' (the line word j of sentence i was written on), or 'row 3' for rows without lines."""
         if self.lines is None:
@@ -87,13 +94,8 @@ def from_records(rows: list[dict], tokens_column: str, tags_column: str, label_n
         if not words:
             raise UserError(f"{origin}: {at}: column '{tokens_column}' is an empty list; give the sentence's words, "
                             "or remove the row")
-        names = _tag_names(row_tags, label_names, origin, at, tags_column)
-        # such a word has no word piece, so no position carries its tag: an entity there could never be learned
-        if (j := next((j for j, (w, t) in enumerate(zip(words, names)) if t != "O" and is_blank(w)), None)) is not None:
-            raise UserError(f"{origin}: {at}: word {j + 1} ({words[j]!r}) is tagged {names[j]} but has no visible "
-                            "character; fix the word or tag it O")
         tokens.append(list(words))
-        tags.append(names)
+        tags.append(_tag_names(row_tags, label_names, origin, at, tags_column))
         lines.append(getattr(row, "line", n))
     has_lines = bool(rows) and hasattr(rows[0], "line")
     return Sentences(tokens, tags, lines if has_lines else None, False, origin)

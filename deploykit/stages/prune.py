@@ -32,7 +32,7 @@ from deploykit.config import DistillConfig, Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.jobs import PruneJob
-from deploykit.lineage import recorded_folder
+from deploykit.lineage import recorded_folder, teacher_record
 from deploykit.train.resume import claim, forget, going_on_from, last_checkpoint
 from deploykit.kinds import kind_of
 
@@ -107,7 +107,7 @@ def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model) -> tupl
     if not (cfg.recovery and cfg.distill_from_parent):
         return None, {"from": None}
     where = parent.path if parent is not None else "the model source"
-    record = (parent.manifest if parent is not None else {}).get("teacher")
+    record = teacher_record(parent.manifest if parent is not None else {})
     source = record.get("source") if isinstance(record, dict) else None
     if parent is not None and (found := recorded_folder(record, "source", parent.path)) is not None:
         source = str(found)  # the recorded folder, or its copy beside the parent in a run folder copied whole

@@ -56,13 +56,13 @@ def check_recovery_teacher(recipe: Recipe, stages: list[str]) -> None:
     from deploykit.models import resolve_source
 
     source = resolve_source(recipe.model.source)
-    record = load_artifact(source).manifest.get("teacher") if (Path(source) / MANIFEST).is_file() else None
+    from deploykit.lineage import recorded_folder, teacher_record
+
+    record = teacher_record(load_artifact(source).manifest) if (Path(source) / MANIFEST).is_file() else None
     teacher = record.get("source") if isinstance(record, dict) else None
     if not isinstance(teacher, str):
         raise UserError(f"prune.recovery_teacher: teacher: model.source {recipe.model.source} names no teacher "
                         f"folder (a `deploykit distill` output does); {fix}")
-    from deploykit.lineage import recorded_folder
-
     if Path(teacher).is_absolute() and recorded_folder(record, "source", Path(source)) is None:
         raise UserError(f"prune.recovery_teacher: teacher: model.source {recipe.model.source} was distilled from "
                         f"{teacher}, which is gone; {fix}")

@@ -128,13 +128,20 @@ def refuse_other_settings(work: Path, stage: str, settings: dict) -> None:
         written = json.loads((work / SETTINGS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
-    then, now = _flat(written), _flat(json.loads(json.dumps(settings, sort_keys=True, default=str)))
-    changed = sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
-    if changed:
-        shown = ", ".join(f"{k} ({then.get(k)!r} then, {now.get(k)!r} now)" for k in changed[:3])
-        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise UserError(f"{stage} --resume: the checkpoints in {work} were trained with other settings: {shown}{more}; "
+    if shown := settings_diff(written, json.loads(json.dumps(settings, sort_keys=True, default=str))):
+        raise UserError(f"{stage} --resume: the checkpoints in {work} were trained with other settings: {shown}; "
                         "resume with the recipe and --set values that wrote them, or drop --resume to start afresh")
+
+
+def settings_diff(then: dict, now: dict) -> str | None:
+    """The leaves that differ between two nested settings trees, up to three, as "finetune.learning_rate (0.0001
+    then, 0.001 now)" (and "and N more"); None where none differ."""
+    then, now = _flat(then), _flat(now)
+    changed = sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
+    if not changed:
+        return None
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    return ", ".join(f"{k} ({then.get(k)!r} then, {now.get(k)!r} now)" for k in changed[:3]) + more
 
 
 def _flat(tree, prefix: str = "") -> dict:

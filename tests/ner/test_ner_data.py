@@ -154,6 +154,10 @@ def test_conll_columns_tag_last_docstart_skipped(tmp_path):
     path.write_text(CONLL.replace("rejects VBZ B-VP O", "rejects"))
     with pytest.raises(UserError, match=r"train\.conll: line 4 has one column \('rejects'\)"):
         read_conll(path)
+    # a CoNLL word is split on white space, so an invisible one is U+200B and the like: refused as in JSONL files
+    path.write_text(CONLL.replace("Blackburn NNP", "\u200b NNP"))
+    with pytest.raises(UserError, match=r"train\.conll: line 8: word 2 .* is tagged I-PER but has no visible"):
+        read_conll(path)
 
 
 def test_folder_of_conll_and_jsonl_splits(tmp_path):

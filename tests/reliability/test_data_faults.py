@@ -274,7 +274,8 @@ def test_an_unclosed_quote_names_the_line_it_opened_on(tmp_path):
     # one column: the unclosed quote swallowed every later row into one text, and predict answered fewer rows
     ('text\na fine film\n"unclosed quote\na dull one\nawful\n', r"line 3 .*a quote opened on line 3 is never closed"),
     # the quotes of '"a 12" record' were dropped from the text without a word
-    ('text,label\nfine,pos\n"a 12" record of a film,neg\n', r"line 3 .*text follows a quoted field's closing quote"),
+    ('text,label\nfine,pos\n"a 12" record of a film,neg\n', r"line 3 .*a space or text follows a quoted field's closing"),
+    ('text,label\n"bad movie,neg\nfine,pos\nthe "best" one,pos\n', r"line 2 .*a quote opened on line 2 closes on line 4"),
 ])
 def test_malformed_csv_quoting_is_refused_not_read_as_other_rows(tmp_path, body, message):
     from deploykit.records import read_rows

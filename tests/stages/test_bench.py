@@ -177,6 +177,12 @@ def test_the_target_flag_offers_what_the_recipe_takes():
 
     offered = typing.get_args(typing.get_args(BenchConfig.model_fields["targets"].annotation)[0])
     assert [t.value for t in Target] == list(offered)
+    import typer
+
+    from deploykit.cli import app
+
+    bench = typer.main.get_command(app).commands["bench"]
+    assert bench.make_context("bench", ["x", "-t", "CPU", "-t", "edge"]).params["target"] == [Target.cpu, Target.edge]
 
 
 def test_baseline_row_is_the_standard_recipe(tiny, tmp_path):

@@ -50,7 +50,7 @@ def layer_count_override(arch: str, n: int) -> dict:
 def test_student_from_layers_0_and_2_holds_exactly_those_weights(tmp_path, arch):
     folder = make_tiny_model(tmp_path / "t", arch, **layer_count_override(arch, 4))
     teacher = AutoModelForSequenceClassification.from_pretrained(folder)
-    student, kept, layer_map = build_student(DistillConfig(student_layers=[2, 0]), teacher,
+    student, kept, layer_map = build_student(DistillConfig(student_layers=[0, 2]), teacher,
                                              load_tokenizer(str(folder)), LABELS)
     assert kept == [0, 2] and layer_map == [0, 2]
     student.save_pretrained(tmp_path / "s")  # what the stage writes: it must reload as a 2-layer model
