@@ -87,15 +87,14 @@ def _max_length(recipe: Recipe, artifact: Artifact, task) -> int:
 
 
 def fine_tuned_teacher(artifacts: list[Artifact]) -> Artifact | None:
-    """The first PyTorch artifact's fine-tuned ancestor: follow manifest parents up to the finetune
-    stage. A PyTorch folder without a manifest is taken as the user's own fine-tuned model."""
-    art = next((a for a in artifacts if a.format == "pytorch"), None)
+    """The fine-tuned ancestor of the first PyTorch artifact, else of the first artifact (`deploykit bench
+    runs/x/quantize` alone): follow manifest parents up to the finetune stage. A PyTorch folder without a manifest
+    is taken as the user's own fine-tuned model; an ONNX one without a manifest gives None."""
+    art = next((a for a in artifacts if a.format == "pytorch"), artifacts[0] if artifacts else None)
     while art is not None and art.stage not in (None, "finetune"):
         parent = recorded_folder(art.manifest.get("parent"), "path", Path(art.path))
         art = load_artifact(parent) if parent is not None else None
-        if art is not None and art.format != "pytorch":
-            return None
-    return art
+    return art if art is not None and art.format == "pytorch" else None
 
 
 def _baseline(cfg: BenchConfig, artifacts: list[Artifact], source: Path | None, out_dir: Path):

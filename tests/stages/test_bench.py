@@ -140,6 +140,10 @@ def test_fine_tuned_teacher_follows_manifest_parents(tiny, tmp_path):
     found = fine_tuned_teacher([load_artifact(onnx), load_artifact(student)])
     assert found is not None and found.path == teacher
     assert fine_tuned_teacher([load_artifact(onnx)]) is None
+    # an ONNX artifact alone (`deploykit bench runs/x/quantize`): its parents are walked too
+    graph = shutil.copytree(onnx, tmp_path / "quantize")
+    write_manifest(graph, stage="quantize", format="onnx", parent=load_artifact(student), config={})
+    assert fine_tuned_teacher([load_artifact(graph)]).path == teacher
 
 
 def test_pipeline_stage_returns_the_report_folder(tiny, tmp_path):
