@@ -13,6 +13,7 @@ import importlib.util
 from pathlib import Path
 
 from deploykit.errors import UserError
+from deploykit.records import is_blank, unicode_fault  # noqa: F401 - every predictor's text checks, imported from here
 from deploykit.runtimes import READS, ir_path
 
 RUNTIMES = ("auto", *READS)
@@ -43,25 +44,10 @@ def check_vocabulary(folder: Path, tokenizer, config) -> None:
                         "them from the folder the model came from")
 
 
-def unicode_fault(text: str) -> str | None:
-    """Why `text` cannot be tokenized ("a lone surrogate at character 3"); None for valid Unicode.
-
-    A lone surrogate ("\\ud800", what Python's surrogateescape makes of undecodable bytes) is a str the
-    tokenizers library refuses with a TypeError.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        return f"a lone surrogate at character {err.start}"
-    return None
-
-
 def first_blank(texts: list[str]) -> int | None:
     """The index of the first text without a visible character (records.is_blank), else None. It tokenizes to the
     special tokens alone and gets a confident label from nothing (SST-2's final: "positive 0.964"), so every way in
     refuses it: `deploykit predict`, `deploykit.load` and the server."""
-    from deploykit.records import is_blank
-
     return next((i for i, text in enumerate(texts) if is_blank(text)), None)
 
 

@@ -32,7 +32,7 @@ from deploykit.encoding import encoder_for
 from deploykit.errors import UserError
 from deploykit.lineage import check_room, trained_length, trained_on_pairs, trained_stride
 from deploykit.load_checks import (check_int8_fits, check_threads, check_tokenizer_files, check_vocabulary,
-                                   first_blank, resolve_runtime, unicode_fault)
+                                   is_blank, resolve_runtime, unicode_fault)
 from deploykit.runtimes import READS
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
@@ -354,7 +354,7 @@ def _one(item, n: int) -> tuple[str, str | None]:
         if part is not None and (fault := unicode_fault(part)):
             raise UserError(f"inputs: item {n} is not valid Unicode text ({fault}); decode it with "
                             "errors='replace' or remove that character")
-    if first_blank([text]) is not None:  # a pair's second text may be empty (an instruction without input)
+    if is_blank(text):  # a pair's second text may be empty (an instruction without input)
         raise UserError(f"inputs: item {n} is an empty text (or invisible characters only); give its words")
     return text, pair
 

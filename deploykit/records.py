@@ -181,6 +181,19 @@ def is_blank(text: str) -> bool:
     return all(c.isspace() or c in FILLERS or unicodedata.category(c) in INVISIBLE for c in text)
 
 
+def unicode_fault(text: str) -> str | None:
+    """Why `text` cannot be tokenized ("a lone surrogate at character 3"); None for valid Unicode.
+
+    A lone surrogate ("\\ud800", what Python's surrogateescape makes of undecodable bytes) is a str the
+    tokenizers library refuses with a TypeError.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"a lone surrogate at character {err.start}"
+    return None
+
+
 def texts(rows: list[dict], col: str, path: str, empty_ok: bool = False) -> list[str]:
     """The column's values as texts: a string as written, a number as its digits (str(5) == "5"); a JSON list,
     object or boolean is a one-line UserError naming the line, not its Python repr classified as text.
@@ -194,15 +207,12 @@ def texts(rows: list[dict], col: str, path: str, empty_ok: bool = False) -> list
             kind = JSON_KINDS.get(type(value), type(value).__name__)
             raise UserError(f"{path}: {where(rows[n - 1], n)}: column '{col}' is {kind}, not text; "
                             "write the text as a JSON string")
-        if isinstance(value, str) and not value.isascii():
-            try:  # a JSON "\ud800" escape: a lone surrogate, which no tokenizer takes
-                value.encode("utf-8")
-            except UnicodeEncodeError as err:
-                raise UserError(f"{path}: {where(rows[n - 1], n)}: column '{col}' is not valid Unicode text (a lone "
-                                f"surrogate at character {err.start}); remove that character") from None
+        if isinstance(value, str) and (fault := unicode_fault(value)):  # a JSON "\ud800" escape
+            raise UserError(f"{path}: {where(rows[n - 1], n)}: column '{col}' is not valid Unicode text ({fault}); "
+                            "remove that character")
         out.append(str(value))
-    blank = [n for n, text in enumerate(out) if is_blank(text)]
-    if blank and not empty_ok:
+    blank = [] if empty_ok else [n for n, text in enumerate(out) if is_blank(text)]
+    if blank:
         more = f" ({len(blank)} rows are)" if len(blank) > 1 else ""
         raise UserError(f"{path}: {where(rows[blank[0]], blank[0] + 1)}: column '{col}' is empty or invisible "
                         f"characters only{more}; give each row its text, or remove the rows without one")
