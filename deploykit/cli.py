@@ -44,7 +44,8 @@ FromOpt = Annotated[Optional[Path], typer.Option("--from", "-f", parser=path_arg
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model source: hub id, ./folder or package:<module>/<folder>")]
 DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="dataset name (looked up in --data-dir, then the hub) or a file/folder")]
 DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", parser=path_arg, help="local mirror of named datasets (default $DEPLOYKIT_DATA_DIR)")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or status lines")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q",
+                                        help="no progress bars or status lines (warnings and errors still print)")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="replace a deploykit output of another stage at --out "
                                         "(never a folder deploykit did not write)")]
 

@@ -1,4 +1,6 @@
-"""One place for what deploykit prints: rich status lines on stderr, silenced by `--quiet`."""
+"""One place for what deploykit prints: rich status lines on stderr, silenced by `--quiet`; warnings, which
+`--quiet` keeps (it drops progress, not what the user should act on: a data overlap, a model copied without its
+manifest, a busy machine)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,14 @@ def log(message: str) -> None:
     """A status line (e.g. `finetune: epoch 2 accuracy 89.1`), unless --quiet."""
     if not _quiet["on"]:
         console.print(message)
+
+
+def warn(message: str) -> None:
+    """A `warning: ...` line on stderr, printed under --quiet too: quiet silences progress, not what needs acting on.
+
+    `message` is the whole line, its `warning:` included; markup is off, so a path or `[x]` in it prints as written.
+    """
+    console.print(message, soft_wrap=True, markup=False, style="yellow")
 
 
 def progress(iterable, total: int | None = None, description: str = ""):

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from deploykit.artifact import Artifact
-from deploykit.console import log
+from deploykit.console import log, warn
 from deploykit.errors import UserError
 
 FALLBACK_LENGTH = 512  # a model with no position table and a tokenizer with no limit
@@ -47,7 +47,7 @@ def trained_length(artifact: Artifact, config, tokenizer, asked: int | None) -> 
                            tokenizer)
     # SST-2's final cut at 48 tokens and at 512 gave opposite labels to one long review: a folder copied without its
     # manifest.json answers otherwise than it did, and says so
-    log(f"warning: {artifact.path} does not record the length its model was trained with (no deploykit "
+    warn(f"warning: {artifact.path} does not record the length its model was trained with (no deploykit "
         f"manifest.json): texts are cut at {limit} tokens, the model's limit; for a deploykit output, copy its "
         "manifest.json with the model files; in Python, deploykit.load(..., max_length=N) sets the length")
     return limit

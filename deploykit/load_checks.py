@@ -60,9 +60,9 @@ def check_threads(threads) -> None:
     from deploykit.hardware import cores
 
     if threads is not None and threads > cores():
-        from deploykit.console import log
+        from deploykit.console import warn
 
-        log(f"warning: threads={threads} is more than the {cores()} cores this process may use; each call then "
+        warn(f"warning: threads={threads} is more than the {cores()} cores this process may use; each call then "
             f"waits on threads that share a core (use at most {cores()}, or None)")
 
 

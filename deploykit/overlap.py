@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from deploykit.console import log
+from deploykit.console import log, warn
 
 # substring search costs ~1 ms per validation row per 10 MB of training text (CPython's `in`); above this many
 # characters scanned in all, only exact duplicates are looked for (a set lookup per row), and the log line says so
@@ -38,10 +38,10 @@ _cache: dict[str, list[bool]] = {}
 _said: set[str] = set()  # every stage of a run loads the data: each line once per process
 
 
-def _say(line: str) -> None:
+def _say(line: str, warning: bool = False) -> None:
     if line not in _said:
         _said.add(line)
-        log(line)
+        (warn if warning else log)(line)
 
 
 def _norm(text: str) -> str:
@@ -100,7 +100,7 @@ def unseen_rows(train_texts: list[str], validation_texts: list[str], train_pairs
         why = f"and fewer than {MIN_HELD_OUT} others would be left" if few else "(most of the validation)"
         _say(f"data: warning: {n_seen:,} of {n:,} validation {unit} {how} {why}; every row stays, so validation "
              "figures read partly what the model remembers (give a validation file of unseen text" +
-             (", or data.validation_overlap: drop)" if not few else ")"))
+             (", or data.validation_overlap: drop)" if not few else ")"), warning=True)
         return None
     where = "they go back to training" if from_train else "left out"
     _say(f"data: {n_seen:,} of {n:,} validation {unit} {how}; validating on the other {len(kept):,} ({where}; "

@@ -15,7 +15,7 @@ from pathlib import Path
 from deploykit.artifact import (RUN_STATE, Artifact, changed_files, check_out_dir, clear_stale, config_hash,
                                 load_artifact)
 from deploykit.config import Recipe
-from deploykit.console import log
+from deploykit.console import log, warn
 from deploykit.errors import UserError
 from deploykit.evaluate import check_gate
 from deploykit.fingerprint import stage_inputs
@@ -120,7 +120,7 @@ def _check_step(recipe: Recipe, stage: str, gate: dict, parent_stage: str, state
                 f"{stage} {value:.2f}; drops are measured from a weak reference (train the teacher longer or "
                 "better: finetune.max_epochs, finetune.max_minutes, finetune.learning_rate)")
         state["warnings"] = [note]
-        log(f"[yellow]warning: {note}[/yellow]")
+        warn(f"warning: {note}")
     knob = GATE_KNOBS.get(stage, "")
     check_gate(stage, teacher, value, recipe.gate.max_drop, knob, metric)
     if before is not None:

@@ -306,7 +306,7 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
         raise UserError(f"{model}: a token classifier tags single texts; drop --text-pair-column")
     predictor = load(model, runtime=runtime, threads=threads)
     if pairs is not None and (warning := predictor.pair_warning()):
-        console.log(f"predict: warning: {warning}")
+        console.warn(f"predict: warning: {warning}")
     # a bar only on a terminal: rich's transient bar leaves an empty line in a redirected stderr
     progress = show_progress and file is not None and console.console.is_terminal
     if generate:

@@ -282,7 +282,10 @@ def test_validation_rows_a_training_text_holds_are_left_out(tmp_path, capsys, mo
 
 
 def test_a_split_that_shares_most_of_its_text_with_training_is_kept_with_a_warning(tmp_path, capsys, monkeypatch):
+    from deploykit import console
+
     monkeypatch.setattr(overlap, "_said", set())  # each line is said once per process
+    monkeypatch.setitem(console._quiet, "on", True)  # a warning: --quiet keeps it
     folder, unseen = _phrase_task(tmp_path / "t", extra_dev=120)  # 300 of 420 seen: SST-2's case
     task = load_task(DataConfig(path=str(folder)))
     assert len(task.validation) == 420

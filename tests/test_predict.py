@@ -354,3 +354,10 @@ def test_an_export_of_a_pair_model_still_refuses_single_texts_wherever_it_goes(t
     one_line_error(invoke(moved, "a fine film"), "the model was trained on sentence pairs (columns premise, hypothesis)")
     path = write(tmp_path / "pairs.jsonl", [{"premise": "a fine film", "hypothesis": "a dull one"}])
     assert [r["text_pair"] for r in records(invoke(moved, "--file", path, "--json"))] == ["a dull one"]
+
+
+def test_quiet_keeps_the_warning_of_a_folder_without_its_manifest(tiny_chain):
+    result = invoke(tiny_chain["raw"], "a good film", "--json", "-q")
+    assert len(records(result)) == 1
+    # the answer for long texts depends on it, so --quiet (no progress, no status) still says it
+    assert "does not record the length its model was trained with" in " ".join(result.stderr.split())

@@ -430,7 +430,7 @@ def test_more_threads_than_cores_is_said_not_refused(tiny_chain, monkeypatch):
     import deploykit.hardware as hardware
 
     said = []
-    monkeypatch.setattr(console, "log", said.append)
+    monkeypatch.setattr(console, "warn", said.append)
     monkeypatch.setattr(hardware, "cores", lambda: 2)
     assert load(tiny_chain["quantize"], threads=2)(["a fine film"]) and said == []
     assert load(tiny_chain["quantize"], threads=64)(["a fine film"])  # still runs

@@ -147,9 +147,9 @@ def warn_unfit(preset: str) -> None:
     from deploykit.hardware import quant_preset
 
     if preset in FULL_RANGE_PRESETS and quant_preset() == "avx2":
-        from deploykit.console import log
+        from deploykit.console import warn
 
         target = {"avx512_vnni": "a CPU with VNNI", "arm64": "an ARM CPU", "tensorrt": "TensorRT"}[preset]
-        log(f"warning: quantize.preset={preset} writes 8-bit weights for {target}; this CPU has no VNNI, so their "
+        warn(f"warning: quantize.preset={preset} writes 8-bit weights for {target}; this CPU has no VNNI, so their "
             "products saturate in ONNX Runtime here: the accuracy gate scores other answers than the target's, and "
             "deploykit.load refuses the graph on this machine")

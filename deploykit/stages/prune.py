@@ -29,7 +29,7 @@ from pathlib import Path
 
 from deploykit.artifact import Artifact, scratch, staging, write_manifest
 from deploykit.config import DistillConfig, Recipe
-from deploykit.console import log
+from deploykit.console import log, warn
 from deploykit.errors import UserError
 from deploykit.jobs import PruneJob
 from deploykit.lineage import recorded_folder, teacher_record
@@ -122,7 +122,7 @@ def recovery_teacher(cfg, job: PruneJob, parent: Artifact | None, model) -> tupl
     except UserError as err:
         if cfg.recovery_teacher == "teacher":
             raise UserError(f"prune.recovery_teacher: teacher: {err}; set prune.recovery_teacher: parent") from None
-        log(f"prune: warning: recovery distils from the unpruned model (recovery_teacher auto): {err}")
+        warn(f"prune: warning: recovery distils from the unpruned model (recovery_teacher auto): {err}")
         return copy.deepcopy(model).eval(), {"from": "parent", "why": str(err)}
     why = why if cfg.recovery_teacher == "teacher" else f"recovery_teacher auto: {why}"
     log(f"prune: recovery distils from the teacher {source} ({why})")

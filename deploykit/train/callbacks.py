@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploykit.config import TrainConfig
-from deploykit.console import log
+from deploykit.console import log, warn
 
 # the scores an evaluation line shows, where the kind computes them: text classifiers, token classifiers
 SCORES = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("f1", "entity F1"), ("precision", "precision"),
@@ -71,7 +71,7 @@ def warn_if_cores_shared(stage: str) -> None:
 
     line = shared_cores_warning(stage, cores_busy_elsewhere(), torch.get_num_threads(), cores())
     if line:
-        log(line)
+        warn(line)
 
 
 def restored(state, name: str, part: str = "attributes") -> dict:

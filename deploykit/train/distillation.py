@@ -16,7 +16,7 @@ from pathlib import Path
 
 from deploykit.artifact import Artifact, staging, write_manifest
 from deploykit.config import DistillConfig, Recipe
-from deploykit.console import console
+from deploykit.console import warn
 from deploykit.errors import UserError
 from deploykit.train.trainer import num_layers
 
@@ -151,7 +151,7 @@ def warn_if_larger(student, teacher) -> tuple[int, int]:
     n_s, n_t = count_parameters(student), count_parameters(teacher)
     if n_s > n_t:
         # printed even under --quiet: the run is allowed, but it is almost certainly not what was meant
-        console.print(f"warning: distill: the student ({n_s / 1e6:.2f}M parameters) is larger than the "
+        warn(f"warning: distill: the student ({n_s / 1e6:.2f}M parameters) is larger than the "
                       f"teacher ({n_t / 1e6:.2f}M); distillation is meant to shrink a model")
     return n_s, n_t
 

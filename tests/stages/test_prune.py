@@ -424,8 +424,14 @@ def test_auto_recovers_from_the_teacher_only_where_validation_is_unseen_text(dis
     assert layers[-1] == 2 and art.manifest["recovery_teacher"]["from"] == "parent"
 
 
-def test_auto_recovers_from_the_parent_where_no_teacher_can_be(distilled, tiny_bert, tiny_task, tmp_path):
+def test_auto_recovers_from_the_parent_where_no_teacher_can_be(distilled, tiny_bert, tiny_task, tmp_path,
+                                                               monkeypatch):
     import shutil
+
+    import deploykit.stages.prune as stage
+
+    warned = []
+    monkeypatch.setattr(stage, "warn", warned.append)  # a warning: printed under --quiet too
 
     teacher, student = distilled
     cases = [(tiny_bert, {}, "the input's manifest names no teacher folder (it was not distilled)"),
@@ -438,6 +444,7 @@ def test_auto_recovers_from_the_parent_where_no_teacher_can_be(distilled, tiny_b
     art = run_stage("prune", recipe(student, tiny_task, ffn=0.5, recovery=RECOVERY), student, tmp_path / "gone")
     assert art.manifest["recovery_teacher"]["from"] == "parent"
     assert art.manifest["recovery_teacher"]["why"].startswith(f"{student}'s teacher: ")
+    assert len(warned) == 1 and warned[0].startswith("prune: warning: recovery distils from the unpruned model")
     no_recovery = run_stage("prune", recipe(student, tiny_task, ffn=0.5), student, tmp_path / "none")
     assert no_recovery.manifest["recovery_teacher"] == {"from": None}
 
