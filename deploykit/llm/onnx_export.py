@@ -71,6 +71,8 @@ def _flat_kv_module(model):
     import torch
     from transformers.cache_utils import DynamicCache
 
+    from deploykit.llm.generate import cache_feed, cache_of
+
     num_layers = _kv_shape(model.config)[0]
 
     class FlatKV(torch.nn.Module):
@@ -82,8 +84,8 @@ def _flat_kv_module(model):
             pairs = [(past[2 * i], past[2 * i + 1]) for i in range(num_layers)]
             cache = DynamicCache(ddp_cache_data=pairs, config=self.model.config)
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=cache, use_cache=True)
-            presents = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+                             **cache_feed(self.model, cache), use_cache=True)
+            presents = [t for layer in cache_of(out).layers for t in (layer.keys, layer.values)]
             return (out.logits, *presents)
 
     return FlatKV()

@@ -7,7 +7,6 @@ bf16 where the CPU/GPU does it natively, DDP on CPU with gloo), so `accelerate l
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -19,6 +18,7 @@ from deploykit.architectures import layer_count_field, layer_paths
 from deploykit.config import TrainConfig
 from deploykit.console import quiet
 from deploykit.hardware import bf16_training_pays
+from deploykit.train.autocast import float32_forward, is_autocast_wrapped, release  # noqa: F401 (re-exported)
 from deploykit.train.batches import length_grouping, shuffled_length_batches
 from deploykit.train.callbacks import EpochLog, Stopping, early_stopping, no_mtime_warning
 from deploykit.train.heap import kept_heap
@@ -184,46 +184,6 @@ def training_args(cfg: TrainConfig, work: Path, has_eval: bool = True, n_rows: i
         # transformers 5 reads the TensorBoard folder from the environment only; the stage copies it out
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard")
     return TrainingArguments(**kwargs)
-
-
-@contextlib.contextmanager
-def float32_forward(model):
-    """Run `model` outside the mixed-precision wrapper accelerate puts on its forward while it trains.
-
-    With `bf16=True` accelerate replaces `model.forward` by an autocast version and keeps the plain one as
-    `model._original_forward`; every call through the model (evaluation included) then runs in bf16, while
-    the saved safetensors run in float32. Inside this block the plain forward is back, so what is measured
-    is what is saved; outside it training goes on in bf16. A model without the wrapper is left as it is.
-    """
-    original = model.__dict__.get("_original_forward")
-    if original is None:
-        yield model
-        return
-    wrapped = model.__dict__.get("forward")
-    model.forward = original
-    try:
-        yield model
-    finally:
-        model.forward = wrapped
-
-
-def release(model):
-    """`model` without accelerate's mixed-precision wrapper, for good (in place; returns it).
-
-    Without this a model trained with bf16 on a CPU with native bf16 stays in bf16 autocast after
-    `trainer.train()`: importance scores, teacher logits, metrics and the reload check would all be
-    computed in bf16 while the saved artifact runs in float32 (the prune reload check failed on such a
-    CPU with logits 8e-3 apart). Source: accelerate's `Accelerator.prepare_model` / `unwrap_model(...,
-    keep_fp32_wrapper=False)`.
-    """
-    from accelerate.utils import extract_model_from_parallel
-
-    return extract_model_from_parallel(model, keep_fp32_wrapper=False)
-
-
-def is_autocast_wrapped(model) -> bool:
-    """True while accelerate's autocast wrapper sits on `model.forward` (see `release`)."""
-    return "_original_forward" in model.__dict__
 
 
 def _float32_results(base):

@@ -426,7 +426,7 @@ def test_training_warns_at_its_start_where_other_work_holds_its_cores(world_size
     import deploykit.train.callbacks as callbacks
 
     lines = []
-    monkeypatch.setattr(callbacks, "log", lines.append)
+    monkeypatch.setattr(callbacks, "warn", lines.append)
     monkeypatch.setattr(hw, "cores_busy_elsewhere", lambda interval=0.5: busy)
     monkeypatch.setattr(hw, "cores", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
