@@ -71,7 +71,7 @@ def _flat_kv_module(model):
     import torch
     from transformers.cache_utils import DynamicCache
 
-    from deploykit.llm.generate import cache_feed, cache_of
+    from deploykit.llm.kv_cache import cache_feed, cache_of
 
     num_layers = _kv_shape(model.config)[0]
 
