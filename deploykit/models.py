@@ -360,9 +360,18 @@ def count_parameters(model) -> int:
 _DEFAULT_LABEL = re.compile(r"LABEL_\d+")
 
 
-def check_labels(config, labels: list[str], what: str) -> None:
-    """Refuse a model whose label set differs from the data's (HF default LABEL_i names match any names)."""
+def check_labels(config, labels: list[str], what: str,
+                 fix: str = "distil on the task the teacher was fine-tuned on (data.label_names sets the data's "
+                            "names)") -> None:
+    """Refuse a model whose labels (id order) differ from the data's; `fix` ends the one-line UserError.
+
+    Names match names only, in order. HF's default names (LABEL_0, ...) and a data file's bare ids (0, 1, ... as
+    the label column of SST-2's TSVs) say nothing of meaning, so either matches any names of the same count.
+    """
     names = [str(config.id2label[i]) for i in range(config.num_labels)]
-    if len(names) != len(labels) or (names != labels and not all(_DEFAULT_LABEL.fullmatch(n) for n in names)):
-        raise UserError(f"{what}: labels {names} differ from the data's {labels}; distil on the task the "
-                        "teacher was fine-tuned on (data.label_names sets the data's names)")
+    ids = labels == [str(i) for i in range(len(labels))]
+    if len(names) != len(labels) or (names != labels and not ids and
+                                     not all(_DEFAULT_LABEL.fullmatch(n) for n in names)):
+        shown = names if len(names) <= 12 else names[:10] + [f"... {len(names)} in all"]
+        data = labels if len(labels) <= 12 else labels[:10] + [f"... {len(labels)} in all"]
+        raise UserError(f"{what}: labels {shown} differ from the data's {data}; {fix}")

@@ -44,6 +44,8 @@ def report(kind, recipe: Recipe, cfg: BenchConfig, subjects: list, tmp: Path, ou
     if cfg.eval_split == "test" and task.test is None:
         raise UserError(f"data {task.source}: no test split to benchmark on; set bench.eval_split=validation "
                         "(or add a test file, or data.test_split)")
+    for subject in subjects:  # before any time is spent: scores against other labels would read as a result
+        _check_labels(subject.artifact, task.labels)
     # the texts every row is timed on, and how a row is scored (None: accuracy of the split's labels)
     split, score = kind.bench_texts(recipe, task, cfg.eval_split) if kind.bench_texts else (
         task.split(cfg.eval_split), None)
@@ -72,6 +74,18 @@ def report(kind, recipe: Recipe, cfg: BenchConfig, subjects: list, tmp: Path, ou
         if row["status"] == "skipped":
             log(f"bench: skipped {row['name']} / {row['runtime']} / {row['target']}: {row['note']}")
     return _report(recipe, cfg, result, teacher, peer is not None, kind.bench_metrics)
+
+
+def _check_labels(artifact: Artifact, labels: list[str]) -> None:
+    """UserError for a model whose labels (config.json's id2label, in id order) are not the data's: a sentiment
+    model scored on AG News read 22% and a 1000-class one 0%, as results, and the wrong one became the teacher row.
+    A folder without config.json is left to the predictor's own message."""
+    from deploykit.models import check_labels, load_config
+
+    folder = artifact.path.resolve()
+    if (folder / "config.json").is_file():
+        check_labels(load_config(str(folder)), labels, f"bench: {folder}",
+                     fix="bench a model on the data it was trained on (--data, or its own recipe)")
 
 
 def _max_length(recipe: Recipe, artifact: Artifact, task) -> int:

@@ -120,6 +120,23 @@ def test_bad_inputs_are_one_line_user_errors(tiny, tmp_path):
         run_many(recipe(task), [nli, single], tmp_path / "out")
 
 
+def test_a_model_of_other_labels_is_refused_before_any_timing(tiny, tmp_path):
+    # a 2-class sentiment model scored on 4-class data read 22% as a result, and became the teacher row
+    model, onnx, task = tiny
+    four = make_tiny_model(tmp_path / "four", "bert", labels=["World", "Sports", "Business", "Sci/Tech"])
+    for given in ([four], [model, four]):
+        with pytest.raises(UserError, match=r"^bench: \S+four: labels \['World', 'Sports', 'Business', 'Sci/Tech'\] "
+                                            r"differ from the data's \['0', '1'\]; bench a model on the data"):  # ids: counts differ
+            run_many(recipe(task), given, tmp_path / "out")
+    named = build_recipe({"data": {"path": str(task), "max_length": 32, "label_names": ["positive", "negative"]},
+                          "bench": {"quick": True, "baseline": False}})
+    with pytest.raises(UserError, match=r"labels \['negative', 'positive'\] differ from the data's \['positive', "):
+        run_many(named, [model], tmp_path / "out")  # the same names in another order would swap every answer
+    assert not (tmp_path / "out").exists()
+    result = CliRunner().invoke(app, ["bench", str(four), "--data", str(task), "--out", str(tmp_path / "o2"), "-q"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
 def test_a_model_given_twice_is_one_line(tiny, tmp_path):
     # `bench q ./q/` measured the one model twice, under two names ("quantize" and "q"), as if two models
     model, onnx, task = tiny
