@@ -247,6 +247,11 @@ def load_tokenizer(source: str, trust_remote_code: bool = False, **options: Any)
     from transformers import AutoTokenizer
 
     path, kwargs = _pretrained_args(source)
+    if not kwargs and Path(path).is_dir():
+        from deploykit.load_checks import check_tokenizer_files
+
+        # transformers 5 builds a 5-token tokenizer for a folder without them: every word would train as [UNK]
+        check_tokenizer_files(Path(path))
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs, **options)
     except Exception as err:  # noqa: BLE001 - a local folder's tokenizer files fail with KeyError, Rust's Exception

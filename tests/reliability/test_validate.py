@@ -184,3 +184,16 @@ def test_a_preset_that_saturates_on_this_cpu_is_a_warning_not_an_error(recipe, m
     result = validate(recipe(quantize={"preset": "avx512_vnni"}))
     assert result.exit_code == 0, result.output
     assert "quantize.preset=avx512_vnni writes 8-bit weights" in " ".join(result.output.split())
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused_before_training(recipe, tiny_bert, tmp_path):
+    # transformers 5 builds a 5-token tokenizer for such a folder: finetune trained on [UNK] alone and exited 0
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (tiny_bert / name).unlink(missing_ok=True)
+    result = validate(recipe())
+    assert result.exit_code == 2, result.output
+    (line,) = errors(result)
+    assert f"{tiny_bert}: no tokenizer files" in line
+    run = CliRunner().invoke(app, ["finetune", "--recipe", str(recipe()), "--out", str(tmp_path / "ft")])
+    assert run.exit_code == 2 and "no tokenizer files" in run.stderr and "Traceback" not in run.output
+    assert not (tmp_path / "ft").exists()
