@@ -15,22 +15,11 @@ from pathlib import Path
 from deploykit.errors import UserError
 from deploykit.records import is_blank, unicode_fault  # noqa: F401 - every predictor's text checks, imported from here
 from deploykit.runtimes import READS, ir_path
+from deploykit.tokenizer_files import TOKENIZER_FILES, check_tokenizer_files  # noqa: F401 - re-exported
 
 RUNTIMES = ("auto", *READS)
 # transformers builds a tokenizer of special tokens only from a tokenizer_config.json alone: every word then
 # becomes [UNK] and the model answers confidently from nothing, so a folder needs one of these
-TOKENIZER_FILES = "tokenizer.json, vocab.txt, vocab.json + merges.txt or a sentencepiece *.model"
-
-
-def check_tokenizer_files(folder: Path) -> None:
-    """Refuse a folder whose tokenizer has no vocabulary file: it would load as special tokens only."""
-    if ((folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
-            or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()) or any(folder.glob("*.model"))):
-        return
-    raise UserError(f"{folder}: no tokenizer files ({TOKENIZER_FILES}); copy them from the folder the model came "
-                    "from (the stage output), or every word would be read as unknown")
-
-
 def check_vocabulary(folder: Path, tokenizer, config) -> None:
     """Refuse a tokenizer far smaller than the model's embedding table (another model's, or a stub).
 

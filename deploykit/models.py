@@ -248,7 +248,7 @@ def load_tokenizer(source: str, trust_remote_code: bool = False, **options: Any)
 
     path, kwargs = _pretrained_args(source)
     if not kwargs and Path(path).is_dir():
-        from deploykit.load_checks import check_tokenizer_files
+        from deploykit.tokenizer_files import check_tokenizer_files
 
         # transformers 5 builds a 5-token tokenizer for a folder without them: every word would train as [UNK]
         check_tokenizer_files(Path(path))

@@ -195,8 +195,16 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     """Run the recipe's stages in order into `out_dir/<stage>/`; returns the pipeline state.
 
     A stage whose config and input are unchanged since the last run is skipped; after each stage the
-    accuracy gate compares it with the fine-tuned teacher and stops the run when it fails.
+    accuracy gate compares it with the fine-tuned teacher and stops the run when it fails. One run at a time
+    writes to `out_dir` (deploykit/run_lock.py); a second is a UserError.
     """
+    from deploykit.run_lock import run_lock
+
+    with run_lock(out_dir):
+        return _run_recipe(recipe, out_dir)
+
+
+def _run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     stages = recipe.stages()
     if not stages:
         raise UserError(NO_STAGES)

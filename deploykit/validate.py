@@ -95,7 +95,7 @@ def _local_weights(recipe: Recipe) -> None:
     folder = Path(resolve_source(source))
     if not folder.is_dir():
         return
-    from deploykit.load_checks import check_tokenizer_files
+    from deploykit.tokenizer_files import check_tokenizer_files
 
     check_tokenizer_files(folder)  # as training's load_tokenizer does: without them every word reads as [UNK]
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"

@@ -210,3 +210,20 @@ def test_a_wrong_model_source_fails_before_the_run_folder_exists(tiny_task, tmp_
     with pytest.raises(UserError, match="local folder not found"):
         run_recipe(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+    with pytest.raises(UserError, match="local folder not found"):
+        run_recipe(cfg, tmp_path / "new" / "deeper" / "run")
+    assert not (tmp_path / "new").exists()  # the folders the lock made for it are gone again
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused(run_tiny, tmp_path):
+    from deploykit.run_lock import run_lock
+
+    out = tmp_path / "run"
+    # two runs on one folder interleaved: one run's teacher beside the other's student, the state file of either
+    with run_lock(out):
+        with pytest.raises(UserError, match=r"^\S+/run: another deploykit run is writing to this folder now; "
+                                             r"wait for it to end, or give another --out$"):
+            run_tiny(out, "distill=null", "prune=null", "quantize=null", "bench=null")
+        assert list(out.iterdir()) == []  # nothing cleared or written while the other run holds it
+    state = run_tiny(out, "distill=null", "prune=null", "quantize=null", "bench=null")  # released: it runs
+    assert "finetune" in state["stages"]

@@ -21,9 +21,10 @@ def finetune_job(recipe, source: str) -> Job:
     from deploykit.windows import TEXT_OF, recorded, stride_for, windowed
 
     task = load_task(recipe.data)
-    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
+    # the model first: a folder of another kind is named as such before its missing tokenizer files are
     model = load_classifier(source, labels=task.labels, trust_remote_code=recipe.model.trust_remote_code,
                             revision=recipe.model.revision)
+    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
     max_len = fit_max_length(recipe.data.max_length, model.config, tokenizer, task)
     stride = stride_for(recipe.data, max_len, tokenizer)  # data.long_texts: windows (deploykit/windows.py)
     validation = to_dataset(task.validation, tokenizer, max_len, stride, "validation")
@@ -89,8 +90,8 @@ def distill_job(recipe, teacher_src: str, parent) -> DistillJob:
 
     cfg, trust = recipe.distill, recipe.model.trust_remote_code
     task = load_task(recipe.data)
-    tokenizer = load_tokenizer(teacher_src, trust)
     teacher = load_classifier(teacher_src, trust_remote_code=trust, new_head=False)
+    tokenizer = load_tokenizer(teacher_src, trust)
     check_labels(teacher.config, task.labels, f"teacher {teacher_src}")
     student, kept, layer_map = build_student(cfg, teacher, tokenizer, task.labels, trust)
     manifest = parent.manifest if parent is not None else None
