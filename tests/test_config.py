@@ -169,12 +169,18 @@ def test_a_duplicated_key_is_refused_naming_both_lines(tmp_path):
         parse_override("data={name: a, name: b}")
 
 
-@pytest.mark.parametrize("item, field", [("finetune.learning_rate=true", "finetune.learning_rate"),
-                                         ("finetune.batch_size=true", "finetune.batch_size"),
-                                         ("data.seed=false", "data.seed"),
-                                         ("distill.student_layers=[0, true]", "distill.student_layers")])
-def test_true_or_false_for_a_number_is_refused_not_read_as_1_or_0(item, field):
-    with pytest.raises(UserError, match=rf"--set {re.escape(item)}: {field}: should be a number, not true/false"):
+@pytest.mark.parametrize("item, field, takes", [("finetune.learning_rate=true", "finetune.learning_rate", "be a number"),
+                                                ("finetune.batch_size=true", "finetune.batch_size", "be a number"),
+                                                ("data.seed=false", "data.seed", "be a number"),
+                                                ("distill.student_layers=[0, true]", "distill.student_layers",
+                                                 "hold numbers"),
+                                                # not "a number" where the field takes none (the message said so)
+                                                ("finetune.bf16=true", "finetune.bf16", "be 'auto', 'on' or 'off'"),
+                                                ("data.text_column=true", "data.text_column",
+                                                 "be a text (quote it: 'true')"),
+                                                ("data.max_length=true", "data.max_length", "be a number or 'auto'")])
+def test_true_or_false_where_not_taken_says_what_is(item, field, takes):
+    with pytest.raises(UserError, match=rf"--set {re.escape(item)}: {field}: should {re.escape(takes)}, not true/false"):
         build_recipe({"data": {"name": "x"}, "finetune": None, "distill": None}, [item])
 
 
@@ -228,3 +234,12 @@ def test_a_folder_given_as_the_recipe_is_called_a_folder_not_missing(tmp_path):
 def test_settings_that_would_measure_or_train_nothing_are_refused(override, message):
     with pytest.raises(UserError, match=message):
         build_recipe({"data": {"name": "sst2"}, "bench": {}}, [override])
+
+
+@pytest.mark.parametrize("steps", [0, -5])
+def test_a_step_budget_of_zero_or_below_minus_one_is_refused(steps):
+    # both trained on the epochs' budget, as -1 does, without a word
+    with pytest.raises(UserError, match=rf"finetune.max_steps: should be a number of optimizer steps >= 1, or -1 for "
+                                        rf"the epochs' budget \(got {steps}\)"):
+        build_recipe({"data": {"name": "x"}}, [f"finetune.max_steps={steps}"])
+    assert build_recipe({"data": {"name": "x"}}, ["finetune.max_steps=-1"]).finetune.max_steps == -1

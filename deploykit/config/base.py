@@ -32,8 +32,32 @@ class Section(BaseModel):
         # pydantic's lax mode reads `true` as 1 for an int or float field: `learning_rate: true` trained at 1.0
         annotation = cls.model_fields[info.field_name].annotation
         if _bool_where_not_taken(value, annotation):
-            raise ValueError("should be a number, not true/false")
+            if isinstance(value, list):  # `student_layers: [true]`
+                raise ValueError("should hold numbers, not true/false")
+            raise ValueError(f"should be {_expected(annotation)}, not true/false")
         return value
+
+
+def _expected(annotation: Any) -> str:
+    """What a field takes, in words, for the true/false refusal: its choices, or a number, a text, a list."""
+    found: list[str] = []
+
+    def walk(a: Any) -> None:
+        origin = get_origin(a)
+        if origin is Literal:
+            found.extend(repr(v) for v in get_args(a) if not isinstance(v, bool))
+        elif origin is list:
+            found.append("a list")
+        elif origin is not None:  # Union, Annotated, X | None
+            for arg in get_args(a):
+                walk(arg)
+        elif a in (int, float):
+            found.append("a number")
+        elif a in (str, Path):
+            found.append("a text (quote it: 'true')")
+    walk(annotation)
+    words = list(dict.fromkeys(found)) or ["a number"]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def _takes_bool(annotation: Any) -> bool:

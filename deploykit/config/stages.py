@@ -66,6 +66,14 @@ class TrainConfig(Section):
     logging_steps: int = Field(50, ge=1)
     tensorboard: bool = False
 
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_minus_one(cls, value: int) -> int:
+        # 0 and -5 were read as -1 (no cap) without a word: a budget the user thought they set
+        if value == 0 or value < -1:
+            raise ValueError("should be a number of optimizer steps >= 1, or -1 for the epochs' budget")
+        return value
+
     @model_validator(mode="after")
     def _auto_needs_patience(self) -> TrainConfig:
         if self.epochs == "auto" and not self.early_stopping_patience and self.max_steps <= 0:
