@@ -254,9 +254,12 @@ def answer(gen, texts: list[str], max_new_tokens: int, batch_size: int = 8, prog
 
 def human_line(record: dict, width: int) -> str:
     """`label  score  text[:60]`; with top_k, every label and score before the text; a token classifier's entity
-    groups as `TYPE word score | ...` before the text."""
-    if "answer" in record:
-        return record["answer"]
+    groups as `TYPE word score | ...` before the text; a causal LM's answer as `text[:60]  ->  answer`.
+
+    Every row is one line: a text's or an answer's own line breaks and tabs become spaces (--json keeps them).
+    """
+    if "answer" in record:  # was the bare answer, line breaks and all: several prompts' answers ran together
+        return f"{' '.join(record['text'].split())[:SHOWN]}  ->  {' '.join(record['answer'].split())}"
     if "entities" in record:  # `TYPE word score` per group, then the text
         found = " | ".join(f"{g['entity_group']} {g['word']} {g['score']:.4f}" for g in record["entities"])
         return f"{found or '(no entities)'}  {' '.join(record['text'].split())[:SHOWN]}"
