@@ -211,6 +211,12 @@ def check_architecture(config, task: str, source: str) -> None:
     if getattr(config, "is_encoder_decoder", False):
         raise UserError(f"model source {source!r}: model_type {model_type!r} is an encoder-decoder model; deploykit "
                         f"takes encoder or decoder-only models ({shown}, ...)")
+    arch = ARCHITECTURES.get(model_type)
+    if task == "generation" and arch is not None and not arch.decoder_prune:
+        # transformers builds a BertLMHeadModel for it, with a fresh LM head and no chat template: nothing to tune
+        decoders = ", ".join(k for k, a in ARCHITECTURES.items() if a.decoder_prune)
+        raise UserError(f"model source {source!r}: model_type {model_type!r} is an encoder; data.task: generation "
+                        f"needs a decoder-only causal LM ({decoders}, ...), or set data.task to a classification task")
     if model_type in known or auto in (getattr(config, "auto_map", None) or {}):
         return
     raise UserError(f"model source {source!r}: model_type {model_type!r} is not a {what} ({auto}); "
@@ -283,8 +289,9 @@ def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, 
         extra["quantization_config"] = GgufConfig(dequantize=True)
     else:
         extra = {"use_safetensors": True}
-    if not is_gguf(source):  # a config.json that does not build a config: one line before any weights load
-        load_config(source, trust_remote_code=trust_remote_code, revision=kwargs.get("revision"))
+    if not is_gguf(source):  # a config.json that does not build a config, or an encoder's: one line, no weights read
+        check_architecture(load_config(source, trust_remote_code=trust_remote_code, revision=kwargs.get("revision")),
+                           "generation", source)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code,
                                                            dtype=dtype or torch.float32, output_loading_info=True,

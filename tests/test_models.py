@@ -184,6 +184,20 @@ def test_an_encoder_decoder_is_refused_before_loading(tmp_path):
         load_classifier(f"{tmp_path}/t5", labels=["a", "b"])
 
 
+def test_an_encoder_for_generation_is_refused_before_loading(tiny_bert, tmp_path):
+    # transformers builds a BertLMHeadModel with a fresh LM head for it; `validate` said ok, and finetune sent the
+    # user to data.chat_template: false, then to "weights do not belong to this config.json"
+    from deploykit.config import build_recipe
+    from deploykit.validate import recipe_problems
+
+    encoder = r"model_type 'bert' is an encoder; data.task: generation needs a decoder-only causal LM \(llama, "
+    with pytest.raises(UserError, match=encoder):
+        load_causal_lm(str(tiny_bert))
+    recipe = build_recipe({"model": {"source": str(tiny_bert)}, "finetune": {},
+                           "data": {"path": str(tmp_path), "task": "generation"}})
+    assert any("is an encoder; data.task: generation" in line for line in recipe_problems(recipe))
+
+
 def test_a_folder_without_weights_names_the_folder_not_the_hub(tiny_bert):
     (tiny_bert / "model.safetensors").unlink()
     with pytest.raises(UserError, match="could not be loaded") as err:

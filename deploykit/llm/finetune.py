@@ -19,9 +19,9 @@ def prepare(recipe: Recipe, source: str) -> Job:
     from deploykit.models import load_causal_lm, load_tokenizer
 
     cfg = recipe.data
+    model = load_causal_lm(source, trust_remote_code=recipe.model.trust_remote_code)  # first: an encoder is named so
     tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
     check_chat_template(tokenizer, cfg, source)
-    model = load_causal_lm(source, trust_remote_code=recipe.model.trust_remote_code)
     check_length(cfg, model.config, source)
     task = load_chat_task(cfg)
     train_ds = sft_dataset(task.train, tokenizer, cfg, packing=recipe.finetune.packing)

@@ -50,6 +50,8 @@ def report(kind, recipe: Recipe, cfg: BenchConfig, subjects: list, tmp: Path, ou
     split, score = kind.bench_texts(recipe, task, cfg.eval_split) if kind.bench_texts else (
         task.split(cfg.eval_split), None)
     subjects = list(subjects)
+    if baseline_source is not None:  # a causal LM given read "lacks score.weight ... copy the weights again"
+        _check_baseline(load_artifact(baseline_source), recipe.data.task, task.labels)
     baseline, teacher = _baseline(cfg, [s.artifact for s in subjects], baseline_source, tmp / "baseline")
     if baseline is not None:
         subjects.append(baseline)
@@ -86,6 +88,17 @@ def _check_labels(artifact: Artifact, labels: list[str]) -> None:
     if (folder / "config.json").is_file():
         check_labels(load_config(str(folder)), labels, f"bench: {folder}",
                      fix="bench a model on the data it was trained on (--data, or its own recipe)")
+
+
+def _check_baseline(artifact: Artifact, task: str, labels: list[str]) -> None:
+    """UserError for a --baseline model of another task kind or other labels than the data's."""
+    from deploykit.models import TASK_MODELS, stated_task
+
+    given = stated_task(artifact)
+    if given is not None and given != task:
+        raise UserError(f"--baseline {artifact.path}: a {TASK_MODELS[given][0]}, and this bench scores a "
+                        f"{TASK_MODELS[task][0]}; give the fine-tuned {TASK_MODELS[task][0]} the artifacts came from")
+    _check_labels(artifact, labels)
 
 
 def _max_length(recipe: Recipe, artifact: Artifact, task) -> int:

@@ -111,6 +111,11 @@ def test_bad_inputs_are_one_line_user_errors(tiny, tmp_path):
         run_many(recipe(no_test), [model], tmp_path / "out")
     with pytest.raises(UserError, match="PyTorch model folder"):
         run_many(recipe(task), [model], tmp_path / "out", baseline_source=tiny[1])
+    from tiny_llama import make_tiny_llama
+
+    with pytest.raises(UserError, match=r"^--baseline \S+: a causal LM, and this bench scores a sequence classifier; "
+                                        r"give the fine-tuned sequence classifier the artifacts came from$"):
+        run_many(recipe(task), [model], tmp_path / "out", baseline_source=make_tiny_llama(tmp_path / "llama"))
     # models of single texts and of sentence pairs are never scored on the same rows (lineage.fit_columns)
     nli, single = shutil.copytree(model, tmp_path / "nli"), shutil.copytree(model, tmp_path / "single")
     for folder, pair in ((nli, "hypothesis"), (single, None)):
