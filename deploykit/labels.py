@@ -9,6 +9,8 @@ header line read as a row) that became a class of its own.
 
 from __future__ import annotations
 
+import re
+
 from deploykit.config import DataConfig
 from deploykit.errors import UserError
 from deploykit.records import INTEGER, where
@@ -68,3 +70,24 @@ def _every_class_trained(names: list[str], seen: set[int], origin: str, integer:
                         "label in data.label_names to take each one as a class name")
     raise UserError(f"{origin}: no training row has the class {shown}{more} of data.label_names; remove it from "
                     "data.label_names, or add training rows of it")
+
+
+# what HF writes when a model was saved without label names
+_DEFAULT_LABEL = re.compile(r"LABEL_\d+")
+
+
+def check_labels(config, labels: list[str], what: str,
+                 fix: str = "distil on the task the teacher was fine-tuned on (data.label_names sets the data's "
+                            "names)") -> None:
+    """Refuse a model whose labels (id order) differ from the data's; `fix` ends the one-line UserError.
+
+    Names match names only, in order. HF's default names (LABEL_0, ...) and a data file's bare ids (0, 1, ... as
+    the label column of SST-2's TSVs) say nothing of meaning, so either matches any names of the same count.
+    """
+    names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    ids = labels == [str(i) for i in range(len(labels))]
+    if len(names) != len(labels) or (names != labels and not ids and
+                                     not all(_DEFAULT_LABEL.fullmatch(n) for n in names)):
+        shown = names if len(names) <= 12 else names[:10] + [f"... {len(names)} in all"]
+        data = labels if len(labels) <= 12 else labels[:10] + [f"... {len(labels)} in all"]
+        raise UserError(f"{what}: labels {shown} differ from the data's {data}; {fix}")

@@ -10,29 +10,15 @@ text no tokenizer takes, and `first_blank`, the text with nothing to score (shar
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 from deploykit.errors import UserError
 from deploykit.records import is_blank, unicode_fault  # noqa: F401 - every predictor's text checks, imported from here
 from deploykit.runtimes import READS, ir_path
-from deploykit.tokenizer_files import TOKENIZER_FILES, check_tokenizer_files  # noqa: F401 - re-exported
+from deploykit.tokenizer_files import TOKENIZER_FILES, check_tokenizer_files, check_vocabulary  # noqa: F401
 
 RUNTIMES = ("auto", *READS)
 # transformers builds a tokenizer of special tokens only from a tokenizer_config.json alone: every word then
 # becomes [UNK] and the model answers confidently from nothing, so a folder needs one of these
-def check_vocabulary(folder: Path, tokenizer, config) -> None:
-    """Refuse a tokenizer far smaller than the model's embedding table (another model's, or a stub).
-
-    A vocabulary-pruned model has its config.vocab_size cut to its tokenizer's, so it passes; half is a margin
-    wide enough for tokenizers that count their added tokens differently from the model.
-    """
-    size = getattr(config, "vocab_size", None)
-    if isinstance(size, int) and len(tokenizer) < size / 2:
-        raise UserError(f"{folder}: the tokenizer holds {len(tokenizer)} tokens but config.json's vocab_size is "
-                        f"{size}; the tokenizer files ({TOKENIZER_FILES}) are missing or not this model's: copy "
-                        "them from the folder the model came from")
-
-
 def first_blank(texts: list[str]) -> int | None:
     """The index of the first text without a visible character (records.is_blank), else None. It tokenizes to the
     special tokens alone and gets a confident label from nothing (SST-2's final: "positive 0.964"), so every way in

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +210,7 @@ def check_architecture(config, task: str, source: str) -> None:
     if getattr(config, "is_encoder_decoder", False):
         raise UserError(f"model source {source!r}: model_type {model_type!r} is an encoder-decoder model; deploykit "
                         f"takes encoder or decoder-only models ({shown}, ...)")
-    arch = ARCHITECTURES.get(model_type)
-    if task == "generation" and arch is not None and not arch.decoder_prune:
+    if task == "generation" and _is_encoder(model_type):
         # transformers builds a BertLMHeadModel for it, with a fresh LM head and no chat template: nothing to tune
         decoders = ", ".join(k for k, a in ARCHITECTURES.items() if a.decoder_prune)
         raise UserError(f"model source {source!r}: model_type {model_type!r} is an encoder; data.task: generation "
@@ -221,6 +219,17 @@ def check_architecture(config, task: str, source: str) -> None:
         return
     raise UserError(f"model source {source!r}: model_type {model_type!r} is not a {what} ({auto}); "
                     f"give one of the {len(known)} model types transformers has one for (e.g. {shown})")
+
+
+def _is_encoder(model_type: str | None) -> bool:
+    """An encoder (bidirectional attention: BERT, RoBERTa, ERNIE, ...): transformers has a masked-LM head for it.
+    Many also have a causal-LM class (BertLMHeadModel) that starts a fresh LM head, which is not a model to tune."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    arch = ARCHITECTURES.get(model_type)
+    if arch is not None:
+        return not arch.decoder_prune
+    return model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def load_config(source: str, *, trust_remote_code: bool = False, revision: str | None = None):
@@ -253,19 +262,26 @@ def load_tokenizer(source: str, trust_remote_code: bool = False, **options: Any)
     from transformers import AutoTokenizer
 
     path, kwargs = _pretrained_args(source)
-    if not kwargs and Path(path).is_dir():
+    local = not kwargs and Path(path).is_dir()
+    if local:
         from deploykit.tokenizer_files import check_tokenizer_files
 
         # transformers 5 builds a 5-token tokenizer for a folder without them: every word would train as [UNK]
         check_tokenizer_files(Path(path))
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs, **options)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs, **options)
     except Exception as err:  # noqa: BLE001 - a local folder's tokenizer files fail with KeyError, Rust's Exception
         if isinstance(err, config_errors()) and not kwargs:
             load_config(source, trust_remote_code=trust_remote_code)  # AutoTokenizer reads config.json too: named
         if Path(path).is_dir() or isinstance(err, (OSError, ValueError)):
             raise tokenizer_failure(source, path, err) from None
         raise
+    if local and (Path(path) / "config.json").is_file():
+        from deploykit.tokenizer_files import check_vocabulary
+
+        # files by those names that are not this model's (a stray *.model) load as a handful of tokens too
+        check_vocabulary(Path(path), tokenizer, load_config(source, trust_remote_code=trust_remote_code))
+    return tokenizer
 
 
 def load_causal_lm(source: str, *, trust_remote_code: bool = False, dtype=None, **kwargs: Any):
@@ -366,24 +382,3 @@ def new_head_modules(info: dict) -> frozenset[str]:
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-# what HF writes when a model was saved without label names
-_DEFAULT_LABEL = re.compile(r"LABEL_\d+")
-
-
-def check_labels(config, labels: list[str], what: str,
-                 fix: str = "distil on the task the teacher was fine-tuned on (data.label_names sets the data's "
-                            "names)") -> None:
-    """Refuse a model whose labels (id order) differ from the data's; `fix` ends the one-line UserError.
-
-    Names match names only, in order. HF's default names (LABEL_0, ...) and a data file's bare ids (0, 1, ... as
-    the label column of SST-2's TSVs) say nothing of meaning, so either matches any names of the same count.
-    """
-    names = [str(config.id2label[i]) for i in range(config.num_labels)]
-    ids = labels == [str(i) for i in range(len(labels))]
-    if len(names) != len(labels) or (names != labels and not ids and
-                                     not all(_DEFAULT_LABEL.fullmatch(n) for n in names)):
-        shown = names if len(names) <= 12 else names[:10] + [f"... {len(names)} in all"]
-        data = labels if len(labels) <= 12 else labels[:10] + [f"... {len(labels)} in all"]
-        raise UserError(f"{what}: labels {shown} differ from the data's {data}; {fix}")

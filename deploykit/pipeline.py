@@ -200,7 +200,7 @@ def run_recipe(recipe: Recipe, out_dir: Path) -> dict:
     """
     from deploykit.run_lock import run_lock
 
-    with run_lock(out_dir):
+    with run_lock(out_dir, scratch=(STATE_FILE,)):
         return _run_recipe(recipe, out_dir)
 
 

@@ -259,7 +259,7 @@ def human_line(record: dict, width: int) -> str:
     Every row is one line: a text's or an answer's own line breaks and tabs become spaces (--json keeps them).
     """
     if "answer" in record:  # was the bare answer, line breaks and all: several prompts' answers ran together
-        return f"{' '.join(record['text'].split())[:SHOWN]}  ->  {' '.join(record['answer'].split())}"
+        return f"{' '.join(record['text'].split())[:SHOWN]}  ->  {' '.join(record['answer'].split()) or '(no answer)'}"
     if "entities" in record:  # `TYPE word score` per group, then the text
         found = " | ".join(f"{g['entity_group']} {g['word']} {g['score']:.4f}" for g in record["entities"])
         return f"{found or '(no entities)'}  {' '.join(record['text'].split())[:SHOWN]}"

@@ -21,9 +21,11 @@ except ImportError:  # Windows: no flock; runs are not guarded there
 
 
 @contextlib.contextmanager
-def run_lock(out_dir: Path):
+def run_lock(out_dir: Path, scratch: tuple[str, ...] = ()):
     """Hold `out_dir` for this process (created when missing, and removed again, with any parents it needed, if
-    the block ends with them still empty: a refused run leaves no folder behind).
+    the block ends with them still empty: a refused run leaves no folder behind). Files named in `scratch` (the
+    run's state file, written as it starts) do not count where the block fails: a run refused before its first
+    stage wrote anything leaves nothing.
 
     Raises:
         UserError: another process holds the folder (another `deploykit run` writing there now).
@@ -43,9 +45,14 @@ def run_lock(out_dir: Path):
             os.close(fd)
             raise UserError(f"{out_dir}: another deploykit run is writing to this folder now; wait for it to end, "
                             "or give another --out") from None
+    failed = True
     try:
         yield out_dir
+        failed = False
     finally:
+        if failed and out_dir in made and out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= set(scratch):
+            for name in scratch:
+                (out_dir / name).unlink(missing_ok=True)
         if fd is not None:
             os.close(fd)  # closing the descriptor releases the lock
         for folder in made:  # innermost first

@@ -98,6 +98,9 @@ def _local_weights(recipe: Recipe) -> None:
     from deploykit.tokenizer_files import check_tokenizer_files
 
     check_tokenizer_files(folder)  # as training's load_tokenizer does: without them every word reads as [UNK]
+    from deploykit.models import load_tokenizer
+
+    load_tokenizer(source, recipe.model.trust_remote_code)  # a damaged tokenizer.json, or one not this model's
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
     if single.is_file():
         files = [single]

@@ -169,18 +169,20 @@ def test_a_duplicated_key_is_refused_naming_both_lines(tmp_path):
         parse_override("data={name: a, name: b}")
 
 
-@pytest.mark.parametrize("item, field, takes", [("finetune.learning_rate=true", "finetune.learning_rate", "be a number"),
-                                                ("finetune.batch_size=true", "finetune.batch_size", "be a number"),
-                                                ("data.seed=false", "data.seed", "be a number"),
+@pytest.mark.parametrize("item, field, takes", [("finetune.learning_rate=true", "finetune.learning_rate", "should be a number"),
+                                                ("finetune.batch_size=true", "finetune.batch_size", "should be a number"),
+                                                ("data.seed=false", "data.seed", "should be a number"),
                                                 ("distill.student_layers=[0, true]", "distill.student_layers",
-                                                 "hold numbers"),
+                                                 "each item should be a number"),
+                                                ("bench.targets=[true]", "bench.targets",
+                                                 "each item should be 'cpu', 'edge' or 'gpu'"),
                                                 # not "a number" where the field takes none (the message said so)
-                                                ("finetune.bf16=true", "finetune.bf16", "be 'auto', 'on' or 'off'"),
+                                                ("finetune.bf16=true", "finetune.bf16", "should be 'auto', 'on' or 'off'"),
                                                 ("data.text_column=true", "data.text_column",
-                                                 "be a text (quote it: 'true')"),
-                                                ("data.max_length=true", "data.max_length", "be a number or 'auto'")])
+                                                 "should be a text (quote it: 'true')"),
+                                                ("data.max_length=true", "data.max_length", "should be a number or 'auto'")])
 def test_true_or_false_where_not_taken_says_what_is(item, field, takes):
-    with pytest.raises(UserError, match=rf"--set {re.escape(item)}: {field}: should {re.escape(takes)}, not true/false"):
+    with pytest.raises(UserError, match=rf"--set {re.escape(item)}: {field}: {re.escape(takes)}, not true/false"):
         build_recipe({"data": {"name": "x"}, "finetune": None, "distill": None}, [item])
 
 

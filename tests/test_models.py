@@ -193,6 +193,13 @@ def test_an_encoder_for_generation_is_refused_before_loading(tiny_bert, tmp_path
     encoder = r"model_type 'bert' is an encoder; data.task: generation needs a decoder-only causal LM \(llama, "
     with pytest.raises(UserError, match=encoder):
         load_causal_lm(str(tiny_bert))
+    from transformers import RobertaPreLayerNormConfig
+
+    # encoders outside deploykit's architecture table too (they had trained, then crashed with exit 1)
+    RobertaPreLayerNormConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                              vocab_size=100).save_pretrained(tmp_path / "rpl")
+    with pytest.raises(UserError, match=r"model_type 'roberta-prelayernorm' is an encoder; data.task: generation"):
+        load_causal_lm(str(tmp_path / "rpl"))
     recipe = build_recipe({"model": {"source": str(tiny_bert)}, "finetune": {},
                            "data": {"path": str(tmp_path), "task": "generation"}})
     assert any("is an encoder; data.task: generation" in line for line in recipe_problems(recipe))
@@ -299,8 +306,8 @@ def test_a_config_json_that_builds_no_config_is_one_line(tiny_bert, tiny_llama, 
     with pytest.raises(UserError, match=r"config\.json is not a valid model config"):
         load_classifier(str(tiny_bert), labels=["a", "b"])
     llama = shutil.copytree(tiny_llama, tmp_path / "llama")
-    _break_model_type(llama, "bert")  # a BertConfig builds from it: the weights check names the mismatch
-    with pytest.raises(UserError, match=r"model\.safetensors holds 0 of the .* weights a bert needs"):
+    _break_model_type(llama, "bert")  # a BertConfig builds from it: an encoder, refused before its weights load
+    with pytest.raises(UserError, match=r"model_type 'bert' is an encoder; data.task: generation"):
         load_causal_lm(str(llama))
     _break_model_type(llama, "llama", hidden_size="wide")
     with pytest.raises(UserError, match=r"config\.json is not a valid model config .*'hidden_size'") as err:

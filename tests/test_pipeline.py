@@ -227,3 +227,15 @@ def test_a_second_run_on_a_folder_in_use_is_refused(run_tiny, tmp_path):
         assert list(out.iterdir()) == []  # nothing cleared or written while the other run holds it
     state = run_tiny(out, "distill=null", "prune=null", "quantize=null", "bench=null")  # released: it runs
     assert "finetune" in state["stages"]
+
+
+def test_a_run_refused_once_its_folder_exists_leaves_nothing(run_tiny, tmp_path):
+    import shutil
+
+    model = shutil.copytree(REPO / "recipes" / "assets" / "tiny-bert", tmp_path / "bert")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (model / name).unlink(missing_ok=True)
+    out = tmp_path / "new" / "deep" / "run"
+    with pytest.raises(UserError, match="no tokenizer files"):  # found as the first stage loads, after pipeline.json
+        run_tiny(out, f"model.source={model}", "distill=null", "prune=null", "quantize=null", "bench=null")
+    assert not (tmp_path / "new").exists()

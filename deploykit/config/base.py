@@ -32,8 +32,8 @@ class Section(BaseModel):
         # pydantic's lax mode reads `true` as 1 for an int or float field: `learning_rate: true` trained at 1.0
         annotation = cls.model_fields[info.field_name].annotation
         if _bool_where_not_taken(value, annotation):
-            if isinstance(value, list):  # `student_layers: [true]`
-                raise ValueError("should hold numbers, not true/false")
+            if isinstance(value, list):  # `student_layers: [true]`, `bench.targets: [true]`
+                raise ValueError(f"each item should be {_expected(_list_item(annotation))}, not true/false")
             raise ValueError(f"should be {_expected(annotation)}, not true/false")
         return value
 
@@ -69,14 +69,20 @@ def _takes_bool(annotation: Any) -> bool:
     return any(_takes_bool(a) for a in get_args(annotation))
 
 
+def _list_item(annotation: Any) -> Any:
+    """The item type of a list field (`list[int] | None` -> int), else None."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    items = [get_args(m)[0] for m in members if get_origin(m) is list and get_args(m)]
+    return items[0] if items else None
+
+
 def _bool_where_not_taken(value: Any, annotation: Any) -> bool:
-    """A bool given for a number field, or inside a list of numbers (`student_layers: [true]`)."""
+    """A bool given for a field that takes none, or inside a list of such items (`student_layers: [true]`)."""
     if isinstance(value, bool):
         return not _takes_bool(annotation)
     if isinstance(value, list):
-        members = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
-        items = [get_args(m)[0] for m in members if get_origin(m) is list and get_args(m)]
-        return bool(items) and any(_bool_where_not_taken(v, items[0]) for v in value)
+        item = _list_item(annotation)
+        return item is not None and any(_bool_where_not_taken(v, item) for v in value)
     return False
 
 

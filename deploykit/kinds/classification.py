@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from deploykit.jobs import DistillJob, ExportJob, Job
 from deploykit.kinds.base import Kind
-from deploykit.models import check_labels
+from deploykit.labels import check_labels
 
 
 def load_task(cfg):

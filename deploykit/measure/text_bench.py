@@ -78,15 +78,16 @@ def report(kind, recipe: Recipe, cfg: BenchConfig, subjects: list, tmp: Path, ou
     return _report(recipe, cfg, result, teacher, peer is not None, kind.bench_metrics)
 
 
-def _check_labels(artifact: Artifact, labels: list[str]) -> None:
+def _check_labels(artifact: Artifact, labels: list[str], what: str = "bench") -> None:
     """UserError for a model whose labels (config.json's id2label, in id order) are not the data's: a sentiment
     model scored on AG News read 22% and a 1000-class one 0%, as results, and the wrong one became the teacher row.
     A folder without config.json is left to the predictor's own message."""
-    from deploykit.models import check_labels, load_config
+    from deploykit.labels import check_labels
+    from deploykit.models import load_config
 
     folder = artifact.path.resolve()
     if (folder / "config.json").is_file():
-        check_labels(load_config(str(folder)), labels, f"bench: {folder}",
+        check_labels(load_config(str(folder)), labels, f"{what}: {folder}" if what == "bench" else what,
                      fix="bench a model on the data it was trained on (--data, or its own recipe)")
 
 
@@ -98,7 +99,7 @@ def _check_baseline(artifact: Artifact, task: str, labels: list[str]) -> None:
     if given is not None and given != task:
         raise UserError(f"--baseline {artifact.path}: a {TASK_MODELS[given][0]}, and this bench scores a "
                         f"{TASK_MODELS[task][0]}; give the fine-tuned {TASK_MODELS[task][0]} the artifacts came from")
-    _check_labels(artifact, labels)
+    _check_labels(artifact, labels, f"--baseline {artifact.path}")
 
 
 def _max_length(recipe: Recipe, artifact: Artifact, task) -> int:

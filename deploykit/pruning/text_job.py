@@ -100,7 +100,8 @@ def prune_job(recipe: Recipe, source: str, parent) -> PruneJob:
 
     from deploykit.data import fit_max_length, load_task, to_dataset
     from deploykit.evaluate import metrics, predict, torch_predictor
-    from deploykit.models import check_labels, load_classifier, load_tokenizer, resolve_source
+    from deploykit.labels import check_labels
+    from deploykit.models import load_classifier, load_tokenizer, resolve_source
     from deploykit.train.kd import DistillTrainer
     from deploykit.transfer import add_unlabeled
     from deploykit.window_metrics import pooled_metrics

@@ -106,8 +106,8 @@ def check_tokenizer(student_src: str, teacher_tok, trust_remote_code: bool) -> N
 
     try:
         student_tok = load_tokenizer(student_src, trust_remote_code)
-    except UserError:
-        raise UserError(f"distill.student {student_src!r}: no tokenizer could be loaded; the student folder "
+    except UserError as err:
+        raise UserError(f"distill.student {student_src!r}: no tokenizer could be loaded ({err}); the student folder "
                         "must hold the tokenizer it shares with the teacher") from None
     s_vocab, t_vocab = student_tok.get_vocab(), teacher_tok.get_vocab()
     if s_vocab != t_vocab:

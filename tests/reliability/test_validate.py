@@ -197,3 +197,14 @@ def test_a_model_folder_without_tokenizer_files_is_refused_before_training(recip
     run = CliRunner().invoke(app, ["finetune", "--recipe", str(recipe()), "--out", str(tmp_path / "ft")])
     assert run.exit_code == 2 and "no tokenizer files" in run.stderr and "Traceback" not in run.output
     assert not (tmp_path / "ft").exists()
+
+
+def test_tokenizer_files_that_are_not_the_models_are_refused(recipe, tiny_bert):
+    # a stray sentencepiece file passed the file-name check, and finetune trained on a 5-token vocabulary
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (tiny_bert / name).unlink(missing_ok=True)
+    (tiny_bert / "junk.model").write_bytes(b"")
+    result = validate(recipe())
+    assert result.exit_code == 2, result.output
+    assert len(errors(result)) == 1 and f"{tiny_bert}" in errors(result)[0]
+

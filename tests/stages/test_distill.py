@@ -204,7 +204,7 @@ def test_student_classifier_with_another_label_set(teacher4, tiny_task, tmp_path
 
 
 def test_student_with_another_tokenizer(teacher4, tiny_task, tmp_path):
-    student = make_tiny_model(tmp_path / "s", "bert")
+    student = make_tiny_model(tmp_path / "s", "bert", vocab_size=8)  # its own tokenizer's size, not the teacher's
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie"]
     BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(student)  # replaces MiniLM's
     with pytest.raises(UserError, match="its tokenizer differs from the teacher's \\(8 vs 30522 tokens"):
