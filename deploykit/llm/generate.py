@@ -256,12 +256,13 @@ class TorchGenerator(_Generator):
         cache = {"past": None}
         # a model that just trained on the GPU (finetune, distill, prune recovery) is still there: feed it there
         device = next(self.model.parameters()).device
+        (keyword,) = cache_feed(self.model, None)  # read from the forward's signature once, not on every step
 
         @torch.inference_mode()
         def step(ids, mask, pos):
             feed = {k: torch.from_numpy(v).to(device) for k, v in
                     (("input_ids", ids), ("attention_mask", mask), ("position_ids", pos))}
-            out = self.model(**feed, **cache_feed(self.model, cache["past"]), use_cache=True, logits_to_keep=1)
+            out = self.model(**feed, **{keyword: cache["past"]}, use_cache=True, logits_to_keep=1)
             cache["past"] = cache_of(out)
             return out.logits[:, -1].float().cpu().numpy()
 

@@ -7,9 +7,9 @@ def cache_feed(model, cache) -> dict:
     """The keyword a causal LM's forward takes its KV cache by: `cache` in recent transformers 5 releases,
     `past_key_values` before (5.25 keeps it as a deprecated alias, to go in 5.40).
 
-    The old name passed through a forward that was wrapped after training (the Trainer's bf16 autocast) arrived
-    beside the new one's None, and transformers kept the None: every step decoded its last token alone, and
-    fine-tuning recorded an exact match of 0.0 for a model that scored 37.5 once saved.
+    Passing the name the forward itself declares keeps decoding right where the old name's mapping is gone: after
+    bf16 training accelerate's unwrap had stripped it (deploykit/train/autocast.py `release`), every step decoded
+    its last token alone, and fine-tuning recorded an exact match of 0.0 for a model that scored 37.5 once saved.
     """
     import inspect
 
