@@ -186,6 +186,23 @@ def test_true_or_false_where_not_taken_says_what_is(item, field, takes):
         build_recipe({"data": {"name": "x"}, "finetune": None, "distill": None}, [item])
 
 
+@pytest.mark.parametrize("item, says", [("finetune.max_steps=null", "should be a number, not null (leave the key out "
+                                                                  "for its default, -1)"),
+                                        ("bench.targets=null", "should be a list, not null (leave the key out for its "
+                                                               "default, ['cpu'])"),
+                                        ("data.task=null", "should be 'classification', 'generation' or "
+                                                           "'token_classification', not null")])
+def test_null_where_not_taken_names_the_default(item, says):
+    # `max_steps: null` (or an empty `max_steps:` in YAML) said only "Input should be a valid integer"
+    with pytest.raises(UserError, match=rf"--set {re.escape(item)}: {item.split('=')[0]}: {re.escape(says)}"):
+        build_recipe({"data": {"name": "x"}, "finetune": None}, [item])
+
+
+def test_null_still_goes_where_it_is_taken():
+    r = build_recipe({"data": {"name": "x", "train_file": None}, "finetune": {"eval_steps": None}})
+    assert r.data.train_file is None and r.finetune.eval_steps is None
+
+
 def test_booleans_still_go_where_they_are_taken():
     r = build_recipe({"data": {"name": "x"}, "finetune": {"group_by_length": True, "packing": False}})
     assert r.finetune.group_by_length is True and r.finetune.packing is False

@@ -35,6 +35,14 @@ class Section(BaseModel):
             if isinstance(value, list):  # `student_layers: [true]`, `bench.targets: [true]`
                 raise ValueError(f"each item should be {_expected(_list_item(annotation))}, not true/false")
             raise ValueError(f"should be {_expected(annotation)}, not true/false")
+        if value is None and not _takes_none(annotation):
+            # `max_steps: null` (or an empty `max_steps:`) read "Input should be a valid integer"
+            field = cls.model_fields[info.field_name]
+            if field.is_required():
+                raise ValueError(f"should be {_expected(annotation)}, not null")
+            default = field.get_default(call_default_factory=True)
+            raise ValueError(f"should be {_expected(annotation)}, not null (leave the key out for its default, "
+                             f"{default!r})")
         return value
 
 
@@ -67,6 +75,15 @@ def _takes_bool(annotation: Any) -> bool:
     if get_origin(annotation) is Literal:
         return any(isinstance(a, bool) for a in get_args(annotation))
     return any(_takes_bool(a) for a in get_args(annotation))
+
+
+def _takes_none(annotation: Any) -> bool:
+    """Whether `annotation` admits None (`int | None`, `Optional[...]`, Any, `Literal[None, ...]`)."""
+    if annotation is None or annotation is type(None) or annotation is Any:
+        return True
+    if get_origin(annotation) is Literal:
+        return None in get_args(annotation)
+    return any(_takes_none(a) for a in get_args(annotation))
 
 
 def _list_item(annotation: Any) -> Any:
