@@ -31,8 +31,8 @@ from deploykit.artifact import Artifact, load_artifact
 from deploykit.encoding import encoder_for
 from deploykit.errors import UserError
 from deploykit.lineage import check_room, trained_length, trained_on_pairs, trained_stride
-from deploykit.load_checks import (check_int8_fits, check_threads, check_tokenizer_files, check_vocabulary,
-                                   is_blank, resolve_runtime, unicode_fault)
+from deploykit.load_checks import (check_int8_fits, check_threads, check_tokenizer_files, is_blank, resolve_runtime,
+                                   unicode_fault)
 from deploykit.runtimes import READS
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
@@ -157,9 +157,7 @@ class ClassifierPredictor:
         self.name = folder.name
         self.config = load_config(str(folder))
         self.labels = [str(self.config.id2label[i]) for i in range(self.config.num_labels)]
-        check_tokenizer_files(folder)
-        self.tokenizer = load_tokenizer(str(folder))
-        check_vocabulary(folder, self.tokenizer, self.config)
+        self.tokenizer = load_tokenizer(str(folder))  # refuses missing files and a vocabulary too small
         target = artifact if artifact.format in READS[self.runtime] else Artifact(
             artifact.path, {**artifact.manifest, "format": READS[self.runtime][0]})
         try:

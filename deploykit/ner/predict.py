@@ -27,8 +27,7 @@ import numpy as np
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.errors import UserError
 from deploykit.lineage import trained_length, trained_stride
-from deploykit.load_checks import (check_threads, check_tokenizer_files, check_vocabulary, first_blank, resolve_runtime,
-                                   unicode_fault)
+from deploykit.load_checks import check_threads, first_blank, resolve_runtime, unicode_fault
 
 STRATEGIES = ("simple", "first")
 
@@ -72,11 +71,9 @@ class EntityPredictor:
         self.name = folder.name
         self.config = load_config(str(folder))
         self.labels = [str(self.config.id2label[i]) for i in range(self.config.num_labels)]
-        check_tokenizer_files(folder)
-        self.tokenizer = load_tokenizer(str(folder))
+        self.tokenizer = load_tokenizer(str(folder))  # refuses missing files and a vocabulary too small
         if not getattr(self.tokenizer, "is_fast", False):
             raise UserError(f"{folder}: entity groups need a fast tokenizer (offsets); save a tokenizer.json there")
-        check_vocabulary(folder, self.tokenizer, self.config)
         self._subword_prefix = bool(getattr(getattr(getattr(self.tokenizer, "_tokenizer", None), "model", None),
                                             "continuing_subword_prefix", None))
         self._predict = _load(artifact, self.runtime, threads)
