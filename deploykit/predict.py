@@ -148,14 +148,36 @@ def check_out_file(out: Path, inputs: Path | None = None) -> Path:
     return out
 
 
+# the records this command writes, by their keys and the types of those keys (with the optional keys of each)
+_RECORDS = (({"text": str, "label": str, "score": (int, float)}, {"text_pair": str, "top_k": list}),
+            ({"text": str, "entities": list}, {}),
+            ({"text": str, "answer": str, "new_tokens": int}, {}))
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    if not isinstance(record, dict):
+        return False
+    for required, optional in _RECORDS:
+        if required.keys() <= record.keys() <= required.keys() | optional.keys():
+            types = {**required, **optional}
+            return all(isinstance(v, types[k]) and not isinstance(v, bool) for k, v in record.items())
+    return False
+
+
 def _predictions(out: Path) -> bool:
-    """Whether `out`'s first line is a record this command writes (so replacing the file loses no one's data)."""
+    """Whether every line of `out` is a record this command writes, keys and types exactly (so replacing the file
+    loses no one's data). A first line alone was not enough: `{"text", "label"}` is the commonest shape of training
+    data, and a user's JSONL was replaced."""
     try:
         with open(out, "rb") as f:
-            first = json.loads(f.readline(1 << 20))
-    except (OSError, ValueError):
+            lines = [line for line in f if line.strip()]
+    except OSError:
         return False
-    return isinstance(first, dict) and "text" in first and any(k in first for k in ("label", "entities", "answer"))
+    return bool(lines) and all(_is_record(line) for line in lines)
 
 
 def _stream(out: Path) -> bool:
