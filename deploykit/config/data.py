@@ -87,7 +87,8 @@ class DataConfig(Section):
     seed: int = 42
     # ---- task: generation (decoder LLMs)
     prompt_template: str | None = Field(
-        None, description="generation: the user turn, with {column} placeholders; default '{<text_column>}'")
+        None, description="generation: the user turn, with plain {column} placeholders ({{ and }} for literal "
+                          "braces); default '{<text_column>}'")
     response_column: str | None = Field(
         None, description="generation: column holding the reference response (instruction data); "
                           "default: the row's label name (classification as generation, scored by exact match)")
@@ -133,7 +134,28 @@ class DataConfig(Section):
         if template is not None and not any(f.strip() for f in fields):
             raise ValueError("names no {column}: every prompt would be the same text; put the row's text in it, "
                              "e.g. 'Review: {sentence}'")
+        for _, name, spec, conversion in string.Formatter().parse(template or ""):
+            cls._plain_field(name, spec, conversion)
         return template
+
+    @staticmethod
+    def _plain_field(name: str | None, spec: str, conversion: str | None) -> None:
+        # str.format reads '{instruction.upper}' as an attribute ("<built-in method upper of str object at 0x7f..>",
+        # a new address each run, in every prompt), '{instruction[0]}' as the first letter, and '{x.nope}' crashed
+        if name is None:
+            return
+        field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        plain = name.partition(".")[0].partition("[")[0]
+        if not plain.strip() or plain.isdigit():  # '{}', '{0}', '{[0]}'
+            why, plain = "is positional", "sentence"
+        elif plain != name:
+            why = f"reads {'an attribute' if name[len(plain)] == '.' else 'an item'} of column '{plain}'"
+        elif conversion or spec:
+            why = f"has a {'conversion' if conversion else 'format spec'}"
+        else:
+            return
+        raise ValueError(f"'{field}' {why}; use plain {{column}} fields such as '{{{plain}}}' "
+                         "(write {{ and }} for literal braces)")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

@@ -18,13 +18,15 @@ tokens that generation will be fed (a joint tokenization can merge tokens across
 from __future__ import annotations
 
 import random
+import string
 from dataclasses import dataclass
 
 from deploykit.config import DataConfig
 from deploykit.data import SPLIT_STEMS, _find_file, _local_folder, usable_positions
 from deploykit.labels import label_vocab
 from deploykit.errors import UserError
-from deploykit.records import column, label_keys, read_rows, where
+from deploykit.load_checks import first_blank
+from deploykit.records import label_keys, read_rows, texts, where
 
 PLAIN_ANSWER = "\nAnswer: "  # prompt/response separator when data.chat_template is false
 
@@ -60,29 +62,41 @@ class ChatTask:
 
 # ---------------------------------------------------------------- rows -> prompts and responses
 
-def _template(cfg: DataConfig) -> str:
-    return cfg.prompt_template or "{" + cfg.text_column + "}"
+def _fields(template: str) -> list[str]:
+    """The columns a template names, once each; config/data.py has refused every field but a plain {column}."""
+    return list(dict.fromkeys(f for _, f, _, _ in string.Formatter().parse(template) if f))
 
 
-def _fill(template: str, row: dict, origin: str, n: int) -> str:
-    try:
-        return template.format_map(row).strip()
-    except KeyError as err:
-        raise UserError(f"{origin}: data.prompt_template names column {err.args[0]!r}, which {where(row, n)} "
-                        f"does not have (columns: {', '.join(map(str, row))})") from None
-    except (ValueError, IndexError) as err:
-        raise UserError(f"data.prompt_template {template!r} is not a valid format string ({err})") from None
+def _prompts(rows: list[dict], cfg: DataConfig, origin: str) -> list[str]:
+    """Each row's prompt. Every cell the template reads is text as records.texts takes it (a number as its digits, as
+    classification reads it); a null, list or object cell is refused: str() made 'None' and "['a', 'b']" prompts.
+    A prompt empty or invisible once filled is refused like an empty response: the model learns an answer to nothing.
+    """
+    template = cfg.prompt_template
+    fields = _fields(template) if template else [cfg.text_column]
+    for n, row in enumerate(rows, 1):
+        if (missing := next((f for f in fields if f not in row), None)) is not None:
+            raise UserError(f"{origin}: data.prompt_template names column {missing!r}, which {where(row, n)} "
+                            f"does not have (columns: {', '.join(map(str, row))})")
+    cells = {f: texts(rows, f, origin, empty_ok=True) for f in fields}
+    # without a template the text column is the prompt as written: "{" + column + "}" would read a dotted name
+    # ("a.b") as an attribute
+    prompts = [(template.format_map({f: cells[f][i] for f in fields}) if template else cells[fields[0]][i]).strip()
+               for i in range(len(rows))]
+    if (blank := first_blank(prompts)) is not None:
+        made = f"data.prompt_template {template!r} filled from the row" if template else f"column '{fields[0]}'"
+        raise UserError(f"{origin}: {where(rows[blank], blank + 1)}: the prompt is empty or invisible characters only "
+                        f"({made}); fill in the row's text, or remove the row")
+    return prompts
 
 
 def _to_chat(rows: list[dict], cfg: DataConfig, label_names: list[str] | None, label_ids: dict | None,
              origin: str) -> ChatSplit:
-    template = _template(cfg)
-    prompts = [_fill(template, row, origin, n) for n, row in enumerate(rows, 1)]
+    prompts = _prompts(rows, cfg, origin)
     if cfg.response_column:
-        responses = [str(v).strip() for v in column(rows, cfg.response_column, origin)]
-        empty = next((n for n, r in enumerate(responses, 1) if not r), None)
-        if empty:
-            raise UserError(f"{origin}: {where(rows[empty - 1], empty)} has an empty '{cfg.response_column}' "
+        responses = [r.strip() for r in texts(rows, cfg.response_column, origin, empty_ok=True)]
+        if (empty := first_blank(responses)) is not None:  # " \u200b " too: the model learns to answer nothing
+            raise UserError(f"{origin}: {where(rows[empty], empty + 1)} has an empty '{cfg.response_column}' "
                             "(the response to learn)")
     else:
         responses = []
@@ -241,12 +255,28 @@ def pack(examples: list[dict], block: int) -> list[dict]:
     return out
 
 
-def sft_dataset(split: ChatSplit, tokenizer, cfg: DataConfig, packing: bool = False):
-    import datasets
-
+def sft_examples(split: ChatSplit, tokenizer, cfg: DataConfig) -> list[dict]:
+    """encode_sft's examples; a UserError when every prompt fills max_length and leaves nothing to learn."""
     examples, _ = encode_sft(split, tokenizer, cfg)
     if not examples:
         raise UserError(f"data.max_length={cfg.max_length}: every prompt fills it; raise data.max_length")
+    return examples
+
+
+def check_sft_fits(cfg: DataConfig, config, tokenizer, task: ChatTask | None, model_name: str) -> None:
+    """What finetune refuses before it trains, by the calls it makes, for `deploykit validate` to say first: a chat
+    template the tokenizer lacks, a max_length past the context, prompts that fill max_length (`task`: when loaded)."""
+    check_chat_template(tokenizer, cfg, model_name)
+    check_length(cfg, config, model_name)
+    if task is not None and cfg.max_length != "auto":  # auto is at least most rows' prompt + response
+        for split in (task.train, task.validation):
+            sft_examples(split, tokenizer, cfg)
+
+
+def sft_dataset(split: ChatSplit, tokenizer, cfg: DataConfig, packing: bool = False):
+    import datasets
+
+    examples = sft_examples(split, tokenizer, cfg)
     if packing:
         examples = pack(examples, max(len(e["input_ids"]) for e in examples) if cfg.max_length == "auto"
                         else cfg.max_length)
