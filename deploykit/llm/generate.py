@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from deploykit.errors import PromptTooLong, UserError
 from deploykit.llm.kv_cache import cache_feed, cache_of
+from deploykit.llm.prompt_checks import check_request, check_texts
 
 # step(input_ids, attention_mask, position_ids) -> float32 logits of the last position, [batch, vocab];
 # the KV cache lives inside the closure
@@ -151,27 +151,6 @@ def decode(step: Step, input_ids: np.ndarray, attention_mask: np.ndarray, max_ne
         mask = np.concatenate([mask, np.ones((batch, 1), dtype=mask.dtype)], axis=1)
         ids = nxt[:, None]
     return Generation(tokens[:, :len(seconds)], lengths, seconds)
-
-
-def check_request(prompts, max_new_tokens, temperature, top_k, top_p, stop_ids, seed=0) -> list[str]:
-    """The prompts as a list (one str is one prompt), or UserError naming the argument a generate() call got wrong:
-    a str is not split into characters, and a NaN temperature or a top_p of 2 does not quietly sample otherwise."""
-    prompts = [prompts] if isinstance(prompts, str) else prompts
-    if not isinstance(prompts, (list, tuple)) or not prompts:
-        raise UserError(f"generate: prompts must be a str or a non-empty list of str, not {prompts!r:.60}")
-    if (bad := next((i for i, p in enumerate(prompts) if not isinstance(p, str)), None)) is not None:
-        raise UserError(f"generate: prompt {bad} is {type(prompts[bad]).__name__} {prompts[bad]!r:.60}, not a str")
-    for name, value, least in (("max_new_tokens", max_new_tokens, 1), ("top_k", top_k, 0), ("seed", seed, 0)):
-        if not isinstance(value, Integral) or isinstance(value, bool) or value < least:
-            raise UserError(f"generate: {name}={value!r} must be an integer of at least {least}")
-    if not isinstance(temperature, Real) or not 0 < temperature < float("inf"):
-        raise UserError(f"generate: temperature={temperature!r} must be a number > 0 (do_sample=False for greedy)")
-    if not isinstance(top_p, Real) or not 0 < top_p <= 1:
-        raise UserError(f"generate: top_p={top_p!r} must be in (0, 1]")
-    if stop_ids is not None and (not isinstance(stop_ids, (list, tuple)) or not all(
-            isinstance(i, Integral) and not isinstance(i, bool) for i in stop_ids)):
-        raise UserError(f"generate: stop_ids={stop_ids!r:.60} must be a list of token ids (int)")
-    return list(prompts)
 
 
 class _Generator:
@@ -383,7 +362,11 @@ def _load(folder: Path, runtime: str, threads: int | None) -> TorchGenerator | O
 
 
 def chat_prompts(tokenizer, prompts: list[str], system: str | None = None, model_name: str = "the model") -> list[str]:
-    """User turns rendered with the tokenizer's chat template, ready for `generate`."""
+    """User turns rendered with the tokenizer's chat template, ready for `generate`; a user turn or a system prompt
+    ("" or None: none) that is blank or not valid Unicode is refused first (a rendered prompt is never blank)."""
+    prompts = check_request(prompts, 1, 1.0, 0, 1.0, None)
+    if system:
+        check_texts([system], "system prompt")
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"{model_name}: its tokenizer has no chat template; pass --raw to feed prompts as they are")
     head = [{"role": "system", "content": system}] if system else []

@@ -27,6 +27,7 @@ import numpy as np
 
 from deploykit.errors import UserError
 from deploykit.llm.generate import Generation, default_stop_ids, encode, pad_id_of
+from deploykit.llm.prompt_checks import check_request
 from deploykit.model_errors import first_line
 
 N_CTX = 2048  # tokens of context: the longest prompt plus its answer (the bench's prompts are < 300)
@@ -99,8 +100,7 @@ class LlamaCppGenerator:
         """
         if do_sample:
             raise UserError("llama.cpp generator: greedy decoding only (do_sample=False)")
-        if max_new_tokens < 1:
-            raise UserError(f"generate: max_new_tokens={max_new_tokens} must be at least 1")
+        prompts = check_request(prompts, max_new_tokens, 1.0, 0, 1.0, stop_ids)  # as the other generators check
         stops = set(stop_ids if stop_ids is not None else default_stop_ids(None, self.config, self.tokenizer))
         pad_id = pad_id_of(self.tokenizer, sorted(stops))
         input_ids, mask = encode(self.tokenizer, prompts)
