@@ -17,8 +17,29 @@ from deploykit.runtimes import READS, ir_path
 from deploykit.tokenizer_files import TOKENIZER_FILES, check_tokenizer_files, check_vocabulary  # noqa: F401
 
 RUNTIMES = ("auto", *READS)
-# transformers builds a tokenizer of special tokens only from a tokenizer_config.json alone: every word then
-# becomes [UNK] and the model answers confidently from nothing, so a folder needs one of these
+
+
+def check_logits_width(artifact, labels: int) -> None:
+    """Refuse an ONNX graph whose `logits` output holds another number of classes than config.json's id2label
+    (a config copied from another model): the runtime would answer with ids the labels do not match, and
+    `labels[argmax]` named a class the graph never scored ("neu" from a 2-class graph). The last dimension of the
+    output is static in every classifier export; a dynamic one is left to the per-call check in the predictor."""
+    if artifact.format != "onnx" or not artifact.onnx_path.is_file():
+        return
+    import onnx
+
+    graph = onnx.load(str(artifact.onnx_path), load_external_data=False).graph
+    output = next((o for o in graph.output if o.name == "logits"), None)
+    dims = output.type.tensor_type.shape.dim if output is not None else []
+    width = dims[-1].dim_value if dims else 0
+    if width and width != labels:
+        raise UserError(logits_width_fault(artifact.path, width, labels))
+
+
+def logits_width_fault(folder, width: int, labels: int) -> str:
+    return (f"{folder}: the model scores {width} classes but its config.json names {labels} labels (id2label); "
+            "copy config.json from the folder the model was exported from")
+
 def first_blank(texts: list[str]) -> int | None:
     """The index of the first text without a visible character (records.is_blank), else None. It tokenizes to the
     special tokens alone and gets a confident label from nothing (SST-2's final: "positive 0.964"), so every way in

@@ -31,8 +31,8 @@ from deploykit.artifact import Artifact, load_artifact
 from deploykit.encoding import encoder_for
 from deploykit.errors import UserError
 from deploykit.lineage import check_room, trained_length, trained_on_pairs, trained_stride
-from deploykit.load_checks import (check_int8_fits, check_threads, check_tokenizer_files, is_blank, resolve_runtime,
-                                   unicode_fault)
+from deploykit.load_checks import (check_int8_fits, check_logits_width, check_threads, check_tokenizer_files, is_blank,
+                                   logits_width_fault, resolve_runtime, unicode_fault)
 from deploykit.runtimes import READS
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
@@ -158,6 +158,7 @@ class ClassifierPredictor:
         self.config = load_config(str(folder))
         self.labels = [str(self.config.id2label[i]) for i in range(self.config.num_labels)]
         self.tokenizer = load_tokenizer(str(folder))  # refuses missing files and a vocabulary too small
+        check_logits_width(artifact, len(self.labels))
         target = artifact if artifact.format in READS[self.runtime] else Artifact(
             artifact.path, {**artifact.manifest, "format": READS[self.runtime][0]})
         try:
@@ -233,9 +234,11 @@ class ClassifierPredictor:
             # no log line: a server would print one per request
             logits = score(self._predict, split, self.tokenizer, self.max_length, self.window_stride, batch_size,
                            announce=False)
-            return logits.astype(np.float32)
-        return predict(self._predict, split, self.tokenizer, self.max_length, batch_size,
-                       encoder=self._encoder()).astype(np.float32)
+        else:
+            logits = predict(self._predict, split, self.tokenizer, self.max_length, batch_size, encoder=self._encoder())
+        if logits.shape[-1] != len(self.labels):  # a runtime whose output width the load could not read
+            raise UserError(logits_width_fault(self.name, logits.shape[-1], len(self.labels)))
+        return logits.astype(np.float32)
 
     def _encoder(self):
         """encoding.encoder_for this predictor's tokenizer and max_length, made again when either was changed."""

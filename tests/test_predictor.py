@@ -354,6 +354,28 @@ def test_a_tokenizer_far_smaller_than_the_model_is_refused(tiny_chain, tmp_path)
     assert load(tiny_chain["prune"]).tokenizer.vocab_size == 124  # pruned with its config: still loads
 
 
+@pytest.mark.parametrize("stage", ["quantize", "export", "finetune"])
+def test_a_config_naming_more_labels_than_the_model_scores_is_refused(tiny_chain, tmp_path, stage):
+    # a config.json of 3 labels beside a 2-class graph answered "neu 0.54" (labels[argmax] over 2 logits) and exit 0
+    folder = shutil.copytree(tiny_chain[stage], tmp_path / stage)
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {"0": "neg", "1": "neu", "2": "pos"}
+    config["label2id"] = {"neg": 0, "neu": 1, "pos": 2}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError) as err:
+        load(folder)("a fine film")
+    assert "\n" not in str(err.value)
+    assert ("scores 2 classes but its config.json names 3 labels" in str(err.value) or
+            stage == "finetune")  # PyTorch: the classifier's weights do not fit the config, named by the loader
+
+
+def test_a_runtime_answering_another_width_than_the_labels_is_refused(tiny_chain, monkeypatch):
+    clf = load(tiny_chain["quantize"])
+    clf._predict = lambda batch: np.zeros((len(batch["input_ids"]), 3), np.float32)  # e.g. an engine's output
+    with pytest.raises(UserError, match="quantize: the model scores 3 classes but its config.json names 2 labels"):
+        clf(["a fine film"])
+
+
 def test_pairs_on_a_model_trained_on_single_texts_warn_once(tiny_chain):
     clf = load(tiny_chain["quantize"])
     assert clf.trained_on_pairs is False and load(tiny_chain["raw"]).trained_on_pairs is None

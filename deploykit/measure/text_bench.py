@@ -83,12 +83,15 @@ def _check_labels(artifact: Artifact, labels: list[str], what: str = "bench") ->
     model scored on AG News read 22% and a 1000-class one 0%, as results, and the wrong one became the teacher row.
     A folder without config.json is left to the predictor's own message."""
     from deploykit.labels import check_labels
+    from deploykit.load_checks import check_logits_width
     from deploykit.models import load_config
 
     folder = artifact.path.resolve()
     if (folder / "config.json").is_file():
-        check_labels(load_config(str(folder)), labels, f"{what}: {folder}" if what == "bench" else what,
+        config = load_config(str(folder))
+        check_labels(config, labels, f"{what}: {folder}" if what == "bench" else what,
                      fix="bench a model on the data it was trained on (--data, or its own recipe)")
+        check_logits_width(artifact, config.num_labels)  # before any timing, as the predictor does at load
 
 
 def _check_baseline(artifact: Artifact, task: str, labels: list[str]) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.errors import UserError
 from deploykit.lineage import trained_length, trained_stride
-from deploykit.load_checks import check_threads, first_blank, resolve_runtime, unicode_fault
+from deploykit.load_checks import check_logits_width, check_threads, first_blank, resolve_runtime, unicode_fault
 
 STRATEGIES = ("simple", "first")
 
@@ -76,6 +76,7 @@ class EntityPredictor:
             raise UserError(f"{folder}: entity groups need a fast tokenizer (offsets); save a tokenizer.json there")
         self._subword_prefix = bool(getattr(getattr(getattr(self.tokenizer, "_tokenizer", None), "model", None),
                                             "continuing_subword_prefix", None))
+        check_logits_width(artifact, len(self.labels))
         self._predict = _load(artifact, self.runtime, threads)
         self.batch_invariant = artifact.format != "onnx" or eval_batch_size(artifact.onnx_path) > 1
         self.max_length = trained_length(artifact, self.config, self.tokenizer, max_length)
