@@ -262,3 +262,11 @@ def test_a_step_budget_of_zero_or_below_minus_one_is_refused(steps):
                                         rf"the epochs' budget \(got {steps}\)"):
         build_recipe({"data": {"name": "x"}}, [f"finetune.max_steps={steps}"])
     assert build_recipe({"data": {"name": "x"}}, ["finetune.max_steps=-1"]).finetune.max_steps == -1
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+def test_a_training_seed_numpy_cannot_take_is_refused_at_load(seed):
+    # validate said ok, then training stopped with "ValueError: Seed must be between 0 and 2**32 - 1", exit 1
+    with pytest.raises(UserError, match=rf"--set finetune.seed={seed}: finetune.seed: Input should be"):
+        build_recipe({"data": {"name": "x"}, "finetune": None}, [f"finetune.seed={seed}"])
+    assert build_recipe({"data": {"name": "x"}, "finetune": None}, ["finetune.seed=4294967295"]).finetune.seed == 2**32 - 1

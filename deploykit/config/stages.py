@@ -62,7 +62,7 @@ class TrainConfig(Section):
         "auto", description="bf16 autocast for the training steps: auto = on where it trains faster (a CUDA GPU "
                             "with native bf16, a CPU with AMX), off elsewhere (AVX512_BF16 alone measured 0.75x "
                             "float32's speed); on: anywhere, emulated where not native")
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="training seed (torch, numpy and Python; numpy takes 0 to 2**32 - 1)")
     logging_steps: int = Field(50, ge=1)
     tensorboard: bool = False
 
