@@ -195,3 +195,23 @@ def trained_stride(artifact: Artifact, max_length: int, tokenizer) -> int | None
             room = max_length - tokenizer.num_special_tokens_to_add(pair=False)
             return max(0, min(stride, room - 1))
     return None
+
+
+def warn_if_left_over(artifact: Artifact) -> None:
+    """Warn when `artifact` is a stage folder of a `deploykit run` folder that its run no longer lists: a later run
+    of a recipe without that stage replaced what it was built on (the pipeline drops it from pipeline.json and
+    says so once; a model loaded from it later would otherwise be served as the run's, silently)."""
+    from deploykit.artifact import RUN_STATE
+
+    folder = artifact.path.resolve()
+    state_file = folder.parent / RUN_STATE
+    if not state_file.is_file():
+        return
+    try:
+        stages = json.loads(state_file.read_text()).get("stages", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    if folder.name not in stages and (folder / "manifest.json").is_file():
+        warn(f"warning: {folder} is left from an earlier recipe of the run in {folder.parent}: a later run replaced "
+             "what it was built on, and its pipeline.json no longer lists it; rerun with this stage in the recipe "
+             "to rebuild it")

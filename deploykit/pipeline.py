@@ -302,7 +302,7 @@ def _run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         # stages of an earlier recipe built on what this run replaced: not this run's, and no longer its chain
         for s in stale:
             state["stages"].pop(s)
-        log(f"{out_dir}: {', '.join(stale)} {'is' if len(stale) == 1 else 'are'} left from an earlier recipe and built "
+        warn(f"warning: {out_dir}: {', '.join(stale)} {'is' if len(stale) == 1 else 'are'} left from an earlier recipe and built "
             f"on what this run replaced ({', '.join(str(out_dir / s) for s in stale)}): not part of this run; remove "
             "them, or add those stages to the recipe to rebuild them")
         _save_state(out_dir, state)

@@ -30,7 +30,7 @@ import numpy as np
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.encoding import encoder_for
 from deploykit.errors import UserError
-from deploykit.lineage import check_room, trained_length, trained_on_pairs, trained_stride
+from deploykit.lineage import check_room, trained_length, trained_on_pairs, trained_stride, warn_if_left_over
 from deploykit.load_checks import (check_int8_fits, check_logits_width, check_threads, check_tokenizer_files, is_blank,
                                    logits_width_fault, resolve_runtime, unicode_fault)
 from deploykit.runtimes import READS
@@ -69,6 +69,7 @@ def load(path: str | Path, runtime: str = "auto", threads: int | None = None, de
 
     artifact = load_artifact(path)
     check_int8_fits(artifact, runtime, device, openvino_takes_it=not is_causal_lm(artifact))
+    warn_if_left_over(artifact)
     if is_causal_lm(artifact):
         return _load_generator(artifact, runtime, threads, device, max_length)
     # a kind with its own outputs (a token classifier's entity groups) loads its own predictor

@@ -125,6 +125,14 @@ def test_a_data_file_edited_in_place_trains_again(run_tiny, shared_data, tmp_pat
     said = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
     assert "distill is left from an earlier recipe and built on what this run replaced" in said
     assert (out / "distill" / "manifest.json").is_file()
+    # loading it later says so too: it was served as the run's model, silently
+    from deploykit.predictor import load
+
+    load(out / "finetune")
+    assert "left from an earlier recipe" not in capsys.readouterr().err
+    load(out / "distill")
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"warning: {(out / 'distill').resolve()} is left from an earlier recipe of the run in" in said
 
 
 def test_failing_gate_stops_the_run_naming_stage_and_knob(run_tiny, tmp_path, monkeypatch):
