@@ -206,6 +206,27 @@ def test_a_body_nested_too_deeply_is_a_400():
     assert predictor.calls == []
 
 
+@pytest.mark.parametrize("number, message", [
+    ("9" * 5000, "holds a number of 5000 digits; no field takes a number that large"),
+    ("-" + "9" * 5000, "holds a number of 5000 digits"),
+    ("NaN", "NaN is not a JSON number"), ("Infinity", "Infinity is not a JSON number"),
+    ("-Infinity", "-Infinity is not a JSON number")])
+def test_numbers_json_has_not_are_a_400_not_a_model_failure(number, message, caplog):
+    # a 5000-digit top_k was a 500 (int()'s "Exceeds the limit (4300 digits)", a ValueError parse_json let through),
+    # logged with a traceback and counted as the model's failure in /metrics
+    predictor = FakePredictor()
+    with TestClient(build_app(predictor)) as c:
+        for path, body in (("/predict", '{"texts": ["a"], "top_k": %s}'),
+                           ("/v2/models/fake/infer", '{"inputs": [{"name": "text", "shape": [%s], '
+                                                     '"datatype": "BYTES", "data": ["a"]}]}')):
+            response = c.post(path, content=(body % number).encode())
+            assert response.status_code == 400, response.text
+            assert message in response.json()["error"] and "\n" not in response.json()["error"]
+        metrics = c.get("/metrics").text
+    assert 'kind="server"' not in metrics and "Traceback" not in caplog.text
+    assert predictor.calls == []
+
+
 def test_wrong_method_and_unknown_model_metadata(client):
     assert client.get("/predict").status_code == 405 and "error" in client.get("/predict").json()
     assert client.get("/v2/models/nope").json() == {"error": "unknown model 'nope'; this server serves 'fake'"}

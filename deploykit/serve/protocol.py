@@ -35,7 +35,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise ClientError("the request body is empty; send a JSON object")
     try:
-        doc = json.loads(body, object_pairs_hook=_unique_keys)
+        doc = json.loads(body, object_pairs_hook=_unique_keys, parse_int=_int, parse_constant=_not_a_number)
     except UnicodeDecodeError:
         raise ClientError("the request body is not UTF-8 text") from None
     except json.JSONDecodeError as err:
@@ -44,9 +44,24 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise ClientError("the request body is nested too deeply; send {\"texts\": [...]} or a V2 request") from None
     except _DuplicateKey as err:
         raise ClientError(f"the request body gives {str(err)!r} twice in one object; send it once") from None
+    except ValueError as err:  # any other the parser raises is the body's too, never the model's (a 500)
+        raise ClientError(f"the request body is not valid JSON ({str(err).splitlines()[0][:200]})") from None
     if not isinstance(doc, dict):
         raise ClientError(f"the request body must be a JSON object, not {_kind(doc)}")
     return doc
+
+
+def _int(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError:  # past sys.get_int_max_str_digits() (4300): Python's "Exceeds the limit", once a 500
+        raise ClientError(f"the request body holds a number of {len(digits.lstrip('-'))} digits; no field takes a "
+                          "number that large") from None
+
+
+def _not_a_number(name: str) -> None:
+    """NaN, Infinity, -Infinity: Python's json reads them, JSON (RFC 8259) has no such numbers."""
+    raise ClientError(f"the request body is not valid JSON ({name} is not a JSON number; send a number or null)")
 
 
 class _DuplicateKey(ValueError):
