@@ -35,13 +35,13 @@ def recipe_problems(recipe: Recipe, out_dir: Path | None = None) -> list[str]:
         from deploykit.transfer import check_unlabeled
 
         _checked(found, kind_of(recipe.data.task).check_run, recipe, recipe.stages())  # what `run` refuses first
-        _checked(found, _task, recipe)
+        task = _checked(found, _task, recipe)
         _checked(found, check_unlabeled, recipe)
         _checked(found, check_recovery_teacher, recipe, recipe.stages())
         if config is not None:
             from deploykit.train.distillation import check_layer_choices
 
-            _checked(found, _max_length, recipe, config)
+            _checked(found, _max_length, recipe, config, task)
             _checked(found, check_layer_choices, recipe, config)
     found += _runtimes(recipe)
     if recipe.quantize is not None and recipe.quantize.mode != "weight_only":
@@ -142,9 +142,17 @@ def _task(recipe: Recipe):
     return task
 
 
-def _max_length(recipe: Recipe, config) -> None:
+def _max_length(recipe: Recipe, config, task) -> None:
     from deploykit.data import fit_max_length
 
+    if recipe.data.task == "generation":
+        # a causal LM's prompts are not cut to the model's positions: finetune refuses a max_length past the context,
+        # or one every prompt fills; the same calls say so here (validate said "ok" and "inputs are truncated")
+        from deploykit.llm.data import check_sft_fits
+        from deploykit.models import load_tokenizer
+
+        tokenizer = load_tokenizer(recipe.model.source, recipe.model.trust_remote_code)
+        return check_sft_fits(recipe.data, config, tokenizer, task, recipe.model.source)
     if recipe.data.max_length == "auto":
         return  # measured on the tokenized training rows when the run starts, within the model's positions
     fit_max_length(recipe.data.max_length, config)  # logs one line when inputs will be cut

@@ -208,3 +208,20 @@ def test_tokenizer_files_that_are_not_the_models_are_refused(recipe, tiny_bert):
     assert result.exit_code == 2, result.output
     assert len(errors(result)) == 1 and f"{tiny_bert}" in errors(result)[0]
 
+
+
+@pytest.mark.parametrize("max_length, message", [
+    (512, "data.max_length=512 is longer than model {model}'s context (256 tokens); lower data.max_length"),
+    (16, "data.max_length=16: every prompt fills it; raise data.max_length")])
+def test_a_causal_lm_max_length_finetune_refuses_is_refused(tmp_path, tiny_llama, tiny_task, max_length, message):
+    # validate said "ok" with "inputs are truncated to 256 tokens" (the classifier's rule), then finetune refused
+    path = tmp_path / "gen.yaml"
+    path.write_text(json.dumps({"model": {"source": str(tiny_llama)}, "finetune": {"max_steps": 1},
+                                "data": {"path": str(tiny_task), "task": "generation", "max_length": max_length,
+                                         "label_names": ["negative", "positive"],
+                                         "prompt_template": "Is this review positive or negative?\n{sentence}"}}))
+    result = validate(path)
+    assert result.exit_code == 2 and errors(result) == [f"error: {message.format(model=tiny_llama)}"], result.output
+    assert "truncated" not in result.output
+    ok = validate(path, "--set", "data.max_length=128")
+    assert ok.exit_code == 0, ok.output
