@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 
 from rich.console import Console
+from rich.text import Text
 
 console = Console(stderr=True, highlight=False)
 _quiet = {"on": bool(os.environ.get("DEPLOYKIT_QUIET"))}
@@ -31,10 +33,25 @@ def quiet() -> bool:
     return _quiet["on"]
 
 
-def log(message: str) -> None:
-    """A status line (e.g. `finetune: epoch 2 accuracy 89.1`), unless --quiet."""
+def log(message: str, style: str | None = None) -> None:
+    """A status line (e.g. `finetune: epoch 2 accuracy 89.1`), unless --quiet; one line however wide, printed as
+    written: a path's `[v2]` or `[/b]` is not rich markup (it was eaten, or raised MarkupError).
+
+    Args:
+        message: the line. One opening with a style tag around its head or the whole line (`[green]finetune[/green]:
+            wrote runs/x`, `[dim]...[/dim]`) gets that style; the tags are taken off, nothing else is read as markup.
+        style: a rich style for the whole line (e.g. "dim").
+    """
     if not _quiet["on"]:
-        console.print(message)
+        console.print(_styled(message) if style is None else Text(message, style=style), soft_wrap=True)
+
+
+def _styled(message: str) -> Text:
+    # a head without brackets first: a path after it may end in a closing tag of its own
+    for pattern in (r"\[(bold|dim|green)\]([^\[\]]*)\[/\1\](.*)", r"\[(bold|dim|green)\](.*)\[/\1\]()"):
+        if match := re.fullmatch(pattern, message, flags=re.DOTALL):
+            return Text.assemble((match[2], match[1]), match[3])
+    return Text(message)
 
 
 def warn(message: str) -> None:

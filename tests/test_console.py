@@ -21,3 +21,39 @@ def test_status_lines_print_when_not_quiet(monkeypatch, capsys):
     console.log("finetune: epoch 1 accuracy 90.0")
     console.warn("warning: x")
     assert _err(capsys) == "finetune: epoch 1 accuracy 90.0 warning: x"
+
+
+def _log_to(monkeypatch, *, terminal: bool = False):
+    """console.log into a buffer 80 columns wide, as on a pipe (or a terminal, to see the styles)."""
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    monkeypatch.setitem(console._quiet, "on", False)
+    monkeypatch.setattr(console, "console", Console(file=buf, width=80, highlight=False, force_terminal=terminal,
+                                                    color_system="standard" if terminal else None))
+    return buf
+
+
+def test_status_lines_print_user_text_as_written_on_one_line(monkeypatch):
+    # a path's "[/b]" raised MarkupError (rc 1), "[v2]" was eaten (data[v2]/t.txt printed as data/t.txt), and lines
+    # were cut at 80 columns on a pipe ("inputs are \ntruncated to 128 tokens")
+    buf = _log_to(monkeypatch)
+    long = "predict: " + "x" * 70 + " inputs are truncated to 128 tokens"
+    for line in ("predict: files/in[/b].txt: 2 texts", "predict: files/data[v2]/t.txt [red]x[/red]", long):
+        console.log(line)
+    assert buf.getvalue().splitlines() == ["predict: files/in[/b].txt: 2 texts",
+                                           "predict: files/data[v2]/t.txt [red]x[/red]", long]
+
+
+def test_a_styled_head_keeps_its_style_and_the_rest_prints_as_written(monkeypatch):
+    buf = _log_to(monkeypatch)
+    console.log("[green]quantize[/green]: wrote runs/data[v2]/[/green]x")  # cli.py's line after a stage
+    console.log("[dim]prune: unchanged, skipped (runs/[v2])[/dim]")  # the pipeline's, a whole line dim
+    console.log("note", style="dim")
+    assert buf.getvalue().splitlines() == ["quantize: wrote runs/data[v2]/[/green]x",
+                                           "prune: unchanged, skipped (runs/[v2])", "note"]
+    buf = _log_to(monkeypatch, terminal=True)
+    console.log("[green]quantize[/green]: wrote runs/[v2]")
+    assert buf.getvalue() == "\x1b[32mquantize\x1b[0m: wrote runs/[v2]\n"
