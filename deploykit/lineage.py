@@ -69,6 +69,17 @@ def trained_columns(artifact: Artifact) -> tuple[str | None, str | None]:
     return text, pair
 
 
+def trained_template(artifact: Artifact) -> str | None:
+    """The `data.prompt_template` a causal LM was fine-tuned with (its manifest's, else its parents'), or None:
+    `deploykit predict --generate` fills it from a file's columns, as training did."""
+    for manifest in _lineage(artifact):
+        data = (manifest.get("config") or {}).get("data")
+        if isinstance(data, dict) and "prompt_template" in data:
+            template = data["prompt_template"]
+            return template if isinstance(template, str) and template else None
+    return None
+
+
 def check_task(recipe, artifact: Artifact | None) -> None:
     """UserError when `artifact` holds another kind of model than the recipe's `data.task` (a text classifier given
     to a causal-LM recipe, or the other way): every stage after finetune, and bench, reads it as the recipe's kind,

@@ -82,6 +82,29 @@ def read_texts(texts: list[str], file: Path | None, text_column: str | None = No
     return texts, pairs
 
 
+def read_prompts(texts: list[str], file: Path | None, text_column: str | None,
+                 template: str | None) -> tuple[list[str], list[str]]:
+    """(prompts, shown texts) for `--generate`, by the model's `data.prompt_template` where it has one: a file's rows
+    fill its {column} fields as training did; a TEXT argument or a line fills a template of one field (SST-2's
+    "...Review: {sentence}"), and is the prompt as written for a template of several. `--text-column`, or no
+    template: each text is the prompt as written."""
+    from deploykit.llm.data import fill_prompts, template_fields
+    from deploykit.records import SUFFIXES, read_rows
+
+    if template is None or text_column is not None:
+        prompts, _ = read_texts(texts, file, text_column)
+        return prompts, prompts
+    fields = template_fields(template)
+    if file is not None and str(file) != "-" and file.suffix in SUFFIXES and not file.is_dir():
+        rows = read_rows(file, None)
+        prompts = fill_prompts(rows, template, str(file))
+        return prompts, [str(row[fields[0]]).strip() for row in rows] if len(fields) == 1 else prompts
+    given, _ = read_texts(texts, file)
+    if len(fields) != 1:
+        return given, given
+    return [template.format_map({fields[0]: text}).strip() for text in given], given
+
+
 def _lines(file: Path) -> list[str]:
     from deploykit.console import log
     from deploykit.records import decode, lines
@@ -257,8 +280,10 @@ def entities(tagger, texts: list[str], batch_size: int = 32, progress: bool = Fa
             yield {"text": text, "entities": groups}
 
 
-def answer(gen, texts: list[str], max_new_tokens: int, batch_size: int = 8, progress: bool = False) -> Iterator[dict]:
-    """A causal LM's greedy answer per text (the chat template applied where the tokenizer has one)."""
+def answer(gen, texts: list[str], max_new_tokens: int, batch_size: int = 8, progress: bool = False,
+           shown: list[str] | None = None) -> Iterator[dict]:
+    """A causal LM's greedy answer per text (the chat template applied where the tokenizer has one); each record's
+    "text" is `shown[i]` where given (the row's own text, not the prompt the model's template made of it)."""
     from deploykit.console import progress as bar
     from deploykit.llm.generate import chat_prompts
 
@@ -270,7 +295,8 @@ def answer(gen, texts: list[str], max_new_tokens: int, batch_size: int = 8, prog
             out = gen.generate(chat_prompts(gen.tokenizer, part) if chat else part, max_new_tokens)
         except PromptTooLong as err:  # its index counts within this part: name the text among all of them
             raise err.shifted(start) from None
-        for text, reply, n in zip(part, out.texts(gen.tokenizer), out.lengths):
+        for text, reply, n in zip(shown[start:start + batch_size] if shown else part, out.texts(gen.tokenizer),
+                                  out.lengths):
             yield {"text": text, "answer": reply, "new_tokens": int(n)}
 
 
@@ -301,7 +327,7 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
     from deploykit import console
     from deploykit.artifact import load_artifact
     from deploykit.kinds import kind_of, task_of
-    from deploykit.lineage import trained_columns, trained_on_pairs
+    from deploykit.lineage import trained_columns, trained_on_pairs, trained_template
     from deploykit.predictor import is_causal_lm, load
 
     if out is not None and str(out) == "-":  # stdout, as for --file -
@@ -309,7 +335,11 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
     if out is not None:
         check_out_file(out, file)
     artifact = load_artifact(model)
-    texts, pairs = read_texts(texts, file, text_column, text_pair_column, trained_columns(artifact))
+    shown = None
+    if generate and is_causal_lm(artifact) and text_pair_column is None:  # prompts as the model was trained on
+        (texts, shown), pairs = read_prompts(texts, file, text_column, trained_template(artifact)), None
+    else:
+        texts, pairs = read_texts(texts, file, text_column, text_pair_column, trained_columns(artifact))
     if pairs is not None and trained_on_pairs(artifact) is False:  # as `deploykit serve` answers 400
         raise UserError(f"{model}: was trained on single texts (its recipe's data.text_pair_column is null), so a "
                         "pair would be scored as one input it never saw; drop --text-pair-column")
@@ -335,7 +365,8 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
     # a bar only on a terminal: rich's transient bar leaves an empty line in a redirected stderr
     progress = show_progress and file is not None and console.console.is_terminal
     if generate:
-        records = answer(predictor, texts, max_new_tokens or 64, batch_size=min(batch_size, 8), progress=progress)
+        records = answer(predictor, texts, max_new_tokens or 64, batch_size=min(batch_size, 8), progress=progress,
+                         shown=shown)
         width = 0
     elif tagger:
         records, width = entities(predictor, texts, batch_size=batch_size, progress=progress), 0

@@ -277,6 +277,50 @@ def test_generate_answers_each_text_with_a_causal_lm(tiny_llama):
     assert plain == [f"{r['text']}  ->  {' '.join(r['answer'].split()) or '(no answer)'}" for r in got]
 
 
+def test_generate_fills_the_models_prompt_template_as_training_did(tmp_path):
+    # a file was read by a `sentence` column and sent as written: a model trained on "...Review: {sentence}" (or on
+    # dolly's "{instruction}\n\n{input}") was asked something it never saw, and dolly's own file was refused
+    from deploykit.errors import UserError
+
+    dolly = tmp_path / "dev.jsonl"
+    dolly.write_text('{"instruction": "Name a colour.", "input": "", "output": "red"}\n'
+                     '{"instruction": "Sum it.", "input": "1 2", "output": "3"}\n')
+    two = "{instruction}\n\n{input}"
+    assert predict_module.read_prompts([], dolly, None, two) == (["Name a colour.", "Sum it.\n\n1 2"],) * 2
+    reviews = write(tmp_path / "r.tsv", [{"sentence": "a fine film", "label": "1"}])
+    one = "Answer with one word.\n\nReview: {sentence}"
+    assert predict_module.read_prompts([], reviews, None, one) == (["Answer with one word.\n\nReview: a fine film"],
+                                                                   ["a fine film"])
+    # TEXT arguments fill a template of one field; of several, each is the prompt as written
+    assert predict_module.read_prompts(["a dull one"], None, None, one) == (
+        ["Answer with one word.\n\nReview: a dull one"], ["a dull one"])
+    assert predict_module.read_prompts(["Sum 1 2."], None, None, two) == (["Sum 1 2."], ["Sum 1 2."])
+    # --text-column, or a model without a template: the column's text as written
+    assert predict_module.read_prompts([], dolly, "instruction", two) == (["Name a colour.", "Sum it."],) * 2
+    assert predict_module.read_prompts([], reviews, None, None) == (["a fine film"],) * 2
+    with pytest.raises(UserError, match="names column 'sentence', which line 1 does not have"):
+        predict_module.read_prompts([], dolly, None, one)
+    dolly.write_text('{"instruction": null, "input": ""}\n')
+    with pytest.raises(UserError, match="line 1 has no value for column 'instruction'"):
+        predict_module.read_prompts([], dolly, None, two)
+
+
+def test_generate_with_a_template_answers_the_rows_and_shows_their_own_text(tiny_llama, tmp_path, monkeypatch):
+    monkeypatch.setattr("deploykit.lineage.trained_template", lambda artifact: "Review: {sentence}")
+    asked = []
+    real = predict_module.answer
+
+    def spy(gen, texts, *args, **kwargs):
+        asked.extend(texts)
+        return real(gen, texts, *args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "answer", spy)
+    rows = write(tmp_path / "r.tsv", [{"sentence": "a fine film"}, {"sentence": "a dull one"}])
+    got = records(invoke(tiny_llama, "--file", rows, "--generate", "--max-new-tokens", "2", "--json"))
+    assert asked == ["Review: a fine film", "Review: a dull one"]
+    assert [r["text"] for r in got] == ["a fine film", "a dull one"]
+
+
 def test_a_text_past_the_positions_is_named_by_its_place_among_all_texts(tiny_llama, tmp_path):
     # texts are answered 8 at a time; the 11th (index 10) is too long: it was named "prompt 2" of its batch of 8
     from transformers import AutoConfig

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import string
+from types import SimpleNamespace
 from dataclasses import dataclass
 
 from deploykit.config import DataConfig
@@ -88,6 +89,17 @@ def _prompts(rows: list[dict], cfg: DataConfig, origin: str) -> list[str]:
         raise UserError(f"{origin}: {where(rows[blank], blank + 1)}: the prompt is empty or invisible characters only "
                         f"({made}); fill in the row's text, or remove the row")
     return prompts
+
+
+def fill_prompts(rows: list[dict], template: str, origin: str) -> list[str]:
+    """Each row's prompt by a model's `data.prompt_template`, as training built it (`deploykit predict --generate`
+    of a file); UserError as in training for a missing column, a cell that is not text, an empty prompt."""
+    return _prompts(rows, SimpleNamespace(prompt_template=template, text_column=None), origin)
+
+
+def template_fields(template: str) -> list[str]:
+    """The columns `template` names, once each, in order."""
+    return _fields(template)
 
 
 def _to_chat(rows: list[dict], cfg: DataConfig, label_names: list[str] | None, label_ids: dict | None,
