@@ -149,7 +149,7 @@ def _run_stage(stage: str, cfg, source: Path | None, out: Path, force: bool = Fa
     from deploykit.pipeline import run_stage
 
     art = run_stage(stage, cfg, source, out, force=force, **options)
-    log(f"[green]{stage}[/green]: wrote {art.path}")
+    log(f"{stage}: wrote {art.path}", head="green")
     typer.echo(str(art.path))
 
 

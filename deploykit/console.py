@@ -33,25 +33,21 @@ def quiet() -> bool:
     return _quiet["on"]
 
 
-def log(message: str, style: str | None = None) -> None:
+def log(message: str, style: str | None = None, head: str | None = None) -> None:
     """A status line (e.g. `finetune: epoch 2 accuracy 89.1`), unless --quiet; one line however wide, printed as
-    written: a path's `[v2]` or `[/b]` is not rich markup (it was eaten, or raised MarkupError).
+    written: never read as rich markup (a path's `[v2]` was eaten, and `[/b]` raised MarkupError).
 
     Args:
-        message: the line. One opening with a style tag around its head or the whole line (`[green]finetune[/green]:
-            wrote runs/x`, `[dim]...[/dim]`) gets that style; the tags are taken off, nothing else is read as markup.
+        message: the line.
         style: a rich style for the whole line (e.g. "dim").
+        head: a rich style for its first word, up to the first space or colon (`finetune: wrote runs/x`).
     """
-    if not _quiet["on"]:
-        console.print(_styled(message) if style is None else Text(message, style=style), soft_wrap=True)
-
-
-def _styled(message: str) -> Text:
-    # a head without brackets first: a path after it may end in a closing tag of its own
-    for pattern in (r"\[(bold|dim|green)\]([^\[\]]*)\[/\1\](.*)", r"\[(bold|dim|green)\](.*)\[/\1\]()"):
-        if match := re.fullmatch(pattern, message, flags=re.DOTALL):
-            return Text.assemble((match[2], match[1]), match[3])
-    return Text(message)
+    if _quiet["on"]:
+        return
+    text = Text(message, style=style or "")
+    if head and (match := re.match(r"[^\s:]+", message)):
+        text.stylize(head, 0, match.end())
+    console.print(text, soft_wrap=True)
 
 
 def warn(message: str) -> None:

@@ -258,7 +258,7 @@ def _run_recipe(recipe: Recipe, out_dir: Path) -> dict:
         unchanged = not (changed or damaged or edited) and prev.get("hash") == h
         if unchanged and (folder / "manifest.json").is_file():
             art = load_artifact(folder)
-            log(f"[dim]{stage}: unchanged, skipped ({folder})[/dim]")
+            log(f"{stage}: unchanged, skipped ({folder})", style="dim")
             if "inputs" not in prev or prev.get("path") != str(folder):  # a run folder copied or moved: its paths
                 prev["inputs"], prev["path"] = inputs, str(folder)
                 _save_state(out_dir, state)
@@ -266,7 +266,7 @@ def _run_recipe(recipe: Recipe, out_dir: Path) -> dict:
             if not changed and prev.get("hash") not in (None, h) and (why := _why_again(recipe, stage, folder)):
                 log(f"{stage}: the recipe changed since this run built it: {why}; running the stage again")
             changed = True  # every later stage re-runs: its input is new
-            log(f"[bold]{stage}[/bold] -> {folder}")
+            log(f"{stage} -> {folder}", head="bold")
             # checkpoints of an interrupted run are resumed from only with the same config, input and files
             resume = {"resume_key": config_hash(h, inputs)} if stage in RESUMABLE else {}
             art = run_stage(stage, recipe, parent.path if parent else None, folder, **resume)

@@ -49,11 +49,11 @@ def test_status_lines_print_user_text_as_written_on_one_line(monkeypatch):
 
 def test_a_styled_head_keeps_its_style_and_the_rest_prints_as_written(monkeypatch):
     buf = _log_to(monkeypatch)
-    console.log("[green]quantize[/green]: wrote runs/data[v2]/[/green]x")  # cli.py's line after a stage
-    console.log("[dim]prune: unchanged, skipped (runs/[v2])[/dim]")  # the pipeline's, a whole line dim
-    console.log("note", style="dim")
+    console.log("quantize: wrote runs/data[v2]/[/green]x", head="green")  # cli.py's line after a stage
+    console.log("prune: unchanged, skipped (runs/[v2])", style="dim")  # the pipeline's, a whole line dim
     assert buf.getvalue().splitlines() == ["quantize: wrote runs/data[v2]/[/green]x",
-                                           "prune: unchanged, skipped (runs/[v2])", "note"]
+                                           "prune: unchanged, skipped (runs/[v2])"]
     buf = _log_to(monkeypatch, terminal=True)
-    console.log("[green]quantize[/green]: wrote runs/[v2]")
-    assert buf.getvalue() == "\x1b[32mquantize\x1b[0m: wrote runs/[v2]\n"
+    console.log("quantize: wrote runs/[v2]", head="green")
+    console.log("[green]x[/green]")  # a tag in the text is text
+    assert buf.getvalue() == "\x1b[32mquantize\x1b[0m: wrote runs/[v2]\n[green]x[/green]\n"

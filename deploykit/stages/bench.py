@@ -80,7 +80,7 @@ def _measure(recipe: Recipe, cfg: BenchConfig, artifacts: list[Artifact], baseli
 
     report = kind_of(recipe.data.task).bench(recipe, cfg, _subjects(artifacts), tmp, out_dir, baseline_source)
     paths = write_reports(report, tmp)
-    log(f"[green]bench[/green]: {len(report['rows'])} rows -> {out_dir / paths['html'].name}")
+    log(f"bench: {len(report['rows'])} rows -> {out_dir / paths['html'].name}", head="green")
 
 
 def _is_report(artifact: Artifact) -> bool:
