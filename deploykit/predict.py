@@ -287,6 +287,9 @@ def answer(gen, texts: list[str], max_new_tokens: int, batch_size: int = 8, prog
     from deploykit.console import progress as bar
     from deploykit.llm.generate import chat_prompts
 
+    from deploykit.llm.prompt_checks import check_texts
+
+    check_texts(texts)  # here, not per batch: its line numbers the text among all of them
     chat = bool(getattr(gen.tokenizer, "chat_template", None))
     starts = range(0, len(texts), batch_size)
     for start in bar(starts, total=len(starts), description="generate") if progress else starts:

@@ -329,6 +329,8 @@ def test_a_text_past_the_positions_is_named_by_its_place_among_all_texts(tiny_ll
     rows = tmp_path / "rows.txt"
     rows.write_text("\n".join(["a film"] * 10 + ["good " * limit]), encoding="utf-8")
     one_line_error(invoke(tiny_llama, "--file", rows, "--generate", "--max-new-tokens", "3"), "prompt 10 is ")
+    # so is one that is not valid Unicode (undecodable bytes of an argument)
+    one_line_error(invoke(tiny_llama, *["a film"] * 10, "bad \udcff byte", "--generate"), "generate: prompt 10 'bad ")
 
 
 def test_a_reader_that_goes_away_stops_predict_quietly(final, tmp_path):
