@@ -144,15 +144,10 @@ def _task(recipe: Recipe):
 
 def _max_length(recipe: Recipe, config, task) -> None:
     from deploykit.data import fit_max_length
+    from deploykit.kinds import kind_of
 
-    if recipe.data.task == "generation":
-        # a causal LM's prompts are not cut to the model's positions: finetune refuses a max_length past the context,
-        # or one every prompt fills; the same calls say so here (validate said "ok" and "inputs are truncated")
-        from deploykit.llm.data import check_sft_fits
-        from deploykit.models import load_tokenizer
-
-        tokenizer = load_tokenizer(recipe.model.source, recipe.model.trust_remote_code)
-        return check_sft_fits(recipe.data, config, tokenizer, task, recipe.model.source)
+    if (own := kind_of(recipe.data.task).check_length) is not None:  # a causal LM's: as its finetune checks
+        return own(recipe, config, task)
     if recipe.data.max_length == "auto":
         return  # measured on the tokenized training rows when the run starts, within the model's positions
     fit_max_length(recipe.data.max_length, config)  # logs one line when inputs will be cut

@@ -38,6 +38,9 @@ class Kind:
             (plots, headline).
         find_file: (data folder, split name, data.<split>_file) -> the file that split is read from, or None: what
             deploykit/fingerprint.py records; None: deploykit.data's finder (.tsv, .csv, .jsonl).
+        check_length: (recipe, model config, task data) -> None; raises UserError for a `data.max_length` the
+            kind's training would refuse (`deploykit validate` calls it); None: the classifiers' check
+            (deploykit.data.fit_max_length: within the model's positions, `auto` measured at run start).
         bench_texts: (recipe, task data, split name) -> (the texts bench times, as a deploykit.data.Split, and
             score(predict, tokenizer, artifact, max_length, batch_size, n) -> {metric: value, "eval_n": rows} of the
             first n rows);
@@ -60,6 +63,7 @@ class Kind:
     bench_metrics: tuple[tuple[str, str], ...] = (("accuracy", "accuracy %"), ("macro_f1", "macro-F1 %"))
     bench_texts: Callable[[Any, Any, str], tuple[Any, Callable[..., dict]]] | None = None
     find_file: Callable[[Any, str, str | None], Any] | None = None
+    check_length: Callable[[Any, Any, Any], None] | None = None
 
     def bench(self, recipe, cfg, subjects: list, tmp, out_dir, baseline_source=None) -> dict:
         """The bench report's dict for `subjects` (deploykit.measure.bench_plan.Subject), models built on the way

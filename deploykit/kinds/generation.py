@@ -91,6 +91,17 @@ def bench_report(recipe, cfg, subjects, tmp, out_dir, baseline_source):
     return report(recipe, cfg, subjects, tmp, out_dir, baseline_source)
 
 
+def check_length(recipe, config, task) -> None:
+    """A causal LM's prompts are not cut to the model's positions: finetune refuses a max_length past the context,
+    or one every prompt fills; `deploykit validate` makes the same calls (it said "ok" and "inputs are truncated")."""
+    from deploykit.llm.data import check_sft_fits
+    from deploykit.models import load_tokenizer
+
+    tokenizer = load_tokenizer(recipe.model.source, recipe.model.trust_remote_code)
+    check_sft_fits(recipe.data, config, tokenizer, task, recipe.model.source)
+
+
 KIND = Kind(name="generation", metric="exact_match", load_task=load_task, finetune_job=finetune_job,
             gate_value=gate_value, check_run=check_run, distill_job=distill_job, prune_job=prune_job,
-            export_job=export_job, quantize_job=quantize_job, gguf_job=gguf_job, bench_report=bench_report)
+            export_job=export_job, quantize_job=quantize_job, gguf_job=gguf_job, bench_report=bench_report,
+            check_length=check_length)
