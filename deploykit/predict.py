@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from deploykit.errors import PromptTooLong, UserError
+from deploykit.predictions_file import is_predictions
 
 CHUNK = 256  # rows per predictor call: the progress bar moves per chunk, rows are length-sorted within one
 LINES = (".txt",)  # besides stdin: one text per line, no header
@@ -152,7 +153,7 @@ def check_out_file(out: Path, inputs: Path | None = None) -> Path:
     owner = next(((p, kind) for p in out.expanduser().resolve().parents if (kind := output_kind(p))), None)
     if owner is not None:
         raise UserError(f"--out {out}: is inside the deploykit {owner[1]} folder {owner[0]}; give a path outside it")
-    if out.is_file() and out.stat().st_size and not _predictions(out):
+    if out.is_file() and out.stat().st_size and not is_predictions(out):
         raise UserError(f"--out {out}: exists and does not hold deploykit predictions; give a new path "
                         "(or remove the file first if it may go)")
     existing = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path.cwd())
@@ -172,37 +173,6 @@ def check_out_file(out: Path, inputs: Path | None = None) -> Path:
 
 
 # the records this command writes, by their keys and the types of those keys (with the optional keys of each)
-_RECORDS = (({"text": str, "label": str, "score": (int, float)}, {"text_pair": str, "top_k": list}),
-            ({"text": str, "entities": list}, {}),
-            ({"text": str, "answer": str, "new_tokens": int}, {}))
-
-
-def _is_record(line: bytes) -> bool:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return False
-    if not isinstance(record, dict):
-        return False
-    for required, optional in _RECORDS:
-        if required.keys() <= record.keys() <= required.keys() | optional.keys():
-            types = {**required, **optional}
-            return all(isinstance(v, types[k]) and not isinstance(v, bool) for k, v in record.items())
-    return False
-
-
-def _predictions(out: Path) -> bool:
-    """Whether every line of `out` is a record this command writes, keys and types exactly (so replacing the file
-    loses no one's data). A first line alone was not enough: `{"text", "label"}` is the commonest shape of training
-    data, and a user's JSONL was replaced."""
-    try:
-        with open(out, "rb") as f:
-            lines = [line for line in f if line.strip()]
-    except OSError:
-        return False
-    return bool(lines) and all(_is_record(line) for line in lines)
-
-
 def _stream(out: Path) -> bool:
     """An existing path that is neither a file nor a folder (a device, a FIFO): written directly, not replaced."""
     return out.exists() and not out.is_file() and not out.is_dir()
