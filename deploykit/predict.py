@@ -309,7 +309,9 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
         check_out_file(out, file)
     artifact = load_artifact(model)
     shown = None
-    if generate and is_causal_lm(artifact) and text_pair_column is None:  # prompts as the model was trained on
+    if generate and text_pair_column is not None:  # before reading: the file's columns are not the fault
+        raise UserError("predict: --generate answers single texts; drop --text-pair-column")
+    if generate and is_causal_lm(artifact):  # prompts as the model was trained on
         (texts, shown), pairs = read_prompts(texts, file, text_column, trained_template(artifact)), None
     else:
         texts, pairs = read_texts(texts, file, text_column, text_pair_column, trained_columns(artifact))
@@ -325,8 +327,6 @@ def predict_command(model: Path, texts: list[str], *, file: Path | None = None, 
         raise UserError("predict: --max-new-tokens applies to --generate (a causal LM's answers); drop it")
     if generate and top_k != 1:
         raise UserError("predict: --top-k applies to classifiers, not to --generate")
-    if generate and pairs is not None:
-        raise UserError("predict: --generate answers single texts; drop --text-pair-column")
     tagger = kind_of(task_of(artifact)).predictor is not None  # a token classifier: entity groups
     if tagger and top_k != 1:
         raise UserError(f"{model}: a token classifier gives entity groups, not ranked labels; drop --top-k")

@@ -203,6 +203,9 @@ def test_bad_input_is_one_line_exit_2(final, tiny_chain, tiny_llama, tmp_path):
     one_line_error(invoke(final, "a film", "--max-new-tokens", "5"), "--max-new-tokens applies to --generate")
     rows = write(tmp_path / "rows.tsv", [{"sentence": "a film", "label": "1"}])
     one_line_error(invoke(final, "--file", rows, "--text-column", "review"), "no column 'review' (columns: sentence, label)")
+    q = write(tmp_path / "q.tsv", [{"question": "why", "other": "so"}])  # the flag is the fault, not a column
+    one_line_error(invoke(tiny_llama, "--file", q, "--generate", "--text-pair-column", "other"),
+                   "--generate answers single texts; drop --text-pair-column")
     bad = tmp_path / "bad.csv"
     bad.write_text("sentence,label\nfine,1\na, film, with commas,0\n")
     one_line_error(invoke(final, "--file", bad), "line 3 has 4 fields")
