@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import unicodedata
 from pathlib import Path
@@ -44,6 +45,30 @@ def _json_object(pairs: list[tuple[str, object]]) -> dict:
     return dict(pairs)
 
 
+class NonFinite(float):
+    """A JSON number Python reads as nan or inf (NaN, Infinity, -Infinity, 1e400), keeping what the file wrote: JSON
+    (RFC 8259) has no such numbers, and str() of one made the text "nan" or "inf"."""
+
+    written: str
+
+
+def _non_finite(written: str) -> float:
+    value = float(written)
+    if math.isfinite(value):
+        return value
+    out = NonFinite(value)
+    out.written = written if len(written) <= 20 else f"{written[:8]}...({len(written)} characters)"
+    return out
+
+
+def _json_int(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError:  # past sys.get_int_max_str_digits() (4300): Python's message told the user to raise it
+        raise ValueError(f"a number of {len(digits.lstrip('-'))} digits is too long to be read; "
+                         "write it as a JSON string (\"...\")") from None
+
+
 def _read_jsonl(path: Path, text: str) -> list[Row]:
     rows = []
     # records end at "\n" only: str.splitlines() would also cut at U+2028 / U+0085 inside a text
@@ -51,7 +76,8 @@ def _read_jsonl(path: Path, text: str) -> list[Row]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, object_pairs_hook=_json_object)
+            obj = json.loads(line, object_pairs_hook=_json_object, parse_int=_json_int,
+                             parse_float=_non_finite, parse_constant=_non_finite)
         except json.JSONDecodeError as err:
             raise UserError(f"{path}: line {n} is not valid JSON ({err.msg})") from None
         except ValueError as err:
@@ -194,6 +220,15 @@ def unicode_fault(text: str) -> str | None:
     return None
 
 
+def not_finite(value: object, row: dict, n: int, col: str, path: str) -> None:
+    """UserError for a NaN or infinite number cell (JSON NaN, Infinity, 1e400; a hub float nan), named by its line:
+    str() of it is the text "nan" or "inf", a prompt, an answer or a class no one wrote."""
+    if isinstance(value, float) and not math.isfinite(value):
+        written = getattr(value, "written", str(value))
+        raise UserError(f"{path}: {where(row, n)} has {written} for column '{col}', a number that is not finite; "
+                        "write the text as a JSON string, or remove the row")
+
+
 def texts(rows: list[dict], col: str, path: str, empty_ok: bool = False) -> list[str]:
     """The column's values as texts: a string as written, a number as its digits (str(5) == "5"); a JSON list,
     object or boolean is a one-line UserError naming the line, not its Python repr classified as text.
@@ -210,6 +245,7 @@ def texts(rows: list[dict], col: str, path: str, empty_ok: bool = False) -> list
         if isinstance(value, str) and (fault := unicode_fault(value)):  # a JSON "\ud800" escape
             raise UserError(f"{path}: {where(rows[n - 1], n)}: column '{col}' is not valid Unicode text ({fault}); "
                             "remove that character")
+        not_finite(value, rows[n - 1], n, col, path)
         out.append(str(value))
     blank = [] if empty_ok else [n for n, text in enumerate(out) if is_blank(text)]
     if blank:
@@ -238,6 +274,7 @@ def label_keys(rows: list[dict], column: str, origin: str) -> list[str]:
             kind = JSON_KINDS[type(raw)]
             raise UserError(f"{origin}: {where(row, n)}: label column '{column}' is {kind} ({json.dumps(raw)[:40]}); "
                             "write the class id or name")
+        not_finite(raw, row, n, column, origin)
         key = "" if raw is None else str(raw).strip()
         if not key:
             raise UserError(f"{origin}: {where(row, n)} has no label (column '{column}'); "

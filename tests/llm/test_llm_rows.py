@@ -40,6 +40,11 @@ def instructions(folder, odd: dict, **kw) -> DataConfig:
     ({"instruction": " \u200b ", "input": "\u00ad", "output": "x"}, "line 13: the prompt is empty or invisible"),
     ({"instruction": "a", "input": "", "output": ""}, "line 13 has an empty 'output' (the response to learn)"),
     ({"instruction": "a", "input": "", "output": " \u200b "}, "line 13 has an empty 'output' (the response to learn)"),
+    # json.dumps writes float nan / inf as NaN / Infinity, which json reads back: they were the texts "nan" / "inf"
+    ({"instruction": float("nan"), "input": "", "output": "x"},
+     "line 13 has NaN for column 'instruction', a number that is not finite; write the text as a JSON string"),
+    ({"instruction": "a", "input": float("-inf"), "output": "x"}, "line 13 has -Infinity for column 'input'"),
+    ({"instruction": "a", "input": "", "output": float("inf")}, "line 13 has Infinity for column 'output'"),
 ])
 def test_a_cell_that_is_not_text_or_an_empty_prompt_is_named_by_file_line_and_column(tmp_path, odd, message):
     # before: None, ['a', 'b'] and {'k': 1} became the prompt texts 'None', "['a', 'b']", "a\n\n{'k': 1}", and an
