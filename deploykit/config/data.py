@@ -84,7 +84,7 @@ class DataConfig(Section):
         "auto", description="long_texts windows: tokens consecutive windows share; auto: a quarter of max_length")
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="splits and samples rows (numpy takes 0 to 2**32 - 1)")
     # ---- task: generation (decoder LLMs)
     prompt_template: str | None = Field(
         None, description="generation: the user turn, with plain {column} placeholders ({{ and }} for literal "
