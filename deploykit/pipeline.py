@@ -20,7 +20,7 @@ from deploykit.errors import UserError
 from deploykit.evaluate import check_gate
 from deploykit.fingerprint import stage_inputs
 from deploykit.kinds import kind_of
-from deploykit.lineage import check_task, fit_columns
+from deploykit.lineage import check_task, fit_columns, warn_if_left_over
 from deploykit.models import is_gguf, load_config, resolve_source
 from deploykit.transfer import check_unlabeled
 
@@ -57,6 +57,8 @@ def run_stage(stage: str, recipe: Recipe, source: str | Path | None, out_dir: Pa
     """
     fn = stage_function(stage)
     parent = load_artifact(source) if source is not None else None
+    if parent is not None:
+        warn_if_left_over(parent)  # `--from run/prune` after a later run of another recipe replaced its input
     if stage != "finetune":  # fine-tuning may give a model another head; every later stage reads it as it is
         check_task(recipe, parent)
     recipe = fit_columns(recipe, parent)  # a pair model's data read as pairs where the recipe does not say

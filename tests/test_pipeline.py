@@ -90,7 +90,7 @@ def test_tiny_chain_end_to_end_then_resume_then_edit(run_tiny, tmp_path, capsys)
     assert {s: Path(e["path"]).resolve() for s, e in state["stages"].items()} == {s: (copy / s).resolve() for s in CHAIN}
 
 
-def test_a_data_file_edited_in_place_trains_again(run_tiny, shared_data, tmp_path, capsys):
+def test_a_data_file_edited_in_place_trains_again(run_tiny, shared_data, tmp_path, capsys, monkeypatch):
     import shutil
 
     data = tmp_path / "data"
@@ -133,6 +133,16 @@ def test_a_data_file_edited_in_place_trains_again(run_tiny, shared_data, tmp_pat
     load(out / "distill")
     said = " ".join(capsys.readouterr().err.split())
     assert f"warning: {(out / 'distill').resolve()} is left from an earlier recipe of the run in" in said
+    # so does a stage given it with --from (its output would never warn again), and bench
+    import deploykit.stages.bench as bench
+
+    monkeypatch.setattr(pipeline, "stage_function", lambda stage: lambda recipe, parent, out_dir: parent)
+    pipeline.run_stage("quantize", load_recipe(TINY), out / "distill", tmp_path / "q")
+    monkeypatch.setattr(bench, "_checked", lambda artifact: (_ for _ in ()).throw(RuntimeError("benched")))
+    with pytest.raises(RuntimeError, match="benched"):
+        bench.run_many(load_recipe(TINY), [out / "distill"], tmp_path / "b")
+    said = " ".join(capsys.readouterr().err.split())
+    assert said.count(f"warning: {(out / 'distill').resolve()} is left from an earlier recipe") == 2
 
 
 def test_failing_gate_stops_the_run_naming_stage_and_knob(run_tiny, tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from deploykit.config import BenchConfig, Recipe
 from deploykit.console import log
 from deploykit.errors import UserError
 from deploykit.kinds import kind_of
-from deploykit.lineage import check_task, fit_columns
+from deploykit.lineage import check_task, fit_columns, warn_if_left_over
 
 
 def run(recipe: Recipe, parent: Artifact | None, out_dir: Path) -> Artifact:
@@ -56,7 +56,10 @@ def run_many(recipe: Recipe, artifact_paths: list[Path], out_dir: Path, baseline
         raise UserError("bench needs data for its texts and accuracy: --data NAME_OR_PATH or a data section")
     if not artifact_paths:
         raise UserError("bench: give at least one artifact folder to measure")
-    artifacts = [_checked(a) for a in map(load_artifact, artifact_paths) if not _is_report(a)]
+    loaded = [a for a in map(load_artifact, artifact_paths) if not _is_report(a)]
+    for artifact in loaded:  # a stage folder a later run of another recipe left behind is benched as itself
+        warn_if_left_over(artifact)
+    artifacts = [_checked(a) for a in loaded]
     if not artifacts:
         raise UserError("bench: none of the folders given holds a model (only bench reports)")
     _check_distinct(artifacts)
