@@ -177,6 +177,18 @@ class DataConfig(Section):
                              f"are both '{self.label_column}': name the column that holds the text")
         return self
 
+    @model_validator(mode="after")
+    def _answer_not_in_prompt(self) -> DataConfig:
+        # every prompt would hold its own answer: the model copies it, and exact match reads near 100%
+        if self.task != "generation" or not self.prompt_template:
+            return self
+        answer, field = (self.response_column, "response_column") if self.response_column else \
+            (self.label_column, "label_column")
+        if answer in (f for _, f, _, _ in string.Formatter().parse(self.prompt_template)):
+            raise ValueError(f"prompt_template names {{{answer}}}, the data.{field} (the answer to learn): every "
+                             f"prompt would hold its answer; take {{{answer}}} out of the template")
+        return self
+
     def _check_windows(self) -> None:
         if self.long_texts == "truncate" and self.task != "token_classification":
             if self.window_stride != "auto":

@@ -98,6 +98,22 @@ def test_a_template_field_other_than_a_plain_column_is_refused_at_recipe_load(tm
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("data, answer", [
+    ({"response_column": "output", "prompt_template": "{instruction}\n{output}"}, "{output}, the data.response_column"),
+    ({"prompt_template": "Review: {sentence} {label}"}, "{label}, the data.label_column"),
+    ({"label_column": "y", "prompt_template": "{y}? {sentence}"}, "{y}, the data.label_column"),
+])
+def test_a_template_that_names_the_answer_column_is_refused(data, answer):
+    # before: every prompt held its answer, the model learned to copy it, and exact match read near 100%
+    with pytest.raises(UserError, match=re.escape(f"data: prompt_template names {answer} (the answer to learn)")):
+        build_recipe({"data": {"name": "x", "task": "generation", **data}})
+
+
+def test_a_template_may_name_the_label_column_when_the_response_is_another():
+    data = {"name": "x", "task": "generation", "response_column": "output", "prompt_template": "{label}: {sentence}"}
+    assert build_recipe({"data": data}).data.prompt_template == "{label}: {sentence}"
+
+
 def test_literal_braces_and_plain_fields_are_kept(tmp_path):
     task = load_chat_task(instructions(tmp_path, GOOD[0], prompt_template="{{json}} {instruction}: {input}",
                                        validation_split=0.01))
