@@ -27,7 +27,8 @@ import numpy as np
 from deploykit.artifact import Artifact, load_artifact
 from deploykit.errors import UserError
 from deploykit.lineage import trained_length, trained_stride
-from deploykit.load_checks import check_logits_width, check_threads, first_blank, resolve_runtime, unicode_fault
+from deploykit.load_checks import (check_logits_width, check_threads, first_blank, logits_width_fault, resolve_runtime,
+                                   unicode_fault)
 
 STRATEGIES = ("simple", "first")
 
@@ -163,7 +164,10 @@ class EntityPredictor:
             width = max(len(enc["input_ids"][i]) for i in idx)
             batch = {n: np.asarray([list(enc[n][i]) + [pad if n == "input_ids" else 0] * (width - len(enc[n][i]))
                                     for i in idx], dtype=np.int64) for n in names}
-            for i, row in zip(idx, self._predict(batch)):
+            logits = self._predict(batch)
+            if logits.shape[-1] != len(self.labels):  # a runtime whose output width the load could not read
+                raise UserError(logits_width_fault(self.name, logits.shape[-1], len(self.labels)))
+            for i, row in zip(idx, logits):
                 out[i] = row[:len(enc["input_ids"][i])]
         return out
 

@@ -128,6 +128,17 @@ def test_bad_inputs_and_options_are_refused_in_one_line(bert_folder):
         deploykit.load(bert_folder, runtime="torch-bf16")
 
 
+def test_a_runtime_answering_another_width_than_the_labels_is_refused(bert_folder):
+    # a graph whose logits width is dynamic passes the load's check; a config.json naming more labels than it
+    # scores was a ValueError from the reshape (and a 500 from the server)
+    ner = deploykit.load(bert_folder)
+    ner._predict = lambda batch: np.zeros((*batch["input_ids"].shape, len(LABELS) + 1), np.float32)
+    with pytest.raises(UserError, match="tiny-bert-ner: the model scores 6 classes but its config.json names 5 labels"):
+        ner("Peter flew to Brussels")
+    with pytest.raises(UserError, match="scores 6 classes"):
+        ner.logits(["Peter flew to Brussels"])
+
+
 def test_export_checks_every_token_and_the_onnx_folder_gives_the_same_groups(any_folder, tmp_path):
     import onnx
 
