@@ -12,7 +12,8 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
-console = Console(stderr=True, highlight=False)
+# emoji off: rich turned a path's ':ok:' / ':warning:' into emoji (run:ok:1 printed as run🆗1), markup=False or not
+console = Console(stderr=True, highlight=False, emoji=False)
 _quiet = {"on": bool(os.environ.get("DEPLOYKIT_QUIET"))}
 
 

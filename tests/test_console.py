@@ -57,3 +57,13 @@ def test_a_styled_head_keeps_its_style_and_the_rest_prints_as_written(monkeypatc
     console.log("quantize: wrote runs/[v2]", head="green")
     console.log("[green]x[/green]")  # a tag in the text is text
     assert buf.getvalue() == "\x1b[32mquantize\x1b[0m: wrote runs/[v2]\n[green]x[/green]\n"
+
+
+def test_user_text_keeps_its_colons_and_is_never_turned_into_emoji(monkeypatch, capsys):
+    # the one console deploykit prints through, serve's lines included; rich's emoji codes turned
+    # "run:ok:1/m:warning:x" into "run🆗1/m⚠x" (markup=False does not stop them)
+    monkeypatch.setitem(console._quiet, "on", False)
+    console.warn("warning: run:ok:1/m:warning:x has no manifest")
+    console.log("predict: read run:ok:1/m:warning:x", head="bold")
+    assert _err(capsys) == ("warning: run:ok:1/m:warning:x has no manifest "
+                            "predict: read run:ok:1/m:warning:x")
