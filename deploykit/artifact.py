@@ -139,15 +139,15 @@ def write_manifest(folder: Path, *, stage: str, format: str, parent: Artifact | 
     if parent is not None and "window_stride" not in manifest and parent.manifest.get("window_stride") is not None:
         # a model trained on windows is scored on windows (deploykit/windows.py), wherever it goes next
         manifest.update(long_texts="windows", window_stride=parent.manifest["window_stride"])
-    # what the model reads (single texts or pairs) travels with it into stages without a data section (export)
+    # what the model reads (single texts or pairs, a causal LM's prompt_template) goes on into stages with no data section
+    if parent is not None and isinstance(parent.manifest.get("columns"), dict):
+        manifest["columns"] = parent.manifest["columns"]
     for source in (config, parent.manifest.get("config") if parent is not None else None):
         data = source.get("data") if isinstance(source, dict) else None
         if isinstance(data, dict) and "text_pair_column" in data:
-            manifest["columns"] = {k: data.get(k) for k in ("text_column", "text_pair_column")}
+            keys = ("text_column", "text_pair_column") + (("prompt_template",) if data.get("prompt_template") else ())
+            manifest["columns"] = {k: data.get(k) for k in keys}
             break
-    else:
-        if parent is not None and isinstance(parent.manifest.get("columns"), dict):
-            manifest["columns"] = parent.manifest["columns"]
     manifest.setdefault("hash", config_hash(stage, config, manifest["parent"]))
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     return manifest

@@ -70,13 +70,28 @@ def trained_columns(artifact: Artifact) -> tuple[str | None, str | None]:
 
 
 def trained_template(artifact: Artifact) -> str | None:
-    """The `data.prompt_template` a causal LM was fine-tuned with (its manifest's, else its parents'), or None:
-    `deploykit predict --generate` fills it from a file's columns, as training did."""
+    """The `data.prompt_template` a causal LM was fine-tuned with (its manifest's, else its parents'; in each, the
+    recipe's data section, else the `columns` an export or quantize carried on), or None: `deploykit predict
+    --generate` fills it from a file's columns, as training did.
+
+    Raises:
+        UserError: the template recorded is not one data.prompt_template takes now (a manifest written before the
+            recipe check: '{instruction.upper}', an unclosed '{').
+    """
+    from deploykit.config.data import check_prompt_template
+
     for manifest in _lineage(artifact):
-        data = (manifest.get("config") or {}).get("data")
-        if isinstance(data, dict) and "prompt_template" in data:
-            template = data["prompt_template"]
-            return template if isinstance(template, str) and template else None
+        data, columns = (manifest.get("config") or {}).get("data"), manifest.get("columns")
+        source = data if isinstance(data, dict) and "prompt_template" in data else columns
+        if isinstance(source, dict) and "prompt_template" in source:
+            template = source["prompt_template"]
+            if not (isinstance(template, str) and template):
+                return None
+            try:
+                return check_prompt_template(template)
+            except ValueError as err:
+                raise UserError(f"{artifact.path}: the prompt_template its manifest records, {template!r}, cannot "
+                                f"be filled: {err}; fix prompt_template in the manifest.json") from None
     return None
 
 

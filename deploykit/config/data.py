@@ -33,6 +33,42 @@ TASK_FIELDS = {"classification": ("validation_rows",),
 TEXT_FIELDS = ("text_column", "text_pair_column", "label_column", "column_names", "long_texts")  # not tagged words
 
 
+def check_prompt_template(template: str | None) -> str | None:
+    """`template` as written when it names a {column} and every field is a plain {column}; else ValueError saying
+    why (DataConfig's check of data.prompt_template, and lineage.py's of one a manifest records)."""
+    # without a {column} every prompt is the same text (an empty one fell back to the default unsaid): the model
+    # would learn, and be scored on, answers to a question that never shows the row
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template or "") if f is not None]
+    except ValueError as err:
+        raise ValueError(f"is not a valid format string ({err})") from None
+    if template is not None and not any(f.strip() for f in fields):
+        raise ValueError("names no {column}: every prompt would be the same text; put the row's text in it, "
+                         "e.g. 'Review: {sentence}'")
+    for _, name, spec, conversion in string.Formatter().parse(template or ""):
+        _plain_field(name, spec, conversion)
+    return template
+
+
+def _plain_field(name: str | None, spec: str, conversion: str | None) -> None:
+    # str.format reads '{instruction.upper}' as an attribute ("<built-in method upper of str object at 0x7f..>",
+    # a new address each run, in every prompt), '{instruction[0]}' as the first letter, and '{x.nope}' crashed
+    if name is None:
+        return
+    field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+    plain = name.partition(".")[0].partition("[")[0]
+    if not plain.strip() or plain.isdigit():  # '{}', '{0}', '{[0]}'
+        why, plain = "is positional", "sentence"
+    elif plain != name:
+        why = f"reads {'an attribute' if name[len(plain)] == '.' else 'an item'} of column '{plain}'"
+    elif conversion or spec:
+        why = f"has a {'conversion' if conversion else 'format spec'}"
+    else:
+        return
+    raise ValueError(f"'{field}' {why}; use plain {{column}} fields such as '{{{plain}}}' "
+                     "(write {{ and }} for literal braces)")
+
+
 class DataConfig(Section):
     """A labelled task (text classification, token classification, generation): local files, a local mirror,
     or a hub dataset.
@@ -122,40 +158,7 @@ class DataConfig(Section):
             raise ValueError(f"'{dup}' appears twice; give every class its own name")
         return names
 
-    @field_validator("prompt_template")
-    @classmethod
-    def _names_a_column(cls, template: str | None) -> str | None:
-        # without a {column} every prompt is the same text (an empty one fell back to the default unsaid): the model
-        # would learn, and be scored on, answers to a question that never shows the row
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(template or "") if f is not None]
-        except ValueError as err:
-            raise ValueError(f"is not a valid format string ({err})") from None
-        if template is not None and not any(f.strip() for f in fields):
-            raise ValueError("names no {column}: every prompt would be the same text; put the row's text in it, "
-                             "e.g. 'Review: {sentence}'")
-        for _, name, spec, conversion in string.Formatter().parse(template or ""):
-            cls._plain_field(name, spec, conversion)
-        return template
-
-    @staticmethod
-    def _plain_field(name: str | None, spec: str, conversion: str | None) -> None:
-        # str.format reads '{instruction.upper}' as an attribute ("<built-in method upper of str object at 0x7f..>",
-        # a new address each run, in every prompt), '{instruction[0]}' as the first letter, and '{x.nope}' crashed
-        if name is None:
-            return
-        field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-        plain = name.partition(".")[0].partition("[")[0]
-        if not plain.strip() or plain.isdigit():  # '{}', '{0}', '{[0]}'
-            why, plain = "is positional", "sentence"
-        elif plain != name:
-            why = f"reads {'an attribute' if name[len(plain)] == '.' else 'an item'} of column '{plain}'"
-        elif conversion or spec:
-            why = f"has a {'conversion' if conversion else 'format spec'}"
-        else:
-            return
-        raise ValueError(f"'{field}' {why}; use plain {{column}} fields such as '{{{plain}}}' "
-                         "(write {{ and }} for literal braces)")
+    _template = field_validator("prompt_template")(check_prompt_template)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
