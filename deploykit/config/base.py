@@ -38,16 +38,23 @@ class Section(BaseModel):
         if value is None and not _takes_none(annotation):
             # `max_steps: null` (or an empty `max_steps:`) read "Input should be a valid integer"
             field = cls.model_fields[info.field_name]
+            takes = _expected(annotation, quote_hint=False)
             if field.is_required():
-                raise ValueError(f"should be {_expected(annotation)}, not null")
+                raise ValueError(f"should be {takes}, not null")
             default = field.get_default(call_default_factory=True)
-            raise ValueError(f"should be {_expected(annotation)}, not null (leave the key out for its default, "
-                             f"{default!r})")
+            if isinstance(default, BaseModel):  # a section: its repr (GateConfig(max_drop=1.0, ...)) is noise here
+                raise ValueError(f"should be {takes}, not null (leave the key out for its defaults)")
+            raise ValueError(f"should be {takes}, not null (leave the key out for its default, {default!r})")
         return value
 
 
-def _expected(annotation: Any) -> str:
-    """What a field takes, in words, for the true/false refusal: its choices, or a number, a text, a list."""
+def _expected(annotation: Any, quote_hint: bool = True) -> str:
+    """What a field takes, in words: its choices, or a number, a text, a list, a section's mapping.
+
+    Args:
+        annotation: the field's type.
+        quote_hint: for a text, say how to give the word true as one (the true/false refusal; not for null).
+    """
     found: list[str] = []
 
     def walk(a: Any) -> None:
@@ -62,7 +69,9 @@ def _expected(annotation: Any) -> str:
         elif a in (int, float):
             found.append("a number")
         elif a in (str, Path):
-            found.append("a text (quote it: 'true')")
+            found.append("a text (quote it: 'true')" if quote_hint else "a text")
+        elif isinstance(a, type) and issubclass(a, BaseModel):  # a section (gate:, export.tensorrt:)
+            found.append("a mapping of its settings")
     walk(annotation)
     words = list(dict.fromkeys(found)) or ["a number"]
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
