@@ -292,19 +292,10 @@ def generate(model: Annotated[Path, typer.Argument(parser=path_arg, help="a caus
              threads: Annotated[Optional[int], typer.Option(min=1)] = None,
              json_lines: Annotated[bool, typer.Option("--json", help="one JSON object per prompt")] = False):
     """Answer prompts with a causal LM: deploykit's own KV-cache loop, on ONNX Runtime or PyTorch."""
-    from deploykit.llm.generate import chat_prompts, load_generator
+    from deploykit.llm.generate import chat_prompts
+    from deploykit.llm.generate_command import open_generator
 
-    if not Path(model).exists():  # load_artifact's advice names a bare .onnx file, which generate cannot take
-        raise UserError(f"{model}: not found; give a causal LM folder (PyTorch or ONNX) or a .gguf file")
-    if Path(model).suffix == ".gguf":
-        gen = load_generator(model, runtime=runtime, threads=threads)
-    else:  # a folder opens as `deploykit.load` opens it: a GGUF export's file, an INT8 graph checked for this CPU
-        from deploykit.artifact import load_artifact
-        from deploykit.predictor import is_causal_lm, load
-
-        if not is_causal_lm(load_artifact(model)):
-            raise UserError(f"{model}: holds a classifier, not a causal LM; use `deploykit predict` for it")
-        gen = load(model, runtime=runtime, threads=threads)
+    gen = open_generator(model, runtime, threads, system, raw)  # --system with --raw refused before any load
     rendered = list(prompts) if raw else chat_prompts(gen.tokenizer, list(prompts), system, str(model))
     out = gen.generate(rendered, max_new_tokens, do_sample=sample, temperature=temperature, top_k=top_k,
                        top_p=top_p, seed=seed)

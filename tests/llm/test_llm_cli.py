@@ -39,6 +39,17 @@ def test_bad_inputs_exit_2_in_one_line(tiny_llama, tiny_bert, tmp_path):
     assert result.exit_code == 2 and "holds a classifier, not a causal LM; use `deploykit predict`" in result.output
 
 
+def test_system_with_raw_is_refused_in_one_line(tiny_llama, tmp_path):
+    # --raw skips the chat template, and --system with it: a blank or invalid system prompt passed, exit 0
+    for system in ["be brief", "", " "]:
+        result = runner.invoke(app, ["generate", str(tiny_llama), "hi", "--raw", "--system", system, "-n", "2"])
+        assert result.exit_code == 2, result.output
+        assert "--system with --raw: a system turn is a part of the chat template, which --raw skips" in result.output
+    # refused before any model loads: a missing folder is not what it names
+    result = runner.invoke(app, ["generate", str(tmp_path / "missing"), "hi", "--raw", "--system", "x"])
+    assert result.exit_code == 2 and "--system with --raw" in result.output
+
+
 def test_torch_on_an_onnx_folder_says_which_runtime_reads_it(tiny_llama, tmp_path):
     # was "model source ...: could not be loaded (OSError: Error no file named model.safetensors ...)"
     import json
