@@ -663,17 +663,36 @@ def test_calls_at_once_and_threads_per_call_follow_the_cores_and_the_runtime(cor
     asked = []
 
     def fake_build_app(predictor, **options):
-        asked.append((options["workers"], predictor))
+        asked.append((options["workers"], predictor.threads))
         raise UserError("stop here: only the thread and call counts are under test")
 
+    class Loaded(FakePredictor):  # answers the one row serve sends through a model before it opens the port
+        def __init__(self, threads):
+            super().__init__()
+            self.threads = threads
+
     monkeypatch.setattr(deploykit.hardware, "cores", lambda: cores)
-    monkeypatch.setattr(deploykit.predictor, "load", lambda folder, runtime="auto", threads=None: threads)
+    monkeypatch.setattr(deploykit.predictor, "load", lambda folder, runtime="auto", threads=None: Loaded(threads))
     monkeypatch.setattr(deploykit.predictor, "is_causal_lm", lambda artifact: False)
     monkeypatch.setattr("deploykit.artifact.load_artifact", lambda folder: Artifact(tmp_path, {"format": fmt}))
     monkeypatch.setattr(deploykit.serve.app, "build_app", fake_build_app)
     with pytest.raises(UserError, match="stop here"):
         serve(tmp_path, threads=threads, workers=workers)
     assert asked == [expected]
+
+
+def test_a_model_that_cannot_answer_is_refused_before_the_port_opens(tiny_chain, tmp_path, monkeypatch):
+    # a config.json naming 3 labels beside a graph of dynamic width: every request was a 500 with a traceback
+    from deploykit.serve import serve
+
+    def no_port(*args, **kwargs):
+        raise AssertionError("the port was bound for a model that cannot answer")
+
+    monkeypatch.setattr("deploykit.serve._bind", no_port)
+    monkeypatch.setattr("deploykit.evaluate.predict",  # what a runtime of dynamic output width answers
+                        lambda predict, split, *args, **kwargs: np.zeros((len(split.texts), 3), np.float32))
+    with pytest.raises(UserError, match="the model scores 3 classes but its config.json names 2 labels"):
+        serve(tiny_chain["quantize"], workers=1)
 
 
 def test_more_calls_at_once_than_the_runtime_takes_is_one_line(monkeypatch, tmp_path):

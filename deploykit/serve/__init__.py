@@ -49,6 +49,7 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch:
     from deploykit.artifact import load_artifact
     from deploykit.predictor import is_causal_lm, load
     from deploykit.serve.app import build_app
+    from deploykit.serve.outputs import outputs_for
 
     artifact = load_artifact(folder)
     if is_causal_lm(artifact):
@@ -59,6 +60,10 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000, *, max_batch:
     chosen = resolve_runtime(artifact.format, runtime, None)
     workers = check_workers(workers, chosen) if workers is not None else default_workers(chosen)
     predictor = load(folder, runtime=runtime, threads=threads or default_threads(workers))
+    # one row through the model before the port opens: a model that cannot answer (a config.json naming another
+    # label count than a dynamic-width graph scores) is refused here in one line, not a 500 on every request
+    served = outputs_for(predictor)
+    served.infer([("a film", "a film") if served.needs_pairs else "a film"], 1)
     app = build_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, max_request_rows=max_request_rows,
                     max_body_bytes=max_body_bytes, workers=workers)
     sock = _bind(host, port)
