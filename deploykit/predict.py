@@ -172,7 +172,6 @@ def check_out_file(out: Path, inputs: Path | None = None) -> Path:
     return out
 
 
-# the records this command writes, by their keys and the types of those keys (with the optional keys of each)
 def _stream(out: Path) -> bool:
     """An existing path that is neither a file nor a folder (a device, a FIFO): written directly, not replaced."""
     return out.exists() and not out.is_file() and not out.is_dir()
