@@ -465,12 +465,13 @@ class Server:
                 self.url = found.group(0)
                 break
         assert self.url, f"the server did not start: {''.join(self.lines)}"
+        self.started = len(self.lines)  # what came before the port opened (serve's one-row probe) is not waited for
         threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True).start()
 
     def wait_for(self, text: str, timeout: float = 60) -> None:
-        """Until a line of the server's stderr holds `text` (the drain thread appends them)."""
+        """Until a line of the server's stderr since it started serving holds `text` (the drain thread appends them)."""
         deadline = time.monotonic() + timeout
-        while not any(text in line for line in list(self.lines)):
+        while not any(text in line for line in list(self.lines)[self.started:]):
             assert time.monotonic() < deadline, f"no {text!r} from the server: {''.join(self.lines)}"
             time.sleep(0.01)
 
